@@ -1,0 +1,102 @@
+"""Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
+import os
+import random
+import threading
+
+from .errors import BpfError
+from .fdtable import FdTable, IdrCyclic
+from .memory import Memory, ProcessMemory
+from .profile import KernelProfile
+from .syscall import build_dispatch, sys_bpf
+
+
+class Emulator:
+    """A Linux 6.18 kernel's map side, in this process.
+
+    ``bpf(cmd, attr, size)`` has the real syscall's contract: the fd or 0, or -errno.
+    ``attr`` is a writable buffer or an int address; pointers inside it are addresses in
+    ``mem`` (this process's memory by default). ``cpu`` is the CPU the next call runs on.
+    """
+
+    def __init__(self, *, nr_cpus: int | None = None, seed: int | None = None,
+                 profile: KernelProfile | None = None, mem: Memory | None = None):
+        self.profile = profile or KernelProfile()
+        if nr_cpus is not None:
+            self.profile.nr_cpus = nr_cpus
+        if self.profile.nr_cpus < 1:
+            raise ValueError("nr_cpus must be at least 1")
+        self.mem = mem if mem is not None else ProcessMemory()
+        self.fds = FdTable()
+        self.map_idr = IdrCyclic()
+        self.lock = threading.RLock()
+        self.dispatch = build_dispatch(self.profile)
+        # Without a seed, hash seeds are random per map, as get_random_u32() makes them.
+        self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
+        self._cpu = 0
+
+    bpf = sys_bpf
+
+    @property
+    def nr_cpus(self) -> int:
+        return self.profile.nr_cpus
+
+    @property
+    def cpu(self) -> int:
+        return self._cpu
+
+    @cpu.setter
+    def cpu(self, cpu: int) -> None:
+        if not 0 <= cpu < self.profile.nr_cpus:
+            raise ValueError(f"cpu {cpu} is not a possible CPU (0..{self.profile.nr_cpus - 1})")
+        self._cpu = cpu
+
+    def random_u32(self) -> int:
+        return self._rng.getrandbits(32)
+
+    def bpf_map_new_fd(self, m, f_mode: int) -> int:
+        """bpf_map_alloc_id() then bpf_map_new_fd(): an id is used up even if the fd fails."""
+        m.id = self.map_idr.alloc(m)
+        try:
+            fd = self.fds.install(m, f_mode)
+        except BpfError:
+            self.map_idr.remove(m.id)
+            raise
+        m.refcnt += 1
+        return fd
+
+    def bpf_map_put(self, m) -> None:
+        """Drop one reference; the last one frees the map and its id."""
+        m.refcnt -= 1
+        if m.refcnt == 0:
+            self.map_idr.remove(m.id)
+            if m.ops.map_free is not None:
+                m.ops.map_free(m)
+
+    def close(self, fd: int) -> int:
+        """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""
+        with self.lock:
+            try:
+                f = self.fds.close(fd)
+            except BpfError as e:
+                return -e.errno
+            if f is not None:
+                self.bpf_map_put(f.obj)
+            return 0
+
+    def map_of(self, fd: int):
+        """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
+        f = self.fds.files.get(fd)
+        if f is None:
+            raise KeyError(fd)
+        return f.obj
+
+    def close_all(self) -> None:
+        """Close every emulated fd (the process exiting)."""
+        for fd in list(self.fds.files):
+            self.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close_all()

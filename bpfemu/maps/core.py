@@ -1,0 +1,89 @@
+"""struct bpf_map and struct bpf_map_ops, in Python.
+
+A map type is an ops table built from shared functions (like htab_map_ops and
+htab_lru_map_ops in kernel/bpf/hashtab.c). The syscall layer calls through the table
+and never branches on the map type except where kernel/bpf/syscall.c does.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..uapi.consts import BpfMapType as T
+
+PERCPU_VALUE_TYPES = frozenset({T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                                T.BPF_MAP_TYPE_PERCPU_ARRAY, T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
+
+
+def round_up(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+@dataclass(frozen=True)
+class MapCreateArgs:
+    """The MAP_CREATE attr as the alloc hooks see it (after BPF_F_TOKEN_FD was cleared)."""
+    map_type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int
+    numa_node: int          # bpf_map_attr_numa_node(): -1 (NUMA_NO_NODE) unless BPF_F_NUMA_NODE
+    map_extra: int
+
+
+@dataclass
+class MapOps:
+    """struct bpf_map_ops: the operations a map type provides; None where it has none.
+
+    Syscall-side element operations take and return bytes in the syscall's value layout
+    (the full per-CPU buffer for per-CPU maps). Program-side operations live in progs.py
+    and use the *_prog hooks.
+    """
+    name: str
+    map_alloc_check: Callable
+    map_alloc: Callable
+    map_lookup_elem_sys: Optional[Callable] = None       # bpf_map_copy_value()'s per-type copy
+    map_update_elem_sys: Optional[Callable] = None       # bpf_map_update_value()'s per-type update
+    map_delete_elem: Optional[Callable] = None
+    map_get_next_key: Optional[Callable] = None
+    map_lookup_and_delete_elem: Optional[Callable] = None
+    map_lookup_batch: Optional[Callable] = None
+    map_lookup_and_delete_batch: Optional[Callable] = None
+    map_update_batch: Optional[Callable] = None
+    map_delete_batch: Optional[Callable] = None
+    map_mem_usage: Optional[Callable] = None
+    map_free: Optional[Callable] = None
+    # The BPF-program side (helpers): live value views, updates on the current CPU.
+    map_lookup_elem_prog: Optional[Callable] = None
+    map_update_elem_prog: Optional[Callable] = None
+    map_delete_elem_prog: Optional[Callable] = None
+    map_lookup_percpu_elem: Optional[Callable] = None
+    map_value_hash: Optional[Callable] = None            # sha256 for OBJ_GET_INFO_BY_FD (arrays)
+
+
+class BpfMap:
+    """struct bpf_map: what every map type has. Map types subclass it for their state."""
+
+    def __init__(self, ops: MapOps, args: MapCreateArgs, kernel):
+        self.ops = ops
+        self.map_type = args.map_type
+        self.key_size = args.key_size
+        self.value_size = args.value_size
+        self.max_entries = args.max_entries
+        self.map_flags = args.map_flags
+        self.numa_node = args.numa_node
+        self.map_extra = args.map_extra
+        self.kernel = kernel                   # the Emulator: current CPU, possible CPUs
+        self.nr_cpus = kernel.nr_cpus
+        self.id = 0
+        self.name = b"\0" * 16
+        self.frozen = False
+        self.refcnt = 0                        # open file descriptions + pins
+        self.writecnt = 0                      # writable mmaps (none today)
+        self.has_spin_lock = False             # no BTF support, so never (BPF_F_LOCK is EINVAL)
+        self.btf_id = self.btf_key_type_id = self.btf_value_type_id = 0
+        self.btf_vmlinux_value_type_id = 0
+        self.excl_prog_hash = None
+        self.percpu_value = args.map_type in PERCPU_VALUE_TYPES
+        self.round_value_size = round_up(args.value_size, 8)
+        # bpf_map_value_size(): what the syscall copies in and out per element.
+        self.value_size_sys = (self.round_value_size * self.nr_cpus if self.percpu_value
+                               else args.value_size)

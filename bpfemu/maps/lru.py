@@ -1,0 +1,681 @@
+"""The LRU lists behind LRU_HASH and LRU_PERCPU_HASH (kernel/bpf/bpf_lru_list.c).
+
+Which key an LRU map evicts, and when, is observable through the syscall ABI, so
+this module reproduces the kernel's list machinery step for step
+(reference/hashtab.md §4): circular doubly linked lists with sentinels, the
+active/inactive/free lists with their counters and the ``next_inactive_rotation``
+cursor, and for the common LRU the per-CPU local free/pending lists and the
+round-robin steal.  Function names follow the kernel so the two read side by side.
+
+List orientation is the kernel's: ``head.next`` is the newest node ("head"),
+``head.prev`` the oldest ("tail"); a node's ``prev`` is its head-side neighbour.
+
+The CPU is always an explicit argument; nothing here reads the scheduler.  CPUs
+are ``0 .. nr_cpus-1`` (the possible-CPU mask is assumed to be contiguous).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+__all__ = [
+    "BPF_LRU_LIST_T_ACTIVE",
+    "BPF_LRU_LIST_T_INACTIVE",
+    "BPF_LRU_LIST_T_FREE",
+    "BPF_LRU_LOCAL_LIST_T_FREE",
+    "BPF_LRU_LOCAL_LIST_T_PENDING",
+    "LOCAL_FREE_TARGET",
+    "LOCAL_NR_SCANS",
+    "PERCPU_FREE_TARGET",
+    "PERCPU_NR_SCANS",
+    "ListHead",
+    "BpfLruNode",
+    "BpfLruList",
+    "BpfLruLocallist",
+    "BpfLru",
+    "bpf_lru_target_free",
+    "bpf_lru_populate",
+    "bpf_lru_pop_free",
+    "bpf_lru_push_free",
+    "bpf_lru_node_set_ref",
+    "bpf_lru_node_is_ref",
+    "bpf_lru_dump",
+]
+
+# enum bpf_lru_list_type.  The first NR_BPF_LRU_LIST_COUNT types are counted,
+# the first NR_BPF_LRU_LIST_T live on an LRU list, the rest on a CPU's local list.
+BPF_LRU_LIST_T_ACTIVE = 0
+BPF_LRU_LIST_T_INACTIVE = 1
+BPF_LRU_LIST_T_FREE = 2
+BPF_LRU_LOCAL_LIST_T_FREE = 3
+BPF_LRU_LOCAL_LIST_T_PENDING = 4
+
+NR_BPF_LRU_LIST_T = 3
+NR_BPF_LRU_LIST_COUNT = 2
+NR_BPF_LRU_LOCAL_LIST_T = 2
+BPF_LOCAL_LIST_T_OFFSET = NR_BPF_LRU_LIST_T
+
+# Index of a local list type inside BpfLruLocallist.lists.
+LOCAL_FREE_LIST_IDX = BPF_LRU_LOCAL_LIST_T_FREE - BPF_LOCAL_LIST_T_OFFSET
+LOCAL_PENDING_LIST_IDX = BPF_LRU_LOCAL_LIST_T_PENDING - BPF_LOCAL_LIST_T_OFFSET
+
+LOCAL_FREE_TARGET = 128
+LOCAL_NR_SCANS = LOCAL_FREE_TARGET
+PERCPU_FREE_TARGET = 4
+PERCPU_NR_SCANS = PERCPU_FREE_TARGET
+
+
+# --------------------------------------------------------------------------------------
+# Objects
+# --------------------------------------------------------------------------------------
+
+
+class ListHead:
+    """A list sentinel (struct list_head used as a list head): an empty list points at itself."""
+
+    __slots__ = ("next", "prev")
+
+    def __init__(self) -> None:
+        self.next = self
+        self.prev = self
+
+
+class BpfLruNode:
+    """struct bpf_lru_node, embedded in every LRU hash element.
+
+    The hash map's element class subclasses this and adds its own slots (key,
+    value, ...).  ``hash`` lives here because the LRU writes it when it hands a
+    node out, as the kernel does through ``hash_offset``; a subclass may redeclare
+    it harmlessly.  No constructor arguments: ``bpf_lru_populate`` initialises the
+    list state of every node, so a subclass need not call ``super().__init__()``.
+    """
+
+    __slots__ = ("next", "prev", "cpu", "type", "ref", "hash")
+
+    def __init__(self) -> None:
+        self.next = None
+        self.prev = None
+        self.cpu = 0
+        self.type = BPF_LRU_LIST_T_FREE
+        self.ref = 0
+        self.hash = 0
+
+
+class BpfLruList:
+    """struct bpf_lru_list: active, inactive and free lists, two counters, the NIR cursor."""
+
+    __slots__ = ("lists", "counts", "next_inactive_rotation")
+
+    def __init__(self) -> None:
+        self.lists = (ListHead(), ListHead(), ListHead())
+        # Only ACTIVE and INACTIVE are counted (the rotation compares them).
+        self.counts = [0, 0]
+        # Where the next inactive rotation starts: an inactive node or the sentinel.
+        self.next_inactive_rotation = self.lists[BPF_LRU_LIST_T_INACTIVE]
+
+
+class BpfLruLocallist:
+    """struct bpf_lru_locallist: one CPU's local free and pending lists (common LRU only)."""
+
+    __slots__ = ("lists", "next_steal")
+
+    def __init__(self, cpu: int) -> None:
+        self.lists = (ListHead(), ListHead())
+        self.next_steal = cpu
+
+
+class BpfLru:
+    """struct bpf_lru.
+
+    ``percpu`` is True for BPF_F_NO_COMMON_LRU.  ``target_free`` is the common
+    LRU's harvest batch (see ``bpf_lru_target_free``); it is ignored by the
+    per-CPU LRU, which always uses PERCPU_FREE_TARGET.  ``del_from_htab(node)``
+    is the eviction callback (htab_lru_map_delete_node): it unlinks the node's
+    element from the hash table and returns True, or False if it was not there.
+    """
+
+    __slots__ = (
+        "percpu",
+        "nr_cpus",
+        "target_free",
+        "nr_scans",
+        "del_from_htab",
+        "common_lru",
+        "local_list",
+        "percpu_lru",
+    )
+
+    def __init__(
+        self,
+        percpu: bool,
+        nr_cpus: int,
+        target_free: int,
+        del_from_htab: Callable[[BpfLruNode], bool],
+    ) -> None:
+        if nr_cpus < 1:
+            raise ValueError("nr_cpus must be at least 1")
+        self.percpu = bool(percpu)
+        self.nr_cpus = nr_cpus
+        self.target_free = target_free
+        self.del_from_htab = del_from_htab
+        if self.percpu:
+            self.nr_scans = PERCPU_NR_SCANS
+            self.common_lru = None
+            self.local_list = None
+            self.percpu_lru = [BpfLruList() for _ in range(nr_cpus)]
+        else:
+            self.nr_scans = LOCAL_NR_SCANS
+            self.common_lru = BpfLruList()
+            self.local_list = [BpfLruLocallist(cpu) for cpu in range(nr_cpus)]
+            self.percpu_lru = None
+
+
+def bpf_lru_target_free(nr_elems: int, nr_cpus: int) -> int:
+    """The common LRU's harvest batch since Linux 6.16 (bpf_common_lru_populate):
+    clamp((nr_elems / nr_cpus) / 2, 1, LOCAL_FREE_TARGET)."""
+    return min(max((nr_elems // nr_cpus) // 2, 1), LOCAL_FREE_TARGET)
+
+
+# --------------------------------------------------------------------------------------
+# list_head primitives
+# --------------------------------------------------------------------------------------
+
+
+def _list_del(node) -> None:
+    p = node.prev
+    n = node.next
+    p.next = n
+    n.prev = p
+
+
+def _list_add(node, head) -> None:
+    # Link right after the sentinel, i.e. at the head (newest end).
+    n = head.next
+    node.next = n
+    node.prev = head
+    n.prev = node
+    head.next = node
+
+
+def _list_move(node, head) -> None:
+    p = node.prev
+    n = node.next
+    p.next = n
+    n.prev = p
+    n = head.next
+    node.next = n
+    node.prev = head
+    n.prev = node
+    head.next = node
+
+
+def _list_iter(head) -> Iterator[BpfLruNode]:
+    """Nodes from head (newest) to tail (oldest).  Not for use while the list changes."""
+    node = head.next
+    while node is not head:
+        yield node
+        node = node.next
+
+
+# --------------------------------------------------------------------------------------
+# Node helpers
+# --------------------------------------------------------------------------------------
+
+
+def get_next_cpu(lru: BpfLru, cpu: int) -> int:
+    cpu += 1
+    return 0 if cpu >= lru.nr_cpus else cpu
+
+
+def bpf_lru_node_is_ref(node: BpfLruNode) -> bool:
+    return node.ref != 0
+
+
+def bpf_lru_node_set_ref(node: BpfLruNode) -> None:
+    """Mark the node referenced (BPF-program lookups, updates of an existing key)."""
+    node.ref = 1
+
+
+def __bpf_lru_node_move_to_free(l: BpfLruList, node: BpfLruNode, free_list, tgt_free_type: int) -> None:
+    """Active/inactive node -> a free list (the global one or a CPU's local one).
+
+    The ref bit is left alone; it is cleared when the node is handed out again.
+    """
+    t = node.type
+    if t >= BPF_LOCAL_LIST_T_OFFSET:  # kernel: WARN_ON_ONCE, ignored
+        return
+    # Keep the rotation cursor on the inactive list: step it to the head-side neighbour.
+    if node is l.next_inactive_rotation:
+        l.next_inactive_rotation = node.prev
+    if t < NR_BPF_LRU_LIST_COUNT:
+        l.counts[t] -= 1
+    node.type = tgt_free_type
+    _list_move(node, free_list)
+
+
+def __bpf_lru_node_move_in(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
+    """Local pending node -> head of the global active or inactive list."""
+    if node.type < BPF_LOCAL_LIST_T_OFFSET or tgt_type >= BPF_LOCAL_LIST_T_OFFSET:
+        return  # kernel: WARN_ON_ONCE, ignored
+    if tgt_type < NR_BPF_LRU_LIST_COUNT:
+        l.counts[tgt_type] += 1
+    node.type = tgt_type
+    node.ref = 0
+    _list_move(node, l.lists[tgt_type])
+
+
+def __bpf_lru_node_move(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
+    """Move within/between active, inactive and free of one LRU list, to the head of tgt_type."""
+    t = node.type
+    if t >= BPF_LOCAL_LIST_T_OFFSET or tgt_type >= BPF_LOCAL_LIST_T_OFFSET:
+        return  # kernel: WARN_ON_ONCE, ignored
+    if t != tgt_type:
+        counts = l.counts
+        if t < NR_BPF_LRU_LIST_COUNT:
+            counts[t] -= 1
+        if tgt_type < NR_BPF_LRU_LIST_COUNT:
+            counts[tgt_type] += 1
+        node.type = tgt_type
+    node.ref = 0
+    if node is l.next_inactive_rotation:
+        l.next_inactive_rotation = node.prev
+    _list_move(node, l.lists[tgt_type])
+
+
+# --------------------------------------------------------------------------------------
+# Rotation and shrinking of one LRU list
+# --------------------------------------------------------------------------------------
+
+
+def bpf_lru_list_inactive_low(l: BpfLruList) -> bool:
+    counts = l.counts
+    return counts[BPF_LRU_LIST_T_INACTIVE] < counts[BPF_LRU_LIST_T_ACTIVE]
+
+
+def __bpf_lru_list_rotate_active(lru: BpfLru, l: BpfLruList) -> None:
+    """Walk active from the tail: referenced nodes go back to the active head (one more
+    chance), the others to the inactive head.  At most nr_scans nodes, and never past
+    the node that was at the head when the walk began."""
+    active = l.lists[BPF_LRU_LIST_T_ACTIVE]
+    nr_scans = lru.nr_scans
+    first_node = active.next
+    node = active.prev
+    i = 0
+    while node is not active:
+        tmp = node.prev
+        if node.ref:
+            __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_ACTIVE)
+        else:
+            __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_INACTIVE)
+        i += 1
+        if i == nr_scans or node is first_node:
+            break
+        node = tmp
+
+
+def __bpf_lru_list_rotate_inactive(lru: BpfLru, l: BpfLruList) -> None:
+    """A clock hand over the inactive list: from the cursor toward the head (wrapping
+    from the sentinel to the tail), promote referenced nodes to the active head, and
+    leave the cursor at the first node not visited."""
+    inactive = l.lists[BPF_LRU_LIST_T_INACTIVE]
+    if inactive.next is inactive:
+        return
+
+    cur = l.next_inactive_rotation
+    # The node reached after one full lap.
+    last = cur.next
+    if last is inactive:
+        last = last.next
+
+    nr_scans = lru.nr_scans
+    nxt = inactive
+    i = 0
+    while i < nr_scans:
+        if cur is inactive:
+            # Stepping over the sentinel is free and wraps to the tail.
+            cur = cur.prev
+            continue
+        nxt = cur.prev
+        if cur.ref:
+            __bpf_lru_node_move(l, cur, BPF_LRU_LIST_T_ACTIVE)
+        if cur is last:
+            break
+        cur = nxt
+        i += 1
+
+    l.next_inactive_rotation = nxt
+
+
+def __bpf_lru_list_shrink_inactive(
+    lru: BpfLru, l: BpfLruList, tgt_nshrink: int, free_list, tgt_free_type: int
+) -> int:
+    """From the inactive tail: promote referenced nodes, evict the others into free_list,
+    until tgt_nshrink were freed or nr_scans nodes were looked at.  Returns the number freed."""
+    inactive = l.lists[BPF_LRU_LIST_T_INACTIVE]
+    nr_scans = lru.nr_scans
+    del_from_htab = lru.del_from_htab
+    nshrinked = 0
+    i = 0
+    node = inactive.prev
+    while node is not inactive:
+        tmp = node.prev
+        if node.ref:
+            __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_ACTIVE)
+        elif del_from_htab(node):
+            __bpf_lru_node_move_to_free(l, node, free_list, tgt_free_type)
+            nshrinked += 1
+            if nshrinked == tgt_nshrink:
+                break
+        i += 1
+        if i == nr_scans:
+            break
+        node = tmp
+    return nshrinked
+
+
+def __bpf_lru_list_rotate(lru: BpfLru, l: BpfLruList) -> None:
+    if bpf_lru_list_inactive_low(l):
+        __bpf_lru_list_rotate_active(lru, l)
+    __bpf_lru_list_rotate_inactive(lru, l)
+
+
+def __bpf_lru_list_shrink(
+    lru: BpfLru, l: BpfLruList, tgt_nshrink: int, free_list, tgt_free_type: int
+) -> int:
+    """Shrink the inactive list; if that frees nothing, force-evict the oldest node of
+    the inactive list (or of the active list when inactive is empty), ignoring ref."""
+    nshrinked = __bpf_lru_list_shrink_inactive(lru, l, tgt_nshrink, free_list, tgt_free_type)
+    if nshrinked:
+        return nshrinked
+
+    inactive = l.lists[BPF_LRU_LIST_T_INACTIVE]
+    if inactive.next is not inactive:
+        force_shrink_list = inactive
+    else:
+        force_shrink_list = l.lists[BPF_LRU_LIST_T_ACTIVE]
+
+    del_from_htab = lru.del_from_htab
+    node = force_shrink_list.prev
+    while node is not force_shrink_list:
+        tmp = node.prev
+        if del_from_htab(node):
+            __bpf_lru_node_move_to_free(l, node, free_list, tgt_free_type)
+            return 1
+        node = tmp
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Common LRU: global list + per-CPU local lists
+# --------------------------------------------------------------------------------------
+
+
+def __local_list_flush(l: BpfLruList, loc_l: BpfLruLocallist) -> None:
+    """Pending nodes -> global list, oldest first, so their order is kept (newest at head)."""
+    pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
+    node = pending.prev
+    while node is not pending:
+        tmp = node.prev
+        if node.ref:
+            __bpf_lru_node_move_in(l, node, BPF_LRU_LIST_T_ACTIVE)
+        else:
+            __bpf_lru_node_move_in(l, node, BPF_LRU_LIST_T_INACTIVE)
+        node = tmp
+
+
+def bpf_lru_list_push_free(l: BpfLruList, node: BpfLruNode) -> None:
+    if node.type >= BPF_LOCAL_LIST_T_OFFSET:
+        return  # kernel: WARN_ON_ONCE, ignored
+    __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_FREE)
+
+
+def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
+    """Refill a CPU's local free list with up to target_free nodes: flush its pending
+    list, rotate, take from the global free list, and evict the shortfall."""
+    l = lru.common_lru
+    target_free = lru.target_free
+    local_free = loc_l.lists[LOCAL_FREE_LIST_IDX]
+
+    __local_list_flush(l, loc_l)
+    __bpf_lru_list_rotate(lru, l)
+
+    free = l.lists[BPF_LRU_LIST_T_FREE]
+    nfree = 0
+    node = free.next
+    while node is not free:
+        tmp = node.next
+        __bpf_lru_node_move_to_free(l, node, local_free, BPF_LRU_LOCAL_LIST_T_FREE)
+        nfree += 1
+        if nfree == target_free:
+            break
+        node = tmp
+
+    if nfree < target_free:
+        __bpf_lru_list_shrink(lru, l, target_free - nfree, local_free, BPF_LRU_LOCAL_LIST_T_FREE)
+
+
+def __local_list_add_pending(
+    lru: BpfLru, loc_l: BpfLruLocallist, cpu: int, node: BpfLruNode, hash: int
+) -> None:
+    node.hash = hash
+    node.cpu = cpu
+    node.type = BPF_LRU_LOCAL_LIST_T_PENDING
+    node.ref = 0
+    _list_add(node, loc_l.lists[LOCAL_PENDING_LIST_IDX])
+
+
+def __local_list_pop_free(loc_l: BpfLruLocallist) -> Optional[BpfLruNode]:
+    free = loc_l.lists[LOCAL_FREE_LIST_IDX]
+    node = free.next
+    if node is free:
+        return None
+    _list_del(node)
+    return node
+
+
+def __local_list_pop_pending(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[BpfLruNode]:
+    """Steal the oldest pending node that is unreferenced and evictable; failing that,
+    the oldest evictable one regardless of ref."""
+    pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
+    del_from_htab = lru.del_from_htab
+    for force in (False, True):
+        node = pending.prev
+        while node is not pending:
+            if (force or not node.ref) and del_from_htab(node):
+                _list_del(node)
+                return node
+            node = node.prev
+    return None
+
+
+def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
+    loc_l = lru.local_list[cpu]
+
+    # Fast path, inlined __local_list_pop_free + __local_list_add_pending: a node
+    # from this CPU's local free list goes to the head of its pending list.
+    lists = loc_l.lists
+    free = lists[LOCAL_FREE_LIST_IDX]
+    node = free.next
+    if node is free:
+        bpf_lru_list_pop_free_to_local(lru, loc_l)
+        node = free.next
+    if node is not free:
+        p = node.prev  # the sentinel
+        n = node.next
+        p.next = n
+        n.prev = p
+        node.hash = hash
+        node.cpu = cpu
+        node.type = BPF_LRU_LOCAL_LIST_T_PENDING
+        node.ref = 0
+        _list_add(node, lists[LOCAL_PENDING_LIST_IDX])
+        return node
+
+    # Nothing locally nor globally (the map is tiny compared with the CPU count):
+    # steal round-robin from the CPUs' local lists, starting at next_steal.
+    first_steal = loc_l.next_steal
+    steal = first_steal
+    while True:
+        steal_loc_l = lru.local_list[steal]
+        node = __local_list_pop_free(steal_loc_l)
+        if node is None:
+            node = __local_list_pop_pending(lru, steal_loc_l)
+        steal = get_next_cpu(lru, steal)
+        if node is not None or steal == first_steal:
+            break
+
+    loc_l.next_steal = steal
+
+    if node is not None:
+        __local_list_add_pending(lru, loc_l, cpu, node, hash)
+    return node
+
+
+def bpf_common_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
+    t = node.type
+    if t == BPF_LRU_LIST_T_FREE or t == BPF_LRU_LOCAL_LIST_T_FREE:
+        return  # kernel: WARN_ON_ONCE (double free), ignored
+
+    if t == BPF_LRU_LOCAL_LIST_T_PENDING:
+        # Still pending: back to the owning CPU's local free list, not the global one.
+        loc_l = lru.local_list[node.cpu]
+        node.type = BPF_LRU_LOCAL_LIST_T_FREE
+        node.ref = 0
+        _list_move(node, loc_l.lists[LOCAL_FREE_LIST_IDX])
+        return
+
+    bpf_lru_list_push_free(lru.common_lru, node)
+
+
+# --------------------------------------------------------------------------------------
+# Per-CPU LRU (BPF_F_NO_COMMON_LRU): one independent list per CPU
+# --------------------------------------------------------------------------------------
+
+
+def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
+    l = lru.percpu_lru[cpu]
+
+    # Rotation runs on every allocation, not only when the free list is empty.
+    __bpf_lru_list_rotate(lru, l)
+
+    free_list = l.lists[BPF_LRU_LIST_T_FREE]
+    if free_list.next is free_list:
+        __bpf_lru_list_shrink(lru, l, PERCPU_FREE_TARGET, free_list, BPF_LRU_LIST_T_FREE)
+
+    node = free_list.next
+    if node is free_list:
+        return None
+    node.hash = hash
+    node.ref = 0
+    # Straight onto the inactive list: evictable at once, no pending stage.
+    __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_INACTIVE)
+    return node
+
+
+def bpf_percpu_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
+    # Always back to the owner's list, whichever CPU frees it.
+    __bpf_lru_node_move(lru.percpu_lru[node.cpu], node, BPF_LRU_LIST_T_FREE)
+
+
+# --------------------------------------------------------------------------------------
+# Entry points used by the hash map
+# --------------------------------------------------------------------------------------
+
+
+def bpf_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
+    """A node for a new element, on behalf of ``cpu`` (§4.6).  May evict (del_from_htab).
+
+    Common LRU: the node ends at the head of cpu's pending list with ``cpu`` set.
+    Per-CPU LRU: it ends at the head of cpu's inactive list.  Either way ref is
+    clear and ``hash`` is stored.  None only if no node can be found anywhere.
+    """
+    if lru.percpu:
+        return bpf_percpu_lru_pop_free(lru, hash, cpu)
+    return bpf_common_lru_pop_free(lru, hash, cpu)
+
+
+def bpf_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
+    """Give a node back (delete, failed update, replaced element) (§4.7)."""
+    if lru.percpu:
+        bpf_percpu_lru_push_free(lru, node)
+    else:
+        bpf_common_lru_push_free(lru, node)
+
+
+def bpf_common_lru_populate(lru: BpfLru, nodes: list) -> None:
+    free = lru.common_lru.lists[BPF_LRU_LIST_T_FREE]
+    for node in nodes:
+        node.type = BPF_LRU_LIST_T_FREE
+        node.ref = 0
+        node.cpu = 0
+        _list_add(node, free)
+
+
+def bpf_percpu_lru_populate(lru: BpfLru, nodes: list) -> None:
+    nr_elems = len(nodes)
+    pcpu_entries = nr_elems // lru.nr_cpus
+    if nr_elems and not pcpu_entries:
+        # The kernel divides by zero here; hashtab rounds max_entries up to a
+        # multiple of the CPU count so it cannot happen.
+        raise ValueError("per-CPU LRU needs at least one node per CPU")
+    # CPU c owns nodes c*P .. c*P+P-1 (any remainder is left unused, as in the kernel).
+    i = 0
+    for cpu in range(lru.nr_cpus):
+        free = lru.percpu_lru[cpu].lists[BPF_LRU_LIST_T_FREE]
+        while i < nr_elems:
+            node = nodes[i]
+            node.cpu = cpu
+            node.type = BPF_LRU_LIST_T_FREE
+            node.ref = 0
+            _list_add(node, free)
+            i += 1
+            if i % pcpu_entries == 0:
+                break
+        if i == nr_elems:
+            break
+
+
+def bpf_lru_populate(lru: BpfLru, nodes: list) -> None:
+    """Put the map's preallocated nodes 0..N-1 on the free list(s) (§4.2)."""
+    if lru.percpu:
+        bpf_percpu_lru_populate(lru, nodes)
+    else:
+        bpf_common_lru_populate(lru, nodes)
+
+
+# --------------------------------------------------------------------------------------
+# Introspection (tests, debugging of differential mismatches)
+# --------------------------------------------------------------------------------------
+
+
+def _dump_list(l: BpfLruList) -> dict:
+    lists = l.lists
+    nir = l.next_inactive_rotation
+    return {
+        "active": list(_list_iter(lists[BPF_LRU_LIST_T_ACTIVE])),
+        "inactive": list(_list_iter(lists[BPF_LRU_LIST_T_INACTIVE])),
+        "free": list(_list_iter(lists[BPF_LRU_LIST_T_FREE])),
+        "counts": list(l.counts),
+        "next_inactive_rotation": None if nir is lists[BPF_LRU_LIST_T_INACTIVE] else nir,
+    }
+
+
+def bpf_lru_dump(lru: BpfLru) -> dict:
+    """Every list's nodes, head (newest) first.  O(n); for tests and debugging only.
+
+    Common LRU: {"global": {...}, "local": [{"free": [...], "pending": [...],
+    "next_steal": c}, ...]}.  Per-CPU LRU: {"percpu": [{...}, ...]}.
+    ``next_inactive_rotation`` is the cursor node, or None for the sentinel.
+    """
+    if lru.percpu:
+        return {"percpu": [_dump_list(l) for l in lru.percpu_lru]}
+    return {
+        "global": _dump_list(lru.common_lru),
+        "local": [
+            {
+                "free": list(_list_iter(loc.lists[LOCAL_FREE_LIST_IDX])),
+                "pending": list(_list_iter(loc.lists[LOCAL_PENDING_LIST_IDX])),
+                "next_steal": loc.next_steal,
+            }
+            for loc in lru.local_list
+        ],
+    }

@@ -1,0 +1,218 @@
+"""The caller's memory, as the emulated kernel sees it through copy_from_user/copy_to_user.
+
+Every pointer in an attr is read and written through a Memory. A bad address is
+``BpfError(EFAULT)``, never a crash.
+
+``ProcessMemory`` reaches real addresses of this process with process_vm_readv(2) and
+process_vm_writev(2): unlike /proc/self/mem (which reads and writes through FOLL_FORCE)
+they honour page protections exactly as copy_{from,to}_user do, so a write into a
+read-only page is EFAULT here too. Measured on the reference machine: 1.1 us per call,
+against 1.2 us for os.pread on /proc/self/mem. That is as much as a whole real bpf()
+call, so buffers the caller *pins* (``pin(obj)``) are served by slicing a memoryview:
+the pin holds a reference, so the memory cannot go away while it is pinned.
+
+``ArenaMemory`` is a simulated address space for traces and pure-Python use.
+"""
+import ctypes
+import errno
+import os
+import threading
+
+from .errors import BpfError
+
+_EFAULT = errno.EFAULT
+_U64_MAX = (1 << 64) - 1
+
+
+class Memory:
+    """Interface: read(addr, n) -> bytes and write(addr, data), raising BpfError(EFAULT)."""
+
+    def read(self, addr: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def write(self, addr: int, data) -> None:
+        raise NotImplementedError
+
+    def read2(self, addr1: int, n1: int, addr2: int, n2: int) -> tuple[bytes, bytes]:
+        """Two copy_from_user calls in order (the key, then the value)."""
+        return self.read(addr1, n1), self.read(addr2, n2)
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+_libc = ctypes.CDLL(None)
+# No argtypes on purpose: argument conversion tripled the cost of each call. Pointers go in
+# as prebuilt byref() objects (a bare int would be truncated to a C int), the rest are small ints.
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_writev = _libc.process_vm_writev
+_process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_writev.restype = ctypes.c_ssize_t
+
+
+class ProcessMemory(Memory):
+    """Addresses in a live process (this one by default).
+
+    Not thread-safe on its own: one scratch buffer serves every call. The Emulator
+    serialises calls under its lock, and each thread that uses a ProcessMemory outside
+    an Emulator should have its own.
+    """
+
+    _SCRATCH_MIN = 1 << 16
+
+    def __init__(self, pid: int | None = None):
+        self.pid = os.getpid() if pid is None else pid
+        self._local = (_IoVec * 2)()
+        self._remote = (_IoVec * 2)()
+        self._l0, self._l1 = self._local[0], self._local[1]
+        self._r0, self._r1 = self._remote[0], self._remote[1]
+        self._local_addr = ctypes.byref(self._local)
+        self._remote_addr = ctypes.byref(self._remote)
+        self._pinned: dict[int, memoryview] = {}   # start address -> byte view of a pinned buffer
+        self._grow(self._SCRATCH_MIN)
+
+    def pin(self, *objs) -> None:
+        """Let the emulator access these buffers (ctypes objects, bytearrays) without a syscall.
+
+        Pointers to the start of a pinned buffer, for at most its length, are then copied by
+        slicing. The pin keeps each object alive and unresizable until ``unpin``.
+        """
+        for obj in objs:
+            view = memoryview(obj).cast("B")
+            if view.readonly:
+                raise ValueError("only writable buffers can be pinned")
+            self._pinned[ctypes.addressof((ctypes.c_char * 1).from_buffer(view))] = view
+
+    def unpin(self, *objs) -> None:
+        for obj in objs:
+            view = memoryview(obj).cast("B")
+            self._pinned.pop(ctypes.addressof((ctypes.c_char * 1).from_buffer(view)), None)
+
+    def _grow(self, n: int) -> None:
+        self._scratch = ctypes.create_string_buffer(n)
+        self._scratch_addr = ctypes.addressof(self._scratch)
+        self._scratch_view = memoryview(self._scratch).cast("B")
+        self._scratch_len = n
+
+    def read(self, addr: int, n: int) -> bytes:
+        pinned = self._pinned.get(addr)
+        if pinned is not None and n <= len(pinned):
+            return pinned[:n].tobytes()
+        if n == 0:
+            return b""
+        if n > self._scratch_len:
+            self._grow(max(n, 2 * self._scratch_len))
+        if not 0 <= addr <= _U64_MAX:
+            raise BpfError(_EFAULT)
+        l0, r0 = self._l0, self._r0
+        l0.iov_base = self._scratch_addr
+        l0.iov_len = n
+        r0.iov_base = addr
+        r0.iov_len = n
+        if _process_vm_readv(self.pid, self._local_addr, 1, self._remote_addr, 1, 0) != n:
+            raise BpfError(_EFAULT)
+        return self._scratch_view[:n].tobytes()
+
+    def read2(self, addr1: int, n1: int, addr2: int, n2: int) -> tuple[bytes, bytes]:
+        pinned = self._pinned
+        if addr1 in pinned or addr2 in pinned:
+            return self.read(addr1, n1), self.read(addr2, n2)
+        # One syscall for key and value; a short count says which copy faulted first.
+        total = n1 + n2
+        if total > self._scratch_len:
+            self._grow(max(total, 2 * self._scratch_len))
+        if not (0 <= addr1 <= _U64_MAX and 0 <= addr2 <= _U64_MAX):
+            raise BpfError(_EFAULT)
+        l0, l1, r0, r1 = self._l0, self._l1, self._r0, self._r1
+        l0.iov_base = self._scratch_addr
+        l0.iov_len = n1
+        l1.iov_base = self._scratch_addr + n1
+        l1.iov_len = n2
+        r0.iov_base = addr1
+        r0.iov_len = n1
+        r1.iov_base = addr2
+        r1.iov_len = n2
+        if _process_vm_readv(self.pid, self._local_addr, 2, self._remote_addr, 2, 0) != total:
+            raise BpfError(_EFAULT)
+        view = self._scratch_view
+        return view[:n1].tobytes(), view[n1:total].tobytes()
+
+    def write(self, addr: int, data) -> None:
+        n = len(data)
+        pinned = self._pinned.get(addr)
+        if pinned is not None and n <= len(pinned):
+            pinned[:n] = data
+            return
+        if n == 0:
+            return
+        if n > self._scratch_len:
+            self._grow(max(n, 2 * self._scratch_len))
+        if not 0 <= addr <= _U64_MAX:
+            raise BpfError(_EFAULT)
+        self._scratch_view[:n] = data
+        l0, r0 = self._l0, self._r0
+        l0.iov_base = self._scratch_addr
+        l0.iov_len = n
+        r0.iov_base = addr
+        r0.iov_len = n
+        if _process_vm_writev(self.pid, self._local_addr, 1, self._remote_addr, 1, 0) != n:
+            raise BpfError(_EFAULT)
+
+
+class ArenaMemory(Memory):
+    """A simulated address space: regions of bytearrays at chosen addresses.
+
+    Anything outside a mapped region faults, like an unmapped page. Used to replay
+    traces at their recorded addresses and by pure-Python callers with no real pointers.
+    """
+
+    def __init__(self, base: int = 0x10000000):
+        self._regions: dict[int, bytearray] = {}   # start -> bytes
+        self._next = base
+        self._lock = threading.Lock()
+
+    def map(self, addr: int, data_or_size) -> int:
+        """Place a region at addr (bytes to copy in, or a size to zero-fill); returns addr."""
+        buf = bytearray(data_or_size) if isinstance(data_or_size, int) else bytearray(data_or_size)
+        with self._lock:
+            for start, region in self._regions.items():
+                if addr < start + len(region) and start < addr + len(buf):
+                    raise ValueError(f"region at {addr:#x} overlaps one at {start:#x}")
+            self._regions[addr] = buf
+        return addr
+
+    def alloc(self, data_or_size) -> int:
+        """Map a region at the next free address (16-byte aligned, with a gap to catch overruns)."""
+        size = data_or_size if isinstance(data_or_size, int) else len(data_or_size)
+        with self._lock:
+            addr = self._next
+            self._next += (size + 16 + 15) & ~15
+        return self.map(addr, data_or_size)
+
+    def unmap(self, addr: int) -> None:
+        with self._lock:
+            del self._regions[addr]
+
+    def _find(self, addr: int, n: int) -> tuple[bytearray, int]:
+        for start, region in self._regions.items():
+            if start <= addr and addr + n <= start + len(region):
+                return region, addr - start
+        raise BpfError(_EFAULT)
+
+    def read(self, addr: int, n: int) -> bytes:
+        if n == 0:
+            return b""
+        region, off = self._find(addr, n)
+        return bytes(region[off:off + n])
+
+    def write(self, addr: int, data) -> None:
+        n = len(data)
+        if n == 0:
+            return
+        region, off = self._find(addr, n)
+        region[off:off + n] = data
+
+    def region(self, addr: int) -> bytearray:
+        """The bytearray of the region starting at addr (for callers and trace replay)."""
+        return self._regions[addr]

@@ -1,0 +1,94 @@
+"""The bpf() entry: __sys_bpf() of kernel/bpf/syscall.c.
+
+Order, as in the kernel: size > PAGE_SIZE is E2BIG; bytes past the union must be zero
+(E2BIG, or EFAULT if unreadable); the first min(size, 168) bytes are copied into a zeroed
+union (EFAULT); an unknown command is EINVAL; CHECK_ATTR (bytes after the command's last
+field must be zero) is EINVAL; then the handler. BpfError becomes -errno here and only here.
+"""
+import errno
+
+from . import map_cmds
+from .errors import BpfError
+from .uapi.consts import BpfCmd as C
+
+_E2BIG, _EFAULT, _EINVAL = errno.E2BIG, errno.EFAULT, errno.EINVAL
+
+# cmd -> handler(emu, raw_attr, attr_ref). Commands that exist in Linux but are not emulated
+# are listed in UNSUPPORTED_COMMANDS with the errno they give.
+COMMANDS = {
+    C.BPF_MAP_CREATE: map_cmds.map_create,
+    C.BPF_MAP_LOOKUP_ELEM: map_cmds.map_lookup_elem,
+    C.BPF_MAP_UPDATE_ELEM: map_cmds.map_update_elem,
+    C.BPF_MAP_DELETE_ELEM: map_cmds.map_delete_elem,
+    C.BPF_MAP_GET_NEXT_KEY: map_cmds.map_get_next_key,
+    C.BPF_MAP_LOOKUP_AND_DELETE_ELEM: map_cmds.map_lookup_and_delete_elem,
+}
+
+
+def _not_emulated(emu, raw, attr):
+    # DEVIATION(commands): programs, BTF, links, tokens and stats are not emulated; every such
+    # command fails with EINVAL, the errno Linux gives for a command it does not know.
+    raise BpfError(_EINVAL)
+
+
+def build_dispatch(profile) -> dict:
+    """cmd -> (handler, zero tail) for one kernel profile; the tail is what CHECK_ATTR compares."""
+    table = {}
+    for cmd in range(profile.nr_cmds):
+        handler = COMMANDS.get(cmd, _not_emulated)
+        end = profile.last_field_end.get(cmd, profile.attr_size)
+        table[cmd] = (handler, bytes(profile.attr_size - end), end)
+    return table
+
+
+def attr_write(emu, attr, off: int, data: bytes) -> None:
+    """copy_to_user() into the caller's attr (batch.count, info_len, next_id)."""
+    if type(attr) is int:
+        emu.mem.write(attr + off, data)
+        return
+    view = memoryview(attr).cast("B")
+    if view.readonly:
+        raise BpfError(_EFAULT)
+    view[off:off + len(data)] = data
+
+
+def _read_attr(emu, attr, off: int, n: int) -> bytes:
+    """copy_from_user() of attr bytes [off, off+n). A buffer ends where its memory ends."""
+    if type(attr) is int:
+        return emu.mem.read(attr + off, n)
+    raw = bytes(attr)
+    if len(raw) < off + n:
+        # DEVIATION(attr-buffer): the kernel would read whatever memory follows a too-short
+        # buffer; we treat the end of a Python buffer like the end of a mapping.
+        raise BpfError(_EFAULT)
+    return raw[off:off + n]
+
+
+def sys_bpf(emu, cmd: int, attr, size: int) -> int:
+    """bpf(cmd, attr, size) on an emulated kernel: the fd/0 result, or -errno."""
+    with emu.lock:
+        try:
+            size &= 0xFFFFFFFF                  # unsigned int size
+            profile = emu.profile
+            union = profile.attr_size
+            if size > profile.page_size:
+                raise BpfError(_E2BIG)
+            if size > union:                    # bpf_check_uarg_tail_zero()
+                if any(_read_attr(emu, attr, union, size - union)):
+                    raise BpfError(_E2BIG)
+                size = union
+            if type(attr) is not int and size == union:
+                raw = bytes(attr)               # fast path: a whole-union buffer
+                if len(raw) != union:
+                    raw = _read_attr(emu, attr, 0, size)
+            else:
+                raw = _read_attr(emu, attr, 0, size) + bytes(union - size)
+            entry = emu.dispatch.get(cmd)
+            if entry is None:
+                raise BpfError(_EINVAL)
+            handler, zero_tail, end = entry
+            if raw[end:] != zero_tail:          # CHECK_ATTR
+                raise BpfError(_EINVAL)
+            return handler(emu, raw, attr)
+        except BpfError as e:
+            return -e.errno
