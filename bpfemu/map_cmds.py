@@ -66,6 +66,23 @@ def _map_of(emu, ufd: int):
     return f.obj, f
 
 
+def bpf_map_offload_map_alloc(emu, map_type: int, ifindex: int):
+    """bpf_map_offload_map_alloc() (kernel/bpf/offload.c): no device here can offload a map."""
+    if not emu.profile.cap_sys_admin:
+        raise BpfError(_EPERM)
+    if map_type not in (T.BPF_MAP_TYPE_HASH, T.BPF_MAP_TYPE_ARRAY):
+        raise BpfError(_EINVAL)
+    # bpf_dev_offload_check(): no such device is EINVAL; one without ndo_bpf is EOPNOTSUPP.
+    try:
+        socket.if_indextoname(ifindex)
+    except (OSError, OverflowError):
+        raise BpfError(_EINVAL) from None
+    # DEVIATION(offload): a device whose driver has ndo_bpf (virtio_net, for XDP) but no
+    # offload device registered gives EINVAL in Linux (bpf_offload_find_netdev() fails);
+    # user space cannot see ndo_bpf, so every existing device answers EOPNOTSUPP, as lo does.
+    raise BpfError(errno.EOPNOTSUPP)
+
+
 def map_create(emu, raw: bytes, attr) -> int:
     (map_type, key_size, value_size, max_entries, map_flags, _inner_map_fd, numa_node,
      map_name, map_ifindex, btf_fd, btf_key_type_id, btf_value_type_id,
@@ -102,15 +119,8 @@ def map_create(emu, raw: bytes, attr) -> int:
     args = MapCreateArgs(map_type, key_size, value_size, max_entries, map_flags, numa, map_extra)
     ops.map_alloc_check(args, emu)
 
-    if map_ifindex:
-        # bpf_map_offload_map_alloc(): only HASH and ARRAY can be offloaded, and no device here can.
-        if map_type not in (T.BPF_MAP_TYPE_HASH, T.BPF_MAP_TYPE_ARRAY):
-            raise BpfError(_EINVAL)
-        try:
-            socket.if_indextoname(map_ifindex)
-        except OSError:
-            raise BpfError(_EINVAL) from None
-        raise BpfError(errno.EOPNOTSUPP)
+    # A non-zero map_ifindex only switches ops to bpf_map_offload_ops here; the offload
+    # checks run in its map_alloc, after the token and capability checks.
     if token_flag:
         # bpf_token_get_from_fd(): no emulated fd is a BPF token.
         fd = map_token_fd
@@ -120,6 +130,8 @@ def map_create(emu, raw: bytes, attr) -> int:
     if not (profile.cap_bpf or profile.cap_sys_admin):
         raise BpfError(_EPERM)
 
+    if map_ifindex:
+        bpf_map_offload_map_alloc(emu, map_type, map_ifindex)
     m = ops.map_alloc(args, emu)
     m.name = bpf_obj_name_cpy(map_name)
 

@@ -32,13 +32,21 @@ def _not_emulated(emu, raw, attr):
 
 
 def build_dispatch(profile) -> dict:
-    """cmd -> (handler, zero tail) for one kernel profile; the tail is what CHECK_ATTR compares."""
+    """cmd -> (handler, end of its last field, bytes the handler unpacks) for one profile.
+
+    The end bounds CHECK_ATTR. Handlers unpack whole member layouts (an element command
+    unpacks 32 bytes even when its last field ends at 16), so short attrs are zero-padded
+    to at least that much: _MIN_UNPACK covers every layout that is longer than its last field.
+    """
     table = {}
     for cmd in range(profile.nr_cmds):
         handler = COMMANDS.get(cmd, _not_emulated)
         end = profile.last_field_end.get(cmd, profile.attr_size)
-        table[cmd] = (handler, bytes(profile.attr_size - end), end)
+        table[cmd] = (handler, end, max(end, _MIN_UNPACK))
     return table
+
+
+_MIN_UNPACK = 32    # sizeof the element-command member, the longest one cut short by its last field
 
 
 def attr_write(emu, attr, off: int, data: bytes) -> None:
@@ -77,18 +85,24 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
                 if any(_read_attr(emu, attr, union, size - union)):
                     raise BpfError(_E2BIG)
                 size = union
-            if type(attr) is not int and size == union:
-                raw = bytes(attr)               # fast path: a whole-union buffer
-                if len(raw) != union:
-                    raw = _read_attr(emu, attr, 0, size)
+            # copy_from_user(&attr, uattr, size) into a zeroed union. Only the first `size`
+            # bytes are kept: the rest of the union is zero by definition.
+            if type(attr) is int:
+                raw = emu.mem.read(attr, size)
             else:
-                raw = _read_attr(emu, attr, 0, size) + bytes(union - size)
+                raw = bytes(attr)
+                if len(raw) != size:
+                    if len(raw) < size:
+                        raise BpfError(_EFAULT)    # see DEVIATION(attr-buffer) in _read_attr
+                    raw = raw[:size]
             entry = emu.dispatch.get(cmd)
             if entry is None:
                 raise BpfError(_EINVAL)
-            handler, zero_tail, end = entry
-            if raw[end:] != zero_tail:          # CHECK_ATTR
-                raise BpfError(_EINVAL)
+            handler, end, need = entry
+            if size > end and raw.count(0, end) != size - end:
+                raise BpfError(_EINVAL)         # CHECK_ATTR: unused fields must be zero
+            if size < need:
+                raw += bytes(need - size)
             return handler(emu, raw, attr)
         except BpfError as e:
             return -e.errno

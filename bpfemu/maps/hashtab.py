@@ -33,8 +33,9 @@ class HtabElem:
 
 
 class HtabLruElem(BpfLruNode):
-    """struct htab_elem of LRU maps: the element is its LRU node, preallocated and reused."""
-    __slots__ = ("key", "value", "hash")
+    """struct htab_elem of LRU maps: the element is its LRU node (which carries the hash),
+    preallocated and reused."""
+    __slots__ = ("key", "value")
 
 
 class BpfHtab(BpfMap):

@@ -249,7 +249,16 @@ def __bpf_lru_node_move_to_free(l: BpfLruList, node: BpfLruNode, free_list, tgt_
     if t < NR_BPF_LRU_LIST_COUNT:
         l.counts[t] -= 1
     node.type = tgt_free_type
-    _list_move(node, free_list)
+    # list_move, inlined (hot: every eviction and every harvested node)
+    p = node.prev
+    n = node.next
+    p.next = n
+    n.prev = p
+    n = free_list.next
+    node.next = n
+    node.prev = free_list
+    n.prev = node
+    free_list.next = node
 
 
 def __bpf_lru_node_move_in(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
@@ -278,7 +287,17 @@ def __bpf_lru_node_move(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
     node.ref = 0
     if node is l.next_inactive_rotation:
         l.next_inactive_rotation = node.prev
-    _list_move(node, l.lists[tgt_type])
+    # list_move, inlined (hot: rotation, push_free, per-CPU pop)
+    p = node.prev
+    n = node.next
+    p.next = n
+    n.prev = p
+    head = l.lists[tgt_type]
+    n = head.next
+    node.next = n
+    node.prev = head
+    n.prev = node
+    head.next = node
 
 
 # --------------------------------------------------------------------------------------
@@ -353,6 +372,7 @@ def __bpf_lru_list_shrink_inactive(
     inactive = l.lists[BPF_LRU_LIST_T_INACTIVE]
     nr_scans = lru.nr_scans
     del_from_htab = lru.del_from_htab
+    counts = l.counts
     nshrinked = 0
     i = 0
     node = inactive.prev
@@ -361,7 +381,21 @@ def __bpf_lru_list_shrink_inactive(
         if node.ref:
             __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_ACTIVE)
         elif del_from_htab(node):
-            __bpf_lru_node_move_to_free(l, node, free_list, tgt_free_type)
+            # __bpf_lru_node_move_to_free inlined for an INACTIVE node (the hot
+            # eviction step).  Not necessarily the tail: nodes the hash table
+            # refused to give up stay behind it.
+            if node is l.next_inactive_rotation:
+                l.next_inactive_rotation = tmp
+            counts[BPF_LRU_LIST_T_INACTIVE] -= 1
+            node.type = tgt_free_type
+            n = node.next
+            tmp.next = n
+            n.prev = tmp
+            n = free_list.next
+            node.next = n
+            node.prev = free_list
+            n.prev = node
+            free_list.next = node
             nshrinked += 1
             if nshrinked == tgt_nshrink:
                 break
@@ -373,7 +407,8 @@ def __bpf_lru_list_shrink_inactive(
 
 
 def __bpf_lru_list_rotate(lru: BpfLru, l: BpfLruList) -> None:
-    if bpf_lru_list_inactive_low(l):
+    counts = l.counts
+    if counts[BPF_LRU_LIST_T_INACTIVE] < counts[BPF_LRU_LIST_T_ACTIVE]:  # bpf_lru_list_inactive_low
         __bpf_lru_list_rotate_active(lru, l)
     __bpf_lru_list_rotate_inactive(lru, l)
 
@@ -411,14 +446,26 @@ def __bpf_lru_list_shrink(
 
 def __local_list_flush(l: BpfLruList, loc_l: BpfLruLocallist) -> None:
     """Pending nodes -> global list, oldest first, so their order is kept (newest at head)."""
+    # __bpf_lru_node_move_in inlined: every node here is PENDING, so its checks hold.
     pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
+    lists = l.lists
+    counts = l.counts
     node = pending.prev
     while node is not pending:
         tmp = node.prev
-        if node.ref:
-            __bpf_lru_node_move_in(l, node, BPF_LRU_LIST_T_ACTIVE)
-        else:
-            __bpf_lru_node_move_in(l, node, BPF_LRU_LIST_T_INACTIVE)
+        tgt_type = BPF_LRU_LIST_T_ACTIVE if node.ref else BPF_LRU_LIST_T_INACTIVE
+        counts[tgt_type] += 1
+        node.type = tgt_type
+        node.ref = 0
+        # The node is the pending tail: unlinking it leaves tmp as the new tail.
+        tmp.next = pending
+        pending.prev = tmp
+        head = lists[tgt_type]
+        n = head.next
+        node.next = n
+        node.prev = head
+        n.prev = node
+        head.next = node
         node = tmp
 
 
@@ -438,12 +485,21 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     __local_list_flush(l, loc_l)
     __bpf_lru_list_rotate(lru, l)
 
+    # __bpf_lru_node_move_to_free inlined: FREE nodes are uncounted and never the
+    # rotation cursor, so only the relink and the type change remain.
     free = l.lists[BPF_LRU_LIST_T_FREE]
     nfree = 0
     node = free.next
     while node is not free:
         tmp = node.next
-        __bpf_lru_node_move_to_free(l, node, local_free, BPF_LRU_LOCAL_LIST_T_FREE)
+        node.type = BPF_LRU_LOCAL_LIST_T_FREE
+        free.next = tmp  # node is the free head
+        tmp.prev = free
+        n = local_free.next
+        node.next = n
+        node.prev = local_free
+        n.prev = node
+        local_free.next = node
         nfree += 1
         if nfree == target_free:
             break
@@ -499,15 +555,19 @@ def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
         bpf_lru_list_pop_free_to_local(lru, loc_l)
         node = free.next
     if node is not free:
-        p = node.prev  # the sentinel
-        n = node.next
-        p.next = n
-        n.prev = p
+        n = node.next  # node is the local free head
+        free.next = n
+        n.prev = free
         node.hash = hash
         node.cpu = cpu
         node.type = BPF_LRU_LOCAL_LIST_T_PENDING
         node.ref = 0
-        _list_add(node, lists[LOCAL_PENDING_LIST_IDX])
+        pending = lists[LOCAL_PENDING_LIST_IDX]
+        n = pending.next
+        node.next = n
+        node.prev = pending
+        n.prev = node
+        pending.next = node
         return node
 
     # Nothing locally nor globally (the map is tiny compared with the CPU count):
@@ -537,10 +597,9 @@ def bpf_common_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
 
     if t == BPF_LRU_LOCAL_LIST_T_PENDING:
         # Still pending: back to the owning CPU's local free list, not the global one.
-        loc_l = lru.local_list[node.cpu]
         node.type = BPF_LRU_LOCAL_LIST_T_FREE
         node.ref = 0
-        _list_move(node, loc_l.lists[LOCAL_FREE_LIST_IDX])
+        _list_move(node, lru.local_list[node.cpu].lists[LOCAL_FREE_LIST_IDX])
         return
 
     bpf_lru_list_push_free(lru.common_lru, node)
@@ -553,11 +612,16 @@ def bpf_common_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
 
 def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
     l = lru.percpu_lru[cpu]
+    lists = l.lists
+    counts = l.counts
 
     # Rotation runs on every allocation, not only when the free list is empty.
-    __bpf_lru_list_rotate(lru, l)
+    # (__bpf_lru_list_rotate, inlined: this is the per-CPU hot path.)
+    if counts[BPF_LRU_LIST_T_INACTIVE] < counts[BPF_LRU_LIST_T_ACTIVE]:
+        __bpf_lru_list_rotate_active(lru, l)
+    __bpf_lru_list_rotate_inactive(lru, l)
 
-    free_list = l.lists[BPF_LRU_LIST_T_FREE]
+    free_list = lists[BPF_LRU_LIST_T_FREE]
     if free_list.next is free_list:
         __bpf_lru_list_shrink(lru, l, PERCPU_FREE_TARGET, free_list, BPF_LRU_LIST_T_FREE)
 
@@ -565,9 +629,21 @@ def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
     if node is free_list:
         return None
     node.hash = hash
+    # Straight onto the inactive list head: evictable at once, no pending stage.
+    # (__bpf_lru_node_move from FREE, inlined: FREE is uncounted and never the
+    # rotation cursor; the move clears ref.)
     node.ref = 0
-    # Straight onto the inactive list: evictable at once, no pending stage.
-    __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_INACTIVE)
+    node.type = BPF_LRU_LIST_T_INACTIVE
+    counts[BPF_LRU_LIST_T_INACTIVE] += 1
+    n = node.next  # node is the free head
+    free_list.next = n
+    n.prev = free_list
+    head = lists[BPF_LRU_LIST_T_INACTIVE]
+    n = head.next
+    node.next = n
+    node.prev = head
+    n.prev = node
+    head.next = node
     return node
 
 

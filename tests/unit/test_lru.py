@@ -476,7 +476,6 @@ def test_sanity2_insertions_beyond_size_recycle_oldest(map_type):
         assert not m.sys_lookup(key)
         assert m.update(key, BPF_NOEXIST) == 0
         assert m.prog_lookup(key)
-    key = size + 1
     for key in range(size + 1, size + 1 + batch):
         assert m.update(key, BPF_NOEXIST) == 0
     last = range(size + 1 + batch, size + 1 + batch + size)
@@ -676,3 +675,24 @@ def test_double_free_is_ignored_like_the_kernel_warn():
     before = bpf_lru_dump(m.lru)
     bpf_lru_push_free(m.lru, node)  # kernel: WARN_ON_ONCE and return
     assert bpf_lru_dump(m.lru) == before
+
+
+@pytest.mark.parametrize("no_common", [False, True])
+def test_node_the_hash_table_will_not_give_up_is_skipped(no_common):
+    # §4.5: a node whose element is not in its bucket any more is skipped by shrink
+    # (only reachable under concurrency in the kernel).  Key 1 plays that role here:
+    # the oldest key is passed over and the next oldest ones go instead.
+    m = FakeLruHtab(8, no_common=no_common)
+    refuse = {1}
+    real_del = m._del_from_htab
+    m.lru.del_from_htab = lambda node: node.key not in refuse and real_del(node)
+    n = m.max_entries // NCPU if no_common else m.max_entries
+    for key in rng(1, n + 1):
+        assert m.update(key) == 0
+    assert 1 in m.keys()
+    assert m.evicted and 1 not in m.evicted and m.evicted[0] == 2
+    _check_invariants(m)
+    for key in rng(n + 2, 4 * n):
+        assert m.update(key) == 0
+        _check_invariants(m)
+    assert 1 in m.keys()

@@ -1,0 +1,49 @@
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from bpfemu import Emulator, HostKernel
+
+from .support import NCPU, Client, host_unavailable_reason
+
+settings.register_profile("ci", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=30, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def make_backend(kind: str, seed: int = 1):
+    if kind == "host":
+        reason = host_unavailable_reason()
+        if reason:
+            pytest.skip(f"live kernel bpf() not permitted here: {reason}")
+        return HostKernel()
+    return Emulator(nr_cpus=NCPU, seed=seed)
+
+
+@pytest.fixture(params=["emu", "host"])
+def backend(request):
+    """The same test body on the emulator and on the live kernel."""
+    b = make_backend(request.param)
+    yield b
+    if isinstance(b, Emulator):
+        b.close_all()
+
+
+@pytest.fixture
+def client(backend):
+    cl = Client(backend)
+    yield cl
+    cl.close_all()
+
+
+@pytest.fixture
+def both():
+    """(emulator client, host client) for tests that compare the two directly."""
+    emu = Client(make_backend("emu"))
+    host = Client(make_backend("host"))
+    yield emu, host
+    emu.close_all()
+    host.close_all()
