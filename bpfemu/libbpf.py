@@ -1,0 +1,318 @@
+"""libbpf 1.x's low-level API (tools/lib/bpf/bpf.h) over any backend.
+
+Same names, argument order and return convention as libbpf: 0 or an fd on success, else a
+negative errno (libbpf_err_errno). Keys and values may be bytes, bytearrays or ctypes objects;
+output arguments (values, next keys, counts) must be writable: a bytearray or a ctypes object,
+and ``count``/``info_len`` a ``ctypes.c_uint32`` as libbpf takes a ``__u32 *``.
+
+Use a backend explicitly, ``LibBpf(HostKernel())``, or the module-level functions, which act on
+the backend chosen with ``use()`` (an Emulator by default).
+"""
+import ctypes
+import errno
+import struct
+from dataclasses import dataclass
+
+from .profile import host_possible_cpus
+from .uapi import consts as c
+
+# What libbpf sends as `size` (offsetofend of each command's last field, libbpf 1.6+ built
+# against the 6.18 UAPI). libbpf 1.1 (Debian 12) sends 72 for MAP_CREATE and 12 for the
+# GET_NEXT_ID / GET_FD_BY_ID commands; both sizes are accepted by the kernel alike.
+ATTR_SIZES = {
+    c.BPF_MAP_CREATE: 92,                   # excl_prog_hash_size
+    c.BPF_MAP_LOOKUP_ELEM: 32,
+    c.BPF_MAP_UPDATE_ELEM: 32,
+    c.BPF_MAP_DELETE_ELEM: 32,
+    c.BPF_MAP_LOOKUP_AND_DELETE_ELEM: 32,
+    c.BPF_MAP_GET_NEXT_KEY: 24,
+    c.BPF_MAP_FREEZE: 4,
+    c.BPF_MAP_LOOKUP_BATCH: 56,
+    c.BPF_MAP_LOOKUP_AND_DELETE_BATCH: 56,
+    c.BPF_MAP_UPDATE_BATCH: 56,
+    c.BPF_MAP_DELETE_BATCH: 56,
+    c.BPF_OBJ_GET_INFO_BY_FD: 16,
+    c.BPF_MAP_GET_NEXT_ID: 8,
+    c.BPF_MAP_GET_FD_BY_ID: 16,             # fd_by_id_token_fd (0 unless a token is given)
+    c.BPF_OBJ_PIN: 20,
+    c.BPF_OBJ_GET: 20,
+}
+
+
+class bpf_map_info(ctypes.Structure):
+    """struct bpf_map_info (104 bytes)."""
+    _fields_ = [
+        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32), ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32), ("btf_vmlinux_id", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64), ("hash", ctypes.c_uint64),
+        ("hash_size", ctypes.c_uint32),
+    ]
+
+
+@dataclass
+class bpf_map_create_opts:
+    btf_fd: int = 0
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
+    btf_vmlinux_value_type_id: int = 0
+    inner_map_fd: int = 0
+    map_flags: int = 0
+    map_extra: int = 0
+    numa_node: int = 0
+    map_ifindex: int = 0
+    value_type_btf_obj_fd: int = 0
+    token_fd: int = 0
+    excl_prog_hash: bytes | None = None     # 32 bytes (SHA-256 of the program)
+
+
+@dataclass
+class bpf_map_batch_opts:
+    elem_flags: int = 0
+    flags: int = 0
+
+
+@dataclass
+class bpf_get_fd_by_id_opts:
+    open_flags: int = 0
+    token_fd: int = 0
+
+
+@dataclass
+class bpf_obj_pin_opts:
+    file_flags: int = 0
+    path_fd: int = 0
+
+
+bpf_obj_get_opts = bpf_obj_pin_opts
+
+
+class _Pointers:
+    """Addresses for the call's arguments, keeping temporary copies alive until the call ends."""
+
+    def __init__(self):
+        self.keep = []
+
+    def inp(self, obj) -> int:
+        """Address of an input buffer (NULL for None)."""
+        if obj is None:
+            return 0
+        if isinstance(obj, ctypes._SimpleCData) or isinstance(obj, (ctypes.Array, ctypes.Structure,
+                                                                        ctypes.Union)):
+            return ctypes.addressof(obj)
+        view = memoryview(obj).cast("B")
+        if view.readonly:
+            buf = ctypes.create_string_buffer(view.tobytes(), max(view.nbytes, 1))
+            self.keep.append(buf)
+            return ctypes.addressof(buf)
+        return self.out(obj)
+
+    def out(self, obj) -> int:
+        """Address of a writable buffer the call fills (NULL for None)."""
+        if obj is None:
+            return 0
+        if isinstance(obj, ctypes._SimpleCData) or isinstance(obj, (ctypes.Array, ctypes.Structure,
+                                                                        ctypes.Union)):
+            return ctypes.addressof(obj)
+        view = memoryview(obj).cast("B")
+        if view.readonly:
+            raise TypeError("output buffers must be writable (bytearray or a ctypes object)")
+        if view.nbytes == 0:
+            return 0
+        arr = (ctypes.c_char * view.nbytes).from_buffer(view)
+        self.keep.append(arr)
+        return ctypes.addressof(arr)
+
+
+def _cstring(path) -> ctypes.Array:
+    if isinstance(path, str):
+        path = path.encode()
+    return ctypes.create_string_buffer(bytes(path))
+
+
+class LibBpf:
+    """libbpf's bpf.h functions, calling ``backend.bpf(cmd, attr, size)``."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def _sys_bpf(self, cmd: int, attr: bytes) -> tuple[int, ctypes.Array]:
+        buf = ctypes.create_string_buffer(attr, 168)
+        ret = self.backend.bpf(cmd, buf, ATTR_SIZES[cmd])
+        return ret, buf
+
+    # --- maps --------------------------------------------------------------------------
+
+    def bpf_map_create(self, map_type, map_name, key_size, value_size, max_entries, opts=None):
+        o = opts or bpf_map_create_opts()
+        name = map_name.encode() if isinstance(map_name, str) else (map_name or b"")
+        p = _Pointers()
+        hash_ptr = p.inp(o.excl_prog_hash) if o.excl_prog_hash is not None else 0
+        hash_size = len(o.excl_prog_hash) if o.excl_prog_hash is not None else 0
+        map_flags = o.map_flags | (c.BPF_F_TOKEN_FD if o.token_fd else 0)
+        attr = struct.pack("<IIIIIII16sIIIIIQiiQI", map_type, key_size, value_size, max_entries,
+                           map_flags, o.inner_map_fd, o.numa_node,
+                           name[:15].ljust(16, b"\0"),          # libbpf copies at most 15 chars
+                           o.map_ifindex, o.btf_fd, o.btf_key_type_id, o.btf_value_type_id,
+                           o.btf_vmlinux_value_type_id, o.map_extra, o.value_type_btf_obj_fd,
+                           o.token_fd, hash_ptr, hash_size)
+        return self._sys_bpf(c.BPF_MAP_CREATE, attr)[0]
+
+    def _elem(self, cmd, fd, key_ptr, value_ptr, flags):
+        attr = struct.pack("<IIQQQ", fd & 0xFFFFFFFF, 0, key_ptr, value_ptr, flags)
+        return self._sys_bpf(cmd, attr)[0]
+
+    def bpf_map_update_elem(self, fd, key, value, flags=0):
+        p = _Pointers()
+        return self._elem(c.BPF_MAP_UPDATE_ELEM, fd, p.inp(key), p.inp(value), flags)
+
+    def bpf_map_lookup_elem(self, fd, key, value):
+        return self.bpf_map_lookup_elem_flags(fd, key, value, 0)
+
+    def bpf_map_lookup_elem_flags(self, fd, key, value, flags):
+        p = _Pointers()
+        return self._elem(c.BPF_MAP_LOOKUP_ELEM, fd, p.inp(key), p.out(value), flags)
+
+    def bpf_map_lookup_and_delete_elem(self, fd, key, value):
+        return self.bpf_map_lookup_and_delete_elem_flags(fd, key, value, 0)
+
+    def bpf_map_lookup_and_delete_elem_flags(self, fd, key, value, flags):
+        p = _Pointers()
+        return self._elem(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, p.inp(key), p.out(value), flags)
+
+    def bpf_map_delete_elem(self, fd, key):
+        return self.bpf_map_delete_elem_flags(fd, key, 0)
+
+    def bpf_map_delete_elem_flags(self, fd, key, flags):
+        p = _Pointers()
+        return self._elem(c.BPF_MAP_DELETE_ELEM, fd, p.inp(key), 0, flags)
+
+    def bpf_map_get_next_key(self, fd, key, next_key):
+        p = _Pointers()
+        return self._elem(c.BPF_MAP_GET_NEXT_KEY, fd, p.inp(key), p.out(next_key), 0)
+
+    def bpf_map_freeze(self, fd):
+        return self._sys_bpf(c.BPF_MAP_FREEZE, struct.pack("<I", fd & 0xFFFFFFFF))[0]
+
+    def _batch(self, cmd, fd, in_batch, out_batch, keys, values, count, opts):
+        if not isinstance(count, ctypes.c_uint32):
+            raise TypeError("count must be a ctypes.c_uint32 (in: capacity, out: elements done)")
+        o = opts or bpf_map_batch_opts()
+        p = _Pointers()
+        attr = struct.pack("<QQQQIIQQ", p.inp(in_batch), p.out(out_batch), p.out(keys),
+                           p.out(values), count.value, fd & 0xFFFFFFFF, o.elem_flags, o.flags)
+        ret, buf = self._sys_bpf(cmd, attr)
+        count.value = struct.unpack_from("<I", buf, 32)[0]     # *count = attr.batch.count
+        return ret
+
+    def bpf_map_lookup_batch(self, fd, in_batch, out_batch, keys, values, count, opts=None):
+        return self._batch(c.BPF_MAP_LOOKUP_BATCH, fd, in_batch, out_batch, keys, values,
+                           count, opts)
+
+    def bpf_map_lookup_and_delete_batch(self, fd, in_batch, out_batch, keys, values, count,
+                                        opts=None):
+        return self._batch(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, fd, in_batch, out_batch, keys,
+                           values, count, opts)
+
+    def bpf_map_update_batch(self, fd, keys, values, count, opts=None):
+        return self._batch(c.BPF_MAP_UPDATE_BATCH, fd, None, None, keys, values, count, opts)
+
+    def bpf_map_delete_batch(self, fd, keys, count, opts=None):
+        return self._batch(c.BPF_MAP_DELETE_BATCH, fd, None, None, keys, None, count, opts)
+
+    # --- objects -----------------------------------------------------------------------
+
+    def bpf_obj_get_info_by_fd(self, bpf_fd, info, info_len):
+        if not isinstance(info_len, ctypes.c_uint32):
+            raise TypeError("info_len must be a ctypes.c_uint32 (in/out)")
+        p = _Pointers()
+        attr = struct.pack("<IIQ", bpf_fd & 0xFFFFFFFF, info_len.value, p.out(info))
+        ret, buf = self._sys_bpf(c.BPF_OBJ_GET_INFO_BY_FD, attr)
+        if ret == 0:
+            info_len.value = struct.unpack_from("<I", buf, 4)[0]
+        return ret
+
+    def bpf_map_get_info_by_fd(self, map_fd, info, info_len):
+        return self.bpf_obj_get_info_by_fd(map_fd, info, info_len)
+
+    def bpf_map_get_next_id(self, start_id, next_id):
+        if not isinstance(next_id, ctypes.c_uint32):
+            raise TypeError("next_id must be a ctypes.c_uint32")
+        ret, buf = self._sys_bpf(c.BPF_MAP_GET_NEXT_ID, struct.pack("<I", start_id))
+        if ret == 0:
+            next_id.value = struct.unpack_from("<I", buf, 4)[0]
+        return ret
+
+    def bpf_map_get_fd_by_id(self, map_id):
+        return self.bpf_map_get_fd_by_id_opts(map_id, None)
+
+    def bpf_map_get_fd_by_id_opts(self, map_id, opts):
+        o = opts or bpf_get_fd_by_id_opts()
+        attr = struct.pack("<IIIi", map_id, 0, o.open_flags, o.token_fd)
+        return self._sys_bpf(c.BPF_MAP_GET_FD_BY_ID, attr)[0]
+
+    def bpf_obj_pin(self, fd, pathname):
+        return self.bpf_obj_pin_opts(fd, pathname, None)
+
+    def bpf_obj_pin_opts(self, fd, pathname, opts):
+        o = opts or bpf_obj_pin_opts()
+        path = _cstring(pathname)
+        attr = struct.pack("<QIIi", ctypes.addressof(path), fd & 0xFFFFFFFF, o.file_flags,
+                           o.path_fd)
+        return self._sys_bpf(c.BPF_OBJ_PIN, attr)[0]
+
+    def bpf_obj_get(self, pathname):
+        return self.bpf_obj_get_opts(pathname, None)
+
+    def bpf_obj_get_opts(self, pathname, opts):
+        o = opts or bpf_obj_get_opts()
+        path = _cstring(pathname)
+        attr = struct.pack("<QIIi", ctypes.addressof(path), 0, o.file_flags, o.path_fd)
+        return self._sys_bpf(c.BPF_OBJ_GET, attr)[0]
+
+    def libbpf_num_possible_cpus(self):
+        nr = getattr(self.backend, "nr_cpus", None)
+        return nr if nr is not None else host_possible_cpus()
+
+    def close(self, fd):
+        return self.backend.close(fd)
+
+
+_default: LibBpf | None = None
+
+
+def use(backend) -> LibBpf:
+    """Choose the backend the module-level functions act on; returns its LibBpf."""
+    global _default
+    _default = LibBpf(backend)
+    return _default
+
+
+def default() -> LibBpf:
+    global _default
+    if _default is None:
+        from .emulator import Emulator
+        _default = LibBpf(Emulator())
+    return _default
+
+
+def _forward(name):
+    def call(*args, **kwargs):
+        return getattr(default(), name)(*args, **kwargs)
+    call.__name__ = name
+    call.__doc__ = f"libbpf's {name}() on the backend chosen with use()."
+    return call
+
+
+for _name in [n for n in dir(LibBpf) if n.startswith(("bpf_", "libbpf_"))]:
+    globals()[_name] = _forward(_name)
+del _name
+
+__all__ = ["LibBpf", "use", "default", "ATTR_SIZES", "bpf_map_info", "bpf_map_create_opts",
+           "bpf_map_batch_opts", "bpf_get_fd_by_id_opts", "bpf_obj_pin_opts", "bpf_obj_get_opts"]
+__all__ += [n for n in dir(LibBpf) if n.startswith(("bpf_", "libbpf_"))]
+_ = errno

@@ -1,0 +1,36 @@
+"""The README stays true: every DEVIATION tag in the code is listed in it, and vice versa."""
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TAG = re.compile(r"DEVIATION\(([a-z0-9-]+)\)")
+
+
+def code_tags() -> set:
+    tags = set()
+    for path in (ROOT / "bpfemu").rglob("*.py"):
+        tags |= set(TAG.findall(path.read_text()))
+    return tags
+
+
+def readme_tags() -> set:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("<!-- deviations:start -->")[1].split("<!-- deviations:end -->")[0]
+    return set(re.findall(r"^- \*\*([a-z0-9-]+)\*\*", section, re.M))
+
+
+def test_every_deviation_in_the_code_is_listed_in_the_readme():
+    missing = code_tags() - readme_tags()
+    assert not missing, f"README's deviation list lacks: {sorted(missing)}"
+
+
+def test_the_readme_lists_no_deviation_the_code_no_longer_has():
+    stale = readme_tags() - code_tags()
+    assert not stale, f"README lists deviations no code carries: {sorted(stale)}"
+
+
+def test_ci_runs_the_readme_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "<!-- ci:setup -->" in readme and "<!-- ci:test -->" in readme
+    assert "ci:setup" in ci and "ci:test" in ci
