@@ -3,6 +3,7 @@ import os
 import random
 import threading
 
+from .bpffs import BpfFs
 from .errors import BpfError
 from .fdtable import FdTable, IdrCyclic
 from .memory import Memory, ProcessMemory
@@ -19,7 +20,8 @@ class Emulator:
     """
 
     def __init__(self, *, nr_cpus: int | None = None, seed: int | None = None,
-                 profile: KernelProfile | None = None, mem: Memory | None = None):
+                 profile: KernelProfile | None = None, mem: Memory | None = None,
+                 bpffs_root: str = "/sys/fs/bpf"):
         self.profile = profile or KernelProfile()
         if nr_cpus is not None:
             self.profile.nr_cpus = nr_cpus
@@ -33,8 +35,14 @@ class Emulator:
         # Without a seed, hash seeds are random per map, as get_random_u32() makes them.
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._cpu = 0
+        # The bpf filesystem OBJ_PIN and OBJ_GET use; its pins hold map references.
+        self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
     bpf = sys_bpf
+
+    def _unpinned(self, m) -> None:
+        with self.lock:
+            self.bpf_map_put(m)
 
     @property
     def nr_cpus(self) -> int:
@@ -76,12 +84,20 @@ class Emulator:
         """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""
         with self.lock:
             try:
-                f = self.fds.close(fd)
+                released = self.fds.close(fd)
             except BpfError as e:
                 return -e.errno
-            if f is not None:
+            for f in released:             # the last fput() of each file
                 self.bpf_map_put(f.obj)
             return 0
+
+    def reap_closed_fds(self) -> None:
+        """Release the maps whose last fd was closed without close() seeing it (a dup()
+        closed with os.close). close() does this itself; commands that look maps up by id
+        call it first so that an id dies when its last fd does, as in the kernel."""
+        with self.lock:
+            for f in self.fds.reap():
+                self.bpf_map_put(f.obj)
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
@@ -93,7 +109,8 @@ class Emulator:
     def close_all(self) -> None:
         """Close every emulated fd (the process exiting)."""
         for fd in list(self.fds.files):
-            self.close(fd)
+            if fd in self.fds.files:        # not released already with an earlier one
+                self.close(fd)
 
     def __enter__(self):
         return self

@@ -3,14 +3,26 @@
 Every emulated fd is a real fd: a memfd named "bpf-map" (bpftool checks readlink() for that
 name, and a real open file description keeps the number from colliding with any file the
 process opens). The OS therefore hands out the lowest free number, as the kernel does for a
-real map fd, and sets FD_CLOEXEC (MFD_CLOEXEC), as bpf_map_new_fd does with O_CLOEXEC.
+real map fd, and sets FD_CLOEXEC (MFD_CLOEXEC), as bpf_map_new_fd does with O_CLOEXEC. A
+read-only or write-only fd is the memfd reopened with that access mode, so F_GETFL shows
+O_RDONLY / O_WRONLY as for a real map fd.
 
 An open file description carries the access mode (the kernel's f_mode), so the mode lives
-on the description, shared by dup()s of the fd, found again by the memfd's inode.
+on the description, shared by dup()s of the fd, found again by the memfd's (st_dev, st_ino).
+
+A dup() of an emulated fd keeps the map alive after the original is closed, as in the
+kernel, where only the last fput() of the file releases the map. The emulator cannot see
+dup() or a close() that bypasses it, so it watches each memfd inode with inotify: the inode
+dies, and IN_IGNORED arrives, exactly when the last fd of its description is closed.
 """
+import ctypes
 import errno
+import fcntl
 import os
 import stat
+import struct
+import threading
+import weakref
 
 from .errors import BpfError
 
@@ -20,16 +32,117 @@ FMODE_RDWR = FMODE_READ | FMODE_WRITE
 
 INT_MAX = 0x7FFFFFFF
 
+_ACCMODE = {FMODE_READ: os.O_RDONLY, FMODE_WRITE: os.O_WRONLY}
+_IN_IGNORED = 0x8000        # the watch went away with its inode
+_IN_Q_OVERFLOW = 0x4000
+_IN_EVENT = struct.Struct("iIII")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _InodeWatcher:
+    """One inotify instance per process, shared by every FdTable: IN_IGNORED for a watched
+    memfd inode means its last fd was closed. A forked child starts a new instance (it must
+    not eat its parent's events); watches from before a fork, or from an instance that was
+    closed behind our back, belong to an old generation and are no longer trusted."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pid = None
+        self.fd = -1
+        self.gen = 0
+        self.owners: dict[int, weakref.ref] = {}     # wd -> FdTable
+
+    def _ensure(self) -> int:
+        if self.pid != os.getpid():
+            if self.pid is not None and self.fd >= 0:
+                try:
+                    os.close(self.fd)        # the parent's instance, inherited by fork()
+                except OSError:
+                    pass
+            self.pid = os.getpid()
+            self.fd = self._init()
+            self.gen += 1
+            self.owners.clear()
+        return self.fd
+
+    @staticmethod
+    def _init() -> int:
+        """The inotify fd, moved near the top of the fd range so that it does not take a
+        low number the process expects from its next open() (map fds are lowest-free numbers
+        in the kernel, and a hidden fd of ours must not shift them). -1 if unavailable."""
+        ifd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if ifd < 0:
+            return -1
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            high = fcntl.fcntl(ifd, fcntl.F_DUPFD_CLOEXEC, max(ifd, min(soft, 1 << 20) - 64))
+        except (OSError, ValueError):
+            return ifd
+        os.close(ifd)
+        return high
+
+    def add(self, table, fd: int):
+        """(generation, wd) of a new watch on fd's inode, or None."""
+        with self.lock:
+            ifd = self._ensure()
+            if ifd < 0:
+                return None
+            wd = _libc.inotify_add_watch(ifd, b"/proc/self/fd/%d" % fd, _IN_IGNORED)
+            if wd < 0:
+                return None
+            self.owners[wd] = weakref.ref(table)
+            return self.gen, wd
+
+    def poll(self) -> None:
+        """Hand every pending IN_IGNORED to the table that owns the watch."""
+        with self.lock:
+            if self.pid != os.getpid() or self.fd < 0:
+                return
+            while True:
+                try:
+                    data = os.read(self.fd, 65536)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    # Our fd was closed or replaced behind our back: start a new generation.
+                    self.pid = None
+                    self.fd = -1
+                    return
+                off = 0
+                while off < len(data):
+                    wd, mask, _cookie, ln = _IN_EVENT.unpack_from(data, off)
+                    off += _IN_EVENT.size + ln
+                    if mask & _IN_Q_OVERFLOW:
+                        for ref in self.owners.values():
+                            table = ref()
+                            if table is not None:
+                                table._overflowed = True
+                    elif mask & _IN_IGNORED:
+                        ref = self.owners.pop(wd, None)
+                        table = ref() if ref is not None else None
+                        if table is not None:
+                            table._dead_wds.append(wd)
+                if len(data) < 32768:        # drained: spare the read that would say EAGAIN
+                    return
+
+    def current(self, gen: int) -> bool:
+        return gen == self.gen and self.pid == os.getpid() and self.fd >= 0
+
+
+_WATCHER = _InodeWatcher()
+
 
 class OpenFile:
     """One open file description of a bpf object: the object and its access mode."""
-    __slots__ = ("obj", "mode", "ino", "fds", "__weakref__")
+    __slots__ = ("obj", "mode", "key", "watch", "fds", "__weakref__")
 
-    def __init__(self, obj, mode: int, ino: int):
+    def __init__(self, obj, mode: int, key: tuple, watch):
         self.obj = obj
         self.mode = mode
-        self.ino = ino
-        self.fds: set[int] = set()
+        self.key = key              # (st_dev, st_ino) of the memfd
+        self.watch = watch          # (generation, wd) of the inotify watch on it, or None
+        self.fds: set[int] = set()  # the fds of it that we know of
 
 
 class FdTable:
@@ -37,7 +150,10 @@ class FdTable:
 
     def __init__(self):
         self.files: dict[int, OpenFile] = {}       # fd -> open file description
-        self._by_ino: dict[int, OpenFile] = {}     # memfd inode -> description (finds dup()ed fds)
+        self._by_key: dict[tuple, OpenFile] = {}   # memfd (dev, ino) -> description (finds dup()s)
+        self._by_wd: dict[int, OpenFile] = {}      # watched descriptions of the current generation
+        self._dead_wds: list[int] = []             # filled by _WATCHER.poll()
+        self._overflowed = False
 
     def install(self, obj, mode: int, name: str = "bpf-map") -> int:
         """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj. EMFILE when full."""
@@ -45,13 +161,30 @@ class FdTable:
             fd = os.memfd_create(name, os.MFD_CLOEXEC)
         except OSError as e:
             raise BpfError(e.errno) from None
-        st = os.fstat(fd)
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
-        f = OpenFile(obj, mode, st.st_ino)
+        if mode != FMODE_RDWR:
+            self._reopen(fd, _ACCMODE[mode])
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        f = OpenFile(obj, mode, key, _WATCHER.add(self, fd))
         f.fds.add(fd)
         self.files[fd] = f
-        self._by_ino[st.st_ino] = f
+        self._by_key[key] = f
+        if f.watch is not None:
+            self._by_wd[f.watch[1]] = f
         return fd
+
+    @staticmethod
+    def _reopen(fd: int, flags: int) -> None:
+        """Give fd (same number, same inode) a description with this access mode."""
+        try:
+            nfd = os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+        except OSError:
+            # DEVIATION(fd-mode): without a free second fd (or /proc) the fd stays O_RDWR for
+            # F_GETFL; the emulated access checks still use the requested mode.
+            return
+        os.dup2(nfd, fd, inheritable=False)
+        os.close(nfd)
 
     def lookup(self, ufd: int) -> OpenFile:
         """fdget() for a bpf object. EBADF when the fd is not open; EINVAL when it is open
@@ -69,7 +202,7 @@ class FdTable:
             st = os.fstat(fd)
         except OSError:
             raise BpfError(errno.EBADF) from None
-        f = self._by_ino.get(st.st_ino)
+        f = self._by_key.get((st.st_dev, st.st_ino))
         if f is None or not stat.S_ISREG(st.st_mode):
             raise BpfError(errno.EINVAL)
         # A dup() of one of ours (dup, fcntl F_DUPFD, or an fd passed back to us).
@@ -84,21 +217,85 @@ class FdTable:
         except (OSError, OverflowError):
             return False
 
-    def close(self, fd: int) -> OpenFile | None:
-        """close(2): returns the description if this was its last known fd, else None.
-        Raises BpfError(EBADF) when fd is not open."""
+    def close(self, fd: int) -> list:
+        """close(2). Returns the descriptions released by it: the closed fd's when that was
+        its last fd, and any whose last dup() was closed behind our back since the last
+        call. Raises BpfError(EBADF) when fd is not open."""
         f = self.files.pop(fd, None)
+        if f is None:
+            try:                                    # maybe a dup() we have not seen yet
+                st = os.fstat(fd)
+                f = self._by_key.get((st.st_dev, st.st_ino))
+            except OSError:
+                pass
         try:
             os.close(fd)
         except OSError as e:
             raise BpfError(e.errno) from None
-        if f is None:
-            return None
-        f.fds.discard(fd)
-        if f.fds:
-            return None
-        self._by_ino.pop(f.ino, None)
-        return f
+        released = self.reap()
+        if f is not None and f.key in self._by_key:
+            f.fds.discard(fd)
+            if f.watch is None and not f.fds and not self._scan_for_dups(f):
+                self._release(f)
+                released.append(f)
+        return released
+
+    def reap(self) -> list:
+        """Descriptions whose last fd has been closed (seen through their watches)."""
+        _WATCHER.poll()
+        out = []
+        if self._dead_wds:
+            for wd in self._dead_wds:
+                f = self._by_wd.get(wd)
+                if f is not None:
+                    self._release(f)
+                    out.append(f)
+            self._dead_wds.clear()
+        if self._by_wd:
+            gen = next(iter(self._by_wd.values())).watch[0]
+            if not _WATCHER.current(gen):
+                # After fork() or a lost inotify fd these watches say nothing any more.
+                for f in self._by_wd.values():
+                    f.watch = None
+                self._by_wd.clear()
+        if self._overflowed:
+            self._overflowed = False
+            out.extend(self._reap_by_scan())
+        return out
+
+    def _reap_by_scan(self) -> list:
+        """After an inotify queue overflow: release every description with no fd left."""
+        live = {key for _, key in self._open_fds()}
+        out = [f for f in list(self._by_key.values()) if f.key not in live]
+        for f in out:
+            self._release(f)
+        return out
+
+    def _scan_for_dups(self, f: OpenFile) -> bool:
+        """Without a watch: adopt any fd still open on f's memfd; True if there was one."""
+        found = [fd for fd, key in self._open_fds() if key == f.key]
+        for fd in found:
+            f.fds.add(fd)
+            self.files[fd] = f
+        return bool(found)
+
+    @staticmethod
+    def _open_fds():
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                st = os.fstat(int(name))
+            except OSError:
+                continue
+            yield int(name), (st.st_dev, st.st_ino)
+
+    def _release(self, f: OpenFile) -> None:
+        self._by_key.pop(f.key, None)
+        if f.watch is not None:
+            self._by_wd.pop(f.watch[1], None)
+        for fd in f.fds:
+            if self.files.get(fd) is f:
+                del self.files[fd]
+        f.fds.clear()
 
 
 class IdrCyclic:

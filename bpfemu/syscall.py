@@ -7,7 +7,7 @@ field must be zero) is EINVAL; then the handler. BpfError becomes -errno here an
 """
 import errno
 
-from . import map_cmds
+from . import batch_cmds, map_cmds, obj_cmds
 from .errors import BpfError
 from .uapi.consts import BpfCmd as C
 
@@ -22,6 +22,16 @@ COMMANDS = {
     C.BPF_MAP_DELETE_ELEM: map_cmds.map_delete_elem,
     C.BPF_MAP_GET_NEXT_KEY: map_cmds.map_get_next_key,
     C.BPF_MAP_LOOKUP_AND_DELETE_ELEM: map_cmds.map_lookup_and_delete_elem,
+    C.BPF_MAP_FREEZE: obj_cmds.map_freeze,
+    C.BPF_MAP_LOOKUP_BATCH: batch_cmds.map_lookup_batch,
+    C.BPF_MAP_LOOKUP_AND_DELETE_BATCH: batch_cmds.map_lookup_and_delete_batch,
+    C.BPF_MAP_UPDATE_BATCH: batch_cmds.map_update_batch,
+    C.BPF_MAP_DELETE_BATCH: batch_cmds.map_delete_batch,
+    C.BPF_OBJ_GET_INFO_BY_FD: obj_cmds.bpf_obj_get_info_by_fd,
+    C.BPF_MAP_GET_NEXT_ID: obj_cmds.bpf_map_get_next_id,
+    C.BPF_MAP_GET_FD_BY_ID: obj_cmds.bpf_map_get_fd_by_id,
+    C.BPF_OBJ_PIN: obj_cmds.bpf_obj_pin,
+    C.BPF_OBJ_GET: obj_cmds.bpf_obj_get,
 }
 
 

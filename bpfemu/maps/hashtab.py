@@ -247,8 +247,15 @@ def _pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     if onallcpus:
         l.value = bytearray(value)
     else:
-        # DEVIATION(percpu-padding): the kernel leaves the padding bytes of a reused element
-        # as its previous occupant wrote them; new elements here always start zero-padded.
+        # DEVIATION(percpu-padding): PERCPU_HASH only (LRU_PERCPU_HASH is exact, see
+        # _lru_pcpu_init_value). A program-side insert writes value_size bytes on this CPU
+        # and zeroes value_size bytes on the others; the padding up to round_up(value_size,
+        # 8) in every slot is not written, so in Linux it is whatever the element's previous
+        # occupant left there (a syscall update stores the caller's padding bytes). Which
+        # element is reused depends on the per-CPU freelist (prealloc) or on bpf_mem_alloc's
+        # caches (NO_PREALLOC), which we do not model: our rule is that every slot's padding
+        # of an element created from the program side is zero. Kernel and emulator agree on
+        # the value_size bytes of every slot, and on padding of elements never used before.
         l.value = bytearray(htab.value_size_sys)
         off = cpu * htab.round_value_size
         l.value[off:off + htab.value_size] = value[:htab.value_size]
@@ -322,7 +329,11 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
         raise BpfError(errno.EINVAL)
     hash_ = htab_map_hash(key, htab.hashrnd)
     l_new = _prealloc_lru_pop(htab, key, hash_, htab.kernel.cpu)
-    l_new.value = bytearray(value)
+    buf = l_new.value
+    if buf is None:
+        l_new.value = bytearray(value)
+    else:
+        buf[:] = value      # the node's own memory, reused as in the kernel (stale views see it)
     l_old = htab.elems.get(key)
     try:
         _check_flags(l_old, flags)
@@ -335,6 +346,27 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     _link_head(htab, l_new)
     if l_old is not None:
         bpf_lru_push_free(htab.lru, l_old)       # htab_lru_push_free()
+
+
+def _lru_pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
+    """pcpu_init_value() on an LRU node. Each node owns its per-CPU area for the map's whole
+    life (prealloc_init() allocates it once, zeroed), and the LRU lists decide which node an
+    insert reuses, so the padding bytes a program-side insert leaves alone are the previous
+    occupant's, as in the kernel: no deviation here, as long as lru.py hands nodes out in
+    the kernel's order (tests/differential/test_percpu_padding.py checks it)."""
+    buf = l.value
+    if buf is None:
+        buf = l.value = bytearray(htab.value_size_sys)   # bpf_map_alloc_percpu(): zeroed
+    if onallcpus:
+        buf[:] = value
+        return
+    size = htab.value_size
+    step = htab.round_value_size
+    zero = bytes(size)
+    for c in range(htab.nr_cpus):
+        off = c * step
+        # copy_map_value() on this CPU, zero_map_value() elsewhere: value_size bytes each.
+        buf[off:off + size] = value[:size] if c == cpu else zero
 
 
 def __htab_lru_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu) -> None:
@@ -356,7 +388,7 @@ def __htab_lru_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu) -
         bpf_lru_node_set_ref(l_old)
         _pcpu_copy_value(htab, l_old, value, onallcpus, cpu)
     else:
-        _pcpu_init_value(htab, l_new, value, onallcpus, cpu)
+        _lru_pcpu_init_value(htab, l_new, value, onallcpus, cpu)
         _link_head(htab, l_new)
         l_new = None
     if l_new is not None:
@@ -425,3 +457,114 @@ htab_lru_percpu_map_ops = MapOps(
 for _ops in (htab_map_ops, htab_percpu_map_ops, htab_lru_map_ops, htab_lru_percpu_map_ops):
     _ops.map_alloc = _alloc(_ops)
 del _ops
+
+
+# --- the BPF-program side (helpers) ---------------------------------------------------------
+#
+# What bpf_map_lookup_elem() and friends do when a program calls them (bpfemu.progs plays the
+# program). A lookup returns a live, writable memoryview of the element's value: the whole
+# value of a HASH/LRU_HASH element, or value_size bytes of one CPU's slot of a per-CPU one.
+# Updates and deletes raise BpfError like the syscall-side functions; the helper turns that
+# into its negative return value. The CPU a program runs on is htab.kernel.cpu.
+
+def htab_map_lookup_elem(htab: BpfHtab, key: bytes):
+    """htab_map_lookup_elem() (and its verifier-inlined form, htab_map_gen_lookup())."""
+    l = htab.elems.get(key)
+    if l is None:
+        return None
+    return memoryview(l.value)
+
+
+def htab_lru_map_lookup_elem(htab: BpfHtab, key: bytes):
+    """htab_lru_map_lookup_elem(): a program's lookup marks the node referenced. The
+    verifier inlines it (htab_lru_map_gen_lookup(): "if (!ref) ref = 1") with the same
+    effect. The syscall's lookup (htab_lru_map_lookup_elem_sys) does not mark."""
+    l = htab.elems.get(key)
+    if l is None:
+        return None
+    bpf_lru_node_set_ref(l)
+    return memoryview(l.value)
+
+
+def _this_cpu_value(htab: BpfHtab, l, cpu: int):
+    """per_cpu_ptr(htab_elem_get_ptr(l, key_size), cpu), value_size bytes of it."""
+    off = cpu * htab.round_value_size
+    return memoryview(l.value)[off:off + htab.value_size]
+
+
+def htab_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
+    """htab_percpu_map_lookup_elem(): this CPU's slot (this_cpu_ptr)."""
+    l = htab.elems.get(key)
+    if l is None:
+        return None
+    return _this_cpu_value(htab, l, htab.kernel.cpu)
+
+
+def htab_lru_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
+    """htab_lru_percpu_map_lookup_elem(): marks the node, then this CPU's slot."""
+    l = htab.elems.get(key)
+    if l is None:
+        return None
+    bpf_lru_node_set_ref(l)
+    return _this_cpu_value(htab, l, htab.kernel.cpu)
+
+
+def htab_percpu_map_lookup_percpu_elem(htab: BpfHtab, key: bytes, cpu: int):
+    """htab_percpu_map_lookup_percpu_elem(): any CPU's slot; cpu >= nr_cpu_ids is NULL
+    before the key is even looked up."""
+    if not 0 <= cpu < htab.nr_cpus:
+        return None
+    l = htab.elems.get(key)
+    if l is None:
+        return None
+    return _this_cpu_value(htab, l, cpu)
+
+
+def htab_lru_percpu_map_lookup_percpu_elem(htab: BpfHtab, key: bytes, cpu: int):
+    """htab_lru_percpu_map_lookup_percpu_elem(): as above, and marks the node."""
+    if not 0 <= cpu < htab.nr_cpus:
+        return None
+    l = htab.elems.get(key)
+    if l is None:
+        return None
+    bpf_lru_node_set_ref(l)
+    return _this_cpu_value(htab, l, cpu)
+
+
+def htab_map_update_elem_prog(htab: BpfHtab, key: bytes, value, flags: int) -> None:
+    """htab_map_update_elem() as the bpf_map_update_elem() helper reaches it. The kernel's
+    function refuses BPF_F_LOCK on a map without a bpf_spin_lock itself (EINVAL); for the
+    syscall map_update_elem() has already done that, so the shared function here skips it."""
+    if flags & BPF_F_LOCK and not htab.has_spin_lock:
+        raise BpfError(errno.EINVAL)
+    htab_map_update_elem(htab, key, value, flags)
+
+
+def htab_percpu_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
+    """htab_percpu_map_update_elem(): __htab_percpu_map_update_elem(onallcpus=false), i.e.
+    only this CPU's value_size bytes; a new element zeroes the other CPUs' values."""
+    __htab_percpu_map_update_elem(htab, key, value, flags, False, htab.kernel.cpu)
+
+
+def htab_lru_percpu_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
+    """htab_lru_percpu_map_update_elem(): __htab_lru_percpu_map_update_elem(onallcpus=false)."""
+    __htab_lru_percpu_map_update_elem(htab, key, value, flags, False, htab.kernel.cpu)
+
+
+def _register_prog_ops(ops, lookup, update, delete, lookup_percpu=None):
+    ops.map_lookup_elem_prog = lookup
+    ops.map_update_elem_prog = update
+    ops.map_delete_elem_prog = delete
+    ops.map_lookup_percpu_elem = lookup_percpu
+
+
+_register_prog_ops(htab_map_ops, htab_map_lookup_elem, htab_map_update_elem_prog,
+                   htab_map_delete_elem)
+_register_prog_ops(htab_percpu_map_ops, htab_percpu_map_lookup_elem,
+                   htab_percpu_map_update_elem, htab_map_delete_elem,
+                   htab_percpu_map_lookup_percpu_elem)
+_register_prog_ops(htab_lru_map_ops, htab_lru_map_lookup_elem, htab_lru_map_update_elem,
+                   htab_lru_map_delete_elem)
+_register_prog_ops(htab_lru_percpu_map_ops, htab_lru_percpu_map_lookup_elem,
+                   htab_lru_percpu_map_update_elem, htab_lru_map_delete_elem,
+                   htab_lru_percpu_map_lookup_percpu_elem)

@@ -26,6 +26,7 @@ NEXT_KEY = c.BPF_MAP_GET_NEXT_KEY
 LOOKUP_AND_DELETE = c.BPF_MAP_LOOKUP_AND_DELETE_ELEM
 
 EPERM, ENOENT, E2BIG, EBADF, EFAULT, EEXIST, EINVAL = 1, 2, 7, 9, 14, 17, 22
+EXIST_FLAG = c.BPF_EXIST
 
 # (id, map_type, map_flags): the four configurations under test.
 CONFIGS = [

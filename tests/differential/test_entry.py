@@ -329,3 +329,37 @@ def test_attr_buffer_kinds(backend, kind):
         assert backend.bpf(c.BPF_MAP_LOOKUP_ELEM, attr, ATTR) == -EFAULT
     finally:
         backend.close(fd)
+
+
+# --- short sizes on the element commands --------------------------------------------------
+
+SHORT_ELEM = [
+    # (cmd, size, expected, key 1 still present afterwards)
+    (c.BPF_MAP_LOOKUP_ELEM, 4, -EFAULT, True),        # key pointer cut off: NULL
+    (c.BPF_MAP_LOOKUP_ELEM, 8, -EFAULT, True),
+    (c.BPF_MAP_LOOKUP_ELEM, 16, -EFAULT, True),       # value pointer cut off
+    (c.BPF_MAP_LOOKUP_ELEM, 24, 0, True),             # flags cut off (the dirty ones)
+    (c.BPF_MAP_UPDATE_ELEM, 16, -EFAULT, True),
+    (c.BPF_MAP_UPDATE_ELEM, 24, 0, True),
+    (c.BPF_MAP_DELETE_ELEM, 8, -EFAULT, True),
+    (c.BPF_MAP_DELETE_ELEM, 16, 0, False),            # value and flags never read
+    (c.BPF_MAP_GET_NEXT_KEY, 8, -EFAULT, True),       # NULL key restarts; NULL next_key faults
+    (c.BPF_MAP_GET_NEXT_KEY, 16, -EFAULT, True),      # key 2 is absent: restarts at key 1
+    (c.BPF_MAP_GET_NEXT_KEY, 24, 0, True),
+    (c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, 8, -EFAULT, True),
+    (c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, 24, 0, False),
+]
+
+
+@pytest.mark.parametrize("cmd,size,expected,present", SHORT_ELEM,
+                         ids=[f"{c.BpfCmd(x[0]).name}-{x[1]}" for x in SHORT_ELEM])
+def test_short_sizes_on_element_commands(hmap, cmd, size, expected, present):
+    client, fd = hmap
+    # GET_NEXT_KEY gets an absent key, so that it restarts at key 1 instead of ENOENT.
+    key = Buf(struct.pack("<I", 2 if cmd == c.BPF_MAP_GET_NEXT_KEY else 1))
+    value = Buf(b"\x11" * 8)
+    # Everything past `size` is poison that would fail if it were copied.
+    attr = bytearray(elem_attr(fd, key.addr, value.addr, flags=0xFF).ljust(ATTR, b"\xff"))
+    assert client.b.bpf(cmd, attr_buf(bytes(attr)), size) == expected
+    assert (client.lookup(fd, struct.pack("<I", 1), 8)[0] == 0) == present
+    assert value.guards_intact()

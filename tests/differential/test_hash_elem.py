@@ -18,7 +18,7 @@ from tests.support import NCPU, Buf, GUARD_BYTE, readonly_address, unmapped_addr
 from tests.differential.hash_support import (BAD_FLAGS, CLOSED_FD, CONFIG_IDS, CONFIGS, DELETE, E2BIG, EBADF,
                            EEXIST, EFAULT, EINVAL, ENOENT, EPERM, HASH, KERNEL_ADDR,
                            LOOKUP, LOOKUP_AND_DELETE, MINUS_ONE_FD, NEXT_KEY, NONE_PAGE,
-                           PERCPU_HASH, UPDATE, Cliff, Walker, bad_pointers, call,
+                           PERCPU_HASH, UPDATE, Cliff, Walker, attr_with_tail, bad_pointers, call,
                            round_up, sys_value_size, u64)
 
 F_LOCK = c.BPF_F_LOCK
@@ -605,3 +605,71 @@ def test_key_bytes_round_trip(both, cfg):
         walk = cl.keys(fd, 13)
         outs.append([(k, cl.lookup(fd, k, vsz(cfg, 4))) for k in walk])
     assert outs[0] == outs[1]
+
+
+# --- odds and ends ----------------------------------------------------------------------
+
+def test_next_key_in_place(client, cfg):
+    """test_maps.c walks with the same buffer as key and next_key: the key is copied in
+    before next_key is written, so this steps through the map."""
+    fd = make(client, cfg, max_entries=16)
+    for i in range(10):
+        assert client.update(fd, u64(i * 3), val(cfg, i)) == 0
+    walk = client.keys(fd, 8)
+    buf = Buf(size=8)
+    assert call(client, NEXT_KEY, fd, 0, buf.addr) == 0
+    seen = [buf.data]
+    while call(client, NEXT_KEY, fd, buf.addr, buf.addr) == 0:
+        seen.append(buf.data)
+    assert seen == walk and buf.data == walk[-1] and buf.guards_intact()
+
+
+def test_lookup_into_key_buffer(client, cfg):
+    """LOOKUP with value == key: the key is read first, then the value overwrites it."""
+    fd = make(client, cfg, key_size=8, value_size=8)
+    vs = vsz(cfg)
+    value = val(cfg, 3)
+    assert client.update(fd, u64(3), value) == 0
+    buf = Buf(u64(3), max(vs, 8))
+    assert call(client, LOOKUP, fd, buf.addr, buf.addr) == 0
+    assert buf.data[:vs] == value and buf.guards_intact()
+
+
+@pytest.mark.parametrize("prog_flag", [c.BPF_F_RDONLY_PROG, c.BPF_F_WRONLY_PROG])
+def test_prog_only_access_flags_do_not_restrict_syscalls(client, cfg, prog_flag):
+    """BPF_F_RDONLY_PROG / WRONLY_PROG restrict programs only (syscall_layer.md §2.4)."""
+    fd = make(client, cfg, flags=prog_flag)
+    vs = vsz(cfg)
+    assert client.update(fd, u64(1), val(cfg, 1)) == 0
+    assert client.lookup(fd, u64(1), vs) == (0, val(cfg, 1))
+    assert client.keys(fd, 8) == [u64(1)]
+    assert client.lookup_and_delete(fd, u64(1), vs) == (0, val(cfg, 1))
+    assert client.update(fd, u64(1), val(cfg, 1)) == 0
+    assert client.delete(fd, u64(1)) == 0
+
+
+def test_short_attr_size_zero_fills(client, cfg):
+    """A size shorter than the element attr leaves the rest zero (syscall_layer.md §2.1):
+    a missing value pointer is NULL, missing flags are 0."""
+    fd = make(client, cfg)
+    vs = vsz(cfg)
+    value = val(cfg, 1)
+    k, v = Buf(u64(1)), Buf(value)
+    attr = lambda flags=0: attr_with_tail(fd, k.addr, v.addr, flags)   # noqa: E731
+    assert client.bpf(UPDATE, attr(NOEXIST), 24) == 0          # flags cut off: BPF_ANY
+    assert client.bpf(UPDATE, attr(NOEXIST), 24) == 0
+    assert client.bpf(UPDATE, attr(NOEXIST), 32) == -EEXIST
+    assert client.bpf(UPDATE, attr(), 16) == -EFAULT           # value pointer cut off: NULL
+    assert client.bpf(UPDATE, attr(), 8) == -EFAULT            # key pointer cut off too
+    out = Buf(size=vs)
+    lk = attr_with_tail(fd, k.addr, out.addr, 1)
+    assert client.bpf(LOOKUP, lk, 24) == 0 and out.data == value   # bad flags cut off
+    assert client.bpf(LOOKUP, lk, 32) == -EINVAL
+    assert client.bpf(LOOKUP, lk, 16) == -EFAULT               # value NULL, key exists
+    nk = Buf(size=8)
+    assert client.bpf(NEXT_KEY, attr_with_tail(fd, 0, nk.addr, 1), 24) == 0
+    assert nk.data == u64(1)
+    assert client.bpf(NEXT_KEY, attr_with_tail(fd, 0, nk.addr), 16) == -EFAULT
+    assert client.bpf(NEXT_KEY, attr_with_tail(fd, k.addr, nk.addr), 16) == -ENOENT
+    assert client.bpf(DELETE, attr_with_tail(fd, k.addr, 0xdead, 1), 16) == 0
+    assert client.bpf(DELETE, attr_with_tail(fd, k.addr), 8) == -EFAULT

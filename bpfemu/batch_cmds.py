@@ -1,0 +1,188 @@
+"""The four batch commands: bpf_map_do_batch() of kernel/bpf/syscall.c and the generic
+per-element implementations (generic_map_lookup_batch, generic_map_update_batch,
+generic_map_delete_batch) that map types without their own put in their ops table.
+
+Front end, in the kernel's order: CHECK_ATTR (done by the entry), the map fd (EBADF /
+EINVAL), the fd's permission after freezing (EPERM: LOOKUP_BATCH needs read, the others
+write, LOOKUP_AND_DELETE_BATCH both), then ENOTSUPP when the map type has no such
+operation. Nothing writes ``batch.count`` until a handler does, so every front-end error
+leaves the caller's count as it was.
+
+This module imports nothing from bpfemu.maps, so the ops tables can refer to it.
+"""
+import errno
+import struct
+from typing import NamedTuple
+
+from .errors import ENOTSUPP, BpfError
+from .fdtable import FMODE_READ, FMODE_WRITE
+from .uapi.attr import MapBatchAttr, compiled
+from .uapi.consts import BPF_F_LOCK
+from .uapi.consts import BpfCmd as C
+from .usercopy import copy_pairs_to_user, copy_to_user, put_attr
+
+_BATCH = compiled(MapBatchAttr)
+_U32 = struct.Struct("<I")
+COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
+_ZERO_COUNT = b"\0\0\0\0"
+
+
+class BatchAttr(NamedTuple):
+    """attr->batch"""
+    in_batch: int
+    out_batch: int
+    keys: int
+    values: int
+    count: int
+    map_fd: int
+    elem_flags: int
+    flags: int
+
+
+def _check_elem_flags(m, elem_flags: int) -> None:
+    if elem_flags & ~BPF_F_LOCK:
+        raise BpfError(errno.EINVAL)
+    if elem_flags & BPF_F_LOCK and not m.has_spin_lock:
+        raise BpfError(errno.EINVAL)
+
+
+def generic_map_delete_batch(emu, m, b: BatchAttr, uattr) -> int:
+    """Delete keys[0..count) one by one; stop at the first error; count = deleted."""
+    _check_elem_flags(m, b.elem_flags)
+    max_count = b.count
+    if not max_count:
+        return 0
+    put_attr(emu, uattr, COUNT_OFF, _ZERO_COUNT)
+    mem = emu.mem
+    key_size = m.key_size
+    delete = m.ops.map_delete_elem
+    err = None
+    cp = 0
+    while cp < max_count:
+        try:
+            key = mem.read(b.keys + cp * key_size, key_size)
+            delete(m, key)
+        except BpfError as e:
+            err = e
+            break
+        cp += 1
+    put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+    if err is not None:
+        raise err
+    return 0
+
+
+def generic_map_update_batch(emu, m, b: BatchAttr, uattr) -> int:
+    """Update (keys[i], values[i]) one by one with elem_flags; stop at the first error;
+    count = elements updated."""
+    _check_elem_flags(m, b.elem_flags)
+    value_size = m.value_size_sys                   # bpf_map_value_size()
+    max_count = b.count
+    if not max_count:
+        return 0
+    put_attr(emu, uattr, COUNT_OFF, _ZERO_COUNT)
+    mem = emu.mem
+    key_size = m.key_size
+    update = m.ops.map_update_elem_sys              # bpf_map_update_value()
+    flags = b.elem_flags
+    err = None
+    cp = 0
+    while cp < max_count:
+        try:
+            key, value = mem.read2(b.keys + cp * key_size, key_size,
+                                   b.values + cp * value_size, value_size)
+            update(m, key, value, flags)
+        except BpfError as e:
+            err = e
+            break
+        cp += 1
+    put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+    if err is not None:
+        raise err
+    return 0
+
+
+def generic_map_lookup_batch(emu, m, b: BatchAttr, uattr) -> int:
+    """Walk with map_get_next_key from the key in in_batch (NULL: from the start), copying
+    up to count elements; ENOENT when the walk ends. out_batch gets the last key copied."""
+    _check_elem_flags(m, b.elem_flags)
+    value_size = m.value_size_sys
+    max_count = b.count
+    if not max_count:
+        return 0
+    put_attr(emu, uattr, COUNT_OFF, _ZERO_COUNT)
+    mem = emu.mem
+    key_size = m.key_size
+    prev_key = mem.read(b.in_batch, key_size) if b.in_batch else None
+    get_next_key = m.ops.map_get_next_key
+    lookup = m.ops.map_lookup_elem_sys              # bpf_map_copy_value()
+    keys, values = [], []
+    err = 0
+    cp = 0
+    while cp < max_count:
+        try:
+            key = get_next_key(m, prev_key)
+        except BpfError as e:
+            err = e.errno
+            break
+        try:
+            value = lookup(m, key)
+        except BpfError as e:
+            if e.errno != errno.ENOENT:             # gone meanwhile: skip to the next key
+                raise
+            prev_key = key
+            continue
+        keys.append(key)
+        values.append(bytes(value))
+        cp += 1
+        prev_key = key
+    if cp:
+        # key i then value i, as the kernel copies them
+        copy_pairs_to_user(mem, b.keys, keys, b.values, values)
+    put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+    if cp:
+        copy_to_user(mem, b.out_batch, prev_key)
+    if err:
+        raise BpfError(err)
+    return 0
+
+
+def bpf_map_do_batch(emu, raw: bytes, uattr, cmd: int) -> int:
+    b = BatchAttr(*_BATCH.unpack_from(raw))
+    f = emu.fds.lookup(b.map_fd)
+    m = f.obj
+    has_read = cmd == C.BPF_MAP_LOOKUP_BATCH or cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH
+    has_write = cmd != C.BPF_MAP_LOOKUP_BATCH
+    perms = f.mode & ~FMODE_WRITE if m.frozen else f.mode     # map_get_sys_perms()
+    if has_read and not perms & FMODE_READ:
+        raise BpfError(errno.EPERM)
+    if has_write and not perms & FMODE_WRITE:
+        raise BpfError(errno.EPERM)
+    ops = m.ops
+    if cmd == C.BPF_MAP_LOOKUP_BATCH:
+        fn = ops.map_lookup_batch
+    elif cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+        fn = ops.map_lookup_and_delete_batch
+    elif cmd == C.BPF_MAP_UPDATE_BATCH:
+        fn = ops.map_update_batch
+    else:
+        fn = ops.map_delete_batch
+    if fn is None:
+        raise BpfError(ENOTSUPP)
+    return fn(emu, m, b, uattr)
+
+
+def map_lookup_batch(emu, raw: bytes, uattr) -> int:
+    return bpf_map_do_batch(emu, raw, uattr, C.BPF_MAP_LOOKUP_BATCH)
+
+
+def map_lookup_and_delete_batch(emu, raw: bytes, uattr) -> int:
+    return bpf_map_do_batch(emu, raw, uattr, C.BPF_MAP_LOOKUP_AND_DELETE_BATCH)
+
+
+def map_update_batch(emu, raw: bytes, uattr) -> int:
+    return bpf_map_do_batch(emu, raw, uattr, C.BPF_MAP_UPDATE_BATCH)
+
+
+def map_delete_batch(emu, raw: bytes, uattr) -> int:
+    return bpf_map_do_batch(emu, raw, uattr, C.BPF_MAP_DELETE_BATCH)

@@ -1,0 +1,288 @@
+"""ARRAY and PERCPU_ARRAY: kernel/bpf/arraymap.c in Python.
+
+Every element exists from creation and reads as zero bytes. The kernel lays the values out
+with a stride of elem_size = round_up(value_size, 8); ARRAY copies value_size bytes in and
+out (the padding stays zero), PERCPU_ARRAY copies the whole 8-byte-rounded slot of every
+possible CPU, padding included.
+
+Storage is sparse: only elements that were written (or handed out as live views to the
+program side) have a buffer; every other index reads as the shared zero value. So a map the
+kernel would allocate in full costs nothing here until it is used, and the memory budget of
+the profile, not the Python heap, decides whether creation succeeds.
+"""
+import errno
+import hashlib
+
+from ..errors import BpfError
+from ..uapi import consts as F  # plain-int flag values (see consts.py)
+from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
+from ..uapi.consts import BpfMapType as T
+from .core import BpfMap, MapOps, round_up
+
+NUMA_NO_NODE = -1
+INT_MAX = 0x7FFFFFFF
+U32_MAX = 0xFFFFFFFF
+# BPF_F_ACCESS_MASK and ARRAY_CREATE_FLAG_MASK (kernel/bpf/arraymap.c)
+BPF_F_ACCESS_MASK = F.BPF_F_RDONLY | F.BPF_F_RDONLY_PROG | F.BPF_F_WRONLY | F.BPF_F_WRONLY_PROG
+ARRAY_CREATE_FLAG_MASK = (F.BPF_F_NUMA_NODE | F.BPF_F_MMAPABLE | BPF_F_ACCESS_MASK
+                          | F.BPF_F_PRESERVE_ELEMS | F.BPF_F_INNER_MAP)
+_PROG_ACCESS = F.BPF_F_RDONLY_PROG | F.BPF_F_WRONLY_PROG
+# sizeof(struct bpf_array) before its value area, for the memory budget only.
+_BPF_ARRAY_HEADER = 0x140
+SHA256_DIGEST_SIZE = 32
+
+
+class BpfArray(BpfMap):
+    """struct bpf_array."""
+
+    def __init__(self, ops, args, kernel):
+        super().__init__(ops, args, kernel)
+        self.percpu = args.map_type == T.BPF_MAP_TYPE_PERCPU_ARRAY
+        self.elem_size = round_up(args.value_size, 8)
+        # index -> bytes of the element as the syscall sees it (value_size, or every
+        # CPU's elem_size slot for PERCPU_ARRAY). Absent: all zero.
+        self.values: dict[int, bytearray] = {}
+        self.zero = bytes(self.value_size_sys)
+
+
+def _index(key: bytes) -> int:
+    """u32 index = *(u32 *)key"""
+    return int.from_bytes(key, "little")
+
+
+def array_map_alloc_check(args, kernel) -> None:
+    """array_map_alloc_check()"""
+    percpu = args.map_type == T.BPF_MAP_TYPE_PERCPU_ARRAY
+    flags = args.map_flags
+    if (args.max_entries == 0 or args.key_size != 4 or args.value_size == 0
+            or flags & ~ARRAY_CREATE_FLAG_MASK
+            or (flags & _PROG_ACCESS) == _PROG_ACCESS          # !bpf_map_flags_access_ok()
+            or (percpu and args.numa_node != NUMA_NO_NODE)):
+        raise BpfError(errno.EINVAL)
+    if args.map_type != T.BPF_MAP_TYPE_ARRAY and flags & (F.BPF_F_MMAPABLE | F.BPF_F_INNER_MAP):
+        raise BpfError(errno.EINVAL)
+    if args.map_type != T.BPF_MAP_TYPE_PERF_EVENT_ARRAY and flags & F.BPF_F_PRESERVE_ELEMS:
+        raise BpfError(errno.EINVAL)
+    if args.value_size > INT_MAX:                   # avoid overflow on round_up(value_size)
+        raise BpfError(errno.E2BIG)
+    if percpu and round_up(args.value_size, 8) > kernel.profile.pcpu_min_unit_size:
+        raise BpfError(errno.E2BIG)
+
+
+def array_map_alloc(ops, args, kernel) -> BpfArray:
+    """array_map_alloc(): all elements exist and are zero from the start."""
+    profile = kernel.profile
+    elem_size = round_up(args.value_size, 8)
+    max_entries = args.max_entries
+    # bpf_bypass_spec_v1(): without CAP_PERFMON (implied by CAP_SYS_ADMIN) the kernel sizes
+    # the array to a power of two so speculation stays inside it.
+    bypass_spec_v1 = profile.cap_sys_admin or getattr(profile, "cap_perfmon", False)
+    if not bypass_spec_v1:
+        max_entries = 1 << (max_entries - 1).bit_length()
+        if max_entries > U32_MAX:                   # the u32 wrapped: "check for overflows"
+            raise BpfError(errno.E2BIG)
+    percpu = args.map_type == T.BPF_MAP_TYPE_PERCPU_ARRAY
+    # bpf_map_area_alloc() / bpf_array_alloc_percpu(): what the kernel would allocate.
+    if percpu:
+        size = _BPF_ARRAY_HEADER + max_entries * 8 + max_entries * elem_size * kernel.nr_cpus
+    elif args.map_flags & F.BPF_F_MMAPABLE:
+        size = round_up(_BPF_ARRAY_HEADER, 4096) + round_up(max_entries * elem_size, 4096)
+    else:
+        size = _BPF_ARRAY_HEADER + max_entries * elem_size
+    if size > profile.max_map_bytes:
+        # DEVIATION(memory): Linux fails with ENOMEM when the machine cannot provide the
+        # memory; we refuse past the profile's budget and never try.
+        raise BpfError(errno.ENOMEM)
+    return BpfArray(ops, args, kernel)
+
+
+# --- syscall side ------------------------------------------------------------------------
+
+def array_map_lookup_elem_sys(array: BpfArray, key: bytes):
+    """bpf_map_copy_value() for ARRAY (copy_map_value: value_size bytes) and PERCPU_ARRAY
+    (bpf_percpu_array_copy: every CPU's rounded slot). Out of range: ENOENT."""
+    index = _index(key)
+    if index >= array.max_entries:
+        raise BpfError(errno.ENOENT)
+    v = array.values.get(index)
+    return array.zero if v is None else v
+
+
+def array_map_update_elem(array: BpfArray, key: bytes, value, flags: int) -> None:
+    """array_map_update_elem(), syscall side: value_size bytes into the element."""
+    if (flags & ~BPF_F_LOCK) > BPF_EXIST:           # unknown flags
+        raise BpfError(errno.EINVAL)
+    index = _index(key)
+    if index >= array.max_entries:                  # all elements were pre-allocated
+        raise BpfError(errno.E2BIG)
+    if flags & BPF_NOEXIST:                         # all elements already exist
+        raise BpfError(errno.EEXIST)
+    if flags & BPF_F_LOCK and not array.has_spin_lock:
+        raise BpfError(errno.EINVAL)
+    v = array.values.get(index)
+    if v is None:
+        array.values[index] = bytearray(value)
+    else:
+        v[:] = value                                # in place: live views see the write
+
+
+def bpf_percpu_array_update(array: BpfArray, key: bytes, value, flags: int) -> None:
+    """bpf_percpu_array_update(): every possible CPU's slot, padding included
+    (copy_map_value_long copies round_up(value_size, 8) bytes per CPU)."""
+    if flags > BPF_EXIST:                           # unknown flags
+        raise BpfError(errno.EINVAL)
+    index = _index(key)
+    if index >= array.max_entries:
+        raise BpfError(errno.E2BIG)
+    if flags == BPF_NOEXIST:
+        raise BpfError(errno.EEXIST)
+    v = array.values.get(index)
+    if v is None:
+        array.values[index] = bytearray(value)
+    else:
+        v[:] = value
+
+
+def array_map_delete_elem(array: BpfArray, key: bytes) -> None:
+    """array_map_delete_elem(): elements of an array cannot be deleted."""
+    raise BpfError(errno.EINVAL)
+
+
+array_map_delete_elem.always_errno = errno.EINVAL   # read by bpfemu.support's matrix
+
+
+def array_map_get_next_key(array: BpfArray, key):
+    """array_map_get_next_key(): NULL or an out-of-range key starts at 0; the last is ENOENT."""
+    index = U32_MAX if key is None else _index(key)
+    if index >= array.max_entries:
+        return b"\0\0\0\0"
+    if index == array.max_entries - 1:
+        raise BpfError(errno.ENOENT)
+    return (index + 1).to_bytes(4, "little")
+
+
+def array_map_get_hash(array: BpfArray) -> bytes:
+    """The SHA-256 of the value area (max_entries * elem_size bytes, padding included) that
+    OBJ_GET_INFO_BY_FD reports for a frozen ARRAY; EPERM while the map can still change."""
+    if not array.frozen:
+        raise BpfError(errno.EPERM)
+    h = hashlib.sha256()
+    pad = bytes(array.elem_size - array.value_size)
+    values = array.values
+    # Feed the elements in index order, runs of untouched ones as zeros.
+    pos = 0
+    for index in sorted(values):
+        _feed_zeros(h, (index - pos) * array.elem_size)
+        h.update(values[index])
+        h.update(pad)
+        pos = index + 1
+    _feed_zeros(h, (array.max_entries - pos) * array.elem_size)
+    return h.digest()
+
+
+def _feed_zeros(h, n: int) -> None:
+    if n >= 1 << 16:
+        block = bytes(1 << 16)
+        while n >= 1 << 16:
+            h.update(block)
+            n -= 1 << 16
+    if n:
+        h.update(bytes(n))
+
+
+def array_map_free(array: BpfArray) -> None:
+    array.values.clear()
+
+
+def array_map_mem_usage(array: BpfArray) -> int:
+    """array_map_mem_usage(), approximately: the header plus the value area."""
+    if array.percpu:
+        return _BPF_ARRAY_HEADER + array.max_entries * (8 + array.elem_size * array.nr_cpus)
+    return _BPF_ARRAY_HEADER + array.max_entries * array.elem_size
+
+
+# --- program side (helpers) ----------------------------------------------------------------
+# A program gets a pointer into the element; here a writable memoryview of the stored
+# buffer, created on first use. Calls take the CPU the program runs on.
+
+def _elem_buffer(array: BpfArray, index: int) -> bytearray:
+    v = array.values.get(index)
+    if v is None:
+        v = array.values[index] = bytearray(array.value_size_sys)
+    return v
+
+
+def array_map_lookup_elem(array: BpfArray, key: bytes, cpu: int = 0):
+    """array_map_lookup_elem(): a live view of value_size bytes, or None out of range."""
+    index = _index(key)
+    if index >= array.max_entries:
+        return None
+    return memoryview(_elem_buffer(array, index))[:array.value_size]
+
+
+def percpu_array_map_lookup_percpu_elem(array: BpfArray, key: bytes, cpu: int):
+    """percpu_array_map_lookup_percpu_elem(): the given CPU's value, or None."""
+    index = _index(key)
+    if index >= array.max_entries or not 0 <= cpu < array.nr_cpus:
+        return None
+    off = cpu * array.elem_size
+    return memoryview(_elem_buffer(array, index))[off:off + array.value_size]
+
+
+def percpu_array_map_lookup_elem(array: BpfArray, key: bytes, cpu: int = 0):
+    """percpu_array_map_lookup_elem(): the current CPU's value, or None."""
+    return percpu_array_map_lookup_percpu_elem(array, key, cpu)
+
+
+def array_map_update_elem_prog(array: BpfArray, key: bytes, value, flags: int, cpu: int = 0):
+    """array_map_update_elem() called by a program: ARRAY writes value_size bytes; for
+    PERCPU_ARRAY only the current CPU's value_size bytes (the padding is not written)."""
+    if (flags & ~BPF_F_LOCK) > BPF_EXIST:
+        raise BpfError(errno.EINVAL)
+    index = _index(key)
+    if index >= array.max_entries:
+        raise BpfError(errno.E2BIG)
+    if flags & BPF_NOEXIST:
+        raise BpfError(errno.EEXIST)
+    if flags & BPF_F_LOCK and not array.has_spin_lock:
+        raise BpfError(errno.EINVAL)
+    off = cpu * array.elem_size if array.percpu else 0
+    _elem_buffer(array, index)[off:off + array.value_size] = bytes(value)[:array.value_size]
+
+
+# --- ops tables ------------------------------------------------------------------------------
+
+array_map_ops = MapOps(
+    name="array_map_ops",
+    map_alloc_check=array_map_alloc_check,
+    map_alloc=None,
+    map_lookup_elem_sys=array_map_lookup_elem_sys,
+    map_update_elem_sys=array_map_update_elem,
+    map_delete_elem=array_map_delete_elem,
+    map_get_next_key=array_map_get_next_key,
+    map_mem_usage=array_map_mem_usage,
+    map_free=array_map_free,
+    map_lookup_elem_prog=array_map_lookup_elem,
+    map_update_elem_prog=array_map_update_elem_prog,
+    map_delete_elem_prog=array_map_delete_elem,
+    map_value_hash=array_map_get_hash,
+    # map_lookup_batch / map_update_batch (generic_map_*) are set in maps/__init__.py.
+)
+percpu_array_map_ops = MapOps(
+    name="percpu_array_map_ops",
+    map_alloc_check=array_map_alloc_check,
+    map_alloc=None,
+    map_lookup_elem_sys=array_map_lookup_elem_sys,     # bpf_percpu_array_copy()
+    map_update_elem_sys=bpf_percpu_array_update,
+    map_delete_elem=array_map_delete_elem,
+    map_get_next_key=array_map_get_next_key,
+    map_mem_usage=array_map_mem_usage,
+    map_free=array_map_free,
+    map_lookup_elem_prog=percpu_array_map_lookup_elem,
+    map_update_elem_prog=array_map_update_elem_prog,
+    map_delete_elem_prog=array_map_delete_elem,
+    map_lookup_percpu_elem=percpu_array_map_lookup_percpu_elem,
+)
+array_map_ops.map_alloc = lambda args, kernel: array_map_alloc(array_map_ops, args, kernel)
+percpu_array_map_ops.map_alloc = lambda args, kernel: array_map_alloc(percpu_array_map_ops,
+                                                                      args, kernel)

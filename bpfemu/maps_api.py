@@ -1,0 +1,370 @@
+"""Dict-like map objects for Python users, with bcc's table conventions, over any backend.
+
+    m = Map.create(backend, BPF_MAP_TYPE_HASH, ctypes.c_uint32, ctypes.c_uint64, 1024)
+    m[1] = 10; m[1].value == 10; del m[1]     # KeyError when the key is missing
+    for k, v in m.items(): ...
+
+Keys and values are encoded from and decoded to the types given: a ctypes type, a construct
+Struct (values decode to its Container), or None for raw bytes (ints are accepted on input and
+packed little-endian). Per-CPU maps take and give a list with one value per possible CPU.
+A missing key is KeyError; every other failure is BpfError, an OSError with the errno.
+"""
+import ctypes
+import errno
+
+from .errors import BpfError
+from .libbpf import LibBpf, bpf_map_batch_opts, bpf_map_create_opts, bpf_map_info
+from .maps.core import PERCPU_VALUE_TYPES, round_up
+from .uapi.consts import BPF_ANY, BpfMapType
+
+
+class _Codec:
+    """Encodes Python values to the map's bytes and back, for one declared type."""
+
+    def __init__(self, typ, size: int, what: str):
+        self.typ, self.size, self.what = typ, size, what
+        if typ is None:
+            self.kind = "raw"
+        elif isinstance(typ, type) and issubclass(typ, (ctypes._SimpleCData, ctypes.Structure,
+                                                        ctypes.Union, ctypes.Array)):
+            self.kind = "ctypes"
+            if ctypes.sizeof(typ) != size:
+                raise ValueError(f"{what} type {typ.__name__} is {ctypes.sizeof(typ)} bytes; "
+                                 f"the map's {what} size is {size}")
+        elif hasattr(typ, "build") and hasattr(typ, "parse"):
+            self.kind = "construct"
+            try:
+                n = typ.sizeof()
+            except Exception:
+                n = None
+            if n is not None and n != size:
+                raise ValueError(f"{what} struct is {n} bytes; the map's {what} size is {size}")
+        else:
+            raise TypeError(f"{what} type must be a ctypes type, a construct Struct or None")
+
+    def encode(self, obj) -> bytes:
+        if self.kind == "ctypes":
+            if isinstance(obj, self.typ):
+                data = bytes(obj)
+            elif isinstance(obj, (bytes, bytearray, memoryview)):
+                data = bytes(obj)
+            elif issubclass(self.typ, ctypes._SimpleCData):
+                data = bytes(self.typ(obj))
+            else:
+                raise TypeError(f"{self.what} must be a {self.typ.__name__} or bytes, "
+                                f"not {type(obj).__name__}")
+        elif self.kind == "construct":
+            data = obj if isinstance(obj, (bytes, bytearray)) else self.typ.build(obj)
+        elif isinstance(obj, int):
+            if self.size > 8:
+                raise ValueError(f"an int cannot be a {self.size}-byte {self.what}; pass bytes")
+            data = obj.to_bytes(self.size, "little", signed=obj < 0)
+        else:
+            data = bytes(obj)
+        if len(data) != self.size:
+            raise ValueError(f"{self.what} must be {self.size} bytes, got {len(data)}")
+        return data
+
+    def decode(self, data: bytes):
+        if self.kind == "ctypes":
+            return self.typ.from_buffer_copy(data)
+        if self.kind == "construct":
+            return self.typ.parse(data)
+        return bytes(data)
+
+
+class Map:
+    """A BPF map as a Python mapping. Create one with ``Map.create`` or wrap an fd with
+    ``Map.open``; ``close()`` (or a ``with`` block) releases the fd."""
+
+    def __init__(self, lib: LibBpf, fd: int, map_type: int, key_size: int, value_size: int,
+                 max_entries: int, key_type=None, value_type=None, owns_fd: bool = True):
+        self._lib = lib
+        self._fd = fd
+        self.map_type = map_type
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.percpu = map_type in PERCPU_VALUE_TYPES
+        self.nr_cpus = lib.libbpf_num_possible_cpus()
+        self._slot = round_up(value_size, 8)
+        self._value_bytes = self._slot * self.nr_cpus if self.percpu else value_size
+        self._key = _Codec(key_type, key_size, "key")
+        self._value = _Codec(value_type, value_size, "value")
+        self._owns_fd = owns_fd
+        self._kbuf = ctypes.create_string_buffer(max(key_size, 1))
+        self._nbuf = ctypes.create_string_buffer(max(key_size, 1))
+        self._vbuf = ctypes.create_string_buffer(max(self._value_bytes, 1))
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, backend, map_type, key_type, value_type, max_entries, *, flags=0, name="",
+               key_size=None, value_size=None):
+        """Create a map. key_type/value_type: a ctypes type, a construct Struct, or an int size
+        for raw bytes (or pass key_size/value_size with a type of None)."""
+        key_type, key_size = _type_and_size(key_type, key_size, "key")
+        value_type, value_size = _type_and_size(value_type, value_size, "value")
+        lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
+        fd = lib.bpf_map_create(int(map_type), name, key_size, value_size, max_entries,
+                                bpf_map_create_opts(map_flags=flags))
+        if fd < 0:
+            raise BpfError(-fd, f"cannot create the map: {errno.errorcode.get(-fd, -fd)}")
+        info = _info(lib, fd)
+        return cls(lib, fd, info.type, key_size, value_size, info.max_entries, key_type,
+                   value_type)
+
+    @classmethod
+    def open(cls, backend, fd: int, key_type=None, value_type=None, *, owns_fd=False):
+        """Wrap an existing map fd; sizes and type come from BPF_OBJ_GET_INFO_BY_FD."""
+        lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
+        info = _info(lib, fd)
+        return cls(lib, fd, info.type, info.key_size, info.value_size, info.max_entries,
+                   key_type, value_type, owns_fd)
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise ValueError("this Map is closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None and self._owns_fd:
+            self._lib.close(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._fd is None else f"fd={self._fd}"
+        name = BpfMapType(self.map_type).name if self.map_type in BpfMapType._value2member_map_ \
+            else self.map_type
+        return f"<Map {name} {state} key={self.key_size}B value={self.value_size}B>"
+
+    # --- values -------------------------------------------------------------------------
+
+    def _encode_value(self, value) -> bytes:
+        if not self.percpu:
+            return self._value.encode(value)
+        if not isinstance(value, (list, tuple)) or len(value) != self.nr_cpus:
+            raise ValueError(f"a per-CPU map takes a list of {self.nr_cpus} values "
+                             f"(one per possible CPU)")
+        return b"".join(self._value.encode(v).ljust(self._slot, b"\0") for v in value)
+
+    def _decode_value(self, data: bytes):
+        if not self.percpu:
+            return self._value.decode(data)
+        return [self._value.decode(data[i * self._slot:i * self._slot + self.value_size])
+                for i in range(self.nr_cpus)]
+
+    def _check(self, ret: int, key=None) -> None:
+        if ret == -errno.ENOENT and key is not None:
+            raise KeyError(key)
+        if ret < 0:
+            raise BpfError(-ret)
+
+    # --- the mapping protocol -----------------------------------------------------------
+
+    def lookup(self, key, default=None):
+        """The value, or default when the key is missing."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __getitem__(self, key):
+        fd = self.fd
+        self._kbuf.raw = self._key.encode(key)
+        ret = self._lib.bpf_map_lookup_elem(fd, self._kbuf, self._vbuf)
+        self._check(ret, key)
+        return self._decode_value(self._vbuf.raw[:self._value_bytes])
+
+    def update(self, key, value, flags=BPF_ANY) -> None:
+        """BPF_MAP_UPDATE_ELEM with flags (BPF_ANY, BPF_NOEXIST, BPF_EXIST); BpfError on failure."""
+        fd = self.fd
+        k, v = self._key.encode(key), self._encode_value(value)
+        self._check(self._lib.bpf_map_update_elem(fd, k, v, flags))
+
+    def __setitem__(self, key, value):
+        self.update(key, value, BPF_ANY)
+
+    def __delitem__(self, key):
+        fd = self.fd
+        self._check(self._lib.bpf_map_delete_elem(fd, self._key.encode(key)), key)
+
+    def pop(self, key, *default):
+        """BPF_MAP_LOOKUP_AND_DELETE_ELEM: the value, removed from the map."""
+        fd = self.fd
+        self._kbuf.raw = self._key.encode(key)
+        ret = self._lib.bpf_map_lookup_and_delete_elem(fd, self._kbuf, self._vbuf)
+        if ret == -errno.ENOENT and default:
+            return default[0]
+        self._check(ret, key)
+        return self._decode_value(self._vbuf.raw[:self._value_bytes])
+
+    def __contains__(self, key) -> bool:
+        fd = self.fd
+        self._kbuf.raw = self._key.encode(key)
+        ret = self._lib.bpf_map_lookup_elem(fd, self._kbuf, self._vbuf)
+        if ret == -errno.ENOENT:
+            return False
+        self._check(ret)
+        return True
+
+    def _raw_keys(self):
+        """GET_NEXT_KEY walk from NULL (a key deleted under the walk restarts it, as in the
+        kernel; callers that delete while walking should use keys() first)."""
+        fd = self.fd
+        lib, nbuf = self._lib, self._nbuf
+        ret = lib.bpf_map_get_next_key(fd, None, nbuf)
+        while ret == 0:
+            cur = nbuf.raw[:self.key_size]
+            yield cur
+            ret = lib.bpf_map_get_next_key(fd, cur, nbuf)
+        if ret != -errno.ENOENT:
+            raise BpfError(-ret)
+
+    def __iter__(self):
+        for k in self._raw_keys():
+            yield self._key.decode(k)
+
+    def keys(self) -> list:
+        return [self._key.decode(k) for k in self._raw_keys()]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._raw_keys())       # by walk, as bcc does
+
+    def items(self) -> list:
+        """(key, value) pairs; keys deleted between the walk and their lookup are skipped."""
+        out = []
+        for k in list(self._raw_keys()):
+            self._kbuf.raw = k
+            ret = self._lib.bpf_map_lookup_elem(self.fd, self._kbuf, self._vbuf)
+            if ret == -errno.ENOENT:
+                continue
+            self._check(ret)
+            out.append((self._key.decode(k), self._decode_value(self._vbuf.raw[:self._value_bytes])))
+        return out
+
+    def values(self) -> list:
+        return [v for _, v in self.items()]
+
+    def clear(self) -> None:
+        """Delete every key (keys first, then deletes, so the walk is not disturbed)."""
+        for k in list(self._raw_keys()):
+            ret = self._lib.bpf_map_delete_elem(self.fd, k)
+            if ret not in (0, -errno.ENOENT):
+                raise BpfError(-ret)
+
+    # --- per-CPU helpers ----------------------------------------------------------------
+
+    def sum(self, key):
+        """Sum over CPUs of a per-CPU value (ints, or the first field of a ctypes value)."""
+        return sum(_as_number(v) for v in self._percpu(key))
+
+    def max(self, key):
+        return max(_as_number(v) for v in self._percpu(key))
+
+    def _percpu(self, key):
+        if not self.percpu:
+            raise TypeError("sum()/max() are for per-CPU maps")
+        return self[key]
+
+    # --- batches ------------------------------------------------------------------------
+
+    def _lookup_batch(self, delete: bool, chunk: int):
+        """Walk with LOOKUP(_AND_DELETE)_BATCH, growing the chunk on ENOSPC."""
+        fd = self.fd
+        call = (self._lib.bpf_map_lookup_and_delete_batch if delete
+                else self._lib.bpf_map_lookup_batch)
+        out = []
+        in_batch = None
+        token = ctypes.create_string_buffer(max(self.key_size, 4))
+        chunk = max(1, chunk)
+        while True:
+            keys = ctypes.create_string_buffer(self.key_size * chunk)
+            values = ctypes.create_string_buffer(self._value_bytes * chunk)
+            count = ctypes.c_uint32(chunk)
+            ret = call(fd, in_batch, token, keys, values, count, bpf_map_batch_opts())
+            if ret == -errno.ENOSPC:
+                chunk *= 2
+                continue
+            if ret not in (0, -errno.ENOENT):
+                raise BpfError(-ret)
+            for i in range(count.value):
+                k = keys.raw[i * self.key_size:(i + 1) * self.key_size]
+                v = values.raw[i * self._value_bytes:(i + 1) * self._value_bytes]
+                out.append((self._key.decode(k), self._decode_value(v)))
+            if ret == -errno.ENOENT:
+                return out
+            in_batch = ctypes.create_string_buffer(token.raw, len(token.raw))
+
+    def items_lookup_batch(self, chunk: int = 64) -> list:
+        return self._lookup_batch(False, chunk)
+
+    def items_lookup_and_delete_batch(self, chunk: int = 64) -> list:
+        return self._lookup_batch(True, chunk)
+
+    def items_update_batch(self, keys, values) -> None:
+        keys, values = list(keys), list(values)
+        if len(keys) != len(values):
+            raise ValueError("keys and values differ in length")
+        if not keys:
+            return
+        kb = b"".join(self._key.encode(k) for k in keys)
+        vb = b"".join(self._encode_value(v) for v in values)
+        count = ctypes.c_uint32(len(keys))
+        ret = self._lib.bpf_map_update_batch(self.fd, kb, vb, count)
+        if ret < 0:
+            raise BpfError(-ret, f"update batch stopped after {count.value} of {len(keys)} "
+                                 f"elements: {errno.errorcode.get(-ret, -ret)}")
+
+    def items_delete_batch(self, keys=None) -> None:
+        """Delete these keys (all keys when None) with DELETE_BATCH."""
+        keys = list(self._raw_keys()) if keys is None else [self._key.encode(k) for k in keys]
+        if not keys:
+            return
+        count = ctypes.c_uint32(len(keys))
+        ret = self._lib.bpf_map_delete_batch(self.fd, b"".join(keys), count)
+        if ret == -errno.ENOENT:
+            raise KeyError(self._key.decode(keys[count.value]))
+        if ret < 0:
+            raise BpfError(-ret)
+
+
+def _type_and_size(typ, size, what):
+    if isinstance(typ, int) and not isinstance(typ, bool):
+        return None, typ
+    if typ is None:
+        if size is None:
+            raise ValueError(f"give a {what} type or {what}_size")
+        return None, size
+    if isinstance(typ, type) and issubclass(typ, (ctypes._SimpleCData, ctypes.Structure,
+                                                  ctypes.Union, ctypes.Array)):
+        return typ, ctypes.sizeof(typ)
+    if hasattr(typ, "sizeof"):
+        return typ, typ.sizeof()
+    raise TypeError(f"{what} type must be a ctypes type, a construct Struct or a size")
+
+
+def _info(lib: LibBpf, fd: int) -> bpf_map_info:
+    info = bpf_map_info()
+    n = ctypes.c_uint32(ctypes.sizeof(info))
+    ret = lib.bpf_map_get_info_by_fd(fd, info, n)
+    if ret < 0:
+        raise BpfError(-ret, f"fd {fd} is not a usable map: {errno.errorcode.get(-ret, -ret)}")
+    return info
+
+
+def _as_number(v):
+    if isinstance(v, int):
+        return v
+    if isinstance(v, ctypes._SimpleCData):
+        return v.value
+    if isinstance(v, (bytes, bytearray)):
+        return int.from_bytes(v, "little")
+    raise TypeError(f"cannot add up values of type {type(v).__name__}")

@@ -1,0 +1,127 @@
+"""copy_to_user(), put_user() into the attr, and strncpy_from_user(), as the kernel does them.
+
+``Memory.write`` is all or nothing. The kernel's copy_to_user() is not: it copies up to the
+first byte it cannot write, then fails. Where that partial copy is visible (batch keys and
+values that run into an unmapped page), ``copy_to_user`` here writes the same prefix a page
+at a time before raising EFAULT.
+"""
+import errno
+
+from .errors import BpfError
+
+_EFAULT = errno.EFAULT
+PAGE_SIZE = 4096
+PATH_MAX = 4096
+
+
+def copy_to_user(mem, addr: int, data) -> None:
+    """Write data at addr; on a fault, leave the writable page-wise prefix written, EFAULT."""
+    try:
+        mem.write(addr, data)
+        return
+    except BpfError:
+        pass
+    n = len(data)
+    off = 0
+    while off < n:
+        chunk = min(n - off, PAGE_SIZE - ((addr + off) & (PAGE_SIZE - 1)))
+        try:
+            mem.write(addr + off, data[off:off + chunk])
+        except BpfError:
+            break
+        off += chunk
+    raise BpfError(_EFAULT)
+
+
+def copy_pairs_to_user(mem, ukeys: int, key_chunks: list, uvalues: int, value_chunks: list) -> None:
+    """The kernel's batch copy-out: for each group g (an element, or a hash bucket), copy
+    key_chunks[g] to the keys area, then value_chunks[g] to the values area, both packed
+    from the start; stop with EFAULT at the first fault, the faulting copy's prefix written.
+
+    Fast path: two bulk writes. If one faults, the sequence is replayed group by group to
+    find where the kernel stops, and key bytes the bulk write put beyond that point are
+    restored from a snapshot taken first. The EFAULT raised carries ``group``, the index
+    of the group whose copy faulted."""
+    keys = b"".join(key_chunks)
+    values = b"".join(value_chunks)
+    try:
+        snapshot = mem.read(ukeys, len(keys))
+    except BpfError:
+        snapshot = None
+    if snapshot is not None:
+        try:
+            mem.write(ukeys, keys)
+            mem.write(uvalues, values)
+            return
+        except BpfError:
+            pass
+    kpos = vpos = 0
+    for group, (kc, vc) in enumerate(zip(key_chunks, value_chunks)):
+        kend = kpos + len(kc)
+        try:
+            copy_to_user(mem, ukeys + kpos, kc)
+            copy_to_user(mem, uvalues + vpos, vc)
+        except BpfError as e:
+            if snapshot is not None:
+                _restore(mem, ukeys, snapshot, kend)
+            e.group = group                 # the group whose copy faulted
+            raise
+        kpos = kend
+        vpos += len(vc)
+    # Every copy succeeded when replayed (a transient fault): the bulk result stands.
+
+
+def _restore(mem, base: int, snapshot: bytes, start: int) -> None:
+    """Put back snapshot[start:] at base+start, page by page, where it can be written."""
+    n = len(snapshot)
+    off = start
+    while off < n:
+        chunk = min(n - off, PAGE_SIZE - ((base + off) & (PAGE_SIZE - 1)))
+        try:
+            mem.write(base + off, snapshot[off:off + chunk])
+        except BpfError:
+            pass
+        off += chunk
+
+
+def put_attr(emu, attr, off: int, data: bytes) -> None:
+    """put_user()/copy_to_user() into the caller's union bpf_attr (batch.count, info_len,
+    next_id). ``attr`` is the reference the caller passed to bpf(): an address or a buffer."""
+    if type(attr) is int:
+        emu.mem.write(attr + off, data)
+        return
+    view = memoryview(attr).cast("B")
+    if view.readonly or len(view) < off + len(data):
+        # DEVIATION(attr-buffer): past the end of a Python buffer is treated as unmapped.
+        raise BpfError(_EFAULT)
+    view[off:off + len(data)] = data
+
+
+def strncpy_from_user(mem, addr: int, maxlen: int = PATH_MAX) -> bytes:
+    """The NUL-terminated string at addr, without its NUL, as getname() reads a path.
+    EFAULT if it cannot be read before its NUL; ENAMETOOLONG without a NUL in maxlen bytes."""
+    out = bytearray()
+    pos = addr
+    while len(out) < maxlen:
+        chunk = min(maxlen - len(out), PAGE_SIZE - (pos & (PAGE_SIZE - 1)))
+        try:
+            data = mem.read(pos, chunk)
+        except BpfError:
+            # A region may end inside the page (ArenaMemory): fall back to single bytes.
+            data = b""
+            for i in range(chunk):
+                try:
+                    data += mem.read(pos + i, 1)
+                except BpfError:
+                    break
+                if data[-1:] == b"\0":
+                    break
+            if b"\0" not in data:
+                raise BpfError(_EFAULT) from None
+        nul = data.find(b"\0")
+        if nul >= 0:
+            out += data[:nul]
+            return bytes(out)
+        out += data
+        pos += chunk
+    raise BpfError(errno.ENAMETOOLONG)
