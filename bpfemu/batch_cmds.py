@@ -133,7 +133,7 @@ def generic_map_lookup_batch(emu, m, b: BatchAttr, uattr) -> int:
             prev_key = key
             continue
         keys.append(key)
-        values.append(bytes(value))
+        values.append(value)                        # joined (copied) before anything changes
         cp += 1
         prev_key = key
     if cp:

@@ -56,18 +56,25 @@ class BpfFs:
         """The absolute path the kernel would start from, before normalisation."""
         if path.startswith("/"):
             return path
-        if dirfd == AT_FDCWD:
-            base = os.getcwd()
-        else:
-            if dirfd < 0:
-                raise BpfError(errno.EBADF)
-            try:
-                st = os.fstat(dirfd)
-            except OSError:
-                raise BpfError(errno.EBADF) from None
-            if not stat.S_ISDIR(st.st_mode):
-                raise BpfError(errno.ENOTDIR)
-            base = os.readlink(f"/proc/self/fd/{dirfd}")
+        try:
+            if dirfd == AT_FDCWD:
+                base = os.getcwd()
+            else:
+                if dirfd < 0:
+                    raise BpfError(errno.EBADF)
+                try:
+                    st = os.fstat(dirfd)
+                except OSError:
+                    raise BpfError(errno.EBADF) from None
+                if not stat.S_ISDIR(st.st_mode):
+                    raise BpfError(errno.ENOTDIR)
+                base = os.readlink(f"/proc/self/fd/{dirfd}")
+        except BpfError:
+            raise
+        except OSError as e:                    # a removed cwd / directory, or no /proc
+            raise BpfError(errno.ENOENT if isinstance(e, FileNotFoundError) else e.errno) from None
+        if not base.startswith("/"):            # "/path (deleted)" and such are gone
+            raise BpfError(errno.ENOENT)
         return base.rstrip("/") + "/" + path
 
     def _split(self, abspath: str):

@@ -1,9 +1,10 @@
 """copy_to_user(), put_user() into the attr, and strncpy_from_user(), as the kernel does them.
 
-``Memory.write`` is all or nothing. The kernel's copy_to_user() is not: it copies up to the
-first byte it cannot write, then fails. Where that partial copy is visible (batch keys and
-values that run into an unmapped page), ``copy_to_user`` here writes the same prefix a page
-at a time before raising EFAULT.
+The kernel's copy_to_user() copies up to the first byte it cannot write, then fails. A
+``Memory.write`` that faults may have written that prefix (ProcessMemory: process_vm_writev
+stops at the bad page) or nothing (ArenaMemory); ``copy_to_user`` here makes sure the
+writable page-wise prefix is written either way, which is visible when batch keys or values
+run into an unmapped page.
 """
 import errno
 

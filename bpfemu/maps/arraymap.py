@@ -202,8 +202,8 @@ def array_map_mem_usage(array: BpfArray) -> int:
 
 
 # --- program side (helpers) ----------------------------------------------------------------
-# A program gets a pointer into the element; here a writable memoryview of the stored
-# buffer, created on first use. Calls take the CPU the program runs on.
+# As bpfemu.progs calls them: lookups return a writable memoryview of the stored bytes (what
+# the program's pointer reaches), created on first use; the CPU is the emulator's (emu.cpu).
 
 def _elem_buffer(array: BpfArray, index: int) -> bytearray:
     v = array.values.get(index)
@@ -212,7 +212,7 @@ def _elem_buffer(array: BpfArray, index: int) -> bytearray:
     return v
 
 
-def array_map_lookup_elem(array: BpfArray, key: bytes, cpu: int = 0):
+def array_map_lookup_elem(array: BpfArray, key: bytes):
     """array_map_lookup_elem(): a live view of value_size bytes, or None out of range."""
     index = _index(key)
     if index >= array.max_entries:
@@ -221,22 +221,25 @@ def array_map_lookup_elem(array: BpfArray, key: bytes, cpu: int = 0):
 
 
 def percpu_array_map_lookup_percpu_elem(array: BpfArray, key: bytes, cpu: int):
-    """percpu_array_map_lookup_percpu_elem(): the given CPU's value, or None."""
+    """percpu_array_map_lookup_percpu_elem(): that CPU's value; None for a CPU past the last
+    possible one or an index out of range."""
+    if not 0 <= cpu < array.nr_cpus:
+        return None
     index = _index(key)
-    if index >= array.max_entries or not 0 <= cpu < array.nr_cpus:
+    if index >= array.max_entries:
         return None
     off = cpu * array.elem_size
     return memoryview(_elem_buffer(array, index))[off:off + array.value_size]
 
 
-def percpu_array_map_lookup_elem(array: BpfArray, key: bytes, cpu: int = 0):
-    """percpu_array_map_lookup_elem(): the current CPU's value, or None."""
-    return percpu_array_map_lookup_percpu_elem(array, key, cpu)
+def percpu_array_map_lookup_elem(array: BpfArray, key: bytes):
+    """percpu_array_map_lookup_elem(): this CPU's value (this_cpu_ptr), or None."""
+    return percpu_array_map_lookup_percpu_elem(array, key, array.kernel.cpu)
 
 
-def array_map_update_elem_prog(array: BpfArray, key: bytes, value, flags: int, cpu: int = 0):
-    """array_map_update_elem() called by a program: ARRAY writes value_size bytes; for
-    PERCPU_ARRAY only the current CPU's value_size bytes (the padding is not written)."""
+def array_map_update_elem_prog(array: BpfArray, key: bytes, value, flags: int) -> None:
+    """array_map_update_elem() as the bpf_map_update_elem() helper reaches it: value_size
+    bytes; for PERCPU_ARRAY into this CPU's value only (its padding is not written)."""
     if (flags & ~BPF_F_LOCK) > BPF_EXIST:
         raise BpfError(errno.EINVAL)
     index = _index(key)
@@ -246,7 +249,7 @@ def array_map_update_elem_prog(array: BpfArray, key: bytes, value, flags: int, c
         raise BpfError(errno.EEXIST)
     if flags & BPF_F_LOCK and not array.has_spin_lock:
         raise BpfError(errno.EINVAL)
-    off = cpu * array.elem_size if array.percpu else 0
+    off = array.kernel.cpu * array.elem_size if array.percpu else 0
     _elem_buffer(array, index)[off:off + array.value_size] = bytes(value)[:array.value_size]
 
 

@@ -508,6 +508,21 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     if nfree < target_free:
         __bpf_lru_list_shrink(lru, l, target_free - nfree, local_free, BPF_LRU_LOCAL_LIST_T_FREE)
 
+    # The live 6.18.44 kernel hands a refilled batch out in the order its nodes were moved
+    # (first moved, first reused), which the reuse of per-CPU padding bytes shows; the list_move
+    # above stacks them the other way. The refill only runs on an empty local free list, so
+    # reversing the list gives the kernel's order (tests/differential/test_percpu_padding.py).
+    _list_reverse(local_free)
+
+
+def _list_reverse(head) -> None:
+    node = head
+    while True:
+        node.next, node.prev = node.prev, node.next
+        node = node.prev               # the old next
+        if node is head:
+            return
+
 
 def __local_list_add_pending(
     lru: BpfLru, loc_l: BpfLruLocallist, cpu: int, node: BpfLruNode, hash: int

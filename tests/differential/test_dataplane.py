@@ -139,3 +139,27 @@ def test_writes_through_the_lookup_result(pinned, cfg):
             p.lookup(key_of(1))
             assert p.prog_lookup(key_of(1))[3:9] == b"abcdef"
         p.keys()
+
+
+@pytest.mark.parametrize("cpu_arg,protected", [(0, True), (1, True), (NCPU, False)],
+                         ids=["this_cpu", "other_cpu", "past_last_cpu"])
+@pytest.mark.parametrize("flags", [0, NO_COMMON_LRU], ids=["common", "no_common"])
+def test_lookup_percpu_elem_marks_lru_percpu(pinned, flags, cpu_arg, protected):
+    """bpf_map_lookup_percpu_elem() on LRU_PERCPU_HASH marks the element like a lookup
+    (htab_lru_percpu_map_lookup_percpu_elem()), whatever CPU's slot it reads; a CPU past
+    the last possible one returns NULL before the lookup and marks nothing. Selftest
+    sanity7's shape: two keys, one touched, a third insert evicts the untouched one."""
+    size = 2 * NCPU if flags & NO_COMMON_LRU else 2
+    with Pair(LRU_PERCPU_HASH, size, flags) as p:
+        assert p.update(key_of(1), p.value(1), NOEXIST) == 0
+        assert p.update(key_of(2), p.value(2), NOEXIST) == 0
+        found = p.prog_lookup_percpu(key_of(1), cpu_arg)
+        assert (found is not None) == (cpu_arg < NCPU)
+        assert p.update(key_of(3), p.value(3), NOEXIST) == 0
+        survivors = p.key_set()
+        if protected:
+            assert survivors == {1, 3}
+        else:
+            # common LRU evicts the oldest unreferenced key only (target_free 1); a per-CPU
+            # LRU shrinks up to 4 unreferenced nodes of this CPU's list: both keys go
+            assert survivors == ({3} if flags & NO_COMMON_LRU else {2, 3})

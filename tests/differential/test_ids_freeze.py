@@ -145,7 +145,9 @@ def test_fd_by_id_gives_a_new_fd(client, open_flags, accmode):
     assert map_id(client.b, nfd) == mid
     # A new reference: the map outlives the original fd.
     client.close(fd)
-    assert get_fd_by_id(client.b, mid, RDONLY) >= 0
+    again = get_fd_by_id(client.b, mid, RDONLY)
+    assert again >= 0
+    client.b.close(again)
 
 
 def test_fd_by_id_sees_the_same_map(client, map_type):

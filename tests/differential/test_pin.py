@@ -314,3 +314,21 @@ def test_emulator_bpffs_api():
     assert not fs.exists("/sys/fs/bpf/a")
     with pytest.raises(ValueError):
         fs.mkdir("/tmp/not-bpffs")
+
+
+@pytest.mark.parametrize("map_type", [HASH, ARRAY], ids=["hash", "array"])
+@pytest.mark.parametrize("mode", [0, RDONLY, WRONLY], ids=["rdwr", "rdonly", "wronly"])
+def test_obj_get_permission_table(sides, map_type, mode):
+    """An fd from OBJ_GET follows syscall_layer.md §2.4 like one from MAP_CREATE."""
+    from tests.differential.test_ids_freeze import _seed, expected, ops_results
+
+    def body(s):
+        fd = s.cl.create(map_type, 4, 8, 1)
+        _seed(s.cl, map_type, fd)
+        assert pin(s.b, fd, s.path("t")) == 0
+        g = obj_get(s.b, s.path("t"), mode)
+        s.cl.fds.append(g)
+        res = ops_results(s.cl, map_type, g)
+        s.unlink(s.path("t"))
+        return res
+    assert both_ways(sides, body) == expected(map_type, mode != WRONLY, mode != RDONLY)

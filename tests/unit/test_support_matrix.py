@@ -51,3 +51,18 @@ def test_rewrite_replaces_only_the_section():
     assert sm.readme_section(new).strip() == sm.render_markdown().strip()
     with pytest.raises(ValueError):
         sm.rewrite_readme("no markers")
+
+
+def test_unemulated_commands_fail_with_the_documented_errno():
+    """Every command the matrix lists as not emulated answers exactly that errno."""
+    import ctypes
+    from bpfemu import Emulator
+    emu = Emulator(nr_cpus=2)
+    rows = sm.support_matrix()
+    for cmd in C:
+        if cmd in COMMANDS:
+            continue
+        errname = next(iter(rows[cmd.name].values())).split()[0]
+        attr = ctypes.create_string_buffer(168)
+        ret = emu.bpf(cmd, attr, 168)
+        assert errno_name(-ret) == errname, (cmd.name, ret)
