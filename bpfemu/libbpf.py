@@ -203,8 +203,10 @@ class LibBpf:
             raise TypeError("count must be a ctypes.c_uint32 (in: capacity, out: elements done)")
         o = opts or bpf_map_batch_opts()
         p = _Pointers()
-        attr = struct.pack("<QQQQIIQQ", p.inp(in_batch), p.out(out_batch), p.out(keys),
-                           p.out(values), count.value, fd & 0xFFFFFFFF, o.elem_flags, o.flags)
+        # Lookup batches fill keys and values; update and delete batches only read them.
+        fill = p.out if cmd in (c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE_BATCH) else p.inp
+        attr = struct.pack("<QQQQIIQQ", p.inp(in_batch), p.out(out_batch), fill(keys),
+                           fill(values), count.value, fd & 0xFFFFFFFF, o.elem_flags, o.flags)
         ret, buf = self._sys_bpf(cmd, attr)
         count.value = struct.unpack_from("<I", buf, 32)[0]     # *count = attr.batch.count
         return ret

@@ -88,11 +88,15 @@ class HostPages:
         need = set()
         for a, n in segments:
             need.update(_pages(a, a + n))
+        # A copy stops at the first byte it cannot reach, so of each hole only its first
+        # page (the one after the mapped bytes) must be missing here too.
         hole_pages = set()
         for s, e in holes:
-            for p in _pages(s, e):
-                if p not in need and mappable(p):
-                    hole_pages.add(p)
+            p = s & ~(PAGE - 1)
+            if p in need:
+                p += PAGE
+            if p < e and mappable(p) and p not in need:
+                hole_pages.add(p)
         self._need = need
         if self._fixed(need, hole_pages):
             self._reloc_pages = None

@@ -18,14 +18,35 @@ def _page_down(a):
 
 
 class Snapshot:
-    """One buffer as read: ``data`` (holes read as zeros), ``unmapped`` and ``readonly``."""
-    __slots__ = ("addr", "data", "unmapped", "readonly")
+    """One buffer as read: ``data`` up to the end of its last mapped byte (holes inside read
+    as zeros), its full ``length``, and (offset, length) lists ``unmapped`` and ``readonly``."""
+    __slots__ = ("addr", "data", "length", "unmapped", "readonly")
 
-    def __init__(self, addr, data, unmapped=(), readonly=()):
+    def __init__(self, addr, data, unmapped=(), readonly=(), length=None):
         self.addr = addr
         self.data = data
+        self.length = len(data) if length is None else length
         self.unmapped = list(unmapped)
         self.readonly = list(readonly)
+
+
+def _assemble(addr, n, runs, read):
+    """A Snapshot from mapped runs [(start, end)] (absolute, sorted, inside [addr, addr+n))."""
+    end = runs[-1][1] if runs else addr
+    data = bytearray(end - addr)
+    unmapped = []
+    pos = addr
+    for s, e in runs:
+        if s > pos:
+            unmapped.append((pos - addr, s - pos))
+        try:
+            data[s - addr:e - addr] = read(s, e - s)
+        except BpfError:            # a mapping we cannot read after all (vvar, guard pages)
+            unmapped.append((s - addr, e - s))
+        pos = e
+    if pos < addr + n:
+        unmapped.append((pos - addr, addr + n - pos))
+    return Snapshot(addr, bytes(data), _merge(unmapped), length=n)
 
 
 def _clip_ranges(ranges, n):
@@ -57,28 +78,15 @@ class ProcessProbe:
         except BpfError:
             pass
         # Some of it faults: walk the mappings and read the readable parts.
-        data = bytearray(n)
-        unmapped = []
-        pos, end = addr, addr + n
+        runs = []
+        end = addr + n
         for s, e, _w, r in self.maps():
-            if e <= pos or not r:
+            if e <= addr or not r:
                 continue
             if s >= end:
                 break
-            if s > pos:
-                unmapped.append((pos - addr, s - pos))
-                pos = s
-            stop = min(e, end)
-            try:
-                data[pos - addr:stop - addr] = self.mem.read(pos, stop - pos)
-            except BpfError:        # a mapping we cannot read after all (vvar, guard pages)
-                unmapped.append((pos - addr, stop - pos))
-            pos = stop
-            if pos >= end:
-                break
-        if pos < end:
-            unmapped.append((pos - addr, end - pos))
-        return Snapshot(addr, bytes(data), _merge(unmapped))
+            runs.append((max(s, addr), min(e, end)))
+        return _assemble(addr, n, runs, self.mem.read)
 
     def readonly(self, addr: int, n: int) -> list:
         """(offset, length) ranges of [addr, addr+n) that are mapped readable but not writable."""
@@ -131,23 +139,9 @@ class MemoryProbe:
             return Snapshot(addr, self.mem.read(addr, n))
         except BpfError:
             pass
-        data = bytearray(n)
-        unmapped = []
-        pos, end = addr, addr + n
-        for s, e in self._regions():
-            if e <= pos:
-                continue
-            if s >= end:
-                break
-            if s > pos:
-                unmapped.append((pos - addr, s - pos))
-                pos = s
-            stop = min(e, end)
-            data[pos - addr:stop - addr] = self.mem.read(pos, stop - pos)
-            pos = stop
-        if pos < end:
-            unmapped.append((pos - addr, end - pos))
-        return Snapshot(addr, bytes(data), _merge(unmapped))
+        end = addr + n
+        runs = [(max(s, addr), min(e, end)) for s, e in self._regions() if e > addr and s < end]
+        return _assemble(addr, n, runs, self.mem.read)
 
     def readonly(self, addr: int, n: int) -> list:
         return []

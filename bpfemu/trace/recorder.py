@@ -89,6 +89,8 @@ def _hex_addr(a: int) -> str:
 
 def snapshot_json(snap: Snapshot, key: str, extra: dict | None = None) -> dict:
     d = {"addr": _hex_addr(snap.addr), key: snap.data.hex()}
+    if snap.length != len(snap.data):
+        d["len"] = snap.length
     if snap.unmapped:
         d["unmapped"] = [list(r) for r in snap.unmapped]
     if snap.readonly:
@@ -213,8 +215,9 @@ class Recorder:
         for b in bufs:
             n = min(b.length, decode.MAX_BUFFER)
             snap = self.probe.read(b.addr, n)
-            if b.length > n:
-                snap.unmapped.append((n, b.length - n))  # beyond what we record (see README)
+            if b.length > n:                   # beyond what we record (see abi/README.md)
+                snap.unmapped.append((n, b.length - n))
+                snap.length = b.length
             snaps.append((b, snap))
             if b.field == "info":
                 hb = info_hash_buf(b.addr, snap.data)
@@ -232,7 +235,7 @@ class Recorder:
             if "r" in b.access:
                 read.append(snapshot_json(snap, "bytes", extra))
             if "w" in b.access:
-                post = self.probe.read(b.addr, len(snap.data)).data
+                post = self.probe.read(b.addr, len(snap.data)).data if snap.data else b""
                 if faulted:
                     snap.readonly = self.probe.readonly(b.addr, len(snap.data))
                 d = snapshot_json(snap, "before", extra)

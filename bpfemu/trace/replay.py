@@ -107,12 +107,14 @@ class _Buf:
         self.unmapped, self.readonly = unmapped, readonly
 
     def mapped_parts(self):
-        """(offset, length) runs of the buffer that are mapped."""
+        """(offset, length) runs of the buffer that are mapped (all within ``before``)."""
         n = len(self.before)
         if not self.unmapped:
             return [(0, n)] if n else []
         out, pos = [], 0
         for o, l in sorted(self.unmapped):
+            if o >= n:
+                break
             if o > pos:
                 out.append((pos, o - pos))
             pos = max(pos, o + l)
