@@ -91,6 +91,9 @@ class bpf_obj_pin_opts:
 bpf_obj_get_opts = bpf_obj_pin_opts
 
 
+_CTYPES_BUFFERS = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union)
+
+
 class _Pointers:
     """Addresses for the call's arguments, keeping temporary copies alive until the call ends."""
 
@@ -98,15 +101,10 @@ class _Pointers:
         self.keep = []
 
     def inp(self, obj) -> int:
-        """Address of an input buffer (NULL for None)."""
-        if obj is None:
-            return 0
-        if isinstance(obj, ctypes._SimpleCData) or isinstance(obj, (ctypes.Array, ctypes.Structure,
-                                                                        ctypes.Union)):
-            return ctypes.addressof(obj)
-        view = memoryview(obj).cast("B")
-        if view.readonly:
-            buf = ctypes.create_string_buffer(view.tobytes(), max(view.nbytes, 1))
+        """Address of an input buffer (NULL for None); read-only buffers are copied."""
+        if obj is not None and not isinstance(obj, _CTYPES_BUFFERS) \
+                and memoryview(obj).readonly:
+            buf = ctypes.create_string_buffer(bytes(obj), max(len(bytes(obj)), 1))
             self.keep.append(buf)
             return ctypes.addressof(buf)
         return self.out(obj)
@@ -115,8 +113,7 @@ class _Pointers:
         """Address of a writable buffer the call fills (NULL for None)."""
         if obj is None:
             return 0
-        if isinstance(obj, ctypes._SimpleCData) or isinstance(obj, (ctypes.Array, ctypes.Structure,
-                                                                        ctypes.Union)):
+        if isinstance(obj, _CTYPES_BUFFERS):
             return ctypes.addressof(obj)
         view = memoryview(obj).cast("B")
         if view.readonly:

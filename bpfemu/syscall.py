@@ -9,6 +9,7 @@ import errno
 
 from . import batch_cmds, map_cmds, obj_cmds
 from .errors import BpfError
+from .usercopy import get_attr
 from .uapi.consts import BpfCmd as C
 
 _E2BIG, _EFAULT, _EINVAL = errno.E2BIG, errno.EFAULT, errno.EINVAL
@@ -59,29 +60,6 @@ def build_dispatch(profile) -> dict:
 _MIN_UNPACK = 32    # sizeof the element-command member, the longest one cut short by its last field
 
 
-def attr_write(emu, attr, off: int, data: bytes) -> None:
-    """copy_to_user() into the caller's attr (batch.count, info_len, next_id)."""
-    if type(attr) is int:
-        emu.mem.write(attr + off, data)
-        return
-    view = memoryview(attr).cast("B")
-    if view.readonly:
-        raise BpfError(_EFAULT)
-    view[off:off + len(data)] = data
-
-
-def _read_attr(emu, attr, off: int, n: int) -> bytes:
-    """copy_from_user() of attr bytes [off, off+n). A buffer ends where its memory ends."""
-    if type(attr) is int:
-        return emu.mem.read(attr + off, n)
-    raw = bytes(attr)
-    if len(raw) < off + n:
-        # DEVIATION(attr-buffer): the kernel would read whatever memory follows a too-short
-        # buffer; we treat the end of a Python buffer like the end of a mapping.
-        raise BpfError(_EFAULT)
-    return raw[off:off + n]
-
-
 def sys_bpf(emu, cmd: int, attr, size: int) -> int:
     """bpf(cmd, attr, size) on an emulated kernel: the fd/0 result, or -errno."""
     with emu.lock:
@@ -92,7 +70,7 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
             if size > profile.page_size:
                 raise BpfError(_E2BIG)
             if size > union:                    # bpf_check_uarg_tail_zero()
-                if any(_read_attr(emu, attr, union, size - union)):
+                if any(get_attr(emu, attr, union, size - union)):
                     raise BpfError(_E2BIG)
                 size = union
             # copy_from_user(&attr, uattr, size) into a zeroed union. Only the first `size`
@@ -103,7 +81,7 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
                 raw = bytes(attr)
                 if len(raw) != size:
                     if len(raw) < size:
-                        raise BpfError(_EFAULT)    # see DEVIATION(attr-buffer) in _read_attr
+                        raise BpfError(_EFAULT)    # see DEVIATION(attr-buffer) in usercopy
                     raw = raw[:size]
             entry = emu.dispatch.get(cmd)
             if entry is None:

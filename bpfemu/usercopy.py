@@ -85,6 +85,18 @@ def _restore(mem, base: int, snapshot: bytes, start: int) -> None:
         off += chunk
 
 
+def get_attr(emu, attr, off: int, n: int) -> bytes:
+    """copy_from_user() of bytes [off, off+n) of the caller's attr (an address or a buffer)."""
+    if type(attr) is int:
+        return emu.mem.read(attr + off, n)
+    raw = bytes(attr)
+    if len(raw) < off + n:
+        # DEVIATION(attr-buffer): the kernel would read whatever memory follows a too-short
+        # buffer; we treat the end of a Python buffer like the end of a mapping.
+        raise BpfError(_EFAULT)
+    return raw[off:off + n]
+
+
 def put_attr(emu, attr, off: int, data: bytes) -> None:
     """put_user()/copy_to_user() into the caller's union bpf_attr (batch.count, info_len,
     next_id). ``attr`` is the reference the caller passed to bpf(): an address or a buffer."""

@@ -31,22 +31,29 @@ class Snapshot:
 
 
 def _assemble(addr, n, runs, read):
-    """A Snapshot from mapped runs [(start, end)] (absolute, sorted, inside [addr, addr+n))."""
-    end = runs[-1][1] if runs else addr
-    data = bytearray(end - addr)
-    unmapped = []
+    """A Snapshot from mapped runs [(start, end)] (absolute, sorted, inside [addr, addr+n)).
+
+    Only the part before the first unreachable byte is kept: every access the kernel makes
+    to a user buffer is a sequential copy that stops at its first fault, so bytes after a
+    hole can never be read or written (and recording them would only cost space).
+    """
     pos = addr
     for s, e in runs:
         if s > pos:
-            unmapped.append((pos - addr, s - pos))
+            break
         try:
-            data[s - addr:e - addr] = read(s, e - s)
+            chunk = read(s, e - s) if e > s else b""
         except BpfError:            # a mapping we cannot read after all (vvar, guard pages)
-            unmapped.append((s - addr, e - s))
+            break
+        if pos == addr:
+            data = bytearray(chunk)
+        else:
+            data += chunk
         pos = e
-    if pos < addr + n:
-        unmapped.append((pos - addr, addr + n - pos))
-    return Snapshot(addr, bytes(data), _merge(unmapped), length=n)
+    if pos == addr:
+        data = bytearray()
+    unmapped = [(pos - addr, addr + n - pos)] if pos < addr + n else []
+    return Snapshot(addr, bytes(data), unmapped, length=n)
 
 
 def _clip_ranges(ranges, n):
