@@ -32,6 +32,9 @@ class Emulator:
         self.map_idr = IdrCyclic()
         self.lock = threading.RLock()
         self.dispatch = build_dispatch(self.profile)
+        # Read on every call: plain attributes, not a walk through the profile.
+        self.attr_size = self.profile.attr_size
+        self.page_size = self.profile.page_size
         # Without a seed, hash seeds are random per map, as get_random_u32() makes them.
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._cpu = 0

@@ -1,24 +1,26 @@
 """libbpf 1.x's low-level API (tools/lib/bpf/bpf.h) over any backend.
 
 Same names, argument order and return convention as libbpf: 0 or an fd on success, else a
-negative errno (libbpf_err_errno). Keys and values may be bytes, bytearrays or ctypes objects;
-output arguments (values, next keys, counts) must be writable: a bytearray or a ctypes object,
-and ``count``/``info_len`` a ``ctypes.c_uint32`` as libbpf takes a ``__u32 *``.
+negative errno (libbpf_err_errno). Keys and values may be bytes, bytearrays, memoryviews,
+ctypes objects or plain int addresses (None is NULL); output arguments (values, next keys,
+batch buffers, info) must be writable: a bytearray or a ctypes object, and
+``count``/``info_len``/``next_id`` a ``ctypes.c_uint32``, as libbpf takes a ``__u32 *``.
 
 Use a backend explicitly, ``LibBpf(HostKernel())``, or the module-level functions, which act on
 the backend chosen with ``use()`` (an Emulator by default).
 """
 import ctypes
 import errno
+import os
 import struct
 from dataclasses import dataclass
 
 from .profile import host_possible_cpus
 from .uapi import consts as c
 
-# What libbpf sends as `size` (offsetofend of each command's last field, libbpf 1.6+ built
-# against the 6.18 UAPI). libbpf 1.1 (Debian 12) sends 72 for MAP_CREATE and 12 for the
-# GET_NEXT_ID / GET_FD_BY_ID commands; both sizes are accepted by the kernel alike.
+# What libbpf sends as `size`: offsetofend() of the last field each function sets, as in
+# tools/lib/bpf/bpf.c built against the 6.18 UAPI. (libbpf 1.1, Debian 12, sends 72 for
+# MAP_CREATE, offsetofend(map_extra); the kernel accepts both alike.)
 ATTR_SIZES = {
     c.BPF_MAP_CREATE: 92,                   # excl_prog_hash_size
     c.BPF_MAP_LOOKUP_ELEM: 32,
@@ -32,9 +34,9 @@ ATTR_SIZES = {
     c.BPF_MAP_UPDATE_BATCH: 56,
     c.BPF_MAP_DELETE_BATCH: 56,
     c.BPF_OBJ_GET_INFO_BY_FD: 16,
-    c.BPF_MAP_GET_NEXT_ID: 8,
-    c.BPF_MAP_GET_FD_BY_ID: 16,             # fd_by_id_token_fd (0 unless a token is given)
-    c.BPF_OBJ_PIN: 20,
+    c.BPF_MAP_GET_NEXT_ID: 12,              # open_flags (bpf_obj_get_next_id)
+    c.BPF_MAP_GET_FD_BY_ID: 12,             # open_flags (only BTF_GET_FD_BY_ID sends a token)
+    c.BPF_OBJ_PIN: 20,                      # path_fd
     c.BPF_OBJ_GET: 20,
 }
 
@@ -68,6 +70,7 @@ class bpf_map_create_opts:
     value_type_btf_obj_fd: int = 0
     token_fd: int = 0
     excl_prog_hash: bytes | None = None     # 32 bytes (SHA-256 of the program)
+    excl_prog_hash_size: int | None = None  # None: len(excl_prog_hash)
 
 
 @dataclass
@@ -79,7 +82,7 @@ class bpf_map_batch_opts:
 @dataclass
 class bpf_get_fd_by_id_opts:
     open_flags: int = 0
-    token_fd: int = 0
+    token_fd: int = 0       # libbpf sends it for BTF only; bpf_map_get_fd_by_id_opts ignores it
 
 
 @dataclass
@@ -88,10 +91,42 @@ class bpf_obj_pin_opts:
     path_fd: int = 0
 
 
-bpf_obj_get_opts = bpf_obj_pin_opts
+@dataclass
+class bpf_obj_get_opts:
+    file_flags: int = 0
+    path_fd: int = 0
+
+
+class opts:
+    """libbpf's option structs by their C names: ``opts.bpf_obj_get_opts(file_flags=...)``.
+
+    In C, ``struct bpf_obj_pin_opts`` and the function ``bpf_obj_pin_opts()`` share a name;
+    a Python module cannot, so at module level ``bpf_obj_pin_opts`` and ``bpf_obj_get_opts``
+    are the functions and their structs are here. Every ``opts`` argument also takes a dict
+    of the struct's fields, or None for all zeros."""
+    bpf_map_create_opts = bpf_map_create_opts
+    bpf_map_batch_opts = bpf_map_batch_opts
+    bpf_get_fd_by_id_opts = bpf_get_fd_by_id_opts
+    bpf_obj_pin_opts = bpf_obj_pin_opts
+    bpf_obj_get_opts = bpf_obj_get_opts
+
+
+_PinOpts, _GetOpts = bpf_obj_pin_opts, bpf_obj_get_opts
+
+
+def _opts(cls, o):
+    """The options as cls: None is all zeros, a dict gives fields by name."""
+    if o is None:
+        return cls()
+    if isinstance(o, dict):
+        return cls(**o)
+    return o
 
 
 _CTYPES_BUFFERS = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union)
+# Arguments taken as the pointer itself rather than as a buffer: an int address, a ctypes
+# pointer, a c_void_p (what C code would pass for a `void *`).
+_ADDRESSES = (int, ctypes._Pointer, ctypes.c_void_p)
 
 
 class _Pointers:
@@ -102,7 +137,7 @@ class _Pointers:
 
     def inp(self, obj) -> int:
         """Address of an input buffer (NULL for None); read-only buffers are copied."""
-        if obj is not None and not isinstance(obj, _CTYPES_BUFFERS) \
+        if obj is not None and not isinstance(obj, _CTYPES_BUFFERS + _ADDRESSES) \
                 and memoryview(obj).readonly:
             buf = ctypes.create_string_buffer(bytes(obj), max(len(bytes(obj)), 1))
             self.keep.append(buf)
@@ -113,6 +148,8 @@ class _Pointers:
         """Address of a writable buffer the call fills (NULL for None)."""
         if obj is None:
             return 0
+        if isinstance(obj, _ADDRESSES):
+            return _address(obj)
         if isinstance(obj, _CTYPES_BUFFERS):
             return ctypes.addressof(obj)
         view = memoryview(obj).cast("B")
@@ -125,10 +162,22 @@ class _Pointers:
         return ctypes.addressof(arr)
 
 
+def _address(obj) -> int:
+    """An int address, or what a ctypes pointer / c_void_p points at."""
+    if isinstance(obj, bool):
+        raise TypeError("a bool is not a buffer or an address")
+    if isinstance(obj, int):
+        return obj & 0xFFFFFFFFFFFFFFFF
+    if isinstance(obj, ctypes.c_void_p):
+        return obj.value or 0
+    return ctypes.cast(obj, ctypes.c_void_p).value or 0
+
+
 def _cstring(path) -> ctypes.Array:
-    if isinstance(path, str):
-        path = path.encode()
-    return ctypes.create_string_buffer(bytes(path))
+    return ctypes.create_string_buffer(os.fsencode(path))
+
+
+U64 = 0xFFFFFFFFFFFFFFFF
 
 
 class LibBpf:
@@ -145,14 +194,17 @@ class LibBpf:
     # --- maps --------------------------------------------------------------------------
 
     def bpf_map_create(self, map_type, map_name, key_size, value_size, max_entries, opts=None):
-        o = opts or bpf_map_create_opts()
+        o = _opts(bpf_map_create_opts, opts)
         name = map_name.encode() if isinstance(map_name, str) else (map_name or b"")
         p = _Pointers()
-        hash_ptr = p.inp(o.excl_prog_hash) if o.excl_prog_hash is not None else 0
-        hash_size = len(o.excl_prog_hash) if o.excl_prog_hash is not None else 0
-        map_flags = o.map_flags | (c.BPF_F_TOKEN_FD if o.token_fd else 0)
+        hash_ptr = p.inp(o.excl_prog_hash)
+        hash_size = o.excl_prog_hash_size
+        if hash_size is None:
+            hash_size = len(o.excl_prog_hash) if isinstance(o.excl_prog_hash, (bytes, bytearray)) \
+                else 0
+        # libbpf copies map_flags as given: BPF_F_TOKEN_FD is the caller's to set with token_fd.
         attr = struct.pack("<IIIIIII16sIIIIIQiiQI", map_type, key_size, value_size, max_entries,
-                           map_flags, o.inner_map_fd, o.numa_node,
+                           o.map_flags, o.inner_map_fd, o.numa_node,
                            name[:15].ljust(16, b"\0"),          # libbpf copies at most 15 chars
                            o.map_ifindex, o.btf_fd, o.btf_key_type_id, o.btf_value_type_id,
                            o.btf_vmlinux_value_type_id, o.map_extra, o.value_type_btf_obj_fd,
@@ -160,7 +212,7 @@ class LibBpf:
         return self._sys_bpf(c.BPF_MAP_CREATE, attr)[0]
 
     def _elem(self, cmd, fd, key_ptr, value_ptr, flags):
-        attr = struct.pack("<IIQQQ", fd & 0xFFFFFFFF, 0, key_ptr, value_ptr, flags)
+        attr = struct.pack("<IIQQQ", fd & 0xFFFFFFFF, 0, key_ptr, value_ptr, flags & U64)
         return self._sys_bpf(cmd, attr)[0]
 
     def bpf_map_update_elem(self, fd, key, value, flags=0):
@@ -198,12 +250,13 @@ class LibBpf:
     def _batch(self, cmd, fd, in_batch, out_batch, keys, values, count, opts):
         if not isinstance(count, ctypes.c_uint32):
             raise TypeError("count must be a ctypes.c_uint32 (in: capacity, out: elements done)")
-        o = opts or bpf_map_batch_opts()
+        o = _opts(bpf_map_batch_opts, opts)
         p = _Pointers()
         # Lookup batches fill keys and values; update and delete batches only read them.
         fill = p.out if cmd in (c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE_BATCH) else p.inp
         attr = struct.pack("<QQQQIIQQ", p.inp(in_batch), p.out(out_batch), fill(keys),
-                           fill(values), count.value, fd & 0xFFFFFFFF, o.elem_flags, o.flags)
+                           fill(values), count.value, fd & 0xFFFFFFFF, o.elem_flags & U64,
+                           o.flags & U64)
         ret, buf = self._sys_bpf(cmd, attr)
         count.value = struct.unpack_from("<I", buf, 32)[0]     # *count = attr.batch.count
         return ret
@@ -241,7 +294,7 @@ class LibBpf:
     def bpf_map_get_next_id(self, start_id, next_id):
         if not isinstance(next_id, ctypes.c_uint32):
             raise TypeError("next_id must be a ctypes.c_uint32")
-        ret, buf = self._sys_bpf(c.BPF_MAP_GET_NEXT_ID, struct.pack("<I", start_id))
+        ret, buf = self._sys_bpf(c.BPF_MAP_GET_NEXT_ID, struct.pack("<I", start_id & 0xFFFFFFFF))
         if ret == 0:
             next_id.value = struct.unpack_from("<I", buf, 4)[0]
         return ret
@@ -249,16 +302,17 @@ class LibBpf:
     def bpf_map_get_fd_by_id(self, map_id):
         return self.bpf_map_get_fd_by_id_opts(map_id, None)
 
-    def bpf_map_get_fd_by_id_opts(self, map_id, opts):
-        o = opts or bpf_get_fd_by_id_opts()
-        attr = struct.pack("<IIIi", map_id, 0, o.open_flags, o.token_fd)
+    def bpf_map_get_fd_by_id_opts(self, map_id, opts=None):
+        o = _opts(bpf_get_fd_by_id_opts, opts)
+        # offsetofend(open_flags), as libbpf: token_fd is not sent for maps.
+        attr = struct.pack("<III", map_id & 0xFFFFFFFF, 0, o.open_flags & 0xFFFFFFFF)
         return self._sys_bpf(c.BPF_MAP_GET_FD_BY_ID, attr)[0]
 
     def bpf_obj_pin(self, fd, pathname):
         return self.bpf_obj_pin_opts(fd, pathname, None)
 
-    def bpf_obj_pin_opts(self, fd, pathname, opts):
-        o = opts or bpf_obj_pin_opts()
+    def bpf_obj_pin_opts(self, fd, pathname, opts=None):
+        o = _opts(_PinOpts, opts)
         path = _cstring(pathname)
         attr = struct.pack("<QIIi", ctypes.addressof(path), fd & 0xFFFFFFFF, o.file_flags,
                            o.path_fd)
@@ -267,8 +321,8 @@ class LibBpf:
     def bpf_obj_get(self, pathname):
         return self.bpf_obj_get_opts(pathname, None)
 
-    def bpf_obj_get_opts(self, pathname, opts):
-        o = opts or bpf_obj_get_opts()
+    def bpf_obj_get_opts(self, pathname, opts=None):
+        o = _opts(_GetOpts, opts)
         path = _cstring(pathname)
         attr = struct.pack("<QIIi", ctypes.addressof(path), 0, o.file_flags, o.path_fd)
         return self._sys_bpf(c.BPF_OBJ_GET, attr)[0]
@@ -311,7 +365,8 @@ for _name in [n for n in dir(LibBpf) if n.startswith(("bpf_", "libbpf_"))]:
     globals()[_name] = _forward(_name)
 del _name
 
-__all__ = ["LibBpf", "use", "default", "ATTR_SIZES", "bpf_map_info", "bpf_map_create_opts",
-           "bpf_map_batch_opts", "bpf_get_fd_by_id_opts", "bpf_obj_pin_opts", "bpf_obj_get_opts"]
+# The module-level bpf_obj_pin_opts / bpf_obj_get_opts are the functions; see class opts.
+__all__ = ["LibBpf", "use", "default", "ATTR_SIZES", "opts", "bpf_map_info",
+           "bpf_map_create_opts", "bpf_map_batch_opts", "bpf_get_fd_by_id_opts"]
 __all__ += [n for n in dir(LibBpf) if n.startswith(("bpf_", "libbpf_"))]
 _ = errno

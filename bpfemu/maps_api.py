@@ -4,18 +4,28 @@
     m[1] = 10; m[1].value == 10; del m[1]     # KeyError when the key is missing
     for k, v in m.items(): ...
 
-Keys and values are encoded from and decoded to the types given: a ctypes type, a construct
+Keys and values are encoded from and decoded to the types given: a ctypes type (an instance,
+its bytes, an int for integer types, a tuple or dict of fields for a Structure), a construct
 Struct (values decode to its Container), or None for raw bytes (ints are accepted on input and
-packed little-endian). Per-CPU maps take and give a list with one value per possible CPU.
-A missing key is KeyError; every other failure is BpfError, an OSError with the errno.
+packed little-endian). Per-CPU maps take and give a list with one value per possible CPU;
+``sum()``/``max()`` fold it. A missing key is KeyError; every other failure is BpfError, an
+OSError with the errno. A key or value of the wrong size is ValueError naming the size,
+raised before any syscall; a closed Map raises ValueError.
+
+Iteration walks the keys with GET_NEXT_KEY (``len()`` too, as bcc) and gives each key once
+even when keys are deleted during the walk; ``items()``/``values()`` skip keys deleted
+between the walk and their lookup. ``clear()`` deletes every key (zeroes an array's values).
 """
 import ctypes
 import errno
 
-from .errors import BpfError
+from .errors import BpfError, errno_name
 from .libbpf import LibBpf, bpf_map_batch_opts, bpf_map_create_opts, bpf_map_info
 from .maps.core import PERCPU_VALUE_TYPES, round_up
 from .uapi.consts import BPF_ANY, BpfMapType
+
+_CTYPES = (ctypes._SimpleCData, ctypes.Structure, ctypes.Union, ctypes.Array)
+_ARRAY_TYPES = frozenset({BpfMapType.BPF_MAP_TYPE_ARRAY, BpfMapType.BPF_MAP_TYPE_PERCPU_ARRAY})
 
 
 class _Codec:
@@ -43,27 +53,61 @@ class _Codec:
             raise TypeError(f"{what} type must be a ctypes type, a construct Struct or None")
 
     def encode(self, obj) -> bytes:
+        """The map's bytes for obj; ValueError (naming the size) or TypeError, never a
+        syscall, when obj cannot be this key or value."""
         if self.kind == "ctypes":
-            if isinstance(obj, self.typ):
-                data = bytes(obj)
-            elif isinstance(obj, (bytes, bytearray, memoryview)):
-                data = bytes(obj)
-            elif issubclass(self.typ, ctypes._SimpleCData):
-                data = bytes(self.typ(obj))
-            else:
-                raise TypeError(f"{self.what} must be a {self.typ.__name__} or bytes, "
-                                f"not {type(obj).__name__}")
+            data = self._encode_ctypes(obj)
         elif self.kind == "construct":
-            data = obj if isinstance(obj, (bytes, bytearray)) else self.typ.build(obj)
-        elif isinstance(obj, int):
+            if isinstance(obj, (bytes, bytearray, memoryview)):
+                data = bytes(obj)
+            else:
+                try:
+                    data = self.typ.build(obj)
+                except Exception as e:     # construct's own errors, and KeyError for a field
+                    raise ValueError(f"cannot build the {self.size}-byte {self.what} from "
+                                     f"{obj!r}: {type(e).__name__}: {e}") from None
+        elif isinstance(obj, int) and not isinstance(obj, bool):
             if self.size > 8:
                 raise ValueError(f"an int cannot be a {self.size}-byte {self.what}; pass bytes")
-            data = obj.to_bytes(self.size, "little", signed=obj < 0)
-        else:
+            try:
+                data = obj.to_bytes(self.size, "little", signed=obj < 0)
+            except OverflowError:
+                raise ValueError(f"{obj} does not fit in the map's {self.size}-byte "
+                                 f"{self.what}") from None
+        elif isinstance(obj, _CTYPES):
             data = bytes(obj)
+        else:
+            try:
+                data = bytes(memoryview(obj))
+            except TypeError:
+                raise TypeError(f"{self.what} must be bytes or an int for this map "
+                                f"({self.size} bytes), not {type(obj).__name__}") from None
         if len(data) != self.size:
             raise ValueError(f"{self.what} must be {self.size} bytes, got {len(data)}")
         return data
+
+    def _encode_ctypes(self, obj) -> bytes:
+        typ = self.typ
+        if isinstance(obj, typ) or isinstance(obj, (bytes, bytearray, memoryview)):
+            return bytes(obj)
+        if isinstance(obj, _CTYPES):
+            if ctypes.sizeof(obj) == self.size and not isinstance(obj, ctypes._SimpleCData):
+                return bytes(obj)
+            if isinstance(obj, ctypes._SimpleCData) and issubclass(typ, ctypes._SimpleCData):
+                obj = obj.value
+        try:
+            if issubclass(typ, ctypes._SimpleCData):
+                if not isinstance(obj, (list, tuple, dict)):
+                    return bytes(typ(obj))
+            elif isinstance(obj, (list, tuple)):        # Structure fields / Array items
+                return bytes(typ(*obj))
+            elif isinstance(obj, dict) and not issubclass(typ, ctypes.Array):
+                return bytes(typ(**obj))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise TypeError(f"cannot make a {typ.__name__} {self.what} from {obj!r}: "
+                            f"{e}") from None
+        raise TypeError(f"{self.what} must be a {typ.__name__} (or its {self.size} bytes), "
+                        f"not {type(obj).__name__}")
 
     def decode(self, data: bytes):
         if self.kind == "ctypes":
@@ -109,10 +153,14 @@ class Map:
         fd = lib.bpf_map_create(int(map_type), name, key_size, value_size, max_entries,
                                 bpf_map_create_opts(map_flags=flags))
         if fd < 0:
-            raise BpfError(-fd, f"cannot create the map: {errno.errorcode.get(-fd, -fd)}")
-        info = _info(lib, fd)
-        return cls(lib, fd, info.type, key_size, value_size, info.max_entries, key_type,
-                   value_type)
+            raise BpfError(-fd, f"cannot create the map: {errno_name(-fd)}")
+        try:
+            info = _info(lib, fd)
+            return cls(lib, fd, info.type, key_size, value_size, info.max_entries, key_type,
+                       value_type)
+        except BaseException:
+            lib.close(fd)
+            raise
 
     @classmethod
     def open(cls, backend, fd: int, key_type=None, value_type=None, *, owns_fd=False):
@@ -125,7 +173,8 @@ class Map:
     @property
     def fd(self) -> int:
         if self._fd is None:
-            raise ValueError("this Map is closed")
+            raise ValueError(f"this Map is closed ({self._describe()}); "
+                             f"create or open it again to use it")
         return self._fd
 
     def close(self) -> None:
@@ -139,11 +188,15 @@ class Map:
     def __exit__(self, *exc):
         self.close()
 
+    def _describe(self) -> str:
+        name = BpfMapType(self.map_type).name if self.map_type in BpfMapType._value2member_map_ \
+            else f"map type {self.map_type}"
+        return (f"{name} key={self.key_size}B value={self.value_size}B "
+                f"max_entries={self.max_entries}")
+
     def __repr__(self):
         state = "closed" if self._fd is None else f"fd={self._fd}"
-        name = BpfMapType(self.map_type).name if self.map_type in BpfMapType._value2member_map_ \
-            else self.map_type
-        return f"<Map {name} {state} key={self.key_size}B value={self.value_size}B>"
+        return f"<Map {self._describe()} {state}>"
 
     # --- values -------------------------------------------------------------------------
 
@@ -151,8 +204,10 @@ class Map:
         if not self.percpu:
             return self._value.encode(value)
         if not isinstance(value, (list, tuple)) or len(value) != self.nr_cpus:
+            got = f"{len(value)} values" if isinstance(value, (list, tuple)) \
+                else f"a {type(value).__name__}"
             raise ValueError(f"a per-CPU map takes a list of {self.nr_cpus} values "
-                             f"(one per possible CPU)")
+                             f"(one per possible CPU), got {got}")
         return b"".join(self._value.encode(v).ljust(self._slot, b"\0") for v in value)
 
     def _decode_value(self, data: bytes):
@@ -175,6 +230,8 @@ class Map:
             return self[key]
         except KeyError:
             return default
+
+    get = lookup
 
     def __getitem__(self, key):
         fd = self.fd
@@ -216,15 +273,21 @@ class Map:
         return True
 
     def _raw_keys(self):
-        """GET_NEXT_KEY walk from NULL (a key deleted under the walk restarts it, as in the
-        kernel; callers that delete while walking should use keys() first)."""
+        """GET_NEXT_KEY walk from NULL, each key once.
+
+        When the key the walk stands on is deleted (by the caller between two steps, or by
+        anyone else), the kernel starts the walk again from the first key; keys already
+        yielded are then skipped, so a loop that deletes as it goes sees every key once."""
         fd = self.fd
-        lib, nbuf = self._lib, self._nbuf
+        lib, nbuf, n = self._lib, self._nbuf, self.key_size
+        seen = set()
         ret = lib.bpf_map_get_next_key(fd, None, nbuf)
         while ret == 0:
-            cur = nbuf.raw[:self.key_size]
-            yield cur
-            ret = lib.bpf_map_get_next_key(fd, cur, nbuf)
+            cur = nbuf.raw[:n]
+            if cur not in seen:
+                seen.add(cur)
+                yield cur
+            ret = lib.bpf_map_get_next_key(self.fd, cur, nbuf)
         if ret != -errno.ENOENT:
             raise BpfError(-ret)
 
@@ -254,8 +317,16 @@ class Map:
         return [v for _, v in self.items()]
 
     def clear(self) -> None:
-        """Delete every key (keys first, then deletes, so the walk is not disturbed)."""
-        for k in list(self._raw_keys()):
+        """Delete every key (keys first, then deletes, so the walk is not disturbed).
+
+        Array maps cannot delete (EINVAL): as bcc does, their values are zeroed instead."""
+        keys = list(self._raw_keys())
+        if self.map_type in _ARRAY_TYPES:
+            zero = bytes(self._value_bytes)
+            for k in keys:
+                self._check(self._lib.bpf_map_update_elem(self.fd, k, zero, BPF_ANY))
+            return
+        for k in keys:
             ret = self._lib.bpf_map_delete_elem(self.fd, k)
             if ret not in (0, -errno.ENOENT):
                 raise BpfError(-ret)
@@ -263,15 +334,19 @@ class Map:
     # --- per-CPU helpers ----------------------------------------------------------------
 
     def sum(self, key):
-        """Sum over CPUs of a per-CPU value (ints, or the first field of a ctypes value)."""
-        return sum(_as_number(v) for v in self._percpu(key))
+        """The per-CPU values of key added up: an int for integer values (ctypes integers,
+        raw little-endian bytes), or for a ctypes Structure of integers a Structure whose
+        fields are the sums (no wrapping: the fields are Python-side totals, so a sum past
+        the field's width is an error rather than a silently wrapped number)."""
+        return _fold(self._percpu(key), sum, "sum")
 
     def max(self, key):
-        return max(_as_number(v) for v in self._percpu(key))
+        """The largest per-CPU value of key (field by field for a Structure)."""
+        return _fold(self._percpu(key), max, "max")
 
     def _percpu(self, key):
         if not self.percpu:
-            raise TypeError("sum()/max() are for per-CPU maps")
+            raise TypeError(f"sum()/max() are for per-CPU maps; this is {self._describe()}")
         return self[key]
 
     # --- batches ------------------------------------------------------------------------
@@ -310,6 +385,8 @@ class Map:
         return self._lookup_batch(True, chunk)
 
     def items_update_batch(self, keys, values) -> None:
+        """UPDATE_BATCH of these pairs (as BPF_ANY: batches take no NOEXIST/EXIST). BpfError
+        on failure, e.g. E2BIG when the map fills up; the elements before it are stored."""
         keys, values = list(keys), list(values)
         if len(keys) != len(values):
             raise ValueError("keys and values differ in length")
@@ -321,10 +398,11 @@ class Map:
         ret = self._lib.bpf_map_update_batch(self.fd, kb, vb, count)
         if ret < 0:
             raise BpfError(-ret, f"update batch stopped after {count.value} of {len(keys)} "
-                                 f"elements: {errno.errorcode.get(-ret, -ret)}")
+                                 f"elements: {errno_name(-ret)}")
 
     def items_delete_batch(self, keys=None) -> None:
-        """Delete these keys (all keys when None) with DELETE_BATCH."""
+        """Delete these keys (all keys when None) with DELETE_BATCH. A missing key is
+        KeyError; the keys before it are deleted."""
         keys = list(self._raw_keys()) if keys is None else [self._key.encode(k) for k in keys]
         if not keys:
             return
@@ -356,15 +434,31 @@ def _info(lib: LibBpf, fd: int) -> bpf_map_info:
     n = ctypes.c_uint32(ctypes.sizeof(info))
     ret = lib.bpf_map_get_info_by_fd(fd, info, n)
     if ret < 0:
-        raise BpfError(-ret, f"fd {fd} is not a usable map: {errno.errorcode.get(-ret, -ret)}")
+        raise BpfError(-ret, f"fd {fd} is not a usable map: {errno_name(-ret)}")
     return info
 
 
 def _as_number(v):
-    if isinstance(v, int):
+    if isinstance(v, int) and not isinstance(v, bool):
         return v
-    if isinstance(v, ctypes._SimpleCData):
+    if isinstance(v, ctypes._SimpleCData) and isinstance(v.value, int):
         return v.value
     if isinstance(v, (bytes, bytearray)):
         return int.from_bytes(v, "little")
     raise TypeError(f"cannot add up values of type {type(v).__name__}")
+
+
+def _fold(values: list, fn, what: str):
+    """fn (sum or max) over per-CPU values: numbers, or ctypes Structures field by field."""
+    first = values[0]
+    if isinstance(first, ctypes.Structure):
+        out = type(first)()
+        for spec in type(first)._fields_:
+            name = spec[0]
+            total = fn(_as_number(getattr(v, name)) for v in values)
+            setattr(out, name, total)
+            if getattr(out, name) != total:
+                raise OverflowError(f"the {what} of field {name!r} ({total}) does not fit in "
+                                    f"the field")
+        return out
+    return fn(_as_number(v) for v in values)

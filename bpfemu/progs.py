@@ -135,6 +135,15 @@ class DataPlane:
                 return -e.errno
             return 0
 
+    def close(self) -> None:
+        """Nothing to release (HostDataPlane.close() unloads its programs): for symmetry."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def lookup_fetch_add(self, fd: int, key, offset: int, size: int, delta: int):
         """lookup_elem() then fetch_add() on the result: the old value, or None if missing."""
         check_atomic(offset, size)

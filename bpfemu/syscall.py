@@ -65,13 +65,12 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
     with emu.lock:
         try:
             size &= 0xFFFFFFFF                  # unsigned int size
-            profile = emu.profile
-            union = profile.attr_size
-            if size > profile.page_size:
-                raise BpfError(_E2BIG)
-            if size > union:                    # bpf_check_uarg_tail_zero()
-                if any(get_attr(emu, attr, union, size - union)):
+            union = emu.attr_size
+            if size > union:
+                if size > emu.page_size:
                     raise BpfError(_E2BIG)
+                if any(get_attr(emu, attr, union, size - union)):
+                    raise BpfError(_E2BIG)      # bpf_check_uarg_tail_zero()
                 size = union
             # copy_from_user(&attr, uattr, size) into a zeroed union. Only the first `size`
             # bytes are kept: the rest of the union is zero by definition.

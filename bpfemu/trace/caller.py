@@ -33,19 +33,19 @@ class Out:
 
 _leak = []
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _pages = {}
 
 
 def unmapped_page() -> int:
-    """The address of a page that is not mapped (mapped, then unmapped behind mmap's back)."""
+    """The address of a page no access reaches (PROT_NONE, so it is a fault for the kernel and
+    the emulator alike, and no later mmap can land there the way one could on a hole)."""
     if "unmapped" not in _pages:
-        m = mmap.mmap(-1, 2 * 4096)
+        m = mmap.mmap(-1, 4096)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-        _libc.munmap(addr + 4096, 4096)      # keep the first page so nothing else lands there
+        assert _libc.mprotect(addr, 4096, 0) == 0
         _leak.append(m)
-        _pages["unmapped"] = addr + 4096
+        _pages["unmapped"] = addr
     return _pages["unmapped"]
 
 
@@ -61,14 +61,14 @@ def readonly_page() -> int:
 
 
 def edge_buffer(data: bytes) -> int:
-    """``data`` placed at the very end of a mapped page followed by an unmapped one, so a
-    copy that runs past it faults there."""
+    """``data`` placed at the very end of a page followed by an inaccessible (PROT_NONE) one,
+    so a copy that runs past it faults there."""
     m = mmap.mmap(-1, 2 * 4096)
     base = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    _libc.munmap(base + 4096, 4096)
     _leak.append(m)
     addr = base + 4096 - len(data)
     ctypes.memmove(addr, data, len(data))
+    assert _libc.mprotect(base + 4096, 4096, 0) == 0
     return addr
 
 

@@ -307,6 +307,8 @@ class _Bufs:
         if b is None:
             return hex(addr)
         data = bytes.fromhex(b.get("after", b.get("bytes", b.get("before", ""))))
+        if not data and not b.get("unmapped"):
+            return hex(addr)
         if b.get("unmapped"):
             if sum(n for _, n in b["unmapped"]) >= len(data):
                 return f"{hex(addr)} (unmapped)"
@@ -349,6 +351,8 @@ def render_attr(rec: dict, *, after: bool = True) -> str:
     aft = bytes.fromhex(a.get("after", a.get("before", "")))
     if a.get("unmapped") and len(before) == 0:
         return f"{a['addr']} (unmapped)"
+    if not before and size > PAGE_SIZE:
+        return f"{a['addr']}"                  # E2BIG before anything is read
     u = attr168(before, size)
     ua = attr168(aft, max(size, len(aft))) if after else u
     bufs = _Bufs(rec)
@@ -360,7 +364,10 @@ def render_attr(rec: dict, *, after: bool = True) -> str:
         parts.append(f"/* bytes {end}..{min(size, ATTR_SIZE) - 1} */ {hexbytes(tail, 24)}")
     if size > ATTR_SIZE and len(before) > ATTR_SIZE and any(before[ATTR_SIZE:]):
         parts.append(f"/* bytes {ATTR_SIZE}..{len(before) - 1} */ {hexbytes(before[ATTR_SIZE:], 24)}")
-    return "{" + ", ".join(parts) + "}"
+    text = "{" + ", ".join(parts) + "}"
+    if a.get("unmapped"):
+        text += f" /* unmapped from byte {a['unmapped'][0][0]} */"
+    return text
 
 
 def _last_field_end(cmd: int) -> int:

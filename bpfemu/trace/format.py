@@ -16,6 +16,7 @@ import errno as _errno
 import gzip
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -134,20 +135,18 @@ _REQUIRED = {
 }
 
 
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*\Z").match
+
+
 def _hex_ok(s) -> bool:
-    if not isinstance(s, str) or len(s) % 2:
-        return False
-    try:
-        bytes.fromhex(s)
-        return True
-    except ValueError:
-        return False
+    return type(s) is str and _HEX(s) is not None
 
 
 def _check_buf(b, what) -> str | None:
-    if not isinstance(b, dict):
+    if type(b) is not dict:
         return f"{what} is not an object"
-    if not isinstance(b.get("addr"), str) or not b["addr"].startswith("0x"):
+    a = b.get("addr")
+    if type(a) is not str or not a.startswith("0x"):
         return f"{what} has no hex \"addr\""
     for k in ("bytes", "before", "after"):
         if k in b and not _hex_ok(b[k]):
@@ -157,41 +156,45 @@ def _check_buf(b, what) -> str | None:
 
 def validate_record(rec, path, n) -> None:
     """TraceError unless rec is a well-formed version-1 record."""
-    if not isinstance(rec, dict):
+    if type(rec) is not dict:
         raise TraceError(path, n, "a record must be a JSON object")
     call = rec.get("call")
-    if call not in _REQUIRED:
+    required = _REQUIRED.get(call)
+    if required is None:
         raise TraceError(path, n, f"unknown call {call!r} (expected \"bpf\", \"close\" or \"fs\")")
-    for k in _REQUIRED[call]:
+    for k in required:
         if k not in rec:
             raise TraceError(path, n, f"{call} record lacks the field {k!r}")
-    if not isinstance(rec["ret"], int) or (rec["errno"] is not None and not isinstance(rec["errno"], str)):
+    err = rec["errno"]
+    if type(rec["ret"]) is not int or (err is not None and type(err) is not str):
         raise TraceError(path, n, "ret must be an integer and errno a name or null")
-    if rec["errno"] is not None:
+    if err is not None and err not in _KNOWN_ERRNOS:
         try:
-            errno_number(rec["errno"])
+            errno_number(err)
         except ValueError:
-            raise TraceError(path, n, f"unknown errno {rec['errno']!r}") from None
-    if call == "fs" and rec["op"] not in ("unlink", "mkdir", "rmdir"):
-        raise TraceError(path, n, f"unknown filesystem operation {rec['op']!r}")
+            raise TraceError(path, n, f"unknown errno {err!r}") from None
+        _KNOWN_ERRNOS.add(err)
     if call == "bpf":
-        if not isinstance(rec["cmd"], int) or not isinstance(rec["size"], int):
+        if type(rec["cmd"]) is not int or type(rec["size"]) is not int:
             raise TraceError(path, n, "cmd and size must be integers")
         attr = rec["attr"]
         msg = _check_buf(attr, "attr")
-        if msg is None and not (_hex_ok(attr.get("before")) and _hex_ok(attr.get("after"))):
+        if msg is None and not ("before" in attr and "after" in attr):
             msg = "attr needs hex \"before\" and \"after\""
         if msg:
             raise TraceError(path, n, msg)
-        for key in ("read", "written"):
+        for key, need in (("read", ("bytes",)), ("written", ("before", "after"))):
             for i, b in enumerate(rec.get(key, ())):
                 msg = _check_buf(b, f"{key}[{i}]")
-                if msg is None and key == "read" and "bytes" not in b:
-                    msg = f"{key}[{i}] has no \"bytes\""
-                if msg is None and key == "written" and not ("before" in b and "after" in b):
-                    msg = f"{key}[{i}] needs \"before\" and \"after\""
+                if msg is None and not all(k in b for k in need):
+                    msg = f"{key}[{i}] needs " + " and ".join(f"\"{k}\"" for k in need)
                 if msg:
                     raise TraceError(path, n, msg)
+    elif call == "fs" and rec["op"] not in ("unlink", "mkdir", "rmdir"):
+        raise TraceError(path, n, f"unknown filesystem operation {rec['op']!r}")
+
+
+_KNOWN_ERRNOS: set = set()
 
 
 # --- writing ------------------------------------------------------------------------------

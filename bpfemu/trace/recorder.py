@@ -138,6 +138,8 @@ class Recorder:
 
     # -- what the wrapped backend offers besides bpf()/close() ---------------------------
     def __getattr__(self, name):
+        if name == "backend":
+            raise AttributeError(name)
         return getattr(self.backend, name)
 
     @property
@@ -191,7 +193,7 @@ class Recorder:
             data = bytes(memoryview(pybuf).cast("B"))
             if n <= len(data):
                 return Snapshot(addr, data[:n])
-            return Snapshot(addr, data + bytes(n - len(data)), [(len(data), n - len(data))])
+            return Snapshot(addr, data, [(len(data), n - len(data))], length=n)
         return self.probe.read(addr, n)
 
     # -- the calls -------------------------------------------------------------------------

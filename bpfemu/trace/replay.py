@@ -35,6 +35,7 @@ from .decode import FD_RESULT_CMDS, NESTED_IDS, NESTED_PTRS, PTR_FIELDS, hexbyte
 from .format import Trace, TraceError, errno_name, record_result
 
 # An fd number that is never open (above any RLIMIT_NOFILE the kernel allows, below INT_MAX).
+_now = time.perf_counter
 CLOSED_FD = 0x7FFFFFF0
 # A map id no map has (ids are handed out from 1 upwards and wrap only at INT_MAX).
 NO_SUCH_ID = 0x7FFFFFFE
@@ -42,7 +43,12 @@ _EFAULT = 14
 
 
 class ReplayArena(ArenaMemory):
-    """An ArenaMemory holding one record's memory at a time, with read-only ranges."""
+    """An ArenaMemory holding one record's memory at a time, with read-only ranges.
+
+    Unlike a plain ArenaMemory, a write that runs into an inaccessible byte writes everything
+    before it, as a write into a real process does: the replayed emulator sees the memory the
+    recorded process had.
+    """
 
     def __init__(self):
         super().__init__()
@@ -81,14 +87,23 @@ class ReplayArena(ArenaMemory):
         return bytes(buf[off:off + n])
 
     def write(self, addr: int, data) -> None:
+        """Like a real process's memory (and ProcessMemory's process_vm_writev): the bytes up
+        to the first one that cannot be written are written, then EFAULT."""
         n = len(data)
         if n == 0:
             return
-        buf, off = self._find(addr, n)
-        for s, e in self._ro:
-            if addr < e and s < addr + n:
-                raise BpfError(_EFAULT)
-        buf[off:off + n] = data
+        for s, e, buf in self._runs:
+            if s <= addr < e:
+                break
+        else:
+            raise BpfError(_EFAULT)
+        end = min(e, addr + n)
+        for rs, re_ in self._ro:
+            if rs < end and addr < re_:
+                end = max(min(end, rs), addr)
+        buf[addr - s:end - s] = data[:end - addr]
+        if end < addr + n:
+            raise BpfError(_EFAULT)
 
     def map(self, addr, data_or_size):
         addr = super().map(addr, data_or_size)
@@ -201,6 +216,9 @@ class EmulatorTarget:
         from .caller import fs_op
         return fs_op(self.emu, op, path, mode)
 
+    def needs_bpffs(self):
+        pass
+
     def set_cpu(self, cpu):
         if cpu is not None and cpu != self.emu.cpu and 0 <= cpu < self.emu.nr_cpus:
             self.emu.cpu = cpu
@@ -231,12 +249,21 @@ class HostTarget:
         self.saved_affinity = os.sched_getaffinity(0)
         self.cpu = None
         self.mounted = None
-        root = header.extra.get("bpffs_root")
-        if root:
-            self.mounted = ensure_bpffs(root)
+        self.subpage_holes = 0
+        self.bpffs_root = header.extra.get("bpffs_root")
+
+    def needs_bpffs(self):
+        """Before the first pin, get or fs record: a bpffs where the trace pinned."""
+        if self.bpffs_root:
+            self.mounted = ensure_bpffs(self.bpffs_root)
+            self.bpffs_root = None
 
     def plan(self, items):
         segs, _ro, holes = _segments(items)
+        ends = {a + len(d) for a, d in segs}
+        # Real memory faults a page at a time: a hole that begins inside a page the record
+        # also needs (a trace made on an ArenaMemory) cannot be reproduced exactly.
+        self.subpage_holes += sum(1 for s, _ in holes if s % 4096 and s in ends)
         return self.pages.plan([(a, len(d)) for a, d in segs], holes)
 
     def fill(self, items):
@@ -331,6 +358,7 @@ class ReplayReport:
     warnings: list = field(default_factory=list)
     relocated: int = 0
     seconds: float = 0.0
+    call_seconds: float = 0.0                   # of which inside the backend's bpf()
 
     @property
     def ok(self) -> bool:
@@ -355,6 +383,7 @@ class Replayer:
         self.fd_type: dict[int, int] = {}       # recorded map fd -> map type
         self.id_map: dict[int, int] = {}        # recorded map id -> backend map id
         self._devnull = None
+        self.call_seconds = 0.0                 # time inside the backend's bpf()
 
     # fds -------------------------------------------------------------------------------
     def _file_fd(self) -> int:
@@ -433,12 +462,16 @@ class Replayer:
                     if v in self.id_map:
                         _patch_u32(b.after, off, self.id_map[v])
 
+        if cmd in (C.BPF_OBJ_PIN, C.BPF_OBJ_GET):
+            self.t.needs_bpffs()
         reloc = self.t.plan([attr] + bufs)
         if reloc is not None:
             self._relocate(cmd, attr, bufs, reloc)
         self.t.fill([attr] + bufs)
         self.t.set_cpu(rec.get("cpu"))
+        t0 = _now()
         ret = self.t.bpf(cmd, attr.addr, size)
+        self.call_seconds += _now() - t0
 
         items = []
         expected = record_result(rec)
@@ -514,6 +547,7 @@ class Replayer:
         return None
 
     def run_fs(self, n: int, rec: dict):
+        self.t.needs_bpffs()
         ret = self.t.fs(rec["op"], rec["path"], rec.get("mode", 0o700))
         expected = record_result(rec)
         if ret != expected:
@@ -524,6 +558,10 @@ class Replayer:
         return None
 
     def finish(self):
+        if isinstance(self.t, HostTarget):
+            for fd in self.fd_map.values():     # maps the trace left open: not ours to keep
+                self.t.close(fd)
+            self.fd_map.clear()
         if self._devnull is not None:
             os.close(self._devnull)
             self._devnull = None
@@ -611,18 +649,24 @@ def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=No
     rep = ReplayReport(path=t.path, backend=target.name)
     r = Replayer(target, t.path)
     start = time.perf_counter()
+    n = None
     try:
         for n, rec in t.records():
             rep.records += 1
-            if rec["call"] == "bpf":
-                rep.bpf_calls += 1
-                diff = r.run_bpf(n, rec)
-            elif rec["call"] == "close":
-                rep.closes += 1
-                diff = r.run_close(n, rec)
-            else:
-                rep.fs_ops += 1
-                diff = r.run_fs(n, rec)
+            try:
+                if rec["call"] == "bpf":
+                    rep.bpf_calls += 1
+                    diff = r.run_bpf(n, rec)
+                elif rec["call"] == "close":
+                    rep.closes += 1
+                    diff = r.run_close(n, rec)
+                else:
+                    rep.fs_ops += 1
+                    diff = r.run_fs(n, rec)
+            except TraceError as e:
+                raise TraceError(t.path, n, e.message) from None
+            except (KeyError, ValueError, TypeError) as e:
+                raise TraceError(t.path, n, f"malformed record ({type(e).__name__}: {e})") from None
             if diff is not None:
                 rep.differing += 1
                 if max_diffs is None or len(rep.differences) < max_diffs:
@@ -633,10 +677,16 @@ def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=No
                 progress(rep.records, t.progress())
     finally:
         rep.seconds = time.perf_counter() - start
+        rep.call_seconds = r.call_seconds
         r.finish()
         target.finish()
         if isinstance(target, HostTarget):
             rep.relocated = target.pages.relocated
+            if target.subpage_holes:
+                rep.warnings.append(
+                    f"{t.path}: {target.subpage_holes} buffers end in a fault inside a page "
+                    "(recorded on a simulated address space); real memory faults only at page "
+                    "boundaries, so those calls may read or write further on the kernel")
     rep.warnings.extend(t.warnings)
     return rep
 

@@ -10,6 +10,7 @@ import ctypes
 import importlib
 import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def load_scenario(spec: str):
         except Exception as e:
             raise ScenarioError(f"{where}: cannot load: {type(e).__name__}: {e}") from None
     else:
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())     # as `python -m` would find it
         try:
             mod = importlib.import_module(where)
         except ImportError as e:
@@ -106,7 +109,7 @@ def record_scenario(spec, path, *, backend: str = "kernel", cpus: int | None = N
     saved = os.sched_getaffinity(0)
     with contextlib.ExitStack() as stack:
         root = bpffs_root
-        if backend == "kernel" and needs_bpffs:
+        if backend == "kernel" and (needs_bpffs or bpffs_root):
             root = stack.enter_context(private_bpffs(bpffs_root))
         for attempt in range(retries):
             be = make_backend(backend, cpus, root)
@@ -114,7 +117,8 @@ def record_scenario(spec, path, *, backend: str = "kernel", cpus: int | None = N
                 os.sched_setaffinity(0, {0})
             except OSError:
                 pass
-            rec = Recorder(be, path, scenario=name, bpffs_root=root if needs_bpffs else None)
+            rec = Recorder(be, path, scenario=name,
+                           bpffs_root=root if (needs_bpffs or bpffs_root) else None)
             if isinstance(be, Emulator):
                 be.cpu = 0
             try:

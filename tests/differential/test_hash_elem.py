@@ -673,3 +673,14 @@ def test_short_attr_size_zero_fills(client, cfg):
     assert client.bpf(NEXT_KEY, attr_with_tail(fd, k.addr, nk.addr), 16) == -ENOENT
     assert client.bpf(DELETE, attr_with_tail(fd, k.addr, 0xdead, 1), 16) == 0
     assert client.bpf(DELETE, attr_with_tail(fd, k.addr), 8) == -EFAULT
+
+
+def test_the_other_backends_map_fd_is_not_a_map(both, cfg):
+    """Emulated map fds are ordinary (memfd) fds to the kernel and kernel map fds are
+    foreign to the emulator: open fds that are not maps here, so EINVAL on both sides."""
+    emu, host = both
+    fds = [make(cl, cfg) for cl in both]
+    k, v = Buf(u64(1)), Buf(val(cfg, 1))
+    for cl, foreign in ((emu, fds[1]), (host, fds[0])):
+        for cmd in (LOOKUP, UPDATE, DELETE, NEXT_KEY, LOOKUP_AND_DELETE):
+            assert call(cl, cmd, foreign, k.addr, v.addr if cmd != DELETE else 0) == -EINVAL

@@ -5,11 +5,12 @@ open on both backends (with and without BPF_F_ZERO_SEED and BPF_F_NO_PREALLOC, s
 through a read-only or write-only fd, max_entries small enough that E2BIG happens) and sends
 each random command to both: update with any flags (invalid ones included), lookup, delete,
 lookup_and_delete, get_next_key from present, absent and NULL keys, full walks, close; now
-and then with a bad fd or a bad pointer (NULL, a PROT_NONE page, a kernel address, a
-read-only page, or a buffer cut short by an inaccessible page). After every step the return
-values and every byte written (guard bytes included) must be equal. Walks are compared
-exactly for ZERO_SEED maps and as sets otherwise, where each backend's single next_key steps
-are checked against its own walk instead.
+and then with a bad fd (closed, -1, a pipe, the other backend's map) or a bad pointer (NULL,
+a PROT_NONE page, a kernel address, a read-only page, or a buffer cut short by an
+inaccessible page). After every step the return values and every byte written (guard bytes
+included) must be equal, and every map must hold the same keys and values on both sides.
+Walks are compared exactly for ZERO_SEED maps and as sets otherwise; there, single next_key
+steps are checked against each backend's own walk instead.
 """
 import os
 import random
@@ -52,7 +53,7 @@ def mostly(common, rare, weight=6):
 FLAGS = mostly([0, 1, 2], [3, 4, 5, 6, 8, 16, 1 << 32, 1 << 63], weight=8)
 LOOKUP_FLAGS = mostly([0], [1, 2, 4, 8, 1 << 63], weight=40)
 POINTER = mostly(["ok"], ["null", "prot_none", "kernel", "readonly", "short"], weight=60)
-FD = mostly(["ok"], ["closed", "minus_one", "pipe"], weight=60)
+FD = mostly(["ok"], ["closed", "minus_one", "pipe", "other"], weight=80)
 KEY = st.integers(0, KEY_POOL - 1)
 MAP = st.integers(0, MAX_MAPS - 1)
 
@@ -125,7 +126,12 @@ class HashMapMachine(RuleBasedStateMachine):
         """The same call on both backends; returns [(ret, key bytes seen, out bytes seen)]."""
         results = []
         for side, cl in enumerate(self.clients):
-            fd = pair.fds[side] if fd_kind == "ok" else BAD_FDS[fd_kind]
+            if fd_kind == "ok":
+                fd = pair.fds[side]
+            elif fd_kind == "other":                # the other backend's map: not a map here
+                fd = pair.fds[1 - side]
+            else:
+                fd = BAD_FDS[fd_kind]
             k = Ptr(key_ptr, side, 0, key, pair.key_size) if key is not None else None
             v = Ptr(out_kind, side, 1, value, out_size) if out_kind else None
             ret = call(cl, cmd, fd, k.addr if k else 0, v.addr if v else 0, flags)

@@ -34,3 +34,24 @@ def test_ci_runs_the_readme_commands():
     readme = (ROOT / "README.md").read_text()
     assert "<!-- ci:setup -->" in readme and "<!-- ci:test -->" in readme
     assert "ci:setup" in ci and "ci:test" in ci
+
+
+def _python_blocks(text: str) -> list:
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_readme_python_blocks_run_in_order():
+    """The quickstart, then the tour's snippets, run as a newcomer would paste them."""
+    text = (ROOT / "README.md").read_text()
+    blocks = _python_blocks(text.split("## Support matrix")[0])
+    assert len(blocks) >= 3
+    ns: dict = {}
+    exec(compile(blocks[0], "README quickstart", "exec"), ns)
+    from bpfemu import Emulator
+    ns["emu"] = Emulator()                       # the tour continues on a fresh emulator
+    for i, block in enumerate(blocks[1:], 1):
+        if "def test_" in block:                 # the pytest example: define and call it
+            exec(compile(block, f"README block {i}", "exec"), ns)
+            ns["test_counts"](ns["emu"])
+            continue
+        exec(compile(block, f"README block {i}", "exec"), ns)
