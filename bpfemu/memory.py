@@ -25,7 +25,12 @@ _U64_MAX = (1 << 64) - 1
 
 
 class Memory:
-    """Interface: read(addr, n) -> bytes and write(addr, data), raising BpfError(EFAULT)."""
+    """Interface: read(addr, n) -> bytes and write(addr, data), raising BpfError(EFAULT).
+
+    A write that runs into memory it cannot write leaves the bytes before that point written,
+    then raises, as copy_to_user() does: a lookup whose value buffer ends in an unmapped page
+    fills what it can and returns EFAULT.
+    """
 
     def read(self, addr: int, n: int) -> bytes:
         raise NotImplementedError
@@ -210,8 +215,21 @@ class ArenaMemory(Memory):
         n = len(data)
         if n == 0:
             return
-        region, off = self._find(addr, n)
-        region[off:off + n] = data
+        done = 0
+        while done < n:                  # region by region, stopping at the first gap
+            hit = self._containing(addr + done)
+            if hit is None:
+                raise BpfError(_EFAULT)
+            region, off = hit
+            chunk = min(n - done, len(region) - off)
+            region[off:off + chunk] = data[done:done + chunk]
+            done += chunk
+
+    def _containing(self, addr: int):
+        for start, region in self._regions.items():
+            if start <= addr < start + len(region):
+                return region, addr - start
+        return None
 
     def region(self, addr: int) -> bytearray:
         """The bytearray of the region starting at addr (for callers and trace replay)."""

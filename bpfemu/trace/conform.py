@@ -15,7 +15,7 @@ from ..host import HostKernel
 from ..uapi.consts import BpfMapType as T
 from .replay import replay
 from .run import GOLDEN_DIR, record_scenario
-from .scenarios import ORDER, SCENARIOS, pending_commands
+from .scenarios import ORDER, SCENARIOS, Interference, pending_commands
 
 TYPE_COLUMNS = ["HASH", "PERCPU_HASH", "LRU_HASH", "LRU_PERCPU_HASH", "ARRAY", "PERCPU_ARRAY"]
 
@@ -121,7 +121,7 @@ def conform(names=None, *, kernel: str = "auto", out=sys.stdout, verbose: int = 
                 try:
                     record_scenario(name, path, backend="kernel")
                     origin = "kernel"
-                except OSError as e:             # e.g. no bpffs can be mounted here
+                except (OSError, Interference) as e:  # no bpffs here; other processes' maps
                     out.write(f"  {name}: cannot record on the kernel ({e}); using the golden trace\n")
                     path = None
             if path is None:

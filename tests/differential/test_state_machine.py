@@ -222,7 +222,7 @@ class HashMapMachine(RuleBasedStateMachine):
         # Random seeds: each backend must agree with its own walk; the status agrees
         # whenever it does not depend on the order. The key the kernel sees: none for a
         # NULL pointer, zeros from the read-only page.
-        seen = {"null": None, "readonly": bytes(ks)}.get(key_ptr, kbytes)
+        seen = None if key is None else {"null": None, "readonly": bytes(ks)}.get(key_ptr, kbytes)
         outs = []
         for side, cl in enumerate(self.clients):
             order = self.walk(side, pair)
