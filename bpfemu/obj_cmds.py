@@ -110,6 +110,7 @@ def bpf_map_get_next_id(emu, raw: bytes, uattr) -> int:
         raise BpfError(_EINVAL)
     if not emu.profile.cap_sys_admin:
         raise BpfError(errno.EPERM)
+    emu.reap_closed_fds()                        # an id dies with its last fd, even os.close()d
     next_id = emu.map_idr.get_next(start_id)
     if next_id is None:
         raise BpfError(errno.ENOENT)
@@ -124,6 +125,7 @@ def bpf_map_get_fd_by_id(emu, raw: bytes, uattr) -> int:
     if not emu.profile.cap_sys_admin:
         raise BpfError(errno.EPERM)
     f_mode = bpf_get_file_flag(open_flags)
+    emu.reap_closed_fds()
     m = emu.map_idr.objs.get(map_id)             # idr_find() + __bpf_map_inc_not_zero()
     if m is None or m.refcnt <= 0:
         raise BpfError(errno.ENOENT)

@@ -325,3 +325,14 @@ def test_dup_keeps_the_map_id_alive(client):
     assert _map_id(client, d) == map_id
     assert client.b.close(d) == 0
     assert _fd_by_id(client, map_id) == -ENOENT         # the last fd took the map with it
+
+
+def test_last_fd_closed_behind_the_emulators_back_frees_the_id(client):
+    """os.close() of the last dup (never seen by Emulator.close) still frees the map: ids are
+    looked up as in the kernel, where the id dies with the last file reference."""
+    fd = client.create(HASH, 4, 8, 4)
+    map_id = _map_id(client, fd)
+    d = os.dup(fd)
+    assert client.close(fd) == 0
+    os.close(d)
+    assert _fd_by_id(client, map_id) == -ENOENT
