@@ -142,6 +142,8 @@ def map_freeze(emu, raw: bytes, uattr) -> int:
         raise BpfError(ENOTSUPP)
     if not map_get_sys_perms(m, f) & FMODE_WRITE:
         raise BpfError(errno.EPERM)              # so a second freeze is EPERM, too
+    # DEVIATION(mmap): mmap() of a map fd is not emulated (it maps the memfd, not the values of
+    # a BPF_F_MMAPABLE array), so no writable mapping exists and this EBUSY never happens.
     if m.writecnt:                               # bpf_map_write_active(): a writable mmap
         raise BpfError(errno.EBUSY)
     if m.frozen:
