@@ -52,16 +52,15 @@ class Buf:
 
 
 def unmapped_address() -> int:
-    """An address that is certainly not mapped (a page mapped then unmapped)."""
-    import mmap
-    m = mmap.mmap(-1, 4096)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    libc = ctypes.CDLL(None)
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    # Keep the mmap object's own bookkeeping out of the way: unmap behind its back, then leak it.
-    libc.munmap(addr, 4096)
-    _leaked.append(m)
-    return addr
+    """An address that is not mapped and stays so: the first page at or above 4 KiB and
+    vm.mmap_min_addr. Only MAP_FIXED can map there; ordinary mmap() allocates top-down near
+    mmap_base (whereas a page unmapped at random could be mapped again by a later allocation)."""
+    try:
+        with open("/proc/sys/vm/mmap_min_addr") as f:
+            floor = int(f.read())
+    except (OSError, ValueError):
+        floor = 65536
+    return max(floor, 8192) - 4096
 
 
 _leaked = []

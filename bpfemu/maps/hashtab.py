@@ -2,19 +2,37 @@
 
 Layout as in the kernel: n_buckets = roundup_pow_of_two(max_entries) buckets, bucket =
 jhash(key, hashrnd) & (n_buckets - 1), new and replacing elements linked at the bucket
-head, iteration over buckets 0..n-1 and each list head first. Only non-empty buckets
-exist (a dict), and each bucket list keeps its head at the *end* so linking is an append.
-A dict from key to element answers lookups without hashing; the hash is computed once,
-when an element is linked, because only the order needs it.
+head, iteration over buckets 0..n-1 and each list from its head.
+
+Elements live in numbered slots, stored column-wise like the kernel's preallocated element
+array (htab->elems), so that a full map costs a few dozen bytes per element:
+
+* ``elems``: key -> slot of the linked element. Lookups never hash; the hash is computed
+  once, when an element is linked, because only the bucket order needs it.
+* ``heads``: bucket -> first slot or -1 (``array('i')``; a ``SparseHeads`` dict of the
+  non-empty buckets when there are more than HEADS_ARRAY_MAX buckets).
+* ``elem_next`` (slot -> next slot in its bucket or -1: the hlist_nulls link),
+  ``elem_hash`` (``array('I')``) and ``elem_key`` (the key while linked, else None).
+* values: slot s's value (the whole per-CPU area for the per-CPU types) is
+  ``chunks[s >> chunk_shift][(s & chunk_mask) * slot_size:][:slot_size]``. Chunks are
+  fixed-size bytearrays, never resized (each is held through a memoryview), so the live
+  views a program's lookup returns (bpfemu.progs) stay attached to the slot's memory.
+* HASH and PERCPU_HASH take free slots from ``free_slots`` (LIFO, like a CPU's freelist)
+  or from the never-used ones; a preallocated HASH map's replaced element becomes the
+  current CPU's spare (``extra_elems``), as in alloc_htab_elem().
+* LRU maps: slot i is preallocated LRU node i (``lru_nodes[i]``, an HtabLruElem), and the
+  LRU lists of bpf_lru_list.c (lru.py) decide which node, hence which slot, is reused.
 """
 import errno
+from array import array
+from bisect import bisect_left
 
 from ..errors import ENOTSUPP, BpfError
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from ..uapi import consts as F  # plain-int flag values (see consts.py)
 from .core import BpfMap, MapOps
-from .jhash import htab_map_hash
+from .jhash import htab_hash_func
 from .lru import (BpfLru, BpfLruNode, bpf_lru_node_set_ref, bpf_lru_pop_free, bpf_lru_populate,
                   bpf_lru_push_free)
 
@@ -26,16 +44,57 @@ HTAB_CREATE_FLAG_MASK = (F.BPF_F_NO_PREALLOC | F.BPF_F_NO_COMMON_LRU | F.BPF_F_N
                          | F.BPF_F_WRONLY_PROG | F.BPF_F_ZERO_SEED)
 _PROG_ACCESS = F.BPF_F_RDONLY_PROG | F.BPF_F_WRONLY_PROG
 
-
-class HtabElem:
-    """struct htab_elem for the non-LRU types."""
-    __slots__ = ("key", "value", "hash")
+# Up to this many buckets the heads are an array (4 bytes a bucket); beyond, a dict of the
+# non-empty ones, so that a huge NO_PREALLOC map costs nothing until it is filled.
+HEADS_ARRAY_MAX = 1 << 20
+# Target size of one value chunk.
+CHUNK_BYTES = 1 << 16
 
 
 class HtabLruElem(BpfLruNode):
-    """struct htab_elem of LRU maps: the element is its LRU node (which carries the hash),
-    preallocated and reused."""
-    __slots__ = ("key", "value")
+    """struct htab_elem of LRU maps as the LRU lists see it: the node (which carries the
+    hash), preallocated and reused; its key and value are in the map's slot ``slot``."""
+    __slots__ = ("slot",)
+
+
+class SparseHeads(dict):
+    """Bucket heads of a map with too many buckets for an array: only non-empty buckets
+    are stored; a missing one reads as -1 and storing -1 removes it.
+
+    ``next_from`` answers "first non-empty bucket >= b" from a sorted list of bucket
+    indices, built on demand; buckets that became empty stay in it (they are skipped),
+    new ones are inserted, so a walk that deletes as it goes never rebuilds it."""
+    __slots__ = ("_order",)
+
+    def __init__(self):
+        super().__init__()
+        self._order = None
+
+    def __missing__(self, b):
+        return -1
+
+    def __setitem__(self, b, l):
+        if l < 0:
+            self.pop(b, None)
+            return
+        order = self._order
+        if order is not None and b not in self:
+            i = bisect_left(order, b)
+            if i == len(order) or order[i] != b:
+                order.insert(i, b)
+        dict.__setitem__(self, b, l)
+
+    def next_from(self, b):
+        order = self._order
+        if order is None:
+            order = self._order = sorted(self)
+        i = bisect_left(order, b)
+        n = len(order)
+        while i < n:
+            if order[i] in self:
+                return order[i]
+            i += 1
+        return None
 
 
 class BpfHtab(BpfMap):
@@ -47,9 +106,23 @@ class BpfHtab(BpfMap):
         self.percpu = args.map_type in (T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_LRU_PERCPU_HASH)
         self.percpu_lru = bool(args.map_flags & F.BPF_F_NO_COMMON_LRU)
         self.prealloc = not args.map_flags & F.BPF_F_NO_PREALLOC
-        self.elems: dict[bytes, object] = {}          # key -> element linked in a bucket
-        self.buckets: dict[int, list] = {}            # bucket index -> elements, head LAST
+        self.elems: dict[bytes, int] = {}             # key -> slot linked in a bucket
         self.n_buckets = 0
+        self.bucket_mask = 0                          # n_buckets - 1
+        self.sparse = False                           # heads is a SparseHeads
+        self.heads = None                             # bucket -> first slot, or -1
+        self.elem_next = array("i")                   # slot -> next slot in the bucket, or -1
+        self.elem_hash = array("I")                   # slot -> hash
+        self.elem_key: list = []                      # slot -> key while linked, else None
+        self.slot_size = self.value_size_sys          # bytes of value a slot holds
+        self.chunks: list = []                        # memoryviews of fixed-size bytearrays
+        self.chunk_shift = 0
+        self.chunk_mask = 0
+        self.n_slots = 0                              # slots ever handed out
+        self.free_slots: list = []                    # LIFO, non-LRU types
+        self.extra_elems = None                       # per CPU spare slot (HASH prealloc)
+        self.lru_nodes = None                         # slot -> HtabLruElem (LRU types)
+        self.hash_fn = htab_hash_func(args.key_size)  # htab_map_hash() for this key size
         self.hashrnd = 0
         self.lru: BpfLru | None = None
 
@@ -102,15 +175,31 @@ def htab_map_alloc(ops, args, kernel) -> BpfHtab:
         raise BpfError(errno.E2BIG)
     _charge_memory(htab, kernel)
     htab.hashrnd = 0 if args.map_flags & F.BPF_F_ZERO_SEED else kernel.random_u32()
+    htab.bucket_mask = htab.n_buckets - 1
+    if htab.n_buckets <= HEADS_ARRAY_MAX:
+        htab.heads = array("i", [-1]) * htab.n_buckets
+    else:
+        htab.heads = SparseHeads()
+        htab.sparse = True
+    # Slots: max_entries elements, plus one spare per CPU for a preallocated HASH map.
+    n_slots = htab.max_entries
+    if htab.prealloc and not htab.percpu and not htab.is_lru:
+        htab.extra_elems = [-1] * ncpu
+        n_slots += ncpu
+    per_chunk = max(1, CHUNK_BYTES // htab.slot_size)
+    per_chunk = min(1 << (per_chunk.bit_length() - 1), _roundup_pow_of_two(n_slots))
+    htab.chunk_shift = per_chunk.bit_length() - 1
+    htab.chunk_mask = per_chunk - 1
     if htab.is_lru:
         target_free = min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
         htab.lru = BpfLru(htab.percpu_lru, ncpu, target_free,
                           lambda node: htab_lru_map_delete_node(htab, node))
+        _new_slots(htab, htab.max_entries)      # prealloc_init(): every node, zeroed values
         nodes = [HtabLruElem() for _ in range(htab.max_entries)]
-        for node in nodes:
-            node.key = None
+        for slot, node in enumerate(nodes):
+            node.slot = slot
             node.hash = 0
-            node.value = None
+        htab.lru_nodes = nodes
         bpf_lru_populate(htab.lru, nodes)
     return htab
 
@@ -130,44 +219,126 @@ def _charge_memory(htab: BpfHtab, kernel) -> None:
         raise BpfError(errno.ENOMEM)
 
 
+# --- slots ---------------------------------------------------------------------------------
+
+def _new_slots(htab: BpfHtab, count: int) -> int:
+    """count never-used slots, zeroed (prealloc_init() done as the map fills up); returns
+    the first."""
+    first = htab.n_slots
+    end = first + count
+    htab.n_slots = end
+    if count == 1:
+        htab.elem_next.append(-1)
+        htab.elem_hash.append(0)
+        htab.elem_key.append(None)
+    else:
+        htab.elem_next.extend(array("i", [-1]) * count)
+        htab.elem_hash.extend(array("I", [0]) * count)
+        htab.elem_key.extend([None] * count)
+    chunks = htab.chunks
+    shift = htab.chunk_shift
+    while len(chunks) << shift < end:
+        chunks.append(memoryview(bytearray(htab.slot_size << shift)))
+    return first
+
+
+def alloc_htab_elem(htab: BpfHtab, old_elem: int) -> int:
+    """The memory alloc_htab_elem() takes for a new element of a non-LRU map. Preallocated:
+    replacing an element takes this CPU's spare, and the old element becomes the spare
+    (old_elem >= 0); otherwise the freelist. NO_PREALLOC: bpf_mem_cache_alloc(), here the
+    same LIFO of freed slots. Capacity is the caller's business (E2BIG)."""
+    if old_elem >= 0:
+        extra = htab.extra_elems
+        if extra is not None:
+            cpu = htab.kernel.cpu
+            l_new = extra[cpu]
+            if l_new < 0:
+                l_new = _new_slots(htab, 1)
+            extra[cpu] = old_elem
+            return l_new
+    free = htab.free_slots
+    return free.pop() if free else _new_slots(htab, 1)
+
+
+def free_htab_elem(htab: BpfHtab, l: int) -> None:
+    """free_htab_elem(): back on the freelist (non-LRU maps)."""
+    htab.free_slots.append(l)
+
+
+def htab_elem_value(htab: BpfHtab, l: int):
+    """The slot's value (the whole per-CPU area for per-CPU maps): a live view."""
+    size = htab.slot_size
+    o = (l & htab.chunk_mask) * size
+    return htab.chunks[l >> htab.chunk_shift][o:o + size]
+
+
 # --- bucket lists ----------------------------------------------------------------------
 
-def _link_head(htab: BpfHtab, l) -> None:
+def _link_head(htab: BpfHtab, l: int, key: bytes, hash_: int) -> None:
     """hlist_nulls_add_head_rcu() + the key index."""
-    b = l.hash & (htab.n_buckets - 1)
-    bucket = htab.buckets.get(b)
-    if bucket is None:
-        htab.buckets[b] = [l]
-    else:
-        bucket.append(l)
-    htab.elems[l.key] = l
+    b = hash_ & htab.bucket_mask
+    heads = htab.heads
+    htab.elem_next[l] = heads[b]
+    heads[b] = l
+    htab.elem_hash[l] = hash_
+    htab.elem_key[l] = key
+    htab.elems[key] = l
 
 
-def _unlink(htab: BpfHtab, l) -> None:
+def _unlink(htab: BpfHtab, l: int) -> None:
     """hlist_nulls_del_rcu() + the key index."""
-    b = l.hash & (htab.n_buckets - 1)
-    bucket = htab.buckets[b]
-    if len(bucket) == 1:
-        del htab.buckets[b]
+    nxt = htab.elem_next
+    b = htab.elem_hash[l] & htab.bucket_mask
+    heads = htab.heads
+    p = heads[b]
+    if p == l:
+        heads[b] = nxt[l]
     else:
-        bucket.remove(l)
-    del htab.elems[l.key]
+        n = nxt[p]
+        while n != l:
+            p = n
+            n = nxt[p]
+        nxt[p] = nxt[l]
+    keys = htab.elem_key
+    del htab.elems[keys[l]]
+    keys[l] = None
 
 
-def _first_in_bucket_from(htab: BpfHtab, start: int):
-    """Head element of the first non-empty bucket >= start, or None."""
-    buckets = htab.buckets
+def htab_next_bucket(htab: BpfHtab, b: int):
+    """The first non-empty bucket >= b, or None: where the kernel's walks over empty buckets
+    stop (htab_map_get_next_key(), __htab_map_lookup_and_delete_batch())."""
+    heads = htab.heads
+    if htab.sparse:
+        return heads.next_from(b)
     n = htab.n_buckets
-    # Walk like the kernel when buckets are dense; otherwise pick from the non-empty ones.
-    stop = min(n, start + 64)
-    for b in range(start, stop):
-        bucket = buckets.get(b)
-        if bucket is not None:
-            return bucket[-1]
-    if stop >= n:
-        return None
-    later = [b for b in buckets if b >= stop]
-    return buckets[min(later)][-1] if later else None
+    stop = b + 8 if b + 8 < n else n
+    while b < stop:
+        if heads[b] >= 0:
+            return b
+        b += 1
+    # A run of empty buckets is a run of 0xff bytes: skip it at C speed, in growing windows.
+    view = memoryview(heads)
+    step = 256
+    while b < n:
+        end = b + step if b + step < n else n
+        raw = view[b:end].tobytes()
+        skip = len(raw) - len(raw.lstrip(b"\xff"))
+        if skip < len(raw):
+            return b + (skip >> 2)
+        b = end
+        step <<= 2
+    return None
+
+
+def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
+    """Bucket b's slots, head first."""
+    out = []
+    nxt = htab.elem_next
+    l = htab.heads[b]
+    while l >= 0:
+        out.append(l)
+        l = nxt[l]
+    return out
 
 
 # --- syscall and helper operations -----------------------------------------------------
@@ -177,27 +348,28 @@ def htab_map_get_next_key(htab: BpfHtab, key):
     if key is not None:
         l = htab.elems.get(key)
         if l is not None:
-            b = l.hash & (htab.n_buckets - 1)
-            bucket = htab.buckets[b]
-            i = bucket.index(l)
-            if i:
-                return bucket[i - 1].key          # next toward the tail of the same bucket
-            nxt = _first_in_bucket_from(htab, b + 1)
-            if nxt is None:
+            n = htab.elem_next[l]
+            if n >= 0:
+                return htab.elem_key[n]            # next in the same bucket
+            b = htab_next_bucket(htab, (htab.elem_hash[l] & htab.bucket_mask) + 1)
+            if b is None:
                 raise BpfError(errno.ENOENT)
-            return nxt.key
-    first = _first_in_bucket_from(htab, 0)
-    if first is None:
+            return htab.elem_key[htab.heads[b]]
+    b = htab_next_bucket(htab, 0)
+    if b is None:
         raise BpfError(errno.ENOENT)
-    return first.key
+    return htab.elem_key[htab.heads[b]]
 
 
 def htab_map_lookup_elem_sys(htab: BpfHtab, key):
-    """The value copy of map_lookup_elem(): value_size bytes, or the whole per-CPU buffer."""
+    """The value copy of map_lookup_elem(): value_size bytes, or the whole per-CPU buffer
+    (a live view: the caller copies it out before the map changes)."""
     l = htab.elems.get(key)
     if l is None:
         raise BpfError(errno.ENOENT)
-    return l.value
+    size = htab.slot_size
+    o = (l & htab.chunk_mask) * size
+    return htab.chunks[l >> htab.chunk_shift][o:o + size]
 
 
 def _check_flags(l_old, flags: int) -> None:
@@ -220,62 +392,70 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
     if l_old is None:
         if len(elems) >= htab.max_entries:      # alloc_htab_elem(): no free element
             raise BpfError(errno.E2BIG)
-        l_new = HtabElem()
-        l_new.key = key
-        l_new.hash = htab_map_hash(key, htab.hashrnd)
+        hash_ = htab.hash_fn(key, htab.hashrnd)
+        free = htab.free_slots
+        l_new = free.pop() if free else _new_slots(htab, 1)
     else:
+        hash_ = htab.elem_hash[l_old]
+        l_new = alloc_htab_elem(htab, l_old)
         _unlink(htab, l_old)
-        l_new = HtabElem()
-        l_new.key = key
-        l_new.hash = l_old.hash
-    l_new.value = bytearray(value)
-    _link_head(htab, l_new)
+        if htab.extra_elems is None:
+            free_htab_elem(htab, l_old)          # NO_PREALLOC: freed once replaced
+    size = htab.slot_size
+    o = (l_new & htab.chunk_mask) * size
+    htab.chunks[l_new >> htab.chunk_shift][o:o + size] = value
+    _link_head(htab, l_new, key, hash_)
 
 
 def _pcpu_copy_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     """pcpu_copy_value(): the syscall writes every CPU's slot (padding included); a program
     writes value_size bytes of its own CPU's slot."""
+    chunk = htab.chunks[l >> htab.chunk_shift]
+    o = (l & htab.chunk_mask) * htab.slot_size
     if onallcpus:
-        l.value[:] = value
+        chunk[o:o + htab.slot_size] = value
     else:
-        off = cpu * htab.round_value_size
-        l.value[off:off + htab.value_size] = value[:htab.value_size]
+        o += cpu * htab.round_value_size
+        size = htab.value_size
+        chunk[o:o + size] = value[:size]
 
 
 def _pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     """pcpu_init_value(): a program creating an element zeroes the other CPUs' values."""
     if onallcpus:
-        l.value = bytearray(value)
-    else:
-        # DEVIATION(percpu-padding): PERCPU_HASH only (LRU_PERCPU_HASH is exact, see
-        # _lru_pcpu_init_value). A program-side insert writes value_size bytes on this CPU
-        # and zeroes value_size bytes on the others; the padding up to round_up(value_size,
-        # 8) in every slot is not written, so in Linux it is whatever the element's previous
-        # occupant left there (a syscall update stores the caller's padding bytes). Which
-        # element is reused depends on the per-CPU freelist (prealloc) or on bpf_mem_alloc's
-        # caches (NO_PREALLOC), which we do not model: our rule is that every slot's padding
-        # of an element created from the program side is zero. Kernel and emulator agree on
-        # the value_size bytes of every slot, and on padding of elements never used before.
-        l.value = bytearray(htab.value_size_sys)
-        off = cpu * htab.round_value_size
-        l.value[off:off + htab.value_size] = value[:htab.value_size]
+        _pcpu_copy_value(htab, l, value, True, cpu)
+        return
+    # DEVIATION(percpu-padding): PERCPU_HASH only (LRU_PERCPU_HASH is exact, see
+    # _lru_pcpu_init_value). A program-side insert writes value_size bytes on this CPU
+    # and zeroes value_size bytes on the others; the padding up to round_up(value_size,
+    # 8) in every slot is not written, so in Linux it is whatever the element's previous
+    # occupant left there (a syscall update stores the caller's padding bytes). Which
+    # element is reused depends on the per-CPU freelist (prealloc) or on bpf_mem_alloc's
+    # caches (NO_PREALLOC), which we do not model: our rule is that every slot's padding
+    # of an element created from the program side is zero. Kernel and emulator agree on
+    # the value_size bytes of every slot, and on padding of elements never used before.
+    chunk = htab.chunks[l >> htab.chunk_shift]
+    o = (l & htab.chunk_mask) * htab.slot_size
+    chunk[o:o + htab.slot_size] = bytes(htab.slot_size)
+    o += cpu * htab.round_value_size
+    size = htab.value_size
+    chunk[o:o + size] = value[:size]
 
 
 def __htab_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu=0) -> None:
     if flags > BPF_EXIST:
         raise BpfError(errno.EINVAL)
-    l_old = htab.elems.get(key)
+    elems = htab.elems
+    l_old = elems.get(key)
     _check_flags(l_old, flags)
     if l_old is not None:
         _pcpu_copy_value(htab, l_old, value, onallcpus, cpu)   # in place: position unchanged
         return
-    if len(htab.elems) >= htab.max_entries:
+    if len(elems) >= htab.max_entries:
         raise BpfError(errno.E2BIG)
-    l_new = HtabElem()
-    l_new.key = key
-    l_new.hash = htab_map_hash(key, htab.hashrnd)
+    l_new = alloc_htab_elem(htab, -1)
     _pcpu_init_value(htab, l_new, value, onallcpus, cpu)
-    _link_head(htab, l_new)
+    _link_head(htab, l_new, key, htab.hash_fn(key, htab.hashrnd))
 
 
 def htab_percpu_map_update_elem_sys(htab, key, value, flags) -> None:
@@ -289,6 +469,7 @@ def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     if l is None:
         raise BpfError(errno.ENOENT)
     _unlink(htab, l)
+    htab.free_slots.append(l)                    # free_htab_elem()
 
 
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
@@ -296,10 +477,12 @@ def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
     l = htab.elems.get(key)
     if l is None:
         raise BpfError(errno.ENOENT)
-    value = bytes(l.value)
+    value = htab_elem_value(htab, l).tobytes()
     _unlink(htab, l)
     if htab.is_lru:
-        bpf_lru_push_free(htab.lru, l)
+        bpf_lru_push_free(htab.lru, htab.lru_nodes[l])
+    else:
+        free_htab_elem(htab, l)
     return value
 
 
@@ -307,19 +490,18 @@ def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
 
 def htab_lru_map_delete_node(htab: BpfHtab, node) -> bool:
     """htab_lru_map_delete_node(): the LRU evicts node; unlink it if it is still linked."""
-    if node.key is not None and htab.elems.get(node.key) is node:
-        _unlink(htab, node)
-        return True
-    return False
+    l = node.slot
+    if htab.elem_key[l] is None:
+        return False
+    _unlink(htab, l)
+    return True
 
 
-def _prealloc_lru_pop(htab: BpfHtab, key: bytes, hash_: int, cpu: int):
+def _prealloc_lru_pop(htab: BpfHtab, hash_: int, cpu: int):
     """prealloc_lru_pop(): may evict; ENOMEM when no node can be found anywhere."""
     node = bpf_lru_pop_free(htab.lru, hash_, cpu)
     if node is None:
         raise BpfError(errno.ENOMEM)
-    node.key = key
-    node.hash = hash_
     return node
 
 
@@ -327,25 +509,25 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     """htab_lru_map_update_elem(): a node is taken (and evictions happen) before the lookup."""
     if flags > BPF_EXIST:
         raise BpfError(errno.EINVAL)
-    hash_ = htab_map_hash(key, htab.hashrnd)
-    l_new = _prealloc_lru_pop(htab, key, hash_, htab.kernel.cpu)
-    buf = l_new.value
-    if buf is None:
-        l_new.value = bytearray(value)
-    else:
-        buf[:] = value      # the node's own memory, reused as in the kernel (stale views see it)
+    hash_ = htab.hash_fn(key, htab.hashrnd)
+    node = _prealloc_lru_pop(htab, hash_, htab.kernel.cpu)
+    l_new = node.slot
+    # The node's own memory, reused as in the kernel (stale views see it).
+    size = htab.slot_size
+    o = (l_new & htab.chunk_mask) * size
+    htab.chunks[l_new >> htab.chunk_shift][o:o + size] = value
     l_old = htab.elems.get(key)
     try:
         _check_flags(l_old, flags)
     except BpfError:
-        bpf_lru_push_free(htab.lru, l_new)
+        bpf_lru_push_free(htab.lru, node)
         raise
     if l_old is not None:
         _unlink(htab, l_old)
-        bpf_lru_node_set_ref(l_new)
-    _link_head(htab, l_new)
+        bpf_lru_node_set_ref(node)
+    _link_head(htab, l_new, key, hash_)
     if l_old is not None:
-        bpf_lru_push_free(htab.lru, l_old)       # htab_lru_push_free()
+        bpf_lru_push_free(htab.lru, htab.lru_nodes[l_old])   # htab_lru_push_free()
 
 
 def _lru_pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
@@ -354,45 +536,44 @@ def _lru_pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     insert reuses, so the padding bytes a program-side insert leaves alone are the previous
     occupant's, as in the kernel: no deviation here, as long as lru.py hands nodes out in
     the kernel's order (tests/differential/test_percpu_padding.py checks it)."""
-    buf = l.value
-    if buf is None:
-        buf = l.value = bytearray(htab.value_size_sys)   # bpf_map_alloc_percpu(): zeroed
     if onallcpus:
-        buf[:] = value
+        _pcpu_copy_value(htab, l, value, True, cpu)
         return
+    chunk = htab.chunks[l >> htab.chunk_shift]
+    base = (l & htab.chunk_mask) * htab.slot_size
     size = htab.value_size
     step = htab.round_value_size
     zero = bytes(size)
     for c in range(htab.nr_cpus):
-        off = c * step
+        off = base + c * step
         # copy_map_value() on this CPU, zero_map_value() elsewhere: value_size bytes each.
-        buf[off:off + size] = value[:size] if c == cpu else zero
+        chunk[off:off + size] = value[:size] if c == cpu else zero
 
 
 def __htab_lru_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu) -> None:
     """An existing key is updated in place; BPF_EXIST takes no node, so it evicts nothing."""
     if flags > BPF_EXIST:
         raise BpfError(errno.EINVAL)
-    hash_ = htab_map_hash(key, htab.hashrnd)
-    l_new = None
+    hash_ = htab.hash_fn(key, htab.hashrnd)
+    node = None
     if flags != BPF_EXIST:
-        l_new = _prealloc_lru_pop(htab, key, hash_, cpu)
+        node = _prealloc_lru_pop(htab, hash_, cpu)
     l_old = htab.elems.get(key)
     try:
         _check_flags(l_old, flags)
     except BpfError:
-        if l_new is not None:
-            bpf_lru_push_free(htab.lru, l_new)
+        if node is not None:
+            bpf_lru_push_free(htab.lru, node)
         raise
     if l_old is not None:
-        bpf_lru_node_set_ref(l_old)
+        bpf_lru_node_set_ref(htab.lru_nodes[l_old])
         _pcpu_copy_value(htab, l_old, value, onallcpus, cpu)
     else:
-        _lru_pcpu_init_value(htab, l_new, value, onallcpus, cpu)
-        _link_head(htab, l_new)
-        l_new = None
-    if l_new is not None:
-        bpf_lru_push_free(htab.lru, l_new)
+        _lru_pcpu_init_value(htab, node.slot, value, onallcpus, cpu)
+        _link_head(htab, node.slot, key, hash_)
+        node = None
+    if node is not None:
+        bpf_lru_push_free(htab.lru, node)
 
 
 def htab_lru_percpu_map_update_elem_sys(htab, key, value, flags) -> None:
@@ -405,7 +586,7 @@ def htab_lru_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     if l is None:
         raise BpfError(errno.ENOENT)
     _unlink(htab, l)
-    bpf_lru_push_free(htab.lru, l)
+    bpf_lru_push_free(htab.lru, htab.lru_nodes[l])
 
 
 # --- ops tables -------------------------------------------------------------------------
@@ -464,6 +645,8 @@ del _ops
 # What bpf_map_lookup_elem() and friends do when a program calls them (bpfemu.progs plays the
 # program). A lookup returns a live, writable memoryview of the element's value: the whole
 # value of a HASH/LRU_HASH element, or value_size bytes of one CPU's slot of a per-CPU one.
+# It points into the slot's memory, so it sees what the kernel's pointer would: in-place
+# (per-CPU) updates, and whatever element reuses the slot after a delete or a replace.
 # Updates and deletes raise BpfError like the syscall-side functions; the helper turns that
 # into its negative return value. The CPU a program runs on is htab.kernel.cpu.
 
@@ -472,7 +655,7 @@ def htab_map_lookup_elem(htab: BpfHtab, key: bytes):
     l = htab.elems.get(key)
     if l is None:
         return None
-    return memoryview(l.value)
+    return htab_elem_value(htab, l)
 
 
 def htab_lru_map_lookup_elem(htab: BpfHtab, key: bytes):
@@ -482,14 +665,14 @@ def htab_lru_map_lookup_elem(htab: BpfHtab, key: bytes):
     l = htab.elems.get(key)
     if l is None:
         return None
-    bpf_lru_node_set_ref(l)
-    return memoryview(l.value)
+    bpf_lru_node_set_ref(htab.lru_nodes[l])
+    return htab_elem_value(htab, l)
 
 
-def _this_cpu_value(htab: BpfHtab, l, cpu: int):
+def _this_cpu_value(htab: BpfHtab, l: int, cpu: int):
     """per_cpu_ptr(htab_elem_get_ptr(l, key_size), cpu), value_size bytes of it."""
-    off = cpu * htab.round_value_size
-    return memoryview(l.value)[off:off + htab.value_size]
+    o = (l & htab.chunk_mask) * htab.slot_size + cpu * htab.round_value_size
+    return htab.chunks[l >> htab.chunk_shift][o:o + htab.value_size]
 
 
 def htab_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
@@ -505,7 +688,7 @@ def htab_lru_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
     l = htab.elems.get(key)
     if l is None:
         return None
-    bpf_lru_node_set_ref(l)
+    bpf_lru_node_set_ref(htab.lru_nodes[l])
     return _this_cpu_value(htab, l, htab.kernel.cpu)
 
 
@@ -527,7 +710,7 @@ def htab_lru_percpu_map_lookup_percpu_elem(htab: BpfHtab, key: bytes, cpu: int):
     l = htab.elems.get(key)
     if l is None:
         return None
-    bpf_lru_node_set_ref(l)
+    bpf_lru_node_set_ref(htab.lru_nodes[l])
     return _this_cpu_value(htab, l, cpu)
 
 

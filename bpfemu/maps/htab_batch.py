@@ -15,23 +15,10 @@ import struct
 from ..errors import BpfError
 from ..uapi.consts import BPF_F_LOCK
 from ..usercopy import copy_pairs_to_user, copy_to_user, put_attr
+from .hashtab import htab_bucket_elems, htab_elem_value, htab_next_bucket
 
 _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
-
-
-def _next_bucket(htab, start: int):
-    """The first non-empty bucket index >= start, or None: what the kernel's walk over empty
-    buckets ends on."""
-    buckets = htab.buckets
-    n = htab.n_buckets
-    stop = min(n, start + 64)
-    for b in range(start, stop):
-        if b in buckets:
-            return b
-    if stop >= n:
-        return None
-    return min((b for b in buckets if b >= stop), default=None)
 
 
 def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
@@ -54,24 +41,23 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
         raise BpfError(errno.ENOENT)
 
     # Decide which whole buckets this call takes, and how it ends, before touching anything.
-    plan = []                               # (bucket index, elements head first)
+    plan = []                               # (bucket index, its slots head first)
     total = 0
     ret = 0
-    buckets = htab.buckets
     while True:
-        nb = _next_bucket(htab, batch)
+        nb = htab_next_bucket(htab, batch)
         if nb is None:                      # only empty buckets left
             batch = n_buckets
             ret = errno.ENOENT
             break
         batch = nb
-        bucket = buckets[nb]
+        bucket = htab_bucket_elems(htab, nb)
         bucket_cnt = len(bucket)
         if bucket_cnt > max_count - total:
             if total == 0:
                 ret = errno.ENOSPC
             break
-        plan.append((nb, bucket[::-1]))     # our lists keep the head last
+        plan.append((nb, bucket))
         total += bucket_cnt
         batch += 1
         if batch >= n_buckets:
@@ -79,8 +65,10 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
             break
 
     # One key chunk and one value chunk per bucket, copied bucket by bucket.
-    key_chunks = [b"".join([l.key for l in elems]) for _, elems in plan]
-    value_chunks = [b"".join([bytes(l.value) for l in elems]) for _, elems in plan]
+    elem_key = htab.elem_key
+    key_lists = [[elem_key[l] for l in elems] for _, elems in plan]
+    key_chunks = [b"".join(keys) for keys in key_lists]
+    value_chunks = [b"".join([htab_elem_value(htab, l) for l in elems]) for _, elems in plan]
     done = len(plan)                        # buckets whose copy to the user succeeded
     fault = False
     if plan:
@@ -94,9 +82,9 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
         # copy faulted is lost too. Elements are freed last-unlinked first (the batch_flink
         # list), i.e. from the tail of each bucket.
         delete = htab.ops.map_delete_elem   # LRU maps: the node goes back to the LRU
-        for _, elems in plan[:done + 1 if fault else done]:
-            for l in reversed(elems):
-                delete(htab, l.key)
+        for keys in key_lists[:done + 1 if fault else done]:
+            for key in reversed(keys):
+                delete(htab, key)
     if fault:
         raise BpfError(errno.EFAULT)
 

@@ -6,12 +6,11 @@ exactly how many bytes a command reads or writes), and fast key walks with reuse
 """
 import ctypes
 import mmap
-import os
 import struct
 
 from bpfemu.uapi import consts as c
 
-from tests.support import GUARD_BYTE, NCPU, Buf, elem_attr, readonly_address, unmapped_address
+from tests.support import GUARD_BYTE, NCPU, elem_attr, readonly_address, unmapped_address
 
 PAGE = 4096
 HASH = c.BPF_MAP_TYPE_HASH
@@ -128,11 +127,6 @@ def attr_with_tail(fd, key=0, value=0, flags=0, pad=0, tail=None) -> bytes:
 def call(cl, cmd, fd, key=0, value=0, flags=0, pad=0, tail=None) -> int:
     """One raw element command with explicit pointers (ints); returns 0/-errno."""
     return cl.bpf(cmd, attr_with_tail(fd, key, value, flags, pad, tail), 168)
-
-
-def non_map_fd():
-    """An open fd that is not a BPF map (a pipe); caller closes both ends."""
-    return os.pipe()
 
 
 def u64(n: int) -> bytes:

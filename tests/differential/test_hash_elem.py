@@ -6,20 +6,20 @@ of them live-kernel observations; where a test compares the two backends directl
 ``both`` fixture) the live kernel's answer is the expectation. Errno paths are exercised in
 check order, and pairs of faults show which check comes first.
 """
-import ctypes
 import os
 import random
 
 import pytest
 
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Buf, GUARD_BYTE, readonly_address, unmapped_address
+from tests.support import NCPU, Buf, readonly_address
 
-from tests.differential.hash_support import (BAD_FLAGS, CLOSED_FD, CONFIG_IDS, CONFIGS, DELETE, E2BIG, EBADF,
-                           EEXIST, EFAULT, EINVAL, ENOENT, EPERM, HASH, KERNEL_ADDR,
-                           LOOKUP, LOOKUP_AND_DELETE, MINUS_ONE_FD, NEXT_KEY, NONE_PAGE,
-                           PERCPU_HASH, UPDATE, Cliff, Walker, attr_with_tail, bad_pointers, call,
-                           round_up, sys_value_size, u64)
+from tests.differential.hash_support import (BAD_FLAGS, CLOSED_FD, CONFIG_IDS, CONFIGS, DELETE,
+                                             E2BIG, EBADF, EEXIST, EFAULT, EINVAL, ENOENT,
+                                             EPERM, HASH, LOOKUP, LOOKUP_AND_DELETE,
+                                             MINUS_ONE_FD, NEXT_KEY, NONE_PAGE, PERCPU_HASH,
+                                             UPDATE, Cliff, Walker, attr_with_tail,
+                                             bad_pointers, call, round_up, sys_value_size, u64)
 
 F_LOCK = c.BPF_F_LOCK
 ANY, NOEXIST, EXIST = c.BPF_ANY, c.BPF_NOEXIST, c.BPF_EXIST
@@ -473,8 +473,8 @@ def test_percpu_padding_stored_and_returned(client, value_size):
         assert fd >= 0
         slot = round_up(value_size, 8)
         vs = slot * NCPU
-        first = b"".join(bytes([0x10 + cpu]) * value_size + bytes([0xE0 + cpu]) * (slot - value_size)
-                         for cpu in range(NCPU))
+        first = b"".join(bytes([0x10 + cpu]) * value_size
+                         + bytes([0xE0 + cpu]) * (slot - value_size) for cpu in range(NCPU))
         assert client.update(fd, b"\1\0\0\0", first) == 0
         assert client.lookup(fd, b"\1\0\0\0", vs) == (0, first)
         second = random.Random(value_size).randbytes(vs)

@@ -12,7 +12,6 @@ import struct
 import pytest
 
 from bpfemu import Emulator
-from bpfemu.uapi import consts as c
 from tests.support import NCPU, Client
 
 from tests.differential.hash_support import (EEXIST, ENOENT, EXIST_FLAG, HASH, NO_PREALLOC,
