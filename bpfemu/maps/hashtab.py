@@ -16,7 +16,9 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
 * values: slot s's value (the whole per-CPU area for the per-CPU types) is
   ``chunks[s >> chunk_shift][(s & chunk_mask) * slot_size:][:slot_size]``. Chunks are
   fixed-size bytearrays, never resized (each is held through a memoryview), so the live
-  views a program's lookup returns (bpfemu.progs) stay attached to the slot's memory.
+  views a program's lookup returns (bpfemu.progs) stay attached to the slot's memory. A
+  map whose values fit in ARENA_BYTES has one chunk, ``arena`` (``chunk_shift`` 31), which
+  the hot paths index as ``arena[s * slot_size:]``.
 * HASH and PERCPU_HASH take free slots from ``free_slots`` (LIFO, like a CPU's freelist)
   or from the never-used ones; a preallocated HASH map's replaced element becomes the
   current CPU's spare (``extra_elems``), as in alloc_htab_elem().
@@ -47,7 +49,9 @@ _PROG_ACCESS = F.BPF_F_RDONLY_PROG | F.BPF_F_WRONLY_PROG
 # Up to this many buckets the heads are an array (4 bytes a bucket); beyond, a dict of the
 # non-empty ones, so that a huge NO_PREALLOC map costs nothing until it is filled.
 HEADS_ARRAY_MAX = 1 << 20
-# Target size of one value chunk.
+# Values of a map that needs at most ARENA_BYTES for them are one chunk (the "arena", indexed
+# directly on the hot paths); bigger maps get chunks of about CHUNK_BYTES as they fill up.
+ARENA_BYTES = 1 << 22
 CHUNK_BYTES = 1 << 16
 
 
@@ -118,7 +122,9 @@ class BpfHtab(BpfMap):
         self.chunks: list = []                        # memoryviews of fixed-size bytearrays
         self.chunk_shift = 0
         self.chunk_mask = 0
-        self.n_slots = 0                              # slots ever handed out
+        self.arena = None                             # chunks[0] if it is the only chunk
+        self.n_slots = 0                              # slots made so far
+        self.max_slots = 0                            # slots the map can ever need
         self.free_slots: list = []                    # LIFO, non-LRU types
         self.extra_elems = None                       # per CPU spare slot (HASH prealloc)
         self.lru_nodes = None                         # slot -> HtabLruElem (LRU types)
@@ -181,15 +187,22 @@ def htab_map_alloc(ops, args, kernel) -> BpfHtab:
     else:
         htab.heads = SparseHeads()
         htab.sparse = True
-    # Slots: max_entries elements, plus one spare per CPU for a preallocated HASH map.
-    n_slots = htab.max_entries
-    if htab.prealloc and not htab.percpu and not htab.is_lru:
+    # Slots: max_entries elements, plus one spare per CPU for a preallocated HASH map (one
+    # in all without preallocation: a replacing element is allocated before the old one
+    # is freed).
+    if htab.is_lru:
+        htab.max_slots = htab.max_entries
+    elif htab.prealloc and not htab.percpu:
         htab.extra_elems = [-1] * ncpu
-        n_slots += ncpu
-    per_chunk = max(1, CHUNK_BYTES // htab.slot_size)
-    per_chunk = min(1 << (per_chunk.bit_length() - 1), _roundup_pow_of_two(n_slots))
-    htab.chunk_shift = per_chunk.bit_length() - 1
-    htab.chunk_mask = per_chunk - 1
+        htab.max_slots = htab.max_entries + ncpu
+    else:
+        htab.max_slots = htab.max_entries + 1
+    if htab.max_slots * htab.slot_size <= ARENA_BYTES:
+        htab.chunk_shift = 31                   # slot numbers are below 2^31: one chunk
+    else:
+        per_chunk = max(1, CHUNK_BYTES // htab.slot_size)
+        htab.chunk_shift = per_chunk.bit_length() - 1
+    htab.chunk_mask = (1 << htab.chunk_shift) - 1
     if htab.is_lru:
         target_free = min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
         htab.lru = BpfLru(htab.percpu_lru, ncpu, target_free,
@@ -222,23 +235,33 @@ def _charge_memory(htab: BpfHtab, kernel) -> None:
 # --- slots ---------------------------------------------------------------------------------
 
 def _new_slots(htab: BpfHtab, count: int) -> int:
-    """count never-used slots, zeroed (prealloc_init() done as the map fills up); returns
+    """count never-used slots, zeroed (prealloc_init(), done as the map fills up); returns
     the first."""
     first = htab.n_slots
     end = first + count
     htab.n_slots = end
-    if count == 1:
-        htab.elem_next.append(-1)
-        htab.elem_hash.append(0)
-        htab.elem_key.append(None)
-    else:
-        htab.elem_next.extend(array("i", [-1]) * count)
-        htab.elem_hash.extend(array("I", [0]) * count)
-        htab.elem_key.extend([None] * count)
+    htab.elem_next.extend(array("i", [-1]) * count)
+    htab.elem_hash.extend(array("I", [0]) * count)
+    htab.elem_key.extend([None] * count)
     chunks = htab.chunks
     shift = htab.chunk_shift
+    if shift == 31:
+        if not chunks:
+            htab.arena = memoryview(bytearray(htab.max_slots * htab.slot_size))
+            chunks.append(htab.arena)
+        return first
     while len(chunks) << shift < end:
         chunks.append(memoryview(bytearray(htab.slot_size << shift)))
+    return first
+
+
+def _grow_free_slots(htab: BpfHtab) -> int:
+    """The freelist is empty: add up to 8192 never-used slots to it (lowest on top) and
+    take one. Never more than max_slots in all."""
+    count = min(1 << min(htab.chunk_shift, 13), htab.max_slots - htab.n_slots)
+    assert count > 0, "more slots than the kernel has elements"
+    first = _new_slots(htab, count)
+    htab.free_slots.extend(range(first + count - 1, first, -1))
     return first
 
 
@@ -247,17 +270,22 @@ def alloc_htab_elem(htab: BpfHtab, old_elem: int) -> int:
     replacing an element takes this CPU's spare, and the old element becomes the spare
     (old_elem >= 0); otherwise the freelist. NO_PREALLOC: bpf_mem_cache_alloc(), here the
     same LIFO of freed slots. Capacity is the caller's business (E2BIG)."""
-    if old_elem >= 0:
-        extra = htab.extra_elems
-        if extra is not None:
-            cpu = htab.kernel.cpu
-            l_new = extra[cpu]
-            if l_new < 0:
-                l_new = _new_slots(htab, 1)
-            extra[cpu] = old_elem
+    # DEVIATION(elem-reuse): Linux keeps one freelist per CPU (pcpu_freelist: push on this
+    # CPU's list, pop from it first, then steal from the next CPUs; the initial split and
+    # the spares taken at creation depend on the CPU that created the map) and, without
+    # preallocation, bpf_mem_alloc's per-CPU caches. We keep one LIFO for the whole map.
+    # Only which freed element's memory a new element reuses differs: a program's stale
+    # pointer into a deleted element, and the padding DEVIATION(percpu-padding) describes.
+    extra = htab.extra_elems
+    if old_elem >= 0 and extra is not None:
+        cpu = htab.kernel.cpu
+        l_new = extra[cpu]
+        extra[cpu] = old_elem
+        if l_new >= 0:
             return l_new
+        # This CPU had no spare yet (the kernel sets them aside at creation): a free one.
     free = htab.free_slots
-    return free.pop() if free else _new_slots(htab, 1)
+    return free.pop() if free else _grow_free_slots(htab)
 
 
 def free_htab_elem(htab: BpfHtab, l: int) -> None:
@@ -302,6 +330,31 @@ def _unlink(htab: BpfHtab, l: int) -> None:
     keys = htab.elem_key
     del htab.elems[keys[l]]
     keys[l] = None
+
+
+def _replace_elem(htab: BpfHtab, l_new: int, l_old: int, key: bytes) -> None:
+    """hlist_nulls_add_head_rcu(l_new) then hlist_nulls_del_rcu(l_old), for the same key
+    (so the same bucket), and the key index pointed at l_new."""
+    nxt = htab.elem_next
+    hash_ = htab.elem_hash[l_old]
+    b = hash_ & htab.bucket_mask
+    heads = htab.heads
+    p = heads[b]
+    if p == l_old:
+        nxt[l_new] = nxt[l_old]
+    else:
+        n = nxt[p]
+        while n != l_old:
+            p = n
+            n = nxt[p]
+        nxt[p] = nxt[l_old]
+        nxt[l_new] = heads[b]
+    heads[b] = l_new
+    htab.elem_hash[l_new] = hash_
+    keys = htab.elem_key
+    keys[l_new] = key
+    keys[l_old] = None
+    htab.elems[key] = l_new
 
 
 def htab_next_bucket(htab: BpfHtab, b: int):
@@ -368,6 +421,10 @@ def htab_map_lookup_elem_sys(htab: BpfHtab, key):
     if l is None:
         raise BpfError(errno.ENOENT)
     size = htab.slot_size
+    arena = htab.arena
+    if arena is not None:
+        o = l * size
+        return arena[o:o + size]
     o = (l & htab.chunk_mask) * size
     return htab.chunks[l >> htab.chunk_shift][o:o + size]
 
@@ -394,17 +451,23 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
             raise BpfError(errno.E2BIG)
         hash_ = htab.hash_fn(key, htab.hashrnd)
         free = htab.free_slots
-        l_new = free.pop() if free else _new_slots(htab, 1)
+        l_new = free.pop() if free else _grow_free_slots(htab)
     else:
-        hash_ = htab.elem_hash[l_old]
         l_new = alloc_htab_elem(htab, l_old)
-        _unlink(htab, l_old)
-        if htab.extra_elems is None:
-            free_htab_elem(htab, l_old)          # NO_PREALLOC: freed once replaced
     size = htab.slot_size
-    o = (l_new & htab.chunk_mask) * size
-    htab.chunks[l_new >> htab.chunk_shift][o:o + size] = value
-    _link_head(htab, l_new, key, hash_)
+    arena = htab.arena
+    if arena is not None:
+        o = l_new * size
+        arena[o:o + size] = value
+    else:
+        o = (l_new & htab.chunk_mask) * size
+        htab.chunks[l_new >> htab.chunk_shift][o:o + size] = value
+    if l_old is None:
+        _link_head(htab, l_new, key, hash_)
+    else:
+        _replace_elem(htab, l_new, l_old, key)
+        if htab.extra_elems is None:
+            htab.free_slots.append(l_old)        # free_htab_elem(): NO_PREALLOC frees it
 
 
 def _pcpu_copy_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
@@ -522,11 +585,11 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     except BpfError:
         bpf_lru_push_free(htab.lru, node)
         raise
-    if l_old is not None:
-        _unlink(htab, l_old)
+    if l_old is None:
+        _link_head(htab, l_new, key, hash_)
+    else:
         bpf_lru_node_set_ref(node)
-    _link_head(htab, l_new, key, hash_)
-    if l_old is not None:
+        _replace_elem(htab, l_new, l_old, key)
         bpf_lru_push_free(htab.lru, htab.lru_nodes[l_old])   # htab_lru_push_free()
 
 
