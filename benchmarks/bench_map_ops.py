@@ -174,11 +174,18 @@ def kernel_memlock(n, value_size=8):
     return None
 
 
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=100_000)
     ap.add_argument("--lru-entries", type=int, default=10_000)
     ap.add_argument("--lru-ops", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="kernel and emulator runs alternate this many times; medians are shown")
     args = ap.parse_args(argv)
 
     reason = HostKernel.available()
@@ -186,30 +193,39 @@ def main(argv=None):
     if kernel is None:
         print(f"live kernel not available ({reason}): emulator figures only")
     n = args.entries
-    rows = {}
-    k = run_ops(kernel, n) if kernel else {}
-    e = run_ops(Emulator(seed=1), n)
-    p = run_ops(Emulator(seed=1), n, pin=True)
-    for op in ("update", "lookup", "get_next_key", "delete"):
-        rows[f"HASH {op}"] = (k.get(op), e[op], p[op])
-    if kernel:
-        lk = run_lru_update(kernel, args.lru_entries, args.lru_ops)
-    else:
-        lk = None
-    rows["LRU_HASH update (evicting)"] = (
-        lk, run_lru_update(Emulator(seed=1), args.lru_entries, args.lru_ops),
-        run_lru_update(Emulator(seed=1), args.lru_entries, args.lru_ops, pin=True))
+    ops = ("update", "lookup", "get_next_key", "delete")
+    names = [f"HASH {op}" for op in ops] + ["LRU_HASH update (evicting)"]
+    samples = {name: {"kernel": [], "emu": [], "pinned": []} for name in names}
+    # Kernel and emulator alternate round by round, so drift in the machine's speed hits
+    # both alike; every ratio is taken within one round, and the median is reported.
+    for _ in range(args.rounds):
+        for side in ("kernel", "emu", "pinned"):
+            if side == "kernel" and kernel is None:
+                continue
+            backend = kernel if side == "kernel" else Emulator(seed=1)
+            pin = side == "pinned"
+            times = run_ops(backend, n, pin=pin)
+            for op in ops:
+                samples[f"HASH {op}"][side].append(times[op])
+            samples["LRU_HASH update (evicting)"][side].append(
+                run_lru_update(kernel if side == "kernel" else Emulator(seed=1),
+                               args.lru_entries, args.lru_ops, pin=pin))
 
     print(f"{n} entries, key 4 B, value 8 B; LRU: {args.lru_entries} entries, "
-          f"{args.lru_ops} evicting updates. ns per op; ratio = emulator / kernel")
+          f"{args.lru_ops} evicting updates; median of {args.rounds} alternating rounds. "
+          f"ns per op; ratio = emulator / kernel (median of per-round ratios)")
     print(f"{'operation':28} {'kernel':>8} {'emu':>8} {'ratio':>6} {'emu pinned':>11} {'ratio':>6}")
-    for name, (kt, et, pt) in rows.items():
-        def ns(x):
-            return f"{x * 1e9:8.0f}" if x is not None else f"{'-':>8}"
+    for name in names:
+        k, e, p = samples[name]["kernel"], samples[name]["emu"], samples[name]["pinned"]
 
-        def ratio(x):
-            return f"{x / kt:6.2f}" if kt else f"{'-':>6}"
-        print(f"{name:28} {ns(kt)} {ns(et)} {ratio(et)} {ns(pt):>11} {ratio(pt)}")
+        def ns(xs):
+            return f"{_median(xs) * 1e9:8.0f}" if xs else f"{'-':>8}"
+
+        def ratio(xs):
+            if not k:
+                return f"{'-':>6}"
+            return f"{_median([x / y for x, y in zip(xs, k)]):6.2f}"
+        print(f"{name:28} {ns(k)} {ns(e)} {ratio(e)} {ns(p):>11} {ratio(p)}")
 
     mem = emulator_memory(n)
     ml = kernel_memlock(n) if kernel else None
