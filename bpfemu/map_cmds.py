@@ -133,6 +133,7 @@ def map_create(emu, raw: bytes, attr) -> int:
     if map_ifindex:
         bpf_map_offload_map_alloc(emu, map_type, map_ifindex)
     m = ops.map_alloc(args, emu)
+    m.ops = ops
     m.name = bpf_obj_name_cpy(map_name)
 
     if btf_key_type_id or btf_value_type_id:

@@ -13,6 +13,7 @@ the profile, not the Python heap, decides whether creation succeeds.
 import errno
 import hashlib
 
+from ..batch_cmds import generic_map_lookup_batch, generic_map_update_batch
 from ..errors import BpfError
 from ..uapi import consts as F  # plain-int flag values (see consts.py)
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
@@ -35,8 +36,8 @@ SHA256_DIGEST_SIZE = 32
 class BpfArray(BpfMap):
     """struct bpf_array."""
 
-    def __init__(self, ops, args, kernel):
-        super().__init__(ops, args, kernel)
+    def __init__(self, args, kernel):
+        super().__init__(args, kernel)
         self.percpu = args.map_type == T.BPF_MAP_TYPE_PERCPU_ARRAY
         self.elem_size = round_up(args.value_size, 8)
         # index -> bytes of the element as the syscall sees it (value_size, or every
@@ -69,7 +70,7 @@ def array_map_alloc_check(args, kernel) -> None:
         raise BpfError(errno.E2BIG)
 
 
-def array_map_alloc(ops, args, kernel) -> BpfArray:
+def array_map_alloc(args, kernel) -> BpfArray:
     """array_map_alloc(): all elements exist and are zero from the start."""
     profile = kernel.profile
     elem_size = round_up(args.value_size, 8)
@@ -93,7 +94,7 @@ def array_map_alloc(ops, args, kernel) -> BpfArray:
         # DEVIATION(memory): Linux fails with ENOMEM when the machine cannot provide the
         # memory; we refuse past the profile's budget and never try.
         raise BpfError(errno.ENOMEM)
-    return BpfArray(ops, args, kernel)
+    return BpfArray(args, kernel)
 
 
 # --- syscall side ------------------------------------------------------------------------
@@ -258,7 +259,7 @@ def array_map_update_elem_prog(array: BpfArray, key: bytes, value, flags: int) -
 array_map_ops = MapOps(
     name="array_map_ops",
     map_alloc_check=array_map_alloc_check,
-    map_alloc=None,
+    map_alloc=array_map_alloc,
     map_lookup_elem_sys=array_map_lookup_elem_sys,
     map_update_elem_sys=array_map_update_elem,
     map_delete_elem=array_map_delete_elem,
@@ -269,12 +270,13 @@ array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_value_hash=array_map_get_hash,
-    # map_lookup_batch / map_update_batch (generic_map_*) are set in maps/__init__.py.
+    map_lookup_batch=generic_map_lookup_batch,      # no LOOKUP_AND_DELETE_BATCH or DELETE_BATCH
+    map_update_batch=generic_map_update_batch,
 )
 percpu_array_map_ops = MapOps(
     name="percpu_array_map_ops",
     map_alloc_check=array_map_alloc_check,
-    map_alloc=None,
+    map_alloc=array_map_alloc,
     map_lookup_elem_sys=array_map_lookup_elem_sys,     # bpf_percpu_array_copy()
     map_update_elem_sys=bpf_percpu_array_update,
     map_delete_elem=array_map_delete_elem,
@@ -285,7 +287,7 @@ percpu_array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_lookup_percpu_elem=percpu_array_map_lookup_percpu_elem,
+    map_lookup_batch=generic_map_lookup_batch,
+    map_update_batch=generic_map_update_batch,
 )
-array_map_ops.map_alloc = lambda args, kernel: array_map_alloc(array_map_ops, args, kernel)
-percpu_array_map_ops.map_alloc = lambda args, kernel: array_map_alloc(percpu_array_map_ops,
-                                                                      args, kernel)
+

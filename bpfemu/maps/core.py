@@ -62,8 +62,8 @@ class MapOps:
 class BpfMap:
     """struct bpf_map: what every map type has. Map types subclass it for their state."""
 
-    def __init__(self, ops: MapOps, args: MapCreateArgs, kernel):
-        self.ops = ops
+    def __init__(self, args: MapCreateArgs, kernel):
+        self.ops = None                        # set by find_and_alloc_map(), as map->ops
         self.map_type = args.map_type
         self.key_size = args.key_size
         self.value_size = args.value_size

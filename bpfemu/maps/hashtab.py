@@ -33,7 +33,7 @@ from ..errors import ENOTSUPP, BpfError
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from ..uapi import consts as F  # plain-int flag values (see consts.py)
-from .core import BpfMap, MapOps
+from .core import BpfMap
 from .jhash import htab_hash_func
 from .lru import (BpfLru, BpfLruNode, bpf_lru_node_set_ref, bpf_lru_pop_free, bpf_lru_populate,
                   bpf_lru_push_free)
@@ -104,8 +104,8 @@ class SparseHeads(dict):
 class BpfHtab(BpfMap):
     """struct bpf_htab."""
 
-    def __init__(self, ops, args, kernel):
-        super().__init__(ops, args, kernel)
+    def __init__(self, args, kernel):
+        super().__init__(args, kernel)
         self.is_lru = args.map_type in (T.BPF_MAP_TYPE_LRU_HASH, T.BPF_MAP_TYPE_LRU_PERCPU_HASH)
         self.percpu = args.map_type in (T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_LRU_PERCPU_HASH)
         self.percpu_lru = bool(args.map_flags & F.BPF_F_NO_COMMON_LRU)
@@ -164,9 +164,9 @@ def _roundup_pow_of_two(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def htab_map_alloc(ops, args, kernel) -> BpfHtab:
+def htab_map_alloc(args, kernel) -> BpfHtab:
     """htab_map_alloc(): sizes, buckets, seed, and for LRU maps the preallocated nodes."""
-    htab = BpfHtab(ops, args, kernel)
+    htab = BpfHtab(args, kernel)
     ncpu = kernel.nr_cpus
     if htab.percpu_lru:
         # Each CPU gets an equal share of the nodes: round up, or down if that overflows u32.
@@ -652,57 +652,6 @@ def htab_lru_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     bpf_lru_push_free(htab.lru, htab.lru_nodes[l])
 
 
-# --- ops tables -------------------------------------------------------------------------
-
-def _alloc(ops):
-    return lambda args, kernel: htab_map_alloc(ops, args, kernel)
-
-
-htab_map_ops = MapOps(
-    name="htab_map_ops",
-    map_alloc_check=htab_map_alloc_check,
-    map_alloc=None,
-    map_lookup_elem_sys=htab_map_lookup_elem_sys,
-    map_update_elem_sys=htab_map_update_elem,
-    map_delete_elem=htab_map_delete_elem,
-    map_get_next_key=htab_map_get_next_key,
-    map_lookup_and_delete_elem=htab_map_lookup_and_delete_elem,
-)
-htab_percpu_map_ops = MapOps(
-    name="htab_percpu_map_ops",
-    map_alloc_check=htab_map_alloc_check,
-    map_alloc=None,
-    map_lookup_elem_sys=htab_map_lookup_elem_sys,
-    map_update_elem_sys=htab_percpu_map_update_elem_sys,
-    map_delete_elem=htab_map_delete_elem,
-    map_get_next_key=htab_map_get_next_key,
-    map_lookup_and_delete_elem=htab_map_lookup_and_delete_elem,
-)
-htab_lru_map_ops = MapOps(
-    name="htab_lru_map_ops",
-    map_alloc_check=htab_map_alloc_check,
-    map_alloc=None,
-    map_lookup_elem_sys=htab_map_lookup_elem_sys,   # htab_lru_map_lookup_elem_sys: no ref bit
-    map_update_elem_sys=htab_lru_map_update_elem,
-    map_delete_elem=htab_lru_map_delete_elem,
-    map_get_next_key=htab_map_get_next_key,
-    map_lookup_and_delete_elem=htab_map_lookup_and_delete_elem,
-)
-htab_lru_percpu_map_ops = MapOps(
-    name="htab_lru_percpu_map_ops",
-    map_alloc_check=htab_map_alloc_check,
-    map_alloc=None,
-    map_lookup_elem_sys=htab_map_lookup_elem_sys,   # bpf_percpu_hash_copy(): no ref bit
-    map_update_elem_sys=htab_lru_percpu_map_update_elem_sys,
-    map_delete_elem=htab_lru_map_delete_elem,
-    map_get_next_key=htab_map_get_next_key,
-    map_lookup_and_delete_elem=htab_map_lookup_and_delete_elem,
-)
-for _ops in (htab_map_ops, htab_percpu_map_ops, htab_lru_map_ops, htab_lru_percpu_map_ops):
-    _ops.map_alloc = _alloc(_ops)
-del _ops
-
-
 # --- the BPF-program side (helpers) ---------------------------------------------------------
 #
 # What bpf_map_lookup_elem() and friends do when a program calls them (bpfemu.progs plays the
@@ -795,22 +744,3 @@ def htab_percpu_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) ->
 def htab_lru_percpu_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
     """htab_lru_percpu_map_update_elem(): __htab_lru_percpu_map_update_elem(onallcpus=false)."""
     __htab_lru_percpu_map_update_elem(htab, key, value, flags, False, htab.kernel.cpu)
-
-
-def _register_prog_ops(ops, lookup, update, delete, lookup_percpu=None):
-    ops.map_lookup_elem_prog = lookup
-    ops.map_update_elem_prog = update
-    ops.map_delete_elem_prog = delete
-    ops.map_lookup_percpu_elem = lookup_percpu
-
-
-_register_prog_ops(htab_map_ops, htab_map_lookup_elem, htab_map_update_elem_prog,
-                   htab_map_delete_elem)
-_register_prog_ops(htab_percpu_map_ops, htab_percpu_map_lookup_elem,
-                   htab_percpu_map_update_elem, htab_map_delete_elem,
-                   htab_percpu_map_lookup_percpu_elem)
-_register_prog_ops(htab_lru_map_ops, htab_lru_map_lookup_elem, htab_lru_map_update_elem,
-                   htab_lru_map_delete_elem)
-_register_prog_ops(htab_lru_percpu_map_ops, htab_lru_percpu_map_lookup_elem,
-                   htab_lru_percpu_map_update_elem, htab_lru_map_delete_elem,
-                   htab_lru_percpu_map_lookup_percpu_elem)
