@@ -43,11 +43,9 @@ _EFAULT = 14
 
 
 class ReplayArena(ArenaMemory):
-    """An ArenaMemory holding one record's memory at a time, with read-only ranges.
-
-    Unlike a plain ArenaMemory, a write that runs into an inaccessible byte writes everything
-    before it, as a write into a real process does: the replayed emulator sees the memory the
-    recorded process had.
+    """An ArenaMemory holding one record's memory at a time, plus the read-only ranges the
+    recorded process had: a write stops at the first byte it cannot write (read-only or
+    unmapped), leaving the bytes before it written, as in a real process.
     """
 
     def __init__(self):
