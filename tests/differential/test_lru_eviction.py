@@ -3,8 +3,9 @@
 Every test drives one map in lockstep on both backends (tests/differential/lru_support.py):
 the host thread is pinned to the CPU of each call with os.sched_setaffinity and emu.cpu is
 set to match. Every return code, every value read, and the full GET_NEXT_KEY order are
-compared (BPF_F_ZERO_SEED makes the order exact): after every operation for small maps,
-every 97 operations and at the end for big ones. The expected side is always the kernel.
+compared after every operation (BPF_F_ZERO_SEED makes the order exact); maps of more than
+FAST_WALK_ABOVE entries are walked with the cheaper loop of Pair.keys(fast=True). The
+expected side is always the kernel.
 
 What is covered (reference/hashtab.md §4):
 
@@ -23,8 +24,7 @@ from tests.differential.lru_support import (ANY, EXIST, FLAVOUR_IDS, FLAVOURS, L
                                             NOEXIST, Pair, key_of, pinned)  # noqa: F401
 
 SIZES = [1, 2, 3, 5, 8, 16, 100, 255, 256, 513, 1000, 4096]
-EVERY_OP_UP_TO = 100        # full order after every operation up to this max_entries
-CHECK_EVERY = 97            # otherwise every 97 operations, and at the end
+FAST_WALK_ABOVE = 100       # bigger maps are walked with the bare-syscall / direct-op loop
 
 
 def _inserts(max_entries: int) -> int:
@@ -35,14 +35,13 @@ def _inserts(max_entries: int) -> int:
 
 def _trace(flavour, max_entries, cpu_of):
     _, map_type, flags = flavour
-    every_op = max_entries <= EVERY_OP_UP_TO
+    fast = max_entries > FAST_WALK_ABOVE
     with Pair(map_type, max_entries, flags) as p:
         n = _inserts(max_entries)
         for i in range(1, n + 1):
             p.set_cpu(cpu_of(i))
             assert p.update(key_of(i), p.value(i)) == 0
-            if every_op or i % CHECK_EVERY == 0:
-                p.keys(fast=not every_op)
+            p.keys(fast=fast)
         keys = p.keys()
         assert keys, "an LRU map never ends up empty after inserts"
         # the newest key always survives its own insert
@@ -75,11 +74,11 @@ OPS = [
     ("delete", 7), ("lookup_and_delete", 5), ("lookup", 12),
     ("prog_lookup", 20), ("prog_update", 8), ("prog_delete", 3), ("prog_lookup_percpu", 4),
 ]
-# max_entries -> (operations, check the order every n operations)
-WORKLOADS = {1: (600, 1), 3: (800, 1), 8: (1200, 1), 64: (900, 1), 300: (2000, 25)}
+# max_entries -> operations (the order is compared after every one)
+WORKLOADS = {1: 600, 3: 800, 8: 1200, 64: 900, 300: 2000}
 
 
-def _workload(p: Pair, rng: random.Random, n_ops: int, check_every: int, cpus):
+def _workload(p: Pair, rng: random.Random, n_ops: int, cpus):
     percpu = p.map_type == LRU_PERCPU_HASH
     ops = [(name, w) for name, w in OPS if percpu or name != "prog_lookup_percpu"]
     names = [name for name, _ in ops]
@@ -110,8 +109,7 @@ def _workload(p: Pair, rng: random.Random, n_ops: int, check_every: int, cpus):
             p.prog_delete(k)
         elif op == "prog_lookup_percpu":
             p.prog_lookup_percpu(k, rng.randrange(len(cpus) + 1))
-        if i % check_every == 0:
-            p.keys()
+        p.keys(fast=max_entries > FAST_WALK_ABOVE)
     p.keys()
 
 
@@ -120,10 +118,10 @@ def _workload(p: Pair, rng: random.Random, n_ops: int, check_every: int, cpus):
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
 def test_random_workload(pinned, flavour, max_entries, cpus):
     name, map_type, flags = flavour
-    n_ops, check_every = WORKLOADS[max_entries]
+    n_ops = WORKLOADS[max_entries]
     rng = random.Random(f"{name}/{max_entries}/{len(cpus)}")
     with Pair(map_type, max_entries, flags) as p:
-        _workload(p, rng, n_ops, check_every, cpus)
+        _workload(p, rng, n_ops, cpus)
 
 
 def test_reference_heavy_workload(pinned):
@@ -139,6 +137,5 @@ def test_reference_heavy_workload(pinned):
                 p.prog_lookup(k)
             else:
                 p.update(k, p.value(i))
-            if i % 50 == 0:
-                p.keys(fast=True)
+            p.keys(fast=True)
         p.keys()
