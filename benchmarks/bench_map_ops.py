@@ -79,7 +79,6 @@ def run_ops(backend, n, map_type=c.BPF_MAP_TYPE_HASH, value_size=8, pin=False):
         backend.mem.pin(*b.all())
     bpf, attr, key = backend.bpf, b.attr, b.key
     pack = struct.Struct("<I").pack_into
-    lookup_ok = [0]
     out = {}
     gc.disable()
     try:

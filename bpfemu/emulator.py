@@ -1,5 +1,4 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
-import os
 import random
 import threading
 
@@ -31,6 +30,11 @@ class Emulator:
         self.fds = FdTable()
         self.map_idr = IdrCyclic()
         self.lock = threading.RLock()
+        # id(attr) -> an element call decoded before (fastpath.py); emptied by any change that
+        # could make one of its checks come out differently.
+        self.decoded_calls: dict = {}
+        self.decoded = None
+        self.mem.on_views_changed(self.forget_decoded_calls)
         self.dispatch = build_dispatch(self.profile)
         # Read on every call: plain attributes, not a walk through the profile.
         self.attr_size = self.profile.attr_size
@@ -42,6 +46,10 @@ class Emulator:
         self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
     bpf = sys_bpf
+
+    def forget_decoded_calls(self) -> None:
+        """An fd went away, a map was frozen, or pinned buffers changed."""
+        self.decoded_calls.clear()
 
     def _unpinned(self, m) -> None:
         with self.lock:
@@ -90,6 +98,7 @@ class Emulator:
                 released = self.fds.close(fd)
             except BpfError as e:
                 return -e.errno
+            self.forget_decoded_calls()
             for f in released:             # the last fput() of each file
                 self.bpf_map_put(f.obj)
             return 0
@@ -99,7 +108,10 @@ class Emulator:
         closed with os.close). close() does this itself; commands that look maps up by id
         call it first so that an id dies when its last fd does, as in the kernel."""
         with self.lock:
-            for f in self.fds.reap():
+            released = self.fds.reap()
+            if released:
+                self.forget_decoded_calls()
+            for f in released:
                 self.bpf_map_put(f.obj)
 
     def map_of(self, fd: int):

@@ -7,6 +7,7 @@ syscall's non-negative result or raises BpfError.
 import errno
 import socket
 
+from . import fastpath
 from .errors import ENOTSUPP, BpfError
 from .fdtable import FMODE_READ, FMODE_RDWR, FMODE_WRITE, INT_MAX
 from .maps import MAP_TYPES
@@ -163,6 +164,7 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
     if flags & BPF_F_LOCK and not m.has_spin_lock:
         raise BpfError(_EINVAL)
     mem = emu.mem
+    emu.decoded = (fastpath.lookup_call, mem, m, key_ptr, value_ptr)
     key = mem.read(key_ptr, m.key_size)
     mem.write(value_ptr, m.ops.map_lookup_elem_sys(m, key))
     return 0
@@ -176,6 +178,7 @@ def map_update_elem(emu, raw: bytes, attr) -> int:
         raise BpfError(_EPERM)
     if flags & BPF_F_LOCK and not m.has_spin_lock:
         raise BpfError(_EINVAL)
+    emu.decoded = (fastpath.update_call, emu.mem, m, key_ptr, value_ptr, flags)
     key, value = emu.mem.read2(key_ptr, m.key_size, value_ptr, m.value_size_sys)
     m.ops.map_update_elem_sys(m, key, value, flags)
     return 0
@@ -187,6 +190,7 @@ def map_delete_elem(emu, raw: bytes, attr) -> int:
     m = f.obj
     if not f.mode & FMODE_WRITE or m.frozen:
         raise BpfError(_EPERM)
+    emu.decoded = (fastpath.delete_call, emu.mem, m, key_ptr)
     key = emu.mem.read(key_ptr, m.key_size)
     m.ops.map_delete_elem(m, key)
     return 0
@@ -198,6 +202,7 @@ def map_get_next_key(emu, raw: bytes, attr) -> int:
     m = f.obj
     if not f.mode & FMODE_READ:
         raise BpfError(_EPERM)
+    emu.decoded = (fastpath.get_next_key_call, emu.mem, m, key_ptr, next_key_ptr)
     key = emu.mem.read(key_ptr, m.key_size) if key_ptr else None
     emu.mem.write(next_key_ptr, m.ops.map_get_next_key(m, key))
     return 0

@@ -16,12 +16,13 @@ the pin holds a reference, so the memory cannot go away while it is pinned.
 import ctypes
 import errno
 import os
+import struct
 import threading
+import weakref
 
 from .errors import BpfError
 
 _EFAULT = errno.EFAULT
-_U64_MAX = (1 << 64) - 1
 
 
 class Memory:
@@ -42,9 +43,34 @@ class Memory:
         """Two copy_from_user calls in order (the key, then the value)."""
         return self.read(addr1, n1), self.read(addr2, n2)
 
+    def view(self, addr: int, n: int):
+        """A writable memoryview of exactly n bytes at addr, valid until the callbacks of
+        on_views_changed() are called, or None. Only pinned buffers have one."""
+        return None
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+    def on_views_changed(self, callback) -> None:
+        """Call callback() (held weakly) whenever views handed out may have become stale."""
+
+    # A decoded call (fastpath.py) copies through the same addresses every time: these give
+    # it a copier for one address, with whatever can be prepared done once.
+
+    def reader(self, addr: int, n: int):
+        """A function () -> the n bytes at addr, raising BpfError(EFAULT) like read()."""
+        return lambda: self.read(addr, n)
+
+    def reader2(self, addr1: int, n1: int, addr2: int, n2: int):
+        """A function () -> read2(addr1, n1, addr2, n2)."""
+        return lambda: self.read2(addr1, n1, addr2, n2)
+
+    def writer(self, addr: int, n: int):
+        """A function (data) -> None that does write(addr, data), for data of n bytes."""
+        return lambda data: self.write(addr, data)
+
+
+# struct iovec {void *iov_base; size_t iov_len;}: the local iovecs at 0, the remote ones at 32.
+_IOVEC_SIZE = 16
+_pack_iov1 = struct.Struct("=QQ16xQQ").pack_into
+_pack_iov2 = struct.Struct("=QQQQQQQQ").pack_into
 
 
 _libc = ctypes.CDLL(None)
@@ -68,13 +94,13 @@ class ProcessMemory(Memory):
 
     def __init__(self, pid: int | None = None):
         self.pid = os.getpid() if pid is None else pid
-        self._local = (_IoVec * 2)()
-        self._remote = (_IoVec * 2)()
-        self._l0, self._l1 = self._local[0], self._local[1]
-        self._r0, self._r1 = self._remote[0], self._remote[1]
-        self._local_addr = ctypes.byref(self._local)
-        self._remote_addr = ctypes.byref(self._remote)
+        # Two local iovecs, then two remote ones, filled by one pack_into per call (setting
+        # ctypes Structure fields cost more than the syscall itself).
+        self._iov = ctypes.create_string_buffer(4 * _IOVEC_SIZE)
+        self._local_addr = ctypes.byref(self._iov, 0)
+        self._remote_addr = ctypes.byref(self._iov, 2 * _IOVEC_SIZE)
         self._pinned: dict[int, memoryview] = {}   # start address -> byte view of a pinned buffer
+        self._listeners: list[weakref.WeakMethod] = []
         self._grow(self._SCRATCH_MIN)
 
     def pin(self, *objs) -> None:
@@ -88,11 +114,95 @@ class ProcessMemory(Memory):
             if view.readonly:
                 raise ValueError("only writable buffers can be pinned")
             self._pinned[ctypes.addressof((ctypes.c_char * 1).from_buffer(view))] = view
+        self._views_changed()               # calls decoded before now may copy through them
 
     def unpin(self, *objs) -> None:
         for obj in objs:
             view = memoryview(obj).cast("B")
             self._pinned.pop(ctypes.addressof((ctypes.c_char * 1).from_buffer(view)), None)
+        self._views_changed()               # views of these buffers may be cached
+
+    def on_views_changed(self, callback) -> None:
+        self._listeners.append(weakref.WeakMethod(callback))
+
+    def _views_changed(self) -> None:
+        alive = []
+        for ref in self._listeners:
+            callback = ref()
+            if callback is not None:
+                callback()
+                alive.append(ref)
+        self._listeners = alive
+
+    def view(self, addr: int, n: int):
+        pinned = self._pinned.get(addr)
+        if pinned is not None and n <= len(pinned):
+            return pinned[:n]
+        return None
+
+    def reader(self, addr: int, n: int):
+        iov = self._fixed_iovs(((addr, n),))
+        if iov is None or n == 0:
+            return super().reader(addr, n)
+        local, remote, scratch = iov
+        pid, readv = self.pid, _process_vm_readv
+
+        def read():
+            if readv(pid, local, 1, remote, 1, 0) != n:
+                raise BpfError(_EFAULT)
+            return scratch.tobytes()
+        return read
+
+    def reader2(self, addr1: int, n1: int, addr2: int, n2: int):
+        iov = self._fixed_iovs(((addr1, n1), (addr2, n2)))
+        if iov is None or not n1 or not n2:
+            return super().reader2(addr1, n1, addr2, n2)
+        local, remote, scratch = iov
+        pid, readv, total = self.pid, _process_vm_readv, n1 + n2
+
+        def read2():
+            if readv(pid, local, 2, remote, 2, 0) != total:
+                raise BpfError(_EFAULT)
+            data = scratch.tobytes()
+            return data[:n1], data[n1:]
+        return read2
+
+    def writer(self, addr: int, n: int):
+        iov = self._fixed_iovs(((addr, n),))
+        if iov is None or n == 0:
+            return super().writer(addr, n)
+        local, remote, scratch = iov
+        pid, writev, write_any = self.pid, _process_vm_writev, self.write
+
+        def write(data):
+            if len(data) != n:
+                return write_any(addr, data)
+            scratch[:] = data
+            if writev(pid, local, 1, remote, 1, 0) != n:
+                raise BpfError(_EFAULT)
+        return write
+
+    def _fixed_iovs(self, spans):
+        """(local iovec ref, remote iovec ref, view of a scratch buffer) for copies of these
+        (addr, n) spans, packed once; None when an address is not a 64-bit one."""
+        total = sum(n for _, n in spans)
+        scratch = ctypes.create_string_buffer(max(total, 1))
+        iov = ctypes.create_string_buffer(4 * _IOVEC_SIZE)
+        base = ctypes.addressof(scratch)
+        local = []
+        remote = []
+        for addr, n in spans:
+            local += [base, n]
+            remote += [addr, n]
+            base += n
+        local += [0, 0] * (2 - len(spans))
+        remote += [0, 0] * (2 - len(spans))
+        try:
+            _pack_iov2(iov, 0, *local, *remote)
+        except struct.error:
+            return None
+        return (ctypes.byref(iov, 0), ctypes.byref(iov, 2 * _IOVEC_SIZE),
+                memoryview(scratch).cast("B")[:total])
 
     def _grow(self, n: int) -> None:
         self._scratch = ctypes.create_string_buffer(n)
@@ -108,13 +218,10 @@ class ProcessMemory(Memory):
             return b""
         if n > self._scratch_len:
             self._grow(max(n, 2 * self._scratch_len))
-        if not 0 <= addr <= _U64_MAX:
-            raise BpfError(_EFAULT)
-        l0, r0 = self._l0, self._r0
-        l0.iov_base = self._scratch_addr
-        l0.iov_len = n
-        r0.iov_base = addr
-        r0.iov_len = n
+        try:
+            _pack_iov1(self._iov, 0, self._scratch_addr, n, addr, n)
+        except struct.error:                # not a 64-bit address
+            raise BpfError(_EFAULT) from None
         if _process_vm_readv(self.pid, self._local_addr, 1, self._remote_addr, 1, 0) != n:
             raise BpfError(_EFAULT)
         return self._scratch_view[:n].tobytes()
@@ -127,17 +234,11 @@ class ProcessMemory(Memory):
         total = n1 + n2
         if total > self._scratch_len:
             self._grow(max(total, 2 * self._scratch_len))
-        if not (0 <= addr1 <= _U64_MAX and 0 <= addr2 <= _U64_MAX):
-            raise BpfError(_EFAULT)
-        l0, l1, r0, r1 = self._l0, self._l1, self._r0, self._r1
-        l0.iov_base = self._scratch_addr
-        l0.iov_len = n1
-        l1.iov_base = self._scratch_addr + n1
-        l1.iov_len = n2
-        r0.iov_base = addr1
-        r0.iov_len = n1
-        r1.iov_base = addr2
-        r1.iov_len = n2
+        scratch = self._scratch_addr
+        try:
+            _pack_iov2(self._iov, 0, scratch, n1, scratch + n1, n2, addr1, n1, addr2, n2)
+        except struct.error:
+            raise BpfError(_EFAULT) from None
         if _process_vm_readv(self.pid, self._local_addr, 2, self._remote_addr, 2, 0) != total:
             raise BpfError(_EFAULT)
         view = self._scratch_view
@@ -153,14 +254,11 @@ class ProcessMemory(Memory):
             return
         if n > self._scratch_len:
             self._grow(max(n, 2 * self._scratch_len))
-        if not 0 <= addr <= _U64_MAX:
-            raise BpfError(_EFAULT)
+        try:
+            _pack_iov1(self._iov, 0, self._scratch_addr, n, addr, n)
+        except struct.error:
+            raise BpfError(_EFAULT) from None
         self._scratch_view[:n] = data
-        l0, r0 = self._l0, self._r0
-        l0.iov_base = self._scratch_addr
-        l0.iov_len = n
-        r0.iov_base = addr
-        r0.iov_len = n
         if _process_vm_writev(self.pid, self._local_addr, 1, self._remote_addr, 1, 0) != n:
             raise BpfError(_EFAULT)
 

@@ -149,6 +149,7 @@ def map_freeze(emu, raw: bytes, uattr) -> int:
     if m.frozen:
         raise BpfError(errno.EBUSY)
     m.frozen = True
+    emu.forget_decoded_calls()                   # decoded updates and deletes must now fail
     return 0
 
 

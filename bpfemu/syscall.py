@@ -5,10 +5,12 @@ Order, as in the kernel: size > PAGE_SIZE is E2BIG; bytes past the union must be
 union (EFAULT); an unknown command is EINVAL; CHECK_ATTR (bytes after the command's last
 field must be zero) is EINVAL; then the handler. BpfError becomes -errno here and only here.
 """
+import ctypes
 import errno
 
 from . import batch_cmds, map_cmds, obj_cmds
 from .errors import BpfError
+from .fastpath import MAX_DECODED_CALLS
 from .usercopy import get_attr
 from .uapi.consts import BpfCmd as C
 
@@ -62,8 +64,26 @@ _MIN_UNPACK = 32    # sizeof the element-command member, the longest one cut sho
 
 def sys_bpf(emu, cmd: int, attr, size: int) -> int:
     """bpf(cmd, attr, size) on an emulated kernel: the fd/0 result, or -errno."""
+    call = emu.decoded_calls.get(id(attr))
+    if call is not None and call[0] == cmd and call[1] == size:
+        # The same command on the same attr bytes as a call already decoded (fastpath.py):
+        # every check before the key copy would pass again, so only the rest runs.
+        if (attr.raw if call[3] else bytes(attr)) == call[2]:
+            lock = emu.lock
+            lock.acquire()
+            try:
+                rest = call[4]
+                if rest is None:                # first reuse: build it now
+                    make, *args = call[6]
+                    rest = call[4] = make(*args)
+                return rest()
+            except BpfError as e:
+                return -e.errno
+            finally:
+                lock.release()
     with emu.lock:
         try:
+            asked = size
             size &= 0xFFFFFFFF                  # unsigned int size
             union = emu.attr_size
             if size > union:
@@ -76,8 +96,9 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
             # bytes are kept: the rest of the union is zero by definition.
             if type(attr) is int:
                 raw = emu.mem.read(attr, size)
+                whole = None
             else:
-                raw = bytes(attr)
+                raw = whole = bytes(attr)
                 if len(raw) != size:
                     if len(raw) < size:
                         raise BpfError(_EFAULT)    # see DEVIATION(attr-buffer) in usercopy
@@ -90,6 +111,29 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
                 raise BpfError(_EINVAL)         # CHECK_ATTR: unused fields must be zero
             if size < need:
                 raw += bytes(need - size)
-            return handler(emu, raw, attr)
+            # An element command that passes its checks leaves in emu.decoded how to build
+            # the rest of it (a fastpath.*_call and its arguments).
+            emu.decoded = None
+            try:
+                return handler(emu, raw, attr)
+            finally:
+                decoded = emu.decoded
+                if decoded is not None:
+                    emu.decoded = None
+                    if whole is not None:
+                        _remember(emu, cmd, attr, asked, whole, decoded)
         except BpfError as e:
             return -e.errno
+
+
+def _remember(emu, cmd: int, attr, size: int, whole: bytes, decoded: tuple) -> None:
+    """Keep a decoded call under the attr object: [cmd, size, attr bytes, has .raw, rest
+    (built on first reuse, so a caller that never reuses its attr never pays for it), attr,
+    (builder, *its arguments)]."""
+    calls = emu.decoded_calls
+    if len(calls) >= MAX_DECODED_CALLS:
+        calls.clear()
+    # .raw is a char array's bytes at a third of the cost of bytes(attr).
+    has_raw = isinstance(attr, ctypes.Array) and attr._type_ is ctypes.c_char
+    # The attr object is kept so that its id() cannot be reused while the entry exists.
+    calls[id(attr)] = [cmd, size, whole, has_raw, None, attr, decoded]

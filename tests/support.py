@@ -6,6 +6,7 @@ the call may have written, with guard bytes around each output buffer to catch o
 import ctypes
 import os
 import struct
+import threading
 
 from bpfemu import Emulator, HostKernel
 from bpfemu.profile import host_possible_cpus
@@ -167,3 +168,21 @@ class Client:
     def close_all(self):
         for fd in list(self.fds):
             self.close(fd)
+
+
+def race(nthreads: int, work) -> list:
+    """work(i) for i in range(nthreads), each on its own thread, all released at once by a
+    barrier; their results in order."""
+    barrier = threading.Barrier(nthreads)
+    results = [None] * nthreads
+
+    def run(i):
+        barrier.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -10,14 +10,13 @@ import fcntl
 import os
 import resource
 import struct
-import threading
 
 import pytest
 
 from bpfemu import Emulator
 from bpfemu.uapi import consts as c
 
-from tests.support import Buf, attr_buf, elem_attr
+from tests.support import Buf, attr_buf, elem_attr, race
 
 EPERM, ENOENT, EBADF, EEXIST, EINVAL, EMFILE, E2BIG = (
     errno.EPERM, errno.ENOENT, errno.EBADF, errno.EEXIST, errno.EINVAL, errno.EMFILE, errno.E2BIG)
@@ -282,20 +281,9 @@ def test_noexist_race(client):
     nthreads = 8
     for rnd in range(50):
         key = struct.pack("<I", rnd)
-        barrier = threading.Barrier(nthreads)
-        results = [None] * nthreads
-
-        def worker(i):
-            k, v = Buf(key), Buf(bytes([i]) * 8)
-            attr = attr_buf(elem_attr(fd, k.addr, v.addr, c.BPF_NOEXIST))
-            barrier.wait()
-            results[i] = client.b.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        bufs = [(Buf(key), Buf(bytes([i]) * 8)) for i in range(nthreads)]
+        attrs = [attr_buf(elem_attr(fd, k.addr, v.addr, c.BPF_NOEXIST)) for k, v in bufs]
+        results = race(nthreads, lambda i: client.b.bpf(c.BPF_MAP_UPDATE_ELEM, attrs[i], 32))
         assert sorted(results) == sorted([0] + [-EEXIST] * (nthreads - 1)), (rnd, results)
         winner = results.index(0)
         assert client.lookup(fd, key, 8) == (0, bytes([winner]) * 8)

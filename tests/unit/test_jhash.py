@@ -1,6 +1,7 @@
 """Tests for bpfemu.maps.jhash against hashtab.md §1.4-1.5 and its own reference code."""
 import random
 import struct
+from array import array
 
 import pytest
 from hypothesis import given, settings
@@ -162,3 +163,68 @@ def test_tail_bytes_are_zero_padded_little_endian():
     want = J._final((a + key[12]) & M, b, c)
     assert jhash(key, seed) == want
     assert htab_map_hash(key, seed) == want
+
+
+# -- htab_map_hash_many: many keys at once, on big-int lanes -----------------------------
+#
+# Lanes are processed in batches of J._BATCH_LANES (4096): the counts cover empty input,
+# the scalar-sized batches, and both sides of one and two batch boundaries.
+
+_MANY_SIZES = list(range(1, 41)) + [64, 100]
+_MANY_COUNTS = [0, 1, 2, 7, 8, 9, 4095, 4096, 4097, 9000]
+_MANY_SEEDS = [0, 0xFFFFFFFF, 1, 0x12345678]
+
+
+def _check_many(keys, key_size, seed):
+    got = J.htab_map_hash_many(keys, key_size, seed)
+    assert isinstance(got, array) and got.typecode == "I"
+    assert len(got) == len(keys)
+    cache = {}
+    want = [cache[k] if k in cache else cache.setdefault(k, htab_map_hash(k, seed))
+            for k in keys]
+    if got.tolist() != want:
+        bad = next(i for i, (g, w) in enumerate(zip(got, want)) if g != w)
+        raise AssertionError(f"key_size {key_size} seed {seed:#x} count {len(keys)}: "
+                             f"lane {bad} key {keys[bad].hex()} got {got[bad]:#x} "
+                             f"want {want[bad]:#x}")
+
+
+def test_many_batch_size_is_4096():
+    # The counts below straddle the batch boundary only if it is where they assume.
+    assert J._BATCH_LANES == 4096
+
+
+@pytest.mark.parametrize("key_size", _MANY_SIZES)
+def test_hash_many_matches_scalar(key_size):
+    rng = random.Random(0x5EED + key_size)
+    pool = [rng.randbytes(key_size) for _ in range(max(_MANY_COUNTS) + 64)]
+    for i, count in enumerate(_MANY_COUNTS):
+        # The fixed seeds (0 and 0xFFFFFFFF first) in turn, then random ones; a different
+        # slice of the pool each time so that each batch sees other keys.
+        seed = _MANY_SEEDS[i] if i < len(_MANY_SEEDS) else rng.getrandbits(32)
+        start = rng.randrange(64)
+        _check_many(pool[start:start + count], key_size, seed)
+
+
+@pytest.mark.parametrize("key_size", _MANY_SIZES)
+@pytest.mark.parametrize("seed", [0, 0xFFFFFFFF, 0x80000000, 0x7FFFFFFF])
+def test_hash_many_extreme_keys(key_size, seed):
+    # All-zero and all-0xff keys side by side: lanes full of ones next to lanes of zeros,
+    # where a carry or a borrow leaking from one lane into the next would show. Also alone,
+    # and mixed with random keys across the batch boundary.
+    zero, ones = bytes(key_size), b"\xff" * key_size
+    rng = random.Random(key_size * 31 + seed)
+    for keys in ([zero], [ones], [zero, ones], [ones, zero], [ones] * 9, [zero] * 9,
+                 [zero, ones] * 5 + [ones, ones, zero]):
+        _check_many(keys, key_size, seed)
+    mixed = [rng.choice((zero, ones, rng.randbytes(key_size))) for _ in range(4101)]
+    mixed[4094:4099] = [ones, zero, ones, zero, ones]          # around lane 4096
+    _check_many(mixed, key_size, seed)
+
+
+def test_hash_many_keeps_order_and_accepts_tuples():
+    keys = [struct.pack("<I", i) for i in range(5000)]
+    got = J.htab_map_hash_many(tuple(keys), 4, 0)
+    assert got.tolist() == [htab_map_hash(k, 0) for k in keys]
+    # Reversed input gives the reversed output: lane i is key i, in and across batches.
+    assert J.htab_map_hash_many(keys[::-1], 4, 0).tolist() == got.tolist()[::-1]

@@ -1,0 +1,291 @@
+"""Element calls that reuse one attr buffer (bpfemu/fastpath.py), emulator against the kernel.
+
+A caller that passes the same attr bytes again gets a decoded call on the emulator: the
+checks before the key copy are skipped. Everything here reuses its attr buffers, with the
+emulator's key and value buffers pinned or not, and checks on each emulator call that the
+decoded path really ran, so that a divergence of the fast path from the checked one shows
+up as a difference from the kernel: changed attr bytes, sizes and commands, a closed fd and
+its number reused, a frozen map, unpinned buffers, faulting pointers, threads.
+"""
+import ctypes
+import mmap
+import random
+import struct
+
+import pytest
+
+from bpfemu import Emulator
+from bpfemu.uapi import consts as c
+
+from tests.differential.abi_support import sys_value_size
+from tests.support import race, readonly_address, unmapped_address
+
+HASH, PERCPU_HASH, ARRAY = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH, c.BPF_MAP_TYPE_ARRAY
+PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_ARRAY
+LOOKUP, UPDATE, DELETE = c.BPF_MAP_LOOKUP_ELEM, c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_DELETE_ELEM
+NEXT_KEY, FREEZE = c.BPF_MAP_GET_NEXT_KEY, c.BPF_MAP_FREEZE
+EPERM, ENOENT, EBADF, EFAULT, EEXIST, EINVAL = 1, 2, 9, 14, 17, 22
+
+CONFIGS = [("hash", HASH, c.BPF_F_ZERO_SEED), ("hash_noprealloc", HASH,
+           c.BPF_F_ZERO_SEED | c.BPF_F_NO_PREALLOC), ("percpu_hash", PERCPU_HASH,
+           c.BPF_F_ZERO_SEED), ("array", ARRAY, 0), ("percpu_array", PERCPU_ARRAY, 0)]
+
+
+def create(b, map_type, key_size, value_size, max_entries, flags=0) -> int:
+    attr = ctypes.create_string_buffer(168)
+    struct.pack_into("<IIIII", attr, 0, map_type, key_size, value_size, max_entries, flags)
+    fd = b.bpf(c.BPF_MAP_CREATE, attr, 168)
+    assert fd >= 0, fd
+    return fd
+
+
+class Caller:
+    """One backend's reused buffers: an element attr, a DELETE attr, GET_NEXT_KEY attrs,
+    and the key, value and next-key buffers they point at (with guard bytes after each)."""
+
+    GUARD = 16
+
+    def __init__(self, b, fd, key_size, value_size_sys, pin):
+        self.b, self.fd, self.ks, self.vs = b, fd, key_size, value_size_sys
+        self.key = ctypes.create_string_buffer(key_size + self.GUARD)
+        self.value = ctypes.create_string_buffer(value_size_sys + self.GUARD)
+        self.next = ctypes.create_string_buffer(key_size + self.GUARD)
+        for buf in (self.key, self.value, self.next):
+            ctypes.memset(buf, 0xA5, len(buf))
+        self.elem = ctypes.create_string_buffer(168)
+        self.set_elem(flags=0)
+        self.delete_attr = ctypes.create_string_buffer(168)
+        struct.pack_into("<IIQ", self.delete_attr, 0, fd, 0, ctypes.addressof(self.key))
+        self.next_attr = ctypes.create_string_buffer(168)
+        struct.pack_into("<IIQQ", self.next_attr, 0, fd, 0, ctypes.addressof(self.key),
+                         ctypes.addressof(self.next))
+        self.first_attr = ctypes.create_string_buffer(168)
+        struct.pack_into("<IIQQ", self.first_attr, 0, fd, 0, 0, ctypes.addressof(self.next))
+        self.pinned = pin and isinstance(b, Emulator)
+        if self.pinned:
+            b.mem.pin(self.key, self.value, self.next)
+
+    def set_elem(self, flags=0, key=None, value=None, fd=None):
+        struct.pack_into("<IIQQQ", self.elem, 0, self.fd if fd is None else fd, 0,
+                         ctypes.addressof(self.key) if key is None else key,
+                         ctypes.addressof(self.value) if value is None else value, flags)
+
+    def call(self, cmd, attr, size):
+        ret = self.b.bpf(cmd, attr, size)
+        if isinstance(self.b, Emulator):
+            self.decoded = id(attr) in self.b.decoded_calls
+        return ret
+
+    def lookup(self, key):
+        ctypes.memmove(self.key, key, self.ks)
+        return self.call(LOOKUP, self.elem, 32), self.value.raw
+
+    def update(self, key, value):
+        ctypes.memmove(self.key, key, self.ks)
+        ctypes.memmove(self.value, value, self.vs)
+        return self.call(UPDATE, self.elem, 32)
+
+    def delete(self, key):
+        ctypes.memmove(self.key, key, self.ks)
+        return self.call(DELETE, self.delete_attr, 16)
+
+    def next_key(self, key):
+        if key is None:
+            return self.call(NEXT_KEY, self.first_attr, 24), self.next.raw
+        ctypes.memmove(self.key, key, self.ks)
+        return self.call(NEXT_KEY, self.next_attr, 24), self.next.raw
+
+
+class Pair:
+    """The same map and the same reused buffers on the emulator and the kernel."""
+
+    def __init__(self, both, map_type, flags, key_size, value_size, max_entries, pin):
+        self.backends = [cl.b for cl in both]
+        self.vs = sys_value_size(map_type, value_size)
+        self.fds = [create(b, map_type, key_size, value_size, max_entries, flags)
+                    for b in self.backends]
+        self.callers = [Caller(b, fd, key_size, self.vs, pin)
+                        for b, fd in zip(self.backends, self.fds)]
+        self.emu, self.host = self.callers
+
+    def do(self, op, *args, decoded=True):
+        """op on both; the results must be equal; the emulator's call must have been (or,
+        decoded=False, need not have been) a decoded one. Returns the kernel's result."""
+        res = [getattr(cl, op)(*args) for cl in self.callers]
+        assert res[0] == res[1], (op, args, res)
+        if decoded:
+            assert self.emu.decoded, (op, args, "the emulator did not decode this call")
+        return res[1]
+
+    def close(self):
+        for b, fd in zip(self.backends, self.fds):
+            b.close(fd)
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+@pytest.mark.parametrize("config", CONFIGS, ids=[cfg[0] for cfg in CONFIGS])
+def test_reused_buffers_random_ops(both, config, pin):
+    """Random lookups, updates (ANY, NOEXIST, EXIST), deletes and walks through one set of
+    buffers: every return value and every byte written (guards included) as the kernel's."""
+    _, map_type, flags = config
+    is_array = map_type in (ARRAY, PERCPU_ARRAY)
+    ks = 4
+    p = Pair(both, map_type, flags, ks, 12, 16, pin)
+    rng = random.Random(hash(config[0]) & 0xFFFF)
+    keys = [struct.pack("<I", k) for k in range(20)]       # more keys than entries: E2BIG
+    flag_choices = [0, c.BPF_NOEXIST, c.BPF_EXIST]
+    for step in range(600):
+        op = rng.choice(["lookup", "update", "update", "delete", "next", "walk"])
+        key = rng.choice(keys)
+        if op == "lookup":
+            p.do("lookup", key)
+        elif op == "update":
+            uflags = rng.choice(flag_choices)
+            if uflags != struct.unpack_from("<Q", p.emu.elem, 24)[0]:
+                for cl in p.callers:
+                    cl.set_elem(flags=uflags)
+                p.do("update", key, rng.randbytes(p.vs), decoded=False)   # new attr bytes
+            p.do("update", key, rng.randbytes(p.vs))
+        elif op == "delete":
+            p.do("delete", key, decoded=not is_array)   # ARRAY: EINVAL before the decode
+        elif op == "next":
+            p.do("next_key", key)
+        else:
+            ret, nxt = p.do("next_key", None)
+            walked = 0
+            while ret == 0 and walked < 40:
+                ret, nxt = p.do("next_key", nxt[:ks])
+                walked += 1
+            assert ret == -ENOENT
+    p.close()
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+def test_closed_fd_and_its_number_reused(both, pin):
+    """A decoded call outlives nothing: after close() the same attr is EBADF, and a new map
+    given the same fd number (with another value size) is the one the attr now reaches."""
+    p = Pair(both, HASH, 0, 4, 8, 4, pin)
+    key = b"\1\0\0\0"
+    assert p.do("update", key, b"A" * 8) == 0
+    assert p.do("lookup", key)[0] == 0
+    p.close()
+    assert p.do("lookup", key, decoded=False)[0] == -EBADF
+    assert p.do("update", key, b"B" * 8, decoded=False) == -EBADF
+    # The lowest free number comes back, on both; the buffers still hold the old attr bytes.
+    fds = [create(b, HASH, 4, 16, 4) for b in p.backends]
+    assert fds == p.fds
+    for cl in p.callers:
+        cl.vs = 16                                 # the value buffers have room for it
+    assert p.do("lookup", key, decoded=False)[0] == -ENOENT
+    assert p.do("update", key, b"C" * 16) == 0
+    ret, value = p.do("lookup", key)
+    assert ret == 0 and value[:16] == b"C" * 16
+    p.close()
+
+
+def test_frozen_map_refuses_decoded_writes(both):
+    p = Pair(both, HASH, 0, 4, 8, 4, True)
+    key = b"\2\0\0\0"
+    assert p.do("update", key, b"A" * 8) == 0
+    assert p.do("delete", key) == 0
+    assert p.do("update", key, b"A" * 8) == 0
+    attrs = [ctypes.create_string_buffer(struct.pack("<I", fd), 168) for fd in p.fds]
+    assert [b.bpf(FREEZE, a, 4) for b, a in zip(p.backends, attrs)] == [0, 0]
+    assert p.do("update", key, b"B" * 8, decoded=False) == -EPERM
+    assert p.do("delete", key, decoded=False) == -EPERM
+    assert p.do("lookup", key) == (0, p.host.value.raw)
+    assert p.host.value.raw[:8] == b"A" * 8
+    p.close()
+
+
+def test_changed_flags_size_and_command(both):
+    """Only identical command, size and attr bytes reuse a decode."""
+    p = Pair(both, HASH, 0, 4, 8, 4, True)
+    key = b"\3\0\0\0"
+    assert p.do("update", key, b"A" * 8) == 0
+    assert p.do("lookup", key)[0] == 0
+    for cl in p.callers:
+        cl.set_elem(flags=4)                       # not a lookup flag
+    assert p.do("lookup", key, decoded=False)[0] == -EINVAL
+    # Size 24 leaves the flags out of the copied attr: the lookup is valid again.
+    res = [cl.call(LOOKUP, cl.elem, 24) for cl in p.callers]
+    assert res == [0, 0] and p.emu.decoded
+    res = [cl.call(LOOKUP, cl.elem, 32) for cl in p.callers]
+    assert res == [-EINVAL, -EINVAL]
+    # The same bytes under another command: DELETE's attr ends at its key (value is not 0).
+    for cl in p.callers:
+        cl.set_elem(flags=0)
+    assert p.do("lookup", key)[0] == 0
+    res = [cl.call(DELETE, cl.elem, 32) for cl in p.callers]
+    assert res[0] == res[1]
+    res = [cl.call(UPDATE, cl.elem, 32) for cl in p.callers]
+    assert res == [0, 0]
+    p.close()
+
+
+def test_faulting_pointers_fault_every_time(both):
+    """An unmapped key and a read-only value buffer: EFAULT on every repeat, and a decoded
+    lookup that cannot write the value leaves the map as it was."""
+    p = Pair(both, HASH, 0, 4, 8, 4, False)
+    key = b"\4\0\0\0"
+    assert p.do("update", key, b"A" * 8) == 0
+    bad, ro = unmapped_address(), readonly_address()
+    for cl in p.callers:
+        cl.set_elem(key=bad)
+    for _ in range(3):
+        res = [cl.call(LOOKUP, cl.elem, 32) for cl in p.callers]
+        assert res == [-EFAULT, -EFAULT]
+        res = [cl.call(UPDATE, cl.elem, 32) for cl in p.callers]
+        assert res == [-EFAULT, -EFAULT]
+    for cl in p.callers:
+        cl.set_elem(value=ro)
+    for _ in range(3):
+        assert p.do("lookup", key)[0] == -EFAULT
+    for cl in p.callers:
+        cl.set_elem()
+    assert p.do("lookup", key, decoded=False) == (0, p.host.value.raw)
+    p.close()
+
+
+def test_unpin_drops_the_views(both):
+    """After unpin the emulator keeps no view of the buffer: its memory can be unmapped, and
+    the next lookup through the same attr faults, as on the kernel."""
+    p = Pair(both, HASH, 0, 4, 8, 4, True)        # the key buffer is pinned, too
+    key = b"\5\0\0\0"
+    assert p.do("update", key, b"A" * 8) == 0
+    maps = [mmap.mmap(-1, 4096) for _ in p.callers]
+    bufs = [(ctypes.c_char * 8).from_buffer(m) for m in maps]
+    for cl, buf in zip(p.callers, bufs):
+        cl.set_elem(value=ctypes.addressof(buf))
+    p.emu.b.mem.pin(bufs[0])
+    for _ in range(2):
+        assert p.do("lookup", key, decoded=False)[0] == 0
+    assert p.emu.decoded
+    assert [bytes(b) for b in bufs] == [b"A" * 8] * 2
+    p.emu.b.mem.unpin(bufs[0])
+    del buf, bufs
+    for m in maps:
+        m.close()                                  # BufferError if a view were still held
+    res = [cl.call(LOOKUP, cl.elem, 32) for cl in p.callers]
+    assert res == [-EFAULT, -EFAULT]
+    p.close()
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+def test_threads_racing_noexist_with_reused_buffers(client, pin):
+    """Each thread reuses its own buffers round after round (decoded after the first):
+    exactly one NOEXIST update of each key wins."""
+    fd = create(client.b, HASH, 4, 8, 64)
+    nthreads = 6
+    callers = [Caller(client.b, fd, 4, 8, pin) for _ in range(nthreads)]
+    for i, cl in enumerate(callers):
+        cl.set_elem(flags=c.BPF_NOEXIST)
+        ctypes.memmove(cl.value, bytes([i]) * 8, 8)
+    for rnd in range(40):
+        for cl in callers:
+            ctypes.memmove(cl.key, struct.pack("<I", rnd), 4)
+        results = race(nthreads, lambda i: callers[i].call(UPDATE, callers[i].elem, 32))
+        assert sorted(results) == sorted([0] + [-EEXIST] * (nthreads - 1)), (rnd, results)
+        if isinstance(client.b, Emulator) and rnd:
+            assert all(cl.decoded for cl in callers)
+    client.b.close(fd)

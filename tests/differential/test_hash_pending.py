@@ -1,0 +1,429 @@
+"""Deferred hashing of new HASH / PERCPU_HASH elements, emulator against the live kernel.
+
+The emulator links a new element into its bucket only when something next walks the
+buckets (GET_NEXT_KEY, LOOKUP_BATCH, LOOKUP_AND_DELETE_BATCH): until then it waits in the
+map's ``pending`` list, and the walk hashes every pending key at once (jhash on big-int
+lanes from 8 keys up, the scalar hash below). Replacing or deleting a pending element,
+replacing a linked one while others are pending, and long insert/delete churn without a
+walk all have their own code paths. None of this may show: on BPF_F_ZERO_SEED maps every
+walk must return exactly the kernel's sequence (buckets in index order, each bucket newest
+link first), and the same errnos.
+"""
+import random
+import struct
+
+import pytest
+
+from tests.differential.abi_support import ENOSPC, LOOKUP_AND_DELETE_BATCH, LOOKUP_BATCH
+from tests.differential.hash_support import (E2BIG, EEXIST, ENOENT, EXIST_FLAG, HASH,
+                                             NO_PREALLOC, PERCPU_HASH, ZERO_SEED)
+from tests.differential.test_batch import Bufs, lookup_call
+from tests.differential.test_hash_order import Pair, distinct_keys
+
+KINDS = [("hash", HASH, 0), ("hash_noprealloc", HASH, NO_PREALLOC),
+         ("percpu", PERCPU_HASH, 0)]
+KEY_SIZES = [4, 5, 16]
+NOEXIST_FLAG = 1
+
+pytestmark = [pytest.mark.parametrize("key_size", KEY_SIZES),
+              pytest.mark.parametrize("kind", KINDS, ids=[k[0] for k in KINDS])]
+
+
+def first_difference(a, b):
+    n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return (f"lengths {len(a)} (emulator) / {len(b)} (kernel); first difference at {n}: "
+            f"{a[n:n + 3]!r} / {b[n:n + 3]!r}")
+
+
+def assert_same(emu, host):
+    assert emu == host, first_difference(emu, host)
+
+
+class PendingPair(Pair):
+    """A ZERO_SEED map on both backends, plus the emulator's map object and a model of the
+    keys it should hold (to check the test itself as well)."""
+
+    def __init__(self, both, kind, key_size, max_entries):
+        _, map_type, map_flags = kind
+        super().__init__(both, map_type, map_flags | ZERO_SEED, key_size, max_entries)
+        self.ks = key_size
+        self.emu_map = both[0].b.map_of(self.fds[0])
+        self.model = {}
+        self.serial = 0
+
+    def live_pending(self):
+        """Elements the emulator has not linked into a bucket yet."""
+        m = self.emu_map
+        return len(m.pending) - m.pending_stale
+
+    def value(self):
+        """A value never used before in this map, so a lost update shows."""
+        self.serial += 1
+        return struct.pack("<Q", self.serial * 0x9E3779B97F4A7C15 & (2**64 - 1)) * (self.vs // 8)
+
+    def put(self, key, flags=0, want=0):
+        v = self.value()
+        assert self.update(key, v, flags) == want, (key, flags)
+        if want == 0:
+            self.model[key] = v
+
+    def remove(self, key, want=0):
+        assert self.delete(key) == want, key
+        self.model.pop(key, None)
+
+    def walk(self):
+        """The full GET_NEXT_KEY walk, identical on both, and the model's keys."""
+        emu, host = self.walks()
+        assert_same(emu, host)
+        assert sorted(host) == sorted(self.model)
+        return host
+
+    def check_values(self, keys):
+        for k in keys:
+            res = [cl.lookup(fd, k, self.vs) for cl, fd in zip(self.cls, self.fds)]
+            assert res[0] == res[1] == (0, self.model[k]), k
+
+
+def new_keys(rng, key_size, n, avoid=()):
+    out = []
+    avoid = set(avoid)
+    while len(out) < n:
+        k = rng.randbytes(key_size)
+        if k not in avoid:
+            avoid.add(k)
+            out.append(k)
+    return out
+
+
+def key_of(i, key_size):
+    """Distinct keys for distinct i < 2^32, spread over every byte of the key."""
+    return (struct.pack("<I", i) + struct.pack("<I", i * 2654435761 & 0xFFFFFFFF) * 4)[:key_size]
+
+
+# --- a: many pending inserts, hashed in one batch ------------------------------------------
+
+def test_many_inserts_then_walk(both, kind, key_size):
+    rng = random.Random(key_size)
+    p = PendingPair(both, kind, key_size, 3000)          # 4096 buckets, many shared
+    keys = distinct_keys(rng, key_size, 3000)
+    for k in keys[:2000]:
+        p.put(k)
+    assert p.live_pending() == 2000
+    first = p.walk()
+    assert p.live_pending() == 0
+    assert p.walk() == first                             # linked now: the same again
+    # 1000 more, pending on top of the linked buckets; then one too many.
+    for k in keys[2000:]:
+        p.put(k)
+    p.put(new_keys(rng, key_size, 1, avoid=keys)[0], want=-E2BIG)       # full
+    assert p.live_pending() == 1000
+    walk = p.walk()
+    assert len(walk) == 3000
+    p.check_values(walk[::7])
+
+
+# --- b: updates and deletes of pending and linked elements ---------------------------------
+
+def test_updates_and_deletes_while_pending(both, kind, key_size):
+    rng = random.Random(100 + key_size)
+    p = PendingPair(both, kind, key_size, 400)
+    keys = new_keys(rng, key_size, 400)
+    for k in keys[:100]:
+        p.put(k)
+    # Pending elements re-written while others are pending (HASH: a new element, newest of
+    # all; PERCPU_HASH: in place), with ANY and EXIST; NOEXIST fails.
+    for i in range(10, 30):
+        p.put(keys[i], rng.choice([0, EXIST_FLAG]))
+    p.put(keys[5], NOEXIST_FLAG, want=-EEXIST)
+    p.put(keys[11], 0)                                   # replaced twice
+    # Pending elements deleted: some never touched, some replaced; a missing key.
+    for i in list(range(40, 50)) + [10, 12, 29]:
+        p.remove(keys[i])
+    p.remove(keys[40], want=-ENOENT)
+    # More inserts, reusing the freed elements, and a deleted key back again.
+    for k in keys[100:150] + [keys[45], keys[10]]:
+        p.put(k)
+    assert p.live_pending() > 8
+    walk = p.walk()
+    p.check_values(walk)
+
+    # Now linked: re-write linked elements while new ones are pending, then the same mix.
+    for k in keys[150:180]:
+        p.put(k)
+    for k in walk[::5]:
+        p.put(k, rng.choice([0, EXIST_FLAG]))           # linked, others pending
+    for k in keys[150:160:2]:
+        p.put(k)                                         # pending, replaced
+    for k in walk[1::9]:
+        p.remove(k)                                      # linked, deleted
+    for k in keys[160:170:3]:
+        p.remove(k)                                      # pending, deleted
+    for k in keys[180:200]:
+        p.put(k)
+    walk = p.walk()
+    p.check_values(walk)
+
+    # A single linked element re-written with nothing else pending, then one more pending.
+    p.put(walk[len(walk) // 2])
+    p.put(keys[200])
+    p.put(walk[3])
+    p.check_values(p.walk())
+
+
+# --- c: fewer than 8 pending elements (the scalar hash) ------------------------------------
+
+def test_few_pending_on_linked_map(both, kind, key_size):
+    rng = random.Random(200 + key_size)
+    p = PendingPair(both, kind, key_size, 512)          # 512 buckets: collisions
+    keys = new_keys(rng, key_size, 400)
+    for k in keys[:300]:
+        p.put(k)
+    walk = p.walk()
+    nxt = 300
+    for n in range(1, 10):                               # 1..7 scalar, 8 and 9 batched
+        for k in keys[nxt:nxt + n]:
+            p.put(k)
+        nxt += n
+        assert p.live_pending() == n
+        walk = p.walk()
+    # A few pending with stale entries among them: replaced and deleted ones.
+    for k in keys[nxt:nxt + 6]:
+        p.put(k)
+    p.put(keys[nxt + 1])
+    p.remove(keys[nxt + 2])
+    p.put(walk[0])                                       # a linked one re-written
+    assert 0 < p.live_pending() < 8
+    p.check_values(p.walk())
+
+
+# --- d: insert/delete churn without a walk -------------------------------------------------
+
+def test_churn_without_walk(both, kind, key_size):
+    p = PendingPair(both, kind, key_size, 64)
+    # Residents: pending through the whole churn (so through every compaction of the
+    # pending list), some re-written now and then; 20 keys in 64 buckets share some.
+    residents = [key_of(1_000_000 + j, key_size) for j in range(20)]
+    for k in residents:
+        p.put(k)
+    longest = 0
+    for i in range(20000):
+        p.put(key_of(i, key_size))
+        if i >= 5:
+            p.remove(key_of(i - 5, key_size))
+        if i % 7 == 0 and i >= 2:
+            p.put(key_of(i - 2, key_size), EXIST_FLAG)  # a pending one re-written
+        if i % 1500 == 0:
+            p.put(residents[i // 1500])
+        longest = max(longest, len(p.emu_map.pending))
+    # Stale entries (deleted or replaced pending elements) are dropped once they outnumber
+    # the live ones by 4096: with at most 27 live, the list never gets much longer.
+    assert longest <= 4096 + 2 * 64 + 1, longest
+    walk = p.walk()
+    assert len(walk) == 25
+    p.check_values(walk)
+    assert len(p.emu_map.pending) == 0
+    # Churn on linked elements with new ones pending, then the walk again.
+    for i in range(20000, 20300):
+        p.put(key_of(i, key_size))
+        p.remove(key_of(i - 5, key_size))
+    p.check_values(p.walk())
+
+
+# --- e: GET_NEXT_KEY from a key the caller chose, with elements pending ---------------------
+
+def test_next_key_from_any_key_while_pending(both, kind, key_size):
+    rng = random.Random(300 + key_size)
+    p = PendingPair(both, kind, key_size, 1000)
+    keys = new_keys(rng, key_size, 1100)
+    absent = keys[1000:]
+    for k in keys[:200]:
+        p.put(k)
+    nxt = 200
+    for round_ in range(60):
+        n = (1, 3, 7, 8, 12, 30)[round_ % 6]
+        for k in keys[nxt:nxt + n]:
+            p.put(k)
+        nxt += n
+        if round_ % 4 == 1:
+            p.put(rng.choice(list(p.model)))             # a re-write among the pending
+        assert p.live_pending() >= n
+        if round_ % 5 == 2:
+            p.remove(rng.choice(list(p.model)))
+        # From an arbitrary existing key (linked or just inserted), or from a missing one.
+        if round_ % 3 == 2:
+            start = rng.choice(absent)
+        elif round_ % 3 == 1:
+            start = keys[nxt - 1]                        # the newest, pending until now
+        else:
+            start = rng.choice(list(p.model))
+        ret, got = p.next_key(start)
+        assert ret == 0 and got in p.model
+        # A few steps on from there, then back to a key the walk did not just return.
+        for _ in range(3):
+            ret, got = p.next_key(got)
+            if ret:
+                break
+    p.walk()
+
+
+def test_next_key_after_the_returned_key_changed(both, kind, key_size):
+    """The emulator remembers the element it returned last; these change that element
+    between two calls: re-written, deleted, deleted and its memory reused by another key,
+    deleted and inserted again, each with other elements pending."""
+    rng = random.Random(400 + key_size)
+    p = PendingPair(both, kind, key_size, 300)
+    keys = new_keys(rng, key_size, 400)
+    for k in keys[:200]:
+        p.put(k)
+    nxt = 200
+    walk = p.walk()
+    for step in range(40):
+        start = walk[rng.randrange(len(walk) - 1)] if step % 2 else None
+        ret, k = p.next_key(start)
+        assert ret == 0
+        what = step % 4
+        if what == 0:
+            p.put(k)                                     # re-written
+        elif what == 1:
+            p.remove(k)                                  # deleted
+        elif what == 2:
+            p.remove(k)                                  # deleted, memory reused
+            p.put(keys[nxt])
+            nxt += 1
+        else:
+            p.remove(k)                                  # deleted and inserted again
+            p.put(k)
+        for kk in keys[nxt:nxt + 2]:
+            p.put(kk)
+        nxt += 2
+        p.next_key(k)
+        walk = p.walk()
+
+
+# --- f: batch lookups right after pending inserts ------------------------------------------
+
+def batch_walks(p, cmd, count, between=None):
+    """A full batch walk on both backends in lockstep: every call's (ret, count, keys,
+    values, out_batch) for each side, keys and values cut to the count returned.
+    ``between(i)`` runs (on both) after call i, before the next one."""
+    bufs = [Bufs(count, p.ks, p.vs) for _ in p.cls]
+    out = ([], [])
+    for i in range(100000):
+        done = False
+        for side, (cl, fd) in enumerate(zip(p.cls, p.fds)):
+            r = lookup_call(cl.b, cmd, fd, bufs[side], count, in_batch=i > 0)
+            n = r[1]
+            out[side].append((r[0], n, r[2][:n * p.ks], r[3][:n * p.vs], r[4][:4]))
+            bufs[side].inb.set(r[4][:4])
+            done = done or r[0] != 0
+        if done:
+            assert_same(*out)
+            return out[1]
+        if between is not None:
+            between(i)
+    raise AssertionError("batch walk did not end")
+
+
+def keys_in(p, result):
+    blob = b"".join(r[2] for r in result)
+    return sorted(blob[i:i + p.ks] for i in range(0, len(blob), p.ks))
+
+
+def test_lookup_batch_after_pending_inserts(both, kind, key_size):
+    rng = random.Random(500 + key_size)
+    p = PendingPair(both, kind, key_size, 1000)          # 1024 buckets
+    keys = new_keys(rng, key_size, 1000)
+    nxt = 0
+    for count in (1, 2, 5, 64, 1000):
+        # New elements pending (and some stale entries) right before each walk.
+        for k in keys[nxt:nxt + 150]:
+            p.put(k)
+        nxt += 150
+        for k in keys[nxt - 20:nxt - 10]:
+            p.put(k)
+        for k in keys[nxt - 10:nxt - 5]:
+            p.remove(k)
+        assert p.live_pending() >= 8
+        host = batch_walks(p, LOOKUP_BATCH, count)
+        if count >= 5:                                   # no bucket holds more
+            assert host[-1][0] == -ENOENT
+            assert keys_in(p, host) == sorted(p.model)
+        else:
+            assert host[-1][0] in (-ENOENT, -ENOSPC)
+    # Few pending (the scalar hash) before a walk, too.
+    for k in keys[nxt:nxt + 3]:
+        p.put(k)
+    assert 0 < p.live_pending() < 8
+    host = batch_walks(p, LOOKUP_BATCH, 7)
+    assert keys_in(p, host) == sorted(p.model)
+    p.walk()
+
+
+@pytest.mark.parametrize("count", [3, 40, 1000])
+def test_lookup_and_delete_batch_after_pending_inserts(both, kind, key_size, count):
+    rng = random.Random(600 + key_size + count)
+    n = 1000
+    keys = new_keys(rng, key_size, n + 200)
+    p = PendingPair(both, kind, key_size, n)
+    for k in keys[:n // 2]:
+        p.put(k)
+    p.walk()
+    for k in keys[n // 2:n - 50]:                        # pending on top of linked
+        p.put(k)
+    for k in keys[:40]:
+        p.put(k)                                         # linked ones re-written
+    for k in keys[n - 120:n - 100]:
+        p.remove(k)                                      # pending ones deleted
+    more = iter(keys[n:])
+
+    def between(i):
+        # Inserts between two calls: pending again, in buckets before and after the token
+        # (those before it are not seen by this walk).
+        if i % 3 == 0:
+            for _ in range(5):
+                k = next(more, None)
+                if k is not None:
+                    p.put(k)
+
+    host = batch_walks(p, LOOKUP_AND_DELETE_BATCH, count, between)
+    for k in keys_in(p, host):
+        del p.model[k]
+    if count >= 40:
+        assert host[-1][0] == -ENOENT
+    p.check_values(p.walk())
+
+
+# --- g: a walk that deletes as it goes, with inserts pending in the middle ------------------
+
+@pytest.mark.parametrize("order", ["next_then_delete", "delete_then_next"])
+def test_delete_as_you_go_with_pending_inserts(both, kind, key_size, order):
+    rng = random.Random(700 + key_size + len(order))
+    p = PendingPair(both, kind, key_size, 400)
+    keys = new_keys(rng, key_size, 600)
+    for k in keys[:250]:
+        p.put(k)
+    if order == "next_then_delete":
+        p.walk()                                         # start from linked elements
+    more = iter(keys[250:])
+    ret, cur = p.next_key(None)
+    step = 0
+    while ret == 0 and step < 2000:
+        step += 1
+        if order == "next_then_delete":
+            ret, nxt = p.next_key(cur)
+            p.remove(cur)
+        else:
+            p.remove(cur)
+            ret, nxt = p.next_key(cur)                  # deleted: back to the first
+        if step % 17 == 0:
+            for _ in range(step % 9 + 1):                # 1..9 new, pending
+                k = next(more, None)
+                if k is not None:
+                    p.put(k)
+        if step % 23 == 0 and ret == 0:
+            p.put(cur)                                   # the deleted key, back again
+        cur = nxt
+    assert ret == -ENOENT
+    left = p.walk()
+    if order == "delete_then_next":
+        assert left == []                                # it drained the map
