@@ -189,6 +189,10 @@ class FdTable:
     def lookup(self, ufd: int) -> OpenFile:
         """fdget() for a bpf object. EBADF when the fd is not open; EINVAL when it is open
         but is not an emulated bpf object."""
+        # DEVIATION(fd-close): an fd closed behind our back (os.close() rather than
+        # Emulator.close()) stays in self.files until reap() sees its watch go, so until then
+        # element commands still reach its map where Linux says EBADF. Noticing at once would
+        # cost a syscall on every call.
         f = self.files.get(ufd)
         if f is not None:
             return f

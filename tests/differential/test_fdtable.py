@@ -324,3 +324,20 @@ def test_last_fd_closed_behind_the_emulators_back_frees_the_id(client):
     assert client.close(fd) == 0
     os.close(d)
     assert _fd_by_id(client, map_id) == -ENOENT
+
+
+def test_fd_closed_behind_the_emulators_back(client):
+    """DEVIATION(fd-close): after os.close() Linux says EBADF at once; the emulator does once
+    it has reaped the fd (any Emulator.close(), or a command that looks a map up by id), and
+    a decoded call on the old fd number is forgotten with it."""
+    fd = client.create(HASH, 4, 8, 4)
+    k, v = Buf(K1), Buf(V1)
+    attr = attr_buf(elem_attr(fd, k.addr, v.addr))
+    for _ in range(2):                                  # the second one is a decoded call
+        assert client.b.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32) == 0
+    client.fds.remove(fd)
+    os.close(fd)
+    if isinstance(client.b, Emulator):
+        client.b.reap_closed_fds()
+    assert client.b.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32) == -EBADF
+    assert client.lookup(fd, K1, 8) == (-EBADF, None)
