@@ -26,9 +26,18 @@ memory layer's readers and writers for those addresses (``Memory.reader``), whic
 this process's memory are process_vm_readv/writev calls with their iovecs packed once.
 """
 
+from .uapi.consts import BpfCmd
+
 # Decoded calls kept per emulator; a program with more distinct attr buffers than this in
 # flight just decodes again (the cache is cleared when full, never grows without bound).
 MAX_DECODED_CALLS = 64
+
+# Decoded calls that run without the emulator's lock: a syscall lookup changes nothing (not
+# even an LRU reference bit), and Linux runs it under rcu_read_lock() alone, so a lookup that
+# races an update sees the old value or the new one, as it can in Linux. Only memoryview and
+# dict operations touch shared state, each atomic under the GIL; the copiers of an unpinned
+# decoded call are its own.
+LOCKLESS_COMMANDS = frozenset({BpfCmd.BPF_MAP_LOOKUP_ELEM})
 
 
 def lookup_call(mem, m, key_ptr: int, value_ptr: int):

@@ -10,7 +10,7 @@ import errno
 
 from . import batch_cmds, map_cmds, obj_cmds
 from .errors import BpfError
-from .fastpath import MAX_DECODED_CALLS
+from .fastpath import LOCKLESS_COMMANDS, MAX_DECODED_CALLS
 from .usercopy import get_attr
 from .uapi.consts import BpfCmd as C
 
@@ -69,6 +69,13 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
         # The same command on the same attr bytes as a call already decoded (fastpath.py):
         # every check before the key copy would pass again, so only the rest runs.
         if (attr.raw if call[3] else bytes(attr)) == call[2]:
+            rest = call[4]
+            if rest is not None and call[7]:
+                # A lookup: no lock, as Linux's syscall lookup holds only rcu_read_lock().
+                try:
+                    return rest()
+                except BpfError as e:
+                    return -e.errno
             lock = emu.lock
             lock.acquire()
             try:
@@ -129,11 +136,11 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
 def _remember(emu, cmd: int, attr, size: int, whole: bytes, decoded: tuple) -> None:
     """Keep a decoded call under the attr object: [cmd, size, attr bytes, has .raw, rest
     (built on first reuse, so a caller that never reuses its attr never pays for it), attr,
-    (builder, *its arguments)]."""
+    (builder, *its arguments), runs without the lock]."""
     calls = emu.decoded_calls
     if len(calls) >= MAX_DECODED_CALLS:
         calls.clear()
     # .raw is a char array's bytes at a third of the cost of bytes(attr).
     has_raw = isinstance(attr, ctypes.Array) and attr._type_ is ctypes.c_char
     # The attr object is kept so that its id() cannot be reused while the entry exists.
-    calls[id(attr)] = [cmd, size, whole, has_raw, None, attr, decoded]
+    calls[id(attr)] = [cmd, size, whole, has_raw, None, attr, decoded, cmd in LOCKLESS_COMMANDS]

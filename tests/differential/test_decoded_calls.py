@@ -11,6 +11,7 @@ import ctypes
 import mmap
 import random
 import struct
+import threading
 
 import pytest
 
@@ -289,3 +290,45 @@ def test_threads_racing_noexist_with_reused_buffers(client, pin):
         if isinstance(client.b, Emulator) and rnd:
             assert all(cl.decoded for cl in callers)
     client.b.close(fd)
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+def test_decoded_lookups_race_updates_and_deletes(pin):
+    """Decoded lookups take no lock (as Linux's syscall lookup holds only rcu_read_lock()).
+    Racing a writer that replaces and deletes the key, each one sees a whole value that was
+    written, or ENOENT: never a mix, never an exception."""
+    emu = Emulator(seed=3)
+    fd = create(emu, HASH, 4, 8, 4)
+    key = b"\7\0\0\0"
+    writer = Caller(emu, fd, 4, 8, pin)
+    readers = [Caller(emu, fd, 4, 8, pin) for _ in range(3)]
+    for cl in readers:
+        ctypes.memmove(cl.key, key, 4)
+    stop = threading.Event()
+    seen = [[] for _ in readers]
+
+    def read(i):
+        cl = readers[i]
+        while not stop.is_set():
+            ret = cl.call(LOOKUP, cl.elem, 32)
+            seen[i].append((ret, cl.value.raw[:8]))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(readers))]
+    for t in threads:
+        t.start()
+    try:
+        for n in range(1000):
+            assert writer.update(key, bytes([n % 251 + 1]) * 8) == 0
+            if n % 3 == 0:
+                assert writer.delete(key) == 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    for cl, results in zip(readers, seen):
+        assert cl.decoded and results
+        for ret, value in results:
+            assert ret in (0, -ENOENT)
+            if ret == 0:
+                assert len(set(value)) == 1 and value[0] != 0, value
+    emu.close(fd)
