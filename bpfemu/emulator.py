@@ -16,6 +16,8 @@ class Emulator:
     ``bpf(cmd, attr, size)`` has the real syscall's contract: the fd or 0, or -errno.
     ``attr`` is a writable buffer or an int address; pointers inside it are addresses in
     ``mem`` (this process's memory by default). ``cpu`` is the CPU the next call runs on.
+    Any thread may call it: calls run one at a time under ``lock``, except lookups through a
+    decoded call, which, like Linux's, take no lock (fastpath.py).
     """
 
     def __init__(self, *, nr_cpus: int | None = None, seed: int | None = None,
