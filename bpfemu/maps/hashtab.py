@@ -64,8 +64,8 @@ CHUNK_BYTES = 1 << 16
 
 
 class HtabLruElem(BpfLruNode):
-    """struct htab_elem of LRU maps as the LRU lists see it: the node (which carries the
-    hash), preallocated and reused; its key and value are in the map's slot ``slot``."""
+    """struct htab_elem of LRU maps as the LRU lists see it: the node, preallocated and
+    reused; its key and value are in the map's slot ``slot``, its hash in ``elem_hash``."""
     __slots__ = ("slot",)
 
 
@@ -313,21 +313,14 @@ def htab_elem_value(htab: BpfHtab, l: int):
 
 # --- bucket lists ----------------------------------------------------------------------
 
-def _link_head(htab: BpfHtab, l: int, key: bytes, hash_: int = -1) -> None:
-    """hlist_nulls_add_head_rcu() + the key index. Without a hash (-1), or behind other
-    pending elements, the element waits in ``pending`` for the next walk."""
+def _link_head(htab: BpfHtab, l: int, key: bytes) -> None:
+    """hlist_nulls_add_head_rcu() + the key index: the element is pending, hashed and put at
+    its bucket's head when the buckets are next walked."""
     htab.elem_key[l] = key
     htab.elems[key] = l
     pending = htab.pending
-    if pending or hash_ < 0:
-        htab.elem_next[l] = -2 - len(pending)
-        pending.append(l)
-        return
-    b = hash_ & htab.bucket_mask
-    heads = htab.heads
-    htab.elem_next[l] = heads[b]
-    heads[b] = l
-    htab.elem_hash[l] = hash_
+    htab.elem_next[l] = -2 - len(pending)
+    pending.append(l)
 
 
 def _live_pending(htab: BpfHtab) -> list:
@@ -543,8 +536,8 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         o = (l_new & htab.chunk_mask) * size
         htab.chunks[l_new >> htab.chunk_shift][o:o + size] = value
     if l_old is None:
-        # _link_head() without a hash, inlined (the hot path): the element is pending, and
-        # hashed when the buckets are next walked.
+        # _link_head(), inlined (the hot path): the element is pending, and hashed when the
+        # buckets are next walked.
         htab.elem_key[l_new] = key
         elems[key] = l_new
         pending = htab.pending
@@ -646,9 +639,11 @@ def htab_lru_map_delete_node(htab: BpfHtab, node) -> bool:
     return True
 
 
-def _prealloc_lru_pop(htab: BpfHtab, hash_: int, cpu: int):
-    """prealloc_lru_pop(): may evict; ENOMEM when no node can be found anywhere."""
-    node = bpf_lru_pop_free(htab.lru, hash_, cpu)
+def _prealloc_lru_pop(htab: BpfHtab, cpu: int):
+    """prealloc_lru_pop(): may evict; ENOMEM when no node can be found anywhere. The kernel
+    passes the key's hash for the LRU to store in the node; nothing here reads it back (the
+    element's hash is computed when it is listed, see pending), so the node gets 0."""
+    node = bpf_lru_pop_free(htab.lru, 0, cpu)
     if node is None:
         raise BpfError(errno.ENOMEM)
     return node
@@ -658,8 +653,7 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     """htab_lru_map_update_elem(): a node is taken (and evictions happen) before the lookup."""
     if flags > BPF_EXIST:
         raise BpfError(errno.EINVAL)
-    hash_ = htab.hash_fn(key, htab.hashrnd)
-    node = _prealloc_lru_pop(htab, hash_, htab.kernel.cpu)
+    node = _prealloc_lru_pop(htab, htab.kernel.cpu)
     l_new = node.slot
     # The node's own memory, reused as in the kernel (stale views see it).
     size = htab.slot_size
@@ -672,7 +666,7 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
         bpf_lru_push_free(htab.lru, node)
         raise
     if l_old is None:
-        _link_head(htab, l_new, key, hash_)
+        _link_head(htab, l_new, key)
     else:
         bpf_lru_node_set_ref(node)
         _replace_elem(htab, l_new, l_old, key)
@@ -703,10 +697,9 @@ def __htab_lru_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu) -
     """An existing key is updated in place; BPF_EXIST takes no node, so it evicts nothing."""
     if flags > BPF_EXIST:
         raise BpfError(errno.EINVAL)
-    hash_ = htab.hash_fn(key, htab.hashrnd)
     node = None
     if flags != BPF_EXIST:
-        node = _prealloc_lru_pop(htab, hash_, cpu)
+        node = _prealloc_lru_pop(htab, cpu)
     l_old = htab.elems.get(key)
     try:
         _check_flags(l_old, flags)
@@ -719,7 +712,7 @@ def __htab_lru_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu) -
         _pcpu_copy_value(htab, l_old, value, onallcpus, cpu)
     else:
         _lru_pcpu_init_value(htab, node.slot, value, onallcpus, cpu)
-        _link_head(htab, node.slot, key, hash_)
+        _link_head(htab, node.slot, key)
         node = None
     if node is not None:
         bpf_lru_push_free(htab.lru, node)

@@ -17,8 +17,8 @@ Layout of this module:
   compare everything else against.
 * ``jhash`` / ``jhash2``: the same algorithm with ``__jhash_mix`` and
   ``__jhash_final`` inlined, for any length.
-* ``_hash4`` .. ``_hash16``: straight-line code for the common key sizes, because
-  ``htab_map_hash`` runs once per inserted key on the emulator's hot path.
+* ``_hash4`` .. ``_hash16``: straight-line code for the common key sizes, for the few
+  keys hashed one by one (hashtab.htab_link_pending with fewer than 8 pending).
 * ``htab_map_hash`` and ``htab_hash_func``: the kernel's choice between the two.
 * ``htab_map_hash_many``: the same for a list of keys at once, on big ints (see there).
 
