@@ -445,8 +445,7 @@ def htab_next_bucket(htab: BpfHtab, b: int):
 
 
 def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
-    """Bucket b's slots, head first."""
-    htab_link_pending(htab)
+    """Bucket b's slots, head first (the caller has linked the pending elements)."""
     out = []
     nxt = htab.elem_next
     l = htab.heads[b]
