@@ -10,13 +10,14 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
 * ``elems``: key -> slot of the linked element. Lookups never hash: only the bucket order
   needs the hash.
 * ``pending``: the slots of elements linked since the bucket order was last needed, oldest
-  first, not in their bucket lists yet (``array('i')``). Every link goes to a bucket's head,
-  so a bucket's list is always newest link first; the pending elements are newer than every
-  listed one and go on top, in their order, as soon as anything walks the buckets
-  (``htab_link_pending``). Their hashes are computed then, all at once
-  (jhash.htab_map_hash_many), at a tenth of the cost of one by one. A pending slot's
-  ``elem_next`` is ``-2 - i``, i its index in ``pending``: an entry whose slot says
-  otherwise was unlinked (and maybe linked again, further on) before the walk.
+  first, not in their bucket lists yet (a list, changed in place only: the decoded calls of
+  htab_fastpath.py hold it). Every link goes to a bucket's head, so a bucket's list is
+  always newest link first; the pending elements are newer than every listed one and go on
+  top, in their order, as soon as anything walks the buckets (``htab_link_pending``). Their
+  hashes are computed then, all at once (jhash.htab_map_hash_many), at a tenth of the cost
+  of one by one. A pending slot's ``elem_next`` is PENDING. An element unlinked while
+  pending leaves a stale entry (counted in ``pending_stale``); if its slot is linked again
+  before the walk, only the slot's last entry counts.
 * ``heads``: bucket -> first slot or -1 (``array('i')``; a ``SparseHeads`` dict of the
   non-empty buckets when there are more than HEADS_ARRAY_MAX buckets).
 * ``elem_next`` (slot -> next slot in its bucket or -1: the hlist_nulls link),
@@ -34,6 +35,7 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
   LRU lists of bpf_lru_list.c (lru.py) decide which node, hence which slot, is reused.
 """
 import errno
+import struct
 from array import array
 from bisect import bisect_left
 
@@ -61,6 +63,8 @@ HEADS_ARRAY_MAX = 1 << 20
 # directly on the hot paths); bigger maps get chunks of about CHUNK_BYTES as they fill up.
 ARENA_BYTES = 1 << 22
 CHUNK_BYTES = 1 << 16
+# elem_next of a pending slot (linked, not yet in its bucket's list); -1 ends a list.
+PENDING = -2
 
 
 class HtabLruElem(BpfLruNode):
@@ -119,7 +123,7 @@ class BpfHtab(BpfMap):
         self.percpu_lru = bool(args.map_flags & F.BPF_F_NO_COMMON_LRU)
         self.prealloc = not args.map_flags & F.BPF_F_NO_PREALLOC
         self.elems: dict[bytes, int] = {}             # key -> slot linked in a bucket
-        self.pending = array("i")                     # slots linked but not listed yet
+        self.pending: list = []                       # slots linked but not listed yet
         self.pending_stale = 0                        # entries of pending unlinked since
         self.walk_cursor = -1                         # slot get_next_key returned last
         self.n_buckets = 0
@@ -318,23 +322,27 @@ def _link_head(htab: BpfHtab, l: int, key: bytes) -> None:
     its bucket's head when the buckets are next walked."""
     htab.elem_key[l] = key
     htab.elems[key] = l
-    pending = htab.pending
-    htab.elem_next[l] = -2 - len(pending)
-    pending.append(l)
+    htab.elem_next[l] = PENDING
+    htab.pending.append(l)
 
 
 def _live_pending(htab: BpfHtab) -> list:
+    """The pending slots still linked, oldest first: a slot unlinked and linked again while
+    pending counts at its last entry only."""
     nxt = htab.elem_next
-    return [l for i, l in enumerate(htab.pending) if nxt[l] == -2 - i]
+    live = []
+    seen = set()
+    for l in reversed(htab.pending):
+        if nxt[l] == PENDING and l not in seen:
+            seen.add(l)
+            live.append(l)
+    live.reverse()
+    return live
 
 
 def _compact_pending(htab: BpfHtab) -> None:
     """Drop the entries of pending elements unlinked since (insert and delete, no walk)."""
-    live = _live_pending(htab)
-    nxt = htab.elem_next
-    for i, l in enumerate(live):
-        nxt[l] = -2 - i
-    htab.pending = array("i", live)
+    htab.pending[:] = _live_pending(htab)
     htab.pending_stale = 0
 
 
@@ -351,13 +359,42 @@ def htab_link_pending(htab: BpfHtab) -> None:
     else:
         hashes = htab_map_hash_many([keys[l] for l in live], htab.key_size, htab.hashrnd)
     nxt, heads, elem_hash, mask = htab.elem_next, htab.heads, htab.elem_hash, htab.bucket_mask
-    for l, h in zip(live, hashes):
-        b = h & mask
-        nxt[l] = heads[b]
-        heads[b] = l
-        elem_hash[l] = h
-    htab.pending = array("i")
+    if len(live) > 4096 and 4 * len(live) > len(nxt) + len(heads) and not htab.sparse:
+        # A big batch (a map filled, then walked): link through lists, whose items cost a
+        # third of an array's to get and set, and copy them back whole at C speed.
+        nxt_l, heads_l = nxt.tolist(), heads.tolist()
+        for l, h in zip(live, hashes):
+            b = h & mask
+            nxt_l[l] = heads_l[b]
+            heads_l[b] = l
+        _store_all(nxt, nxt_l)
+        _store_all(heads, heads_l)
+        _set_hashes(elem_hash, live, hashes)
+    else:
+        for l, h in zip(live, hashes):
+            b = h & mask
+            nxt[l] = heads[b]
+            heads[b] = l
+            elem_hash[l] = h
+    htab.pending.clear()
     htab.pending_stale = 0
+
+
+def _store_all(arr: array, values: list) -> None:
+    """arr[:] = values, through struct (array() parses every item like an argument)."""
+    arr[:] = array(arr.typecode, struct.pack(f"{len(values)}{arr.typecode}", *values))
+
+
+def _set_hashes(elem_hash: array, slots: list, hashes) -> None:
+    """elem_hash[slots[i]] = hashes[i]; at C speed where the slots are consecutive, as they
+    are when a map fills up from never-used slots."""
+    first = slots[0]
+    end = first + len(slots)
+    if slots[-1] == end - 1 and slots == list(range(first, end)):
+        elem_hash[first:end] = array("I", hashes)
+        return
+    for l, h in zip(slots, hashes):
+        elem_hash[l] = h
 
 
 def _unlink(htab: BpfHtab, l: int) -> None:
@@ -539,9 +576,8 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         # buckets are next walked.
         htab.elem_key[l_new] = key
         elems[key] = l_new
-        pending = htab.pending
-        htab.elem_next[l_new] = -2 - len(pending)
-        pending.append(l_new)
+        htab.elem_next[l_new] = PENDING
+        htab.pending.append(l_new)
         return
     _replace_elem(htab, l_new, l_old, key)
     if htab.extra_elems is None:

@@ -328,6 +328,23 @@ def htab_map_hash_many(keys: Sequence[bytes], key_size: int, hashrnd: int) -> ar
     return out
 
 
+_lane_constants_cache: dict = {}
+
+
+def _lane_constants(n: int) -> tuple:
+    """For n lanes: 2^32 - 1 in each (the mask), 2^32 in each (the bias that keeps a
+    subtraction's lanes from borrowing) and 1 in each. Full batches reuse them."""
+    cached = _lane_constants_cache.get(n)
+    if cached is not None:
+        return cached
+    ones = int.from_bytes(b"\1\0\0\0\0\0\0\0" * n, "little")
+    m = ones * _M
+    out = (m, m + ones, ones)
+    if n == _BATCH_LANES:
+        _lane_constants_cache[n] = out
+    return out
+
+
 def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
     """One batch. jhash and jhash2 are the same computation on zero-padded little-endian
     words (initval + key_size either way; the words past the key add zero): a __jhash_mix
@@ -347,9 +364,8 @@ def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
         lanes32[0::2] = words[i::nwords]
         return int.from_bytes(lane_bytes, "little")
 
-    m = int.from_bytes(b"\xff\xff\xff\xff\0\0\0\0" * n, "little")
-    bias = m + int.from_bytes(b"\1\0\0\0\0\0\0\0" * n, "little")      # 2^32 per lane
-    a = b = c = ((JHASH_INITVAL + key_size + hashrnd) & _M) * (m // _M)
+    m, bias, ones = _lane_constants(n)
+    a = b = c = ((JHASH_INITVAL + key_size + hashrnd) & _M) * ones
 
     def rol(x: int, r: int) -> int:
         return ((x << r) | (x >> (32 - r))) & m

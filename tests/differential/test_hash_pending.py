@@ -122,6 +122,61 @@ def test_many_inserts_then_walk(both, kind, key_size):
     p.check_values(walk[::7])
 
 
+def test_big_batches(both, kind, key_size):
+    """More than 4096 pending elements, a good part of the map: the walk links them through
+    lists (and sets the hashes of consecutive never-used slots in one go). Then deletes
+    that must find each element's bucket from its stored hash, and a second big batch in
+    reused slots, which are not consecutive."""
+    rng = random.Random(50 + key_size)
+    p = PendingPair(both, kind, key_size, 12000)
+    keys = [key_of(i, key_size) for i in range(24000)]
+    for k in keys[:10000]:
+        p.put(k)
+    assert p.live_pending() == 10000
+    first = p.walk()
+    assert len(first) == 10000
+    p.check_values(first[::97])
+    # Deletes all over the buckets (heads, middles and tails of their lists), walked after.
+    for k in first[::3]:
+        p.remove(k)
+    p.check_values(p.walk()[::89])
+    # A second batch, into the slots freed just now (a LIFO: not in slot order) and new ones.
+    gone = first[::3]
+    for k in rng.sample(gone, len(gone)) + keys[10000:12000]:
+        p.put(k)
+    p.put(keys[12000], want=-E2BIG)                        # exactly full
+    assert p.live_pending() > 4096
+    walk = p.walk()
+    assert len(walk) == 12000
+    p.check_values(walk[::61])
+    for k in walk[1::2]:
+        p.remove(k)
+    assert len(p.walk()) == 6000
+
+
+def test_big_batch_in_shuffled_slots(both, kind, key_size):
+    """A big batch whose slots are a shuffled run with its ends in place (freed in an order
+    that the freelist hands back as 0, shuffled 1..6998, 6999): its hashes must still go to
+    the right slots."""
+    rng = random.Random(60 + key_size)
+    p = PendingPair(both, kind, key_size, 9000)
+    keys = [key_of(i, key_size) for i in range(16000)]
+    for k in keys[:9000]:
+        p.put(k)                                           # key i in slot i
+    p.walk()
+    middle = keys[1:6999]
+    for k in [keys[6999]] + rng.sample(middle, len(middle)) + [keys[0]]:
+        p.remove(k)
+    for k in keys[9000:16000]:
+        p.put(k)
+    pending = p.emu_map.pending
+    assert (pending[0], pending[-1], len(pending)) == (0, 6999, 7000)    # the scenario
+    assert pending != sorted(pending)
+    walk = p.walk()
+    assert len(walk) == 9000
+    p.check_values(walk[::37])
+
+
 # --- b: updates and deletes of pending and linked elements ---------------------------------
 
 def test_updates_and_deletes_while_pending(both, kind, key_size):
