@@ -3,6 +3,7 @@ import random
 import threading
 
 from .bpffs import BpfFs
+from .fastpath import NO_CALL
 from .errors import BpfError
 from .fdtable import FdTable, IdrCyclic
 from .memory import Memory, ProcessMemory
@@ -35,6 +36,10 @@ class Emulator:
         # id(attr) -> an element call decoded before (fastpath.py); emptied by any change that
         # could make one of its checks come out differently.
         self.decoded_calls: dict = {}
+        # The decoded call that ran last, tried before the dict, as (attr, cmd, size, attr
+        # bytes, rest, lockless); decoded_generation counts the forgets.
+        self.last_call = NO_CALL
+        self.decoded_generation = 0
         self.decoded = None
         self.mem.on_views_changed(self.forget_decoded_calls)
         self.dispatch = build_dispatch(self.profile)
@@ -51,6 +56,8 @@ class Emulator:
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""
+        self.decoded_generation += 1            # first: see syscall._make_last
+        self.last_call = NO_CALL
         self.decoded_calls.clear()
 
     def _unpinned(self, m) -> None:

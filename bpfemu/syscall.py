@@ -10,7 +10,7 @@ import errno
 
 from . import batch_cmds, map_cmds, obj_cmds
 from .errors import BpfError
-from .fastpath import LOCKLESS_COMMANDS, MAX_DECODED_CALLS
+from .fastpath import LOCKLESS_COMMANDS, MAX_DECODED_CALLS, NO_CALL
 from .usercopy import get_attr
 from .uapi.consts import BpfCmd as C
 
@@ -64,14 +64,33 @@ _MIN_UNPACK = 32    # sizeof the element-command member, the longest one cut sho
 
 def sys_bpf(emu, cmd: int, attr, size: int) -> int:
     """bpf(cmd, attr, size) on an emulated kernel: the fd/0 result, or -errno."""
-    call = emu.decoded_calls.get(id(attr))
+    last = emu.last_call
+    if last[0] is attr and last[1] == cmd and last[2] == size and attr.raw == last[3]:
+        # The call made last, again: same command, size and attr object, the same bytes in
+        # it (a caller's loop). Only the rest of it runs (fastpath.py).
+        if last[5]:
+            # A lookup: no lock, as Linux's syscall lookup holds only rcu_read_lock().
+            try:
+                return last[4]()
+            except BpfError as e:
+                return -e.errno
+        lock = emu.lock
+        lock.acquire()
+        try:
+            return last[4]()
+        except BpfError as e:
+            return -e.errno
+        finally:
+            lock.release()
+    generation = emu.decoded_generation
+    call = emu.decoded_calls.get(id(attr) << 6 | cmd)
     if call is not None and call[0] == cmd and call[1] == size:
         # The same command on the same attr bytes as a call already decoded (fastpath.py):
         # every check before the key copy would pass again, so only the rest runs.
         if (attr.raw if call[3] else bytes(attr)) == call[2]:
             rest = call[4]
             if rest is not None and call[7]:
-                # A lookup: no lock, as Linux's syscall lookup holds only rcu_read_lock().
+                _make_last(emu, call, generation)
                 try:
                     return rest()
                 except BpfError as e:
@@ -83,6 +102,7 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
                 if rest is None:                # first reuse: build it now
                     make, *args = call[6]
                     rest = call[4] = make(*args)
+                _make_last(emu, call, generation)
                 return rest()
             except BpfError as e:
                 return -e.errno
@@ -133,14 +153,26 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
             return -e.errno
 
 
+def _make_last(emu, call: list, generation: int) -> None:
+    """Make a decoded call the one sys_bpf tries first. The generation, read before the call
+    was found, is checked after the store: a forget_decoded_calls() in between (which
+    counts a generation before it empties last_call) cannot leave a stale call there."""
+    if call[3]:                                 # .raw: only char arrays take the first branch
+        emu.last_call = (call[5], call[0], call[1], call[2], call[4], call[7])
+        if emu.decoded_generation != generation:
+            emu.last_call = NO_CALL
+
+
 def _remember(emu, cmd: int, attr, size: int, whole: bytes, decoded: tuple) -> None:
-    """Keep a decoded call under the attr object: [cmd, size, attr bytes, has .raw, rest
-    (built on first reuse, so a caller that never reuses its attr never pays for it), attr,
-    (builder, *its arguments), runs without the lock]."""
+    """Keep a decoded call under the attr object and the command (one attr may serve lookups
+    and updates in turn): [cmd, size, attr bytes, has .raw, rest (built on first reuse, so
+    a caller that never reuses its attr never pays for it), attr, (builder, *its
+    arguments), runs without the lock]. Element commands are below 64."""
     calls = emu.decoded_calls
     if len(calls) >= MAX_DECODED_CALLS:
         calls.clear()
     # .raw is a char array's bytes at a third of the cost of bytes(attr).
     has_raw = isinstance(attr, ctypes.Array) and attr._type_ is ctypes.c_char
     # The attr object is kept so that its id() cannot be reused while the entry exists.
-    calls[id(attr)] = [cmd, size, whole, has_raw, None, attr, decoded, cmd in LOCKLESS_COMMANDS]
+    calls[id(attr) << 6 | cmd] = [cmd, size, whole, has_raw, None, attr, decoded,
+                                  cmd in LOCKLESS_COMMANDS]

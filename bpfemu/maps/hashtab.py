@@ -308,6 +308,16 @@ def free_htab_elem(htab: BpfHtab, l: int) -> None:
     htab.free_slots.append(l)
 
 
+def htab_arena(htab: BpfHtab):
+    """The map's one chunk of values, made now if the map has had no element yet (as its
+    first element would make it); None if the map's values come in several chunks."""
+    if htab.chunk_shift != 31:
+        return None
+    if htab.arena is None:
+        _new_slots(htab, 0)
+    return htab.arena
+
+
 def htab_elem_value(htab: BpfHtab, l: int):
     """The slot's value (the whole per-CPU area for per-CPU maps): a live view."""
     size = htab.slot_size

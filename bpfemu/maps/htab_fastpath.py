@@ -1,0 +1,131 @@
+"""Decoded calls of hash maps on pinned buffers (fastpath.py), with the map's op folded in.
+
+fastpath.py's pinned calls copy the key out of the caller's buffer and call the map's op;
+these do the common case of that op themselves, on the map's columns held in the closure,
+and call the op for everything else. They exist for speed alone: each inlined case below is
+the same steps as the function it names, in hashtab.py, and gives the same result. They
+need the map's values in one arena (``htab_arena``); for other maps, or where a case does
+not apply, the builder returns None and fastpath.py's own call serves.
+
+Every container a closure holds is one the map changes in place only (elems, elem_key,
+elem_next, elem_hash, heads, pending, free_slots, the arena).
+"""
+import errno
+
+from ..errors import BpfError
+from ..uapi.consts import BPF_ANY, BPF_NOEXIST
+from .hashtab import (PENDING, _grow_free_slots, _unlink, htab_arena, htab_map_get_next_key,
+                      htab_map_update_elem, htab_next_bucket)
+
+_ENOENT = errno.ENOENT
+
+
+def htab_pinned_lookup_call(htab, key_view, value_view):
+    """map_lookup_elem() on any hash map: the syscall's lookup touches no LRU bit, so it is
+    htab_map_lookup_elem_sys() for all four types (the slot's whole value area)."""
+    arena = htab_arena(htab)
+    if arena is None:
+        return None
+    elems = htab.elems
+    size = htab.slot_size
+
+    def pinned_htab_lookup():
+        l = elems.get(key_view.tobytes())
+        if l is None:
+            raise BpfError(_ENOENT)
+        o = l * size
+        value_view[:] = arena[o:o + size]
+        return 0
+    return pinned_htab_lookup
+
+
+def htab_pinned_update_call(htab, key_view, value_view, flags: int):
+    """BPF_MAP_UPDATE_ELEM on a HASH map with BPF_ANY or BPF_NOEXIST: a new key with room
+    for it is htab_map_update_elem()'s new element, inlined; anything else (a key that
+    exists, a full map) is the function itself."""
+    if htab.percpu or htab.is_lru or flags not in (BPF_ANY, BPF_NOEXIST):
+        return None
+    arena = htab_arena(htab)
+    if arena is None:
+        return None
+    elems, keys, nxt = htab.elems, htab.elem_key, htab.elem_next
+    pending, free = htab.pending, htab.free_slots
+    size, max_entries = htab.slot_size, htab.max_entries
+    update = htab_map_update_elem
+
+    def pinned_htab_update():
+        key = key_view.tobytes()
+        if key in elems or len(elems) >= max_entries:
+            update(htab, key, value_view, flags)     # replace, EEXIST or E2BIG
+            return 0
+        l = free.pop() if free else _grow_free_slots(htab)
+        o = l * size
+        arena[o:o + size] = value_view
+        keys[l] = key                                # _link_head(): pending until a walk
+        elems[key] = l
+        nxt[l] = PENDING
+        pending.append(l)
+        return 0
+    return pinned_htab_update
+
+
+def htab_pinned_delete_call(htab, key_view):
+    """htab_map_delete_elem() on HASH and PERCPU_HASH; _unlink() of an element at its
+    bucket's head inlined (with fewer elements than buckets, most are)."""
+    if htab.is_lru or htab.sparse:
+        return None
+    elems, keys, nxt, hashes = htab.elems, htab.elem_key, htab.elem_next, htab.elem_hash
+    heads, mask, free = htab.heads, htab.bucket_mask, htab.free_slots
+
+    def pinned_htab_delete():
+        key = key_view.tobytes()
+        l = elems.get(key)
+        if l is None:
+            raise BpfError(_ENOENT)
+        n = nxt[l]
+        if n != PENDING:
+            b = hashes[l] & mask
+            if heads[b] == l:
+                heads[b] = n
+                del elems[key]
+                keys[l] = None
+                free.append(l)                       # free_htab_elem()
+                return 0
+        _unlink(htab, l)
+        free.append(l)
+        return 0
+    return pinned_htab_delete
+
+
+def htab_pinned_get_next_key_call(htab, key_view, next_view):
+    """htab_map_get_next_key() from a key: a walk passes back the key it was just given, so
+    when nothing is pending and the cursor's slot holds that key, the next element is the
+    slot's successor in its bucket, or else the head of the next non-empty bucket. Anything
+    else (a key the walk did not return last, pending elements to link first) is the
+    function itself."""
+    if key_view is None or htab.sparse:
+        return None
+    keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads
+    pending, mask, n_buckets = htab.pending, htab.bucket_mask, htab.n_buckets
+    get_next_key, next_bucket = htab_map_get_next_key, htab_next_bucket
+
+    def pinned_htab_get_next_key():
+        key = key_view.tobytes()
+        if not pending:
+            l = htab.walk_cursor
+            if l >= 0 and keys[l] == key:
+                n = nxt[l]
+                if n < 0:                            # last in its bucket: the next bucket
+                    b = (hashes[l] & mask) + 1
+                    n = heads[b] if b < n_buckets else -1
+                    if n < 0:
+                        b = next_bucket(htab, b)
+                        if b is None:
+                            raise BpfError(_ENOENT)
+                        n = heads[b]
+                htab.walk_cursor = n
+                next_view[:] = keys[n]
+                return 0
+        next_view[:] = get_next_key(htab, key)
+        return 0
+    return pinned_htab_get_next_key
