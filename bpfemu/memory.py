@@ -48,6 +48,12 @@ class Memory:
         on_views_changed() are called, or None. Only pinned buffers have one."""
         return None
 
+    @staticmethod
+    def char_array(view):
+        """A ctypes char array over a view from view(): its ``raw`` setter copies bytes in at
+        half the cost of a slice assignment to the view."""
+        return (ctypes.c_char * len(view)).from_buffer(view)
+
     def on_views_changed(self, callback) -> None:
         """Call callback() (held weakly) whenever views handed out may have become stale."""
 

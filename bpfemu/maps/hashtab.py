@@ -362,49 +362,61 @@ def htab_link_pending(htab: BpfHtab) -> None:
     if not htab.pending:
         return
     live = _live_pending(htab) if htab.pending_stale else htab.pending
+    n = len(live)
+    if n == 0:                          # all of them unlinked again
+        htab.pending.clear()
+        htab.pending_stale = 0
+        return
+    first = live[0]
+    end = first + n
+    # Slots in a run (a map filling up takes never-used slots in order) are read and
+    # written as slices.
+    run = live[-1] == end - 1 and live == list(range(first, end))
     keys = htab.elem_key
-    if len(live) < 8:                   # a batch's set-up costs about as much as 8 keys
+    live_keys = keys[first:end] if run else [keys[l] for l in live]
+    if n < 8:                           # a batch's set-up costs about as much as 8 keys
         fn, rnd = htab.hash_fn, htab.hashrnd
-        hashes = [fn(keys[l], rnd) for l in live]
+        hashes = [fn(k, rnd) for k in live_keys]
     else:
-        hashes = htab_map_hash_many([keys[l] for l in live], htab.key_size, htab.hashrnd)
+        hashes = htab_map_hash_many(live_keys, htab.key_size, htab.hashrnd)
     nxt, heads, elem_hash, mask = htab.elem_next, htab.heads, htab.elem_hash, htab.bucket_mask
-    if len(live) > 4096 and 4 * len(live) > len(nxt) + len(heads) and not htab.sparse:
+    if n > 4096 and 4 * n > len(nxt) + len(heads) and not htab.sparse:
         # A big batch (a map filled, then walked): link through lists, whose items cost a
         # third of an array's to get and set, and copy them back whole at C speed.
-        nxt_l, heads_l = nxt.tolist(), heads.tolist()
-        for l, h in zip(live, hashes):
-            b = h & mask
-            nxt_l[l] = heads_l[b]
-            heads_l[b] = l
-        _store_all(nxt, nxt_l)
-        _store_all(heads, heads_l)
-        _set_hashes(elem_hash, live, hashes)
+        heads_l = heads.tolist()
+        if run:
+            chain = []
+            append = chain.append
+            for l, h in zip(range(first, end), hashes):
+                b = h & mask
+                append(heads_l[b])
+                heads_l[b] = l
+            nxt[first:end] = _packed(nxt.typecode, chain)
+        else:
+            nxt_l = nxt.tolist()
+            for l, h in zip(live, hashes):
+                b = h & mask
+                nxt_l[l] = heads_l[b]
+                heads_l[b] = l
+            nxt[:] = _packed(nxt.typecode, nxt_l)
+        heads[:] = _packed(heads.typecode, heads_l)
     else:
         for l, h in zip(live, hashes):
             b = h & mask
             nxt[l] = heads[b]
             heads[b] = l
+    if run:
+        elem_hash[first:end] = array("I", hashes)
+    else:
+        for l, h in zip(live, hashes):
             elem_hash[l] = h
     htab.pending.clear()
     htab.pending_stale = 0
 
 
-def _store_all(arr: array, values: list) -> None:
-    """arr[:] = values, through struct (array() parses every item like an argument)."""
-    arr[:] = array(arr.typecode, struct.pack(f"{len(values)}{arr.typecode}", *values))
-
-
-def _set_hashes(elem_hash: array, slots: list, hashes) -> None:
-    """elem_hash[slots[i]] = hashes[i]; at C speed where the slots are consecutive, as they
-    are when a map fills up from never-used slots."""
-    first = slots[0]
-    end = first + len(slots)
-    if slots[-1] == end - 1 and slots == list(range(first, end)):
-        elem_hash[first:end] = array("I", hashes)
-        return
-    for l, h in zip(slots, hashes):
-        elem_hash[l] = h
+def _packed(typecode: str, values: list) -> array:
+    """array(typecode, values), through struct: array() parses every item like an argument."""
+    return array(typecode, struct.pack(f"{len(values)}{typecode}", *values))
 
 
 def _unlink(htab: BpfHtab, l: int) -> None:

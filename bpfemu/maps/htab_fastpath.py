@@ -13,6 +13,7 @@ elem_next, elem_hash, heads, pending, free_slots, the arena).
 import errno
 
 from ..errors import BpfError
+from ..memory import Memory
 from ..uapi.consts import BPF_ANY, BPF_NOEXIST
 from .hashtab import (PENDING, _grow_free_slots, _unlink, htab_arena, htab_map_get_next_key,
                       htab_map_update_elem, htab_next_bucket)
@@ -28,13 +29,14 @@ def htab_pinned_lookup_call(htab, key_view, value_view):
         return None
     elems = htab.elems
     size = htab.slot_size
+    value_buf = Memory.char_array(value_view)
 
     def pinned_htab_lookup():
         l = elems.get(key_view.tobytes())
         if l is None:
             raise BpfError(_ENOENT)
         o = l * size
-        value_view[:] = arena[o:o + size]
+        value_buf.raw = arena[o:o + size]
         return 0
     return pinned_htab_lookup
 
@@ -108,6 +110,7 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
     keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads
     pending, mask, n_buckets = htab.pending, htab.bucket_mask, htab.n_buckets
     get_next_key, next_bucket = htab_map_get_next_key, htab_next_bucket
+    next_buf = Memory.char_array(next_view)
 
     def pinned_htab_get_next_key():
         key = key_view.tobytes()
@@ -117,15 +120,20 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
                 n = nxt[l]
                 if n < 0:                            # last in its bucket: the next bucket
                     b = (hashes[l] & mask) + 1
-                    n = heads[b] if b < n_buckets else -1
-                    if n < 0:
+                    stop = b + 4 if b + 4 < n_buckets else n_buckets
+                    while b < stop:                  # most runs of empty buckets are short
+                        n = heads[b]
+                        if n >= 0:
+                            break
+                        b += 1
+                    else:
                         b = next_bucket(htab, b)
                         if b is None:
                             raise BpfError(_ENOENT)
                         n = heads[b]
                 htab.walk_cursor = n
-                next_view[:] = keys[n]
+                next_buf.raw = keys[n]
                 return 0
-        next_view[:] = get_next_key(htab, key)
+        next_buf.raw = get_next_key(htab, key)
         return 0
     return pinned_htab_get_next_key

@@ -308,15 +308,18 @@ def htab_map_hash(key: bytes, hashrnd: int) -> int:
 # Many keys at once: the hash of every element inserted since the last walk.
 # ----------------------------------------------------------------------------------
 #
-# One Python int holds one u32 per 64-bit lane, for every key of a batch, and each step of
+# One Python int holds one u32 per 40-bit lane, for every key of a batch, and each step of
 # the algorithm is a handful of big-int operations on all lanes at once (SIMD within a
-# register). The upper half of each lane takes the carries: every value is masked to its
-# low 32 bits (``m``) before it is shifted or added again; a subtraction first adds 2^32 to
-# every lane (``bias``) so that no lane borrows from the next; a rotation's right shift moves
-# a lane's low bits into the upper half of the lane below, which the mask then clears.
-# About 180 ns a key here, against 2 us for the scalar _hash4.
+# register). The top 8 bits of each lane take the carries: every value is masked to its low
+# 32 bits (``m``) before it is shifted or added again, and a subtraction first adds 2^32 to
+# every lane (``bias``) so that no lane borrows from the next. A rotation masks each half
+# within its lane before shifting it (``rol``): a right shift moves the low bits of the lane
+# above into this one, from bit 8 up, and the mask keeps fewer bits than that. Lanes are
+# whole bytes, so keys go in and hashes come out by strided byte copies.
+# About 0.2 us a 4-byte key and 0.4 us a 16-byte key here, against 2 us for the scalar _hash4.
 
-_BATCH_LANES = 4096        # keeps each big int in cache (32 KiB)
+_BATCH_LANES = 4096        # keeps each big int in cache (20 KiB)
+_LANE = 5                  # bytes a lane
 
 
 def htab_map_hash_many(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
@@ -331,18 +334,24 @@ def htab_map_hash_many(keys: Sequence[bytes], key_size: int, hashrnd: int) -> ar
 _lane_constants_cache: dict = {}
 
 
-def _lane_constants(n: int) -> tuple:
-    """For n lanes: 2^32 - 1 in each (the mask), 2^32 in each (the bias that keeps a
-    subtraction's lanes from borrowing) and 1 in each. Full batches reuse them."""
+def _lane_constants(n: int) -> dict:
+    """For n lanes: "m", 2^32 - 1 in each (the mask); "bias", 2^32 in each; "ones", 1 in
+    each; and for a rotation by r, ("lo", r) and ("hi", r): the low 32 - r and the low r
+    bits of each lane. Full batches reuse them."""
     cached = _lane_constants_cache.get(n)
     if cached is not None:
         return cached
-    ones = int.from_bytes(b"\1\0\0\0\0\0\0\0" * n, "little")
-    m = ones * _M
-    out = (m, m + ones, ones)
+    ones = int.from_bytes(b"\1\0\0\0\0" * n, "little")
+    out = {"ones": ones, "m": ones * _M, "bias": ones << 32}
+    for r in _ROTATIONS:
+        out["lo", r] = ones * ((1 << (32 - r)) - 1)
+        out["hi", r] = ones * ((1 << r) - 1)
     if n == _BATCH_LANES:
         _lane_constants_cache[n] = out
     return out
+
+
+_ROTATIONS = (4, 6, 8, 16, 19, 14, 11, 25, 24)
 
 
 def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
@@ -357,18 +366,20 @@ def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
     words = array("I", pad.join(keys) + pad)
     if sys.byteorder != "little":
         words.byteswap()
-    lane_bytes = bytearray(8 * n)
-    lanes32 = memoryview(lane_bytes).cast("I")
+    lane_bytes = bytearray(_LANE * n)
 
     def word(i: int) -> int:            # word i of every key, one per lane
-        lanes32[0::2] = words[i::nwords]
+        raw = words[i::nwords].tobytes()
+        for k in range(4):
+            lane_bytes[k::_LANE] = raw[k::4]
         return int.from_bytes(lane_bytes, "little")
 
-    m, bias, ones = _lane_constants(n)
-    a = b = c = ((JHASH_INITVAL + key_size + hashrnd) & _M) * ones
+    k_ = _lane_constants(n)
+    m, bias = k_["m"], k_["bias"]
+    a = b = c = ((JHASH_INITVAL + key_size + hashrnd) & _M) * k_["ones"]
 
     def rol(x: int, r: int) -> int:
-        return ((x << r) | (x >> (32 - r))) & m
+        return ((x & k_["lo", r]) << r) | ((x >> (32 - r)) & k_["hi", r])
 
     k = 0
     left = nwords
@@ -396,7 +407,11 @@ def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
     a ^= c; a = (a + bias - rol(c, 4)) & m
     b ^= a; b = (b + bias - rol(a, 14)) & m
     c ^= b; c = (c + bias - rol(b, 24)) & m
-    out = array("I", c.to_bytes(8 * n, "little"))
+    lanes = c.to_bytes(_LANE * n, "little")
+    out = bytearray(4 * n)
+    for k in range(4):
+        out[k::4] = lanes[k::_LANE]
+    hashes = array("I", out)
     if sys.byteorder != "little":
-        out.byteswap()
-    return out[0::2]
+        hashes.byteswap()
+    return hashes
