@@ -64,20 +64,22 @@ _MIN_UNPACK = 32    # sizeof the element-command member, the longest one cut sho
 
 def sys_bpf(emu, cmd: int, attr, size: int) -> int:
     """bpf(cmd, attr, size) on an emulated kernel: the fd/0 result, or -errno."""
-    last = emu.last_call
-    if last[0] is attr and last[1] == cmd and last[2] == size and attr.raw == last[3]:
+    last_attr, last_cmd, last_size, last_raw, rest, lockless = emu.last_call
+    if (last_attr is attr and (last_cmd is cmd or last_cmd == cmd) and last_size == size
+            and attr.raw == last_raw):
         # The call made last, again: same command, size and attr object, the same bytes in
         # it (a caller's loop). Only the rest of it runs (fastpath.py).
-        if last[5]:
-            # A lookup: no lock, as Linux's syscall lookup holds only rcu_read_lock().
+        if lockless:
+            # A lookup (or a walk step that locks where it must): no lock, as Linux holds
+            # only rcu_read_lock() there.
             try:
-                return last[4]()
+                return rest()
             except BpfError as e:
                 return -e.errno
         lock = emu.lock
         lock.acquire()
         try:
-            return last[4]()
+            return rest()
         except BpfError as e:
             return -e.errno
         finally:
@@ -101,7 +103,11 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
                 rest = call[4]
                 if rest is None:                # first reuse: build it now
                     make, *args = call[6]
-                    rest = call[4] = make(*args)
+                    rest = make(*args)
+                    # Lookups, and calls that take the lock themselves where they must
+                    # (htab_fastpath.py's walk step), run without it.
+                    call[7] = call[7] or getattr(rest, "lockless", False)
+                    call[4] = rest
                 _make_last(emu, call, generation)
                 return rest()
             except BpfError as e:

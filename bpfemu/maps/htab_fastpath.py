@@ -104,12 +104,21 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
     when nothing is pending and the cursor's slot holds that key, the next element is the
     slot's successor in its bucket, or else the head of the next non-empty bucket. Anything
     else (a key the walk did not return last, pending elements to link first) is the
-    function itself."""
+    function itself.
+
+    Like a lookup, this step runs without the emulator's lock (``lockless``): Linux's
+    map_get_next_key() holds only rcu_read_lock(), and the step only reads, one item at a
+    time, what an update or delete changes under the lock. A step that races one returns a
+    key that was in the map during the call, as an RCU walk can; if the key it found was
+    deleted meanwhile (its slot's key is None, or its bucket emptied), it starts again
+    under the lock. The function itself, which may link the pending elements, always runs
+    under the lock."""
     if key_view is None or htab.sparse:
         return None
     keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads
     pending, mask, n_buckets = htab.pending, htab.bucket_mask, htab.n_buckets
     get_next_key, next_bucket = htab_map_get_next_key, htab_next_bucket
+    lock = htab.kernel.lock
     next_buf = Memory.char_array(next_view)
 
     def pinned_htab_get_next_key():
@@ -120,20 +129,22 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
                 n = nxt[l]
                 if n < 0:                            # last in its bucket: the next bucket
                     b = (hashes[l] & mask) + 1
-                    stop = b + 4 if b + 4 < n_buckets else n_buckets
-                    while b < stop:                  # most runs of empty buckets are short
-                        n = heads[b]
-                        if n >= 0:
-                            break
-                        b += 1
-                    else:
-                        b = next_bucket(htab, b)
-                        if b is None:
-                            raise BpfError(_ENOENT)
-                        n = heads[b]
-                htab.walk_cursor = n
-                next_buf.raw = keys[n]
-                return 0
-        next_buf.raw = get_next_key(htab, key)
+                    n = heads[b] if b < n_buckets else -1
+                    if n < 0:
+                        b += 1                       # most runs of empty buckets are short
+                        n = heads[b] if b < n_buckets else -1
+                        if n < 0:
+                            b = next_bucket(htab, b)
+                            if b is None:
+                                raise BpfError(_ENOENT)
+                            n = heads[b]
+                found = keys[n] if n >= 0 else None
+                if found is not None:
+                    htab.walk_cursor = n
+                    next_buf.raw = found
+                    return 0
+        with lock:
+            next_buf.raw = get_next_key(htab, key)
         return 0
+    pinned_htab_get_next_key.lockless = True
     return pinned_htab_get_next_key

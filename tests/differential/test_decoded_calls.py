@@ -11,6 +11,7 @@ import ctypes
 import mmap
 import random
 import struct
+import sys
 import threading
 
 import pytest
@@ -25,7 +26,7 @@ HASH, PERCPU_HASH, ARRAY = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH, c.BP
 PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_ARRAY
 LOOKUP, UPDATE, DELETE = c.BPF_MAP_LOOKUP_ELEM, c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_DELETE_ELEM
 NEXT_KEY, FREEZE = c.BPF_MAP_GET_NEXT_KEY, c.BPF_MAP_FREEZE
-EPERM, ENOENT, EBADF, EFAULT, EEXIST, EINVAL = 1, 2, 9, 14, 17, 22
+EPERM, ENOENT, EBADF, EFAULT, EEXIST, EINVAL, E2BIG = 1, 2, 9, 14, 17, 22, 7
 
 CONFIGS = [("hash", HASH, c.BPF_F_ZERO_SEED), ("hash_noprealloc", HASH,
            c.BPF_F_ZERO_SEED | c.BPF_F_NO_PREALLOC), ("percpu_hash", PERCPU_HASH,
@@ -363,4 +364,112 @@ def test_decoded_lookups_race_updates_and_deletes(pin):
             assert ret in (0, -ENOENT)
             if ret == 0:
                 assert len(set(value)) == 1 and value[0] != 0, value
+    emu.close(fd)
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+def test_decoded_walks_race_updates_and_deletes(pin):
+    """A decoded walk step on a pinned HASH map takes no lock (Linux's map_get_next_key()
+    holds only rcu_read_lock()). Walkers racing a writer that inserts, replaces and deletes
+    get 0 with a key that was in the map, or ENOENT: never an exception, never a key that
+    was not there."""
+    emu = Emulator(seed=4)
+    fd = create(emu, HASH, 4, 8, 48)
+    universe = [struct.pack("<I", i) for i in range(64)]
+    writer = Caller(emu, fd, 4, 8, pin)
+    walkers = [Caller(emu, fd, 4, 8, pin) for _ in range(3)]
+    for k in universe[:40]:
+        assert writer.update(k, b"\1" * 8) == 0
+    stop = threading.Event()
+    seen = [[] for _ in walkers]
+    errors = []
+
+    def walk(i):
+        cl = walkers[i]
+        try:
+            while not stop.is_set():
+                ret, nxt = cl.next_key(None)
+                steps = 0
+                while ret == 0 and steps < 100:
+                    seen[i].append((ret, nxt[:4], cl.decoded))
+                    ret, nxt = cl.next_key(nxt[:4])
+                    steps += 1
+                if ret != 0:
+                    seen[i].append((ret, None, cl.decoded))
+        except Exception as e:                  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    rng = random.Random(4)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)                 # switch threads as often as possible
+    threads = [threading.Thread(target=walk, args=(i,)) for i in range(len(walkers))]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(3000):
+            k = rng.choice(universe)
+            if rng.random() < 0.5:
+                assert writer.update(k, b"\2" * 8) in (0, -E2BIG)
+            else:
+                assert writer.delete(k) in (0, -ENOENT)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(old)
+    assert not errors, errors
+    for results in seen:
+        assert sum(1 for _, _, decoded in results if decoded) > 100
+        for ret, key, _ in results:
+            assert ret in (0, -ENOENT), ret
+            if ret == 0:
+                assert key in universe, key
+    emu.close(fd)
+
+
+class _DeleteOnRead(list):
+    """elem_key with a trap: the read that arms it deletes that slot's element (through
+    bpf(), on this thread) before returning, as a writer on another thread could between two
+    reads of a lockless walk step."""
+
+    def __init__(self, items, delete):
+        super().__init__(items)
+        self.delete = delete
+        self.reads_left = None
+
+    def __getitem__(self, i):
+        if self.reads_left is not None and type(i) is int:
+            self.reads_left -= 1
+            if self.reads_left == 0:
+                self.reads_left = None
+                self.delete(list.__getitem__(self, i))
+        return list.__getitem__(self, i)
+
+
+def test_decoded_walk_step_whose_next_key_is_deleted_midway():
+    """The step has checked the cursor and found the next slot; before it reads that slot's
+    key, the element is deleted. It must start again under the lock: the walk goes on from
+    the same key to the element after the deleted one, as a walk after the delete does."""
+    emu = Emulator(seed=5)
+    fd = create(emu, HASH, 4, 8, 64, c.BPF_F_ZERO_SEED)
+    writer = Caller(emu, fd, 4, 8, True)
+    walker = Caller(emu, fd, 4, 8, True)
+    htab = emu.fds.lookup(fd).obj
+    keys = [struct.pack("<I", i) for i in range(40)]
+    for k in keys:
+        assert writer.update(k, b"\1" * 8) == 0
+    trap = htab.elem_key = _DeleteOnRead(htab.elem_key, lambda k: writer.delete(k))
+    order = []
+    ret, nxt = walker.next_key(None)
+    while ret == 0:
+        order.append(nxt[:4])
+        ret, nxt = walker.next_key(nxt[:4])
+    assert len(order) == 40
+    ret, nxt = walker.next_key(order[10])       # a decoded step from here on
+    assert ret == 0 and nxt[:4] == order[11] and walker.decoded
+    trap.reads_left = 2                         # the cursor check, then the next slot's key
+    ret, nxt = walker.next_key(order[11])
+    assert trap.reads_left is None              # the trap went off (its delete ran a handler)
+    assert ret == 0 and nxt[:4] == order[13]    # order[12] is gone
+    assert writer.lookup(order[12])[0] == -ENOENT
     emu.close(fd)
