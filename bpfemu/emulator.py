@@ -33,8 +33,8 @@ class Emulator:
         self.fds = FdTable()
         self.map_idr = IdrCyclic()
         self.lock = threading.RLock()
-        # id(attr) -> an element call decoded before (fastpath.py); emptied by any change that
-        # could make one of its checks come out differently.
+        # (id(attr), cmd) -> an element call decoded before (fastpath.py); emptied by any
+        # change that could make one of its checks come out differently.
         self.decoded_calls: dict = {}
         # The decoded call that ran last, tried before the dict, as (attr, cmd, size, attr
         # bytes, rest, lockless); decoded_generation counts the forgets.

@@ -22,9 +22,13 @@ reuse, so a caller that never passes the same attr object twice pays nothing for
 
 Where both pointers are pinned (``ProcessMemory.pin``), the closure copies through views of
 the caller's buffers: no syscall and no address lookup. A map type may then supply its own
-closure with its op folded in (the ops table's pinned_*_call, e.g. maps/htab_fastpath.py). Otherwise it copies through the
-memory layer's readers and writers for those addresses (``Memory.reader``), which for
-this process's memory are process_vm_readv/writev calls with their iovecs packed once.
+closure with its op folded in (the ops table's pinned_*_call, e.g. maps/htab_fastpath.py).
+Otherwise it copies through the memory layer's readers and writers for those addresses
+(``Memory.reader``), which for this process's memory are process_vm_readv/writev calls with
+their iovecs packed once.
+
+sys_bpf (syscall.py) tries the call made last before anything else: the same attr object,
+command, size and attr bytes as the call just made, which is what a caller's loop sends.
 """
 
 from .uapi.consts import BpfCmd

@@ -72,8 +72,8 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
 
 
 def htab_pinned_delete_call(htab, key_view):
-    """htab_map_delete_elem() on HASH and PERCPU_HASH; _unlink() of an element at its
-    bucket's head inlined (with fewer elements than buckets, most are)."""
+    """htab_map_delete_elem() on HASH and PERCPU_HASH, with _unlink() of a listed element
+    inlined (a pending one is _unlink()'s own case)."""
     if htab.is_lru or htab.sparse:
         return None
     elems, keys, nxt, hashes = htab.elems, htab.elem_key, htab.elem_next, htab.elem_hash
@@ -85,16 +85,22 @@ def htab_pinned_delete_call(htab, key_view):
         if l is None:
             raise BpfError(_ENOENT)
         n = nxt[l]
-        if n != PENDING:
+        if n == PENDING:
+            _unlink(htab, l)
+        else:
             b = hashes[l] & mask
-            if heads[b] == l:
+            p = heads[b]
+            if p == l:
                 heads[b] = n
-                del elems[key]
-                keys[l] = None
-                free.append(l)                       # free_htab_elem()
-                return 0
-        _unlink(htab, l)
-        free.append(l)
+            else:                                    # further down its bucket's list
+                q = nxt[p]
+                while q != l:
+                    p = q
+                    q = nxt[p]
+                nxt[p] = n
+            del elems[key]
+            keys[l] = None
+        free.append(l)                               # free_htab_elem()
         return 0
     return pinned_htab_delete
 
