@@ -25,9 +25,10 @@ TYPES = [("hash", HASH, 0), ("hash_noprealloc", HASH, NO_PREALLOC),
 VALUE_SIZE = 8
 
 
-def distinct_keys(rng, key_size, n):
-    n = min(n, 256 ** key_size)
-    keys, seen = [], set()
+def distinct_keys(rng, key_size, n, avoid=()):
+    """n random keys, all different, none of them in avoid."""
+    n = min(n, 256 ** key_size - len(set(avoid)))
+    keys, seen = [], set(avoid)
     while len(keys) < n:
         k = rng.randbytes(key_size)
         if k not in seen:

@@ -84,17 +84,6 @@ class PendingPair(Pair):
             assert res[0] == res[1] == (0, self.model[k]), k
 
 
-def new_keys(rng, key_size, n, avoid=()):
-    out = []
-    avoid = set(avoid)
-    while len(out) < n:
-        k = rng.randbytes(key_size)
-        if k not in avoid:
-            avoid.add(k)
-            out.append(k)
-    return out
-
-
 def key_of(i, key_size):
     """Distinct keys for distinct i < 2^32, spread over every byte of the key."""
     return (struct.pack("<I", i) + struct.pack("<I", i * 2654435761 & 0xFFFFFFFF) * 4)[:key_size]
@@ -115,7 +104,7 @@ def test_many_inserts_then_walk(both, kind, key_size):
     # 1000 more, pending on top of the linked buckets; then one too many.
     for k in keys[2000:]:
         p.put(k)
-    p.put(new_keys(rng, key_size, 1, avoid=keys)[0], want=-E2BIG)       # full
+    p.put(distinct_keys(rng, key_size, 1, avoid=keys)[0], want=-E2BIG)       # full
     assert p.live_pending() == 1000
     walk = p.walk()
     assert len(walk) == 3000
@@ -182,7 +171,7 @@ def test_big_batch_in_shuffled_slots(both, kind, key_size):
 def test_updates_and_deletes_while_pending(both, kind, key_size):
     rng = random.Random(100 + key_size)
     p = PendingPair(both, kind, key_size, 400)
-    keys = new_keys(rng, key_size, 400)
+    keys = distinct_keys(rng, key_size, 400)
     for k in keys[:100]:
         p.put(k)
     # Pending elements re-written while others are pending (HASH: a new element, newest of
@@ -230,7 +219,7 @@ def test_updates_and_deletes_while_pending(both, kind, key_size):
 def test_few_pending_on_linked_map(both, kind, key_size):
     rng = random.Random(200 + key_size)
     p = PendingPair(both, kind, key_size, 512)          # 512 buckets: collisions
-    keys = new_keys(rng, key_size, 400)
+    keys = distinct_keys(rng, key_size, 400)
     for k in keys[:300]:
         p.put(k)
     walk = p.walk()
@@ -289,7 +278,7 @@ def test_churn_without_walk(both, kind, key_size):
 def test_next_key_from_any_key_while_pending(both, kind, key_size):
     rng = random.Random(300 + key_size)
     p = PendingPair(both, kind, key_size, 1000)
-    keys = new_keys(rng, key_size, 1100)
+    keys = distinct_keys(rng, key_size, 1100)
     absent = keys[1000:]
     for k in keys[:200]:
         p.put(k)
@@ -327,7 +316,7 @@ def test_next_key_after_the_returned_key_changed(both, kind, key_size):
     deleted and inserted again, each with other elements pending."""
     rng = random.Random(400 + key_size)
     p = PendingPair(both, kind, key_size, 300)
-    keys = new_keys(rng, key_size, 400)
+    keys = distinct_keys(rng, key_size, 400)
     for k in keys[:200]:
         p.put(k)
     nxt = 200
@@ -387,7 +376,7 @@ def keys_in(p, result):
 def test_lookup_batch_after_pending_inserts(both, kind, key_size):
     rng = random.Random(500 + key_size)
     p = PendingPair(both, kind, key_size, 1000)          # 1024 buckets
-    keys = new_keys(rng, key_size, 1000)
+    keys = distinct_keys(rng, key_size, 1000)
     nxt = 0
     for count in (1, 2, 5, 64, 1000):
         # New elements pending (and some stale entries) right before each walk.
@@ -418,7 +407,7 @@ def test_lookup_batch_after_pending_inserts(both, kind, key_size):
 def test_lookup_and_delete_batch_after_pending_inserts(both, kind, key_size, count):
     rng = random.Random(600 + key_size + count)
     n = 1000
-    keys = new_keys(rng, key_size, n + 200)
+    keys = distinct_keys(rng, key_size, n + 200)
     p = PendingPair(both, kind, key_size, n)
     for k in keys[:n // 2]:
         p.put(k)
@@ -454,7 +443,7 @@ def test_lookup_and_delete_batch_after_pending_inserts(both, kind, key_size, cou
 def test_delete_as_you_go_with_pending_inserts(both, kind, key_size, order):
     rng = random.Random(700 + key_size + len(order))
     p = PendingPair(both, kind, key_size, 400)
-    keys = new_keys(rng, key_size, 600)
+    keys = distinct_keys(rng, key_size, 600)
     for k in keys[:250]:
         p.put(k)
     if order == "next_then_delete":
