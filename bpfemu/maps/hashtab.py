@@ -18,6 +18,13 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
   of one by one. A pending slot's ``elem_next`` is PENDING. An element unlinked while
   pending leaves a stale entry (counted in ``pending_stale``); if its slot is linked again
   before the walk, only the slot's last entry counts.
+* ``deleted``: the slots of HASH and PERCPU_HASH elements deleted since the lists were last
+  needed. A delete takes the key out of ``elems`` and clears ``elem_key`` at once, so the
+  element is gone for every lookup, update and capacity check; taking it out of its
+  bucket's list waits, like linking, until something reads the lists or needs a free
+  slot (``htab_sync_buckets``, ``_unlink_deleted``). A map emptied by deletes then resets
+  its heads at C speed instead of unlinking one element at a time. Only a walk step that
+  lands on a deleted slot can see one, and it checks ``elem_key`` (htab_fastpath.py).
 * ``heads``: bucket -> first slot or -1 (``array('i')``; a ``SparseHeads`` dict of the
   non-empty buckets when there are more than HEADS_ARRAY_MAX buckets).
 * ``elem_next`` (slot -> next slot in its bucket or -1: the hlist_nulls link),
@@ -125,6 +132,7 @@ class BpfHtab(BpfMap):
         self.elems: dict[bytes, int] = {}             # key -> slot linked in a bucket
         self.pending: list = []                       # slots linked but not listed yet
         self.pending_stale = 0                        # entries of pending unlinked since
+        self.deleted: list = []                       # slots deleted, still in their lists
         self.walk_cursor = -1                         # slot get_next_key returned last
         self.n_buckets = 0
         self.bucket_mask = 0                          # n_buckets - 1
@@ -270,9 +278,14 @@ def _new_slots(htab: BpfHtab, count: int) -> int:
     return first
 
 
-def _grow_free_slots(htab: BpfHtab) -> int:
-    """The freelist is empty: add up to 8192 never-used slots to it (lowest on top) and
-    take one. Never more than max_slots in all."""
+def _refill_free_slots(htab: BpfHtab) -> int:
+    """Take a slot when the freelist is empty or deleted elements wait to be unlinked.
+    Those go on the freelist first, the last deleted on top, so that a new element reuses
+    the element freed last, as the kernel's LIFO freelist gives it back. Otherwise add up to
+    8192 never-used slots (lowest on top). Never more than max_slots in all."""
+    if htab.deleted:
+        _unlink_deleted(htab)
+        return htab.free_slots.pop()
     count = min(1 << min(htab.chunk_shift, 13), htab.max_slots - htab.n_slots)
     assert count > 0, "more slots than the kernel has elements"
     first = _new_slots(htab, count)
@@ -300,7 +313,7 @@ def alloc_htab_elem(htab: BpfHtab, old_elem: int) -> int:
             return l_new
         # This CPU had no spare yet (the kernel sets them aside at creation): a free one.
     free = htab.free_slots
-    return free.pop() if free else _grow_free_slots(htab)
+    return free.pop() if free and not htab.deleted else _refill_free_slots(htab)
 
 
 def free_htab_elem(htab: BpfHtab, l: int) -> None:
@@ -358,7 +371,8 @@ def _compact_pending(htab: BpfHtab) -> None:
 
 def htab_link_pending(htab: BpfHtab) -> None:
     """Put the pending elements at their buckets' heads, oldest first, hashing them in one
-    batch. Anything that walks the bucket lists calls this first."""
+    batch. Only through htab_sync_buckets, which unlinks the deleted elements first (their
+    keys are gone)."""
     if not htab.pending:
         return
     live = _live_pending(htab) if htab.pending_stale else htab.pending
@@ -424,12 +438,9 @@ def _unlink(htab: BpfHtab, l: int) -> None:
     keys = htab.elem_key
     nxt = htab.elem_next
     if nxt[l] < -1:                     # pending: its entry in pending goes stale
-        nxt[l] = -1
         del htab.elems[keys[l]]
         keys[l] = None
-        htab.pending_stale += 1
-        if 2 * htab.pending_stale > len(htab.pending) + 4096:
-            _compact_pending(htab)      # inserts and deletes and no walk: keep it short
+        _unlink_pending(htab, l)
         return
     b = htab.elem_hash[l] & htab.bucket_mask
     heads = htab.heads
@@ -444,6 +455,57 @@ def _unlink(htab: BpfHtab, l: int) -> None:
         nxt[p] = nxt[l]
     del htab.elems[keys[l]]
     keys[l] = None
+
+
+def _unlink_pending(htab: BpfHtab, l: int) -> None:
+    """A pending element leaves: its entry in pending goes stale."""
+    htab.elem_next[l] = -1
+    htab.pending_stale += 1
+    if 2 * htab.pending_stale > len(htab.pending) + 4096:
+        _compact_pending(htab)          # inserts and deletes and no walk: keep it short
+
+
+def _unlink_deleted(htab: BpfHtab) -> None:
+    """hlist_nulls_del_rcu() of every deleted element, then free_htab_elem() of each, in
+    the order they were deleted. The caller holds the lock, as for any write."""
+    deleted = htab.deleted
+    nxt = htab.elem_next
+    heads = htab.heads
+    if not htab.elems and not htab.sparse and len(deleted) * 8 >= htab.n_buckets:
+        # Nothing is left in the map: every list is empty, every pending entry stale.
+        # Resetting the heads whole costs less than unlinking one by one (a free slot's
+        # elem_next is never read: linking it again sets it).
+        heads[:] = array("i", [-1]) * len(heads)
+        htab.pending.clear()
+        htab.pending_stale = 0
+    else:
+        hashes, mask = htab.elem_hash, htab.bucket_mask
+        for l in deleted:
+            n = nxt[l]
+            if n < -1:
+                _unlink_pending(htab, l)
+                continue
+            b = hashes[l] & mask
+            p = heads[b]
+            if p == l:
+                heads[b] = n
+            else:
+                q = nxt[p]
+                while q != l:
+                    p = q
+                    q = nxt[p]
+                nxt[p] = n
+    htab.free_slots.extend(deleted)
+    deleted.clear()
+
+
+def htab_sync_buckets(htab: BpfHtab) -> None:
+    """Bring the bucket lists up to date before anything reads them: unlink the deleted
+    elements, then link the pending ones."""
+    if htab.deleted:
+        _unlink_deleted(htab)
+    if htab.pending:
+        htab_link_pending(htab)
 
 
 def _replace_elem(htab: BpfHtab, l_new: int, l_old: int, key: bytes) -> None:
@@ -479,7 +541,7 @@ def _replace_elem(htab: BpfHtab, l_new: int, l_old: int, key: bytes) -> None:
 def htab_next_bucket(htab: BpfHtab, b: int):
     """The first non-empty bucket >= b, or None: where the kernel's walks over empty buckets
     stop (htab_map_get_next_key(), __htab_map_lookup_and_delete_batch()). The caller has
-    linked the pending elements (htab_link_pending)."""
+    brought the lists up to date (htab_sync_buckets)."""
     heads = htab.heads
     if htab.sparse:
         return heads.next_from(b)
@@ -504,7 +566,7 @@ def htab_next_bucket(htab: BpfHtab, b: int):
 
 
 def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
-    """Bucket b's slots, head first (the caller has linked the pending elements)."""
+    """Bucket b's slots, head first (the caller has synced the lists: htab_sync_buckets)."""
     out = []
     nxt = htab.elem_next
     l = htab.heads[b]
@@ -518,8 +580,8 @@ def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
 
 def htab_map_get_next_key(htab: BpfHtab, key):
     """htab_map_get_next_key(): NULL or a missing key restarts at the first element."""
-    if htab.pending:
-        htab_link_pending(htab)
+    if htab.pending or htab.deleted:
+        htab_sync_buckets(htab)
     keys = htab.elem_key
     if key is not None:
         # A walk passes back the key it was just given: its slot is the cursor, if that slot
@@ -582,7 +644,7 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         if len(elems) >= htab.max_entries:      # alloc_htab_elem(): no free element
             raise BpfError(errno.E2BIG)
         free = htab.free_slots
-        l_new = free.pop() if free else _grow_free_slots(htab)
+        l_new = free.pop() if free and not htab.deleted else _refill_free_slots(htab)
     else:
         l_new = alloc_htab_elem(htab, l_old)
     size = htab.slot_size
@@ -663,12 +725,13 @@ def htab_percpu_map_update_elem_sys(htab, key, value, flags) -> None:
 
 
 def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
-    """htab_map_delete_elem()"""
-    l = htab.elems.get(key)
+    """htab_map_delete_elem(): the element leaves the key index now, and its bucket's list
+    (then the freelist: free_htab_elem()) when the lists are next needed (``deleted``)."""
+    l = htab.elems.pop(key, None)
     if l is None:
         raise BpfError(errno.ENOENT)
-    _unlink(htab, l)
-    htab.free_slots.append(l)                    # free_htab_elem()
+    htab.elem_key[l] = None
+    htab.deleted.append(l)
 
 
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):

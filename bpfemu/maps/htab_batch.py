@@ -15,7 +15,7 @@ import struct
 from ..errors import BpfError
 from ..uapi.consts import BPF_F_LOCK
 from ..usercopy import copy_pairs_to_user, copy_to_user, put_attr
-from .hashtab import htab_bucket_elems, htab_elem_value, htab_link_pending, htab_next_bucket
+from .hashtab import htab_bucket_elems, htab_elem_value, htab_next_bucket, htab_sync_buckets
 
 _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
@@ -41,7 +41,7 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
         raise BpfError(errno.ENOENT)
 
     # Decide which whole buckets this call takes, and how it ends, before touching anything.
-    htab_link_pending(htab)
+    htab_sync_buckets(htab)
     plan = []                               # (bucket index, its slots head first)
     total = 0
     ret = 0

@@ -8,14 +8,14 @@ need the map's values in one arena (``htab_arena``); for other maps, or where a 
 not apply, the builder returns None and fastpath.py's own call serves.
 
 Every container a closure holds is one the map changes in place only (elems, elem_key,
-elem_next, elem_hash, heads, pending, free_slots, the arena).
+elem_next, elem_hash, heads, pending, deleted, free_slots, the arena).
 """
 import errno
 
 from ..errors import BpfError
 from ..memory import Memory
 from ..uapi.consts import BPF_ANY, BPF_NOEXIST
-from .hashtab import (PENDING, _grow_free_slots, _unlink, htab_arena, htab_map_get_next_key,
+from .hashtab import (PENDING, _refill_free_slots, htab_arena, htab_map_get_next_key,
                       htab_map_update_elem, htab_next_bucket)
 
 _ENOENT = errno.ENOENT
@@ -51,7 +51,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
     if arena is None:
         return None
     elems, keys, nxt = htab.elems, htab.elem_key, htab.elem_next
-    pending, free = htab.pending, htab.free_slots
+    pending, free, deleted = htab.pending, htab.free_slots, htab.deleted
     size, max_entries = htab.slot_size, htab.max_entries
     update = htab_map_update_elem
 
@@ -60,7 +60,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
         if key in elems or len(elems) >= max_entries:
             update(htab, key, value_view, flags)     # replace, EEXIST or E2BIG
             return 0
-        l = free.pop() if free else _grow_free_slots(htab)
+        l = free.pop() if free and not deleted else _refill_free_slots(htab)
         o = l * size
         arena[o:o + size] = value_view
         keys[l] = key                                # _link_head(): pending until a walk
@@ -72,35 +72,19 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
 
 
 def htab_pinned_delete_call(htab, key_view):
-    """htab_map_delete_elem() on HASH and PERCPU_HASH, with _unlink() of a listed element
-    inlined (a pending one is _unlink()'s own case)."""
-    if htab.is_lru or htab.sparse:
+    """htab_map_delete_elem() on HASH and PERCPU_HASH: out of the key index, onto
+    ``deleted`` (the bucket list waits for the next walk or slot allocation)."""
+    if htab.is_lru:
         return None
-    elems, keys, nxt, hashes = htab.elems, htab.elem_key, htab.elem_next, htab.elem_hash
-    heads, mask, free = htab.heads, htab.bucket_mask, htab.free_slots
+    elems, keys, deleted = htab.elems, htab.elem_key, htab.deleted
+    pop = elems.pop
 
     def pinned_htab_delete():
-        key = key_view.tobytes()
-        l = elems.get(key)
+        l = pop(key_view.tobytes(), None)
         if l is None:
             raise BpfError(_ENOENT)
-        n = nxt[l]
-        if n == PENDING:
-            _unlink(htab, l)
-        else:
-            b = hashes[l] & mask
-            p = heads[b]
-            if p == l:
-                heads[b] = n
-            else:                                    # further down its bucket's list
-                q = nxt[p]
-                while q != l:
-                    p = q
-                    q = nxt[p]
-                nxt[p] = n
-            del elems[key]
-            keys[l] = None
-        free.append(l)                               # free_htab_elem()
+        keys[l] = None
+        deleted.append(l)
         return 0
     return pinned_htab_delete
 
@@ -115,10 +99,11 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
     Like a lookup, this step runs without the emulator's lock (``lockless``): Linux's
     map_get_next_key() holds only rcu_read_lock(), and the step only reads, one item at a
     time, what an update or delete changes under the lock. A step that races one returns a
-    key that was in the map during the call, as an RCU walk can; if the key it found was
-    deleted meanwhile (its slot's key is None, or its bucket emptied), it starts again
-    under the lock. The function itself, which may link the pending elements, always runs
-    under the lock."""
+    key that was in the map during the call, as an RCU walk can. If the slot it lands on
+    holds no key (an element deleted meanwhile, or deleted earlier and still in its list:
+    hashtab.py's ``deleted``), or its bucket emptied, it starts again under the lock. The
+    function itself, which syncs the lists (htab_sync_buckets), always runs under the
+    lock."""
     if key_view is None or htab.sparse:
         return None
     keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads

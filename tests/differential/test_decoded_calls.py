@@ -193,6 +193,43 @@ def test_reused_buffers_random_ops(both, config, pin):
 
 
 @pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+@pytest.mark.parametrize("config", CONFIGS[:3], ids=[cfg[0] for cfg in CONFIGS[:3]])
+def test_walk_deleting_the_keys_ahead(both, config, pin):
+    """A walk whose caller deletes, between its steps, the keys the walk would give next:
+    the element after the cursor, one a few steps on, and heads of the next buckets. Every
+    step must skip exactly what the kernel's skips, from decoded steps and deletes alike."""
+    _, map_type, flags = config
+    p = Pair(both, map_type, flags, 4, 8, 256, pin)
+    rng = random.Random(11)
+    keys = [struct.pack("<I", rng.getrandbits(32)) for _ in range(200)]
+    for k in keys:
+        p.do("update", k, rng.randbytes(p.vs), decoded=False)
+    ret, nxt = p.do("next_key", None, decoded=False)
+    order = []
+    while ret == 0:
+        order.append(nxt[:4])
+        ret, nxt = p.do("next_key", nxt[:4], decoded=False)
+    assert sorted(order) == sorted(keys)
+    gone = set()
+    ret, nxt = p.do("next_key", None, decoded=False)
+    seen = 0
+    while ret == 0:
+        cur = nxt[:4]
+        assert cur not in gone
+        seen += 1
+        i = order.index(cur)
+        for ahead in rng.sample([1, 1, 2, 3, 7], rng.randrange(3)):
+            if i + ahead < len(order) and order[i + ahead] not in gone:
+                gone.add(order[i + ahead])
+                p.do("delete", order[i + ahead], decoded=False)
+        ret, nxt = p.do("next_key", cur, decoded=False)
+    assert ret == -ENOENT and seen + len(gone) == len(order)
+    # Most steps and deletes repeated the call before them on their attr: decoded.
+    assert p.emu.n_decoded > 150, p.emu.n_decoded
+    p.close()
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
 def test_closed_fd_and_its_number_reused(both, pin):
     """A decoded call outlives nothing: after close() the same attr is EBADF, and a new map
     given the same fd number (with another value size) is the one the attr now reaches."""
