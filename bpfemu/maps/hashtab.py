@@ -15,9 +15,11 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
   always newest link first; the pending elements are newer than every listed one and go on
   top, in their order, as soon as anything walks the buckets (``htab_link_pending``). Their
   hashes are computed then, all at once (jhash.htab_map_hash_many), at a tenth of the cost
-  of one by one. A pending slot's ``elem_next`` is PENDING. An element unlinked while
-  pending leaves a stale entry (counted in ``pending_stale``); if its slot is linked again
-  before the walk, only the slot's last entry counts.
+  of one by one. A pending slot's ``elem_next`` is PENDING, and so is a free slot's (set
+  when it is freed, ``free_htab_elem``), so that an insert need not write it. An element
+  unlinked while pending leaves a stale entry (its slot holds no key; counted in
+  ``pending_stale``); if its slot is linked again before the walk, only the slot's last
+  entry counts.
 * ``deleted``: the slots of HASH and PERCPU_HASH elements deleted since the lists were last
   needed. A delete takes the key out of ``elems`` and clears ``elem_key`` at once, so the
   element is gone for every lookup, update and capacity check; taking it out of its
@@ -25,8 +27,9 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
   slot (``htab_sync_buckets``, ``_unlink_deleted``). A map emptied by deletes then resets
   its heads at C speed instead of unlinking one element at a time. Only a walk step that
   lands on a deleted slot can see one, and it checks ``elem_key`` (htab_fastpath.py).
-* ``heads``: bucket -> first slot or -1 (``array('i')``; a ``SparseHeads`` dict of the
-  non-empty buckets when there are more than HEADS_ARRAY_MAX buckets).
+* ``heads``: bucket -> first slot or -1 (``array('i')``, with two -1 after the last bucket;
+  a ``SparseHeads`` dict of the non-empty buckets when there are more than HEADS_ARRAY_MAX
+  buckets).
 * ``elem_next`` (slot -> next slot in its bucket or -1: the hlist_nulls link),
   ``elem_hash`` (``array('I')``) and ``elem_key`` (the key while linked, else None).
 * values: slot s's value (the whole per-CPU area for the per-CPU types) is
@@ -206,7 +209,9 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
     htab.hashrnd = 0 if args.map_flags & F.BPF_F_ZERO_SEED else kernel.random_u32()
     htab.bucket_mask = htab.n_buckets - 1
     if htab.n_buckets <= HEADS_ARRAY_MAX:
-        htab.heads = array("i", [-1]) * htab.n_buckets
+        # Two -1 past the last bucket, so that a walk step can read the next two buckets'
+        # heads without a bounds check (htab_fastpath.py).
+        htab.heads = array("i", [-1]) * (htab.n_buckets + 2)
     else:
         htab.heads = SparseHeads()
         htab.sparse = True
@@ -263,7 +268,7 @@ def _new_slots(htab: BpfHtab, count: int) -> int:
     first = htab.n_slots
     end = first + count
     htab.n_slots = end
-    htab.elem_next.extend(array("i", [-1]) * count)
+    htab.elem_next.extend(array("i", [PENDING]) * count)
     htab.elem_hash.extend(array("I", [0]) * count)
     htab.elem_key.extend([None] * count)
     chunks = htab.chunks
@@ -317,7 +322,9 @@ def alloc_htab_elem(htab: BpfHtab, old_elem: int) -> int:
 
 
 def free_htab_elem(htab: BpfHtab, l: int) -> None:
-    """free_htab_elem(): back on the freelist (non-LRU maps)."""
+    """free_htab_elem(): back on the freelist (non-LRU maps), its elem_next PENDING for
+    the insert that takes it."""
+    htab.elem_next[l] = PENDING
     htab.free_slots.append(l)
 
 
@@ -352,11 +359,11 @@ def _link_head(htab: BpfHtab, l: int, key: bytes) -> None:
 def _live_pending(htab: BpfHtab) -> list:
     """The pending slots still linked, oldest first: a slot unlinked and linked again while
     pending counts at its last entry only."""
-    nxt = htab.elem_next
+    nxt, keys = htab.elem_next, htab.elem_key
     live = []
     seen = set()
     for l in reversed(htab.pending):
-        if nxt[l] == PENDING and l not in seen:
+        if nxt[l] == PENDING and keys[l] is not None and l not in seen:
             seen.add(l)
             live.append(l)
     live.reverse()
@@ -458,8 +465,7 @@ def _unlink(htab: BpfHtab, l: int) -> None:
 
 
 def _unlink_pending(htab: BpfHtab, l: int) -> None:
-    """A pending element leaves: its entry in pending goes stale."""
-    htab.elem_next[l] = -1
+    """A pending element leaves (its elem_key is cleared): its entry in pending goes stale."""
     htab.pending_stale += 1
     if 2 * htab.pending_stale > len(htab.pending) + 4096:
         _compact_pending(htab)          # inserts and deletes and no walk: keep it short
@@ -473,9 +479,9 @@ def _unlink_deleted(htab: BpfHtab) -> None:
     heads = htab.heads
     if not htab.elems and not htab.sparse and len(deleted) * 8 >= htab.n_buckets:
         # Nothing is left in the map: every list is empty, every pending entry stale.
-        # Resetting the heads whole costs less than unlinking one by one (a free slot's
-        # elem_next is never read: linking it again sets it).
+        # Resetting heads and links whole costs less than unlinking one by one.
         heads[:] = array("i", [-1]) * len(heads)
+        nxt[:] = array("i", [PENDING]) * len(nxt)
         htab.pending.clear()
         htab.pending_stale = 0
     else:
@@ -495,6 +501,7 @@ def _unlink_deleted(htab: BpfHtab) -> None:
                     p = q
                     q = nxt[p]
                 nxt[p] = n
+            nxt[l] = PENDING                    # free_htab_elem()
     htab.free_slots.extend(deleted)
     deleted.clear()
 
@@ -657,15 +664,14 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         htab.chunks[l_new >> htab.chunk_shift][o:o + size] = value
     if l_old is None:
         # _link_head(), inlined (the hot path): the element is pending, and hashed when the
-        # buckets are next walked.
+        # buckets are next walked (a free slot's elem_next is PENDING already).
         htab.elem_key[l_new] = key
         elems[key] = l_new
-        htab.elem_next[l_new] = PENDING
         htab.pending.append(l_new)
         return
     _replace_elem(htab, l_new, l_old, key)
     if htab.extra_elems is None:
-        htab.free_slots.append(l_old)            # free_htab_elem(): NO_PREALLOC frees it
+        free_htab_elem(htab, l_old)              # NO_PREALLOC frees it
 
 
 def _pcpu_copy_value(htab, l, value, onallcpus: bool, cpu: int) -> None:

@@ -64,8 +64,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
         o = l * size
         arena[o:o + size] = value_view
         keys[l] = key                                # _link_head(): pending until a walk
-        elems[key] = l
-        nxt[l] = PENDING
+        elems[key] = l                               # (a free slot's elem_next is PENDING)
         pending.append(l)
         return 0
     return pinned_htab_update
@@ -107,7 +106,7 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
     if key_view is None or htab.sparse:
         return None
     keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads
-    pending, mask, n_buckets = htab.pending, htab.bucket_mask, htab.n_buckets
+    pending, mask = htab.pending, htab.bucket_mask
     get_next_key, next_bucket = htab_map_get_next_key, htab_next_bucket
     lock = htab.kernel.lock
     next_buf = Memory.char_array(next_view)
@@ -120,10 +119,10 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
                 n = nxt[l]
                 if n < 0:                            # last in its bucket: the next bucket
                     b = (hashes[l] & mask) + 1
-                    n = heads[b] if b < n_buckets else -1
+                    n = heads[b]                     # past the last bucket: a -1 sentinel
                     if n < 0:
                         b += 1                       # most runs of empty buckets are short
-                        n = heads[b] if b < n_buckets else -1
+                        n = heads[b]
                         if n < 0:
                             b = next_bucket(htab, b)
                             if b is None:

@@ -375,12 +375,41 @@ def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
         return int.from_bytes(lane_bytes, "little")
 
     k_ = _lane_constants(n)
-    m, bias = k_["m"], k_["bias"]
-    a = b = c = ((JHASH_INITVAL + key_size + hashrnd) & _M) * k_["ones"]
+    m, bias, ones = k_["m"], k_["bias"], k_["ones"]
+    init = (JHASH_INITVAL + key_size + hashrnd) & _M
 
     def rol(x: int, r: int) -> int:
         return ((x & k_["lo", r]) << r) | ((x >> (32 - r)) & k_["hi", r])
 
+    if nwords == 1:
+        # One word, added to a only: b and c are still init, so __jhash_final's first step
+        # (c ^= b; c -= rol32(b, 14)) gives a constant, and its second xors a with that
+        # constant and subtracts another.
+        c1 = -_rol32(init, 14) & _M
+        a = ((((init * ones + word(0)) & m) ^ (c1 * ones)) + ones * (2**32 - _rol32(c1, 11))) & m
+        b = init * ones
+        c = c1 * ones
+    else:
+        a, b, c = _mix_lanes(nwords, init * ones, word, rol, m, bias)
+    b ^= a; b = (b + bias - rol(a, 25)) & m
+    c ^= b; c = (c + bias - rol(b, 16)) & m
+    a ^= c; a = (a + bias - rol(c, 4)) & m
+    b ^= a; b = (b + bias - rol(a, 14)) & m
+    c ^= b; c = (c + bias - rol(b, 24)) & m
+    lanes = c.to_bytes(_LANE * n, "little")
+    out = bytearray(4 * n)
+    for k in range(4):
+        out[k::4] = lanes[k::_LANE]
+    hashes = array("I", out)
+    if sys.byteorder != "little":
+        hashes.byteswap()
+    return hashes
+
+
+def _mix_lanes(nwords: int, init: int, word, rol, m: int, bias: int) -> tuple:
+    """jhash on lanes of two words or more, up to the first two steps of __jhash_final:
+    a, b and c after them."""
+    a = b = c = init
     k = 0
     left = nwords
     while left > 3:
@@ -402,16 +431,4 @@ def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
     a = (a + word(k)) & m
     c ^= b; c = (c + bias - rol(b, 14)) & m
     a ^= c; a = (a + bias - rol(c, 11)) & m
-    b ^= a; b = (b + bias - rol(a, 25)) & m
-    c ^= b; c = (c + bias - rol(b, 16)) & m
-    a ^= c; a = (a + bias - rol(c, 4)) & m
-    b ^= a; b = (b + bias - rol(a, 14)) & m
-    c ^= b; c = (c + bias - rol(b, 24)) & m
-    lanes = c.to_bytes(_LANE * n, "little")
-    out = bytearray(4 * n)
-    for k in range(4):
-        out[k::4] = lanes[k::_LANE]
-    hashes = array("I", out)
-    if sys.byteorder != "little":
-        hashes.byteswap()
-    return hashes
+    return a, b, c

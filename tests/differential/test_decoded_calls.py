@@ -230,6 +230,46 @@ def test_walk_deleting_the_keys_ahead(both, config, pin):
 
 
 @pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+@pytest.mark.parametrize("config", CONFIGS[:3], ids=[cfg[0] for cfg in CONFIGS[:3]])
+def test_map_emptied_by_deletes_then_refilled(both, config, pin):
+    """Every element walked, then deleted (the emulator resets its lists whole), then new
+    keys: inserted, replaced while not yet listed, deleted, walked. Walks and lookups as
+    the kernel's."""
+    _, map_type, flags = config
+    p = Pair(both, map_type, flags, 4, 8, 64, pin)
+    rng = random.Random(12)
+    for rnd in range(3):
+        keys = [struct.pack("<I", rng.getrandbits(32)) for _ in range(64)]
+        for k in keys:
+            p.do("update", k, rng.randbytes(p.vs), decoded=False)
+        assert len(walk(p)) == 64
+        for k in keys:
+            p.do("delete", k, decoded=False)
+        assert walk(p) == []
+        new = keys[:10]
+        for k in new + new[2:5] + new[:1]:              # inserts, then replaces
+            p.do("update", k, rng.randbytes(p.vs), decoded=False)
+        p.do("delete", new[3], decoded=False)
+        assert len(walk(p)) == 9
+        for k in new:
+            p.do("lookup", k, decoded=False)
+        for k in new:
+            p.do("delete", k, decoded=False)
+    p.close()
+
+
+def walk(p) -> list:
+    """The keys of a whole walk through p's reused buffers, compared step by step."""
+    out = []
+    ret, nxt = p.do("next_key", None, decoded=False)
+    while ret == 0:
+        out.append(nxt[:4])
+        ret, nxt = p.do("next_key", nxt[:4], decoded=False)
+    assert ret == -ENOENT
+    return out
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
 def test_closed_fd_and_its_number_reused(both, pin):
     """A decoded call outlives nothing: after close() the same attr is EBADF, and a new map
     given the same fd number (with another value size) is the one the attr now reaches."""
