@@ -15,8 +15,8 @@ import errno
 from ..errors import BpfError
 from ..memory import Memory
 from ..uapi.consts import BPF_ANY, BPF_NOEXIST
-from .hashtab import (PENDING, _refill_free_slots, htab_arena, htab_map_get_next_key,
-                      htab_map_update_elem, htab_next_bucket)
+from .hashtab import (_refill_free_slots, htab_arena, htab_map_get_next_key, htab_map_update_elem,
+                      htab_next_bucket)
 
 _ENOENT = errno.ENOENT
 
@@ -50,7 +50,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
     arena = htab_arena(htab)
     if arena is None:
         return None
-    elems, keys, nxt = htab.elems, htab.elem_key, htab.elem_next
+    elems, keys = htab.elems, htab.elem_key
     pending, free, deleted = htab.pending, htab.free_slots, htab.deleted
     size, max_entries = htab.slot_size, htab.max_entries
     update = htab_map_update_elem
