@@ -14,11 +14,11 @@ import errno
 
 from ..errors import BpfError
 from ..memory import Memory
-from ..uapi.consts import BPF_ANY, BPF_NOEXIST
-from .hashtab import (_refill_free_slots, htab_arena, htab_map_get_next_key, htab_map_update_elem,
-                      htab_next_bucket)
+from ..uapi.consts import BPF_ANY, BPF_EXIST, BPF_NOEXIST
+from .hashtab import (_refill_free_slots, _replace_elem, alloc_htab_elem, free_htab_elem, htab_arena,
+                      htab_map_get_next_key, htab_next_bucket)
 
-_ENOENT = errno.ENOENT
+_E2BIG, _EEXIST, _ENOENT = errno.E2BIG, errno.EEXIST, errno.ENOENT
 
 
 def htab_pinned_lookup_call(htab, key_view, value_view):
@@ -42,10 +42,12 @@ def htab_pinned_lookup_call(htab, key_view, value_view):
 
 
 def htab_pinned_update_call(htab, key_view, value_view, flags: int):
-    """BPF_MAP_UPDATE_ELEM on a HASH map with BPF_ANY or BPF_NOEXIST: a new key with room
-    for it is htab_map_update_elem()'s new element, inlined; anything else (a key that
-    exists, a full map) is the function itself."""
-    if htab.percpu or htab.is_lru or flags not in (BPF_ANY, BPF_NOEXIST):
+    """htab_map_update_elem() on a HASH map with BPF_ANY, BPF_NOEXIST or BPF_EXIST, inlined:
+    a new key becomes a pending element; an existing one is replaced by a new element
+    (alloc_htab_elem(): this CPU's spare, or a free slot) at its bucket's head
+    (_replace_elem()), the old one becoming the spare or, without preallocation, freed.
+    Errors in the function's order: check_flags() (EEXIST, ENOENT), then E2BIG."""
+    if htab.percpu or htab.is_lru or flags not in (BPF_ANY, BPF_NOEXIST, BPF_EXIST):
         return None
     arena = htab_arena(htab)
     if arena is None:
@@ -53,19 +55,30 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
     elems, keys = htab.elems, htab.elem_key
     pending, free, deleted = htab.pending, htab.free_slots, htab.deleted
     size, max_entries = htab.slot_size, htab.max_entries
-    update = htab_map_update_elem
+    may_add, may_replace = flags != BPF_EXIST, flags != BPF_NOEXIST
+    frees_old = htab.extra_elems is None            # NO_PREALLOC
 
     def pinned_htab_update():
         key = key_view.tobytes()
-        if key in elems or len(elems) >= max_entries:
-            update(htab, key, value_view, flags)     # replace, EEXIST or E2BIG
-            return 0
-        l = free.pop() if free and not deleted else _refill_free_slots(htab)
+        if key not in elems:
+            if may_add and len(elems) < max_entries:
+                l = free.pop() if free and not deleted else _refill_free_slots(htab)
+                o = l * size
+                arena[o:o + size] = value_view
+                keys[l] = key                       # _link_head(): pending until a walk
+                elems[key] = l                      # (a free slot's elem_next is PENDING)
+                pending.append(l)
+                return 0
+            raise BpfError(_E2BIG if may_add else _ENOENT)
+        if not may_replace:
+            raise BpfError(_EEXIST)
+        l_old = elems[key]
+        l = alloc_htab_elem(htab, l_old)
         o = l * size
         arena[o:o + size] = value_view
-        keys[l] = key                                # _link_head(): pending until a walk
-        elems[key] = l                               # (a free slot's elem_next is PENDING)
-        pending.append(l)
+        _replace_elem(htab, l, l_old, key)
+        if frees_old:
+            free_htab_elem(htab, l_old)
         return 0
     return pinned_htab_update
 

@@ -114,7 +114,8 @@ def test_percpu_program_insert_zeroes_a_reused_slot(env):
 def test_deleted_element_is_reused_first_through_decoded_calls(env):
     """The same through a caller's loop of syscalls on pinned buffers (htab_fastpath.py's
     delete and update): the element deleted last is the one the next new key takes, though
-    its unlink from the bucket list waited."""
+    its unlink from the bucket list waited; a replaced one is the spare or freed, as in
+    test_replaced_hash_element_becomes_the_cpus_spare."""
     emu, cl, dp = env
     for flags in (0, NO_PREALLOC):
         fd = cl.create(HASH, 4, 8, 64, flags)
@@ -135,6 +136,15 @@ def test_deleted_element_is_reused_first_through_decoded_calls(env):
             key.raw, value.raw = k(i), bytes([i]) * 8
             assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, elem, 32) == 0
         assert [bytes(v) for v in stale] == [bytes([21]) * 8, bytes([20]) * 8]
+        # A replace: the old element becomes this CPU's spare (preallocated), or is freed
+        # and taken by the next new key (NO_PREALLOC).
+        old = dp.lookup_elem(fd, k(20))
+        key.raw, value.raw = k(20), b"R" * 8
+        assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, elem, 32) == 0
+        assert bytes(old) == bytes([20]) * 8 and bytes(dp.lookup_elem(fd, k(20))) == b"R" * 8
+        key.raw, value.raw = k(30), b"N" * 8
+        assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, elem, 32) == 0
+        assert bytes(old) == (b"N" * 8 if flags else bytes([20]) * 8)
         emu.mem.unpin(key, value)
 
 
