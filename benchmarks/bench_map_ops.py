@@ -142,7 +142,8 @@ def run_lru_update(backend, max_entries, n, pin=False):
 
 
 def emulator_memory(n, value_size=8):
-    """Bytes the emulator holds for a full n-entry HASH map (tracemalloc)."""
+    """Bytes the emulator holds for a full n-entry HASH map (tracemalloc): once filled, and
+    in the middle of a walk (linked, and holding the walk order)."""
     emu = Emulator(seed=1)
     gc.collect()
     tracemalloc.start()
@@ -154,10 +155,19 @@ def emulator_memory(n, value_size=8):
         pack(b.key, 0, i)
         emu.bpf(c.BPF_MAP_UPDATE_ELEM, b.attr, 32)
     gc.collect()
-    used = tracemalloc.get_traced_memory()[0] - base
+    filled = tracemalloc.get_traced_memory()[0] - base
+    emu.mem.pin(*b.all())
+    ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, b.gnk_first, 24)
+    for _ in range(n // 2):
+        ctypes.memmove(b.key, b.next_key, 4)
+        ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, b.gnk, 24)
+    assert ret == 0
+    gc.collect()
+    walking = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
+    emu.mem.unpin(*b.all())
     emu.close(fd)
-    return used
+    return filled, walking
 
 
 def kernel_memlock(n, value_size=8):
@@ -226,11 +236,13 @@ def main(argv=None):
             return f"{_median([x / y for x, y in zip(xs, k)]):6.2f}"
         print(f"{name:28} {ns(k)} {ns(e)} {ratio(e)} {ns(p):>11} {ratio(p)}")
 
-    mem = emulator_memory(n)
+    mem, walking = emulator_memory(n)
     ml = kernel_memlock(n) if kernel else None
-    line = f"memory for a full {n}-entry HASH map: emulator {mem / 2**20:.1f} MiB"
+    line = (f"memory for a full {n}-entry HASH map: emulator {mem / 2**20:.1f} MiB, "
+            f"{walking / 2**20:.1f} MiB halfway through a walk")
     if ml:
-        line += f", kernel memlock {ml / 2**20:.1f} MiB, ratio {mem / ml:.2f}"
+        line += (f"; kernel memlock {ml / 2**20:.1f} MiB; ratio {mem / ml:.2f}, "
+                 f"{walking / ml:.2f} walking")
     print(line)
 
 

@@ -46,6 +46,7 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
 """
 import errno
 import struct
+import sys
 from array import array
 from bisect import bisect_left
 
@@ -75,6 +76,13 @@ ARENA_BYTES = 1 << 22
 CHUNK_BYTES = 1 << 16
 # elem_next of a pending slot (linked, not yet in its bucket's list); -1 ends a list.
 PENDING = -2
+# walk_keys when there is no walk order: no key equals its item 0 (see htab_walk_order).
+NO_WALK = (0, None)
+# A walk gets its whole order at once (htab_walk_start) when its first call links more than
+# this many elements and at least half the map (the order costs about 0.4 of that linking),
+# or after this many steps and an eighth of the map's elements since the lists last changed
+# (those steps have cost more than the order).
+WALK_ORDER_MIN_STEPS = 64
 
 
 class HtabLruElem(BpfLruNode):
@@ -137,6 +145,8 @@ class BpfHtab(BpfMap):
         self.pending_stale = 0                        # entries of pending unlinked since
         self.deleted: list = []                       # slots deleted, still in their lists
         self.walk_cursor = -1                         # slot get_next_key returned last
+        self.walk_keys = NO_WALK                      # a long walk's order (htab_walk_order)
+        self.walk_steps = 0                           # walk steps since the lists changed
         self.n_buckets = 0
         self.bucket_mask = 0                          # n_buckets - 1
         self.sparse = False                           # heads is a SparseHeads
@@ -388,11 +398,15 @@ def htab_link_pending(htab: BpfHtab) -> None:
         htab.pending.clear()
         htab.pending_stale = 0
         return
+    _walk_forget(htab)
     first = live[0]
     end = first + n
     # Slots in a run (a map filling up takes never-used slots in order) are read and
-    # written as slices.
-    run = live[-1] == end - 1 and live == list(range(first, end))
+    # written as slices. The live slots are distinct, so with the right ends, sorted
+    # means a run (sorted() of a sorted list is one pass; the middle check keeps most
+    # other orders out of it).
+    run = (live[-1] == end - 1 and live[n >> 1] == first + (n >> 1)
+           and sorted(live) == live)
     keys = htab.elem_key
     live_keys = keys[first:end] if run else [keys[l] for l in live]
     if n < 8:                           # a batch's set-up costs about as much as 8 keys
@@ -405,18 +419,17 @@ def htab_link_pending(htab: BpfHtab) -> None:
         # A big batch (a map filled, then walked): link through lists, whose items cost a
         # third of an array's to get and set, and copy them back whole at C speed.
         heads_l = heads.tolist()
+        buckets = _masked(hashes, mask)
         if run:
             chain = []
             append = chain.append
-            for l, h in zip(range(first, end), hashes):
-                b = h & mask
+            for l, b in zip(range(first, end), buckets):
                 append(heads_l[b])
                 heads_l[b] = l
             nxt[first:end] = _packed(nxt.typecode, chain)
         else:
             nxt_l = nxt.tolist()
-            for l, h in zip(live, hashes):
-                b = h & mask
+            for l, b in zip(live, buckets):
                 nxt_l[l] = heads_l[b]
                 heads_l[b] = l
             nxt[:] = _packed(nxt.typecode, nxt_l)
@@ -435,6 +448,27 @@ def htab_link_pending(htab: BpfHtab) -> None:
     htab.pending_stale = 0
 
 
+_AND_TABLES: dict = {}
+
+
+def _masked(hashes: array, mask: int) -> list:
+    """[h & mask for h in hashes] at C speed: each byte of the items is masked as a strided
+    slice (bytes.translate), and the items come out as small ints."""
+    raw = hashes.tobytes()
+    out = bytearray(raw)
+    size = hashes.itemsize
+    for i in range(size):
+        shift = 8 * (i if sys.byteorder == "little" else size - 1 - i)
+        mb = (mask >> shift) & 0xFF
+        if mb == 0xFF:
+            continue
+        table = _AND_TABLES.get(mb)
+        if table is None:
+            table = _AND_TABLES[mb] = bytes(x & mb for x in range(256))
+        out[i::size] = raw[i::size].translate(table)
+    return array(hashes.typecode, out).tolist()
+
+
 def _packed(typecode: str, values: list) -> array:
     """array(typecode, values), through struct: array() parses every item like an argument."""
     return array(typecode, struct.pack(f"{len(values)}{typecode}", *values))
@@ -442,6 +476,7 @@ def _packed(typecode: str, values: list) -> array:
 
 def _unlink(htab: BpfHtab, l: int) -> None:
     """hlist_nulls_del_rcu() + the key index."""
+    _walk_forget(htab)
     keys = htab.elem_key
     nxt = htab.elem_next
     if nxt[l] < -1:                     # pending: its entry in pending goes stale
@@ -474,6 +509,7 @@ def _unlink_pending(htab: BpfHtab, l: int) -> None:
 def _unlink_deleted(htab: BpfHtab) -> None:
     """hlist_nulls_del_rcu() of every deleted element, then free_htab_elem() of each, in
     the order they were deleted. The caller holds the lock, as for any write."""
+    _walk_forget(htab)
     deleted = htab.deleted
     nxt = htab.elem_next
     heads = htab.heads
@@ -518,6 +554,7 @@ def htab_sync_buckets(htab: BpfHtab) -> None:
 def _replace_elem(htab: BpfHtab, l_new: int, l_old: int, key: bytes) -> None:
     """hlist_nulls_add_head_rcu(l_new) then hlist_nulls_del_rcu(l_old), for the same key
     (so the same bucket), and the key index pointed at l_new."""
+    _walk_forget(htab)
     if htab.pending:
         # l_new is the newest link: it waits behind the other pending elements.
         _unlink(htab, l_old)
@@ -572,6 +609,61 @@ def htab_next_bucket(htab: BpfHtab, b: int):
     return None
 
 
+def _walk_forget(htab: BpfHtab) -> None:
+    """The bucket lists change: a walk order made before is wrong now."""
+    htab.walk_keys = NO_WALK
+    htab.walk_steps = 0
+
+
+def htab_walk_order(htab: BpfHtab) -> list:
+    """Every key in the order get_next_key returns them (bucket by bucket, each list from
+    its head), between a walk's position in the list (item 0) and None: [1, key, ..., None]
+    puts the walk at its first key. The caller has synced the lists (htab_sync_buckets);
+    heads is an array."""
+    nxt = htab.elem_next.tolist()
+    keys = htab.elem_key
+    order = [1]
+    append = order.append
+    for l in _listed_heads(htab.heads):
+        append(keys[l])
+        l = nxt[l]
+        while l >= 0:
+            append(keys[l])
+            l = nxt[l]
+    append(None)
+    return order
+
+
+def _listed_heads(heads: array) -> list:
+    """The heads of the non-empty buckets, in bucket order, at C speed: the -1 items are
+    cut out of the array's bytes. In little-endian int32s only -1 has four 0xff bytes in a
+    row (any other item with its top byte 0xff is negative, and heads holds no other
+    negative), and a run of -1 items starts at an item's first byte, so every match is a
+    whole -1 item."""
+    big_endian = sys.byteorder != "little"
+    if big_endian:
+        heads = array(heads.typecode, heads)
+        heads.byteswap()
+    listed = array(heads.typecode, heads.tobytes().replace(b"\xff\xff\xff\xff", b""))
+    if big_endian:
+        listed.byteswap()
+    return listed.tolist()
+
+
+def htab_walk_start(htab: BpfHtab, key: bytes) -> None:
+    """Give a long walk the whole order at once, placed at the key it just returned. The
+    caller holds the lock; with elements still to link or unlink there is no order yet."""
+    if htab.pending or htab.deleted or htab.sparse:
+        return
+    order = htab_walk_order(htab)
+    try:
+        order[0] = order.index(key, 1)
+    except ValueError:                  # the key is gone: the walk restarts, not from here
+        return
+    htab.walk_keys = order
+    htab.walk_steps = 0
+
+
 def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
     """Bucket b's slots, head first (the caller has synced the lists: htab_sync_buckets)."""
     out = []
@@ -587,14 +679,38 @@ def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
 
 def htab_map_get_next_key(htab: BpfHtab, key):
     """htab_map_get_next_key(): NULL or a missing key restarts at the first element."""
+    linked = 0
     if htab.pending or htab.deleted:
+        linked = len(htab.pending)
         htab_sync_buckets(htab)
-    keys = htab.elem_key
+    order = htab.walk_keys
+    i = order[0]
+    if order[i] == key:                     # a walk given its order: the next key in it
+        found = order[i + 1]
+        if found is None:                   # the end: let the order go
+            htab.walk_keys = NO_WALK
+            htab.walk_steps = 0
+            raise BpfError(errno.ENOENT)
+        order[0] = i + 1
+        return found
+    l = _next_slot(htab, key)
+    htab.walk_cursor = l
+    found = htab.elem_key[l]
+    if key is None and order is not NO_WALK:
+        order[0] = 1                        # a new walk in the order made before
+    if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(htab.elems):
+        htab_walk_start(htab, found)        # most of the map was just linked for this walk
+    return found
+
+
+def _next_slot(htab: BpfHtab, key) -> int:
+    """The slot of the element after key's (the first one if key is None or missing), the
+    lists synced; ENOENT past the last."""
     if key is not None:
         # A walk passes back the key it was just given: its slot is the cursor, if that slot
         # still holds the key (then it is linked, under that key), without a dict lookup.
         l = htab.walk_cursor
-        if l < 0 or keys[l] != key:
+        if l < 0 or htab.elem_key[l] != key:
             l = htab.elems.get(key, -1)
         if l >= 0:
             n = htab.elem_next[l]
@@ -606,13 +722,11 @@ def htab_map_get_next_key(htab: BpfHtab, key):
                     if b is None:
                         raise BpfError(errno.ENOENT)
                     n = htab.heads[b]
-            htab.walk_cursor = n
-            return keys[n]
+            return n
     b = htab_next_bucket(htab, 0)
     if b is None:
         raise BpfError(errno.ENOENT)
-    n = htab.walk_cursor = htab.heads[b]
-    return keys[n]
+    return htab.heads[b]
 
 
 def htab_map_lookup_elem_sys(htab: BpfHtab, key):

@@ -15,8 +15,9 @@ import errno
 from ..errors import BpfError
 from ..memory import Memory
 from ..uapi.consts import BPF_ANY, BPF_EXIST, BPF_NOEXIST
-from .hashtab import (_refill_free_slots, _replace_elem, alloc_htab_elem, free_htab_elem, htab_arena,
-                      htab_map_get_next_key, htab_next_bucket)
+from .hashtab import (NO_WALK, WALK_ORDER_MIN_STEPS, _refill_free_slots, _replace_elem, alloc_htab_elem,
+                      free_htab_elem, htab_arena, htab_map_get_next_key, htab_next_bucket,
+                      htab_walk_start)
 
 _E2BIG, _EEXIST, _ENOENT = errno.E2BIG, errno.EEXIST, errno.ENOENT
 
@@ -102,24 +103,32 @@ def htab_pinned_delete_call(htab, key_view):
 
 
 def htab_pinned_get_next_key_call(htab, key_view, next_view):
-    """htab_map_get_next_key() from a key: a walk passes back the key it was just given, so
-    when nothing is pending and the cursor's slot holds that key, the next element is the
-    slot's successor in its bucket, or else the head of the next non-empty bucket. Anything
-    else (a key the walk did not return last, pending elements to link first) is the
-    function itself.
+    """htab_map_get_next_key() from a key: a walk passes back the key it was just given.
+
+    A long walk, once it has taken more steps than building the order costs, gets every key
+    in walk order at once (hashtab.htab_walk_start, htab_walk_order), and each step is then
+    the next item, as long as the lists stay as they were: anything that changes them
+    drops the order (_walk_forget), and elements still to link (``pending``) or unlink
+    (``deleted``) keep a step off it. The order is let go when the walk reaches its end.
+
+    Otherwise, when nothing is pending and the cursor's slot holds that key, the next
+    element is the slot's successor in its bucket, or else the head of the next non-empty
+    bucket. Anything else (a key the walk did not return last, pending elements to link
+    first) is the function itself.
 
     Like a lookup, this step runs without the emulator's lock (``lockless``): Linux's
     map_get_next_key() holds only rcu_read_lock(), and the step only reads, one item at a
-    time, what an update or delete changes under the lock. A step that races one returns a
-    key that was in the map during the call, as an RCU walk can. If the slot it lands on
-    holds no key (an element deleted meanwhile, or deleted earlier and still in its list:
-    hashtab.py's ``deleted``), or its bucket emptied, it starts again under the lock. The
-    function itself, which syncs the lists (htab_sync_buckets), always runs under the
-    lock."""
+    time, what an update or delete changes under the lock (an order is never changed, only
+    replaced). A step that races one returns a key that was in the map during the call,
+    as an RCU walk can. If the slot it lands on holds no key (an element deleted meanwhile,
+    or deleted earlier and still in its list: hashtab.py's ``deleted``), or its bucket
+    emptied, it starts again under the lock. The function itself, which syncs the lists
+    (htab_sync_buckets), and the building of an order always run under the lock."""
     if key_view is None or htab.sparse:
         return None
     keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads
-    pending, mask = htab.pending, htab.bucket_mask
+    pending, deleted, mask = htab.pending, htab.deleted, htab.bucket_mask
+    elems = htab.elems
     get_next_key, next_bucket = htab_map_get_next_key, htab_next_bucket
     lock = htab.kernel.lock
     next_buf = Memory.char_array(next_view)
@@ -127,6 +136,21 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
     def pinned_htab_get_next_key():
         key = key_view.tobytes()
         if not pending:
+            if not deleted:
+                order = htab.walk_keys
+                i = order[0]
+                if order[i] == key:         # the key this walk was given last
+                    i += 1
+                    found = order[i]
+                    if found is None:       # the end: let the order go
+                        htab.walk_keys = NO_WALK
+                        htab.walk_steps = 0
+                        raise BpfError(_ENOENT)
+                    order[0] = i
+                    # .value copies a key that fills the array whole, NULs too, and costs a
+                    # little less than .raw.
+                    next_buf.value = found
+                    return 0
             l = htab.walk_cursor
             if l >= 0 and keys[l] == key:
                 n = nxt[l]
@@ -144,10 +168,15 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
                 found = keys[n] if n >= 0 else None
                 if found is not None:
                     htab.walk_cursor = n
-                    next_buf.raw = found
+                    next_buf.value = found
+                    steps = htab.walk_steps + 1
+                    htab.walk_steps = steps
+                    if steps >= WALK_ORDER_MIN_STEPS and steps << 3 >= len(elems):
+                        with lock:
+                            htab_walk_start(htab, found)
                     return 0
         with lock:
-            next_buf.raw = get_next_key(htab, key)
+            next_buf.value = get_next_key(htab, key)
         return 0
     pinned_htab_get_next_key.lockless = True
     return pinned_htab_get_next_key

@@ -353,6 +353,27 @@ def _lane_constants(n: int) -> dict:
 
 _ROTATIONS = (4, 6, 8, 16, 19, 14, 11, 25, 24)
 
+_seed_constants_cache: dict = {}
+_SEED_CACHE_MAX = 16       # maps whose full batches' constants are kept (60 KiB each)
+
+
+def _seed_constants(n: int, init: int, ones: int) -> dict:
+    """For n lanes and a map's initial value: "init" in each lane and, for 1-word keys,
+    "c1" (c after __jhash_final's first step) and "k1" (2^32 minus the rol32(c1, 11) that
+    its second step subtracts) in each. They are products of big ints, which cost a
+    fifth of a batch: full batches of the last few maps reuse them."""
+    key = (n, init)
+    cached = _seed_constants_cache.get(key)
+    if cached is not None:
+        return cached
+    c1 = -_rol32(init, 14) & _M
+    out = {"init": init * ones, "c1": c1 * ones, "k1": ones * (2**32 - _rol32(c1, 11))}
+    if n == _BATCH_LANES:
+        if len(_seed_constants_cache) >= _SEED_CACHE_MAX:
+            _seed_constants_cache.clear()
+        _seed_constants_cache[key] = out
+    return out
+
 
 def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
     """One batch. jhash and jhash2 are the same computation on zero-padded little-endian
@@ -375,8 +396,9 @@ def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
         return int.from_bytes(lane_bytes, "little")
 
     k_ = _lane_constants(n)
-    m, bias, ones = k_["m"], k_["bias"], k_["ones"]
+    m, bias = k_["m"], k_["bias"]
     init = (JHASH_INITVAL + key_size + hashrnd) & _M
+    seeded = _seed_constants(n, init, k_["ones"])
 
     def rol(x: int, r: int) -> int:
         return ((x & k_["lo", r]) << r) | ((x >> (32 - r)) & k_["hi", r])
@@ -385,12 +407,10 @@ def _hash_lanes(keys: Sequence[bytes], key_size: int, hashrnd: int) -> array:
         # One word, added to a only: b and c are still init, so __jhash_final's first step
         # (c ^= b; c -= rol32(b, 14)) gives a constant, and its second xors a with that
         # constant and subtracts another.
-        c1 = -_rol32(init, 14) & _M
-        a = ((((init * ones + word(0)) & m) ^ (c1 * ones)) + ones * (2**32 - _rol32(c1, 11))) & m
-        b = init * ones
-        c = c1 * ones
+        b, c, k1 = seeded["init"], seeded["c1"], seeded["k1"]
+        a = ((((b + word(0)) & m) ^ c) + k1) & m
     else:
-        a, b, c = _mix_lanes(nwords, init * ones, word, rol, m, bias)
+        a, b, c = _mix_lanes(nwords, seeded["init"], word, rol, m, bias)
     b ^= a; b = (b + bias - rol(a, 25)) & m
     c ^= b; c = (c + bias - rol(b, 16)) & m
     a ^= c; a = (a + bias - rol(c, 4)) & m

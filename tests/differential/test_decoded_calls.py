@@ -119,6 +119,10 @@ class Caller:
         ctypes.memmove(self.key, key, self.ks)
         return self.call(DELETE, self.delete_attr, 16)
 
+    def lookup_and_delete(self, key):
+        ctypes.memmove(self.key, key, self.ks)
+        return self.call(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, self.elem, 32), self.value.raw
+
     def next_key(self, key):
         if key is None:
             return self.call(NEXT_KEY, self.first_attr, 24), self.next.raw
@@ -255,6 +259,90 @@ def test_map_emptied_by_deletes_then_refilled(both, config, pin):
             p.do("lookup", k, decoded=False)
         for k in new:
             p.do("delete", k, decoded=False)
+    p.close()
+
+
+LONG_WALK_CONFIGS = CONFIGS[:3] + [("lru_hash", c.BPF_MAP_TYPE_LRU_HASH, c.BPF_F_ZERO_SEED)]
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+@pytest.mark.parametrize("config", LONG_WALK_CONFIGS, ids=[cfg[0] for cfg in LONG_WALK_CONFIGS])
+def test_long_walks_with_changes_midway(both, config, pin):
+    """Walks long enough for the emulator to take the whole walk order at once (after a
+    fill, and after an eighth of the map's steps), with the map changed between steps:
+    new keys, replaced keys (a HASH element moves to its bucket's head), keys ahead of the
+    walk deleted or looked up and deleted, the key the walk is on deleted, LRU evictions,
+    a walk restarted from a key it did not just return, and two walks taking turns. The
+    keys ahead are found on the kernel alone, so that the emulator's walk does not move.
+    Every step as the kernel's."""
+    _, map_type, flags = config
+    p = Pair(both, map_type, flags, 4, 8, 512, pin)
+    m = p.emu.b.map_of(p.emu.fd)
+    rng = random.Random(13)
+    universe = [struct.pack("<I", rng.getrandbits(32)) for _ in range(900)]
+    present = set(universe[:420])               # LRU evictions make it a guess
+    for k in universe[:420]:
+        p.do("update", k, rng.randbytes(p.vs), decoded=False)
+    ordered = 0                                 # steps taken with a walk order in place
+
+    def step(key):
+        nonlocal ordered
+        ordered += m.walk_keys[0] != 0
+        ret, nxt = p.do("next_key", key, decoded=False)
+        return ret, nxt[:4]
+
+    def ahead(key, n):
+        """The key n steps after key, on the kernel alone (None past the end)."""
+        for _ in range(n):
+            ret, nxt = p.host.next_key(key)
+            if ret:
+                return None
+            key = nxt[:4]
+        return key
+
+    every_kind = ["insert", "replace", "delete_ahead", "take_ahead", "delete_current", "restart"]
+    # (a change every ~n steps, the kinds of change, two walks taking turns)
+    rounds = [(0, [], False), (40, every_kind, False), (9, every_kind, False),
+              (150, every_kind, False), (25, every_kind, False), (0, [], True),
+              (20, ["insert"], False), (20, ["replace"], False)]
+    for change_every, kinds, two_walks in rounds:
+        ret, cur = step(None)
+        walked = 0
+        restarts = 3                            # they send the walk back to its start
+        while ret == 0:
+            walked += 1
+            if change_every and rng.randrange(change_every) == 0:
+                what = rng.choice([k for k in kinds if restarts > 0
+                                   or k not in ("delete_current", "restart")])
+                restarts -= what in ("delete_current", "restart")
+                key = ahead(cur, rng.choice([1, 1, 2, 5, 30]))
+                if what == "insert":
+                    key = rng.choice([k for k in universe if k not in present])
+                    p.do("update", key, rng.randbytes(p.vs), decoded=False)
+                    present.add(key)
+                elif what == "delete_current":
+                    p.do("delete", cur, decoded=False)
+                    present.discard(cur)
+                elif what == "restart":
+                    cur = rng.choice(universe)
+                elif key is None:
+                    pass
+                elif what == "replace":
+                    p.do("update", key, rng.randbytes(p.vs), decoded=False)
+                elif what == "delete_ahead":
+                    p.do("delete", key, decoded=False)
+                    present.discard(key)
+                else:
+                    p.do("lookup_and_delete", key, decoded=False)
+                    present.discard(key)
+            if two_walks and walked % 2:
+                # A second walk, one step behind, takes turns with this one.
+                ret2, _ = step(cur)
+            ret, cur = step(cur)
+            assert walked < 5000
+        assert ret == -ENOENT
+    # Unpinned steps are the function itself: its order comes with a big link only.
+    assert ordered > (1000 if pin else 400), ordered
     p.close()
 
 

@@ -261,3 +261,53 @@ def test_array_heads_skip_long_empty_runs():
     mask = m.n_buckets - 1
     assert _walk(emu, fd) == sorted(keys, key=lambda key: m.hash_fn(key, m.hashrnd) & mask)
     assert hashtab.htab_next_bucket(m, m.n_buckets - 1) in (None, m.n_buckets - 1)
+
+
+@pytest.mark.parametrize("items", [
+    [-1, 255, -1, -1, 65535, 0x00FFFFFF, 0x7FFFFFFF, -1, 0x01FFFFFF, 0xFF, -1],
+    [0x00FFFFFF, -1, -1, -1, 0x0000FFFF, 0x00FFFF00, 0x7FFFFF7F, 0x7F000000],
+    [-1] * 9, [], [0, 1, 2], [-1, 0xFF] * 5 + [-1] * 3,
+], ids=["mixed", "ff-bytes", "empty-buckets", "no-buckets", "full", "alternating"])
+def test_listed_heads_cuts_out_exactly_the_empty_buckets(items):
+    """The -1 items are cut out of the heads' bytes: items whose bytes include 0xff runs
+    next to a -1 (255, 0xFFFF, 0xFFFFFF, ...) must come through whole and in order."""
+    from array import array
+    heads = array("i", items)
+    assert hashtab._listed_heads(heads) == [x for x in items if x >= 0]
+
+
+@pytest.mark.parametrize("map_type,flags", [(HASH, 0), (HASH, NO_PREALLOC), (PERCPU_HASH, 0),
+                                            (LRU_HASH, 0)])
+def test_walk_order_is_the_walk(map_type, flags):
+    """htab_walk_order() lists every key as the step by step walk over the bucket lists
+    gives them, and a walk placed in it (walk_keys[0]) moves along it one step a call,
+    without the bucket-list step (walk_steps) ever running."""
+    emu = Emulator(seed=3)
+    cl = Client(emu)
+    fd = cl.create(map_type, 4, 8, 4096, flags)
+    m = emu.map_of(fd)
+    for i in range(3000):
+        m.ops.map_update_elem_sys(m, k(i * 2654435761 & 0xFFFFFFFF), bytes(m.value_size_sys), 0)
+    for i in range(0, 3000, 7):                 # deleted while pending
+        m.ops.map_delete_elem(m, k(i * 2654435761 & 0xFFFFFFFF))
+    # A walk through decoded calls on pinned buffers: its first call links every element
+    # and takes the order, and every step then follows the order.
+    key, nxt = ctypes.create_string_buffer(4), ctypes.create_string_buffer(4)
+    first = ctypes.create_string_buffer(struct.pack("<IIQQ", fd, 0, 0, ctypes.addressof(nxt)), 168)
+    step = ctypes.create_string_buffer(
+        struct.pack("<IIQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(nxt)), 168)
+    emu.mem.pin(key, nxt)
+    walked = []
+    ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, first, 24)
+    while ret == 0:
+        walked.append(nxt.raw)
+        assert m.walk_keys[0] == len(walked) and m.walk_steps == 0
+        ctypes.memmove(key, nxt, 4)
+        ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, step, 24)
+    assert ret == -errno.ENOENT
+    assert m.walk_keys is hashtab.NO_WALK       # let go at the end of the walk
+    by_lists = [m.elem_key[l] for b in range(m.n_buckets) for l in hashtab.htab_bucket_elems(m, b)]
+    assert len(by_lists) == len(m.elems) and walked == by_lists
+    assert hashtab.htab_walk_order(m) == [1] + by_lists + [None]
+    emu.mem.unpin(key, nxt)
+    cl.close_all()
