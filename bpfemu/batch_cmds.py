@@ -106,7 +106,6 @@ def generic_map_lookup_batch(emu, m, b: BatchAttr, uattr) -> int:
     """Walk with map_get_next_key from the key in in_batch (NULL: from the start), copying
     up to count elements; ENOENT when the walk ends. out_batch gets the last key copied."""
     _check_elem_flags(m, b.elem_flags)
-    value_size = m.value_size_sys
     max_count = b.count
     if not max_count:
         return 0

@@ -549,7 +549,7 @@ def test_decoded_walks_race_updates_and_deletes(pin):
     seen = [[] for _ in walkers]
     errors = []
 
-    def walk(i):
+    def keep_walking(i):
         cl = walkers[i]
         try:
             while not stop.is_set():
@@ -567,7 +567,7 @@ def test_decoded_walks_race_updates_and_deletes(pin):
     rng = random.Random(4)
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)                 # switch threads as often as possible
-    threads = [threading.Thread(target=walk, args=(i,)) for i in range(len(walkers))]
+    threads = [threading.Thread(target=keep_walking, args=(i,)) for i in range(len(walkers))]
     try:
         for t in threads:
             t.start()
