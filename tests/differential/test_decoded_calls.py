@@ -269,12 +269,12 @@ LONG_WALK_CONFIGS = CONFIGS[:3] + [("lru_hash", c.BPF_MAP_TYPE_LRU_HASH, c.BPF_F
 @pytest.mark.parametrize("config", LONG_WALK_CONFIGS, ids=[cfg[0] for cfg in LONG_WALK_CONFIGS])
 def test_long_walks_with_changes_midway(both, config, pin):
     """Walks long enough for the emulator to take the whole walk order at once (after a
-    fill, and after an eighth of the map's steps), with the map changed between steps:
-    new keys, replaced keys (a HASH element moves to its bucket's head), keys ahead of the
-    walk deleted or looked up and deleted, the key the walk is on deleted, LRU evictions,
-    a walk restarted from a key it did not just return, and two walks taking turns. The
-    keys ahead are found on the kernel alone, so that the emulator's walk does not move.
-    Every step as the kernel's."""
+    fill, and after as many steps as an eighth of the map's elements), with the map changed
+    between steps: new keys, replaced keys (a HASH element moves to its bucket's head), keys
+    ahead of the walk deleted or looked up and deleted, the key the walk is on deleted, a
+    walk restarted from a key it did not just return, two walks taking turns, and a round
+    of inserts into a full map (E2BIG, or LRU evictions). The keys ahead are found on the
+    kernel alone, so that the emulator's walk does not move. Every step as the kernel's."""
     _, map_type, flags = config
     p = Pair(both, map_type, flags, 4, 8, 512, pin)
     m = p.emu.b.map_of(p.emu.fd)
@@ -304,7 +304,7 @@ def test_long_walks_with_changes_midway(both, config, pin):
     # (a change every ~n steps, the kinds of change, two walks taking turns)
     rounds = [(0, [], False), (40, every_kind, False), (9, every_kind, False),
               (150, every_kind, False), (25, every_kind, False), (0, [], True),
-              (20, ["insert"], False), (20, ["replace"], False)]
+              (20, ["insert"], False), (20, ["replace"], False), (2, ["insert"], False)]
     for change_every, kinds, two_walks in rounds:
         ret, cur = step(None)
         walked = 0
@@ -341,6 +341,10 @@ def test_long_walks_with_changes_midway(both, config, pin):
             ret, cur = step(cur)
             assert walked < 5000
         assert ret == -ENOENT
+    # The last round filled the map: a HASH map refused the rest, an LRU map evicted.
+    held = sum(p.host.lookup(k)[0] == 0 for k in universe)
+    assert len(present) > 512 + 20
+    assert held == 512 if map_type != c.BPF_MAP_TYPE_LRU_HASH else held < len(present) - 20
     # Unpinned steps are the function itself: its order comes with a big link only.
     assert ordered > (1000 if pin else 400), ordered
     p.close()
