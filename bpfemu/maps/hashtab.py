@@ -688,8 +688,7 @@ def htab_map_get_next_key(htab: BpfHtab, key):
     if order[i] == key:                     # a walk given its order: the next key in it
         found = order[i + 1]
         if found is None:                   # the end: let the order go
-            htab.walk_keys = NO_WALK
-            htab.walk_steps = 0
+            _walk_forget(htab)
             raise BpfError(errno.ENOENT)
         order[0] = i + 1
         return found

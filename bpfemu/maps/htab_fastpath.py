@@ -142,7 +142,7 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
                 if order[i] == key:         # the key this walk was given last
                     i += 1
                     found = order[i]
-                    if found is None:       # the end: let the order go
+                    if found is None:       # the end: let the order go (_walk_forget)
                         htab.walk_keys = NO_WALK
                         htab.walk_steps = 0
                         raise BpfError(_ENOENT)

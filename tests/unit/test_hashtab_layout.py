@@ -311,3 +311,29 @@ def test_walk_order_is_the_walk(map_type, flags):
     assert hashtab.htab_walk_order(m) == [1] + by_lists + [None]
     emu.mem.unpin(key, nxt)
     cl.close_all()
+
+
+def test_walk_by_the_function_follows_the_order_and_lets_it_go():
+    """htab_map_get_next_key() itself (what unpinned calls run): a first call that links the
+    whole map takes the order, each call moves along it, and the end lets it go."""
+    emu = Emulator(seed=5)
+    cl = Client(emu)
+    fd = cl.create(HASH, 4, 8, 2048, 0)
+    m = emu.map_of(fd)
+    for i in range(1500):
+        m.ops.map_update_elem_sys(m, k(i * 40503), bytes(8), 0)
+    key = m.ops.map_get_next_key(m, None)
+    walked = [key]
+    assert m.walk_keys[0] == 1
+    while True:
+        try:
+            key = m.ops.map_get_next_key(m, key)
+        except OSError as e:
+            assert e.errno == errno.ENOENT
+            break
+        walked.append(key)
+        assert m.walk_keys[0] == len(walked)
+    assert m.walk_keys is hashtab.NO_WALK
+    assert walked == [m.elem_key[l] for b in range(m.n_buckets)
+                      for l in hashtab.htab_bucket_elems(m, b)]
+    cl.close_all()
