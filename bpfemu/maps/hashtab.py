@@ -476,7 +476,6 @@ def _packed(typecode: str, values: list) -> array:
 
 def _unlink(htab: BpfHtab, l: int) -> None:
     """hlist_nulls_del_rcu() + the key index."""
-    _walk_forget(htab)
     keys = htab.elem_key
     nxt = htab.elem_next
     if nxt[l] < -1:                     # pending: its entry in pending goes stale
@@ -484,6 +483,8 @@ def _unlink(htab: BpfHtab, l: int) -> None:
         keys[l] = None
         _unlink_pending(htab, l)
         return
+    htab.walk_keys = NO_WALK            # _walk_forget(), inlined: a list changes
+    htab.walk_steps = 0
     b = htab.elem_hash[l] & htab.bucket_mask
     heads = htab.heads
     p = heads[b]
@@ -554,12 +555,13 @@ def htab_sync_buckets(htab: BpfHtab) -> None:
 def _replace_elem(htab: BpfHtab, l_new: int, l_old: int, key: bytes) -> None:
     """hlist_nulls_add_head_rcu(l_new) then hlist_nulls_del_rcu(l_old), for the same key
     (so the same bucket), and the key index pointed at l_new."""
-    _walk_forget(htab)
     if htab.pending:
         # l_new is the newest link: it waits behind the other pending elements.
         _unlink(htab, l_old)
         _link_head(htab, l_new, key)
         return
+    htab.walk_keys = NO_WALK            # _walk_forget(), inlined: a list changes
+    htab.walk_steps = 0
     nxt = htab.elem_next
     hash_ = htab.elem_hash[l_old]
     b = hash_ & htab.bucket_mask
