@@ -143,7 +143,7 @@ def run_lru_update(backend, max_entries, n, pin=False):
 
 def emulator_memory(n, value_size=8):
     """Bytes the emulator holds for a full n-entry HASH map (tracemalloc): once filled, and
-    in the middle of a walk (linked, and holding the walk order)."""
+    in the middle of a walk (holding the walk order)."""
     emu = Emulator(seed=1)
     gc.collect()
     tracemalloc.start()

@@ -15,11 +15,13 @@ array (htab->elems), so that a full map costs a few dozen bytes per element:
   always newest link first; the pending elements are newer than every listed one and go on
   top, in their order, as soon as anything walks the buckets (``htab_link_pending``). Their
   hashes are computed then, all at once (jhash.htab_map_hash_many), at a tenth of the cost
-  of one by one. A pending slot's ``elem_next`` is PENDING, and so is a free slot's (set
-  when it is freed, ``free_htab_elem``), so that an insert need not write it. An element
-  unlinked while pending leaves a stale entry (its slot holds no key; counted in
-  ``pending_stale``); if its slot is linked again before the walk, only the slot's last
-  entry counts.
+  of one by one. A walk that starts when every element is pending (a map filled and not
+  walked since) sorts them into its order by their hashes instead, and they stay pending
+  (``htab_pending_walk_order``). A pending slot's ``elem_next`` is PENDING, and so is a
+  free slot's (set when it is freed, ``free_htab_elem``), so that an insert need not write
+  it. An element unlinked while pending leaves a stale entry (its slot holds no key;
+  counted in ``pending_stale``); if its slot is linked again before the walk, only the
+  slot's last entry counts.
 * ``deleted``: the slots of HASH and PERCPU_HASH elements deleted since the lists were last
   needed. A delete takes the key out of ``elems`` and clears ``elem_key`` at once, so the
   element is gone for every lookup, update and capacity check; taking it out of its
@@ -49,6 +51,7 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left
+from functools import partial
 
 from ..errors import ENOTSUPP, BpfError
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
@@ -76,12 +79,14 @@ ARENA_BYTES = 1 << 22
 CHUNK_BYTES = 1 << 16
 # elem_next of a pending slot (linked, not yet in its bucket's list); -1 ends a list.
 PENDING = -2
-# walk_keys when there is no walk order: no key equals its item 0 (see htab_walk_order).
+# The walk order when there is none: no key equals its item 0 (see htab_walk_order).
 NO_WALK = (0, None)
 # A walk gets its whole order at once (htab_walk_start) when its first call links more than
 # this many elements and at least half the map (the order costs about 0.4 of that linking),
 # or after this many steps and an eighth of the map's elements since the lists last changed
-# (those steps have cost more than the order).
+# (those steps have cost more than the order). A walk that starts on a map of more than this
+# many elements, all of them pending, orders them without linking them
+# (htab_pending_walk_order).
 WALK_ORDER_MIN_STEPS = 64
 
 
@@ -145,7 +150,12 @@ class BpfHtab(BpfMap):
         self.pending_stale = 0                        # entries of pending unlinked since
         self.deleted: list = []                       # slots deleted, still in their lists
         self.walk_cursor = -1                         # slot get_next_key returned last
-        self.walk_keys = NO_WALK                      # a long walk's order (htab_walk_order)
+        # A long walk's order (htab_walk_order), the one item of a list: the decoded calls
+        # hold the list, and read and drop the order at a list item's cost.
+        self.walk = [NO_WALK]
+        # The pending elements were ordered without linking them (htab_pending_walk_order)
+        # since pending was last emptied: they are not ordered again, but linked.
+        self.pending_ordered = False
         self.walk_steps = 0                           # walk steps since the lists changed
         self.n_buckets = 0
         self.bucket_mask = 0                          # n_buckets - 1
@@ -364,6 +374,7 @@ def _link_head(htab: BpfHtab, l: int, key: bytes) -> None:
     htab.elems[key] = l
     htab.elem_next[l] = PENDING
     htab.pending.append(l)
+    htab.walk[0] = NO_WALK            # a new element: no walk order counts it
 
 
 def _live_pending(htab: BpfHtab) -> list:
@@ -397,16 +408,12 @@ def htab_link_pending(htab: BpfHtab) -> None:
     if n == 0:                          # all of them unlinked again
         htab.pending.clear()
         htab.pending_stale = 0
+        htab.pending_ordered = False
         return
     _walk_forget(htab)
     first = live[0]
     end = first + n
-    # Slots in a run (a map filling up takes never-used slots in order) are read and
-    # written as slices. The live slots are distinct, so with the right ends, sorted
-    # means a run (sorted() of a sorted list is one pass; the middle check keeps most
-    # other orders out of it).
-    run = (live[-1] == end - 1 and live[n >> 1] == first + (n >> 1)
-           and sorted(live) == live)
+    run = _is_run(live)
     keys = htab.elem_key
     live_keys = keys[first:end] if run else [keys[l] for l in live]
     if n < 8:                           # a batch's set-up costs about as much as 8 keys
@@ -446,6 +453,18 @@ def htab_link_pending(htab: BpfHtab) -> None:
             elem_hash[l] = h
     htab.pending.clear()
     htab.pending_stale = 0
+    htab.pending_ordered = False
+
+
+def _is_run(slots: list) -> bool:
+    """Whether distinct slots are consecutive and ascending (a map filling up takes
+    never-used slots in order), so that they can be read and written as slices. With the
+    right ends, sorted means a run (sorted() of a sorted list is one pass; the middle check
+    keeps most other orders out of it)."""
+    n = len(slots)
+    first = slots[0]
+    return (slots[-1] == first + n - 1 and slots[n >> 1] == first + (n >> 1)
+            and sorted(slots) == slots)
 
 
 _AND_TABLES: dict = {}
@@ -483,7 +502,7 @@ def _unlink(htab: BpfHtab, l: int) -> None:
         keys[l] = None
         _unlink_pending(htab, l)
         return
-    htab.walk_keys = NO_WALK            # _walk_forget(), inlined: a list changes
+    htab.walk[0] = NO_WALK            # _walk_forget(), inlined: a list changes
     htab.walk_steps = 0
     b = htab.elem_hash[l] & htab.bucket_mask
     heads = htab.heads
@@ -501,7 +520,10 @@ def _unlink(htab: BpfHtab, l: int) -> None:
 
 
 def _unlink_pending(htab: BpfHtab, l: int) -> None:
-    """A pending element leaves (its elem_key is cleared): its entry in pending goes stale."""
+    """A pending element leaves (its elem_key is cleared): its entry in pending goes stale,
+    and a walk order of the pending elements (htab_pending_walk_order) is wrong now."""
+    htab.walk[0] = NO_WALK            # _walk_forget(), inlined
+    htab.walk_steps = 0
     htab.pending_stale += 1
     if 2 * htab.pending_stale > len(htab.pending) + 4096:
         _compact_pending(htab)          # inserts and deletes and no walk: keep it short
@@ -521,6 +543,7 @@ def _unlink_deleted(htab: BpfHtab) -> None:
         nxt[:] = array("i", [PENDING]) * len(nxt)
         htab.pending.clear()
         htab.pending_stale = 0
+        htab.pending_ordered = False
     else:
         hashes, mask = htab.elem_hash, htab.bucket_mask
         for l in deleted:
@@ -560,7 +583,7 @@ def _replace_elem(htab: BpfHtab, l_new: int, l_old: int, key: bytes) -> None:
         _unlink(htab, l_old)
         _link_head(htab, l_new, key)
         return
-    htab.walk_keys = NO_WALK            # _walk_forget(), inlined: a list changes
+    htab.walk[0] = NO_WALK            # _walk_forget(), inlined: a list changes
     htab.walk_steps = 0
     nxt = htab.elem_next
     hash_ = htab.elem_hash[l_old]
@@ -613,7 +636,7 @@ def htab_next_bucket(htab: BpfHtab, b: int):
 
 def _walk_forget(htab: BpfHtab) -> None:
     """The bucket lists change: a walk order made before is wrong now."""
-    htab.walk_keys = NO_WALK
+    htab.walk[0] = NO_WALK
     htab.walk_steps = 0
 
 
@@ -633,6 +656,51 @@ def htab_walk_order(htab: BpfHtab) -> list:
             append(keys[l])
             l = nxt[l]
     append(None)
+    return order
+
+
+def _walk_unlisted(htab: BpfHtab) -> bool:
+    """Whether a walk starting now orders the pending elements instead of linking them
+    (htab_pending_walk_order): every element of the map is pending, each once (none listed,
+    no stale entry), and there are more than a short walk's worth. Deleted elements may
+    wait to be unlinked: a pending one is still in pending, so not all of them are live,
+    and a listed one is not in the walk."""
+    n = len(htab.pending)
+    return (n > WALK_ORDER_MIN_STEPS and n == len(htab.elems) and not htab.pending_stale
+            and not htab.sparse)
+
+
+def htab_pending_walk_order(htab: BpfHtab) -> list:
+    """The walk order of a map whose elements are all pending (_walk_unlisted), from their
+    hashes alone: [0, key..., None], item 0 placing the walk before its first key.
+
+    Linking puts each element at its bucket's head, oldest first, so each bucket lists its
+    elements newest first, and a walk goes bucket by bucket: the order is the keys, newest
+    first, sorted by bucket (sorted() is stable). The elements stay pending, unlinked: the
+    order holds while nothing is added to pending or taken out of it, and nothing is
+    deleted. A new element (an insert, or a replace) drops the order (_link_head), and so
+    does an element leaving pending (_unlink_pending) or linking them. A walk then costs no
+    linking at all, and a map walked once after a fill, then emptied, never links. The
+    caller holds the lock."""
+    live = htab.pending
+    first = live[0]
+    keys = htab.elem_key
+    if _is_run(live):
+        newest_first = keys[first:first + len(live)]
+    else:
+        newest_first = list(map(keys.__getitem__, live))
+    hashes = htab_map_hash_many(newest_first, htab.key_size, htab.hashrnd)
+    buckets = _masked(hashes, htab.bucket_mask)
+    newest_first.reverse()
+    buckets.reverse()
+    order = [0]
+    # Each key's bucket, as the sort key: list.sort computes its sort keys one item after
+    # the other, in list order, so the iterator hands each key the bucket at its place.
+    order += sorted(newest_first, key=partial(next, iter(buckets)))
+    order.append(None)
+    htab.walk[0] = order
+    htab.pending_ordered = True
+    htab.walk_steps = 0
     return order
 
 
@@ -662,7 +730,7 @@ def htab_walk_start(htab: BpfHtab, key: bytes) -> None:
         order[0] = order.index(key, 1)
     except ValueError:                  # the key is gone: the walk restarts, not from here
         return
-    htab.walk_keys = order
+    htab.walk[0] = order
     htab.walk_steps = 0
 
 
@@ -681,22 +749,39 @@ def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
 
 def htab_map_get_next_key(htab: BpfHtab, key):
     """htab_map_get_next_key(): NULL or a missing key restarts at the first element."""
+    order = htab.walk[0]
+    i = order[0]
+    if order[i] != key or htab.deleted:
+        if (key is not None and key in htab.elems) or not _walk_unlisted(htab):
+            return _listed_get_next_key(htab, key)
+        # A walk starts on a map filled and not walked since: no element is listed. An
+        # order there is one of them all (a new element drops any order: _link_head).
+        if order is NO_WALK:
+            if htab.pending_ordered:
+                # Ordered once already, and changed since: link them (a caller that adds
+                # a key and starts a walk, again and again, must not sort every time).
+                return _listed_get_next_key(htab, key)
+            order = htab_pending_walk_order(htab)
+        i = 0
+    # A walk given its order (the key it returned last), or one starting in it.
+    found = order[i + 1]
+    if found is None:                       # the end: let the order go
+        _walk_forget(htab)
+        raise BpfError(errno.ENOENT)
+    order[0] = i + 1
+    return found
+
+
+def _listed_get_next_key(htab: BpfHtab, key):
+    """htab_map_get_next_key() on the bucket lists, synced first."""
     linked = 0
     if htab.pending or htab.deleted:
         linked = len(htab.pending)
-        htab_sync_buckets(htab)
-    order = htab.walk_keys
-    i = order[0]
-    if order[i] == key:                     # a walk given its order: the next key in it
-        found = order[i + 1]
-        if found is None:                   # the end: let the order go
-            _walk_forget(htab)
-            raise BpfError(errno.ENOENT)
-        order[0] = i + 1
-        return found
+        htab_sync_buckets(htab)             # drops any walk order (_walk_forget)
     l = _next_slot(htab, key)
     htab.walk_cursor = l
     found = htab.elem_key[l]
+    order = htab.walk[0]
     if key is None and order is not NO_WALK:
         order[0] = 1                        # a new walk in the order made before
     if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(htab.elems):
@@ -783,6 +868,7 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         htab.elem_key[l_new] = key
         elems[key] = l_new
         htab.pending.append(l_new)
+        htab.walk[0] = NO_WALK        # a new element: no walk order counts it
         return
     _replace_elem(htab, l_new, l_old, key)
     if htab.extra_elems is None:

@@ -8,7 +8,7 @@ need the map's values in one arena (``htab_arena``); for other maps, or where a 
 not apply, the builder returns None and fastpath.py's own call serves.
 
 Every container a closure holds is one the map changes in place only (elems, elem_key,
-elem_next, elem_hash, heads, pending, deleted, free_slots, the arena).
+elem_next, elem_hash, heads, pending, deleted, free_slots, walk, the arena).
 """
 import errno
 
@@ -57,6 +57,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
     pending, free, deleted = htab.pending, htab.free_slots, htab.deleted
     size, max_entries = htab.slot_size, htab.max_entries
     may_add, may_replace = flags != BPF_EXIST, flags != BPF_NOEXIST
+    walk = htab.walk
     frees_old = htab.extra_elems is None            # NO_PREALLOC
 
     def pinned_htab_update():
@@ -69,6 +70,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
                 keys[l] = key                       # _link_head(): pending until a walk
                 elems[key] = l                      # (a free slot's elem_next is PENDING)
                 pending.append(l)
+                walk[0] = NO_WALK                   # no walk order counts a new element
                 return 0
             raise BpfError(_E2BIG if may_add else _ENOENT)
         if not may_replace:
@@ -108,8 +110,10 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
     A long walk, once it has taken more steps than building the order costs, gets every key
     in walk order at once (hashtab.htab_walk_start, htab_walk_order), and each step is then
     the next item, as long as the lists stay as they were: anything that changes them
-    drops the order (_walk_forget), and elements still to link (``pending``) or unlink
-    (``deleted``) keep a step off it. The order is let go when the walk reaches its end.
+    drops the order (_walk_forget), and so does a new element; elements still to unlink
+    (``deleted``) keep a step off it. A walk that starts on a map none of whose elements is
+    listed yet gets an order of the pending elements instead (htab_pending_walk_order).
+    The order is let go when the walk reaches its end.
 
     Otherwise, when nothing is pending and the cursor's slot holds that key, the next
     element is the slot's successor in its bucket, or else the head of the next non-empty
@@ -128,29 +132,29 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
         return None
     keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads
     pending, deleted, mask = htab.pending, htab.deleted, htab.bucket_mask
-    elems = htab.elems
+    elems, walk = htab.elems, htab.walk
     get_next_key, next_bucket = htab_map_get_next_key, htab_next_bucket
     lock = htab.kernel.lock
     next_buf = Memory.char_array(next_view)
 
     def pinned_htab_get_next_key():
         key = key_view.tobytes()
+        if not deleted:
+            order = walk[0]
+            i = order[0]
+            if order[i] == key:             # the key this walk was given last
+                i += 1
+                found = order[i]
+                if found is None:           # the end: let the order go (_walk_forget)
+                    walk[0] = NO_WALK
+                    htab.walk_steps = 0
+                    raise BpfError(_ENOENT)
+                order[0] = i
+                # .value copies a key that fills the array whole, NULs too, and costs a
+                # little less than .raw.
+                next_buf.value = found
+                return 0
         if not pending:
-            if not deleted:
-                order = htab.walk_keys
-                i = order[0]
-                if order[i] == key:         # the key this walk was given last
-                    i += 1
-                    found = order[i]
-                    if found is None:       # the end: let the order go (_walk_forget)
-                        htab.walk_keys = NO_WALK
-                        htab.walk_steps = 0
-                        raise BpfError(_ENOENT)
-                    order[0] = i
-                    # .value copies a key that fills the array whole, NULs too, and costs a
-                    # little less than .raw.
-                    next_buf.value = found
-                    return 0
             l = htab.walk_cursor
             if l >= 0 and keys[l] == key:
                 n = nxt[l]

@@ -3,7 +3,9 @@
 The emulator links a new element into its bucket only when something next walks the
 buckets (GET_NEXT_KEY, LOOKUP_BATCH, LOOKUP_AND_DELETE_BATCH): until then it waits in the
 map's ``pending`` list, and the walk hashes every pending key at once (jhash on big-int
-lanes from 8 keys up, the scalar hash below). Replacing or deleting a pending element,
+lanes from 8 keys up, the scalar hash below). A GET_NEXT_KEY walk that starts when every
+element is pending (more than 64) sorts them by their hashes into its order instead, and
+they stay pending until a later walk. Replacing or deleting a pending element,
 replacing a linked one while others are pending, and long insert/delete churn without a
 walk all have their own code paths. None of this may show: on BPF_F_ZERO_SEED maps every
 walk must return exactly the kernel's sequence (buckets in index order, each bucket newest
@@ -78,6 +80,15 @@ class PendingPair(Pair):
         assert sorted(host) == sorted(self.model)
         return host
 
+    def walk_linked(self):
+        """The full walk, twice: the first walk of a map whose elements are all pending
+        orders them by their hashes without linking them (htab_pending_walk_order); the
+        second links them. Both identical on both backends."""
+        first = self.walk()
+        assert self.walk() == first
+        assert self.live_pending() == 0
+        return first
+
     def check_values(self, keys):
         for k in keys:
             res = [cl.lookup(fd, k, self.vs) for cl, fd in zip(self.cls, self.fds)]
@@ -99,8 +110,9 @@ def test_many_inserts_then_walk(both, kind, key_size):
         p.put(k)
     assert p.live_pending() == 2000
     first = p.walk()
-    assert p.live_pending() == 0
+    assert p.live_pending() == 2000                      # ordered by their hashes, unlinked
     assert p.walk() == first                             # linked now: the same again
+    assert p.live_pending() == 0
     # 1000 more, pending on top of the linked buckets; then one too many.
     for k in keys[2000:]:
         p.put(k)
@@ -152,7 +164,7 @@ def test_big_batch_in_shuffled_slots(both, kind, key_size):
     keys = [key_of(i, key_size) for i in range(16000)]
     for k in keys[:9000]:
         p.put(k)                                           # key i in slot i
-    p.walk()
+    p.walk_linked()
     middle = keys[1:6999]
     for k in [keys[6999]] + rng.sample(middle, len(middle)) + [keys[0]]:
         p.remove(k)
@@ -222,7 +234,7 @@ def test_few_pending_on_linked_map(both, kind, key_size):
     keys = distinct_keys(rng, key_size, 400)
     for k in keys[:300]:
         p.put(k)
-    walk = p.walk()
+    walk = p.walk_linked()
     nxt = 300
     for n in range(1, 10):                               # 1..7 scalar, 8 and 9 batched
         for k in keys[nxt:nxt + n]:

@@ -8,6 +8,7 @@ the same order as the array, and a map never holds more slots than the kernel's 
 """
 import ctypes
 import errno
+import itertools
 import struct
 
 import pytest
@@ -280,7 +281,7 @@ def test_listed_heads_cuts_out_exactly_the_empty_buckets(items):
                                             (LRU_HASH, 0)])
 def test_walk_order_is_the_walk(map_type, flags):
     """htab_walk_order() lists every key as the step by step walk over the bucket lists
-    gives them, and a walk placed in it (walk_keys[0]) moves along it one step a call,
+    gives them, and a walk placed in it (item 0) moves along it one step a call,
     without the bucket-list step (walk_steps) ever running."""
     emu = Emulator(seed=3)
     cl = Client(emu)
@@ -301,11 +302,11 @@ def test_walk_order_is_the_walk(map_type, flags):
     ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, first, 24)
     while ret == 0:
         walked.append(nxt.raw)
-        assert m.walk_keys[0] == len(walked) and m.walk_steps == 0
+        assert m.walk[0][0] == len(walked) and m.walk_steps == 0
         ctypes.memmove(key, nxt, 4)
         ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, step, 24)
     assert ret == -errno.ENOENT
-    assert m.walk_keys is hashtab.NO_WALK       # let go at the end of the walk
+    assert m.walk[0] is hashtab.NO_WALK       # let go at the end of the walk
     by_lists = [m.elem_key[l] for b in range(m.n_buckets) for l in hashtab.htab_bucket_elems(m, b)]
     assert len(by_lists) == len(m.elems) and walked == by_lists
     assert hashtab.htab_walk_order(m) == [1] + by_lists + [None]
@@ -313,27 +314,298 @@ def test_walk_order_is_the_walk(map_type, flags):
     cl.close_all()
 
 
-def test_walk_by_the_function_follows_the_order_and_lets_it_go():
-    """htab_map_get_next_key() itself (what unpinned calls run): a first call that links the
-    whole map takes the order, each call moves along it, and the end lets it go."""
-    emu = Emulator(seed=5)
-    cl = Client(emu)
-    fd = cl.create(HASH, 4, 8, 2048, 0)
-    m = emu.map_of(fd)
-    for i in range(1500):
-        m.ops.map_update_elem_sys(m, k(i * 40503), bytes(8), 0)
-    key = m.ops.map_get_next_key(m, None)
-    walked = [key]
-    assert m.walk_keys[0] == 1
+def _function_walk(m, key=None):
+    """A walk through htab_map_get_next_key() itself (what unpinned calls run), one key per
+    next(), from key; it ends with ENOENT."""
     while True:
         try:
             key = m.ops.map_get_next_key(m, key)
         except OSError as e:
             assert e.errno == errno.ENOENT
-            break
+            return
+        yield key
+
+
+def _full_walk(m, key=None):
+    return list(_function_walk(m, key))
+
+
+@pytest.mark.parametrize("listed_first", [0, 100], ids=["all-pending", "some-listed"])
+def test_walk_by_the_function_follows_the_order_and_lets_it_go(listed_first):
+    """htab_map_get_next_key() itself (what unpinned calls run): a first call on a map
+    whose elements are all pending orders them without linking them; one that links most
+    of the map takes the order of the lists. Each call then moves along the order, and the
+    end lets it go."""
+    emu = Emulator(seed=5)
+    cl = Client(emu)
+    fd = cl.create(HASH, 4, 8, 2048, 0)
+    m = emu.map_of(fd)
+    for i in range(1500):
+        if i == listed_first:
+            hashtab.htab_sync_buckets(m)        # the ones so far are listed
+        m.ops.map_update_elem_sys(m, k(i * 40503), bytes(8), 0)
+    walked = []
+    for key in _function_walk(m):
         walked.append(key)
-        assert m.walk_keys[0] == len(walked)
-    assert m.walk_keys is hashtab.NO_WALK
+        assert m.walk[0][0] == len(walked)
+        # Every element stays pending (unlinked) through a walk that started with all of
+        # them pending; otherwise the first call linked them.
+        assert len(m.pending) == (1500 if not listed_first else 0)
+    assert m.walk[0] is hashtab.NO_WALK
+    assert len(m.pending) == (1500 if not listed_first else 0)
+    # Elements ordered once are linked by the next walk, not ordered again: a caller that
+    # adds a key and starts a walk, again and again, would sort the map every time.
+    m.ops.map_update_elem_sys(m, k(7), bytes(8), 0)
+    again = _function_walk(m)
+    first = next(again)
+    assert not m.pending
+    assert sorted([first] + list(again)) == sorted(walked + [k(7)])
     assert walked == [m.elem_key[l] for b in range(m.n_buckets)
-                      for l in hashtab.htab_bucket_elems(m, b)]
+                      for l in hashtab.htab_bucket_elems(m, b) if m.elem_key[l] != k(7)]
     cl.close_all()
+
+
+class _PinnedBufs:
+    """A walk's key buffers and an update's, pinned together once (pinning forgets every
+    decoded call), and the attrs that name them."""
+
+    def __init__(self, emu, fd, value_size):
+        self.emu = emu
+        self.key, self.nxt = ctypes.create_string_buffer(4), ctypes.create_string_buffer(4)
+        self.first = ctypes.create_string_buffer(
+            struct.pack("<IIQQ", fd, 0, 0, ctypes.addressof(self.nxt)), 168)
+        self.step = ctypes.create_string_buffer(struct.pack(
+            "<IIQQ", fd, 0, ctypes.addressof(self.key), ctypes.addressof(self.nxt)), 168)
+        self.ukey = ctypes.create_string_buffer(4)
+        self.uval = ctypes.create_string_buffer(value_size)
+        self.update = ctypes.create_string_buffer(struct.pack(
+            "<IIQQQ", fd, 0, ctypes.addressof(self.ukey), ctypes.addressof(self.uval), 0), 168)
+        emu.mem.pin(self.key, self.nxt, self.ukey, self.uval)
+
+    def insert(self, key):
+        """An update through the same attr object each time: a decoded call, with the op
+        folded in (htab_fastpath.py) from its second call on."""
+        self.ukey.raw = key
+        assert self.emu.bpf(c.BPF_MAP_UPDATE_ELEM, self.update, 32) == 0
+
+
+def _change(bufs, m, change, ahead, step):
+    """One change made to a map mid-walk (the same on both maps of the test below)."""
+    ops = m.ops
+    value = bytes(m.value_size_sys)
+    if change == "insert":
+        ops.map_update_elem_sys(m, k(0xF0000000 + step), value, 0)
+    elif change == "decoded-insert":            # decoded before the walk
+        bufs.insert(k(0xD0000000 + step))
+    elif change == "replace":                   # a HASH element moves to its bucket's head
+        ops.map_update_elem_sys(m, ahead, b"\1" * len(value), 0)
+    elif change == "delete":
+        ops.map_delete_elem(m, ahead)
+    elif change == "lookup-and-delete":         # unlinked at once, pending stays as long
+        ops.map_lookup_and_delete_elem(m, ahead, 0)
+    elif change == "replaces-to-compaction":
+        # Enough replaces of one key for pending to be compacted back to its length
+        # when the walk was ordered: only the order being dropped keeps the walk right.
+        for _ in range(len(m.elems) + 4200):
+            ops.map_update_elem_sys(m, ahead, value, 0)
+    elif change == "evicting-inserts":          # LRU: new keys in a full map evict
+        for i in range(200):
+            ops.map_update_elem_sys(m, k(0xE0000000 + 1000 * step + i), value, 0)
+
+
+_CHANGES = ["none", "insert", "decoded-insert", "replace", "delete", "lookup-and-delete",
+            "replaces-to-compaction"]
+
+
+@pytest.mark.parametrize("refilled", [False, True], ids=["fresh", "refilled"])
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "function"])
+@pytest.mark.parametrize("map_type,flags,change", [
+    (map_type, flags, change)
+    for map_type, flags in [(HASH, 0), (HASH, NO_PREALLOC), (PERCPU_HASH, 0), (LRU_HASH, 0)]
+    for change in _CHANGES + (["evicting-inserts"] if map_type == LRU_HASH else [])])
+def test_walk_of_unlisted_elements_is_the_walk_of_the_lists(map_type, flags, change, pinned,
+                                                           refilled):
+    """A walk that starts on a map whose elements are all pending orders them by their
+    hashes without linking them (htab_pending_walk_order). It must give the keys the
+    bucket lists give: the same map, its elements listed before the walk, is walked beside
+    it, with the same changes made to both midway (each a case where the order must go).
+    A map filled, emptied and filled again takes its slots in no run (freed ones, LIFO)."""
+    max_entries = 512
+    n = max_entries if change == "evicting-inserts" else 400
+    maps, clients = [], []
+    for listed in (False, True):
+        emu = Emulator(seed=11)                 # the same hash seed for both maps
+        cl = Client(emu)
+        clients.append(cl)
+        fd = cl.create(map_type, 4, 8, max_entries, flags)
+        m = emu.map_of(fd)
+        for rnd in range(2 if refilled else 1):
+            for i in range(n):
+                m.ops.map_update_elem_sys(m, k(i * 2654435761 + rnd & 0xFFFFFFFF),
+                                          bytes(m.value_size_sys), 0)
+            if refilled and rnd == 0:
+                for key in list(m.elems):
+                    m.ops.map_delete_elem(m, key)
+                hashtab.htab_sync_buckets(m)    # what a walk of the empty map would do
+        bufs = _PinnedBufs(emu, fd, m.value_size_sys)
+        if change == "decoded-insert":
+            bufs.insert(k(0xC0000000))          # decoded, then with the op folded in
+            bufs.insert(k(0xC0000001))
+        if listed:
+            hashtab.htab_sync_buckets(m)
+        maps.append((emu, bufs, fd, m))
+    emu, bufs, fd, m = maps[0]
+    n += 2 * (change == "decoded-insert")
+    assert len(m.pending) == len(m.elems) == n          # nothing listed yet
+    # A fresh HASH map takes never-used slots in order (a run), a refilled one its freed
+    # slots, LIFO; LRU nodes come off the LRU's lists, in either order.
+    if map_type != LRU_HASH:
+        assert hashtab._is_run(m.pending) != refilled
+
+    def steps(bufs, m):
+        """A walk, one key per next(); the walk's own key buffer passed back each time."""
+        if not pinned:
+            yield from _function_walk(m)
+            return
+        key, nxt = bufs.key, bufs.nxt
+        ret = bufs.emu.bpf(c.BPF_MAP_GET_NEXT_KEY, bufs.first, 24)
+        while ret == 0:
+            yield nxt.raw
+            ctypes.memmove(key, nxt, 4)
+            ret = bufs.emu.bpf(c.BPF_MAP_GET_NEXT_KEY, bufs.step, 24)
+        assert ret == -errno.ENOENT
+
+    walkers = [steps(b, mm) for _, b, _, mm in maps]
+    walks = [[next(w)] for w in walkers]
+    assert m.pending_ordered and m.walk[0][0] == 1     # ordered, not linked
+    assert not maps[1][3].pending_ordered
+    for step_no in range(1, 10**6):
+        if step_no % 50 == 0 and change != "none" and step_no < 300:
+            order = m.walk[0]
+            ahead = order[order[0] + 3] if order is not hashtab.NO_WALK else walks[0][-1]
+            for _, b, _, mm in maps:
+                _change(b, mm, change, ahead, step_no)
+        got = [next(w, None) for w in walkers]
+        assert got[0] == got[1], (step_no, change)
+        if got[0] is None:
+            break
+        for walk, key in zip(walks, got):
+            walk.append(key)
+    assert walks[0] == walks[1]
+    whole = change in ("none", "replace", "replaces-to-compaction")
+    assert len(walks[0]) >= (n - 10 if whole else 100)
+    if change == "none":
+        assert len(m.pending) == n                  # the walk never linked them
+    for cl in clients:
+        cl.close_all()
+
+
+def _twin_maps(map_type, build):
+    """Two maps given the same hash seed and the same operations (build(m)); the second
+    one's elements are then listed (htab_sync_buckets), the first one's left as they are."""
+    out = []
+    for listed in (False, True):
+        emu = Emulator(seed=13)
+        cl = Client(emu)
+        m = emu.map_of(cl.create(map_type, 4, 8, 512, 0))
+        build(m)
+        if listed:
+            hashtab.htab_sync_buckets(m)
+        out.append((cl, m))
+    return out
+
+
+@pytest.mark.parametrize("map_type", [HASH, PERCPU_HASH, LRU_HASH])
+def test_next_key_of_a_key_in_an_unlisted_map(map_type):
+    """Only a walk from the start (NULL or a key not in the map) orders unlisted elements;
+    the key after a key in the map comes from the lists, as for any map."""
+    def build(m):
+        for i in range(300):
+            m.ops.map_update_elem_sys(m, k(i * 7919), bytes(m.value_size_sys), 0)
+    (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
+    assert len(a.pending) == 300
+    for i in (5, 150, 299):
+        assert a.ops.map_get_next_key(a, k(i * 7919)) == b.ops.map_get_next_key(b, k(i * 7919))
+    assert _full_walk(a, k(3)) == _full_walk(b, k(3))             # 3 is not in the map
+    cl_a.close_all()
+    cl_b.close_all()
+
+
+@pytest.mark.parametrize("map_type", [HASH, PERCPU_HASH, LRU_HASH])
+def test_stale_pending_entries_are_not_unlisted_elements(map_type):
+    """Listed elements and stale pending entries (elements unlinked while pending) can add
+    up to the map's count: such a map is not all pending, and its walk links first."""
+    def build(m):
+        for i in range(100):
+            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
+        hashtab.htab_sync_buckets(m)
+        for i in range(100, 300):
+            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
+        for i in range(100, 300, 2):
+            m.ops.map_lookup_and_delete_elem(m, k(i), 0)
+    (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
+    assert len(a.pending) == len(a.elems) == 200 and a.pending_stale == 100
+    assert _full_walk(a) == _full_walk(b)
+    assert len(_full_walk(b)) == 200
+    cl_a.close_all()
+    cl_b.close_all()
+
+
+@pytest.mark.parametrize("emptied", ["linked-then-deleted", "deleted", "unlinked-pending"])
+def test_a_map_emptied_and_refilled_is_ordered_again(emptied):
+    """Elements ordered once are not ordered again, but once they have left pending (linked,
+    or the map emptied), a map filled with new ones has them ordered by the next walk,
+    unlinked. Emptied: its elements linked (as a batch command does), then taken out one
+    by one; deleted while pending (the lists reset whole); unlinked while pending, then
+    the lists read (every pending entry stale)."""
+    def build(m):
+        for i in range(200):
+            m.ops.map_update_elem_sys(m, k(i), bytes(8), 0)
+    (cl_a, a), (cl_b, b) = _twin_maps(HASH, build)
+    a.ops.map_get_next_key(a, None)
+    assert a.pending_ordered                    # ordered, unlinked
+    for m in (a, b):
+        m.ops.map_update_elem_sys(m, k(1000), bytes(8), 0)
+    if emptied == "linked-then-deleted":
+        hashtab.htab_sync_buckets(a)
+        assert not a.pending
+    for m in (a, b):
+        for i in list(range(200)) + [1000]:
+            if emptied == "deleted":
+                m.ops.map_delete_elem(m, k(i))
+            else:
+                m.ops.map_lookup_and_delete_elem(m, k(i), 0)
+    if emptied == "unlinked-pending":
+        assert a.pending_stale == len(a.pending) == 201
+        hashtab.htab_sync_buckets(a)
+        assert not a.pending
+    for m in (a, b):
+        for i in range(200):
+            m.ops.map_update_elem_sys(m, k(5000 + i), bytes(8), 0)
+    hashtab.htab_sync_buckets(b)
+    walked = _full_walk(a)
+    assert a.pending_ordered and len(a.pending) == 200
+    assert walked == _full_walk(b) and len(walked) == 200
+    cl_a.close_all()
+    cl_b.close_all()
+
+
+@pytest.mark.parametrize("map_type", [HASH, PERCPU_HASH])
+def test_listed_elements_deleted_beside_pending_ones(map_type):
+    """A map whose listed elements were all deleted (their unlinking waits: ``deleted``)
+    and whose live elements are all pending: its walk is the pending elements' order, and
+    each step from a key waits on the deletes (they are unlinked first)."""
+    def build(m):
+        for i in range(100):
+            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
+        hashtab.htab_sync_buckets(m)
+        for i in range(100, 300):
+            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
+        for i in range(100):
+            m.ops.map_delete_elem(m, k(i))
+    (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
+    assert len(a.pending) == len(a.elems) == 200 and len(a.deleted) == 100
+    walked = list(itertools.islice(_function_walk(a), 400))
+    assert walked == _full_walk(b) and len(walked) == 200
+    cl_a.close_all()
+    cl_b.close_all()
