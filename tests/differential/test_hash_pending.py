@@ -134,7 +134,7 @@ def test_big_batches(both, kind, key_size):
     for k in keys[:10000]:
         p.put(k)
     assert p.live_pending() == 10000
-    first = p.walk()
+    first = p.walk_linked()
     assert len(first) == 10000
     p.check_values(first[::97])
     # Deletes all over the buckets (heads, middles and tails of their lists), walked after.
