@@ -531,16 +531,20 @@ def test_next_key_of_a_key_in_an_unlisted_map(map_type):
     cl_b.close_all()
 
 
+def _listed_then_pending(m):
+    """Keys 0-99 listed, then keys 100-299 pending."""
+    for i in range(300):
+        if i == 100:
+            hashtab.htab_sync_buckets(m)
+        m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
+
+
 @pytest.mark.parametrize("map_type", [HASH, PERCPU_HASH, LRU_HASH])
 def test_stale_pending_entries_are_not_unlisted_elements(map_type):
     """Listed elements and stale pending entries (elements unlinked while pending) can add
     up to the map's count: such a map is not all pending, and its walk links first."""
     def build(m):
-        for i in range(100):
-            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
-        hashtab.htab_sync_buckets(m)
-        for i in range(100, 300):
-            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
+        _listed_then_pending(m)
         for i in range(100, 300, 2):
             m.ops.map_lookup_and_delete_elem(m, k(i), 0)
     (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
@@ -596,11 +600,7 @@ def test_listed_elements_deleted_beside_pending_ones(map_type):
     and whose live elements are all pending: its walk is the pending elements' order, and
     each step from a key waits on the deletes (they are unlinked first)."""
     def build(m):
-        for i in range(100):
-            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
-        hashtab.htab_sync_buckets(m)
-        for i in range(100, 300):
-            m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
+        _listed_then_pending(m)
         for i in range(100):
             m.ops.map_delete_elem(m, k(i))
     (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
