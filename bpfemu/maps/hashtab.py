@@ -150,9 +150,7 @@ class BpfHtab(BpfMap):
         self.pending_stale = 0                        # entries of pending unlinked since
         self.deleted: list = []                       # slots deleted, still in their lists
         self.walk_cursor = -1                         # slot get_next_key returned last
-        # A long walk's order (htab_walk_order), the one item of a list: the decoded calls
-        # hold the list, and read and drop the order at a list item's cost.
-        self.walk = [NO_WALK]
+        self.walk_keys = NO_WALK                      # a long walk's order (htab_walk_order)
         # The pending elements were ordered without linking them (htab_pending_walk_order)
         # since pending was last emptied: they are not ordered again, but linked.
         self.pending_ordered = False
@@ -374,7 +372,7 @@ def _link_head(htab: BpfHtab, l: int, key: bytes) -> None:
     htab.elems[key] = l
     htab.elem_next[l] = PENDING
     htab.pending.append(l)
-    htab.walk[0] = NO_WALK            # a new element: no walk order counts it
+    htab.walk_keys = NO_WALK            # a new element: no walk order counts it
 
 
 def _live_pending(htab: BpfHtab) -> list:
@@ -502,7 +500,7 @@ def _unlink(htab: BpfHtab, l: int) -> None:
         keys[l] = None
         _unlink_pending(htab, l)
         return
-    htab.walk[0] = NO_WALK            # _walk_forget(), inlined: a list changes
+    htab.walk_keys = NO_WALK            # _walk_forget(), inlined: a list changes
     htab.walk_steps = 0
     b = htab.elem_hash[l] & htab.bucket_mask
     heads = htab.heads
@@ -522,7 +520,7 @@ def _unlink(htab: BpfHtab, l: int) -> None:
 def _unlink_pending(htab: BpfHtab, l: int) -> None:
     """A pending element leaves (its elem_key is cleared): its entry in pending goes stale,
     and a walk order of the pending elements (htab_pending_walk_order) is wrong now."""
-    htab.walk[0] = NO_WALK            # _walk_forget(), inlined
+    htab.walk_keys = NO_WALK            # _walk_forget(), inlined
     htab.walk_steps = 0
     htab.pending_stale += 1
     if 2 * htab.pending_stale > len(htab.pending) + 4096:
@@ -583,7 +581,7 @@ def _replace_elem(htab: BpfHtab, l_new: int, l_old: int, key: bytes) -> None:
         _unlink(htab, l_old)
         _link_head(htab, l_new, key)
         return
-    htab.walk[0] = NO_WALK            # _walk_forget(), inlined: a list changes
+    htab.walk_keys = NO_WALK            # _walk_forget(), inlined: a list changes
     htab.walk_steps = 0
     nxt = htab.elem_next
     hash_ = htab.elem_hash[l_old]
@@ -636,7 +634,7 @@ def htab_next_bucket(htab: BpfHtab, b: int):
 
 def _walk_forget(htab: BpfHtab) -> None:
     """The bucket lists change: a walk order made before is wrong now."""
-    htab.walk[0] = NO_WALK
+    htab.walk_keys = NO_WALK
     htab.walk_steps = 0
 
 
@@ -698,7 +696,7 @@ def htab_pending_walk_order(htab: BpfHtab) -> list:
     # the other, in list order, so the iterator hands each key the bucket at its place.
     order += sorted(newest_first, key=partial(next, iter(buckets)))
     order.append(None)
-    htab.walk[0] = order
+    htab.walk_keys = order
     htab.pending_ordered = True
     htab.walk_steps = 0
     return order
@@ -730,7 +728,7 @@ def htab_walk_start(htab: BpfHtab, key: bytes) -> None:
         order[0] = order.index(key, 1)
     except ValueError:                  # the key is gone: the walk restarts, not from here
         return
-    htab.walk[0] = order
+    htab.walk_keys = order
     htab.walk_steps = 0
 
 
@@ -749,7 +747,7 @@ def htab_bucket_elems(htab: BpfHtab, b: int) -> list:
 
 def htab_map_get_next_key(htab: BpfHtab, key):
     """htab_map_get_next_key(): NULL or a missing key restarts at the first element."""
-    order = htab.walk[0]
+    order = htab.walk_keys
     i = order[0]
     if order[i] != key or htab.deleted:
         if (key is not None and key in htab.elems) or not _walk_unlisted(htab):
@@ -781,7 +779,7 @@ def _listed_get_next_key(htab: BpfHtab, key):
     l = _next_slot(htab, key)
     htab.walk_cursor = l
     found = htab.elem_key[l]
-    order = htab.walk[0]
+    order = htab.walk_keys
     if key is None and order is not NO_WALK:
         order[0] = 1                        # a new walk in the order made before
     if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(htab.elems):
@@ -868,7 +866,7 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         htab.elem_key[l_new] = key
         elems[key] = l_new
         htab.pending.append(l_new)
-        htab.walk[0] = NO_WALK        # a new element: no walk order counts it
+        htab.walk_keys = NO_WALK        # a new element: no walk order counts it
         return
     _replace_elem(htab, l_new, l_old, key)
     if htab.extra_elems is None:

@@ -8,7 +8,7 @@ need the map's values in one arena (``htab_arena``); for other maps, or where a 
 not apply, the builder returns None and fastpath.py's own call serves.
 
 Every container a closure holds is one the map changes in place only (elems, elem_key,
-elem_next, elem_hash, heads, pending, deleted, free_slots, walk, the arena).
+elem_next, elem_hash, heads, pending, deleted, free_slots, the arena).
 """
 import errno
 
@@ -57,7 +57,6 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
     pending, free, deleted = htab.pending, htab.free_slots, htab.deleted
     size, max_entries = htab.slot_size, htab.max_entries
     may_add, may_replace = flags != BPF_EXIST, flags != BPF_NOEXIST
-    walk = htab.walk
     frees_old = htab.extra_elems is None            # NO_PREALLOC
 
     def pinned_htab_update():
@@ -70,7 +69,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
                 keys[l] = key                       # _link_head(): pending until a walk
                 elems[key] = l                      # (a free slot's elem_next is PENDING)
                 pending.append(l)
-                walk[0] = NO_WALK                   # no walk order counts a new element
+                htab.walk_keys = NO_WALK            # no walk order counts a new element
                 return 0
             raise BpfError(_E2BIG if may_add else _ENOENT)
         if not may_replace:
@@ -132,7 +131,7 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
         return None
     keys, nxt, hashes, heads = htab.elem_key, htab.elem_next, htab.elem_hash, htab.heads
     pending, deleted, mask = htab.pending, htab.deleted, htab.bucket_mask
-    elems, walk = htab.elems, htab.walk
+    elems = htab.elems
     get_next_key, next_bucket = htab_map_get_next_key, htab_next_bucket
     lock = htab.kernel.lock
     next_buf = Memory.char_array(next_view)
@@ -140,13 +139,13 @@ def htab_pinned_get_next_key_call(htab, key_view, next_view):
     def pinned_htab_get_next_key():
         key = key_view.tobytes()
         if not deleted:
-            order = walk[0]
+            order = htab.walk_keys
             i = order[0]
             if order[i] == key:             # the key this walk was given last
                 i += 1
                 found = order[i]
                 if found is None:           # the end: let the order go (_walk_forget)
-                    walk[0] = NO_WALK
+                    htab.walk_keys = NO_WALK
                     htab.walk_steps = 0
                     raise BpfError(_ENOENT)
                 order[0] = i

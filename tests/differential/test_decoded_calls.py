@@ -299,7 +299,7 @@ def _long_walks_with_changes_midway(both, map_type, flags, pin):
 
     def step(key):
         nonlocal ordered
-        ordered += m.walk[0][0] != 0
+        ordered += m.walk_keys[0] != 0
         ret, nxt = p.do("next_key", key, decoded=False)
         return ret, nxt[:4]
 

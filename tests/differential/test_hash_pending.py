@@ -178,6 +178,26 @@ def test_big_batch_in_shuffled_slots(both, kind, key_size):
     p.check_values(walk[::37])
 
 
+def test_refilled_map_walked_unlinked(both, kind, key_size):
+    """A map filled, emptied by deletes and filled again: the new elements take the freed
+    slots (LIFO, so in no run) and are all pending. The first walk orders them by their
+    hashes without linking them; the second links them. Both as the kernel's."""
+    p = PendingPair(both, kind, key_size, 3000)
+    keys = [key_of(i, key_size) for i in range(5000)]
+    for k in keys[:2500]:
+        p.put(k)
+    for k in p.walk_linked():
+        p.remove(k)
+    for k in keys[2500:]:
+        p.put(k)
+    m = p.emu_map
+    assert len(m.pending) == len(m.elems) == 2500 and m.pending != sorted(m.pending)
+    walk = p.walk()
+    assert m.pending_ordered and p.live_pending() == 2500       # ordered, not linked
+    p.check_values(walk[::53])
+    assert p.walk_linked() == walk
+
+
 # --- b: updates and deletes of pending and linked elements ---------------------------------
 
 def test_updates_and_deletes_while_pending(both, kind, key_size):

@@ -302,11 +302,11 @@ def test_walk_order_is_the_walk(map_type, flags):
     ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, first, 24)
     while ret == 0:
         walked.append(nxt.raw)
-        assert m.walk[0][0] == len(walked) and m.walk_steps == 0
+        assert m.walk_keys[0] == len(walked) and m.walk_steps == 0
         ctypes.memmove(key, nxt, 4)
         ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, step, 24)
     assert ret == -errno.ENOENT
-    assert m.walk[0] is hashtab.NO_WALK       # let go at the end of the walk
+    assert m.walk_keys is hashtab.NO_WALK       # let go at the end of the walk
     by_lists = [m.elem_key[l] for b in range(m.n_buckets) for l in hashtab.htab_bucket_elems(m, b)]
     assert len(by_lists) == len(m.elems) and walked == by_lists
     assert hashtab.htab_walk_order(m) == [1] + by_lists + [None]
@@ -347,11 +347,11 @@ def test_walk_by_the_function_follows_the_order_and_lets_it_go(listed_first):
     walked = []
     for key in _function_walk(m):
         walked.append(key)
-        assert m.walk[0][0] == len(walked)
+        assert m.walk_keys[0] == len(walked)
         # Every element stays pending (unlinked) through a walk that started with all of
         # them pending; otherwise the first call linked them.
         assert len(m.pending) == (1500 if not listed_first else 0)
-    assert m.walk[0] is hashtab.NO_WALK
+    assert m.walk_keys is hashtab.NO_WALK
     assert len(m.pending) == (1500 if not listed_first else 0)
     # Elements ordered once are linked by the next walk, not ordered again: a caller that
     # adds a key and starts a walk, again and again, would sort the map every time.
@@ -477,11 +477,11 @@ def test_walk_of_unlisted_elements_is_the_walk_of_the_lists(map_type, flags, cha
 
     walkers = [steps(b, mm) for _, b, _, mm in maps]
     walks = [[next(w)] for w in walkers]
-    assert m.pending_ordered and m.walk[0][0] == 1     # ordered, not linked
+    assert m.pending_ordered and m.walk_keys[0] == 1     # ordered, not linked
     assert not maps[1][3].pending_ordered
     for step_no in range(1, 10**6):
         if step_no % 50 == 0 and change != "none" and step_no < 300:
-            order = m.walk[0]
+            order = m.walk_keys
             ahead = order[order[0] + 3] if order is not hashtab.NO_WALK else walks[0][-1]
             for _, b, _, mm in maps:
                 _change(b, mm, change, ahead, step_no)
