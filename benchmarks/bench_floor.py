@@ -15,12 +15,12 @@ import ctypes
 import os
 import struct
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from bpfemu import HostKernel  # noqa: E402
+from bpfemu.emu_lock import new_lock  # noqa: E402
 
 N = 300_000
 
@@ -42,7 +42,7 @@ class LeanestEmulator:
     NO_CALL = (None, None, None, None, None, None)
 
     def __init__(self, lookup_attr, update_attr, next_attr, key, value, next_key, elems: dict):
-        self.lock = threading.RLock()
+        self.lock = new_lock()                    # the emulator's own kind of lock
         key_view = memoryview(key).cast("B")
         value_view = memoryview(value).cast("B")
         value_buf = (ctypes.c_char * len(value_view)).from_buffer(value_view)

@@ -5,6 +5,8 @@ side is the leanest call Python can make: libc.syscall(321, cmd, byref(attr), si
 argtypes. The emulator side is Emulator.bpf with the same buffers, twice: with unpinned
 buffers (every key/value copy is a process_vm_readv/writev syscall, as safe as the kernel's
 copy_from_user), and with the buffers pinned (Emulator.mem.pin), where copies are slices.
+The three take turns, a chunk of keys (or walk steps) at a time, in an order that rotates,
+so that the machine's drift in speed hits them alike.
 
 Also: the emulator's memory for the map (tracemalloc) against the kernel's memlock
 (/proc/self/fdinfo). Run: python benchmarks/bench_map_ops.py [--entries N]
@@ -71,74 +73,119 @@ class Bufs:
                 self.gnk_first)
 
 
-def run_ops(backend, n, map_type=c.BPF_MAP_TYPE_HASH, value_size=8, pin=False):
-    """{op: seconds per op} for update, lookup, get_next_key, delete over n keys."""
-    fd = create(backend, map_type, 4, value_size, n)
-    b = Bufs(fd, value_size)
-    if pin:
-        backend.mem.pin(*b.all())
-    bpf, attr, key = backend.bpf, b.attr, b.key
-    pack = struct.Struct("<I").pack_into
-    out = {}
-    gc.disable()
-    try:
-        t = time.perf_counter()
-        for i in range(n):
+class Side:
+    """One backend's map and buffers, and the benchmark's caller loops on them. The loops run
+    a range of keys (or walk steps) at a time, so that several backends can take turns."""
+
+    def __init__(self, backend, map_type, max_entries, value_size=8, pin=False):
+        self.backend, self.pin = backend, pin
+        self.fd = create(backend, map_type, 4, value_size, max_entries)
+        self.b = Bufs(self.fd, value_size)
+        if pin:
+            backend.mem.pin(*self.b.all())
+        self.walked = 0
+        self.walk_ret = None                 # None: the walk has not started
+
+    def update(self, lo, hi):
+        bpf, attr, key, pack = self.backend.bpf, self.b.attr, self.b.key, _pack_u32
+        for i in range(lo, hi):
             pack(key, 0, i)
             bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
-        out["update"] = (time.perf_counter() - t) / n
-        t = time.perf_counter()
-        for i in range(n):
+
+    def lookup(self, lo, hi):
+        bpf, attr, key, pack = self.backend.bpf, self.b.attr, self.b.key, _pack_u32
+        for i in range(lo, hi):
             pack(key, 0, i)
             bpf(c.BPF_MAP_LOOKUP_ELEM, attr, 32)
-        out["lookup"] = (time.perf_counter() - t) / n
-        gnk, nk = b.gnk, b.next_key
-        walked = 0
-        t = time.perf_counter()
-        ret = bpf(c.BPF_MAP_GET_NEXT_KEY, b.gnk_first, 24)
-        while ret == 0:
+
+    def walk(self, steps):
+        """Up to `steps` more calls of a GET_NEXT_KEY walk (the first from NULL); how many."""
+        bpf, gnk, key, nk = self.backend.bpf, self.b.gnk, self.b.key, self.b.next_key
+        calls = 0
+        ret = self.walk_ret
+        if ret is None:
+            ret = bpf(c.BPF_MAP_GET_NEXT_KEY, self.b.gnk_first, 24)
+            calls = 1
+        walked = self.walked
+        while ret == 0 and calls < steps:
             walked += 1
             ctypes.memmove(key, nk, 4)
             ret = bpf(c.BPF_MAP_GET_NEXT_KEY, gnk, 24)
-        out["get_next_key"] = (time.perf_counter() - t) / (walked + 1)
-        assert walked == n, (walked, n)
-        delete = b.delete
-        t = time.perf_counter()
-        for i in range(n):
+            calls += 1
+        self.walked, self.walk_ret = walked, ret
+        return calls
+
+    def delete(self, lo, hi):
+        bpf, attr, key, pack = self.backend.bpf, self.b.delete, self.b.key, _pack_u32
+        for i in range(lo, hi):
             pack(key, 0, i)
-            bpf(c.BPF_MAP_DELETE_ELEM, delete, 16)
-        out["delete"] = (time.perf_counter() - t) / n
+            bpf(c.BPF_MAP_DELETE_ELEM, attr, 16)
+
+    def close(self):
+        if self.pin:
+            self.backend.mem.unpin(*self.b.all())
+        self.backend.close(self.fd)
+
+
+_pack_u32 = struct.Struct("<I").pack_into
+
+
+def _take_turns(sides, n, chunk, run):
+    """run(side, lo, hi) for every chunk of range(n) on every side in turn, the order
+    rotating from chunk to chunk; seconds each side spent."""
+    spent = [0.0] * len(sides)
+    order = list(range(len(sides)))
+    clock = time.perf_counter
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        for j in order:
+            t = clock()
+            run(sides[j], lo, hi)
+            spent[j] += clock() - t
+        order.append(order.pop(0))
+    return spent
+
+
+def run_ops(backends, n, chunk, pins):
+    """{op: [seconds per op, one per backend]} for update, lookup, get_next_key and delete
+    over n keys, the backends taking turns a chunk of keys (or walk steps) at a time."""
+    sides = [Side(b, c.BPF_MAP_TYPE_HASH, n, pin=p) for b, p in zip(backends, pins)]
+    out = {}
+    gc.disable()
+    try:
+        out["update"] = [t / n for t in _take_turns(sides, n, chunk, Side.update)]
+        out["lookup"] = [t / n for t in _take_turns(sides, n, chunk, Side.lookup)]
+        # n elements: n + 1 calls, the last one ENOENT.
+        spent = _take_turns(sides, n + 1, chunk, lambda s, lo, hi: s.walk(hi - lo))
+        out["get_next_key"] = [t / (n + 1) for t in spent]
+        for s in sides:
+            assert s.walked == n and s.walk_ret != 0, (s.walked, n)
+        out["delete"] = [t / n for t in _take_turns(sides, n, chunk, Side.delete)]
     finally:
         gc.enable()
-        if pin:
-            backend.mem.unpin(*b.all())
-        backend.close(fd)
+        for s in sides:
+            s.close()
     return out
 
 
-def run_lru_update(backend, max_entries, n, pin=False):
-    """Seconds per LRU_HASH update at steady-state eviction (every insert a new key)."""
-    fd = create(backend, c.BPF_MAP_TYPE_LRU_HASH, 4, 8, max_entries)
-    b = Bufs(fd, 8)
-    if pin:
-        backend.mem.pin(*b.all())
-    bpf, attr, key = backend.bpf, b.attr, b.key
-    pack = struct.Struct("<I").pack_into
-    for i in range(max_entries * 2):                   # reach steady state first
-        pack(key, 0, i)
-        bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
-    gc.disable()
+def run_lru_update(backends, max_entries, n, chunk, pins):
+    """Seconds per LRU_HASH update at steady-state eviction (every insert a new key), one
+    per backend, the backends taking turns a chunk at a time."""
+    sides = [Side(b, c.BPF_MAP_TYPE_LRU_HASH, max_entries, pin=p) for b, p in zip(backends, pins)]
     try:
-        t = time.perf_counter()
-        for i in range(max_entries * 2, max_entries * 2 + n):
-            pack(key, 0, i)
-            bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
-        return (time.perf_counter() - t) / n
+        for s in sides:
+            s.update(0, max_entries * 2)                # reach steady state first
+        base = max_entries * 2
+        gc.disable()
+        try:
+            spent = _take_turns(sides, n, chunk,
+                                lambda s, lo, hi: s.update(base + lo, base + hi))
+        finally:
+            gc.enable()
+        return [t / n for t in spent]
     finally:
-        gc.enable()
-        if pin:
-            backend.mem.unpin(*b.all())
-        backend.close(fd)
+        for s in sides:
+            s.close()
 
 
 def emulator_memory(n, value_size=8):
@@ -194,7 +241,9 @@ def main(argv=None):
     ap.add_argument("--lru-entries", type=int, default=10_000)
     ap.add_argument("--lru-ops", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=5,
-                    help="kernel and emulator runs alternate this many times; medians are shown")
+                    help="rounds of the whole benchmark; medians are shown")
+    ap.add_argument("--chunk", type=int, default=1000,
+                    help="keys (or walk steps) a backend runs before the next takes its turn")
     args = ap.parse_args(argv)
 
     reason = HostKernel.available()
@@ -205,23 +254,27 @@ def main(argv=None):
     ops = ("update", "lookup", "get_next_key", "delete")
     names = [f"HASH {op}" for op in ops] + ["LRU_HASH update (evicting)"]
     samples = {name: {"kernel": [], "emu": [], "pinned": []} for name in names}
-    # Kernel and emulator alternate round by round, so drift in the machine's speed hits
-    # both alike; every ratio is taken within one round, and the median is reported.
+    sides = (["kernel"] if kernel is not None else []) + ["emu", "pinned"]
+    # In every round the backends take turns, a chunk of keys at a time, in an order that
+    # rotates from chunk to chunk, so that drift in the machine's speed (up to half, here,
+    # within minutes) hits them alike; each ratio is taken within one round, and the median
+    # of the rounds is reported.
+    pins = [side == "pinned" for side in sides]
+
+    def backends():
+        return [kernel if side == "kernel" else Emulator(seed=1) for side in sides]
     for _ in range(args.rounds):
-        for side in ("kernel", "emu", "pinned"):
-            if side == "kernel" and kernel is None:
-                continue
-            backend = kernel if side == "kernel" else Emulator(seed=1)
-            pin = side == "pinned"
-            times = run_ops(backend, n, pin=pin)
-            for op in ops:
-                samples[f"HASH {op}"][side].append(times[op])
-            samples["LRU_HASH update (evicting)"][side].append(
-                run_lru_update(kernel if side == "kernel" else Emulator(seed=1),
-                               args.lru_entries, args.lru_ops, pin=pin))
+        times = run_ops(backends(), n, args.chunk, pins)
+        for op in ops:
+            for side, t in zip(sides, times[op]):
+                samples[f"HASH {op}"][side].append(t)
+        lru = run_lru_update(backends(), args.lru_entries, args.lru_ops, args.chunk, pins)
+        for side, t in zip(sides, lru):
+            samples["LRU_HASH update (evicting)"][side].append(t)
 
     print(f"{n} entries, key 4 B, value 8 B; LRU: {args.lru_entries} entries, "
-          f"{args.lru_ops} evicting updates; median of {args.rounds} alternating rounds. "
+          f"{args.lru_ops} evicting updates; backends taking turns every {args.chunk} ops; "
+          f"median of {args.rounds} rounds. "
           f"ns per op; ratio = emulator / kernel (median of per-round ratios)")
     print(f"{'operation':28} {'kernel':>8} {'emu':>8} {'ratio':>6} {'emu pinned':>11} {'ratio':>6}")
     for name in names:

@@ -1,8 +1,8 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
 import random
-import threading
 
 from .bpffs import BpfFs
+from .emu_lock import new_lock, track
 from .fastpath import NO_CALL
 from .errors import BpfError
 from .fdtable import FdTable, IdrCyclic
@@ -32,7 +32,8 @@ class Emulator:
         self.mem = mem if mem is not None else ProcessMemory()
         self.fds = FdTable()
         self.map_idr = IdrCyclic()
-        self.lock = threading.RLock()
+        self.lock = new_lock()
+        track(self)
         # (id(attr), cmd) -> an element call decoded before (fastpath.py); emptied by any
         # change that could make one of its checks come out differently.
         self.decoded_calls: dict = {}

@@ -84,6 +84,12 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
             return -e.errno
         finally:
             lock.release()
+    return _sys_bpf_slow(emu, cmd, attr, size)
+
+
+def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
+    """sys_bpf past the call made last: a decoded call, or the whole entry. A function of its
+    own so that sys_bpf's frame, which every call pays for, holds only the fast path's locals."""
     generation = emu.decoded_generation
     call = emu.decoded_calls.get(id(attr) << 6 | cmd)
     if call is not None and call[0] == cmd and call[1] == size:

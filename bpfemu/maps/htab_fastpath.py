@@ -55,14 +55,16 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
         return None
     elems, keys = htab.elems, htab.elem_key
     pending, free, deleted = htab.pending, htab.free_slots, htab.deleted
-    size, max_entries = htab.slot_size, htab.max_entries
-    may_add, may_replace = flags != BPF_EXIST, flags != BPF_NOEXIST
+    size = htab.slot_size
+    # BPF_EXIST adds no key: a limit of 0 folds that check into the capacity check.
+    limit = htab.max_entries if flags != BPF_EXIST else 0
+    may_replace = flags != BPF_NOEXIST
     frees_old = htab.extra_elems is None            # NO_PREALLOC
 
     def pinned_htab_update():
         key = key_view.tobytes()
         if key not in elems:
-            if may_add and len(elems) < max_entries:
+            if len(elems) < limit:
                 l = free.pop() if free and not deleted else _refill_free_slots(htab)
                 o = l * size
                 arena[o:o + size] = value_view
@@ -71,7 +73,7 @@ def htab_pinned_update_call(htab, key_view, value_view, flags: int):
                 pending.append(l)
                 htab.walk_keys = NO_WALK            # no walk order counts a new element
                 return 0
-            raise BpfError(_E2BIG if may_add else _ENOENT)
+            raise BpfError(_E2BIG if limit else _ENOENT)
         if not may_replace:
             raise BpfError(_EEXIST)
         l_old = elems[key]
