@@ -65,24 +65,25 @@ def test_without_semlock_the_lock_is_an_rlock(monkeypatch, how):
     assert type(lock) is type(threading.RLock())
     assert _exclusion_and_recursion(lock) == [False, False, True]
     emu = Emulator()
+    assert type(emu.lock) is type(threading.RLock())
     attr = ctypes.create_string_buffer(struct.pack("<IIIII", c.BPF_MAP_TYPE_HASH, 4, 8, 4, 0), 168)
     fd = emu.bpf(c.BPF_MAP_CREATE, attr, 168)
-    assert fd >= 0
+    assert fd >= 0 and _update(emu, fd, 1) == 0
     emu.close_all()
 
 
 def test_a_name_in_use_is_not_taken(monkeypatch):
     """sem_open(O_EXCL) on a name some other process holds: another name, not a failure."""
-    tries = []
     real = emu_lock.SemLock
+    if real is None:
+        pytest.skip("no SemLock")
+    tries = []
 
     def busy_first(kind, value, maxvalue, name, unlink):
         tries.append(name)
         if len(tries) == 1:
             raise FileExistsError(17, "File exists")
         return real(kind, value, maxvalue, name, unlink)
-    if real is None:
-        pytest.skip("no SemLock")
     monkeypatch.setattr(emu_lock, "SemLock", busy_first)
     lock = emu_lock.new_lock()
     assert type(lock) is real and len(tries) == 2 and tries[0] != tries[1]
