@@ -5,7 +5,7 @@ from .bpffs import BpfFs
 from .emu_lock import new_lock, track
 from .fastpath import NO_CALL
 from .errors import BpfError
-from .fdtable import FdTable, IdrCyclic
+from .fdtable import MAP_KIND, FdTable, IdrCyclic
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile
 from .syscall import build_dispatch, sys_bpf
@@ -32,6 +32,9 @@ class Emulator:
         self.mem = mem if mem is not None else ProcessMemory()
         self.fds = FdTable()
         self.map_idr = IdrCyclic()
+        self.btf_idr = IdrCyclic()              # BTF ids: a space of their own, as btf_idr
+        from .btf_cmds import register_kernel_btf
+        register_kernel_btf(self)
         self.lock = new_lock()
         track(self)
         # (id(attr), cmd) -> an element call decoded before (fastpath.py); emptied by any
@@ -110,7 +113,7 @@ class Emulator:
                 return -e.errno
             self.forget_decoded_calls()
             for f in released:             # the last fput() of each file
-                self.bpf_map_put(f.obj)
+                self.bpf_obj_put(f)
             return 0
 
     def reap_closed_fds(self) -> None:
@@ -122,7 +125,14 @@ class Emulator:
             if released:
                 self.forget_decoded_calls()
             for f in released:
-                self.bpf_map_put(f.obj)
+                self.bpf_obj_put(f)
+
+    def bpf_obj_put(self, f) -> None:
+        """The release of a file's last fd: drop its object's reference by the object's kind."""
+        if f.kind == MAP_KIND:
+            self.bpf_map_put(f.obj)
+        else:
+            f.obj.put(self)
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
@@ -133,9 +143,10 @@ class Emulator:
 
     def close_all(self) -> None:
         """Close every emulated fd (the process exiting)."""
-        for fd in list(self.fds.files):
-            if fd in self.fds.files:        # not released already with an earlier one
-                self.close(fd)
+        for table in (self.fds.files, self.fds.others):
+            for fd in list(table):
+                if fd in table:             # not released already with an earlier one
+                    self.close(fd)
 
     def __enter__(self):
         return self

@@ -133,12 +133,19 @@ class _InodeWatcher:
 _WATCHER = _InodeWatcher()
 
 
-class OpenFile:
-    """One open file description of a bpf object: the object and its access mode."""
-    __slots__ = ("obj", "mode", "key", "watch", "fds", "__weakref__")
+MAP_KIND = "bpf-map"      # the anon inode's name: what kind of bpf object an fd holds
+BTF_KIND = "btf"
+PROG_KIND = "bpf-prog"
 
-    def __init__(self, obj, mode: int, key: tuple, watch):
+
+class OpenFile:
+    """One open file description of a bpf object: the object, its kind (the anon inode's
+    name: bpf-map, btf, bpf-prog) and its access mode."""
+    __slots__ = ("obj", "kind", "mode", "key", "watch", "fds", "__weakref__")
+
+    def __init__(self, obj, mode: int, key: tuple, watch, kind: str = MAP_KIND):
         self.obj = obj
+        self.kind = kind
         self.mode = mode
         self.key = key              # (st_dev, st_ino) of the memfd
         self.watch = watch          # (generation, wd) of the inotify watch on it, or None
@@ -146,17 +153,20 @@ class OpenFile:
 
 
 class FdTable:
-    """The fds of emulated bpf objects (maps today) in this process."""
+    """The fds of emulated bpf objects in this process. Map fds, which element commands look
+    up on every call, are in `files`; BTF and program fds in `others`."""
 
     def __init__(self):
-        self.files: dict[int, OpenFile] = {}       # fd -> open file description
+        self.files: dict[int, OpenFile] = {}       # map fd -> open file description
+        self.others: dict[int, OpenFile] = {}      # fd of any other kind -> description
         self._by_key: dict[tuple, OpenFile] = {}   # memfd (dev, ino) -> description (finds dup()s)
         self._by_wd: dict[int, OpenFile] = {}      # watched descriptions of the current generation
         self._dead_wds: list[int] = []             # filled by _WATCHER.poll()
         self._overflowed = False
 
-    def install(self, obj, mode: int, name: str = "bpf-map") -> int:
-        """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj. EMFILE when full."""
+    def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
+        """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj, the memfd named
+        as the kernel names the anon inode (bpf-map, btf, bpf-prog). EMFILE when full."""
         try:
             fd = os.memfd_create(name, os.MFD_CLOEXEC)
         except OSError as e:
@@ -166,9 +176,9 @@ class FdTable:
             self._reopen(fd, _ACCMODE[mode])
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
-        f = OpenFile(obj, mode, key, _WATCHER.add(self, fd))
+        f = OpenFile(obj, mode, key, _WATCHER.add(self, fd), name)
         f.fds.add(fd)
-        self.files[fd] = f
+        self._table(f)[fd] = f
         self._by_key[key] = f
         if f.watch is not None:
             self._by_wd[f.watch[1]] = f
@@ -186,14 +196,28 @@ class FdTable:
         os.dup2(nfd, fd, inheritable=False)
         os.close(nfd)
 
+    def _table(self, f: OpenFile) -> dict:
+        return self.files if f.kind == MAP_KIND else self.others
+
     def lookup(self, ufd: int) -> OpenFile:
-        """fdget() for a bpf object. EBADF when the fd is not open; EINVAL when it is open
-        but is not an emulated bpf object."""
+        """fdget() of a map fd (__bpf_map_get). EBADF when the fd is not open; EINVAL when it
+        is open but is not an emulated map."""
         # DEVIATION(fd-close): an fd closed behind our back (os.close() rather than
         # Emulator.close()) stays in self.files until reap() sees its watch go, so until then
         # element commands still reach its map where Linux says EBADF. Noticing at once would
         # cost a syscall on every call.
         f = self.files.get(ufd)
+        if f is not None:
+            return f
+        f = self._lookup_slow(ufd)
+        if f.kind != MAP_KIND:
+            raise BpfError(errno.EINVAL)
+        return f
+
+    def lookup_any(self, ufd: int) -> OpenFile:
+        """fdget() of a bpf object of any kind (the caller checks f.kind, as the kernel
+        checks f_op). EBADF when the fd is not open, EINVAL when it is no bpf object."""
+        f = self.files.get(ufd) or self.others.get(ufd)
         if f is not None:
             return f
         return self._lookup_slow(ufd)
@@ -211,7 +235,7 @@ class FdTable:
             raise BpfError(errno.EINVAL)
         # A dup() of one of ours (dup, fcntl F_DUPFD, or an fd passed back to us).
         f.fds.add(fd)
-        self.files[fd] = f
+        self._table(f)[fd] = f
         return f
 
     def is_open(self, fd: int) -> bool:
@@ -225,7 +249,7 @@ class FdTable:
         """close(2). Returns the descriptions released by it: the closed fd's when that was
         its last fd, and any whose last dup() was closed behind our back since the last
         call. Raises BpfError(EBADF) when fd is not open."""
-        f = self.files.pop(fd, None)
+        f = self.files.pop(fd, None) or self.others.pop(fd, None)
         if f is None:
             try:                                    # maybe a dup() we have not seen yet
                 st = os.fstat(fd)
@@ -280,7 +304,7 @@ class FdTable:
         found = [fd for fd, key in self._open_fds() if key == f.key]
         for fd in found:
             f.fds.add(fd)
-            self.files[fd] = f
+            self._table(f)[fd] = f
         return bool(found)
 
     @staticmethod
@@ -296,9 +320,10 @@ class FdTable:
         self._by_key.pop(f.key, None)
         if f.watch is not None:
             self._by_wd.pop(f.watch[1], None)
+        table = self._table(f)
         for fd in f.fds:
-            if self.files.get(fd) is f:
-                del self.files[fd]
+            if table.get(fd) is f:
+                del table[fd]
         f.fds.clear()
 
 

@@ -10,7 +10,8 @@ import struct
 
 from .bpffs import AT_FDCWD
 from .errors import ENOTSUPP, BpfError
-from .fdtable import FMODE_WRITE, INT_MAX
+from .btf_cmds import bpf_btf_get_info_by_fd
+from .fdtable import BTF_KIND, FMODE_WRITE, INT_MAX
 from .map_cmds import bpf_get_file_flag, map_get_sys_perms
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 from .uapi.attr import GetIdAttr, InfoAttr, ObjAttr, compiled
@@ -50,12 +51,13 @@ def bpf_map_new_fd(emu, m, f_mode: int) -> int:
 def bpf_obj_get_info_by_fd(emu, raw: bytes, uattr) -> int:
     bpf_fd, info_len, uinfo = _INFO.unpack_from(raw)
     try:
-        f = emu.fds.lookup(bpf_fd)
+        f = emu.fds.lookup_any(bpf_fd)
     except BpfError as e:
         if e.errno == errno.EBADF:
             raise BpfError(errno.EBADFD) from None   # fd_empty(f): -EBADFD here, not -EBADF
         raise
-    # Only maps are emulated: a prog, btf or link fd would get its own info.
+    if f.kind == BTF_KIND:
+        return bpf_btf_get_info_by_fd(emu, f.obj, info_len, uinfo, uattr)
     return bpf_map_get_info_by_fd(emu, f, f.obj, info_len, uinfo, uattr)
 
 

@@ -36,6 +36,9 @@ LINUX_6_18_LAST_FIELD_END = {
     C.BPF_MAP_GET_FD_BY_ID: 12,            # open_flags
     C.BPF_OBJ_PIN: 20,                     # path_fd
     C.BPF_OBJ_GET: 20,
+    C.BPF_BTF_LOAD: 40,                    # btf_token_fd
+    C.BPF_BTF_GET_FD_BY_ID: 16,            # fd_by_id_token_fd
+    C.BPF_BTF_GET_NEXT_ID: 8,              # next_id
 }
 
 
