@@ -189,6 +189,7 @@ def btf_parse(data: bytes) -> Btf:
     btf_parse_str_sec(btf)
     btf_parse_type_sec(btf)
     btf_check_type_tags(btf)
+    btf_parse_struct_metas(btf)
     return btf
 
 
@@ -936,28 +937,62 @@ def btf_check_type_tags(btf: Btf) -> None:
 
 # --- special fields (btf_parse_fields, for struct bpf_spin_lock) ------------------------------
 
-def btf_find_spin_lock(btf: Btf, value_type) -> int | None:
-    """The offset of the struct bpf_spin_lock member of a value struct, or None.
+BPF_SPIN_LOCK_SIZE = 4
 
-    btf_parse_fields() looks at the members of a struct value (not of nested structs) for a
-    struct named bpf_spin_lock; its size must be 4 and its offset 4-byte aligned."""
-    if value_type.kind not in (STRUCT, UNION):
+
+def btf_parse_fields(btf: Btf, t) -> int | None:
+    """The byte offset of the struct bpf_spin_lock member of struct t, or None.
+
+    A member counts when its type is a struct named bpf_spin_lock of size 4; one at an offset
+    that is not a multiple of 4 is skipped; one off a byte boundary is EINVAL, a second one
+    E2BIG (an error record)."""
+    if t.kind not in (STRUCT, UNION):
         return None
     found = None
-    for _, mtype, moff in value_type.extra:
-        sized = btf.type_id_size(mtype)
-        if sized is None:
+    for _, mtype, moff in t.extra:
+        mt = btf.type_by_id(mtype)
+        if (mt is None or mt.kind != STRUCT
+                or btf.name_by_offset(mt.name_off) != b"bpf_spin_lock"
+                or mt.size != BPF_SPIN_LOCK_SIZE):
             continue
-        mt = sized[0]
-        if mt.kind != STRUCT or btf.name_by_offset(mt.name_off) != b"bpf_spin_lock":
-            continue
-        bit_off = moff & 0xFFFFFF if value_type.kflag else moff
+        bit_off = moff & 0xFFFFFF if t.kflag else moff
         if bit_off & 7:
-            raise BpfError(_EINVAL)
+            raise BpfError(_EINVAL)             # "valid C code cannot generate such BTF"
         off = bit_off >> 3
-        if off % 4 or mt.size != 4:
-            raise BpfError(_EINVAL)
+        if off % BPF_SPIN_LOCK_SIZE:
+            continue
         if found is not None:
-            raise BpfError(errno.E2BIG)
+            raise BpfError(errno.E2BIG)         # one spin lock per value
         found = off
     return found
+
+
+def btf_parse_struct_metas(btf: Btf) -> None:
+    """At load time, every struct with a member whose type is the BTF's first struct named
+    bpf_spin_lock must parse into a record: an error record is its errno, an empty one EFAULT.
+
+    DEVIATION(btf-fields): of the special structs (bpf_spin_lock, bpf_list_head,
+    bpf_list_node, bpf_rb_root, bpf_rb_node, bpf_refcount, kptrs, timers) only
+    bpf_spin_lock is recognised; values holding the others load and map like plain data."""
+    lock_id = None
+    for i in range(1, len(btf.types)):
+        t = btf.types[i]
+        if t.kind == STRUCT and btf.name_by_offset(t.name_off) == b"bpf_spin_lock":
+            lock_id = i
+            break
+    if lock_id is None:
+        return
+    for t in btf.types[1:]:
+        if t.kind != STRUCT or not any(m[1] == lock_id for m in t.extra):
+            continue
+        if btf_parse_fields(btf, t) is None:
+            raise BpfError(errno.EFAULT)
+
+
+def btf_find_spin_lock(btf: Btf, value_type) -> int | None:
+    """map_check_btf()'s record: the lock's offset, or None; an error record (EINVAL,
+    E2BIG) counts as no special fields, as IS_ERR_OR_NULL(map->record) does."""
+    try:
+        return btf_parse_fields(btf, value_type)
+    except BpfError:
+        return None

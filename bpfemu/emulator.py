@@ -103,6 +103,8 @@ class Emulator:
             self.map_idr.remove(m.id)
             if m.ops.map_free is not None:
                 m.ops.map_free(m)
+            if m.btf is not None:
+                m.btf.put(self)                 # bpf_map_free(): btf_put(map->btf)
 
     def close(self, fd: int) -> int:
         """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""

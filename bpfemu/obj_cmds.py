@@ -80,7 +80,7 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
     _INFO_HEAD.pack_into(info, 0, m.map_type, m.id, m.key_size, m.value_size, m.max_entries,
                          m.map_flags & ~BPF_OBJ_FLAG_MASK, m.name)
     _U64.pack_into(info, _OFF_MAP_EXTRA, m.map_extra)
-    if getattr(m, "btf", None) is not None:
+    if m.btf is not None:
         struct.pack_into("<III", info, _OFF_BTF_ID, m.btf_id, m.btf_key_type_id,
                          m.btf_value_type_id)
     _U32.pack_into(info, _OFF_BTF_VMLINUX_VALUE_TYPE_ID, m.btf_vmlinux_value_type_id)

@@ -19,6 +19,7 @@ from ..uapi import consts as F  # plain-int flag values (see consts.py)
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from .core import BpfMap, MapOps, round_up
+from .map_btf import array_map_check_btf
 
 NUMA_NO_NODE = -1
 INT_MAX = 0x7FFFFFFF
@@ -270,6 +271,7 @@ array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_value_hash=array_map_get_hash,
+    map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,      # no LOOKUP_AND_DELETE_BATCH or DELETE_BATCH
     map_update_batch=generic_map_update_batch,
 )
@@ -287,6 +289,7 @@ percpu_array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_lookup_percpu_elem=percpu_array_map_lookup_percpu_elem,
+    map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,
     map_update_batch=generic_map_update_batch,
 )

@@ -318,3 +318,43 @@ def test_names(both, where):
             if r >= 0:
                 cl.b.close(r)
         assert (r_emu >= 0, min(r_emu, 0)) == (r_host >= 0, min(r_host, 0)), nm[:8]
+
+
+# --- structs holding a bpf_spin_lock (checked at load time) ------------------------------------
+
+def _lock(b, size=4):
+    i = b.int()
+    return i, b.struct("bpf_spin_lock", size, [("val", i, 0)])
+
+
+LOCK_CASES = {
+    "aligned": lambda b: (lambda i, l: b.struct("v", 8, [("c", i, 0), ("lock", l, 32)]))(*_lock(b)),
+    "byte_misaligned": lambda b: (lambda i, l: b.struct("v", 8, [("c", i, 0), ("lock", l, 16)]))(
+        *_lock(b)),
+    "bit_misaligned": lambda b: (lambda i, l: b.struct("v", 8, [("c", i, 0), ("lock", l, 33)]))(
+        *_lock(b)),
+    "two_locks": lambda b: (lambda i, l: b.struct("v", 12, [("a", l, 0), ("c", i, 32),
+                                                            ("b", l, 64)]))(*_lock(b)),
+    "lock_of_size_8": lambda b: (lambda i, l: b.struct("v", 8, [("lock", l, 0)]))(
+        *_lock(b, 8)),
+    "lock_through_typedef": lambda b: (lambda i, l: b.struct(
+        "v", 8, [("c", i, 0), ("lock", b.modifier(TYPEDEF, l, "lk"), 16)]))(*_lock(b)),
+    "lock_in_union": lambda b: (lambda i, l: b.struct("v", 4, [("c", i, 0), ("lock", l, 0)],
+                                                      kind=UNION))(*_lock(b)),
+    "second_lock_struct": lambda b: (lambda i, l: (
+        b.struct("bpf_spin_lock", 4, [("val", i, 0)]),
+        b.struct("v", 8, [("c", i, 0), ("lock", l + 2, 16)])))(*_lock(b)),
+}
+
+
+@pytest.mark.parametrize("name", list(LOCK_CASES))
+def test_spin_lock_structs(both, name):
+    emu, host = both
+    b = BtfBuilder()
+    LOCK_CASES[name](b)
+    blob = b.blob()
+    r = [btf_load(cl.b, blob)[0] for cl in (emu, host)]
+    for cl, x in zip((emu, host), r):
+        if x >= 0:
+            cl.fds.append(x)
+    assert (r[0] >= 0, min(r[0], 0)) == (r[1] >= 0, min(r[1], 0))
