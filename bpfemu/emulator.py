@@ -94,6 +94,12 @@ class Emulator:
             self.map_idr.remove(m.id)
             raise
         m.refcnt += 1
+        attach = getattr(m, "attach_memfd", None)
+        if attach is not None:
+            # BPF_F_MMAPABLE: the values move into this fd's memfd, which outlives its fds
+            # while the map maps it, so its closes are seen by close() (fdtable.unwatch).
+            attach(fd)
+            self.fds.unwatch(fd)
         return fd
 
     def bpf_map_put(self, m) -> None:

@@ -131,6 +131,9 @@ class _InodeWatcher:
 
 
 _WATCHER = _InodeWatcher()
+# Fds the emulator keeps open on a map's memfd for itself (maps/array_mmap.py): not fds of
+# the map, so scans for dup()s skip them.
+HIDDEN_FDS: set = set()
 
 
 MAP_KIND = "bpf-map"      # the anon inode's name: what kind of bpf object an fd holds
@@ -168,7 +171,8 @@ class FdTable:
         """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj, the memfd named
         as the kernel names the anon inode (bpf-map, btf, bpf-prog). EMFILE when full."""
         try:
-            fd = os.memfd_create(name, os.MFD_CLOEXEC)
+            # Sealable: a frozen BPF_F_MMAPABLE array seals its memfd (maps/array_mmap.py).
+            fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         except OSError as e:
             raise BpfError(e.errno) from None
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
@@ -237,6 +241,14 @@ class FdTable:
         f.fds.add(fd)
         self._table(f)[fd] = f
         return f
+
+    def unwatch(self, fd: int) -> None:
+        """fd's memfd outlives its fds (the emulator maps it): its inode's end says nothing
+        about the fds, so its last close is found by close() and by scans instead."""
+        f = self.files.get(fd) or self.others.get(fd)
+        if f is not None and f.watch is not None:
+            self._by_wd.pop(f.watch[1], None)
+            f.watch = None
 
     def is_open(self, fd: int) -> bool:
         try:
@@ -310,6 +322,8 @@ class FdTable:
     @staticmethod
     def _open_fds():
         for name in os.listdir("/proc/self/fd"):
+            if int(name) in HIDDEN_FDS:
+                continue
             try:
                 st = os.fstat(int(name))
             except OSError:

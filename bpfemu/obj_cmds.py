@@ -144,13 +144,15 @@ def map_freeze(emu, raw: bytes, uattr) -> int:
         raise BpfError(ENOTSUPP)
     if not map_get_sys_perms(m, f) & FMODE_WRITE:
         raise BpfError(errno.EPERM)              # so a second freeze is EPERM, too
-    # DEVIATION(mmap): mmap() of a map fd is not emulated (it maps the memfd, not the values of
-    # a BPF_F_MMAPABLE array), so no writable mapping exists and this EBUSY never happens.
-    if m.writecnt:                               # bpf_map_write_active(): a writable mmap
-        raise BpfError(errno.EBUSY)
+    write_active = getattr(m, "write_active", None)
+    if write_active is not None and write_active():
+        raise BpfError(errno.EBUSY)              # bpf_map_write_active(): a writable mmap
     if m.frozen:
         raise BpfError(errno.EBUSY)
     m.frozen = True
+    on_freeze = getattr(m, "on_freeze", None)
+    if on_freeze is not None:
+        on_freeze()                              # mmapable: no writable mapping from now on
     emu.forget_decoded_calls()                   # decoded updates and deletes must now fail
     return 0
 

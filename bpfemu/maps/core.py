@@ -84,7 +84,6 @@ class BpfMap:
         self.name = b"\0" * 16
         self.frozen = False
         self.refcnt = 0                        # open file descriptions + pins
-        self.writecnt = 0                      # writable mmaps (none today)
         self.has_spin_lock = False             # a struct bpf_spin_lock in the BTF value type
         self.spin_lock_off = None
         self.btf = None                        # the BTF object a map created with BTF holds
