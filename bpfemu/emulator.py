@@ -33,6 +33,7 @@ class Emulator:
         self.fds = FdTable()
         self.map_idr = IdrCyclic()
         self.btf_idr = IdrCyclic()              # BTF ids: a space of their own, as btf_idr
+        self.prog_idr = IdrCyclic()             # program ids, as prog_idr
         from .btf_cmds import register_kernel_btf
         register_kernel_btf(self)
         self.lock = new_lock()
@@ -64,9 +65,16 @@ class Emulator:
         self.last_call = NO_CALL
         self.decoded_calls.clear()
 
-    def _unpinned(self, m) -> None:
+    def _unpinned(self, obj) -> None:
         with self.lock:
-            self.bpf_map_put(m)
+            self.bpf_obj_put_ref(obj)
+
+    def bpf_obj_put_ref(self, obj) -> None:
+        """Drop one reference on a map or a program (a pin's, or a failed pin's)."""
+        if hasattr(obj, "map_type"):
+            self.bpf_map_put(obj)
+        else:
+            obj.put(self)
 
     @property
     def nr_cpus(self) -> int:

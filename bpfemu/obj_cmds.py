@@ -11,7 +11,8 @@ import struct
 from .bpffs import AT_FDCWD
 from .errors import ENOTSUPP, BpfError
 from .btf_cmds import bpf_btf_get_info_by_fd
-from .fdtable import BTF_KIND, FMODE_WRITE, INT_MAX
+from .prog_cmds import bpf_prog_get_info_by_fd, bpf_prog_new_fd
+from .fdtable import BTF_KIND, FMODE_WRITE, INT_MAX, MAP_KIND, PROG_KIND
 from .map_cmds import bpf_get_file_flag, map_get_sys_perms
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 from .uapi.attr import GetIdAttr, InfoAttr, ObjAttr, compiled
@@ -58,6 +59,8 @@ def bpf_obj_get_info_by_fd(emu, raw: bytes, uattr) -> int:
         raise
     if f.kind == BTF_KIND:
         return bpf_btf_get_info_by_fd(emu, f.obj, info_len, uinfo, uattr)
+    if f.kind == PROG_KIND:
+        return bpf_prog_get_info_by_fd(emu, f.obj, info_len, uinfo, uattr)
     return bpf_map_get_info_by_fd(emu, f, f.obj, info_len, uinfo, uattr)
 
 
@@ -173,15 +176,17 @@ def bpf_obj_pin(emu, raw: bytes, uattr) -> int:
     dirfd = path_fd if file_flags & F.BPF_F_PATH_FD else AT_FDCWD
     # bpf_fd_probe_obj(): a map, else a prog, else a link; anything else (closed too) EINVAL.
     try:
-        f = emu.fds.lookup(bpf_fd)
+        f = emu.fds.lookup_any(bpf_fd)
     except BpfError:
         raise BpfError(_EINVAL) from None
-    m = f.obj
-    m.refcnt += 1                                # bpf_map_get_with_uref(): the pin's reference
+    if f.kind not in (MAP_KIND, PROG_KIND):
+        raise BpfError(_EINVAL)
+    obj = f.obj
+    obj.refcnt += 1                              # bpf_map_get_with_uref() / bpf_prog_get()
     try:
-        emu.bpffs.pin(_pathname(emu, pathname), dirfd, m)
+        emu.bpffs.pin(_pathname(emu, pathname), dirfd, obj)
     except BpfError:
-        emu.bpf_map_put(m)
+        emu.bpf_obj_put_ref(obj)
         raise
     return 0
 
@@ -196,5 +201,8 @@ def bpf_obj_get(emu, raw: bytes, uattr) -> int:
     f_mode = bpf_get_file_flag(file_flags)       # RDONLY|WRONLY: EINVAL
     # DEVIATION(bpffs): no permission check on the pinned file (the caller is treated as
     # root, who may open a 0600 pin for reading and writing).
-    m = emu.bpffs.get(_pathname(emu, pathname), dirfd)
-    return bpf_map_new_fd(emu, m, f_mode)
+    obj = emu.bpffs.get(_pathname(emu, pathname), dirfd)
+    if not hasattr(obj, "map_type"):
+        # bpf_obj_get_user(): a program's fd is read-write whatever the flags asked.
+        return bpf_prog_new_fd(emu, obj)
+    return bpf_map_new_fd(emu, obj, f_mode)
