@@ -87,7 +87,7 @@ def bpf_map_offload_map_alloc(emu, map_type: int, ifindex: int):
 
 
 def map_create(emu, raw: bytes, attr) -> int:
-    (map_type, key_size, value_size, max_entries, map_flags, _inner_map_fd, numa_node,
+    (map_type, key_size, value_size, max_entries, map_flags, inner_map_fd, numa_node,
      map_name, map_ifindex, btf_fd, btf_key_type_id, btf_value_type_id,
      btf_vmlinux_value_type_id, map_extra, _value_type_btf_obj_fd, map_token_fd,
      excl_prog_hash, excl_prog_hash_size) = _CREATE.unpack_from(raw)
@@ -119,7 +119,8 @@ def map_create(emu, raw: bytes, attr) -> int:
         # DEVIATION(map-types): Linux has these map types, each with its own checks; we do not
         # emulate them and refuse them all with EINVAL, as Linux does for a type not built in.
         raise BpfError(_EINVAL)
-    args = MapCreateArgs(map_type, key_size, value_size, max_entries, map_flags, numa, map_extra)
+    args = MapCreateArgs(map_type, key_size, value_size, max_entries, map_flags, numa, map_extra,
+                         inner_map_fd)
     ops.map_alloc_check(args, emu)
 
     # A non-zero map_ifindex only switches ops to bpf_map_offload_ops here; the offload

@@ -27,6 +27,7 @@ class MapCreateArgs:
     map_flags: int
     numa_node: int          # bpf_map_attr_numa_node(): -1 (NUMA_NO_NODE) unless BPF_F_NUMA_NODE
     map_extra: int
+    inner_map_fd: int = 0   # the inner map template of ARRAY_OF_MAPS / HASH_OF_MAPS
 
 
 @dataclass
