@@ -165,6 +165,7 @@ class FdTable:
         self._by_key: dict[tuple, OpenFile] = {}   # memfd (dev, ino) -> description (finds dup()s)
         self._by_wd: dict[int, OpenFile] = {}      # watched descriptions of the current generation
         self._dead_wds: list[int] = []             # filled by _WATCHER.poll()
+        self._orphans: list = []                   # released by install(), handed out by reap()
         self._overflowed = False
 
     def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
@@ -178,6 +179,7 @@ class FdTable:
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
         if mode != FMODE_RDWR:
             self._reopen(fd, _ACCMODE[mode])
+        self._forget_stale(fd)
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
         f = OpenFile(obj, mode, key, _WATCHER.add(self, fd), name)
@@ -199,6 +201,20 @@ class FdTable:
             return
         os.dup2(nfd, fd, inheritable=False)
         os.close(nfd)
+
+    def _forget_stale(self, fd: int) -> None:
+        """The OS just handed out fd, so whatever we had under that number was closed behind
+        our back: drop it (in either table, where it would shadow the new object), and if
+        that was its description's last fd, release the description at the next reap()."""
+        for table in (self.files, self.others):
+            stale = table.pop(fd, None)
+            if stale is None:
+                continue
+            stale.fds.discard(fd)
+            if not stale.fds and stale.watch is None and stale.key in self._by_key \
+                    and not self._scan_for_dups(stale):
+                self._release(stale)
+                self._orphans.append(stale)
 
     def _table(self, f: OpenFile) -> dict:
         return self.files if f.kind == MAP_KIND else self.others
@@ -283,7 +299,8 @@ class FdTable:
     def reap(self) -> list:
         """Descriptions whose last fd has been closed (seen through their watches)."""
         _WATCHER.poll()
-        out = []
+        out = self._orphans
+        self._orphans = []
         if self._dead_wds:
             for wd in self._dead_wds:
                 f = self._by_wd.get(wd)

@@ -42,6 +42,7 @@ LINUX_6_18_LAST_FIELD_END = {
     C.BPF_PROG_LOAD: 168,                  # keyring_id
     C.BPF_PROG_GET_NEXT_ID: 8,             # next_id
     C.BPF_PROG_GET_FD_BY_ID: 4,            # prog_id
+    C.BPF_PROG_BIND_MAP: 12,               # prog_bind_map.flags
 }
 
 

@@ -531,3 +531,26 @@ def bpf_insn_prepare_dump(prog: BpfProg) -> bytes:
         code, regs, off, _ = _INSN.unpack_from(out, 8 * i)
         _INSN.pack_into(out, 8 * i, code, (regs & 0x0F) | kind << 4, off, m.id)
     return bytes(out)
+
+
+# --- BPF_PROG_BIND_MAP -------------------------------------------------------------------------
+
+_BIND = struct.Struct("<III")
+
+
+def bpf_prog_bind_map(emu, raw: bytes, uattr) -> int:
+    """bpf_prog_bind_map(): the program holds the map from now on (once), as if it used it
+    (libbpf binds .rodata to every program this way)."""
+    prog_fd, map_fd, flags = _BIND.unpack_from(raw)
+    if flags:
+        raise BpfError(_EINVAL)
+    f = emu.fds.lookup_any(prog_fd)             # bpf_prog_get(): EBADF, or EINVAL
+    if f.kind != PROG_KIND:
+        raise BpfError(_EINVAL)
+    prog = f.obj
+    m = emu.fds.lookup(map_fd).obj              # bpf_map_get(): EBADF, or EINVAL
+    if any(used is m for used in prog.used_maps):
+        return 0
+    m.refcnt += 1
+    prog.used_maps.append(m)
+    return 0

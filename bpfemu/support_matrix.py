@@ -31,7 +31,8 @@ OP_OF_COMMAND = {
 }
 # Emulated commands on objects other than maps (BTF, programs): listed apart, not per map type.
 OBJECT_COMMANDS = (C.BPF_BTF_LOAD, C.BPF_BTF_GET_FD_BY_ID, C.BPF_BTF_GET_NEXT_ID,
-                   C.BPF_PROG_LOAD, C.BPF_PROG_GET_NEXT_ID, C.BPF_PROG_GET_FD_BY_ID)
+                   C.BPF_PROG_LOAD, C.BPF_PROG_GET_NEXT_ID, C.BPF_PROG_GET_FD_BY_ID,
+                   C.BPF_PROG_BIND_MAP)
 # Extra rows for a feature of a command that depends on the map type.
 FEATURE_ROWS = {
     "BPF_OBJ_GET_INFO_BY_FD with info.hash": ("map_value_hash", errno.EINVAL),

@@ -41,6 +41,7 @@ COMMANDS = {
     C.BPF_PROG_LOAD: prog_cmds.bpf_prog_load,
     C.BPF_PROG_GET_NEXT_ID: prog_cmds.bpf_prog_get_next_id,
     C.BPF_PROG_GET_FD_BY_ID: prog_cmds.bpf_prog_get_fd_by_id,
+    C.BPF_PROG_BIND_MAP: prog_cmds.bpf_prog_bind_map,
 }
 
 

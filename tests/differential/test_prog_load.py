@@ -320,3 +320,38 @@ def test_pin_and_get_a_program(bpffs_mount):
         out.append(steps)
     assert out[0] == out[1]
     assert out[0][:3] == [0, os.O_RDWR, True]
+
+
+def bind(backend, prog_fd, map_fd, flags=0, size=12):
+    return call(backend, c.BPF_PROG_BIND_MAP, struct.pack("<III", prog_fd & 0xFFFFFFFF,
+                                                          map_fd & 0xFFFFFFFF, flags), size)[0]
+
+
+def test_prog_bind_map(both):
+    out = []
+    for cl in both:
+        p = prog_load(cl.b)
+        cl.fds.append(p)
+        m = cl.create(ARRAY, 4, 4, 1)
+        steps = [bind(cl.b, p, m, 1), bind(cl.b, 0x7FFF0000, m), bind(cl.b, m, m),
+                 bind(cl.b, p, p), bind(cl.b, p, 0x7FFF0000), bind(cl.b, p, m),
+                 bind(cl.b, p, m), bind(cl.b, p, m, size=16)]
+        steps.append(struct.unpack_from("<I", prog_info(cl.b, p)[2], 52)[0])    # nr_map_ids
+        out.append(steps)
+    assert out[0] == out[1]
+    assert out[0][-1] == 1
+
+
+def test_an_fd_number_closed_behind_our_back_serves_the_next_object(both):
+    """os.close() of a map fd, then a program load: the program gets that number (lowest
+    free) and the fd is the program's from then on."""
+    out = []
+    for cl in both:
+        m = cl.create(ARRAY, 4, 4, 1)
+        cl.fds.remove(m)
+        os.close(m)
+        p = prog_load(cl.b)
+        cl.fds.append(p)
+        ret, _, info, _ = prog_info(cl.b, p)
+        out.append((p == m, ret, struct.unpack_from("<I", info, 0)[0]))
+    assert out[0] == out[1] == (True, 0, SOCKET_FILTER)
