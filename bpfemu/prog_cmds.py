@@ -24,7 +24,7 @@ import time
 
 from .btf_cmds import bpf_vlog_init, btf_get_by_fd
 from .errors import ENOTSUPP, BpfError
-from .fdtable import BTF_KIND, FMODE_RDWR, INT_MAX, MAP_KIND, PROG_KIND
+from .fdtable import BTF_KIND, FMODE_RDWR, INT_MAX, PROG_KIND
 from .map_cmds import bpf_obj_name_cpy
 from .uapi import consts as F
 from .usercopy import copy_to_user, put_attr, strncpy_from_user
@@ -264,7 +264,8 @@ def bpf_prog_load(emu, raw: bytes, uattr) -> int:
             for i in range(fd_array_cnt):
                 fd = _U32.unpack(emu.mem.read(ufd_array + 4 * i, 4))[0]
                 _add_used_map(emu, used_maps, fd)
-        insn_maps = resolve_pseudo_ldimm64(emu, insns, ufd_array, used_maps)
+        insn_maps = resolve_pseudo_ldimm64(emu, insns, ufd_array, used_maps, prog_type,
+                                           bool(prog_flags & BPF_F_SLEEPABLE))
         func_info = emu.mem.read(ufunc_info, func_info_cnt * func_info_rec_size)
         line_info = emu.mem.read(uline_info, line_info_cnt * line_info_rec_size)
         _finalize_log(emu, uattr, log_level, log_buf, log_size)
@@ -313,7 +314,8 @@ def _add_used_map(emu, used_maps: list, fd: int):
     return len(used_maps) - 1
 
 
-def resolve_pseudo_ldimm64(emu, insns: bytes, ufd_array: int, used_maps: list) -> dict:
+def resolve_pseudo_ldimm64(emu, insns: bytes, ufd_array: int, used_maps: list,
+                           prog_type: int = SOCKET_FILTER, sleepable: bool = False) -> dict:
     """The map references of 64-bit immediate loads: fds (or fd_array indexes) of maps,
     each map held once; a direct value address needs a map that has one (an ARRAY of one
     element) and an offset inside its value. Returns {insn index: (map, pseudo kind)}."""
@@ -347,6 +349,7 @@ def resolve_pseudo_ldimm64(emu, insns: bytes, ufd_array: int, used_maps: list) -
             fd = imm & 0xFFFFFFFF
         idx = _add_used_map(emu, used_maps, fd)
         m = used_maps[idx]
+        check_map_prog_compatibility(m, prog_type, sleepable)
         if src in (BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_MAP_IDX_VALUE):
             value_off = imm2 & 0xFFFFFFFF
             if value_off >= BPF_MAX_VAR_OFF:
@@ -357,6 +360,22 @@ def resolve_pseudo_ldimm64(emu, insns: bytes, ufd_array: int, used_maps: list) -
             found[i] = (m, BPF_PSEUDO_MAP_FD)
         i += 2
     return found
+
+
+# Tracing program types (is_tracing_prog_type()).
+_TRACING_TYPES = frozenset({KPROBE, TRACEPOINT, PERF_EVENT, RAW_TRACEPOINT,
+                            RAW_TRACEPOINT_WRITABLE})
+# Map types a sleepable program may use (of the emulated ones).
+_SLEEPABLE_MAP_TYPES = frozenset({1, 2, 5, 6, 9, 10, 3, 12, 13})
+
+
+def check_map_prog_compatibility(m, prog_type: int, sleepable: bool) -> None:
+    """check_map_prog_compatibility(), the parts about the map and the program type: no spin
+    lock for socket filters and tracing programs; sleepable programs use arrays and hashes."""
+    if m.has_spin_lock and (prog_type == SOCKET_FILTER or prog_type in _TRACING_TYPES):
+        raise BpfError(_EINVAL)                 # "... cannot use bpf_spin_lock yet"
+    if sleepable and m.map_type not in _SLEEPABLE_MAP_TYPES:
+        raise BpfError(_EINVAL)
 
 
 def map_direct_value_addr(m, off: int) -> None:

@@ -1,6 +1,5 @@
 """Hand-built BTF blobs for the differential tests of BTF objects, maps with BTF and
 programs: a small builder of types and strings, and the raw BPF_BTF_LOAD call."""
-import ctypes
 import struct
 
 from bpfemu.uapi import consts as c

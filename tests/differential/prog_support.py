@@ -1,5 +1,4 @@
 """Raw BPF_PROG_LOAD calls for the differential tests of programs as objects."""
-import ctypes
 import struct
 
 from bpfemu.uapi import consts as c

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bpfemu.uapi import consts as c
-from tests.differential.abi_support import (ALL_TYPES, ARRAY, HASH, LRU_HASH, PERCPU_ARRAY,
+from tests.differential.abi_support import (ALL_TYPES, ARRAY, HASH, PERCPU_ARRAY,
                                             TYPE_IDS, batch, freeze, get_info, get_next_id)
 from tests.differential.prog_support import RET0, RET1, SOCKET_FILTER, XDP, prog_load
 from tests.support import Buf

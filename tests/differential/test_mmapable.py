@@ -6,8 +6,6 @@ import errno
 import mmap
 import struct
 
-import pytest
-
 from bpfemu.uapi import consts as c
 from tests.differential.abi_support import (ARRAY, EBUSY, EPERM, bpffs_mount, freeze, get_info,
                                             obj_get, pin)

@@ -11,7 +11,7 @@ from bpfemu.uapi import consts as c
 from tests.differential.abi_support import (ARRAY, HASH, KERNEL_ADDR, bpffs_mount, call,
                                             get_info, id_attr, obj_get, pin)
 from tests.differential.btf_support import load_ok, spin_lock_btf
-from tests.differential.prog_support import (EXIT, RET0, RET1, SOCKET_FILTER, XDP, fd_array,
+from tests.differential.prog_support import (RET0, RET1, SOCKET_FILTER, XDP, fd_array,
                                              ld_imm64, mov_r0, prog_load)
 from tests.support import Buf
 
@@ -295,18 +295,17 @@ def test_get_fd_by_id_last_field(both, size, tail):
 
 
 def test_pin_and_get_a_program(bpffs_mount):
-    """A pinned program outlives its fd; OBJ_GET opens it read-write only."""
+    """A pinned program outlives its fd; OBJ_GET gives a read-write fd whatever it asks."""
+    import fcntl
     from bpfemu import Emulator, HostKernel
-    from tests.support import NCPU, Client
+    from tests.support import NCPU
     out = []
     for b in (Emulator(nr_cpus=NCPU, seed=1, bpffs_root=bpffs_mount), HostKernel()):
-        cl = Client(b)
         path = os.path.join(bpffs_mount, "prog_" + type(b).__name__)
         fd = prog_load(b, SOCKET_FILTER, RET0, name=b"pinned")
         steps = [pin(b, fd, path)]
         b.close(fd)
         ro = obj_get(b, path, c.BPF_F_RDONLY)
-        import fcntl
         steps.append(fcntl.fcntl(ro, fcntl.F_GETFL) & os.O_ACCMODE if ro >= 0 else ro)
         b.close(ro)
         fd2 = obj_get(b, path)
@@ -355,3 +354,19 @@ def test_an_fd_number_closed_behind_our_back_serves_the_next_object(both):
         ret, _, info, _ = prog_info(cl.b, p)
         out.append((p == m, ret, struct.unpack_from("<I", info, 0)[0]))
     assert out[0] == out[1] == (True, 0, SOCKET_FILTER)
+
+
+@pytest.mark.parametrize("prog_type", [SOCKET_FILTER, 2, 3, 5, 6, 7, 17])
+def test_spin_lock_maps_and_program_types(both, prog_type):
+    """Socket filters and tracing programs cannot use a map with a bpf_spin_lock."""
+    out = []
+    for cl in both:
+        btf = load_ok(cl.b, spin_lock_btf().blob())
+        cl.fds.append(btf)
+        m = cl.create(ARRAY, 4, 8, 1, btf_fd=btf, btf_key_type_id=1, btf_value_type_id=3)
+        assert m >= 0
+        r = prog_load(cl.b, prog_type, ld_imm64(1, 1, m) + RET0)
+        if r >= 0:
+            cl.fds.append(r)
+        out.append(min(r, 0))
+    assert out[0] == out[1]

@@ -9,7 +9,6 @@ LD_PRELOAD shim (tests/objects/bpf_hook.c); mmap(), close() and the rest of the 
 to the real kernel, on the emulator's memfds. Ids differ between the two and are left out.
 """
 import ctypes
-import errno
 import json
 import mmap
 import os
@@ -130,7 +129,6 @@ def main(path: str, backend: str) -> dict:
     r = maps["recent"]
     ops["recent"] = [update(r, u64(i), u32(i)) for i in range(24)] + [sorted(keys(r, 8))]
     s = maps["stats"]
-    ncpu = os.cpu_count() if backend == "kernel" else None
     per = lookup(s, u32(1), 8 * 64)
     ops["stats"] = [per[0], update(s, u32(1), bytes(range(8)) * 64), lookup(s, u32(9), 8 * 64)[0]]
     lk = maps["locked"]
