@@ -29,7 +29,6 @@ BTF_INT_MASK = 0x0FFFFFFF
 BTF_INT_SIGNED, BTF_INT_CHAR, BTF_INT_BOOL = 1, 2, 4
 BTF_VAR_STATIC, BTF_VAR_GLOBAL_ALLOCATED = 0, 1
 BTF_FUNC_GLOBAL = 1
-BTF_FUNC_EXTERN = 2
 MAX_RESOLVE_DEPTH = 32
 KSYM_NAME_LEN = 512
 BITS_PER_U128 = 128
@@ -407,8 +406,8 @@ def _fwd_check_meta(btf, t, data, pos, meta_left):
 def _func_check_meta(btf, t, data, pos, meta_left):
     if not t.name_off or not btf_name_valid_identifier(btf, t.name_off):
         raise BpfError(_EINVAL)
-    if t.vlen > BTF_FUNC_EXTERN:
-        raise BpfError(_EINVAL)                         # "Invalid func linkage"
+    if t.vlen > BTF_FUNC_GLOBAL:
+        raise BpfError(_EINVAL)                         # "Invalid func linkage": extern too
     if t.kflag:
         raise BpfError(_EINVAL)
     return 0
@@ -625,6 +624,22 @@ def _follow_to_ptr(env: _Env, next_id: int):
     return False
 
 
+def _sized_or_sizeless(env: _Env, next_id: int, nt) -> int:
+    """The id a modifier or ptr resolves to: the type with a size it leads to, or else (for
+    "typedef void new_void", "const void", a pointer to a fwd or a func_proto) what the
+    resolved next type resolves to, which must be void, a fwd or a func_proto (EINVAL)."""
+    btf = env.btf
+    sized = btf.type_id_size(next_id)
+    if sized is not None:
+        return sized[1]
+    if env.is_resolved(next_id):
+        next_id = btf.resolved_ids[next_id]     # btf_type_id_resolve()
+        nt = btf.type_by_id(next_id)
+    if nt is not None and nt.kind not in (FWD, FUNC_PROTO):
+        raise BpfError(_EINVAL)                 # "Invalid type_id"
+    return next_id
+
+
 def _modifier_resolve(env: _Env, v) -> None:
     btf = env.btf
     t = v[0]
@@ -635,17 +650,7 @@ def _modifier_resolve(env: _Env, v) -> None:
     if not env.is_sink(nt) and not env.is_resolved(next_id):
         env.push(nt, next_id)
         return
-    sized = btf.type_id_size(next_id)
-    if sized is None:
-        if env.is_resolved(next_id) and nt is not None and (nt.kind in MODIFIERS
-                                                            or nt.kind in (PTR, VAR)):
-            nt = _type_id_resolve(btf, next_id)
-            nt = None if nt is _VOID else nt
-        # "typedef void new_void", "const void": void, fwd and func_proto are fine here.
-        if nt is not None and nt.kind not in (FWD, FUNC_PROTO):
-            raise BpfError(_EINVAL)
-    else:
-        next_id = sized[1]
+    next_id = _sized_or_sizeless(env, next_id, nt)
     env.pop_resolved(next_id, 0)
 
 
@@ -679,16 +684,7 @@ def _ptr_resolve(env: _Env, v) -> None:
         return
     if _follow_to_ptr(env, next_id):
         return
-    sized = btf.type_id_size(next_id)
-    if sized is None:
-        if env.is_resolved(next_id) and nt is not None and (nt.kind in MODIFIERS
-                                                            or nt.kind in (PTR, VAR)):
-            nt = _type_id_resolve(btf, next_id)
-            nt = None if nt is _VOID else nt
-        if nt is not None and nt.kind not in (FWD, FUNC_PROTO, STRUCT, UNION):
-            raise BpfError(_EINVAL)
-    else:
-        next_id = sized[1]
+    next_id = _sized_or_sizeless(env, next_id, nt)
     env.pop_resolved(next_id, 0)
 
 
@@ -725,11 +721,11 @@ def _array_resolve(env: _Env, v) -> None:
 
 
 def _int_is_regular(t) -> bool:
-    """btf_type_int_is_regular(): whole bytes, no bit offset, a power-of-two byte size."""
+    """btf_type_int_is_regular(): whole bytes, no bit offset, and 1, 2, 4, 8 or 16 of them
+    (the bits, not the type's size: an 8-bit int of size 4 counts)."""
     nr_bits = t.extra & 0xFF
-    nr_bytes = _bits_roundup_bytes(nr_bits)
-    return not (nr_bits & 7 or (t.extra >> 16) & 0xFF or nr_bytes != t.size
-                or nr_bytes & (nr_bytes - 1))
+    return not (nr_bits & 7 or (t.extra >> 16) & 0xFF
+                or _bits_roundup_bytes(nr_bits) not in (1, 2, 4, 8, 16))
 
 
 def _struct_resolve(env: _Env, v) -> None:
