@@ -19,7 +19,6 @@ from ..uapi.consts import BpfMapType as T
 from .arraymap import array_map_alloc, array_map_alloc_check, array_map_get_next_key
 from . import htab_batch
 from .core import MapOps
-from .map_btf import array_map_check_btf
 from .hashtab import (htab_map_alloc, htab_map_alloc_check, htab_map_delete_elem,
                       htab_map_get_next_key, htab_map_lookup_elem_sys, htab_map_update_elem)
 
@@ -248,8 +247,7 @@ prog_array_map_ops = MapOps(
     map_update_elem_sys=_fd_array_update(prog_fd_array_get_ptr),
     map_delete_elem=fd_array_map_delete_elem,
     map_get_next_key=array_map_get_next_key,
-    map_free=fd_array_map_free,
-    map_check_btf=array_map_check_btf,          # a u32 key type is all it asks
+    map_free=fd_array_map_free,                 # no map_check_btf: BTF ids need a key id
 )
 array_of_maps_map_ops = MapOps(
     name="array_of_maps_map_ops",

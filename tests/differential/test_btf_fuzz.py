@@ -32,8 +32,8 @@ def every_kind() -> BtfBuilder:
     b.struct("un", 8, [("a", i, 0), ("b", u, 0)], kind=UNION)
     fw = b.fwd("fwd_s")
     b.ptr(fw)
-    b.struct("bits", 8, [("x", i, (3 << 24) | 0), ("y", i, (5 << 24) | 3),
-                         ("z", e, (2 << 24) | 8), ("w", u, 32)], kflag=1)
+    b.struct("bits", 16, [("x", i, (3 << 24) | 0), ("y", i, (5 << 24) | 3),
+                         ("z", e, (2 << 24) | 8), ("w", u, 64)], kflag=1)
     b.raw(b.name("double"), FLOAT << 24, 8)
     b.raw(b.name("tag"), DECL_TAG << 24, s, struct.pack("<i", 1))
     tt = b.modifier(TYPE_TAG, i, "user")
@@ -89,3 +89,13 @@ def test_damaged_btf(backends, damage):
     if r_host >= 0:
         os.close(r_host)
     assert (r_emu >= 0, min(r_emu, 0)) == (r_host >= 0, min(r_host, 0))
+
+
+def test_the_undamaged_btf_loads(backends):
+    """The fuzz starts from a valid BTF (otherwise most damage would not matter)."""
+    emu, host = backends
+    blob = BASE.blob()
+    r_emu, r_host = btf_load(emu, blob)[0], btf_load(host, blob)[0]
+    assert r_emu >= 0 and r_host >= 0
+    emu.close(r_emu)
+    os.close(r_host)

@@ -235,3 +235,41 @@ def test_batches_with_lock(both, map_type):
 def test_freeze_is_enotsupp(client):
     fd = lock_map(client, ARRAY, 2)
     assert freeze(client.b, fd) == -ENOTSUPP
+
+
+@pytest.mark.parametrize("map_type", [1, 2, 3, 5, 6, 9, 10],
+                         ids=["hash", "array", "prog_array", "percpu_hash", "percpu_array",
+                              "lru_hash", "lru_percpu_hash"])
+def test_every_key_and_value_type(both, map_type):
+    """MAP_CREATE with every (key type, value type) pair of a BTF with every kind, sizes set
+    to the types' sizes: the same answer from both."""
+    from bpfemu.btf_obj import btf_parse
+    from tests.differential.test_btf_fuzz import every_kind
+    blob = every_kind().blob()
+    btf = btf_parse(blob)
+    n = len(btf.types)
+    sizes = [None] + [(btf.type_id_size(i) or (None, None, None))[2] for i in range(1, n)]
+    btf_fds = []
+    for cl in both:
+        fd = load_ok(cl.b, blob)
+        cl.fds.append(fd)
+        btf_fds.append(fd)
+    differ = []
+    for kid in range(n):
+        for vid in range(1, n):
+            ks = sizes[kid] if kid and sizes[kid] else 4
+            vs = sizes[vid] or 4
+            if map_type in (2, 3, 6):
+                ks = 4
+            if map_type == 3:
+                vs = 4
+            got = []
+            for cl, bfd in zip(both, btf_fds):
+                fd = cl.create(map_type, ks, vs, 1, btf_fd=bfd, btf_key_type_id=kid,
+                               btf_value_type_id=vid)
+                got.append(min(fd, 0))
+                if fd >= 0:
+                    cl.close(fd)
+            if got[0] != got[1]:
+                differ.append((kid, vid, got))
+    assert not differ
