@@ -834,7 +834,8 @@ def _decl_tag_resolve(env: _Env, v) -> None:
         if nt.kind in (STRUCT, UNION):
             vlen = nt.vlen
         else:
-            vlen = btf.type_by_id(nt.type).vlen
+            proto = btf.type_by_id(nt.type)     # the func's prototype, checked already
+            vlen = proto.vlen if proto is not None else 0
         if idx >= vlen:
             raise BpfError(_EINVAL)
     env.pop_resolved(next_id, 0)

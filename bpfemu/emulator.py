@@ -1,4 +1,5 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
+import errno
 import random
 
 from .bpffs import BpfFs
@@ -106,7 +107,13 @@ class Emulator:
         if attach is not None:
             # BPF_F_MMAPABLE: the values move into this fd's memfd, which outlives its fds
             # while the map maps it, so its closes are seen by close() (fdtable.unwatch).
-            attach(fd)
+            try:
+                attach(fd)
+            except OSError as e:                # no /proc, no memory: no map either
+                for f in self.fds.close(fd):
+                    f.obj.refcnt -= 1
+                self.map_idr.remove(m.id)
+                raise BpfError(e.errno or errno.ENOMEM) from None
             self.fds.unwatch(fd)
         return fd
 

@@ -255,9 +255,9 @@ def bpf_prog_load(emu, raw: bytes, uattr) -> int:
     # bpf_check(), the part done here.
     bpf_vlog_init(log_level, log_buf, log_size)
     _check_without_verifier(prog_type, eat, prog_flags, attach_btf_id, dst_prog)
-    btf = None
-    if prog_btf_fd or func_info_cnt or line_info_cnt:
-        btf = btf_get_by_fd(emu, prog_btf_fd) if prog_btf_fd else None
+    btf, func_info, line_info = check_btf_info(
+        emu, prog_btf_fd, insn_cnt, func_info_rec_size, ufunc_info, func_info_cnt,
+        line_info_rec_size, uline_info, line_info_cnt)
     used_maps = []
     try:
         if fd_array_cnt:
@@ -266,8 +266,6 @@ def bpf_prog_load(emu, raw: bytes, uattr) -> int:
                 _add_used_map(emu, used_maps, fd)
         insn_maps = resolve_pseudo_ldimm64(emu, insns, ufd_array, used_maps, prog_type,
                                            bool(prog_flags & BPF_F_SLEEPABLE))
-        func_info = emu.mem.read(ufunc_info, func_info_cnt * func_info_rec_size)
-        line_info = emu.mem.read(uline_info, line_info_cnt * line_info_rec_size)
         _finalize_log(emu, uattr, log_level, log_buf, log_size)
     except BpfError:
         for m in used_maps:
@@ -287,6 +285,39 @@ def bpf_prog_load(emu, raw: bytes, uattr) -> int:
     except BpfError:
         prog.put(emu)
         raise
+
+
+MIN_BPF_FUNCINFO_SIZE, MIN_BPF_LINEINFO_SIZE, MAX_INFO_REC_SIZE = 8, 16, 252
+
+
+def check_btf_info(emu, prog_btf_fd: int, insn_cnt: int, func_rec: int, ufunc: int,
+                   func_cnt: int, line_rec: int, uline: int, line_cnt: int):
+    """check_btf_info(), the part that needs no verifier: with func or line info, prog_btf_fd
+    must be a BTF (EBADF/EINVAL); then for each: a record size within the kernel's bounds and
+    4-aligned (EINVAL), the kernel's copy allocated (ENOMEM), the records copied in (EFAULT),
+    and no more records than instructions (EINVAL; Linux wants exactly one func_info record
+    per subprogram). (BTF or None, func_info bytes, line_info bytes)."""
+    if not func_cnt and not line_cnt:
+        return None, b"", b""
+    btf = btf_get_by_fd(emu, prog_btf_fd)
+    copies = []
+    for cnt, rec, low, krec, uptr in ((func_cnt, func_rec, MIN_BPF_FUNCINFO_SIZE, 8, ufunc),
+                                      (line_cnt, line_rec, MIN_BPF_LINEINFO_SIZE, 16, uline)):
+        if not cnt:
+            copies.append(b"")
+            continue
+        if rec < low or rec > MAX_INFO_REC_SIZE or rec % 4:
+            raise BpfError(_EINVAL)
+        if cnt * krec > emu.profile.max_map_bytes:
+            # DEVIATION(memory): kvcalloc() of the records fails in Linux as the machine
+            # decides; here past the profile's budget.
+            raise BpfError(errno.ENOMEM)
+        data = emu.mem.read(uptr, cnt * rec)
+        if cnt > insn_cnt:
+            raise BpfError(_EINVAL)
+        copies.append(b"".join(data[i * rec:i * rec + krec].ljust(krec, b"\0")
+                               for i in range(cnt)))
+    return btf, copies[0], copies[1]
 
 
 def _fd_or_none(emu, ufd: int):

@@ -370,3 +370,29 @@ def test_spin_lock_maps_and_program_types(both, prog_type):
             cl.fds.append(r)
         out.append(min(r, 0))
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("case", ["func_info_no_btf", "func_info_rec_4", "func_info_rec_huge",
+                                  "func_info_cnt_huge", "line_info_rec_15", "line_info_no_btf"])
+def test_btf_info_attrs(both, case):
+    """func_info/line_info need a BTF fd and sane record sizes and counts (no huge reads)."""
+    from tests.differential.prog_support import prog_load_attr
+    from tests.support import attr_buf
+    out = []
+    for cl in both:
+        btf = load_ok(cl.b, spin_lock_btf().blob())
+        cl.fds.append(btf)
+        ib, lb, rec = Buf(RET0), Buf(b"GPL\0"), Buf(bytes(64))
+        a = bytearray(prog_load_attr(SOCKET_FILTER, ib.addr, 2, lb.addr,
+                                     prog_btf_fd=0 if case.endswith("no_btf") else btf))
+        fields = {"func_info_no_btf": (76, 8, 1), "func_info_rec_4": (76, 4, 1),
+                  "func_info_rec_huge": (76, 0xFFFFFFF0, 1),
+                  "func_info_cnt_huge": (76, 8, 0x7FFFFFFF), "line_info_rec_15": (92, 15, 1),
+                  "line_info_no_btf": (92, 16, 1)}[case]
+        off, rec_size, cnt = fields
+        struct.pack_into("<IQI", a, off, rec_size, rec.addr, cnt)
+        r = cl.b.bpf(c.BPF_PROG_LOAD, attr_buf(bytes(a)), 168)
+        if r >= 0:
+            cl.fds.append(r)
+        out.append(min(r, 0))
+    assert out[0] == out[1]
