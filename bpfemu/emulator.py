@@ -110,6 +110,7 @@ class Emulator:
             try:
                 attach(fd)
             except OSError as e:                # no /proc, no memory: no map either
+                self.fds.unwatch(fd)            # so that close() releases it at once
                 for f in self.fds.close(fd):
                     f.obj.refcnt -= 1
                 self.map_idr.remove(m.id)
