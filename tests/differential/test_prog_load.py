@@ -396,3 +396,43 @@ def test_btf_info_attrs(both, case):
             cl.fds.append(r)
         out.append(min(r, 0))
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("info_len", [0, 4, 8, 16, 52, 100, 231, 232, 240, 4096, 4097])
+def test_prog_info_len(both, info_len):
+    """info_len is cut to 232 and written back; bytes past 232 must be zero (E2BIG); the
+    fields the emulator cannot know (id, load time, JIT, verifier) are left out."""
+    out = []
+    for cl in both:
+        fd = prog_load(cl.b, SOCKET_FILTER, RET0, name=b"lenprog")
+        cl.fds.append(fd)
+        ret, got_len, info, guards = get_info(cl.b, fd, info_len,
+                                              init=bytes(min(max(info_len, 1), 4096)))
+        keep = bytearray(info)
+        for off, size in ((4, 4), (16, 4), (24, 8), (40, 8), (104, 8), (112, 16), (216, 4)):
+            keep[off:off + size] = bytes(len(keep[off:off + size]))
+        out.append((ret, got_len, bytes(keep), guards))
+    assert out[0] == out[1]
+
+
+def test_prog_info_tail_must_be_zero(both):
+    out = []
+    for cl in both:
+        fd = prog_load(cl.b)
+        cl.fds.append(fd)
+        out.append(get_info(cl.b, fd, 240, init=bytes(236) + b"\1")[0])
+    assert out[0] == out[1] == -E2BIG
+
+
+@pytest.mark.parametrize("rec", [(132, 4), (132, 8), (172, 15), (172, 16), (176, 4), (176, 8),
+                                 (144, 1)])
+def test_prog_info_rec_sizes(both, rec):
+    off, val = rec
+    out = []
+    for cl in both:
+        fd = prog_load(cl.b)
+        cl.fds.append(fd)
+        init = bytearray(232)
+        struct.pack_into("<I", init, off, val)
+        out.append(get_info(cl.b, fd, 232, init=bytes(init))[0])
+    assert out[0] == out[1]
