@@ -1,0 +1,129 @@
+"""Replaying walks of hash maps whose order cannot be reproduced.
+
+A hash map created without ``BPF_F_ZERO_SEED`` hashes its keys with a seed the kernel draws at
+random for each map (``htab_map_alloc``: ``get_random_u32()``), so the order in which
+``BPF_MAP_GET_NEXT_KEY`` returns the keys differs from run to run, and a replay cannot know
+which key a recorded step should return. Comparing those steps byte for byte would report
+differences that are not there.
+
+For such maps a replay compares what does not depend on the order, and checks what the
+recording itself must satisfy against the map it has at that point:
+
+- an error other than ENOENT (EBADF, EFAULT, EPERM, EINVAL, ...) is compared as usual;
+- a key the recording returned is a key of the map at that point;
+- a complete walk (from a NULL key, each step from the key returned last, with no change to
+  any map in between) returned every key of the map once and ended with ENOENT.
+
+Everything else of the step (which key came, whether the walk ended there) is not compared.
+The report says how many steps were relaxed this way, and why.
+"""
+import errno
+import struct
+
+from ..uapi.consts import BpfCmd as C
+from ..uapi.consts import MapFlags
+from .decode import HASH_TYPES
+
+_ZERO_SEED = int(MapFlags.BPF_F_ZERO_SEED)
+_ENOENT = -errno.ENOENT
+
+# Commands after which no walk in progress can be checked for completeness any more (they may
+# change some map's keys); lookups, walks and the object commands change none.
+_KEEP_WALKS = frozenset({C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_GET_NEXT_KEY, C.BPF_MAP_LOOKUP_BATCH,
+                         C.BPF_OBJ_GET_INFO_BY_FD, C.BPF_MAP_GET_NEXT_ID,
+                         C.BPF_MAP_GET_FD_BY_ID, C.BPF_OBJ_GET, C.BPF_OBJ_PIN,
+                         C.BPF_MAP_FREEZE})
+
+WHY = ("the kernel seeds the hash of a map created without BPF_F_ZERO_SEED at random, so the "
+       "order in which a walk returns its keys cannot be reproduced")
+
+
+def is_unordered(meta: dict | None) -> bool:
+    """A recorded map (the record's "map") whose walk order depends on a random seed."""
+    return (meta is not None and meta.get("type") in HASH_TYPES
+            and not meta.get("map_flags", 0) & _ZERO_SEED)
+
+
+class _Walk:
+    __slots__ = ("keys", "seen", "last", "checkable")
+
+    def __init__(self, keys: set):
+        self.keys = keys            # the map's keys when the walk started
+        self.seen: set = set()      # keys the recording returned in this walk
+        self.last = None            # the key it returned last
+        self.checkable = True       # from NULL, step by step, nothing changed in between
+
+
+class UnorderedWalks:
+    """The relaxed checks of GET_NEXT_KEY on maps whose order is random (see the module)."""
+
+    def __init__(self, map_keys):
+        self.map_keys = map_keys    # backend fd -> set of its keys now (bytes)
+        self.walks: dict[int, _Walk] = {}     # recorded fd -> its walk in progress
+        self.relaxed = 0            # steps checked this way
+        self.walks_checked = 0      # complete walks checked for every key once
+
+    def other_call(self, cmd) -> None:
+        """Any record but a relaxed walk step: a change to a map ends every walk's check."""
+        if cmd not in _KEEP_WALKS:
+            for w in self.walks.values():
+                w.checkable = False
+
+    def step(self, rec: dict, fd: int, backend_fd: int, expected: int, ret: int,
+             items: list) -> list:
+        """The differences of a GET_NEXT_KEY step, relaxed: ``items`` as the exact
+        comparison found them, returned without what depends on the order, plus what the
+        relaxed checks find."""
+        if expected not in (0, _ENOENT) or ret not in (0, _ENOENT):
+            return items            # an error that does not depend on the order: exact
+        self.relaxed += 1
+        out = [it for it in items if it[0] != "return value" and not it[0].startswith("next_key")]
+        key_in = _field(rec, "read", "key")
+        key_ptr = struct.unpack_from("<Q", bytes.fromhex(rec["attr"]["before"]), 8)[0] \
+            if len(rec["attr"]["before"]) >= 32 else 0
+        keys = self.map_keys(backend_fd)
+        w = self.walks.get(fd)
+        if key_ptr == 0:
+            w = self.walks[fd] = _Walk(keys)
+        elif w is None or key_in != w.last:
+            w = self.walks[fd] = _Walk(keys)
+            w.checkable = False     # a step from elsewhere: not a walk from the start
+        if w.checkable and w.keys != keys:
+            w.checkable = False
+        if expected == 0:
+            got = _field(rec, "written", "next_key", "after")
+            if got is not None and got not in keys:
+                out.append(("next_key (order not compared: " + WHY + ")",
+                            "a key of the map", f"{got.hex(' ')}, which the map does not have"))
+            elif got in w.seen and w.checkable:
+                out.append(("next_key (order not compared: " + WHY + ")",
+                            "each key once in a walk", f"{got.hex(' ')} a second time"))
+            w.seen.add(got)
+            w.last = got
+        else:
+            if w.checkable:
+                self.walks_checked += 1
+                missing = w.keys - w.seen
+                if missing:
+                    out.append(("end of the walk (order not compared: " + WHY + ")",
+                                f"every one of the map's {len(w.keys)} keys before ENOENT",
+                                f"{len(missing)} never returned, e.g. "
+                                f"{min(missing).hex(' ')}"))
+            self.walks.pop(fd, None)
+        return out
+
+    def notes(self) -> list:
+        if not self.relaxed:
+            return []
+        return [f"relaxed: {self.relaxed} GET_NEXT_KEY steps on hash maps without "
+                f"BPF_F_ZERO_SEED were not compared key for key, since {WHY}; checked instead: "
+                f"each key returned was in the map at that point, and each of "
+                f"{self.walks_checked} complete walks returned every key once and ended with "
+                f"ENOENT"]
+
+
+def _field(rec: dict, where: str, name: str, part: str = "bytes"):
+    for b in rec.get(where, ()):
+        if b["field"] == name:
+            return bytes.fromhex(b[part])
+    return None
