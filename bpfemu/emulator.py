@@ -1,4 +1,5 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
+import errno
 import random
 
 from .bpffs import BpfFs
@@ -103,6 +104,8 @@ class Emulator:
 
     def close(self, fd: int) -> int:
         """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""
+        if not isinstance(fd, int) or not -0x80000000 <= fd <= 0x7FFFFFFF:
+            return -errno.EBADF                 # not an fd a C caller could name
         with self.lock:
             try:
                 released = self.fds.close(fd)

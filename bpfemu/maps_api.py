@@ -98,12 +98,17 @@ class _Codec:
         try:
             if issubclass(typ, ctypes._SimpleCData):
                 if not isinstance(obj, (list, tuple, dict)):
+                    _fits(typ, obj, self.what)
                     return bytes(typ(obj))
             elif isinstance(obj, (list, tuple)):        # Structure fields / Array items
+                _fits_fields(typ, dict(zip(_field_names(typ, len(obj)), obj)), self.what)
                 return bytes(typ(*obj))
             elif isinstance(obj, dict) and not issubclass(typ, ctypes.Array):
+                _fits_fields(typ, obj, self.what)
                 return bytes(typ(**obj))
-        except (TypeError, ValueError, OverflowError) as e:
+        except OverflowError:
+            raise
+        except (TypeError, ValueError) as e:
             raise TypeError(f"cannot make a {typ.__name__} {self.what} from {obj!r}: "
                             f"{e}") from None
         raise TypeError(f"{self.what} must be a {typ.__name__} (or its {self.size} bytes), "
@@ -115,6 +120,47 @@ class _Codec:
         if self.kind == "construct":
             return self.typ.parse(data)
         return bytes(data)
+
+
+_INT_CODES = "bBhHiIlLqQnN"
+
+
+def _fits(typ, v, what: str) -> None:
+    """OverflowError when the int v does not fit the ctypes integer type (ctypes itself
+    would wrap it silently: c_uint32(-1) is 4294967295)."""
+    if not isinstance(v, int) or getattr(typ, "_type_", None) not in _INT_CODES:
+        return
+    bits = ctypes.sizeof(typ) * 8
+    lo, hi = (-(1 << bits - 1), (1 << bits - 1) - 1) if typ(-1).value < 0 else (0, (1 << bits) - 1)
+    if not lo <= v <= hi:
+        raise OverflowError(f"{what} {v} does not fit {typ.__name__} ({lo}..{hi})")
+
+
+def _field_names(typ, n: int) -> list:
+    if issubclass(typ, ctypes.Array):
+        return [f"[{i}]" for i in range(n)]
+    return [f[0] for f in typ._fields_[:n]]
+
+
+def _fits_fields(typ, values: dict, what: str) -> None:
+    if issubclass(typ, ctypes.Array):
+        for name, v in values.items():
+            _fits(typ._type_, v, f"{what}{name}")
+        return
+    fields = {f[0]: f for f in getattr(typ, "_fields_", ())}
+    for name, v in values.items():
+        f = fields.get(name)
+        if f is None:
+            continue
+        if len(f) == 3 and isinstance(v, int):      # a bit field: its width, not its type's
+            bits = f[2]
+            lo, hi = ((-(1 << bits - 1), (1 << bits - 1) - 1) if f[1](-1).value < 0
+                      else (0, (1 << bits) - 1))
+            if not lo <= v <= hi:
+                raise OverflowError(f"{what} field {name!r}: {v} does not fit its {bits} bits "
+                                    f"({lo}..{hi})")
+        else:
+            _fits(f[1], v, f"{what} field {name!r}:")
 
 
 class Map:
@@ -165,6 +211,8 @@ class Map:
     @classmethod
     def open(cls, backend, fd: int, key_type=None, value_type=None, *, owns_fd=False):
         """Wrap an existing map fd; sizes and type come from BPF_OBJ_GET_INFO_BY_FD."""
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise TypeError(f"fd must be an int, not {type(fd).__name__}")
         lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
         info = _info(lib, fd)
         return cls(lib, fd, info.type, info.key_size, info.value_size, info.max_entries,
