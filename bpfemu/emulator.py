@@ -32,6 +32,7 @@ class Emulator:
             raise ValueError("nr_cpus must be at least 1")
         self.mem = mem if mem is not None else ProcessMemory()
         self.fds = FdTable()
+        self.fds.on_stale = self.forget_decoded_calls
         self.map_idr = IdrCyclic()
         self.lock = new_lock()
         track(self)

@@ -154,6 +154,7 @@ class FdTable:
         self._by_wd: dict[int, OpenFile] = {}      # watched descriptions of the current generation
         self._dead_wds: list[int] = []             # filled by _WATCHER.poll()
         self._overflowed = False
+        self.on_stale = None        # called when lookup() finds an fd closed behind our back
 
     def install(self, obj, mode: int, name: str = "bpf-map") -> int:
         """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj. EMFILE when full."""
@@ -188,15 +189,36 @@ class FdTable:
 
     def lookup(self, ufd: int) -> OpenFile:
         """fdget() for a bpf object. EBADF when the fd is not open; EINVAL when it is open
-        but is not an emulated bpf object."""
-        # DEVIATION(fd-close): an fd closed behind our back (os.close() rather than
-        # Emulator.close()) stays in self.files until reap() sees its watch go, so until then
-        # element commands still reach its map where Linux says EBADF. Noticing at once would
-        # cost a syscall on every call.
+        but is not an emulated bpf object.
+
+        A known fd is checked to be still the memfd it was (one fstat), so an fd closed
+        behind our back (os.close() rather than Emulator.close()) is EBADF at once, and one
+        that another file took since is that file: EINVAL, or a map if it is a dup of one."""
+        # DEVIATION(fd-close): a decoded call (a raw bpf() loop on the same attr object,
+        # fastpath.py) does not look its fd up, so after os.close() it still reaches the old
+        # map until the emulator next forgets its decoded calls (any Emulator.close(), a
+        # checked call that finds an fd gone, a freeze, a pin change); Linux says EBADF at
+        # once. An fstat there would cost more than the decoded call itself.
         f = self.files.get(ufd)
         if f is not None:
-            return f
+            try:
+                st = os.fstat(ufd)
+                if (st.st_dev, st.st_ino) == f.key:
+                    return f
+            except OSError:
+                pass
+            self._drop_stale(ufd, f)
         return self._lookup_slow(ufd)
+
+    def _drop_stale(self, fd: int, f: OpenFile) -> None:
+        """fd no longer holds f's memfd (closed, or reused by another file): forget it, and
+        every decoded call with it (on_stale). The map itself goes when its memfd dies
+        (reap())."""
+        if self.files.get(fd) is f:
+            del self.files[fd]
+        f.fds.discard(fd)
+        if self.on_stale is not None:
+            self.on_stale()
 
     def _lookup_slow(self, ufd: int) -> OpenFile:
         fd = ufd - (1 << 32) if ufd > INT_MAX else ufd   # the u32 field is an int in the kernel
