@@ -37,11 +37,12 @@ Example, the classic per-flow counters::
 ``bpfemu.host_progs.HostDataPlane`` has the same methods and runs real BPF programs on the
 live kernel, for differential tests.
 """
+import ctypes
 import errno
 
 from .errors import BpfError
 
-__all__ = ["DataPlane", "fetch_add", "check_atomic"]
+__all__ = ["DataPlane", "fetch_add", "check_atomic", "typed_view"]
 
 
 def check_atomic(offset: int, size: int) -> None:
@@ -65,6 +66,14 @@ def fetch_add(view, offset: int, size: int, delta: int) -> int:
     old = int.from_bytes(view[offset:end], "little")
     view[offset:end] = ((old + delta) & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
     return old
+
+
+def typed_view(view, as_type):
+    """A ctypes instance of as_type sharing view's bytes (writes go through to the map)."""
+    size = ctypes.sizeof(as_type)
+    if size > len(view):
+        raise ValueError(f"{as_type.__name__} is {size} bytes; the value is {len(view)}")
+    return as_type.from_buffer(view)
 
 
 class DataPlane:
@@ -99,12 +108,20 @@ class DataPlane:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def lookup_elem(self, fd: int, key):
+    def lookup_elem(self, fd: int, key, as_type=None):
         """bpf_map_lookup_elem(): a live view of the value (this CPU's slot for per-CPU maps),
-        or None. Marks LRU elements referenced."""
+        or None. Marks LRU elements referenced.
+
+        The view is a memoryview, or with ``as_type`` (a ctypes type, as a program casts the
+        pointer to its struct) an instance of that type over the same bytes: assigning to
+        its fields writes the map's value in place. ValueError when the type is larger
+        than the value (a program reading past it would not load)."""
         with self.emu.lock:
             m, op = self._map(fd, "map_lookup_elem_prog")
-            return op(m, self._bytes(key, m.key_size, "key"))
+            view = op(m, self._bytes(key, m.key_size, "key"))
+        if view is None or as_type is None:
+            return view
+        return typed_view(view, as_type)
 
     def lookup_percpu_elem(self, fd: int, key, cpu: int):
         """bpf_map_lookup_percpu_elem(): cpu's slot of a per-CPU map, or None (also for a cpu
