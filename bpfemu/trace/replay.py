@@ -241,6 +241,17 @@ class EmulatorTarget:
                 return keys
             keys.add(key)
 
+    def map_items(self, fd) -> dict:
+        """{key: value} of the map behind fd now, out of band (its syscall lookup op)."""
+        m = self.emu.map_of(fd)
+        out = {}
+        for k in self.map_keys(fd):
+            try:
+                out[k] = bytes(m.ops.map_lookup_elem_sys(m, k))
+            except BpfError:
+                pass
+        return out
+
     def finish(self):
         self.emu.close_all()
 
@@ -326,6 +337,26 @@ class HostTarget:
             keys.add(nxt.raw[:n])
             key.raw, first = nxt.raw, False
         return keys
+
+    def map_items(self, fd) -> dict:
+        """{key: value} of the map behind fd now: LOOKUP_ELEM in buffers of our own."""
+        import ctypes
+        from ..profile import host_possible_cpus
+        from .recorder import backend_map_meta
+        m = backend_map_meta(self.backend, fd)
+        if m is None:
+            return {}
+        vs = m.value_size_sys(host_possible_cpus())
+        key, value = ctypes.create_string_buffer(max(m.key_size, 1)), ctypes.create_string_buffer(vs)
+        attr = ctypes.create_string_buffer(32)
+        out = {}
+        for k in self.map_keys(fd):
+            key.raw = k
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
+                             ctypes.addressof(value), 0)
+            if self.backend.bpf(C.BPF_MAP_LOOKUP_ELEM, attr, 32) == 0:
+                out[k] = value.raw[:vs]
+        return out
 
     def finish(self):
         self.pages.release()
@@ -422,7 +453,7 @@ class Replayer:
         self._devnull = None
         self.call_seconds = 0.0                 # time inside the backend's bpf()
         self.fd_meta: dict[int, dict] = {}      # recorded map fd -> its recorded "map"
-        self.unordered = UnorderedWalks(target.map_keys)
+        self.unordered = UnorderedWalks(target.map_keys, target.map_items)
 
     # fds -------------------------------------------------------------------------------
     def _file_fd(self) -> int:
@@ -535,6 +566,10 @@ class Replayer:
         if cmd == C.BPF_MAP_GET_NEXT_KEY and rfd in self.fd_map \
                 and is_unordered(self.fd_meta.get(rfd)):
             items = self.unordered.step(rec, rfd, self.fd_map[rfd], expected, ret, items)
+        elif cmd == C.BPF_MAP_LOOKUP_BATCH and rfd in self.fd_map \
+                and is_unordered(self.fd_meta.get(rfd)):
+            items = self.unordered.batch(rec, rfd, self.fd_map[rfd],
+                                         self.fd_meta[rfd]["key_size"], expected, ret, items)
         else:
             self.unordered.other_call(cmd)
         if not items:

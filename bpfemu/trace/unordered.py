@@ -15,7 +15,12 @@ recording itself must satisfy against the map it has at that point:
   any map in between) returned every key of the map once and ended with ENOENT.
 
 Everything else of the step (which key came, whether the walk ended there) is not compared.
-The report says how many steps were relaxed this way, and why.
+``BPF_MAP_LOOKUP_BATCH`` walks the buckets in the same order, so its batches are checked the
+same way: each (key, value) pair the recording returned is the map's at that point, and a
+complete batch walk (from a NULL in_batch, each call from the token the one before returned)
+returned every key once; which keys came in which batch, the count, the token and ENOSPC
+(which depends on how many keys share a bucket) are not compared. The report says how many
+calls were relaxed this way, and why.
 """
 import errno
 import struct
@@ -55,19 +60,79 @@ class _Walk:
 
 
 class UnorderedWalks:
-    """The relaxed checks of GET_NEXT_KEY on maps whose order is random (see the module)."""
+    """The relaxed checks of GET_NEXT_KEY and LOOKUP_BATCH on maps whose order is random
+    (see the module)."""
 
-    def __init__(self, map_keys):
+    def __init__(self, map_keys, map_items=None):
         self.map_keys = map_keys    # backend fd -> set of its keys now (bytes)
+        self.map_items = map_items  # backend fd -> {key: value (the syscall's bytes)} now
         self.walks: dict[int, _Walk] = {}     # recorded fd -> its walk in progress
+        self.batch_walks: dict[int, _Walk] = {}
         self.relaxed = 0            # steps checked this way
         self.walks_checked = 0      # complete walks checked for every key once
+        self.batches_relaxed = 0
+        self.batch_walks_checked = 0
 
     def other_call(self, cmd) -> None:
         """Any record but a relaxed walk step: a change to a map ends every walk's check."""
         if cmd not in _KEEP_WALKS:
-            for w in self.walks.values():
+            for w in list(self.walks.values()) + list(self.batch_walks.values()):
                 w.checkable = False
+
+    def batch(self, rec: dict, fd: int, backend_fd: int, key_size: int, expected: int,
+              ret: int, items: list) -> list:
+        """The differences of a LOOKUP_BATCH call, relaxed like a walk step."""
+        loose = (0, _ENOENT, -errno.ENOSPC)
+        if expected not in loose or ret not in loose or self.map_items is None:
+            return items
+        self.batches_relaxed += 1
+        out = [it for it in items if it[0] != "return value"
+               and not it[0].startswith(("attr after", "out_batch", "keys", "values"))]
+        before = bytes.fromhex(rec["attr"]["before"])
+        after = bytes.fromhex(rec["attr"]["after"])
+        in_batch = struct.unpack_from("<Q", before, 0)[0] if len(before) >= 8 else 0
+        count = struct.unpack_from("<I", after, 32)[0] if len(after) >= 36 and expected in (
+            0, _ENOENT) else 0
+        contents = self.map_items(backend_fd)
+        keys = set(contents)
+        w = self.batch_walks.get(fd)
+        token_in = _field(rec, "read", "in_batch")
+        if in_batch == 0:
+            w = self.batch_walks[fd] = _Walk(keys)
+        elif w is None or token_in != w.last:
+            w = self.batch_walks[fd] = _Walk(keys)
+            w.checkable = False
+        if w.checkable and w.keys != keys:
+            w.checkable = False
+        rkeys = _field(rec, "written", "keys", "after") or b""
+        rvalues = _field(rec, "written", "values", "after") or b""
+        # The syscall's value size (per-CPU: a slot per CPU), as the backend's lookups give it.
+        vsize = len(next(iter(contents.values()))) if contents else 0
+        why = f"(order not compared: {WHY})"
+        for i in range(count):
+            k = rkeys[i * key_size:(i + 1) * key_size]
+            v = rvalues[i * vsize:(i + 1) * vsize] if vsize else b""
+            if k not in contents:
+                out.append((f"keys[{i}] {why}", "a key of the map",
+                            f"{k.hex(' ')}, which the map does not have"))
+            elif v and contents[k][:len(v)] != v:
+                out.append((f"values[{i}] {why}", contents[k][:len(v)].hex(' '), v.hex(' ')))
+            elif k in w.seen and w.checkable:
+                out.append((f"keys[{i}] {why}", "each key once in a batch walk",
+                            f"{k.hex(' ')} a second time"))
+            w.seen.add(k)
+        if expected == 0:
+            w.last = _field(rec, "written", "out_batch", "after")
+        elif expected == _ENOENT:
+            if w.checkable:
+                self.batch_walks_checked += 1
+                missing = w.keys - w.seen
+                if missing:
+                    out.append((f"end of the batch walk {why}",
+                                f"every one of the map's {len(w.keys)} keys before ENOENT",
+                                f"{len(missing)} never returned, e.g. {min(missing).hex(' ')}"))
+            self.batch_walks.pop(fd, None)
+        return out
 
     def step(self, rec: dict, fd: int, backend_fd: int, expected: int, ret: int,
              items: list) -> list:
@@ -113,13 +178,21 @@ class UnorderedWalks:
         return out
 
     def notes(self) -> list:
-        if not self.relaxed:
-            return []
-        return [f"relaxed: {self.relaxed} GET_NEXT_KEY steps on hash maps without "
-                f"BPF_F_ZERO_SEED were not compared key for key, since {WHY}; checked instead: "
-                f"each key returned was in the map at that point, and each of "
-                f"{self.walks_checked} complete walks returned every key once and ended with "
-                f"ENOENT"]
+        out = []
+        if self.relaxed:
+            out.append(f"relaxed: {self.relaxed} GET_NEXT_KEY steps on hash maps without "
+                       f"BPF_F_ZERO_SEED were not compared key for key, since {WHY}; checked "
+                       f"instead: each key returned was in the map at that point, and each of "
+                       f"{self.walks_checked} complete walks returned every key once and "
+                       f"ended with ENOENT")
+        if self.batches_relaxed:
+            out.append(f"relaxed: {self.batches_relaxed} LOOKUP_BATCH calls on hash maps "
+                       f"without BPF_F_ZERO_SEED were not compared byte for byte (keys, "
+                       f"values, count, token, ENOSPC), since {WHY}; checked instead: each "
+                       f"pair returned was the map's at that point, and each of "
+                       f"{self.batch_walks_checked} complete batch walks returned every key "
+                       f"once")
+        return out
 
 
 def _field(rec: dict, where: str, name: str, part: str = "bytes"):
