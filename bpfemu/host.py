@@ -113,6 +113,12 @@ class HostKernel:
                     pass
         self._opened.clear()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close_all()
+
     @property
     def nr_cpus(self) -> int:
         """num_possible_cpus(): per-CPU values have this many slots."""

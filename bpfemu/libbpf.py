@@ -294,15 +294,29 @@ class LibBpf:
             raise TypeError(f"fd must be an int, not {type(fd).__name__}")
         if all(_length(b) is None for b in (key, value, value_out, next_key)):
             return                              # nothing but addresses: C's contract
+
+        def check(sizes):
+            ks, vs, _ = sizes
+            what = f"fd {fd}: key {ks} bytes, value {vs} bytes"
+            _check_len(key, ks, "key", what)
+            _check_len(next_key, ks, "next_key", what)
+            _check_len(value, vs, "value", what)
+            _check_len(value_out, vs, "value", what)
+        self._checked(fd, check)
+
+    def _checked(self, fd, check) -> None:
+        """check(sizes) against fd's map; a failure is raised only if it holds for sizes
+        learned again now (the fd may have been closed behind this layer and reused)."""
         sizes = self._map_sizes(fd)
         if sizes is None:
             return
-        ks, vs, _ = sizes
-        what = f"fd {fd}: key {ks} bytes, value {vs} bytes"
-        _check_len(key, ks, "key", what)
-        _check_len(next_key, ks, "next_key", what)
-        _check_len(value, vs, "value", what)
-        _check_len(value_out, vs, "value", what)
+        try:
+            check(sizes)
+        except ValueError:
+            self._sizes.pop(fd, None)
+            sizes = self._map_sizes(fd)
+            if sizes is not None:
+                check(sizes)
 
     def _new_fd(self, ret: int) -> int:
         if ret >= 0:
@@ -403,17 +417,17 @@ class LibBpf:
         bufs = (in_batch, out_batch, keys, values)
         if all(_length(b) is None for b in bufs):
             return
-        sizes = self._map_sizes(fd)
-        if sizes is None:
-            return
-        ks, vs, token = sizes
-        what = (f"fd {fd}: key {ks} bytes, value {vs} bytes, batch token {token} bytes, "
-                f"count {count}")
-        _check_len(keys, ks * count, "keys", what)
-        if cmd != c.BPF_MAP_DELETE_BATCH:
-            _check_len(values, vs * count, "values", what)
-        _check_len(in_batch, token, "in_batch", what)
-        _check_len(out_batch, token, "out_batch", what)
+
+        def check(sizes):
+            ks, vs, token = sizes
+            what = (f"fd {fd}: key {ks} bytes, value {vs} bytes, batch token {token} bytes, "
+                    f"count {count}")
+            _check_len(keys, ks * count, "keys", what)
+            if cmd != c.BPF_MAP_DELETE_BATCH:
+                _check_len(values, vs * count, "values", what)
+            _check_len(in_batch, token, "in_batch", what)
+            _check_len(out_batch, token, "out_batch", what)
+        self._checked(fd, check)
 
     def bpf_map_lookup_batch(self, fd, in_batch, out_batch, keys, values, count, opts=None):
         return self._batch(c.BPF_MAP_LOOKUP_BATCH, fd, in_batch, out_batch, keys, values,

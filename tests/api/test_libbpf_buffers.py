@@ -156,3 +156,16 @@ def test_map_structure_fields_that_do_not_fit_name_the_field(backend, value, mes
     m[1] = (255, -32768, 7)
     assert (m[1].a, m[1].b, m[1].c) == (255, -32768, 7)
     m.close()
+
+
+def test_sizes_learned_before_an_fd_was_closed_behind_the_layer_are_learned_again(backend):
+    """An fd closed with the backend's close() (not this layer's) and reused by a map with
+    smaller sizes: the check learns the sizes again before it refuses a buffer."""
+    a, b = LibBpf(backend), LibBpf(backend)
+    fd = a.bpf_map_create(BPF_MAP_TYPE_HASH, "big", 4, 64, 4, None)
+    assert a.bpf_map_update_elem(fd, bytes(4), bytes(64), 0) == 0      # a learns 4/64
+    backend.close(fd)
+    fd2 = b.bpf_map_create(BPF_MAP_TYPE_HASH, "small", 4, 8, 4, None)
+    assert fd2 == fd
+    assert a.bpf_map_update_elem(fd2, bytes(4), bytes(8), 0) == 0      # not a ValueError
+    backend.close(fd2)
