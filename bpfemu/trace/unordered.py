@@ -20,7 +20,8 @@ same way: each (key, value) pair the recording returned is the map's at that poi
 complete batch walk (from a NULL in_batch, each call from the token the one before returned)
 returned every key once; which keys came in which batch, the count, the token and ENOSPC
 (which depends on how many keys share a bucket) are not compared. The report says how many
-calls were relaxed this way, and why.
+calls were relaxed this way, and why. The kernel's behaviour this relies on:
+docs/walk-order-and-seed.md.
 """
 import errno
 import struct
