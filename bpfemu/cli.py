@@ -224,7 +224,9 @@ def main(argv=None) -> int:
         p.print_help()
         return EXIT_BAD
     try:
-        return a.func(a)
+        status = a.func(a)
+        sys.stdout.flush()              # inside the try: a reader gone by now is EXIT_PIPE too
+        return status
     except KeyboardInterrupt:
         sys.stderr.write("bpfemu: interrupted\n")
         return EXIT_INTERRUPTED

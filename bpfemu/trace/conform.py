@@ -126,6 +126,7 @@ def conform(names=None, *, kernel: str = "auto", out=None, verbose: int = 0,
     src = "the live kernel (recorded now)" if use_kernel else \
         f"the golden corpus ({GOLDEN_DIR}), since the live kernel is not usable: {why_not}"
     out.write(f"bpfemu conform: the emulator against {src}\n\n")
+    out.flush()
     table = Table()
     pending = pending_commands(names)
     result = ConformResult()
@@ -157,6 +158,7 @@ def conform(names=None, *, kernel: str = "auto", out=None, verbose: int = 0,
             if not rep.ok and name in pending:
                 note = f" (the emulator does not implement {', '.join(pending[name])} yet)"
             out.write(f"{name:22s} {rep.records:6d} calls ({origin}): {status}{note}\n")
+            out.flush()                     # a line per scenario as it ends, also into a pipe
             if not rep.ok and verbose:
                 for d in rep.differences:
                     out.write("\n".join("    " + line for line in str(d).splitlines()) + "\n")
