@@ -42,7 +42,7 @@ import errno
 
 from .errors import BpfError
 
-__all__ = ["DataPlane", "fetch_add", "check_atomic", "typed_view"]
+__all__ = ["DataPlane", "fetch_add", "check_atomic", "typed_view", "FieldView"]
 
 
 def check_atomic(offset: int, size: int) -> None:
@@ -69,11 +69,41 @@ def fetch_add(view, offset: int, size: int, delta: int) -> int:
 
 
 def typed_view(view, as_type):
-    """A ctypes instance of as_type sharing view's bytes (writes go through to the map)."""
+    """The value seen as the ctypes type as_type, as a program casts its pointer: over a
+    memoryview, an instance of as_type sharing its bytes; over any other view that reads
+    with ``tobytes()`` and writes with slice assignment (HostDataPlane's), a FieldView that
+    reads and writes each field through it."""
     size = ctypes.sizeof(as_type)
     if size > len(view):
         raise ValueError(f"{as_type.__name__} is {size} bytes; the value is {len(view)}")
-    return as_type.from_buffer(view)
+    if isinstance(view, memoryview):
+        return as_type.from_buffer(view)
+    return FieldView(view, as_type)
+
+
+class FieldView:
+    """A Structure's fields over a value view that is not memory: each read decodes the
+    view's bytes now, each assignment writes the field's bytes back through the view."""
+
+    def __init__(self, view, as_type):
+        object.__setattr__(self, "_view", view)
+        object.__setattr__(self, "_type", as_type)
+
+    def _now(self):
+        return self._type.from_buffer_copy(bytes(self._view.tobytes())[:ctypes.sizeof(self._type)])
+
+    def __getattr__(self, name):
+        return getattr(self._now(), name)
+
+    def __setattr__(self, name, value):
+        ftype = next((f[1] for f in self._type._fields_ if f[0] == name), None)
+        if ftype is None:
+            raise AttributeError(f"{self._type.__name__} has no field {name!r}")
+        obj = self._now()
+        setattr(obj, name, value)
+        start = getattr(self._type, name).offset        # a bit field: its storage unit
+        end = start + ctypes.sizeof(ftype)
+        self._view[start:end] = bytes(obj)[start:end]
 
 
 class DataPlane:
