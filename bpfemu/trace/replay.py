@@ -252,6 +252,14 @@ class EmulatorTarget:
                 pass
         return out
 
+    def reconcile(self, fd, deletes, updates) -> None:
+        """Delete these keys and store these {key: value}s (syscall layout), out of band."""
+        m = self.emu.map_of(fd)
+        for k in deletes:
+            m.ops.map_delete_elem(m, k)
+        for k, v in updates.items():
+            m.ops.map_update_elem_sys(m, k, v, 0)
+
     def finish(self):
         self.emu.close_all()
 
@@ -357,6 +365,20 @@ class HostTarget:
             if self.backend.bpf(C.BPF_MAP_LOOKUP_ELEM, attr, 32) == 0:
                 out[k] = value.raw[:vs]
         return out
+
+    def reconcile(self, fd, deletes, updates) -> None:
+        """Delete these keys and store these {key: value}s: DELETE/UPDATE_ELEM calls."""
+        import ctypes
+        attr = ctypes.create_string_buffer(32)
+        for k in deletes:
+            key = ctypes.create_string_buffer(k, len(k))
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key), 0, 0)
+            self.backend.bpf(C.BPF_MAP_DELETE_ELEM, attr, 32)
+        for k, v in updates.items():
+            key, value = ctypes.create_string_buffer(k, len(k)), ctypes.create_string_buffer(v, len(v))
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
+                             ctypes.addressof(value), 0)
+            self.backend.bpf(C.BPF_MAP_UPDATE_ELEM, attr, 32)
 
     def finish(self):
         self.pages.release()
@@ -534,6 +556,10 @@ class Replayer:
 
         if cmd in (C.BPF_OBJ_PIN, C.BPF_OBJ_GET):
             self.t.needs_bpffs()
+        rfd = self._map_fd(rec)
+        unordered = rfd in self.fd_map and is_unordered(self.fd_meta.get(rfd))
+        if unordered and cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+            before_batch = self.unordered.snapshot(self.fd_map[rfd])
         reloc = self.t.plan([attr] + bufs)
         if reloc is not None:
             self._relocate(cmd, attr, bufs, reloc)
@@ -562,14 +588,17 @@ class Replayer:
             act = self._read_back(b)
             if act != bytes(b.after):
                 items.append(_bytes_item(b.field, b.addr, bytes(b.after), act))
-        rfd = self._map_fd(rec)
-        if cmd == C.BPF_MAP_GET_NEXT_KEY and rfd in self.fd_map \
-                and is_unordered(self.fd_meta.get(rfd)):
+        if unordered and cmd == C.BPF_MAP_GET_NEXT_KEY:
             items = self.unordered.step(rec, rfd, self.fd_map[rfd], expected, ret, items)
-        elif cmd == C.BPF_MAP_LOOKUP_BATCH and rfd in self.fd_map \
-                and is_unordered(self.fd_meta.get(rfd)):
+        elif unordered and cmd == C.BPF_MAP_LOOKUP_BATCH:
             items = self.unordered.batch(rec, rfd, self.fd_map[rfd],
                                          self.fd_meta[rfd]["key_size"], expected, ret, items)
+        elif unordered and cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+            bfd = self.fd_map[rfd]
+            self.unordered.walks_disturbed()
+            items = self.unordered.batch(
+                rec, rfd, bfd, self.fd_meta[rfd]["key_size"], expected, ret, items,
+                contents_before=before_batch, reconcile=lambda dels, ups: self.t.reconcile(bfd, dels, ups))
         else:
             self.unordered.other_call(cmd)
         if not items:

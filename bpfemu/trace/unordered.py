@@ -19,8 +19,11 @@ Everything else of the step (which key came, whether the walk ended there) is no
 same way: each (key, value) pair the recording returned is the map's at that point, and a
 complete batch walk (from a NULL in_batch, each call from the token the one before returned)
 returned every key once; which keys came in which batch, the count, the token and ENOSPC
-(which depends on how many keys share a bucket) are not compared. The report says how many
-calls were relaxed this way, and why. The kernel's behaviour this relies on:
+(which depends on how many keys share a bucket) are not compared. ``LOOKUP_AND_DELETE_BATCH``
+is checked the same way against the map as it was before the call, and afterwards the
+backend's map is made what the recording's was (the recorded batch deleted, the keys the
+backend deleted instead put back with their values), so that the calls after it replay on
+the same keys. The report says how many calls were relaxed this way, and why. The kernel's behaviour this relies on:
 docs/walk-order-and-seed.md.
 """
 import errno
@@ -80,9 +83,22 @@ class UnorderedWalks:
             for w in list(self.walks.values()) + list(self.batch_walks.values()):
                 w.checkable = False
 
+    def walks_disturbed(self) -> None:
+        """A LOOKUP_AND_DELETE_BATCH changed a map: GET_NEXT_KEY walks can no longer be
+        checked for completeness (its own batch walk goes on)."""
+        for w in self.walks.values():
+            w.checkable = False
+
+    def snapshot(self, backend_fd: int) -> dict:
+        """The map's contents before a LOOKUP_AND_DELETE_BATCH call."""
+        return self.map_items(backend_fd) if self.map_items is not None else {}
+
     def batch(self, rec: dict, fd: int, backend_fd: int, key_size: int, expected: int,
-              ret: int, items: list) -> list:
-        """The differences of a LOOKUP_BATCH call, relaxed like a walk step."""
+              ret: int, items: list, contents_before: dict | None = None,
+              reconcile=None) -> list:
+        """The differences of a LOOKUP_BATCH call (or, with the map's contents before it,
+        ``contents_before``, and ``reconcile(deletes, updates)``, a LOOKUP_AND_DELETE_BATCH), relaxed like a
+        walk step."""
         loose = (0, _ENOENT, -errno.ENOSPC)
         if expected not in loose or ret not in loose or self.map_items is None:
             return items
@@ -94,7 +110,8 @@ class UnorderedWalks:
         in_batch = struct.unpack_from("<Q", before, 0)[0] if len(before) >= 8 else 0
         count = struct.unpack_from("<I", after, 32)[0] if len(after) >= 36 and expected in (
             0, _ENOENT) else 0
-        contents = self.map_items(backend_fd)
+        contents = (contents_before if contents_before is not None
+                    else self.map_items(backend_fd))
         keys = set(contents)
         w = self.batch_walks.get(fd)
         token_in = _field(rec, "read", "in_batch")
@@ -122,6 +139,15 @@ class UnorderedWalks:
                 out.append((f"keys[{i}] {why}", "each key once in a batch walk",
                             f"{k.hex(' ')} a second time"))
             w.seen.add(k)
+        if reconcile is not None:
+            # The recording deleted the keys it returned; the backend deleted its own batch.
+            deleted = {rkeys[i * key_size:(i + 1) * key_size] for i in range(count)}
+            want = {k: v for k, v in contents.items() if k not in deleted}
+            now = set(self.map_items(backend_fd))
+            reconcile(now - set(want), {k: v for k, v in want.items() if k not in now})
+            if w.checkable:
+                w.keys = set(want)      # the walk goes on over what is left
+                w.seen = set()
         if expected == 0:
             w.last = _field(rec, "written", "out_batch", "after")
         elif expected == _ENOENT:
@@ -187,7 +213,7 @@ class UnorderedWalks:
                        f"{self.walks_checked} complete walks returned every key once and "
                        f"ended with ENOENT")
         if self.batches_relaxed:
-            out.append(f"relaxed: {self.batches_relaxed} LOOKUP_BATCH calls on hash maps "
+            out.append(f"relaxed: {self.batches_relaxed} LOOKUP(_AND_DELETE)_BATCH calls on hash maps "
                        f"without BPF_F_ZERO_SEED were not compared byte for byte (keys, "
                        f"values, count, token, ENOSPC), since {WHY}; checked instead: each "
                        f"pair returned was the map's at that point, and each of "
