@@ -136,8 +136,7 @@ class _S(ctypes.Structure):
 ])
 def test_map_ints_that_do_not_fit_raise_instead_of_wrapping(backend, key, value, message):
     """`m[-1] = 2**70 + 3` on a c_uint32 -> c_uint64 Map stored (4294967295, 3)."""
-    import ctypes as ct
-    m = Map.create(backend, BPF_MAP_TYPE_HASH, ct.c_uint32, ct.c_uint64, 4)
+    m = Map.create(backend, BPF_MAP_TYPE_HASH, ctypes.c_uint32, ctypes.c_uint64, 4)
     with pytest.raises(OverflowError, match=message):
         m[key] = value
     assert len(m) == 0

@@ -1,6 +1,5 @@
 """Replaying a walk of a hash map without BPF_F_ZERO_SEED: its order is the kernel's random
 seed's, so the replay checks what does not depend on it, and says so."""
-import gzip
 import json
 
 import pytest
