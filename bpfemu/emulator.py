@@ -32,6 +32,7 @@ class Emulator:
             raise ValueError("nr_cpus must be at least 1")
         self.mem = mem if mem is not None else ProcessMemory()
         self.fds = FdTable()
+        self.fds.on_stale = self.forget_decoded_calls
         self.map_idr = IdrCyclic()
         self.btf_idr = IdrCyclic()              # BTF ids: a space of their own, as btf_idr
         self.prog_idr = IdrCyclic()             # program ids, as prog_idr
@@ -130,6 +131,8 @@ class Emulator:
 
     def close(self, fd: int) -> int:
         """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""
+        if not isinstance(fd, int) or not -0x80000000 <= fd <= 0x7FFFFFFF:
+            return -errno.EBADF                 # not an fd a C caller could name
         with self.lock:
             try:
                 released = self.fds.close(fd)

@@ -167,6 +167,7 @@ class FdTable:
         self._dead_wds: list[int] = []             # filled by _WATCHER.poll()
         self._orphans: list = []                   # released by install(), handed out by reap()
         self._overflowed = False
+        self.on_stale = None        # called when lookup() finds an fd closed behind our back
 
     def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
         """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj, the memfd named
@@ -221,12 +222,17 @@ class FdTable:
 
     def lookup(self, ufd: int) -> OpenFile:
         """fdget() of a map fd (__bpf_map_get). EBADF when the fd is not open; EINVAL when it
-        is open but is not an emulated map."""
-        # DEVIATION(fd-close): an fd closed behind our back (os.close() rather than
-        # Emulator.close()) stays in self.files until reap() sees its watch go, so until then
-        # element commands still reach its map where Linux says EBADF. Noticing at once would
-        # cost a syscall on every call.
-        f = self.files.get(ufd)
+        is open but is not an emulated map.
+
+        A known fd is checked to be still the memfd it was (one fstat), so an fd closed
+        behind our back (os.close() rather than Emulator.close()) is EBADF at once, and one
+        that another file took since is that file: EINVAL, or a map if it is a dup of one."""
+        # DEVIATION(fd-close): a decoded call (a raw bpf() loop on the same attr object,
+        # fastpath.py) does not look its fd up, so after os.close() it still reaches the old
+        # map until the emulator next forgets its decoded calls (any Emulator.close(), a
+        # checked call that finds an fd gone, a freeze, a pin change); Linux says EBADF at
+        # once. An fstat there would cost more than the decoded call itself.
+        f = self._still_open(self.files, ufd)
         if f is not None:
             return f
         f = self._lookup_slow(ufd)
@@ -237,10 +243,35 @@ class FdTable:
     def lookup_any(self, ufd: int) -> OpenFile:
         """fdget() of a bpf object of any kind (the caller checks f.kind, as the kernel
         checks f_op). EBADF when the fd is not open, EINVAL when it is no bpf object."""
-        f = self.files.get(ufd) or self.others.get(ufd)
+        f = self._still_open(self.files, ufd) or self._still_open(self.others, ufd)
         if f is not None:
             return f
         return self._lookup_slow(ufd)
+
+    def _still_open(self, table: dict, ufd: int):
+        """table's description under ufd if that fd still holds its memfd, else None (and
+        the stale entry dropped)."""
+        f = table.get(ufd)
+        if f is None:
+            return None
+        try:
+            st = os.fstat(ufd)
+            if (st.st_dev, st.st_ino) == f.key:
+                return f
+        except OSError:
+            pass
+        self._drop_stale(table, ufd, f)
+        return None
+
+    def _drop_stale(self, table: dict, fd: int, f: OpenFile) -> None:
+        """fd no longer holds f's memfd (closed, or reused by another file): forget it, and
+        every decoded call with it (on_stale). The object itself goes when its memfd dies
+        (reap())."""
+        if table.get(fd) is f:
+            del table[fd]
+        f.fds.discard(fd)
+        if self.on_stale is not None:
+            self.on_stale()
 
     def _lookup_slow(self, ufd: int) -> OpenFile:
         fd = ufd - (1 << 32) if ufd > INT_MAX else ufd   # the u32 field is an int in the kernel

@@ -165,7 +165,7 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, value_ptr, flags = _ELEM.unpack_from(raw)
     if flags & ~BPF_F_LOCK:
         raise BpfError(_EINVAL)                 # 6.18 checks flags before the fd
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_READ:
         raise BpfError(_EPERM)
@@ -180,7 +180,7 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
 
 def map_update_elem(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, value_ptr, flags = _ELEM.unpack_from(raw)
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_WRITE or m.frozen:
         raise BpfError(_EPERM)
@@ -194,7 +194,7 @@ def map_update_elem(emu, raw: bytes, attr) -> int:
 
 def map_delete_elem(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, _, _ = _ELEM.unpack_from(raw)
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_WRITE or m.frozen:
         raise BpfError(_EPERM)
@@ -206,7 +206,7 @@ def map_delete_elem(emu, raw: bytes, attr) -> int:
 
 def map_get_next_key(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, next_key_ptr, _ = _ELEM.unpack_from(raw)
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_READ:
         raise BpfError(_EPERM)

@@ -98,7 +98,11 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
     """sys_bpf past the call made last: a decoded call, or the whole entry. A function of its
     own so that sys_bpf's frame, which every call pays for, holds only the fast path's locals."""
     generation = emu.decoded_generation
-    call = emu.decoded_calls.get(id(attr) << 6 | cmd)
+    try:
+        call = emu.decoded_calls.get(id(attr) << 6 | cmd)
+    except TypeError:
+        # cmd is not an int: no command has that number (EINVAL, in the entry's order).
+        cmd, call = -1, None
     if call is not None and call[0] == cmd and call[1] == size:
         # The same command on the same attr bytes as a call already decoded (fastpath.py):
         # every check before the key copy would pass again, so only the rest runs.
@@ -127,9 +131,15 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
                 return -e.errno
             finally:
                 lock.release()
+    if attr is None:
+        attr = 0                                # NULL
     with emu.lock:
         try:
             asked = size
+            if not isinstance(size, int):
+                raise BpfError(_EINVAL)         # no C caller can pass it; as HostKernel
+            if not isinstance(attr, int) and not _is_buffer(attr):
+                raise BpfError(_EFAULT)         # not a pointer at all: as HostKernel
             size &= 0xFFFFFFFF                  # unsigned int size
             union = emu.attr_size
             if size > union:
@@ -170,6 +180,14 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
                         _remember(emu, cmd, attr, asked, whole, decoded)
         except BpfError as e:
             return -e.errno
+
+
+def _is_buffer(attr) -> bool:
+    try:
+        memoryview(attr)
+        return True
+    except TypeError:
+        return False
 
 
 def _make_last(emu, call: list, generation: int) -> None:

@@ -33,6 +33,7 @@ from ..uapi.consts import BpfCmd as C
 from . import decode
 from .decode import FD_RESULT_CMDS, NESTED_IDS, NESTED_PTRS, PTR_FIELDS, hexbytes, render_call
 from .format import Trace, TraceError, errno_name, record_result
+from .unordered import UnorderedWalks, is_unordered
 
 # An fd number that is never open (above any RLIMIT_NOFILE the kernel allows, below INT_MAX).
 _now = time.perf_counter
@@ -227,6 +228,38 @@ class EmulatorTarget:
         except KeyError:
             return None
 
+    def map_keys(self, fd) -> set:
+        """Every key of the map behind fd now, out of band (its own get_next_key op)."""
+        m = self.emu.map_of(fd)
+        keys, key = set(), None
+        while True:
+            try:
+                key = bytes(m.ops.map_get_next_key(m, key))
+            except BpfError:
+                return keys
+            if key in keys:             # a walk never repeats itself; do not loop
+                return keys
+            keys.add(key)
+
+    def map_items(self, fd) -> dict:
+        """{key: value} of the map behind fd now, out of band (its syscall lookup op)."""
+        m = self.emu.map_of(fd)
+        out = {}
+        for k in self.map_keys(fd):
+            try:
+                out[k] = bytes(m.ops.map_lookup_elem_sys(m, k))
+            except BpfError:
+                pass
+        return out
+
+    def reconcile(self, fd, deletes, updates) -> None:
+        """Delete these keys and store these {key: value}s (syscall layout), out of band."""
+        m = self.emu.map_of(fd)
+        for k in deletes:
+            m.ops.map_delete_elem(m, k)
+        for k, v in updates.items():
+            m.ops.map_update_elem_sys(m, k, v, 0)
+
     def finish(self):
         self.emu.close_all()
 
@@ -295,6 +328,58 @@ class HostTarget:
         m = backend_map_meta(self.backend, fd)
         return m.id if m is not None else None
 
+    def map_keys(self, fd) -> set:
+        """Every key of the map behind fd now: a GET_NEXT_KEY walk in buffers of our own."""
+        import ctypes
+        from .recorder import backend_map_meta
+        m = backend_map_meta(self.backend, fd)
+        n = m.key_size if m is not None else 0
+        key, nxt = ctypes.create_string_buffer(max(n, 1)), ctypes.create_string_buffer(max(n, 1))
+        attr = ctypes.create_string_buffer(24)
+        keys, first = set(), True
+        while m is not None:
+            struct.pack_into("<IIQQ", attr, 0, fd, 0, 0 if first else ctypes.addressof(key),
+                             ctypes.addressof(nxt))
+            if self.backend.bpf(C.BPF_MAP_GET_NEXT_KEY, attr, 24) != 0 or nxt.raw[:n] in keys:
+                break
+            keys.add(nxt.raw[:n])
+            key.raw, first = nxt.raw, False
+        return keys
+
+    def map_items(self, fd) -> dict:
+        """{key: value} of the map behind fd now: LOOKUP_ELEM in buffers of our own."""
+        import ctypes
+        from ..profile import host_possible_cpus
+        from .recorder import backend_map_meta
+        m = backend_map_meta(self.backend, fd)
+        if m is None:
+            return {}
+        vs = m.value_size_sys(host_possible_cpus())
+        key, value = ctypes.create_string_buffer(max(m.key_size, 1)), ctypes.create_string_buffer(vs)
+        attr = ctypes.create_string_buffer(32)
+        out = {}
+        for k in self.map_keys(fd):
+            key.raw = k
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
+                             ctypes.addressof(value), 0)
+            if self.backend.bpf(C.BPF_MAP_LOOKUP_ELEM, attr, 32) == 0:
+                out[k] = value.raw[:vs]
+        return out
+
+    def reconcile(self, fd, deletes, updates) -> None:
+        """Delete these keys and store these {key: value}s: DELETE/UPDATE_ELEM calls."""
+        import ctypes
+        attr = ctypes.create_string_buffer(32)
+        for k in deletes:
+            key = ctypes.create_string_buffer(k, len(k))
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key), 0, 0)
+            self.backend.bpf(C.BPF_MAP_DELETE_ELEM, attr, 32)
+        for k, v in updates.items():
+            key, value = ctypes.create_string_buffer(k, len(k)), ctypes.create_string_buffer(v, len(v))
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
+                             ctypes.addressof(value), 0)
+            self.backend.bpf(C.BPF_MAP_UPDATE_ELEM, attr, 32)
+
     def finish(self):
         self.pages.release()
         if self.mounted:
@@ -355,6 +440,8 @@ class ReplayReport:
     differences: list = field(default_factory=list)   # the first max_diffs Difference objects
     warnings: list = field(default_factory=list)
     relocated: int = 0
+    truncated: bool = False                     # the trace ends early: later calls not checked
+    relaxed: list = field(default_factory=list)  # checks relaxed, and why (one line each)
     seconds: float = 0.0
     call_seconds: float = 0.0                   # of which inside the backend's bpf()
 
@@ -368,7 +455,12 @@ class ReplayReport:
              + ("no differences" if self.ok else f"{self.differing} differ"))
         if self.relocated:
             s += f"; {self.relocated} relocated"
+        if self.truncated:
+            s += "; INCOMPLETE: the trace ends early"
         return s
+
+    def relaxed_notes(self) -> list:
+        return [f"{self.path}: {note}" for note in self.relaxed]
 
 
 # --- the replayer ----------------------------------------------------------------------------
@@ -382,6 +474,8 @@ class Replayer:
         self.id_map: dict[int, int] = {}        # recorded map id -> backend map id
         self._devnull = None
         self.call_seconds = 0.0                 # time inside the backend's bpf()
+        self.fd_meta: dict[int, dict] = {}      # recorded map fd -> its recorded "map"
+        self.unordered = UnorderedWalks(target.map_keys, target.map_items)
 
     # fds -------------------------------------------------------------------------------
     def _file_fd(self) -> int:
@@ -462,6 +556,10 @@ class Replayer:
 
         if cmd in (C.BPF_OBJ_PIN, C.BPF_OBJ_GET):
             self.t.needs_bpffs()
+        rfd = self._map_fd(rec)
+        unordered = rfd in self.fd_map and is_unordered(self.fd_meta.get(rfd))
+        if unordered and cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+            before_batch = self.unordered.snapshot(self.fd_map[rfd])
         reloc = self.t.plan([attr] + bufs)
         if reloc is not None:
             self._relocate(cmd, attr, bufs, reloc)
@@ -490,10 +588,30 @@ class Replayer:
             act = self._read_back(b)
             if act != bytes(b.after):
                 items.append(_bytes_item(b.field, b.addr, bytes(b.after), act))
+        if unordered and cmd == C.BPF_MAP_GET_NEXT_KEY:
+            items = self.unordered.step(rec, rfd, self.fd_map[rfd], expected, ret, items)
+        elif unordered and cmd == C.BPF_MAP_LOOKUP_BATCH:
+            items = self.unordered.batch(rec, rfd, self.fd_map[rfd],
+                                         self.fd_meta[rfd]["key_size"], expected, ret, items)
+        elif unordered and cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+            bfd = self.fd_map[rfd]
+            self.unordered.walks_disturbed()
+            items = self.unordered.batch(
+                rec, rfd, bfd, self.fd_meta[rfd]["key_size"], expected, ret, items,
+                contents_before=before_batch, reconcile=lambda dels, ups: self.t.reconcile(bfd, dels, ups))
+        else:
+            self.unordered.other_call(cmd)
         if not items:
             return None
         return Difference(self.path, n, rec.get("seq", n - 1), render_call(rec),
                           decode.render_result(*_res(ret)), items)
+
+    @staticmethod
+    def _map_fd(rec):
+        for f in rec.get("fds", ()):
+            if f.get("field") == "map_fd" and f.get("kind") == "map":
+                return f["fd"]
+        return None
 
     def _read_back(self, b: _Buf) -> bytes:
         out = bytearray(b.after if b.after is not None else b.before)
@@ -523,6 +641,7 @@ class Replayer:
         self.fd_map[rfd] = fd
         m = rec.get("map")
         if m is not None:
+            self.fd_meta[rfd] = m
             self.fd_type[rfd] = m.get("type")
             rid = m.get("id")
             if rid:
@@ -531,6 +650,7 @@ class Replayer:
                     self.id_map[rid] = bid
 
     def run_close(self, n: int, rec: dict):
+        self.unordered.other_call(None)
         fd, kind = rec["fd"], rec.get("kind", "map")
         self.t.set_cpu(rec.get("cpu"))
         ret = self.t.close(self.translate_fd(fd, kind))
@@ -676,6 +796,7 @@ def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=No
     finally:
         rep.seconds = time.perf_counter() - start
         rep.call_seconds = r.call_seconds
+        rep.relaxed = r.unordered.notes()
         r.finish()
         target.finish()
         if isinstance(target, HostTarget):
@@ -686,6 +807,7 @@ def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=No
                     "(recorded on a simulated address space); real memory faults only at page "
                     "boundaries, so those calls may read or write further on the kernel")
     rep.warnings.extend(t.warnings)
+    rep.truncated = not t.ended
     return rep
 
 

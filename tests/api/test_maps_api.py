@@ -166,8 +166,10 @@ def test_ctypes_keys_from_tuples_and_other_ctypes(maps):
     m[{"saddr": 9}] = {"packets": 1}               # or by name
     assert m[FlowKey(saddr=9)].packets == 1
     u = maps(HASH, ctypes.c_uint32, ctypes.c_uint32, 4)
-    u[ctypes.c_uint16(5)] = ctypes.c_int32(-1)    # other ctypes integers: by value
-    assert u[5].value == 0xFFFFFFFF
+    u[ctypes.c_uint16(5)] = ctypes.c_int32(7)     # other ctypes integers: by value
+    assert u[5].value == 7
+    with pytest.raises(OverflowError, match="value -1 does not fit c_uint"):
+        u[5] = ctypes.c_int32(-1)                 # a value that does not fit: no wrapping
     with pytest.raises(TypeError, match="c_uint"):
         u["five"] = 1
 
