@@ -23,12 +23,11 @@ from bpfemu.profile import host_possible_cpus
 from bpfemu.uapi import consts as c
 
 from tests.api.conftest import is_host
-from tests.support import NCPU
+from tests.support import ENOTSUPP, NCPU, u32, u64
 
 HASH, ARRAY = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_ARRAY
 PERCPU_HASH, PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY
 LRU_HASH = c.BPF_MAP_TYPE_LRU_HASH
-ENOTSUPP = 524
 
 LAYOUT = json.loads((pathlib.Path(__file__).resolve().parents[2] / "abi" / "linux-6.18" /
                      "layout.json").read_text())["layouts"]
@@ -70,14 +69,6 @@ LIBBPF_ATTR_SIZE = {
     "bpf_obj_get": offsetofend("obj", "path_fd"),
     "bpf_obj_get_opts": offsetofend("obj", "path_fd"),
 }
-
-
-def u32(n):
-    return struct.pack("<I", n)
-
-
-def u64(n):
-    return struct.pack("<Q", n)
 
 
 def last_call(lib):

@@ -7,7 +7,6 @@ PERCPU_ARRAY columns are left to the array tests.
 """
 import ctypes
 import errno
-import mmap
 import os
 
 import pytest
@@ -15,13 +14,11 @@ import pytest
 from bpfemu.maps import MAP_TYPES
 from bpfemu.uapi import consts as c
 
-from tests.support import attr_buf, map_create_attr
+from tests.support import ENOTSUPP, PAGE, attr_buf, map_create_attr, page_before_hole
 
 OK = 0
 EPERM, EBADF, E2BIG, EFAULT, EINVAL = errno.EPERM, errno.EBADF, errno.E2BIG, errno.EFAULT, errno.EINVAL
 EOPNOTSUPP = errno.EOPNOTSUPP
-ENOTSUPP = 524
-PAGE = 4096
 
 HASH, PERCPU_HASH = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH
 LRU_HASH, LRU_PERCPU_HASH = c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH
@@ -34,20 +31,6 @@ TOKEN_FD = 0x10000
 
 # Placeholders resolved per test: a closed fd number, and an open fd that is no BPF object.
 CLOSED, OPEN = "closed-fd", "open-fd"
-
-_keep = []
-
-
-def page_before_hole() -> int:
-    """A read-write page followed by a PROT_NONE page (reserved, so nothing lands there)."""
-    m = mmap.mmap(-1, 2 * PAGE)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    libc = ctypes.CDLL(None)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    assert libc.mprotect(addr + PAGE, PAGE, 0) == 0
-    _keep.append(m)
-    return addr
-
 
 def closed_fd_number(n: int = 999) -> int:
     while True:

@@ -178,7 +178,7 @@ def test_common_lru_harvest_reuse_order(pinned, case):
         for n in range(100, 108):
             assert p.prog_update(key_of(n), bytes([0x77]) * VALUE_SIZE, NOEXIST) == 0
             for name, side in (("kernel", p.host), ("emulator", p.emu)):
-                ret, buf = side.lookup(key_of(n))
+                ret, buf = side.lookup(side.fd, key_of(n))
                 assert ret == 0
                 revealed[name].append(buf[VALUE_SIZE])     # slot 0's first padding byte
             p.keys()
