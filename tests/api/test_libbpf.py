@@ -85,7 +85,7 @@ def info_of(lib, fd) -> bpf_map_info:
 # --- attr sizes --------------------------------------------------------------------------------
 
 def test_the_expected_sizes_are_libbpfs():
-    """The layout gives the numbers libbpf 1.6 is known to send (interception.md §1 lists
+    """The layout gives the numbers libbpf 1.6 is known to send (the clients' recorded calls list
     libbpf 1.1's, which differ only for MAP_CREATE (72) where 6.18 grew the attr)."""
     assert LIBBPF_ATTR_SIZE["bpf_map_create"] == 92
     assert LIBBPF_ATTR_SIZE["bpf_map_update_elem"] == 32

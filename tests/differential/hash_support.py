@@ -32,7 +32,7 @@ CONFIGS = [
 CONFIG_IDS = [cfg[0] for cfg in CONFIGS]
 
 # Flag values that are invalid for every element command that has a flags field
-# (syscall_layer.md §4.3 notes: 3, 5, 8, 16, 1<<32 and 1<<63 give EINVAL on all types).
+# (docs/linux-6.18.md#element-commands: 3, 5, 8, 16, 1<<32, 1<<63 are EINVAL on all types).
 BAD_FLAGS = [3, 5, 8, 16, 1 << 32, 1 << 63]
 
 # A closed fd and the "-1" fd; a non-map fd is made per test (a pipe).

@@ -2,7 +2,7 @@
 
 Every test body runs on the emulator and on the live kernel (the host run skips when bpf()
 is not permitted). Expected values are the live kernel's, as recorded in
-/work/shared/reference/syscall_layer.md §2.1, §2.2 and §8, and re-checked by the host run.
+docs/linux-6.18.md#the-entry, and re-checked by the host run.
 """
 import ctypes
 import errno
@@ -19,7 +19,7 @@ ATTR = 168          # sizeof(union bpf_attr) on 6.18
 
 HASH_ATTR = map_create_attr(c.BPF_MAP_TYPE_HASH, 4, 8, 4)
 
-# Each emulated command and the offset just past its last field (reference §2.2).
+# Each emulated command and the offset just past its last field (docs/linux-6.18.md#the-entry).
 LAST_FIELD_END = {
     c.BPF_MAP_CREATE: 92,
     c.BPF_MAP_LOOKUP_ELEM: 32,
