@@ -46,6 +46,7 @@ def u32(n: int) -> bytes:
 def u64(n: int) -> bytes:
     return struct.pack("<Q", n & (2**64 - 1))
 
+
 _host_reason = None
 _host_checked = False
 
