@@ -36,8 +36,8 @@ WALKS_PER_MAP = 32          # full walks per max_entries operations: a constant,
 
 def check_every(max_entries: int) -> int:
     """Operations between two full walks: every one for small maps (a walk is cheap there),
-    max_entries / WALKS_PER_MAP for big ones, well under one common-LRU eviction batch
-    (target_free, up to 128) at 4096 entries."""
+    max_entries / WALKS_PER_MAP for big ones (at 4096 entries, once per common-LRU eviction
+    batch of 128; the probe lookups look in between)."""
     return max(1, max_entries // WALKS_PER_MAP)
 
 
