@@ -10,7 +10,7 @@ import os
 
 # Kernel-internal code that leaks to user space (include/linux/errno.h); libc has no name for it.
 ENOTSUPP = 524
-# EBADFD is in errno but named here for readers of syscall_layer.md §2.3.
+# EBADFD is in errno but named here for readers of docs/linux-6.18.md#numbers.
 EBADFD = _errno.EBADFD
 
 _EXTRA_NAMES = {ENOTSUPP: "ENOTSUPP"}

@@ -9,7 +9,7 @@ can observe:
   it points at the current CPU's slot only, ``value_size`` bytes of it.
 * On LRU maps a program's lookup marks the element referenced (the verifier inlines the
   lookup together with "set ref if clear"), which protects it from the next eviction; the
-  syscall's lookup does not (reference/hashtab.md §4.8).
+  syscall's lookup does not (docs/linux-6.18.md#lru-maps).
 * ``bpf_map_update_elem()`` on a per-CPU map writes only the current CPU's slot; creating an
   element zeroes the other CPUs' values (``pcpu_init_value()`` with ``onallcpus = false``).
 * ``bpf_map_lookup_percpu_elem()`` reads any CPU's slot of a per-CPU map (and marks an

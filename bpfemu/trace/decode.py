@@ -7,7 +7,7 @@ bytes the kernel writes back. The ranges are what the kernel *may* touch for thi
 an over-approximation is harmless (a buffer that was never read is recreated anyway, one that
 was never written compares equal before and after), an omission would make replay fault.
 
-Sources: reference/syscall_layer.md §1.4 (layouts), §2.6 (attr write-back), §4-§6 (copies).
+Sources: docs/linux-6.18.md (#the-entry: layouts and write-backs; the command sections: copies).
 """
 import os
 import struct

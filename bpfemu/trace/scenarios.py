@@ -11,7 +11,7 @@ Rules that keep a recording replayable:
   without it the kernel seeds each map at random;
 - CPU-dependent behaviour (LRU) runs on an explicit CPU (``Caller.set_cpu``: pins the process
   on the kernel, sets ``emu.cpu`` on the emulator); the recorder records the CPU of each call;
-- only map commands and map types (syscall_layer.md §1) are used: other commands and types
+- only map commands and map types (docs/linux-6.18.md#numbers) are used: other commands and types
   are not emulated (DEVIATION(commands), DEVIATION(map-types)), so they are no conformance
   question;
 - nothing depends on memory pressure (ENOMEM) or on maps of other processes; the one scenario
@@ -141,7 +141,7 @@ LAST_END = {C.BPF_MAP_CREATE: 92, C.BPF_MAP_LOOKUP_ELEM: 32, C.BPF_MAP_UPDATE_EL
 @scenario(*ELEM)
 def entry(b):
     """bpf() entry: size limits, the tail past the union, copy faults, unknown commands, and
-    every map command's unused-fields-must-be-zero check (syscall_layer.md §2)."""
+    every map command's unused-fields-must-be-zero check (docs/linux-6.18.md#the-entry)."""
     k = Caller(b)
     good = _caller.create_attr(H, 4, 8, 4)
     for size in (4097, 8192, 65536, 0xFFFFFFFF):
@@ -216,7 +216,7 @@ def entry(b):
 @scenario(C.BPF_MAP_CREATE)
 def map_create(b):
     """BPF_MAP_CREATE for the six emulated map types: sizes, limits, every flag bit, NUMA,
-    tokens, BTF fields, offload, names, exclusive-map hashes (syscall_layer.md §3)."""
+    tokens, BTF fields, offload, names, exclusive-map hashes (docs/linux-6.18.md#map-creation)."""
     k = Caller(b)
 
     def try_create(*a, **kw):
@@ -456,7 +456,7 @@ def lru_percpu_hash_elem(b):
 
 @scenario(*ELEM)
 def elem_errors(b):
-    """Every errno path of the element commands in syscall_layer.md §4 and §8, in check order:
+    """Every errno path of the element commands (docs: #element-commands), in check order:
     tails, flags before or after the fd, EBADF/EINVAL fds, access modes (EPERM), EFAULT on each
     pointer (NULL, unmapped, read-only, cut by a page end), ENOENT, ENOTSUPP, F_LOCK."""
     k = Caller(b)
@@ -720,7 +720,7 @@ def _batch_walk(k, fd, ks, vsys, count, *, delete=False, limit=200):
 def batch_hash(b):
     """The four batch commands on the hash family: bucket-granular walks with every count,
     ENOSPC when a bucket does not fit, ENOENT at the end, lookup-and-delete walks, update
-    batches stopping at E2BIG, delete batches stopping at a missing key (syscall_layer.md §5)."""
+    batches stopping at E2BIG, delete batches stopping at a missing key (docs: #batch-commands)."""
     k = Caller(b)
     k.set_cpu(0)
     for t in HASHES:

@@ -18,12 +18,11 @@ from bpfemu.maps_api import Map
 from bpfemu.uapi import consts as c
 
 from tests.api.conftest import Recorder
-from tests.support import NCPU
+from tests.support import ENOTSUPP, NCPU
 
 HASH, ARRAY, LRU_HASH = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_ARRAY, c.BPF_MAP_TYPE_LRU_HASH
 PERCPU_HASH, PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY
 LRU_PERCPU_HASH = c.BPF_MAP_TYPE_LRU_PERCPU_HASH
-ENOTSUPP = 524
 
 
 class FlowKey(ctypes.Structure):

@@ -2,7 +2,7 @@
 FD_CLOEXEC, the access mode, readlink, closed and foreign fds, RDONLY/WRONLY fds, dup(),
 EMFILE, and concurrent BPF_NOEXIST updates.
 
-Expected values are the live kernel's (reference/syscall_layer.md §2.3-§2.5, §8), re-checked
+Expected values are the live kernel's (docs/linux-6.18.md#fds-and-permissions), re-checked
 by the host run. Map ids are left to the OBJ_GET_INFO_BY_FD tests.
 """
 import errno

@@ -1,6 +1,6 @@
 """bpfemu.progs: the program side of maps on the emulator (no privileges needed).
 
-Expected behaviour is the kernel's helpers as described in reference/hashtab.md §4.8 and §5
+Expected behaviour is the kernel's helpers as described in docs: #lru-maps, #per-cpu-values
 and checked against the live kernel in tests/differential/test_dataplane.py; here the
 emulator-only properties: live views, CPU selection, reference bits, argument checks.
 """
