@@ -1,11 +1,12 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
+import errno
 import random
 
 from .bpffs import BpfFs
 from .emu_lock import new_lock, track
 from .fastpath import NO_CALL
 from .errors import BpfError
-from .fdtable import FdTable, IdrCyclic
+from .fdtable import MAP_KIND, FdTable, IdrCyclic
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile
 from .syscall import build_dispatch, sys_bpf
@@ -32,6 +33,10 @@ class Emulator:
         self.mem = mem if mem is not None else ProcessMemory()
         self.fds = FdTable()
         self.map_idr = IdrCyclic()
+        self.btf_idr = IdrCyclic()              # BTF ids: a space of their own, as btf_idr
+        self.prog_idr = IdrCyclic()             # program ids, as prog_idr
+        from .btf_cmds import register_kernel_btf
+        register_kernel_btf(self)
         self.lock = new_lock()
         track(self)
         # (id(attr), cmd) -> an element call decoded before (fastpath.py); emptied by any
@@ -61,9 +66,16 @@ class Emulator:
         self.last_call = NO_CALL
         self.decoded_calls.clear()
 
-    def _unpinned(self, m) -> None:
+    def _unpinned(self, obj) -> None:
         with self.lock:
-            self.bpf_map_put(m)
+            self.bpf_obj_put_ref(obj)
+
+    def bpf_obj_put_ref(self, obj) -> None:
+        """Drop one reference on a map or a program (a pin's, or a failed pin's)."""
+        if hasattr(obj, "map_type"):
+            self.bpf_map_put(obj)
+        else:
+            obj.put(self)
 
     @property
     def nr_cpus(self) -> int:
@@ -91,6 +103,19 @@ class Emulator:
             self.map_idr.remove(m.id)
             raise
         m.refcnt += 1
+        attach = getattr(m, "attach_memfd", None)
+        if attach is not None:
+            # BPF_F_MMAPABLE: the values move into this fd's memfd, which outlives its fds
+            # while the map maps it, so its closes are seen by close() (fdtable.unwatch).
+            try:
+                attach(fd)
+            except OSError as e:                # no /proc, no memory: no map either
+                self.fds.unwatch(fd)            # so that close() releases it at once
+                for f in self.fds.close(fd):
+                    f.obj.refcnt -= 1
+                self.map_idr.remove(m.id)
+                raise BpfError(e.errno or errno.ENOMEM) from None
+            self.fds.unwatch(fd)
         return fd
 
     def bpf_map_put(self, m) -> None:
@@ -100,6 +125,8 @@ class Emulator:
             self.map_idr.remove(m.id)
             if m.ops.map_free is not None:
                 m.ops.map_free(m)
+            if m.btf is not None:
+                m.btf.put(self)                 # bpf_map_free(): btf_put(map->btf)
 
     def close(self, fd: int) -> int:
         """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""
@@ -110,7 +137,7 @@ class Emulator:
                 return -e.errno
             self.forget_decoded_calls()
             for f in released:             # the last fput() of each file
-                self.bpf_map_put(f.obj)
+                self.bpf_obj_put(f)
             return 0
 
     def reap_closed_fds(self) -> None:
@@ -122,7 +149,14 @@ class Emulator:
             if released:
                 self.forget_decoded_calls()
             for f in released:
-                self.bpf_map_put(f.obj)
+                self.bpf_obj_put(f)
+
+    def bpf_obj_put(self, f) -> None:
+        """The release of a file's last fd: drop its object's reference by the object's kind."""
+        if f.kind == MAP_KIND:
+            self.bpf_map_put(f.obj)
+        else:
+            f.obj.put(self)
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
@@ -133,9 +167,10 @@ class Emulator:
 
     def close_all(self) -> None:
         """Close every emulated fd (the process exiting)."""
-        for fd in list(self.fds.files):
-            if fd in self.fds.files:        # not released already with an earlier one
-                self.close(fd)
+        for table in (self.fds.files, self.fds.others):
+            for fd in list(table):
+                if fd in table:             # not released already with an earlier one
+                    self.close(fd)
 
     def __enter__(self):
         return self

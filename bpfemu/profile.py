@@ -36,6 +36,13 @@ LINUX_6_18_LAST_FIELD_END = {
     C.BPF_MAP_GET_FD_BY_ID: 12,            # open_flags
     C.BPF_OBJ_PIN: 20,                     # path_fd
     C.BPF_OBJ_GET: 20,
+    C.BPF_BTF_LOAD: 40,                    # btf_token_fd
+    C.BPF_BTF_GET_FD_BY_ID: 16,            # fd_by_id_token_fd
+    C.BPF_BTF_GET_NEXT_ID: 8,              # next_id
+    C.BPF_PROG_LOAD: 168,                  # keyring_id
+    C.BPF_PROG_GET_NEXT_ID: 8,             # next_id
+    C.BPF_PROG_GET_FD_BY_ID: 4,            # prog_id
+    C.BPF_PROG_BIND_MAP: 12,               # prog_bind_map.flags
 }
 
 
@@ -47,6 +54,10 @@ class KernelProfile:
     attr_size: int = 168                   # sizeof(union bpf_attr)
     nr_cmds: int = 38                      # __MAX_BPF_CMD
     nr_map_types: int = 34                 # __MAX_BPF_MAP_TYPE
+    nr_prog_types: int = 33                # __MAX_BPF_PROG_TYPE
+    # Program types BPF_PROG_LOAD refuses with EPERM on the reference kernel (LSM: the BPF
+    # LSM is not enabled; EXT): see docs/programs.md.
+    prog_types_refused: frozenset = frozenset({28, 29})
     last_field_end: dict = field(default_factory=lambda: dict(LINUX_6_18_LAST_FIELD_END))
     nr_cpus: int = field(default_factory=host_possible_cpus)   # num_possible_cpus()
     numa_nodes: frozenset = frozenset({0})  # online NUMA node ids

@@ -8,7 +8,7 @@ field must be zero) is EINVAL; then the handler. BpfError becomes -errno here an
 import ctypes
 import errno
 
-from . import batch_cmds, map_cmds, obj_cmds
+from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
 from .errors import BpfError
 from .fastpath import LOCKLESS_COMMANDS, MAX_DECODED_CALLS, NO_CALL
 from .usercopy import get_attr
@@ -35,11 +35,18 @@ COMMANDS = {
     C.BPF_MAP_GET_FD_BY_ID: obj_cmds.bpf_map_get_fd_by_id,
     C.BPF_OBJ_PIN: obj_cmds.bpf_obj_pin,
     C.BPF_OBJ_GET: obj_cmds.bpf_obj_get,
+    C.BPF_BTF_LOAD: btf_cmds.bpf_btf_load,
+    C.BPF_BTF_GET_FD_BY_ID: btf_cmds.bpf_btf_get_fd_by_id,
+    C.BPF_BTF_GET_NEXT_ID: btf_cmds.bpf_btf_get_next_id,
+    C.BPF_PROG_LOAD: prog_cmds.bpf_prog_load,
+    C.BPF_PROG_GET_NEXT_ID: prog_cmds.bpf_prog_get_next_id,
+    C.BPF_PROG_GET_FD_BY_ID: prog_cmds.bpf_prog_get_fd_by_id,
+    C.BPF_PROG_BIND_MAP: prog_cmds.bpf_prog_bind_map,
 }
 
 
 def _not_emulated(emu, raw, attr):
-    # DEVIATION(commands): programs, BTF, links, tokens and stats are not emulated; every such
+    # DEVIATION(commands): running programs, links, tokens and stats are not emulated; every such
     # command fails with EINVAL, the errno Linux gives for a command it does not know.
     raise BpfError(_EINVAL)
 

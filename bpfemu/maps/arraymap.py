@@ -19,6 +19,8 @@ from ..uapi import consts as F  # plain-int flag values (see consts.py)
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from .core import BpfMap, MapOps, round_up
+from .array_mmap import MmapValues, array_map_get_hash_mmapable
+from .map_btf import array_map_check_btf
 
 NUMA_NO_NODE = -1
 INT_MAX = 0x7FFFFFFF
@@ -70,6 +72,30 @@ def array_map_alloc_check(args, kernel) -> None:
         raise BpfError(errno.E2BIG)
 
 
+class MmapableArray(BpfArray):
+    """An ARRAY with BPF_F_MMAPABLE: its values are in the memfd of its first fd
+    (array_mmap.py), so that mmap() of that fd shares them."""
+
+    def __init__(self, args, kernel):
+        super().__init__(args, kernel)
+        self.values = MmapValues(args.max_entries, self.elem_size, args.value_size)
+
+    def attach_memfd(self, fd: int) -> None:
+        """Called once the map's first fd exists (bpf_map_new_fd)."""
+        self.values.attach(fd)
+        if self.map_flags & F.BPF_F_RDONLY_PROG:
+            # DEVIATION(mmap): Linux refuses a writable mapping of a map programs may only
+            # read with EACCES; the sealed memfd refuses it with EPERM.
+            self.values.seal_future_writes()
+
+    def write_active(self) -> bool:
+        """bpf_map_write_active(): a writable mapping of the values exists."""
+        return self.values.writable_mappings() > 0
+
+    def on_freeze(self) -> None:
+        self.values.seal_future_writes()
+
+
 def array_map_alloc(args, kernel) -> BpfArray:
     """array_map_alloc(): all elements exist and are zero from the start."""
     profile = kernel.profile
@@ -94,6 +120,8 @@ def array_map_alloc(args, kernel) -> BpfArray:
         # DEVIATION(memory): Linux fails with ENOMEM when the machine cannot provide the
         # memory; we refuse past the profile's budget and never try.
         raise BpfError(errno.ENOMEM)
+    if args.map_flags & F.BPF_F_MMAPABLE:
+        return MmapableArray(args, kernel)
     return BpfArray(args, kernel)
 
 
@@ -165,6 +193,8 @@ def array_map_get_next_key(array: BpfArray, key):
 def array_map_get_hash(array: BpfArray) -> bytes:
     """The SHA-256 of the value area (max_entries * elem_size bytes, padding included) that
     OBJ_GET_INFO_BY_FD reports for a frozen ARRAY; EPERM while the map can still change."""
+    if isinstance(array.values, MmapValues):
+        return array_map_get_hash_mmapable(array)
     if not array.frozen:
         raise BpfError(errno.EPERM)
     h = hashlib.sha256()
@@ -270,6 +300,7 @@ array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_value_hash=array_map_get_hash,
+    map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,      # no LOOKUP_AND_DELETE_BATCH or DELETE_BATCH
     map_update_batch=generic_map_update_batch,
 )
@@ -287,6 +318,7 @@ percpu_array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_lookup_percpu_elem=percpu_array_map_lookup_percpu_elem,
+    map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,
     map_update_batch=generic_map_update_batch,
 )

@@ -845,6 +845,11 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         if (flags & ~BPF_F_LOCK) > BPF_EXIST:
             raise BpfError(errno.EINVAL)
         _check_flags(l_old, flags)
+        if flags & BPF_F_LOCK and l_old is not None:
+            # copy_map_value_locked(): the value changes in place, the element keeps its
+            # place in its bucket (the lock word is the caller's to skip: map_btf.py).
+            _write_value_in_place(htab, l_old, value)
+            return
     if l_old is None:
         if len(elems) >= htab.max_entries:      # alloc_htab_elem(): no free element
             raise BpfError(errno.E2BIG)
@@ -871,6 +876,16 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
     _replace_elem(htab, l_new, l_old, key)
     if htab.extra_elems is None:
         free_htab_elem(htab, l_old)              # NO_PREALLOC frees it
+
+
+def _write_value_in_place(htab: BpfHtab, l: int, value) -> None:
+    size = htab.slot_size
+    arena = htab.arena
+    if arena is not None:
+        arena[l * size:l * size + size] = value
+    else:
+        o = (l & htab.chunk_mask) * size
+        htab.chunks[l >> htab.chunk_shift][o:o + size] = value
 
 
 def _pcpu_copy_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
