@@ -260,6 +260,14 @@ static int cmd_create(void)
 	return 0;
 }
 
+/* Privilege check: the effective uid, then a map create. */
+static int cmd_euid(void)
+{
+	printf("euid %d\n", (int)geteuid());
+	SHOW("create", map_create(BPF_MAP_TYPE_HASH, 4, 8, 4) >= 0 ? 0 : -1);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) return 2;
@@ -270,5 +278,6 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
 	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
 	if (!strcmp(argv[1], "create")) return cmd_create();
+	if (!strcmp(argv[1], "euid")) return cmd_euid();
 	return 2;
 }
