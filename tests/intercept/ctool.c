@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -260,6 +261,40 @@ static int cmd_create(void)
 	return 0;
 }
 
+/* LRU eviction depends on the CPU a call runs on: fill an LRU map past its size, the first
+ * half from CPU 0, the second from CPU 1, and print which keys survived. */
+static void run_on(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static int cmd_lru(int flags, int n)
+{
+	run_on(0);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_LRU_HASH; a.key_size = 4; a.value_size = 8;
+	a.max_entries = 32; a.map_flags = flags;
+	int fd = sys_bpf(BPF_MAP_CREATE, &a, sizeof(a));
+	if (fd < 0) { perror("create"); return 1; }
+	for (uint32_t k = 0; k < (uint32_t)n; k++) {
+		uint64_t v = k;
+		if (k == (uint32_t)n / 2)
+			run_on(1);              /* the second half from CPU 1 */
+		if (update(fd, &k, &v, BPF_ANY)) { perror("update"); return 1; }
+	}
+	uint64_t v;
+	printf("cpu %d survivors", sched_getcpu());
+	for (uint32_t k = 0; k < (uint32_t)n; k++)
+		if (lookup(fd, &k, &v) == 0)
+			printf(" %u", k);
+	printf("\n");
+	return 0;
+}
+
 /* Privilege check: the effective uid, then a map create. */
 static int cmd_euid(void)
 {
@@ -279,5 +314,6 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
 	if (!strcmp(argv[1], "create")) return cmd_create();
 	if (!strcmp(argv[1], "euid")) return cmd_euid();
+	if (!strcmp(argv[1], "lru")) return cmd_lru(atoi(argv[2]), atoi(argv[3]));
 	return 2;
 }

@@ -99,3 +99,17 @@ def test_pin_root_option(supervised, bpftool, public_dir):
     assert r.stdout.splitlines()[0] == "1: array  name a  flags 0x0"
     assert r.stdout.splitlines()[-1] == "bpf_fs"
     assert not os.path.exists(root)     # pins are the emulator's, nothing on disk
+
+
+@pytest.mark.parametrize("flags", [0, 2], ids=["common-lru", "BPF_F_NO_COMMON_LRU"])
+def test_lru_sees_the_callers_cpu(supervised, on_kernel, ctool, flags):
+    """A served call runs on the calling thread's CPU: an LRU map filled half from CPU 0 and
+    half from CPU 1 keeps the same keys as on the kernel."""
+    if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs CPUs 0 and 1")
+    emulated = supervised([ctool, "lru", str(flags), "100"])
+    assert emulated.returncode == 0, emulated.stderr
+    expected = {0: "cpu 1 survivors 48 49 " + " ".join(map(str, range(82, 100))) + "\n",
+                2: "cpu 1 survivors " + " ".join(map(str, [*range(36, 50), *range(86, 100)])) + "\n"}
+    assert emulated.stdout == expected[flags]
+    assert on_kernel([ctool, "lru", str(flags), "100"]).stdout == emulated.stdout
