@@ -65,3 +65,30 @@ def cmd_run(a) -> int:
         if trace is not None and traces:
             traces[0].finish()
     return exit_status(proc.wait())
+
+
+def record_command(argv: list) -> int:
+    """bpfemu record -o TRACE -- CMD [ARGS...]"""
+    i = argv.index("--")
+    p = argparse.ArgumentParser(prog="bpfemu record", description="Run CMD with its bpf() "
+                                "calls made on the live kernel by the supervisor and recorded, "
+                                "with the bytes behind every pointer.")
+    p.add_argument("-o", "--output", required=True, metavar="TRACE",
+                   help="the trace to write (.jsonl, or .jsonl.gz compressed)")
+    a = p.parse_args(argv[:i])
+    cmd = argv[i + 1:]
+    if not cmd:
+        sys.stderr.write("bpfemu: no command given (bpfemu record -o TRACE -- CMD [ARGS...])\n")
+        return 2
+    from .record import record
+    from .run import StartError, ignore_terminal_signals
+    try:
+        open(a.output, "ab").close()
+    except OSError as e:
+        sys.stderr.write(f"bpfemu: {a.output}: {e.strerror}\n")
+        return 2
+    try:
+        return record(cmd, a.output, on_start=ignore_terminal_signals)
+    except StartError as e:
+        sys.stderr.write(f"bpfemu: {e}\n")
+        return 126
