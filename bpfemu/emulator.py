@@ -153,7 +153,8 @@ class Emulator:
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
-        f = self.fds.files.get(fd)
+        with self.lock:             # not in the middle of a call made as another task
+            f = self.fds.files.get(fd)
         if f is None:
             raise KeyError(fd)
         return f.obj

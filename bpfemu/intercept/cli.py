@@ -38,6 +38,12 @@ def cmd_run(a) -> int:
         sys.stderr.write("bpfemu: --cpus must be at least 1\n")
         return 2
     emu = Emulator(nr_cpus=a.cpus, bpffs_root=a.pin_root)
+    from ..profile import host_possible_cpus
+    if a.cpus is not None and a.cpus != host_possible_cpus():
+        sys.stderr.write(f"bpfemu: warning: {a.cpus} possible CPUs emulated, {host_possible_cpus()}"
+                         " on this host: clients that size per-CPU values from "
+                         "/sys/devices/system/cpu/possible (libbpf, bpftool, cilium/ebpf) will "
+                         "use the wrong size\n")
     trace = None
     if a.trace:
         from .tracing import ServedCallTrace
