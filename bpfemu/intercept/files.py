@@ -21,7 +21,7 @@ import struct
 import types
 
 from ..errors import BpfError
-from ..fdtable import FMODE_RDWR, FMODE_READ, FMODE_WRITE, INT_MAX, OpenFile
+from ..fdtable import FMODE_RDWR, FMODE_READ, FMODE_WRITE, INT_MAX, MAP_KIND, OpenFile
 
 _IN_CLOSE_WRITE, _IN_CLOSE_NOWRITE, _IN_IGNORED, _IN_Q_OVERFLOW = 0x8, 0x10, 0x8000, 0x4000
 _IN_EVENT = struct.Struct("iIII")
@@ -53,17 +53,19 @@ class SupervisedFiles:
 
     # --- installing -----------------------------------------------------------------------
 
-    def install(self, obj, mode: int) -> int:
+    def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
         # DEVIATION(intercept-fd): the caller's map fd is a memfd: readlink shows
         # "/memfd:bpf-map (deleted)" (anon_inode:bpf-map on Linux), fstat shows S_IFREG|0600
         # (0600 without type bits), and /proc/<pid>/fdinfo/<n> has a memfd's lines, not the
         # map's (map_type, memlock, frozen...). Emulating fdinfo would mean serving open().
         """Make the open file of a new fd (bpf_map_new_fd's anon_inode_getfd): a memfd, and
-        a second open file of it with the access mode, watched. Returns the supervisor's fd of
+        a second open file of it with the access mode, watched. ``name`` is the anon inode's
+        name for the object's kind (bpf-map, btf, bpf-prog), which readlink() shows. Returns the supervisor's fd of
         that open file, left pending: the supervisor installs it in the caller with
         NOTIF_ADDFD + SEND, which answers the call with the caller's fd number."""
         try:
-            memfd = os.memfd_create("bpf-map", os.MFD_CLOEXEC)
+            # Sealable: a frozen BPF_F_MMAPABLE array seals its memfd (maps/array_mmap.py).
+            memfd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         except OSError as e:
             raise BpfError(e.errno) from None
         try:
@@ -81,7 +83,7 @@ class SupervisedFiles:
             e = ctypes.get_errno()
             os.close(fd)
             raise BpfError(e or errno.ENOMEM)
-        f = OpenFile(obj, mode, key, wd)
+        f = OpenFile(obj, mode, key, wd, name)
         self._by_key[key] = f
         self._by_wd[wd] = f
         self.pending = (fd, f)
@@ -157,8 +159,16 @@ class SupervisedFiles:
     # --- lookups --------------------------------------------------------------------------
 
     def lookup(self, tid: int, ufd: int) -> OpenFile:
-        """fdget() in the task's fd table: EBADF when the fd is not open, EINVAL when it is
-        not an emulated bpf object."""
+        """fdget() of a map fd in the task's fd table (__bpf_map_get): EBADF when the fd is
+        not open, EINVAL when it is not an emulated map."""
+        f = self.lookup_any(tid, ufd)
+        if f.kind != MAP_KIND:
+            raise BpfError(errno.EINVAL)
+        return f
+
+    def lookup_any(self, tid: int, ufd: int) -> OpenFile:
+        """fdget() of a bpf object of any kind (the caller checks f.kind, as the kernel checks
+        f_op): EBADF when the fd is not open, EINVAL when it is no emulated bpf object."""
         fd = ufd - (1 << 32) if ufd > INT_MAX else ufd     # the u32 field is an int
         if fd < 0:
             raise BpfError(errno.EBADF)
@@ -184,8 +194,16 @@ class TaskFiles:
     def lookup(self, ufd: int) -> OpenFile:
         return self.table.lookup(self.tid, ufd)
 
-    def install(self, obj, mode: int) -> int:
-        return self.table.install(obj, mode)
+    def lookup_any(self, ufd: int) -> OpenFile:
+        return self.table.lookup_any(self.tid, ufd)
+
+    def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
+        return self.table.install(obj, mode, name)
+
+    def unwatch(self, fd: int) -> None:
+        """Nothing to do: the watch reports the closes of the caller's open file even while
+        the emulator maps the memfd (a BPF_F_MMAPABLE array's values), through a file of its
+        own that it closes only when the map is freed."""
 
     def is_open(self, fd: int) -> bool:
         if fd < 0 or fd > INT_MAX:

@@ -16,9 +16,12 @@ import sys
 
 from ..errors import BpfError
 from ..usercopy import strncpy_from_user
-from . import probes, seccomp
+from . import seccomp
 from .files import SupervisedFiles
 from .task import Caller
+from .tracing import TRACED_COMMANDS
+from ..fdtable import MAP_KIND
+from ..maps.array_mmap import SUPERVISED_TREES
 
 _BPF_NRS = frozenset({seccomp.NR_BPF, seccomp.X32_SYSCALL_BIT | seccomp.NR_BPF})
 _STATFS_NRS = frozenset({seccomp.NR_STATFS, seccomp.X32_SYSCALL_BIT | seccomp.NR_STATFS})
@@ -53,7 +56,7 @@ class Supervisor:
         self.stop_fd = stop_fd
         self.calls = 0
         self.sync_wakeup = seccomp.set_sync_wakeup(listener)
-        self.answer_probes = not probes.emulator_loads_programs(emu)
+        SUPERVISED_TREES[0] += 1                 # FREEZE sees the tree's mappings too
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -87,13 +90,14 @@ class Supervisor:
         """Drop what the tree still held (its processes are gone, or we stop serving them)."""
         if self.files.inotify_fd < 0:
             return
+        SUPERVISED_TREES[0] -= 1
         emu = self.emu
         with emu.lock:
             released = self.files.reap() + self.files.close()
             if self.files in emu.fd_tables:
                 emu.fd_tables.remove(self.files)
             for f in released:
-                emu.bpf_map_put(f.obj)
+                emu.bpf_obj_put(f)
             if released:
                 emu.forget_decoded_calls()
 
@@ -105,10 +109,12 @@ class Supervisor:
         emu = self.emu
         with emu.lock:
             for f in released:
-                emu.bpf_map_put(f.obj)
+                emu.bpf_obj_put(f)
             emu.forget_decoded_calls()
         if self.trace is not None:
             for f in released:
+                if f.kind != MAP_KIND:
+                    continue                     # not in the trace (tracing.TRACED_COMMANDS)
                 for fd in sorted(f.fds):
                     self.trace.closed(fd)
 
@@ -150,11 +156,7 @@ class Supervisor:
         caller = self.caller
         caller.switch(tid, notif_id)
         self.calls += 1
-        if (cmd == probes.BPF_PROG_LOAD and self.answer_probes
-                and probes.is_probe(caller.mem, attr, size)):
-            self._install(notif_id, probes.probe_fd(), None, True)
-            return
-        if self.trace is None:
+        if self.trace is None or cmd not in TRACED_COMMANDS:
             self.call(cmd, attr, size, True)
             return
         # Traced: the trace reads the caller's buffers after the call, so the reply (which
@@ -213,7 +215,7 @@ class Supervisor:
     def _drop(self, f) -> None:
         self.files.abandon(f)
         with self.emu.lock:
-            self.emu.bpf_map_put(f.obj)
+            self.emu.bpf_obj_put(f)
 
     def _reply(self, notif_id: int, val: int, error: int, flags: int = 0) -> None:
         try:
