@@ -249,6 +249,8 @@ static int cmd_bench(int n)
 /* One bpf() call after a pause (the supervisor-killed test). */
 static int cmd_late(int secs)
 {
+	printf("started\n");
+	fflush(stdout);
 	sleep(secs);
 	SHOW("late_create", map_create(BPF_MAP_TYPE_HASH, 4, 8, 4));
 	return 0;
