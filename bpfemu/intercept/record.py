@@ -208,7 +208,7 @@ def record(cmd: list, path: str, on_start=None) -> int:
     from .run import exit_status, spawn
     proc, listener = spawn(cmd, statfs=False)
     if on_start is not None:
-        on_start()
+        on_start(proc)
     traces = []
 
     def trace(sup):

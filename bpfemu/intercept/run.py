@@ -131,7 +131,15 @@ class Background:
             self.kill()
 
 
-def ignore_terminal_signals():
-    """Like a shell waiting for its job: ^C and ^\\ go to the command, not to us."""
+def ignore_terminal_signals(proc=None):
+    """Like a shell waiting for its job: ^C and ^\\ go to the command, not to us. SIGTERM and
+    SIGHUP sent to us (timeout(1), a closed terminal) are passed on to the command, and we
+    serve its tree until it ends, rather than die and leave it without bpf()."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    if proc is not None:
+        def forward(sig, _frame):
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGHUP, forward)
