@@ -126,6 +126,14 @@ def _raise():
 
 # --- the listener's ioctls -----------------------------------------------------------------------
 
+def recv(listener: int):
+    """NOTIF_RECV: the next notification as NOTIF's fields (id, tid, flags, nr, arch, ip, six
+    args). Raises OSError (ENOENT: the caller went away before we received it)."""
+    buf = bytearray(NOTIF_SIZE)            # the kernel wants it zeroed
+    fcntl.ioctl(listener, NOTIF_RECV, buf, True)
+    return NOTIF.unpack(buf)
+
+
 def set_sync_wakeup(listener: int) -> bool:
     """Ask the kernel to wake the caller on this CPU when we reply (6.6+); False if refused."""
     try:

@@ -157,7 +157,7 @@ def test_supervisor_thread_dying_fails_calls_instead_of_hanging(ctool, monkeypat
 
     def broken(self, notif):
         raise RuntimeError("supervisor broke")
-    monkeypatch.setattr(Supervisor, "_handle", broken)
+    monkeypatch.setattr(Supervisor, "handle", broken)
     bg = Background([ctool, "create"], Emulator(), stdout=subprocess.PIPE, text=True)
     out = bg.proc.stdout.read()                 # hangs here without the fix
     bg.proc.stdout.close()
