@@ -62,7 +62,7 @@ def cmd_run(a) -> int:
     except StartError as e:
         sys.stderr.write(f"bpfemu: {e}\n")
         return 126
-    ignore_terminal_signals()
+    ignore_terminal_signals(proc)
     from .run import exit_status
     try:
         Supervisor(emu, listener, trace=trace).serve()

@@ -74,17 +74,15 @@ class _ProcessInterception:
         listener = self.listener
         while True:
             poller.poll()
-            buf = bytearray(seccomp.NOTIF_SIZE)
             try:
-                seccomp.fcntl.ioctl(listener, seccomp.NOTIF_RECV, buf, True)
+                notif = seccomp.recv(listener)
             except OSError:
                 continue                      # the caller went away before RECV
-            notif = seccomp.NOTIF.unpack(buf)
             with self.lock:
                 sup = self.supervisor
                 if sup is not None:
                     sup.reap()             # closes since the last call (no poll on them here)
-                    sup._handle(notif)
+                    sup.handle(notif)
                     continue
             self.continued += 1
             try:

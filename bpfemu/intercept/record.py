@@ -24,23 +24,18 @@ import errno
 import os
 import struct
 
+from ..errors import BpfError
 from ..host import HostKernel
 from ..trace import decode
 from ..trace.decode import FD_RESULT_CMDS, MapMeta, call_layout, info_hash_buf
 from ..uapi.consts import BpfCmd as C
+from .mirror import Mirror
 from .tracing import ServedCallTrace
 from . import seccomp
 from .supervisor import Supervisor
 
 PAGE = 4096
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_PROT_NONE, _PROT_READ, _PROT_RW = 0, 1, 3
-_MAP_PRIVATE_ANON = 0x02 | 0x20
 _NR_PIDFD_GETFD = 438
 _PIDFD_THREAD = os.O_EXCL
 _AT_FDCWD = 0xFFFFFF9C                    # -100 as the u32 of path_fd
@@ -55,95 +50,6 @@ MODELLED = frozenset({C.BPF_MAP_CREATE, C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_UPDATE_
                       C.BPF_MAP_LOOKUP_AND_DELETE_ELEM, C.BPF_MAP_FREEZE,
                       C.BPF_MAP_LOOKUP_BATCH, C.BPF_MAP_LOOKUP_AND_DELETE_BATCH,
                       C.BPF_MAP_UPDATE_BATCH, C.BPF_MAP_DELETE_BATCH})
-
-
-def _child_maps(tid: int):
-    """[(start, end, readable, writable)] of the caller's mappings."""
-    out = []
-    try:
-        with open(f"/proc/{tid}/maps") as f:
-            for line in f:
-                rng, perms = line.split(None, 2)[:2]
-                s, e = rng.split("-")
-                out.append((int(s, 16), int(e, 16), perms[0] == "r", perms[1] == "w"))
-    except OSError:
-        pass
-    return out
-
-
-class Mirror:
-    """Page-for-page copies, in this process, of spans of the caller's memory."""
-
-    def __init__(self, mem, tid: int):
-        self.mem = mem
-        self.tid = tid
-        self.spans = []                   # [start page, end page) of the caller
-        self.maps = None
-        self.regions = []                 # (caller start, local start, length, bytes before)
-
-    def add(self, addr: int, n: int) -> None:
-        if n > 0:
-            self.spans.append((addr & ~(PAGE - 1), (addr + n + PAGE - 1) & ~(PAGE - 1)))
-
-    def build(self) -> None:
-        merged = []
-        for s, e in sorted(self.spans):
-            if merged and s <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], e)
-            else:
-                merged.append([s, e])
-        self.maps = _child_maps(self.tid)
-        for s, e in merged:
-            n = e - s
-            local = _libc.mmap(None, n, _PROT_RW, _MAP_PRIVATE_ANON, -1, 0)
-            if local in (None, ctypes.c_void_p(-1).value):
-                raise OSError(ctypes.get_errno(), "mmap")
-            before = bytearray(n)
-            prots = []
-            for off in range(0, n, PAGE):
-                prot = self._prot(s + off)
-                if prot != _PROT_NONE:
-                    try:
-                        before[off:off + PAGE] = self.mem.read(s + off, PAGE)
-                    except Exception:
-                        prot = _PROT_NONE
-                prots.append(prot)
-            ctypes.memmove(local, bytes(before), n)
-            for i, prot in enumerate(prots):
-                if prot != _PROT_RW:
-                    _libc.mprotect(local + i * PAGE, PAGE, prot)
-            self.regions.append((s, local, n, bytes(before)))
-
-    def _prot(self, page: int) -> int:
-        for s, e, r, w in self.maps:
-            if s <= page < e:
-                return _PROT_RW if w else (_PROT_READ if r else _PROT_NONE)
-        return _PROT_NONE
-
-    def local(self, addr: int) -> int:
-        for s, local, n, _ in self.regions:
-            if s <= addr < s + n:
-                return local + (addr - s)
-        raise KeyError(addr)
-
-    def write_back(self) -> None:
-        """Every byte the call changed, written to the caller (page by page)."""
-        for s, local, n, before in self.regions:
-            for off in range(0, n, PAGE):
-                old = before[off:off + PAGE]
-                if self._prot(s + off) != _PROT_RW:
-                    continue
-                new = ctypes.string_at(local + off, PAGE)
-                if new == old:
-                    continue
-                lo = next(i for i in range(PAGE) if new[i] != old[i])
-                hi = PAGE - next(i for i in range(PAGE) if new[PAGE - 1 - i] != old[PAGE - 1 - i])
-                self.mem.write(s + off + lo, new[lo:hi])
-
-    def free(self) -> None:
-        for _, local, n, _ in self.regions:
-            _libc.munmap(local, n)
-        self.regions = []
 
 
 class KernelOnBehalf:
@@ -194,7 +100,7 @@ class KernelOnBehalf:
         mirror.add(uattr, max(n_attr, decode.ATTR_SIZE))
         try:
             raw = mem.read(uattr, min(size32, decode.ATTR_SIZE)) if n_attr else b""
-        except Exception:
+        except BpfError:
             raw = None                       # unreadable: the kernel will say EFAULT
         layout = None
         if raw is not None:
@@ -205,7 +111,7 @@ class KernelOnBehalf:
                 if b.field == "info":
                     try:
                         hb = info_hash_buf(b.addr, mem.read(b.addr, b.length))
-                    except Exception:
+                    except BpfError:
                         hb = None
                     if hb is not None:
                         mirror.add(hb.addr, hb.length)
@@ -216,6 +122,8 @@ class KernelOnBehalf:
             lattr = mirror.local(uattr) if n_attr else uattr
             if layout is not None:
                 self._patch(lattr, layout, mirror, local_fds)
+            if not seccomp.id_valid(sup.listener, caller.notif_id):
+                return -errno.ESRCH       # the caller died: what we read may be a newcomer's
             if cmd in (C.BPF_OBJ_PIN, C.BPF_OBJ_GET):
                 os.chdir(f"/proc/{caller.tid}/cwd")       # a relative path is the caller's
             cpu = sup.trace.current_cpu()
@@ -300,7 +208,7 @@ def record(cmd: list, path: str, on_start=None) -> int:
     from .run import exit_status, spawn
     proc, listener = spawn(cmd, statfs=False)
     if on_start is not None:
-        on_start()
+        on_start(proc)
     traces = []
 
     def trace(sup):

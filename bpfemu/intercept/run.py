@@ -90,6 +90,10 @@ class Background:
             self.supervisor.serve()
         except BaseException as e:       # reported by wait()
             self.error = e
+        finally:
+            # No one serves the tree any more: its calls must fail (ENOSYS), not wait for
+            # ever on a listener this process still holds.
+            os.close(self.listener)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the command and every process of its tree; its exit status."""
@@ -112,7 +116,7 @@ class Background:
         self._cleanup()
 
     def _cleanup(self):
-        for fd in (self.listener, self._stop_r, self._stop_w):
+        for fd in (self._stop_r, self._stop_w):
             try:
                 os.close(fd)
             except OSError:
@@ -127,7 +131,15 @@ class Background:
             self.kill()
 
 
-def ignore_terminal_signals():
-    """Like a shell waiting for its job: ^C and ^\\ go to the command, not to us."""
+def ignore_terminal_signals(proc=None):
+    """Like a shell waiting for its job: ^C and ^\\ go to the command, not to us. SIGTERM and
+    SIGHUP sent to us (timeout(1), a closed terminal) are passed on to the command, and we
+    serve its tree until it ends, rather than die and leave it without bpf()."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    if proc is not None:
+        def forward(sig, _frame):
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGHUP, forward)

@@ -42,7 +42,8 @@ class Supervisor:
     """Serves the calls notified on ``listener`` from ``emu``.
 
     ``trace``: a factory (supervisor) -> a Recorder-like object whose bpf(cmd, attr, size)
-    records the call it makes through supervisor.call() (--trace). ``stop_fd``: the loop also ends when this fd becomes readable.
+    records the call it makes through supervisor.call() (--trace). ``stop_fd``: the loop
+    also ends when this fd becomes readable.
     """
 
     def __init__(self, emu, listener: int, *, trace=None, stop_fd: int | None = None):
@@ -68,7 +69,7 @@ class Supervisor:
         poller.register(inotify_fd, _POLLIN)
         if self.stop_fd is not None:
             poller.register(self.stop_fd, _POLLIN)
-        recv, handle = self._recv, self._handle
+        recv, handle = self._recv, self.handle
         try:
             while True:
                 for fd, ev in poller.poll():
@@ -119,16 +120,15 @@ class Supervisor:
                     self.trace.closed(fd)
 
     def _recv(self):
-        buf = bytearray(seccomp.NOTIF_SIZE)          # RECV wants a zeroed buffer
         try:
-            seccomp.fcntl.ioctl(self.listener, seccomp.NOTIF_RECV, buf, True)
+            return seccomp.recv(self.listener)
         except OSError as e:
             if e.errno in (_ENOENT, errno.EINTR):    # the caller went away before RECV
                 return None
             raise
-        return seccomp.NOTIF.unpack(buf)
 
-    def _handle(self, notif) -> None:
+    def handle(self, notif) -> None:
+        """Serve one notification (NOTIF's fields) and reply to it."""
         notif_id, tid, _flags, nr, arch, _ip, a0, a1, a2, *_ = notif
         try:
             if nr in _BPF_NRS or (arch == seccomp.AUDIT_ARCH_I386 and nr == seccomp.NR_BPF_I386):

@@ -172,3 +172,28 @@ def test_root_gets_emulated_maps_too(ctool, bpftool):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(pin)
+
+
+def test_other_syscall_abis(supervised, on_kernel, ctool):
+    """bpf() through int $0x80 (i386, 32-bit pointers) is served; through the x32 number it
+    is served where the kernel has x32 and gets the kernel's ENOSYS where it has not."""
+    from bpfemu.intercept.seccomp import x32_supported
+    emulated = supervised([ctool, "abis"])
+    assert emulated.returncode == 0, emulated.stderr
+    assert emulated.stdout == f"i386 fd\nx32 {'fd' if x32_supported() else 'ENOSYS'}\n"
+    assert on_kernel([ctool, "abis"]).stdout == emulated.stdout
+
+
+def test_sigterm_is_passed_on_to_the_command(supervised):
+    """timeout(1) signals bpfemu run, which passes SIGTERM on and returns the command's status
+    once it is gone, instead of dying and leaving the command without bpf()."""
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("timeout") is None:
+        pytest.skip("no timeout(1)")
+    script = "trap 'echo got TERM; kill $!; exit 7' TERM; sleep 60 & wait"
+    r = subprocess.run(["timeout", "--preserve-status", "-s", "TERM", "2", sys.executable, "-m",
+                        "bpfemu", "run", "--", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=50)
+    assert (r.returncode, r.stdout) == (7, "got TERM\n"), r.stderr
