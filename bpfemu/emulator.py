@@ -59,6 +59,7 @@ class Emulator:
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._cpu = 0
         self._task = None                 # the task of a call made through bpf_as()
+        self.uattr_size = 0               # the size of the attr of the call being served
         # The bpf filesystem OBJ_PIN and OBJ_GET use; its pins hold map references.
         self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
