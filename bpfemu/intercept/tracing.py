@@ -6,9 +6,8 @@ the calling thread's memory instead of ours, finds maps from the caller's fd num
 different processes of the tree share numbers, so nothing is cached between calls), and
 records the CPU of the caller.
 
-Only the commands whose pointers the trace format describes (the map commands, abi/README.md)
-are recorded; program and BTF commands (PROG_LOAD, BTF_LOAD, their ids and infos) are served
-but left out, as are the closes of their fds, so a trace of a tree that loads objects replays
+Only the map commands are recorded; program and BTF commands (PROG_LOAD, BTF_LOAD, their ids
+and infos) are served but left out, as are the closes of their fds, so a trace of a tree that loads objects replays
 its map calls only.
 """
 from ..trace.decode import BATCH_CMDS, ELEM_CMDS, MapMeta, render_call
@@ -18,8 +17,8 @@ from ..trace.recorder import Recorder
 from ..errors import BpfError
 
 
-# DEVIATION(trace-objects): the trace format has no pointer layouts for program and BTF
-# commands yet, so --trace leaves them out (see TRACED_COMMANDS).
+# DEVIATION(trace-objects): --trace leaves program and BTF commands out (TRACED_COMMANDS):
+# recording them needs the kinds and ids of program/BTF fds in the callers' own fd tables.
 TRACED_COMMANDS = frozenset({C.BPF_MAP_CREATE, C.BPF_MAP_FREEZE, C.BPF_MAP_GET_NEXT_ID,
                              C.BPF_MAP_GET_FD_BY_ID, C.BPF_OBJ_PIN, C.BPF_OBJ_GET,
                              C.BPF_OBJ_GET_INFO_BY_FD}) | ELEM_CMDS | BATCH_CMDS
