@@ -71,7 +71,8 @@ class Emulator:
         the task's CPU. The emulator's current task (mem, fds, CPU, the bpffs's view of cwd)
         is switched for the call, under the lock, as a context switch would: the semantic
         code reads the current task and does not know which one it is. A task has ``mem``
-        (a Memory), ``fds`` (the FdTable interface: files, lookup, install, is_open, reap),
+        (a Memory), ``fds`` (the FdTable interface: files, lookup, lookup_any, install, unwatch,
+        is_open, reap),
         ``proc`` (its /proc directory, for paths relative to its cwd) and ``current_cpu()``;
         the emulator's own mem, fds and cpu are the in-process caller's."""
         with self.lock:
