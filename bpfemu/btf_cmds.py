@@ -120,8 +120,8 @@ def finalize_log(emu, uattr, log_buf: int, log_size: int, log_level: int, text: 
     DEVIATION(verifier-log): Linux writes its verifier's trace (at level 1, every type it
     checked); the emulator writes only a one-line reason when it rejects the BTF, nothing
     when it accepts it (an empty string). btf_log_true_size is the size of what was
-    written, NUL included (0 without a log level), and a log that does not fit is ENOSPC,
-    as in Linux."""
+    written, NUL included (0 without a log level), written only when the caller's attr is
+    long enough to have it (uattr_size), and a log that does not fit is ENOSPC, as in Linux."""
     if not log_level:
         true_size = 0
     else:
@@ -130,7 +130,8 @@ def finalize_log(emu, uattr, log_buf: int, log_size: int, log_level: int, text: 
         if log_buf:
             n = min(len(msg), log_size)
             copy_to_user(emu.mem, log_buf, msg[:n - 1] + b"\0")
-    put_attr(emu, uattr, _BTF_LOG_TRUE_SIZE_OFF, _U32.pack(true_size))
+    if emu.uattr_size >= _BTF_LOG_TRUE_SIZE_OFF + 4:   # an attr that has the field
+        put_attr(emu, uattr, _BTF_LOG_TRUE_SIZE_OFF, _U32.pack(true_size))
     if log_level and log_buf and true_size > log_size:
         raise BpfError(errno.ENOSPC)
 

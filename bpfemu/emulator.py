@@ -33,6 +33,9 @@ class Emulator:
         self.mem = mem if mem is not None else ProcessMemory()
         self.fds = FdTable()
         self.fds.on_stale = self.forget_decoded_calls
+        # Other tasks' fd tables (supervised processes), reaped with this process's: a map
+        # whose last fd any of them held is gone for every caller.
+        self.fd_tables: list = []
         self.map_idr = IdrCyclic()
         self.btf_idr = IdrCyclic()              # BTF ids: a space of their own, as btf_idr
         self.prog_idr = IdrCyclic()             # program ids, as prog_idr
@@ -56,10 +59,31 @@ class Emulator:
         # Without a seed, hash seeds are random per map, as get_random_u32() makes them.
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._cpu = 0
+        self._task = None                 # the task of a call made through bpf_as()
+        self.uattr_size = 0               # the size of the attr of the call being served
         # The bpf filesystem OBJ_PIN and OBJ_GET use; its pins hold map references.
         self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
     bpf = sys_bpf
+
+    def bpf_as(self, task, cmd: int, attr, size: int) -> int:
+        """bpf() made by another task (a thread of a supervised process, bpfemu/intercept/):
+        pointers are addresses in task.mem, fds are numbers in task.fds, and the call runs on
+        the task's CPU. The emulator's current task (mem, fds, CPU, the bpffs's view of cwd)
+        is switched for the call, under the lock, as a context switch would: the semantic
+        code reads the current task and does not know which one it is. A task has ``mem``
+        (a Memory), ``fds`` (the FdTable interface: files, lookup, lookup_any, install, unwatch,
+        is_open, reap),
+        ``proc`` (its /proc directory, for paths relative to its cwd) and ``current_cpu()``;
+        the emulator's own mem, fds and cpu are the in-process caller's."""
+        with self.lock:
+            saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
+            self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
+            self.bpffs.proc = task.proc
+            try:
+                return sys_bpf(self, cmd, attr, size)
+            finally:
+                self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""
@@ -84,7 +108,12 @@ class Emulator:
 
     @property
     def cpu(self) -> int:
-        return self._cpu
+        cpu = self._cpu
+        if cpu < 0:                 # a task's CPU, read when a call first needs it
+            # DEVIATION(cpus): with fewer possible CPUs than the host has (bpfemu run
+            # --cpus N), a thread on CPU c runs its call as CPU c mod N.
+            cpu = self._cpu = self._task.current_cpu() % self.profile.nr_cpus
+        return cpu
 
     @cpu.setter
     def cpu(self, cpu: int) -> None:
@@ -149,6 +178,9 @@ class Emulator:
         call it first so that an id dies when its last fd does, as in the kernel."""
         with self.lock:
             released = self.fds.reap()
+            for table in self.fd_tables:
+                if table is not self.fds:
+                    released += table.reap()
             if released:
                 self.forget_decoded_calls()
             for f in released:
@@ -163,7 +195,8 @@ class Emulator:
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
-        f = self.fds.files.get(fd)
+        with self.lock:             # not in the middle of a call made as another task
+            f = self.fds.files.get(fd)
         if f is None:
             raise KeyError(fd)
         return f.obj

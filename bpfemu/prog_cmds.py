@@ -422,12 +422,16 @@ def map_direct_value_addr(m, off: int) -> None:
 def _finalize_log(emu, uattr, log_level: int, log_buf: int, log_size: int) -> None:
     """DEVIATION(verifier-log): an accepted program's log is empty (Linux writes the
     verifier's trace at level 1 or more; nothing at level 0 but the stats at level 4)."""
+    # log_true_size is written only into an attr that has it (bpf_check(): uattr_size).
+    has_field = emu.uattr_size >= _LOG_TRUE_SIZE_OFF + 4
     if not log_level:
-        put_attr(emu, uattr, _LOG_TRUE_SIZE_OFF, _U32.pack(0))
+        if has_field:
+            put_attr(emu, uattr, _LOG_TRUE_SIZE_OFF, _U32.pack(0))
         return
     if log_buf:
         copy_to_user(emu.mem, log_buf, b"\0")
-    put_attr(emu, uattr, _LOG_TRUE_SIZE_OFF, _U32.pack(1))
+    if has_field:
+        put_attr(emu, uattr, _LOG_TRUE_SIZE_OFF, _U32.pack(1))
 
 
 # --- ids -------------------------------------------------------------------------------------

@@ -170,6 +170,7 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
             # An element command that passes its checks leaves in emu.decoded how to build
             # the rest of it (a fastpath.*_call and its arguments).
             emu.decoded = None
+            emu.uattr_size = size               # the handlers' uattr_size (log_true_size)
             try:
                 return handler(emu, raw, attr)
             finally:

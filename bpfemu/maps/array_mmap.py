@@ -113,34 +113,55 @@ class MmapValues:
             self.rw_fd = -1
 
     def writable_mappings(self) -> int:
-        """Shared writable mappings of the memfd in this process, other than ours."""
+        """Shared writable mappings of the memfd, other than ours: in this process, and in
+        every other process while a supervisor serves a tree (its processes got the fd)."""
         if self.ino is None:
             return 0
         own = None
         if self.addr is not None:
             own = (self.addr, self.addr + self.size)
-        count = 0
-        dev_major, dev_minor = os.major(self.ino[0]), os.minor(self.ino[0])
-        with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) < 5 or parts[1][1] != "w" or parts[1][3] != "s":
-                    continue
-                if int(parts[4]) != self.ino[1]:
-                    continue
-                major, minor = (int(x, 16) for x in parts[3].split(":"))
-                if (major, minor) != (dev_major, dev_minor):
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                if own is not None and own[0] <= lo and hi <= own[1]:
-                    continue
-                count += 1
+        count = _count_writable("/proc/self/maps", self.ino, own)
+        if SUPERVISED_TREES[0]:
+            me = str(os.getpid())
+            for pid in os.listdir("/proc"):
+                if pid.isdigit() and pid != me:
+                    count += _count_writable(f"/proc/{pid}/maps", self.ino, None)
         return count
 
     def seal_future_writes(self) -> None:
         """After FREEZE: no new writable mapping (EPERM), existing ones (ours) keep working."""
         if self.rw_fd >= 0:
             fcntl.fcntl(self.rw_fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE)
+
+
+# How many supervisors (bpfemu/intercept/) serve process trees from this process now: while
+# any does, FREEZE looks for writable mappings in other processes too, as Linux's writecnt
+# counts the mappings of every process (the memfd's inode is unique to the map).
+SUPERVISED_TREES = [0]
+
+
+def _count_writable(maps_path: str, ino: tuple, own) -> int:
+    """Shared writable mappings of the inode ino = (st_dev, st_ino) in one maps file,
+    the range own excepted."""
+    count = 0
+    dev = (os.major(ino[0]), os.minor(ino[0]))
+    try:
+        with open(maps_path) as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) < 5 or parts[1][1] != "w" or parts[1][3] != "s":
+                    continue
+                if int(parts[4]) != ino[1]:
+                    continue
+                if tuple(int(x, 16) for x in parts[3].split(":")) != dev:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                if own is not None and own[0] <= lo and hi <= own[1]:
+                    continue
+                count += 1
+    except OSError:                  # the process is gone, or not ours to read
+        pass
+    return count
 
 
 def _high_fd(fd: int) -> int:

@@ -31,7 +31,11 @@ from ..host import HostKernel
 from ..memory import ArenaMemory
 from ..uapi.consts import BpfCmd as C
 from . import decode
-from .decode import FD_RESULT_CMDS, NESTED_IDS, NESTED_PTRS, PTR_FIELDS, hexbytes, render_call
+from .decode import (FD_RESULT_CMDS, FD_VALUE_MAPS, NESTED_IDS, NESTED_PTRS, OBJ_RESULT_CMDS,
+                     PTR_FIELDS, hexbytes, render_call)
+
+# fd kinds the trace made (map, BTF and program fds): translated to the replay's own fds.
+OBJ_KINDS = frozenset({"map", "btf", "prog"})
 from .format import Trace, TraceError, errno_name, record_result
 from .unordered import UnorderedWalks, is_unordered
 
@@ -113,12 +117,13 @@ class ReplayArena(ArenaMemory):
 # --- one record's memory, as a working copy -------------------------------------------------
 
 class _Buf:
-    __slots__ = ("field", "addr", "before", "after", "unmapped", "readonly")
+    __slots__ = ("field", "addr", "before", "after", "unmapped", "readonly", "fds")
 
-    def __init__(self, field, addr, before, after, unmapped, readonly):
+    def __init__(self, field, addr, before, after, unmapped, readonly, fds=()):
         self.field, self.addr = field, addr
         self.before, self.after = before, after
         self.unmapped, self.readonly = unmapped, readonly
+        self.fds = fds          # fds carried inside the bytes: [{"off", "fd", "kind"}]
 
     def mapped_parts(self):
         """(offset, length) runs of the buffer that are mapped (all within ``before``)."""
@@ -146,7 +151,7 @@ def _work(rec):
     for b in rec.get("read", ()):
         key = (b["field"], b["addr"])
         bufs[key] = _Buf(b["field"], int(b["addr"], 16), bytearray.fromhex(b["bytes"]), None,
-                         b.get("unmapped", ()), b.get("readonly", ()))
+                         b.get("unmapped", ()), b.get("readonly", ()), b.get("fds", ()))
     for b in rec.get("written", ()):
         key = (b["field"], b["addr"])
         prev = bufs.get(key)
@@ -259,6 +264,9 @@ class EmulatorTarget:
             m.ops.map_delete_elem(m, k)
         for k, v in updates.items():
             m.ops.map_update_elem_sys(m, k, v, 0)
+    def obj_id(self, fd, kind):
+        f = self.emu.fds.others.get(fd)
+        return f.obj.id if f is not None else None
 
     def finish(self):
         self.emu.close_all()
@@ -379,6 +387,9 @@ class HostTarget:
             struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
                              ctypes.addressof(value), 0)
             self.backend.bpf(C.BPF_MAP_UPDATE_ELEM, attr, 32)
+    def obj_id(self, fd, kind):
+        from .recorder import backend_obj_id
+        return backend_obj_id(self.backend, fd, kind)
 
     def finish(self):
         self.pages.release()
@@ -472,6 +483,7 @@ class Replayer:
         self.fd_map: dict[int, int] = {}        # recorded map fd -> backend fd
         self.fd_type: dict[int, int] = {}       # recorded map fd -> map type
         self.id_map: dict[int, int] = {}        # recorded map id -> backend map id
+        self.prog_id_map: dict[int, int] = {}   # recorded program id -> backend program id
         self._devnull = None
         self.call_seconds = 0.0                 # time inside the backend's bpf()
         self.fd_meta: dict[int, dict] = {}      # recorded map fd -> its recorded "map"
@@ -484,7 +496,7 @@ class Replayer:
         return self._devnull
 
     def translate_fd(self, fd: int, kind: str) -> int:
-        if kind == "map":
+        if kind in OBJ_KINDS:
             if fd in self.fd_map:
                 return self.fd_map[fd]
             return CLOSED_FD
@@ -547,6 +559,16 @@ class Replayer:
                 new = self.translate_id(v)
                 _patch_u32(attr.before, 0, new)
                 _patch_u32(exp_after, 0, new)
+        for b in bufs:
+            for f in b.fds:                     # map fds in instructions, fds as map values
+                _patch_u32(b.before, f["off"], self.translate_fd(f["fd"], f["kind"]))
+        kind = FD_VALUE_MAPS.get(rec.get("map_type"))
+        if ok and kind is not None and cmd == C.BPF_MAP_LOOKUP_ELEM:
+            ids = self.id_map if kind == "map" else self.prog_id_map
+            for b in bufs:                      # the value a fd map gives out is an id
+                v = _get_u32(b.after, 0) if b.field == "value" and b.after is not None else None
+                if v in ids:
+                    _patch_u32(b.after, 0, ids[v])
         if ok:
             for b in bufs:
                 for off in NESTED_IDS.get(b.field, ()):
@@ -571,12 +593,12 @@ class Replayer:
 
         items = []
         expected = record_result(rec)
-        if cmd in FD_RESULT_CMDS and expected >= 0 and ret >= 0:
+        if (cmd in FD_RESULT_CMDS or cmd in OBJ_RESULT_CMDS) and expected >= 0 and ret >= 0:
             self._learn(rec, ret)
         elif ret != expected:
             items.append(("return value", decode.render_result(*_res(expected)),
                           decode.render_result(*_res(ret))))
-            if cmd in FD_RESULT_CMDS and ret >= 0:
+            if (cmd in FD_RESULT_CMDS or cmd in OBJ_RESULT_CMDS) and ret >= 0:
                 self.t.close(ret)           # a map the trace does not have: do not keep it
         if len(attr.before):
             act = self._read_back(attr)
@@ -639,6 +661,11 @@ class Replayer:
     def _learn(self, rec, fd):
         rfd = rec["ret"]
         self.fd_map[rfd] = fd
+        obj = rec.get("obj")
+        if obj is not None and obj.get("kind") == "prog" and obj.get("id"):
+            bid = self.t.obj_id(fd, "prog")
+            if bid is not None:
+                self.prog_id_map[obj["id"]] = bid
         m = rec.get("map")
         if m is not None:
             self.fd_meta[rfd] = m
@@ -655,7 +682,7 @@ class Replayer:
         self.t.set_cpu(rec.get("cpu"))
         ret = self.t.close(self.translate_fd(fd, kind))
         expected = record_result(rec)
-        if ret == 0 and kind == "map":
+        if ret == 0 and kind in OBJ_KINDS:
             self.fd_map.pop(fd, None)
         if ret != expected:
             return Difference(self.path, n, rec.get("seq", n - 1), render_call(rec),
