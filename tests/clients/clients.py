@@ -1,0 +1,74 @@
+"""The four real clients: how each is built, what its maps are called, how its transcript is
+normalised and what it prints when the kernel refuses it.
+"""
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from . import build
+from .harness import normalise, rename_ids
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    builder: Callable[[str], list]
+    map_names: frozenset        # the names its maps carry (found in the kernel's map list)
+    normalise: Callable[[str, str], str]
+    refused: str                # how a line starts when its first map create gets EPERM
+
+
+def _bpftool_show_all_ours(text: str) -> str:
+    """In the output of a plain `bpftool map show` keep only the script's maps (named bt_*):
+    the live kernel lists every map on the machine, other processes' too; the emulator only
+    those of the supervised tree."""
+    out, lines, i = [], text.split("\n"), 0
+    while i < len(lines):
+        out.append(lines[i])
+        if lines[i] == "$ bpftool map show":
+            i += 1
+            while i < len(lines) and not lines[i].startswith("[exit"):
+                entry = [lines[i]]
+                i += 1
+                while i < len(lines) and lines[i].startswith("\t"):
+                    entry.append(lines[i])
+                    i += 1
+                if " name bt_" in entry[0]:
+                    out.extend(entry)
+            continue
+        i += 1
+    return "\n".join(out)
+
+
+def normalise_bpftool(text: str, pin_dir: str) -> str:
+    """bpftool's transcript: the pin directory reads PIN; other processes' maps leave `map
+    show`; map ids (the "N:" heading of show, "id":N in JSON, `id N` on command lines) are
+    renamed by first appearance (harness.rename_ids); memlock, the kernel's estimate of a
+    map's kernel memory that bpftool reads from /proc/PID/fdinfo, is dropped (the emulator
+    keeps no kernel memory to account)."""
+    text = _bpftool_show_all_ours(text.replace(pin_dir, "PIN"))
+    text = re.sub(r"  memlock \d+B", "", text)
+    text = re.sub(r'"bytes_memlock":\d+,', "", text)
+    return rename_ids(text, [r"^(\d+): ", r'"id":(\d+)', r"\bid (\d+)\b"])
+
+
+CLIENTS = {
+    "bpftool": ClientSpec(
+        "bpftool", build.bpftool_client,
+        frozenset({"bt_hash", "bt_lru", "bt_pcpu", "bt_array"}), normalise_bpftool,
+        "Error: map create failed: Operation not permitted"),
+    "c": ClientSpec(
+        "c", build.c_client,
+        frozenset({"c_hash", "c_percpu_hash", "c_lru_hash", "c_lru_pcpu", "c_array",
+                   "c_percpu_array"}), normalise,
+        "  create -> EPERM"),
+    "go": ClientSpec(
+        "go", build.go_client,
+        frozenset({"go_hash", "go_percpu_hash", "go_lru_hash", "go_array"}), normalise,
+        "  NewMap -> EPERM"),
+    "ctypes": ClientSpec(
+        "ctypes", build.ctypes_client,
+        frozenset({"py_hash", "py_percpu_hash", "py_lru_hash", "py_lru_pcpu", "py_array",
+                   "py_percpu_array"}), normalise,
+        "  create -> EPERM"),
+}

@@ -1,0 +1,197 @@
+"""Running a real client on the live kernel and under `bpfemu run`, and comparing what it printed.
+
+A client is a command line that takes one argument, a directory to pin maps in, and prints a
+transcript. It is run
+
+- on the live kernel as root, with a bpffs mounted on the pin directory in a private mount
+  namespace (`unshare --mount`), so the mount is never seen by anyone else and goes away with
+  the client;
+- under `bpfemu run --pin-root DIR`, as `nobody` (setpriv, no capability, no group), where
+  the emulator's own bpffs answers for the pin directory; and as root, to check that the
+  emulator and not the kernel answered.
+
+With CLIENT_PAUSE in its environment a client stops once, while its maps are open and
+pinned, writes "PAUSE <link of a map fd>" on stderr and waits for a line on stdin; the
+harness then looks at the kernel's map list from outside the supervised tree.
+
+Transcripts are compared after `normalise`, which only renames what legitimately differs
+between two runs of one client (see the docstring of each rule).
+"""
+import ctypes
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+from bpfemu import HostKernel
+from bpfemu.uapi.consts import BPF_MAP_GET_FD_BY_ID, BPF_MAP_GET_NEXT_ID, BPF_OBJ_GET_INFO_BY_FD
+
+TIMEOUT = 120
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+# Mount a bpffs on $0 (the pin directory) and run the client, inside the new mount namespace.
+_MOUNT_AND_RUN = 'mount -t bpf bpf "$0" && exec "$@"'
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    pause_link: str | None = None          # what the client's map fd linked to at PAUSE
+    at_pause: object = None                 # what the pause hook returned
+    pin_dir: str = ""
+    notes: list = field(default_factory=list)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def world_readable_tmpdir(prefix: str) -> str:
+    """A fresh directory `nobody` can read and run files from (mkdtemp makes it 0700)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(path, 0o755)
+    return path
+
+
+def fresh_pin_dir(base: str) -> str:
+    path = tempfile.mkdtemp(prefix="pins-", dir=base)
+    os.chmod(path, 0o777)
+    return path
+
+
+def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
+    """Run argv; if pause_hook is given, the client runs with CLIENT_PAUSE and the hook is
+    called (with no argument) while the client waits at its pause."""
+    env = dict(os.environ if env is None else env)
+    env.pop("CLIENT_PAUSE", None)
+    if pause_hook is not None:
+        env["CLIENT_PAUSE"] = "1"
+    with tempfile.TemporaryFile("w+") as out:
+        # stdout to a file: the harness reads stderr up to the pause line while the client
+        # writes, so a pipe for stdout could fill and block the client.
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
+                             env=env, cwd=cwd, text=True)
+        link, at_pause, err_lines = None, None, []
+        try:
+            if pause_hook is not None:
+                for line in p.stderr:
+                    if line.startswith("PAUSE"):
+                        link = line[len("PAUSE"):].strip()
+                        at_pause = pause_hook()
+                        break
+                    err_lines.append(line)
+            _, err = p.communicate("\n", timeout=TIMEOUT)
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        out.seek(0)
+        return Run(p.returncode, out.read(), "".join(err_lines) + err, link, at_pause, pin_dir)
+
+
+def run_on_kernel(argv, base: str, *, pause_hook=None) -> Run:
+    """argv on the live kernel as root, a bpffs mounted on a fresh pin directory."""
+    pin = fresh_pin_dir(base)
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_AND_RUN,
+           pin, *argv, pin]
+    return _run(cmd, cwd=base, pause_hook=pause_hook, pin_dir=pin)
+
+
+def run_as_nobody_on_kernel(argv, base: str) -> Run:
+    """argv as nobody on the live kernel, no bpfemu: every bpf() should get EPERM."""
+    pin = fresh_pin_dir(base)
+    return _run([*AS_NOBODY, *argv, pin], cwd=base, pin_dir=pin)
+
+
+def bpfemu_run_argv(pin: str) -> list[str]:
+    return [sys.executable, "-m", "bpfemu", "run", "--pin-root", pin, "--"]
+
+
+def run_emulated(argv, base: str, *, as_nobody: bool, pause_hook=None) -> Run:
+    """argv under `bpfemu run`; the supervisor and the client both as nobody if as_nobody."""
+    pin = fresh_pin_dir(base)
+    cmd = [*bpfemu_run_argv(pin), *argv, pin]
+    if as_nobody:
+        cmd = [*AS_NOBODY, *cmd]
+    # cwd=base: `python -m` puts the cwd first on sys.path, and base holds no package.
+    return _run(cmd, cwd=base, pause_hook=pause_hook, pin_dir=pin)
+
+
+def bpfemu_run_unavailable() -> str | None:
+    """None when this checkout has `bpfemu run`, else why not."""
+    p = subprocess.run([sys.executable, "-m", "bpfemu", "run", "--help"], capture_output=True,
+                       text=True, cwd=tempfile.gettempdir(), timeout=TIMEOUT)
+    if p.returncode != 0:
+        return "`bpfemu run` is not available in this checkout: " + \
+            (p.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
+def kernel_unavailable() -> str | None:
+    """None when clients can run on the live kernel here (root, bpf(), unshare, mount)."""
+    if os.geteuid() != 0:
+        return "the live-kernel runs need root (bpf() and a bpffs mount)"
+    why = HostKernel.available()
+    if why:
+        return f"live kernel bpf() not permitted: {why}"
+    if not shutil.which("unshare"):
+        return "unshare not found (Debian package util-linux)"
+    return None
+
+
+def kernel_map_names() -> set[str]:
+    """The names of every map the live kernel holds now (MAP_GET_NEXT_ID walk, as root)."""
+    host, names, start = HostKernel(), set(), 0
+    while True:
+        attr = ctypes.create_string_buffer(168)
+        struct.pack_into("<I", attr, 0, start)
+        if host.bpf(BPF_MAP_GET_NEXT_ID, attr, 12) < 0:
+            return names                                  # ENOENT: past the last id
+        start = struct.unpack_from("<I", attr, 4)[0]
+        attr = ctypes.create_string_buffer(168)
+        struct.pack_into("<I", attr, 0, start)
+        fd = host.bpf(BPF_MAP_GET_FD_BY_ID, attr, 12)
+        if fd < 0:
+            continue                                      # freed since the walk saw it
+        try:
+            info = ctypes.create_string_buffer(88)
+            attr = ctypes.create_string_buffer(168)
+            struct.pack_into("<IIQ", attr, 0, fd, 88, ctypes.addressof(info))
+            if host.bpf(BPF_OBJ_GET_INFO_BY_FD, attr, 16) == 0:
+                names.add(info.raw[24:40].split(b"\0")[0].decode(errors="replace"))
+        finally:
+            os.close(fd)
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+def rename_ids(text: str, patterns) -> str:
+    """Map ids by order of first appearance: the kernel's ids are global and cyclic (other
+    processes' maps take ids too), the emulator's start at 1 in each `bpfemu run`. What a
+    client can check about ids (the same map through a pin or by id has the same id) stays
+    visible, since equal ids get equal names."""
+    seen: dict[str, str] = {}
+    rx = re.compile("|".join(f"(?:{p})" for p in patterns), re.M)
+
+    def any_group(m):
+        for i, g in enumerate(m.groups(), 1):
+            if g is not None:
+                whole = m.group(0)
+                seen.setdefault(g, f"ID{len(seen) + 1}")
+                s, e = m.start(i) - m.start(0), m.end(i) - m.start(0)
+                return whole[:s] + seen[g] + whole[e:]
+        return m.group(0)
+
+    return rx.sub(any_group, text)
+
+
+def normalise(text: str, pin_dir: str) -> str:
+    """The C, Go and ctypes clients: the pin directory (a fresh one per run) reads PIN, and
+    ids printed as id#N are renamed by first appearance (rename_ids)."""
+    text = text.replace(pin_dir, "PIN")
+    return rename_ids(text, [r"id#(\d+)"])
