@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("scenarios", help="list the built-in scenarios")
     s.set_defaults(func=cmd_scenarios)
+
+    from .intercept.cli import add_parsers
+    add_parsers(sub)
     return p
 
 

@@ -31,6 +31,9 @@ class Emulator:
             raise ValueError("nr_cpus must be at least 1")
         self.mem = mem if mem is not None else ProcessMemory()
         self.fds = FdTable()
+        # Other tasks' fd tables (supervised processes), reaped with this process's: a map
+        # whose last fd any of them held is gone for every caller.
+        self.fd_tables: list = []
         self.map_idr = IdrCyclic()
         self.lock = new_lock()
         track(self)
@@ -50,10 +53,26 @@ class Emulator:
         # Without a seed, hash seeds are random per map, as get_random_u32() makes them.
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._cpu = 0
+        self._task = None                 # the task of a call made through bpf_as()
         # The bpf filesystem OBJ_PIN and OBJ_GET use; its pins hold map references.
         self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
     bpf = sys_bpf
+
+    def bpf_as(self, task, cmd: int, attr, size: int) -> int:
+        """bpf() made by another task (a thread of a supervised process, bpfemu/intercept/):
+        pointers are addresses in task.mem, fds are numbers in task.fds, and the call runs on
+        the task's CPU. The emulator's current task (mem, fds, CPU, the bpffs's view of cwd)
+        is switched for the call, under the lock, as a context switch would: the semantic
+        code reads the current task and does not know which one it is."""
+        with self.lock:
+            saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
+            self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
+            self.bpffs.proc = task.proc
+            try:
+                return sys_bpf(self, cmd, attr, size)
+            finally:
+                self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""
@@ -71,7 +90,10 @@ class Emulator:
 
     @property
     def cpu(self) -> int:
-        return self._cpu
+        cpu = self._cpu
+        if cpu < 0:                 # a task's CPU, read when a call first needs it
+            cpu = self._cpu = self._task.current_cpu() % self.profile.nr_cpus
+        return cpu
 
     @cpu.setter
     def cpu(self, cpu: int) -> None:
@@ -119,6 +141,9 @@ class Emulator:
         call it first so that an id dies when its last fd does, as in the kernel."""
         with self.lock:
             released = self.fds.reap()
+            for table in self.fd_tables:
+                if table is not self.fds:
+                    released += table.reap()
             if released:
                 self.forget_decoded_calls()
             for f in released:

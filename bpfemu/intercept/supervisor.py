@@ -1,0 +1,199 @@
+"""The supervisor: every bpf() (and statfs() on the emulated bpffs) of a process tree,
+served from one Emulator through a seccomp user-notification listener.
+
+One loop, one thread: poll the listener (and the inotify fd that reports closed map fds),
+NOTIF_RECV a notification, serve it as the notified thread (Emulator.bpf_as with a Caller),
+reply with NOTIF_SEND, or with NOTIF_ADDFD + SEND when the call made a new fd. The listener
+polls POLLHUP once no process uses the filter any more: the tree is gone and the loop ends.
+The supervisor itself never calls bpf(): in-process (inprocess.py) its own call would wait
+for its own reply.
+"""
+import errno
+import os
+import select
+import struct
+
+from ..errors import BpfError
+from ..usercopy import strncpy_from_user
+from . import probes, seccomp
+from .files import SupervisedFiles
+from .task import Caller
+
+_BPF_NRS = frozenset({seccomp.NR_BPF, seccomp.X32_SYSCALL_BIT | seccomp.NR_BPF})
+_STATFS_NRS = frozenset({seccomp.NR_STATFS, seccomp.X32_SYSCALL_BIT | seccomp.NR_STATFS})
+BPF_FS_MAGIC = 0xCAFE4A11
+# struct statfs (x86_64): f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree,
+# f_fsid, f_namelen, f_frsize, f_flags, f_spare[4]
+_STATFS = struct.Struct("<qqQQQQQ8sqqq32x")
+# What a bpffs mounted the usual way (nosuid,nodev,noexec,relatime) reports: simple_statfs()
+# fills the type, block size and name length, and the mount adds its flags.
+_ST_VALID, _ST_NOSUID, _ST_NODEV, _ST_NOEXEC, _ST_RELATIME = 0x20, 0x2, 0x4, 0x8, 0x1000
+BPFFS_STATFS = _STATFS.pack(BPF_FS_MAGIC, 4096, 0, 0, 0, 0, 0, bytes(8), 255, 4096,
+                            _ST_VALID | _ST_NOSUID | _ST_NODEV | _ST_NOEXEC | _ST_RELATIME)
+_POLLIN, _POLLHUP = select.POLLIN, select.POLLHUP
+_ENOENT = errno.ENOENT
+
+
+class Supervisor:
+    """Serves the calls notified on ``listener`` from ``emu``.
+
+    ``trace``: a callable(caller, cmd, attr, size, ret) told of every served bpf() call
+    (--trace). ``stop_fd``: the loop also ends when this fd becomes readable.
+    """
+
+    def __init__(self, emu, listener: int, *, trace=None, stop_fd: int | None = None):
+        self.emu = emu
+        self.listener = listener
+        self.files = SupervisedFiles()
+        emu.fd_tables.append(self.files)
+        self.caller = Caller(listener, self.files)
+        self.trace = trace
+        self.stop_fd = stop_fd
+        self.calls = 0
+        self.sync_wakeup = seccomp.set_sync_wakeup(listener)
+        self.answer_probes = not probes.emulator_loads_programs(emu)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until no process uses the filter any more (or stop_fd is readable)."""
+        poller = select.poll()
+        listener, inotify_fd = self.listener, self.files.inotify_fd
+        poller.register(listener, _POLLIN)
+        poller.register(inotify_fd, _POLLIN)
+        if self.stop_fd is not None:
+            poller.register(self.stop_fd, _POLLIN)
+        recv, handle = self._recv, self._handle
+        try:
+            while True:
+                for fd, ev in poller.poll():
+                    if fd == listener:
+                        if ev & _POLLIN:
+                            notif = recv()
+                            if notif is not None:
+                                handle(notif)
+                        elif ev & _POLLHUP:
+                            return
+                    elif fd == inotify_fd:
+                        self.emu.reap_closed_fds()
+                    else:
+                        return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop what the tree still held (its processes are gone, or we stop serving them)."""
+        if self.files.inotify_fd < 0:
+            return
+        emu = self.emu
+        with emu.lock:
+            released = self.files.reap() + self.files.close()
+            if self.files in emu.fd_tables:
+                emu.fd_tables.remove(self.files)
+            for f in released:
+                emu.bpf_map_put(f.obj)
+            if released:
+                emu.forget_decoded_calls()
+
+    def _recv(self):
+        buf = bytearray(seccomp.NOTIF_SIZE)          # RECV wants a zeroed buffer
+        try:
+            seccomp.fcntl.ioctl(self.listener, seccomp.NOTIF_RECV, buf, True)
+        except OSError as e:
+            if e.errno in (_ENOENT, errno.EINTR):    # the caller went away before RECV
+                return None
+            raise
+        return seccomp.NOTIF.unpack(buf)
+
+    def _handle(self, notif) -> None:
+        notif_id, tid, _flags, nr, arch, _ip, a0, a1, a2, *_ = notif
+        if nr in _BPF_NRS or (arch == seccomp.AUDIT_ARCH_I386 and nr == seccomp.NR_BPF_I386):
+            self.serve_bpf(notif_id, tid, a0, a1, a2)
+        elif nr in _STATFS_NRS:
+            self.serve_statfs(notif_id, tid, a0, a1)
+        else:                                        # not ours: let the kernel run it
+            self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+    # --- bpf() ----------------------------------------------------------------------------
+
+    def serve_bpf(self, notif_id: int, tid: int, a0: int, attr: int, a2: int) -> None:
+        cmd = (a0 & 0xFFFFFFFF) - ((a0 & 0x80000000) << 1)     # int cmd
+        size = a2 & 0xFFFFFFFF
+        caller = self.caller
+        caller.switch(tid, notif_id)
+        self.calls += 1
+        if (cmd == probes.BPF_PROG_LOAD and self.answer_probes
+                and probes.is_probe(caller.mem, attr, size)):
+            self._install(notif_id, probes.probe_fd(), None)
+            if self.trace is not None:
+                self.trace(caller, cmd, attr, size, None)
+            return
+        ret = self.emu.bpf_as(caller, cmd, attr, size)
+        pending = self.files.take_pending()
+        if pending is not None:
+            fd, f = pending
+            if ret >= 0:
+                ret = self._install(notif_id, fd, f)
+            else:                                    # cannot happen: the fd is made last
+                self._drop(f)
+                os.close(fd)
+        else:
+            self._reply(notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0)
+        if self.trace is not None:
+            self.trace(caller, cmd, attr, size, ret)
+
+    def _install(self, notif_id: int, fd: int, f) -> int:
+        """NOTIF_ADDFD + SEND: fd becomes the caller's lowest free fd (O_CLOEXEC, as
+        bpf_map_new_fd gives it) and the call's result, in one step, so that no fd is ever
+        left behind in a caller that did not get the answer. Returns the result."""
+        try:
+            ret = seccomp.addfd_send(self.listener, notif_id, fd, os.O_CLOEXEC)
+        except OSError as e:
+            # EMFILE and the like: the call fails as bpf_map_new_fd() would, dropping the
+            # reference it took; ENOENT: the caller is gone.
+            if f is not None:
+                self._drop(f)
+            ret = -e.errno
+            if e.errno != _ENOENT:
+                self._reply(notif_id, 0, ret)
+        finally:
+            os.close(fd)
+        return ret
+
+    def _drop(self, f) -> None:
+        self.files.abandon(f)
+        with self.emu.lock:
+            self.emu.bpf_map_put(f.obj)
+
+    def _reply(self, notif_id: int, val: int, error: int, flags: int = 0) -> None:
+        try:
+            seccomp.send(self.listener, notif_id, val, error, flags)
+        except OSError as e:
+            if e.errno != _ENOENT:                   # ENOENT: the caller is gone (killed)
+                raise
+
+    # --- statfs() -------------------------------------------------------------------------
+
+    def serve_statfs(self, notif_id: int, tid: int, path_ptr: int, buf_ptr: int) -> None:
+        """statfs() of a path on the emulated bpffs gets BPF_FS_MAGIC (so that clients that
+        check before pinning pin); every other path goes on to the kernel (CONTINUE)."""
+        caller = self.caller
+        caller.switch(tid, notif_id)
+        emu = self.emu
+        try:
+            with emu.lock:
+                emu.bpffs.proc = caller.proc
+                try:
+                    path = os.fsdecode(strncpy_from_user(caller.mem, path_ptr))
+                    ours = emu.bpffs.is_on_bpffs(path)
+                finally:
+                    emu.bpffs.proc = None
+            if ours:
+                caller.mem.write(buf_ptr, BPFFS_STATFS)
+        except BpfError as e:
+            self._reply(notif_id, 0, -e.errno)
+            return
+        if ours:
+            self._reply(notif_id, 0, 0)
+        else:
+            self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
