@@ -43,11 +43,14 @@ def _bpftool_show_all_ours(text: str) -> str:
 def normalise_bpftool(text: str, pin_dir: str) -> str:
     """bpftool's transcript: the pin directory reads PIN; other processes' maps leave `map
     show`; map ids (the "N:" heading of show, "id":N in JSON, `id N` on command lines) are
-    renamed by first appearance (harness.rename_ids); memlock, the kernel's estimate of a
-    map's kernel memory that bpftool reads from /proc/PID/fdinfo, is dropped (the emulator
-    keeps no kernel memory to account)."""
+    renamed by first appearance (harness.rename_ids). Two things bpftool reads from
+    /proc/PID/fdinfo of a map fd are dropped, because the emulator's map fds are memfds whose
+    fdinfo the kernel writes (README, "Real clients"): memlock, the kernel's estimate of a
+    map's kernel memory, and the "frozen" line of a plain `show` (freezing itself is checked
+    by the update that fails after it)."""
     text = _bpftool_show_all_ours(text.replace(pin_dir, "PIN"))
     text = re.sub(r"  memlock \d+B", "", text)
+    text = re.sub(r"^\tfrozen\n", "", text, flags=re.M)
     text = re.sub(r'"bytes_memlock":\d+,', "", text)
     return rename_ids(text, [r"^(\d+): ", r'"id":(\d+)', r"\bid (\d+)\b"])
 
