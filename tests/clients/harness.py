@@ -21,10 +21,12 @@ import ctypes
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 
 from bpfemu import HostKernel
@@ -64,6 +66,13 @@ def fresh_pin_dir(base: str) -> str:
     return path
 
 
+def _kill_group(p) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
     """Run argv; if pause_hook is given, the client runs with CLIENT_PAUSE and the hook is
     called (with no argument) while the client waits at its pause."""
@@ -75,8 +84,13 @@ def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
         # stdout to a file: the harness reads stderr up to the pause line while the client
         # writes, so a pipe for stdout could fill and block the client.
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
-                             env=env, cwd=cwd, text=True)
+                             env=env, cwd=cwd, text=True, start_new_session=True)
         link, at_pause, err_lines = None, None, []
+        # The pause loop reads stderr with no timeout of its own: a client that hangs
+        # before its pause is killed by this timer (communicate() times out after it). The
+        # whole process group: under `bpfemu run` the client is the supervisor's child.
+        watchdog = threading.Timer(TIMEOUT, _kill_group, (p,))
+        watchdog.start()
         try:
             if pause_hook is not None:
                 for line in p.stderr:
@@ -87,9 +101,11 @@ def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
                     err_lines.append(line)
             _, err = p.communicate("\n", timeout=TIMEOUT)
         except BaseException:
-            p.kill()
+            _kill_group(p)
             p.wait()
             raise
+        finally:
+            watchdog.cancel()
         out.seek(0)
         return Run(p.returncode, out.read(), "".join(err_lines) + err, link, at_pause, pin_dir)
 
