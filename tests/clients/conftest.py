@@ -73,6 +73,8 @@ def emulated_nobody_run(client, client_dir, emulated_runs, bpfemu_run_ok):
         pytest.skip(bpfemu_run_ok)
     spec, argv = client
     if spec.name not in emulated_runs:
-        emulated_runs[spec.name] = harness.run_emulated(argv, client_dir,
-                                                        as_nobody=harness.is_root())
+        as_nobody = harness.is_root()
+        if as_nobody and harness.nobody_unavailable():
+            pytest.skip(harness.nobody_unavailable())
+        emulated_runs[spec.name] = harness.run_emulated(argv, client_dir, as_nobody=as_nobody)
     return emulated_runs[spec.name]

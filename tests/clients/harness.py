@@ -148,8 +148,18 @@ def bpfemu_run_unavailable() -> str | None:
     return None
 
 
+_kernel_why: list = []
+
+
 def kernel_unavailable() -> str | None:
-    """None when clients can run on the live kernel here (root, bpf(), unshare, mount)."""
+    """None when clients can run on the live kernel here (root, bpf(), a bpffs mounted in a
+    private mount namespace), else why not. Probed once."""
+    if not _kernel_why:
+        _kernel_why.append(_probe_kernel())
+    return _kernel_why[0]
+
+
+def _probe_kernel() -> str | None:
     if os.geteuid() != 0:
         return "the live-kernel runs need root (bpf() and a bpffs mount)"
     why = HostKernel.available()
@@ -157,6 +167,21 @@ def kernel_unavailable() -> str | None:
         return f"live kernel bpf() not permitted: {why}"
     if not shutil.which("unshare"):
         return "unshare not found (Debian package util-linux)"
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            _MOUNT_AND_RUN, d, "true"], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    if p.returncode != 0:
+        return f"cannot mount a bpffs in a private mount namespace: {p.stderr.strip()}"
+    return None
+
+
+def nobody_unavailable() -> str | None:
+    """None when runs as nobody are possible (root, and setpriv to switch)."""
+    if not is_root():
+        return "switching to nobody needs root"
+    if not shutil.which("setpriv"):
+        return "setpriv not found (Debian package util-linux)"
     return None
 
 

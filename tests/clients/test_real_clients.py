@@ -82,8 +82,8 @@ def test_as_root_under_bpfemu_run_served_by_emulator(client, client_dir, bpfemu_
 def test_as_nobody_without_bpfemu_run_gets_eperm(client, client_dir):
     """Without `bpfemu run`, nobody's bpf() calls reach the kernel and are refused: the runs
     above used no privilege."""
-    if not harness.is_root():
-        pytest.skip("needs root to switch to nobody")
+    if harness.nobody_unavailable():
+        pytest.skip(harness.nobody_unavailable())
     with open("/proc/sys/kernel/unprivileged_bpf_disabled") as f:
         if f.read().strip() == "0":
             pytest.skip("unprivileged bpf() is enabled here (kernel.unprivileged_bpf_disabled=0)")
