@@ -120,8 +120,7 @@ def run_on_kernel(argv, base: str, *, pause_hook=None) -> Run:
 
 def run_as_nobody_on_kernel(argv, base: str) -> Run:
     """argv as nobody on the live kernel, no bpfemu: every bpf() should get EPERM."""
-    pin = fresh_pin_dir(base)
-    return _run([*AS_NOBODY, *argv, pin], cwd=base, pin_dir=pin)
+    return run_directly(argv, base, as_nobody=True)
 
 
 def bpfemu_run_argv(pin: str) -> list[str]:
@@ -135,6 +134,14 @@ def run_emulated(argv, base: str, *, as_nobody: bool, pause_hook=None) -> Run:
     if as_nobody:
         cmd = [*AS_NOBODY, *cmd]
     # cwd=base: `python -m` puts the cwd first on sys.path, and base holds no package.
+    return _run(cmd, cwd=base, pause_hook=pause_hook, pin_dir=pin)
+
+
+def run_directly(argv, base: str, *, as_nobody: bool, pause_hook=None) -> Run:
+    """argv with a fresh pin directory appended, as nobody or as the current user, with no
+    `bpfemu run` around it (for a client that serves itself, in-process)."""
+    pin = fresh_pin_dir(base)
+    cmd = [*AS_NOBODY, *argv, pin] if as_nobody else [*argv, pin]
     return _run(cmd, cwd=base, pause_hook=pause_hook, pin_dir=pin)
 
 

@@ -142,10 +142,10 @@ def section(map_type, name, flags, pin_dir):
     return fd
 
 
-def main():
-    if len(sys.argv) != 2:
+def main(argv):
+    if len(argv) != 1:
         sys.exit("usage: libbpf_ctypes.py PIN_DIR")
-    pin_dir = sys.argv[1]
+    pin_dir = argv[0]
     print(f"possible cpus: {NCPUS}")
     fds = [section(t, n, f, pin_dir) for t, n, f in [
         (HASH, "py_hash", ZERO_SEED), (PERCPU_HASH, "py_percpu_hash", ZERO_SEED),
@@ -163,4 +163,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
