@@ -14,10 +14,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_ENTRIES 8
@@ -299,6 +301,136 @@ static int map_section(enum bpf_map_type t, const char *name, __u32 flags, int p
 	return fd;
 }
 
+static const char *accmode(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return ename(errno);
+	switch (fl & O_ACCMODE) {
+	case O_RDONLY: return "O_RDONLY";
+	case O_WRONLY: return "O_WRONLY";
+	default: return "O_RDWR";
+	}
+}
+
+/* What each kind of fd may do: map_flags RDONLY/WRONLY, and read-only or write-only fds
+ * of a read-write map from OBJ_GET and GET_FD_BY_ID. */
+static void try_fd(const char *label, int fd)
+{
+	__u32 key = 1, next;
+	__u64 v = 0;
+
+	printf("  %s: create/open", label);
+	result(fd);
+	if (fd < 0)
+		return;
+	printf("    F_GETFL %s\n", accmode(fd));
+	printf("    update");
+	result(bpf_map_update_elem(fd, &key, &v, BPF_ANY));
+	printf("    lookup");
+	result(bpf_map_lookup_elem(fd, &key, &v));
+	printf("    get_next_key");
+	result(bpf_map_get_next_key(fd, NULL, &next));
+	printf("    delete");
+	result(bpf_map_delete_elem(fd, &key));
+	printf("    freeze");
+	result(bpf_map_freeze(fd));
+	close(fd);
+}
+
+static void access_modes(void)
+{
+	DECLARE_LIBBPF_OPTS(bpf_map_create_opts, rdonly, .map_flags = BPF_F_RDONLY);
+	DECLARE_LIBBPF_OPTS(bpf_map_create_opts, wronly, .map_flags = BPF_F_WRONLY);
+	DECLARE_LIBBPF_OPTS(bpf_obj_get_opts, get_ro, .file_flags = BPF_F_RDONLY);
+	DECLARE_LIBBPF_OPTS(bpf_obj_get_opts, get_wo, .file_flags = BPF_F_WRONLY);
+	DECLARE_LIBBPF_OPTS(bpf_get_fd_by_id_opts, id_ro, .open_flags = BPF_F_RDONLY);
+	DECLARE_LIBBPF_OPTS(bpf_get_fd_by_id_opts, id_wo, .open_flags = BPF_F_WRONLY);
+	char path[4096];
+	__u32 key = 1;
+	__u64 v = 11;
+
+	printf("access modes\n");
+	try_fd("map RDONLY", bpf_map_create(BPF_MAP_TYPE_HASH, "c_rdonly", 4, 8, 8, &rdonly));
+	try_fd("map WRONLY", bpf_map_create(BPF_MAP_TYPE_HASH, "c_wronly", 4, 8, 8, &wronly));
+	int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "c_modes", 4, 8, 8, NULL);
+	printf("  create c_modes");
+	result(fd);
+	if (fd < 0)
+		return;
+	printf("  F_GETFL of the creator's fd %s\n", accmode(fd));
+	bpf_map_update_elem(fd, &key, &v, BPF_ANY);
+	snprintf(path, sizeof(path), "%s/c_modes", pin_dir);
+	printf("  pin c_modes");
+	result(bpf_obj_pin(fd, path));
+	try_fd("obj_get RDONLY", bpf_obj_get_opts(path, &get_ro));
+	try_fd("obj_get WRONLY", bpf_obj_get_opts(path, &get_wo));
+	try_fd("get_fd_by_id RDONLY", bpf_map_get_fd_by_id_opts(map_id(fd), &id_ro));
+	try_fd("get_fd_by_id WRONLY", bpf_map_get_fd_by_id_opts(map_id(fd), &id_wo));
+	close(fd);
+}
+
+/* One map through several fds and processes: a dup outlives the original fd, a forked
+ * child's updates are the parent's, and the last close frees an unpinned map's id. */
+static void shared_fds(void)
+{
+	__u32 key, id;
+	__u64 v;
+
+	printf("fds and processes\n");
+	int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "c_shared", 4, 8, 8, NULL);
+	printf("  create");
+	result(fd);
+	if (fd < 0)
+		return;
+	id = map_id(fd);
+	int dupfd = dup(fd);
+	close(fd);
+	key = 1;
+	v = 10;
+	printf("  update through a dup of the closed fd");
+	result(bpf_map_update_elem(dupfd, &key, &v, BPF_ANY));
+	printf("  the closed fd: update");
+	result(bpf_map_update_elem(fd, &key, &v, BPF_ANY));
+
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		key = 2;
+		v = 20;
+		printf("  child: update key 2");
+		result(bpf_map_update_elem(dupfd, &key, &v, BPF_NOEXIST));
+		int again = bpf_map_get_fd_by_id(id);
+		printf("  child: get_fd_by_id");
+		result(again);
+		key = 3;
+		v = 30;
+		printf("  child: update key 3 through it");
+		result(bpf_map_update_elem(again, &key, &v, BPF_NOEXIST));
+		fflush(stdout);
+		_exit(0);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	printf("  child exited %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	for (key = 1; key <= 3; key++) {
+		v = 0;
+		printf("  parent: lookup key %u", key);
+		int ret = bpf_map_lookup_elem(dupfd, &key, &v);
+		if (ret < 0)
+			result(ret);
+		else
+			printf(" -> %llu\n", (unsigned long long)v);
+	}
+	close(dupfd);
+	int gone = bpf_map_get_fd_by_id(id);
+	printf("  get_fd_by_id after the last close");
+	result(gone);
+	if (gone >= 0)
+		close(gone);
+}
+
 /* LRU eviction on one CPU: the map is full, new keys push out the least recently used. */
 static void lru_eviction(enum bpf_map_type t, const char *name, __u32 flags)
 {
@@ -377,6 +509,8 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/missing", pin_dir);
 	result(bpf_obj_get(path));
 
+	access_modes();
+	shared_fds();
 	lru_eviction(BPF_MAP_TYPE_LRU_HASH, "c_lru_evict", BPF_F_ZERO_SEED);
 	lru_eviction(BPF_MAP_TYPE_LRU_PERCPU_HASH, "c_lrupc_evict", BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU);
 
