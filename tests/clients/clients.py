@@ -51,8 +51,9 @@ def normalise_bpftool(text: str, pin_dir: str) -> str:
     text = _bpftool_show_all_ours(text.replace(pin_dir, "PIN"))
     text = re.sub(r"  memlock \d+B", "", text)
     text = re.sub(r"^\tfrozen\n", "", text, flags=re.M)
-    text = re.sub(r'"bytes_memlock":\d+,', "", text)
-    return rename_ids(text, [r"^(\d+): ", r'"id":(\d+)', r"\bid (\d+)\b"])
+    text = re.sub(r'^ *"bytes_memlock": \d+,\n', "", text, flags=re.M)     # -p
+    text = re.sub(r'"bytes_memlock":\d+,', "", text)                      # -j
+    return rename_ids(text, [r"^(\d+): ", r'"id": ?(\d+)', r"\bid ([1-9]\d*)\b"])
 
 
 CLIENTS = {

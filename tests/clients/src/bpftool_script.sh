@@ -59,8 +59,15 @@ bt map show pinned "$P/array"
 # by id, as found by show
 id=$(bpftool map show pinned "$P/hash" | sed -n 's/^\([0-9]*\):.*/\1/p')
 bt map lookup id "$id" $K1
+bt map show id "$id"
+bt -p map show id "$id"
+bt map dump id "$id"
+bt map update id "$id" key 5 0 0 0 $V
 bt map pin id "$id" "$P/hash_again"
 bt map dump pinned "$P/hash_again"
+bt map pin id "$id" "$P/hash_again"
+bt map show pinned "$P/missing"
+bt map lookup id 0 $K1
 
 bt map show
 echo "\$ sh -c 'bpftool map lookup ...; bpftool map dump ...'"
