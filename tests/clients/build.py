@@ -60,8 +60,10 @@ def go_client(outdir: str) -> list[str]:
     shutil.copy(os.path.join(SRC, "gocli", "main.go"), pkg)
     env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:{GOCODE}", GOPROXY="off",
                GOFLAGS="", CGO_ENABLED="0")
-    if not (env.get("GOCACHE") or env.get("XDG_CACHE_HOME") or env.get("HOME")):
-        env["GOCACHE"] = os.path.join(outdir, "gocache")   # go needs one; else it keeps its own
+    home = env.get("HOME", "")
+    if not env.get("GOCACHE") and not (home and os.access(home, os.W_OK)):
+        # go needs a build cache; the default one under $HOME is kept between sessions
+        env["GOCACHE"] = os.path.join(outdir, "gocache")
     exe = os.path.join(outdir, "gocli")
     _check([go, "build", "-o", exe, "gocli"], "building gocli with cilium/ebpf", outdir, env)
     return [exe]
