@@ -1,6 +1,6 @@
 """Session fixtures for the real-client tests: each client is built once per session into one
-directory nobody can read, and each kind of run (kernel, emulated as nobody) is made once
-per client and shared by the tests that compare it."""
+directory that the user nobody can read and run from, and each kind of run (kernel, emulated
+as nobody) is made once per client and shared by the tests that compare it."""
 import shutil
 
 import pytest

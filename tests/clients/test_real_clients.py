@@ -84,9 +84,13 @@ def test_as_nobody_without_bpfemu_run_gets_eperm(client, client_dir):
     above used no privilege."""
     if harness.nobody_unavailable():
         pytest.skip(harness.nobody_unavailable())
-    with open("/proc/sys/kernel/unprivileged_bpf_disabled") as f:
-        if f.read().strip() == "0":
-            pytest.skip("unprivileged bpf() is enabled here (kernel.unprivileged_bpf_disabled=0)")
+    try:
+        with open("/proc/sys/kernel/unprivileged_bpf_disabled") as f:
+            disabled = f.read().strip()
+    except OSError as e:
+        pytest.skip(f"kernel.unprivileged_bpf_disabled unreadable: {e}")
+    if disabled == "0":
+        pytest.skip("unprivileged bpf() is enabled here (kernel.unprivileged_bpf_disabled=0)")
     spec, argv = client
     run = harness.run_as_nobody_on_kernel(argv, client_dir)
     assert any(line.startswith(spec.refused) for line in run.stdout.splitlines()), \
