@@ -92,6 +92,8 @@ class Emulator:
     def cpu(self) -> int:
         cpu = self._cpu
         if cpu < 0:                 # a task's CPU, read when a call first needs it
+            # DEVIATION(cpus): with fewer possible CPUs than the host has (bpfemu run
+            # --cpus N), a thread on CPU c runs its call as CPU c mod N.
             cpu = self._cpu = self._task.current_cpu() % self.profile.nr_cpus
         return cpu
 

@@ -24,6 +24,9 @@ EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 126, 127
 
 def main(argv: list) -> int:
     sock_fd, statfs, cmd = int(argv[0]), argv[1] == "1", argv[2:]
+    # DEVIATION(eintr): a signal that arrives before the supervisor has received the call
+    # (the wait is interruptible until then) restarts it under SA_RESTART and fails it with
+    # EINTR otherwise, having done nothing; Linux never returns EINTR from these commands.
     flags = seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER | seccomp.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
     sock = socket.socket(fileno=sock_fd)
     try:

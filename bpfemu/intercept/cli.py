@@ -42,10 +42,15 @@ def cmd_run(a) -> int:
     if a.trace:
         from .tracing import ServedCallTrace
         try:
-            trace = ServedCallTrace(a.trace, emu)
+            open(a.trace, "ab").close()          # say now if it cannot be written
         except OSError as e:
             sys.stderr.write(f"bpfemu: {a.trace}: {e.strerror}\n")
             return 2
+        traces = []
+
+        def trace(sup):
+            traces.append(ServedCallTrace(sup, a.trace))
+            return traces[0]
     try:
         proc, listener = spawn(cmd)
     except StartError as e:
@@ -57,6 +62,6 @@ def cmd_run(a) -> int:
         Supervisor(emu, listener, trace=trace).serve()
     finally:
         os.close(listener)
-        if trace is not None:
-            trace.finish()
+        if trace is not None and traces:
+            traces[0].finish()
     return exit_status(proc.wait())

@@ -54,6 +54,10 @@ class SupervisedFiles:
     # --- installing -----------------------------------------------------------------------
 
     def install(self, obj, mode: int) -> int:
+        # DEVIATION(intercept-fd): the caller's map fd is a memfd: readlink shows
+        # "/memfd:bpf-map (deleted)" (anon_inode:bpf-map on Linux), fstat shows S_IFREG|0600
+        # (0600 without type bits), and /proc/<pid>/fdinfo/<n> has a memfd's lines, not the
+        # map's (map_type, memlock, frozen...). Emulating fdinfo would mean serving open().
         """Make the open file of a new fd (bpf_map_new_fd's anon_inode_getfd): a memfd, and
         a second open file of it with the access mode, watched. Returns the supervisor's fd of
         that open file, left pending: the supervisor installs it in the caller with

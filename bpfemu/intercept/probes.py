@@ -5,9 +5,11 @@ the kernel supports, and fall back when it fails:
 - libbpf's name probe (probe_kern_prog_name: PROG_LOAD of SOCKET_FILTER "r0 = 0; exit" with
   prog_name "libbpf_nametest", size 64): if it fails, libbpf silently drops every map name.
 - libbpf's memcg probe (probe_memcg_account: SOCKET_FILTER "call ktime_get_coarse_ns; exit",
-  size 116) and bpftool's known_to_need_rlimit (the same program, size 144): if it fails
-  they try setrlimit(RLIMIT_MEMLOCK, infinity), which fails for an unprivileged user.
+  size 116) and bpftool's known_to_need_rlimit ("r0 = 0; exit", size 144, RLIMIT_MEMLOCK at 0
+  around it): if one fails they try setrlimit(RLIMIT_MEMLOCK, infinity), which fails for an
+  unprivileged user.
 cilium/ebpf probes with MAP_CREATE (names, memcg accounting), which the emulator serves.
+docs/seccomp.md §6 has what each sends.
 
 Such a probe is answered with a fd of its own (a memfd named "bpf-prog", as a program fd's
 link names contain "bpf-prog"), installed in the caller like a map fd: the caller may close
@@ -32,6 +34,8 @@ def emulator_loads_programs(emu) -> bool:
     return BPF_PROG_LOAD in COMMANDS
 
 
+# DEVIATION(probes): a feature probe's program is not loaded, verified or run: the fd that
+# answers it is a "bpf-prog" memfd that no command accepts as a program.
 def is_probe(mem, attr: int, size: int) -> bool:
     """A feature probe: a SOCKET_FILTER program of two instructions ending in exit."""
     if size < _PROG_HEAD.size:

@@ -58,6 +58,8 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+# DEVIATION(supervisor-gone): if the supervisor dies, every later bpf() of the tree fails
+# with ENOSYS (the kernel's answer for a filtered call whose listener is closed).
 def run(cmd: list, emu, *, statfs: bool = True, trace=None, **popen_kw) -> int:
     """Run cmd with every bpf() of its tree served by emu, in this thread. Returns when no
     process of the tree is left; the result is cmd's exit status (128 + signal)."""

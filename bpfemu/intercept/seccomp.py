@@ -144,8 +144,9 @@ def send(listener: int, notif_id: int, val: int, error: int = 0, flags: int = 0)
     fcntl.ioctl(listener, NOTIF_SEND, RESP.pack(notif_id, val, error, flags))
 
 
-def addfd_send(listener: int, notif_id: int, srcfd: int, newfd_flags: int) -> int:
-    """NOTIF_ADDFD with ADDFD_FLAG_SEND: install srcfd in the caller (lowest free number)
-    and reply with that number in one step. Returns it; raises OSError."""
-    buf = bytearray(ADDFD.pack(notif_id, SECCOMP_ADDFD_FLAG_SEND, srcfd, 0, newfd_flags))
+def addfd(listener: int, notif_id: int, srcfd: int, newfd_flags: int, send: bool) -> int:
+    """NOTIF_ADDFD: install srcfd in the caller (lowest free number); with send
+    (ADDFD_FLAG_SEND) that number is also the reply, in one step. Returns it; raises OSError."""
+    flags = SECCOMP_ADDFD_FLAG_SEND if send else 0
+    buf = bytearray(ADDFD.pack(notif_id, flags, srcfd, 0, newfd_flags))
     return fcntl.ioctl(listener, NOTIF_ADDFD, buf, True)

@@ -37,8 +37,8 @@ _ENOENT = errno.ENOENT
 class Supervisor:
     """Serves the calls notified on ``listener`` from ``emu``.
 
-    ``trace``: a callable(caller, cmd, attr, size, ret) told of every served bpf() call
-    (--trace). ``stop_fd``: the loop also ends when this fd becomes readable.
+    ``trace``: a factory (supervisor) -> a Recorder-like object whose bpf(cmd, attr, size)
+    records the call it makes through supervisor.call() (--trace). ``stop_fd``: the loop also ends when this fd becomes readable.
     """
 
     def __init__(self, emu, listener: int, *, trace=None, stop_fd: int | None = None):
@@ -47,7 +47,8 @@ class Supervisor:
         self.files = SupervisedFiles()
         emu.fd_tables.append(self.files)
         self.caller = Caller(listener, self.files)
-        self.trace = trace
+        self.trace = trace(self) if trace is not None else None
+        self._unreplied = None
         self.stop_fd = stop_fd
         self.calls = 0
         self.sync_wakeup = seccomp.set_sync_wakeup(listener)
@@ -75,7 +76,7 @@ class Supervisor:
                         elif ev & _POLLHUP:
                             return
                     elif fd == inotify_fd:
-                        self.emu.reap_closed_fds()
+                        self.reap()
                     else:
                         return
         finally:
@@ -94,6 +95,21 @@ class Supervisor:
                 emu.bpf_map_put(f.obj)
             if released:
                 emu.forget_decoded_calls()
+
+    def reap(self) -> None:
+        """Release the open files the tree has closed for good (their maps' references)."""
+        released = self.files.reap()
+        if not released:
+            return
+        emu = self.emu
+        with emu.lock:
+            for f in released:
+                emu.bpf_map_put(f.obj)
+            emu.forget_decoded_calls()
+        if self.trace is not None:
+            for f in released:
+                for fd in sorted(f.fds):
+                    self.trace.closed(fd)
 
     def _recv(self):
         buf = bytearray(seccomp.NOTIF_SIZE)          # RECV wants a zeroed buffer
@@ -124,30 +140,49 @@ class Supervisor:
         self.calls += 1
         if (cmd == probes.BPF_PROG_LOAD and self.answer_probes
                 and probes.is_probe(caller.mem, attr, size)):
-            self._install(notif_id, probes.probe_fd(), None)
-            if self.trace is not None:
-                self.trace(caller, cmd, attr, size, None)
+            self._install(notif_id, probes.probe_fd(), None, True)
             return
-        ret = self.emu.bpf_as(caller, cmd, attr, size)
+        if self.trace is None:
+            self.call(cmd, attr, size, True)
+            return
+        # Traced: the trace reads the caller's buffers after the call, so the reply (which
+        # lets the caller go on and change them) waits until the record is made.
+        self._unreplied = None
+        self.reap()             # a close just before this call comes before it in the trace
+        self.trace.bpf(cmd, attr, size)
+        if self._unreplied is not None:
+            self._reply(notif_id, *self._unreplied)
+
+    def call(self, cmd: int, attr: int, size: int, reply: bool) -> int:
+        """The call of the caller switched to, served; the result it gets. With reply=False
+        an fd is installed (ADDFD) but the reply is left in self._unreplied."""
+        notif_id = self.caller.notif_id
+        ret = self.emu.bpf_as(self.caller, cmd, attr, size)
         pending = self.files.take_pending()
         if pending is not None:
             fd, f = pending
             if ret >= 0:
-                ret = self._install(notif_id, fd, f)
-            else:                                    # cannot happen: the fd is made last
-                self._drop(f)
-                os.close(fd)
+                return self._install(notif_id, fd, f, reply)
+            self._drop(f)                        # cannot happen: the fd is made last
+            os.close(fd)
+        result = (ret if ret >= 0 else 0, ret if ret < 0 else 0)
+        if reply:
+            self._reply(notif_id, *result)
         else:
-            self._reply(notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0)
-        if self.trace is not None:
-            self.trace(caller, cmd, attr, size, ret)
+            self._unreplied = result
+        return ret
 
-    def _install(self, notif_id: int, fd: int, f) -> int:
-        """NOTIF_ADDFD + SEND: fd becomes the caller's lowest free fd (O_CLOEXEC, as
-        bpf_map_new_fd gives it) and the call's result, in one step, so that no fd is ever
-        left behind in a caller that did not get the answer. Returns the result."""
+    def _install(self, notif_id: int, fd: int, f, send: bool) -> int:
+        """NOTIF_ADDFD: fd becomes the caller's lowest free fd (O_CLOEXEC, as bpf_map_new_fd
+        gives it). With send, ADDFD_FLAG_SEND makes that number the call's result in the same
+        step, so that no fd is ever left behind in a caller that did not get the answer.
+        Returns the result."""
         try:
-            ret = seccomp.addfd_send(self.listener, notif_id, fd, os.O_CLOEXEC)
+            ret = seccomp.addfd(self.listener, notif_id, fd, os.O_CLOEXEC, send)
+            if f is not None:
+                f.fds.add(ret)                   # the number it got (a trace's close record)
+            if not send:
+                self._unreplied = (ret, 0)
         except OSError as e:
             # EMFILE and the like: the call fails as bpf_map_new_fd() would, dropping the
             # reference it took; ENOENT: the caller is gone.
@@ -155,7 +190,10 @@ class Supervisor:
                 self._drop(f)
             ret = -e.errno
             if e.errno != _ENOENT:
-                self._reply(notif_id, 0, ret)
+                if send:
+                    self._reply(notif_id, 0, ret)
+                else:
+                    self._unreplied = (0, ret)
         finally:
             os.close(fd)
         return ret
@@ -175,6 +213,9 @@ class Supervisor:
     # --- statfs() -------------------------------------------------------------------------
 
     def serve_statfs(self, notif_id: int, tid: int, path_ptr: int, buf_ptr: int) -> None:
+        # DEVIATION(bpffs-statfs): the pin root is a bpffs for statfs() only: pins live in the
+        # emulator, so ls, rm or mkdir there (and statfs() of i386 programs) see the real
+        # filesystem, and fstatfs() of an fd is never answered.
         """statfs() of a path on the emulated bpffs gets BPF_FS_MAGIC (so that clients that
         check before pinning pin); every other path goes on to the kernel (CONTINUE)."""
         caller = self.caller

@@ -167,6 +167,10 @@ class Recorder:
             self.maps[fd] = m
         return m
 
+    def _result_map_meta(self, fd: int) -> MapMeta | None:
+        """The map behind an fd a call returned (the caller's fd: see intercept/tracing.py)."""
+        return backend_map_meta(self.backend, fd)
+
     def _fd_kind(self, fd: int) -> str:
         if fd in self.maps or self._lookup_map(fd) is not None:
             return "map"
@@ -253,7 +257,7 @@ class Recorder:
         if layout.map_fd is not None and layout.map_fd in self.maps:
             rec["map_type"] = self.maps[layout.map_fd].map_type
         if cmd in FD_RESULT_CMDS and ret >= 0:
-            meta = backend_map_meta(self.backend, ret)
+            meta = self._result_map_meta(ret)
             if meta is None and cmd == C.BPF_MAP_CREATE:
                 meta = MapMeta.from_create_attr(union, self.nr_cpus)
             if meta is not None:

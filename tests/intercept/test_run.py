@@ -113,3 +113,29 @@ def test_lru_sees_the_callers_cpu(supervised, on_kernel, ctool, flags):
                 2: "cpu 1 survivors " + " ".join(map(str, [*range(36, 50), *range(86, 100)])) + "\n"}
     assert emulated.stdout == expected[flags]
     assert on_kernel([ctool, "lru", str(flags), "100"]).stdout == emulated.stdout
+
+
+def test_trace_of_served_calls_replays_without_differences(supervised, ctool, bpftool, public_dir):
+    """--trace records every served call with the bytes behind its pointers, the caller's CPU
+    and the closes of map fds; the trace replays on a fresh emulator with no difference."""
+    import subprocess
+    import sys
+    from bpfemu.trace.format import read_all
+    trace = os.path.join(public_dir, "served.jsonl")
+    open(trace, "w").close()
+    os.chmod(trace, 0o666)                  # written by nobody
+    script = (f"{bpftool} map create /sys/fs/bpf/q type lru_hash key 4 value 4 entries 4 name q"
+              f" && {bpftool} map update pinned /sys/fs/bpf/q key 1 0 0 0 value 2 0 0 0"
+              f" && {bpftool} map dump pinned /sys/fs/bpf/q && {ctool} lru 2 100 && {ctool} efault")
+    r = supervised(["sh", "-c", script], opts=["--trace", trace])
+    assert r.returncode == 0, r.stderr
+    header, recs, _ = read_all(trace)
+    assert header.backend == "emulator"
+    names = [rec.get("name") for rec in recs]
+    assert names[:2] == ["BPF_MAP_CREATE", "BPF_OBJ_PIN"]
+    assert "close" in [rec["call"] for rec in recs]
+    assert {rec["cpu"] for rec in recs if rec.get("name") == "BPF_MAP_UPDATE_ELEM"} >= {0, 1}
+    replay = subprocess.run([sys.executable, "-m", "bpfemu", "replay", "-q", trace],
+                            capture_output=True, text=True)
+    assert replay.returncode == 0, replay.stdout
+    assert "no differences" in replay.stdout
