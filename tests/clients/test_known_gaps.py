@@ -2,10 +2,10 @@
 
 The emulated bpffs is the Emulator's own tree (README, DEVIATIONs bpffs and bpffs-statfs):
 OBJ_PIN and OBJ_GET reach it, statfs() there reports a bpffs, but the file-system calls a
-client makes on a real
-bpffs (mkdir of a subdirectory to pin into, ls, rm of a pin) go to the real directory. Each
-test runs a small bpftool script on the live kernel and under `bpfemu run` and compares what
-it printed; they are strict xfails, so that closing a gap shows up as a failure to update.
+client makes on a real bpffs (mkdir of a subdirectory to pin into, ls, rm of a pin) go to
+the real directory. Each test runs a small bpftool script on the live kernel and under
+`bpfemu run` and compares what it printed; they are strict xfails, so that closing a gap
+shows up as a failure to update.
 """
 import pytest
 
