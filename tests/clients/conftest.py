@@ -1,6 +1,7 @@
 """Session fixtures for the real-client tests: each client is built once per session into one
 directory that the user nobody can read and run from, and each kind of run (kernel, emulated
 as nobody) is made once per client and shared by the tests that compare it."""
+import os
 import shutil
 
 import pytest
@@ -67,8 +68,9 @@ def bpfemu_run_ok():
 
 @pytest.fixture
 def emulated_nobody_run(client, client_dir, emulated_runs, bpfemu_run_ok):
-    """The client's run under `bpfemu run`, supervisor and client as nobody (or as the
-    current user when that is not root: either way without privilege)."""
+    """The client's run under `bpfemu run --trace`, supervisor and client as nobody (or as
+    the current user when that is not root: either way without privilege). ``.trace`` is
+    the trace of the calls served (test_traces.py replays it)."""
     if bpfemu_run_ok:
         pytest.skip(bpfemu_run_ok)
     spec, argv = client
@@ -76,5 +78,9 @@ def emulated_nobody_run(client, client_dir, emulated_runs, bpfemu_run_ok):
         as_nobody = harness.is_root()
         if as_nobody and harness.nobody_unavailable():
             pytest.skip(harness.nobody_unavailable())
-        emulated_runs[spec.name] = harness.run_emulated(argv, client_dir, as_nobody=as_nobody)
+        trace = os.path.join(harness.fresh_pin_dir(client_dir, "trace-"), "calls.jsonl")
+        run = harness.run_emulated(argv, client_dir, as_nobody=as_nobody,
+                                   options=["--trace", trace])
+        run.trace = trace
+        emulated_runs[spec.name] = run
     return emulated_runs[spec.name]

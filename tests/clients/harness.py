@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bpfemu import HostKernel
 from bpfemu.uapi.consts import BPF_MAP_GET_FD_BY_ID, BPF_MAP_GET_NEXT_ID, BPF_OBJ_GET_INFO_BY_FD
@@ -46,7 +46,7 @@ class Run:
     pause_link: str | None = None          # what the client's map fd linked to at PAUSE
     at_pause: object = None                 # what the pause hook returned
     pin_dir: str = ""
-    notes: list = field(default_factory=list)
+    trace: str | None = None                # the --trace file of an emulated run
 
 
 def is_root() -> bool:
@@ -60,8 +60,9 @@ def world_readable_tmpdir(prefix: str) -> str:
     return path
 
 
-def fresh_pin_dir(base: str) -> str:
-    path = tempfile.mkdtemp(prefix="pins-", dir=base)
+def fresh_pin_dir(base: str, prefix: str = "pins-") -> str:
+    """A fresh directory under base that anyone may write (nobody pins or writes there)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=base)
     os.chmod(path, 0o777)
     return path
 
@@ -123,14 +124,15 @@ def run_as_nobody_on_kernel(argv, base: str) -> Run:
     return run_directly(argv, base, as_nobody=True)
 
 
-def bpfemu_run_argv(pin: str) -> list[str]:
-    return [sys.executable, "-m", "bpfemu", "run", "--pin-root", pin, "--"]
+def bpfemu_run_argv(pin: str, options=()) -> list[str]:
+    return [sys.executable, "-m", "bpfemu", "run", "--pin-root", pin, *options, "--"]
 
 
-def run_emulated(argv, base: str, *, as_nobody: bool, pause_hook=None) -> Run:
-    """argv under `bpfemu run`; the supervisor and the client both as nobody if as_nobody."""
+def run_emulated(argv, base: str, *, as_nobody: bool, pause_hook=None, options=()) -> Run:
+    """argv under `bpfemu run [options]`; the supervisor and the client both as nobody if
+    as_nobody."""
     pin = fresh_pin_dir(base)
-    cmd = [*bpfemu_run_argv(pin), *argv, pin]
+    cmd = [*bpfemu_run_argv(pin, options), *argv, pin]
     if as_nobody:
         cmd = [*AS_NOBODY, *cmd]
     # cwd=base: `python -m` puts the cwd first on sys.path, and base holds no package.
