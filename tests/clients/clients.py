@@ -68,7 +68,7 @@ CLIENTS = {
         "  create -> EPERM"),
     "go": ClientSpec(
         "go", build.go_client,
-        frozenset({"go_hash", "go_percpu_hash", "go_lru_hash", "go_array"}), normalise,
+        frozenset({"go_hash", "go_percpu_hash", "go_lru_hash", "go_array", "go_by_name"}), normalise,
         "  NewMap -> EPERM"),
     "ctypes": ClientSpec(
         "ctypes", build.ctypes_client,

@@ -29,14 +29,19 @@ def as_nobody():
 
 @pytest.mark.parametrize("client", ["go"], indirect=True)
 def test_go_client_leaves_its_pinned_maps_to_the_test(client, bpf_run, as_nobody):
-    """The Go client, as nobody, pins four maps and exits; the test finds each by its pin,
-    with the value the client last wrote through the pin (4242 at key 1) and frozen as the
-    client left it."""
+    """The Go client, as nobody, pins five maps and exits; the test finds each by its pin:
+    four with the value the client last wrote through the pin (4242 at key 1) and frozen as
+    the client left them, and the one it pinned by name, with 7 at key 1 and writable."""
     spec, argv = client
     done = bpf_run.run([*as_nobody, *argv, PIN_ROOT])
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith("done\n")
-    for name in sorted(spec.map_names):
+    by_name = bpf_run.map_by_pin(os.path.join(PIN_ROOT, "go_by_name"), u32, u64)
+    assert by_name[1].value == 7
+    by_name[2] = 8
+    assert by_name[2].value == 8
+    by_name.close()
+    for name in sorted(spec.map_names - {"go_by_name"}):
         m = bpf_run.map_by_pin(os.path.join(PIN_ROOT, name), u32, u64)
         value = m[1]                               # a list of slots for a per-CPU map
         first = value[0] if isinstance(value, list) else value

@@ -4,7 +4,7 @@
 //
 // It runs NewMap, Put/Update/Lookup/Delete, Iterate, BatchLookup, BatchUpdate, BatchDelete,
 // Info, Pin, LoadPinnedMap, NewMapFromID and Freeze on HASH, PERCPU_HASH, LRU_HASH and
-// ARRAY maps and prints a transcript that is the same on the live kernel and under
+// ARRAY maps, and NewMapWithOptions with pinning by name, and prints a transcript that is the same on the live kernel and under
 // `bpfemu run`: hash maps use BPF_F_ZERO_SEED so that walk order is the kernel's; map
 // ids are printed as "id#N" (the harness renames them); fd numbers are never printed.
 //
@@ -214,6 +214,35 @@ func section(s spec, pinDir string) *ebpf.Map {
 	return m
 }
 
+// pinByName is cilium's create-or-reuse pattern: a MapSpec pinned by name under a path
+// is created and pinned the first time, loaded from its pin after, and refused when the
+// pinned map does not fit the spec.
+func pinByName(pinDir string) *ebpf.Map {
+	spec := &ebpf.MapSpec{Name: "go_by_name", Type: ebpf.Hash, KeySize: 4, ValueSize: 8,
+		MaxEntries: maxEntries, Pinning: ebpf.PinByName}
+	opts := ebpf.MapOptions{PinPath: pinDir}
+	fmt.Println("pin by name")
+	first, err := ebpf.NewMapWithOptions(spec, opts)
+	fmt.Printf("  NewMapWithOptions (creates) -> %s\n", errText(err))
+	if err != nil {
+		return nil
+	}
+	fmt.Printf("  Put 1 -> %s\n", errText(first.Put(uint32(1), uint64(7))))
+	again, err := ebpf.NewMapWithOptions(spec, opts)
+	fmt.Printf("  NewMapWithOptions (reuses the pin) -> %s\n", errText(err))
+	if err == nil {
+		info("reused", again)
+		var v uint64
+		fmt.Printf("  Lookup 1 through it -> %s %d\n", errText(again.Lookup(uint32(1), &v)), v)
+		again.Close()
+	}
+	bigger := spec.Copy()
+	bigger.ValueSize = 16
+	_, err = ebpf.NewMapWithOptions(bigger, opts)
+	fmt.Printf("  NewMapWithOptions with another value size -> %s\n", errText(err))
+	return first
+}
+
 func main() {
 	if len(os.Args) != 2 {
 		fmt.Fprintln(os.Stderr, "usage: gocli PIN_DIR")
@@ -232,6 +261,9 @@ func main() {
 		if m := section(s, pinDir); m != nil {
 			maps = append(maps, m)
 		}
+	}
+	if m := pinByName(pinDir); m != nil {
+		maps = append(maps, m)
 	}
 	_, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "missing"), nil)
 	fmt.Printf("LoadPinnedMap missing -> %s\n", errText(err))
