@@ -431,16 +431,29 @@ static void shared_fds(void)
 		close(gone);
 }
 
-/* LRU eviction on one CPU: the map is full, new keys push out the least recently used. */
-static void lru_eviction(enum bpf_map_type t, const char *name, __u32 flags)
+static int run_on_cpu(int cpu)
 {
-	DECLARE_LIBBPF_OPTS(bpf_map_create_opts, copts, .map_flags = flags);
 	cpu_set_t set;
 
 	CPU_ZERO(&set);
-	CPU_SET(0, &set);
-	printf("lru eviction %s on cpu 0: %s\n", name,
-	       sched_setaffinity(0, sizeof(set), &set) == 0 ? "pinned" : "not pinned");
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+/* LRU eviction: the map is full, new keys push out the least recently used. The LRU lists
+ * are per CPU in part, so the thread is pinned: to CPU 0 throughout, or (switch_every > 0)
+ * to CPUs 0 and 1 in turn, switch_every updates at a time. */
+static void lru_eviction(enum bpf_map_type t, const char *name, __u32 flags, int switch_every)
+{
+	DECLARE_LIBBPF_OPTS(bpf_map_create_opts, copts, .map_flags = flags);
+
+	if (switch_every)
+		printf("lru eviction %s on cpus 0 and 1 in turns of %d: %s\n", name, switch_every,
+		       run_on_cpu(0) == 0 && run_on_cpu(1) == 0 && run_on_cpu(0) == 0 ?
+		       "pinned" : "not pinned");
+	else
+		printf("lru eviction %s on cpu 0: %s\n", name,
+		       run_on_cpu(0) == 0 ? "pinned" : "not pinned");
 	int fd = bpf_map_create(t, name, sizeof(__u32), VALUE_SIZE, 128, &copts);
 	printf("  create");
 	result(fd);
@@ -449,6 +462,8 @@ static void lru_eviction(enum bpf_map_type t, const char *name, __u32 flags)
 	int failed = 0;
 	for (__u32 k = 0; k < 400; k++) {
 		__u64 v[64];
+		if (switch_every && k % switch_every == 0)
+			run_on_cpu((k / switch_every) % 2);
 		fill_value(t, v, k);
 		if (bpf_map_update_elem(fd, &k, v, BPF_ANY) < 0)
 			failed++;
@@ -457,6 +472,7 @@ static void lru_eviction(enum bpf_map_type t, const char *name, __u32 flags)
 			bpf_map_lookup_elem(fd, &hot, v);	/* the syscall lookup sets no ref bit */
 		}
 	}
+	run_on_cpu(0);
 	printf("  400 updates, %d failed\n", failed);
 	walk(fd);
 	close(fd);
@@ -511,8 +527,12 @@ int main(int argc, char **argv)
 
 	access_modes();
 	shared_fds();
-	lru_eviction(BPF_MAP_TYPE_LRU_HASH, "c_lru_evict", BPF_F_ZERO_SEED);
-	lru_eviction(BPF_MAP_TYPE_LRU_PERCPU_HASH, "c_lrupc_evict", BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU);
+	lru_eviction(BPF_MAP_TYPE_LRU_HASH, "c_lru_evict", BPF_F_ZERO_SEED, 0);
+	lru_eviction(BPF_MAP_TYPE_LRU_PERCPU_HASH, "c_lrupc_evict",
+		     BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU, 0);
+	lru_eviction(BPF_MAP_TYPE_LRU_HASH, "c_lru_2cpu", BPF_F_ZERO_SEED, 16);
+	lru_eviction(BPF_MAP_TYPE_LRU_HASH, "c_lru_nc_2cpu", BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU,
+		     16);
 
 	if (getenv("CLIENT_PAUSE")) {
 		char link[256] = "", fdpath[64];
