@@ -521,6 +521,24 @@ int main(int argc, char **argv)
 	result(bpf_map_create(BPF_MAP_TYPE_HASH, "bad", 4, 8, 0, NULL));
 	printf("create with a bad name");
 	result(bpf_map_create(BPF_MAP_TYPE_HASH, "bad-name", 4, 8, 8, NULL));
+	/* Bad pointers: EFAULT, nothing written. */
+	DECLARE_LIBBPF_OPTS(bpf_map_create_opts, zs, .map_flags = BPF_F_ZERO_SEED);
+	int pfd = bpf_map_create(BPF_MAP_TYPE_HASH, "c_pointers", 4, 8, 8, &zs);
+	__u32 k1 = 1;
+	__u64 v1 = 1;
+	bpf_map_update_elem(pfd, &k1, &v1, BPF_ANY);
+	printf("lookup into a NULL value");
+	result(bpf_map_lookup_elem(pfd, &k1, NULL));
+	printf("update from an unmapped key");
+	result(bpf_map_update_elem(pfd, (void *)8, &v1, BPF_ANY));
+	printf("get_next_key into a NULL next key");
+	result(bpf_map_get_next_key(pfd, NULL, NULL));
+	printf("info into an unmapped buffer");
+	__u32 ilen = sizeof(struct bpf_map_info);
+	result(bpf_obj_get_info_by_fd(pfd, (void *)8, &ilen));
+	printf("pin to an unmapped path");
+	result(bpf_obj_pin(pfd, (const char *)8));
+	close(pfd);
 	printf("obj_get of a missing pin");
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/missing", pin_dir);
