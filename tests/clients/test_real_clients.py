@@ -26,7 +26,10 @@ def recorded(name: str) -> str:
 
 
 def normalised(spec, run) -> str:
+    """The run's transcript, normalised. No client writes to stderr on the kernel (libbpf
+    would warn there if a probe or call failed unexpectedly), so none may under bpfemu."""
     assert run.returncode == 0, f"{spec.name} exited {run.returncode}:\n{run.stderr}"
+    assert run.stderr == "", f"{spec.name} wrote to stderr:\n{run.stderr}"
     return spec.normalise(run.stdout, run.pin_dir)
 
 
