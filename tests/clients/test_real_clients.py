@@ -26,8 +26,9 @@ def recorded(name: str) -> str:
 
 
 def normalised(spec, run) -> str:
-    """The run's transcript, normalised. No client writes to stderr on the kernel (libbpf
-    would warn there if a probe or call failed unexpectedly), so none may under bpfemu."""
+    """The run's transcript, normalised. No client writes to stderr on the kernel, so none
+    may under bpfemu (libbpf's warnings, a traceback or a message of the supervisor would
+    show there)."""
     assert run.returncode == 0, f"{spec.name} exited {run.returncode}:\n{run.stderr}"
     assert run.stderr == "", f"{spec.name} wrote to stderr:\n{run.stderr}"
     return spec.normalise(run.stdout, run.pin_dir)
