@@ -34,6 +34,10 @@ from bpfemu.uapi.consts import BPF_MAP_GET_FD_BY_ID, BPF_MAP_GET_NEXT_ID, BPF_OB
 
 TIMEOUT = 120
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+# Every client starts on CPU 0 and stays there unless it moves itself: an LRU map's free
+# nodes sit in per-CPU lists, so an update on another CPU can evict where one on CPU 0 would
+# not, and a thread the scheduler migrated would make a transcript depend on the moment.
+ON_CPU0 = ["taskset", "-c", "0"]
 # Mount a bpffs on $0 (the pin directory) and run the client, inside the new mount namespace.
 _MOUNT_AND_RUN = 'mount -t bpf bpf "$0" && exec "$@"'
 
@@ -115,7 +119,7 @@ def run_on_kernel(argv, base: str, *, pause_hook=None) -> Run:
     """argv on the live kernel as root, a bpffs mounted on a fresh pin directory."""
     pin = fresh_pin_dir(base)
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_AND_RUN,
-           pin, *argv, pin]
+           pin, *ON_CPU0, *argv, pin]
     return _run(cmd, cwd=base, pause_hook=pause_hook, pin_dir=pin)
 
 
@@ -132,7 +136,7 @@ def run_emulated(argv, base: str, *, as_nobody: bool, pause_hook=None, options=(
     """argv under `bpfemu run [options]`; the supervisor and the client both as nobody if
     as_nobody."""
     pin = fresh_pin_dir(base)
-    cmd = [*bpfemu_run_argv(pin, options), *argv, pin]
+    cmd = [*bpfemu_run_argv(pin, options), *ON_CPU0, *argv, pin]
     if as_nobody:
         cmd = [*AS_NOBODY, *cmd]
     # cwd=base: `python -m` puts the cwd first on sys.path, and base holds no package.
@@ -143,7 +147,8 @@ def run_directly(argv, base: str, *, as_nobody: bool, pause_hook=None) -> Run:
     """argv with a fresh pin directory appended, as nobody or as the current user, with no
     `bpfemu run` around it (for a client that serves itself, in-process)."""
     pin = fresh_pin_dir(base)
-    cmd = [*AS_NOBODY, *argv, pin] if as_nobody else [*argv, pin]
+    # taskset before setpriv: setpriv, still root, finds a python linked into /root.
+    cmd = [*ON_CPU0, *AS_NOBODY, *argv, pin] if as_nobody else [*ON_CPU0, *argv, pin]
     return _run(cmd, cwd=base, pause_hook=pause_hook, pin_dir=pin)
 
 

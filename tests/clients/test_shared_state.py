@@ -33,7 +33,7 @@ def test_go_client_leaves_its_pinned_maps_to_the_test(client, bpf_run, as_nobody
     four with the value the client last wrote through the pin (4242 at key 1) and frozen as
     the client left them, and the one it pinned by name, with 7 at key 1 and writable."""
     spec, argv = client
-    done = bpf_run.run([*as_nobody, *argv, PIN_ROOT])
+    done = bpf_run.run([*harness.ON_CPU0, *as_nobody, *argv, PIN_ROOT])
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith("done\n")
     by_name = bpf_run.map_by_pin(os.path.join(PIN_ROOT, "go_by_name"), u32, u64)
