@@ -85,11 +85,14 @@ def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
     env.pop("CLIENT_PAUSE", None)
     if pause_hook is not None:
         env["CLIENT_PAUSE"] = "1"
-    with tempfile.TemporaryFile("w+") as out:
+    # Output is decoded leniently: the kernel lists other processes' maps too, whose names
+    # may hold any byte (bpftool's plain `map show` prints them; the normaliser drops them).
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="backslashreplace") as out:
         # stdout to a file: the harness reads stderr up to the pause line while the client
         # writes, so a pipe for stdout could fill and block the client.
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
-                             env=env, cwd=cwd, text=True, start_new_session=True)
+                             env=env, cwd=cwd, encoding="utf-8", errors="backslashreplace",
+                             start_new_session=True)
         link, at_pause, err_lines = None, None, []
         # The pause loop reads stderr with no timeout of its own: a client that hangs
         # before its pause is killed by this timer (communicate() times out after it). The
