@@ -19,12 +19,18 @@ class ClientSpec:
 
 
 def _bpftool_show_all_ours(text: str) -> str:
-    """In the output of a plain `bpftool map show` keep only the script's maps (named bt_*):
-    the live kernel lists every map on the machine, other processes' too; the emulator only
-    those of the supervised tree."""
-    out, lines, i = [], text.split("\n"), 0
+    """In the output of a plain `bpftool map show` keep only the script's own maps, those
+    whose ids its `show pinned` commands printed: the live kernel lists every map on the
+    machine, other processes' too (another run of this script's among them); the emulator
+    only those of the supervised tree."""
+    lines = text.split("\n")
+    ours, out, i = set(), [], 0
     while i < len(lines):
         out.append(lines[i])
+        if lines[i].startswith("$ bpftool map show pinned"):
+            m = re.match(r"(\d+): ", lines[i + 1]) if i + 1 < len(lines) else None
+            if m:
+                ours.add(m.group(1))
         if lines[i] == "$ bpftool map show":
             i += 1
             while i < len(lines) and not lines[i].startswith("[exit"):
@@ -33,7 +39,7 @@ def _bpftool_show_all_ours(text: str) -> str:
                 while i < len(lines) and lines[i].startswith("\t"):
                     entry.append(lines[i])
                     i += 1
-                if " name bt_" in entry[0]:
+                if entry[0].split(":")[0] in ours:
                     out.extend(entry)
             continue
         i += 1
