@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the differences (-vv: all of them)")
     c.set_defaults(func=cmd_conform)
 
-    r = sub.add_parser("record", help="run a scenario and record its bpf() calls")
+    r = sub.add_parser("record", help="run a scenario and record its bpf() calls "
+                       "(record -o TRACE -- CMD: a program's calls, made on the live kernel)")
     r.add_argument("scenario", metavar="SCENARIO",
                    help="a built-in name, module:function or file.py:function")
     r.add_argument("-o", "--output", required=True, metavar="TRACE",
@@ -174,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["record"] and "--" in argv:        # record -o TRACE -- CMD: a program
+        from .intercept.cli import record_command
+        return record_command(argv[1:])
     p = build_parser()
     a = p.parse_args(argv)
     if a.command is None:

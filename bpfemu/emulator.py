@@ -64,7 +64,10 @@ class Emulator:
         pointers are addresses in task.mem, fds are numbers in task.fds, and the call runs on
         the task's CPU. The emulator's current task (mem, fds, CPU, the bpffs's view of cwd)
         is switched for the call, under the lock, as a context switch would: the semantic
-        code reads the current task and does not know which one it is."""
+        code reads the current task and does not know which one it is. A task has ``mem``
+        (a Memory), ``fds`` (the FdTable interface: files, lookup, install, is_open, reap),
+        ``proc`` (its /proc directory, for paths relative to its cwd) and ``current_cpu()``;
+        the emulator's own mem, fds and cpu are the in-process caller's."""
         with self.lock:
             saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
             self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
@@ -153,7 +156,8 @@ class Emulator:
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
-        f = self.fds.files.get(fd)
+        with self.lock:             # not in the middle of a call made as another task
+            f = self.fds.files.get(fd)
         if f is None:
             raise KeyError(fd)
         return f.obj

@@ -91,3 +91,7 @@ def bpf_backend(request, _bpf_cpu_pin):
     emu = _emulator(request)
     yield emu
     emu.close_all()
+
+
+# Interception's fixtures (bpf_intercepted, bpf_run): bpfemu/intercept/fixtures.py.
+from .intercept.fixtures import bpf_intercepted, bpf_run  # noqa: E402,F401

@@ -38,6 +38,12 @@ def cmd_run(a) -> int:
         sys.stderr.write("bpfemu: --cpus must be at least 1\n")
         return 2
     emu = Emulator(nr_cpus=a.cpus, bpffs_root=a.pin_root)
+    from ..profile import host_possible_cpus
+    if a.cpus is not None and a.cpus != host_possible_cpus():
+        sys.stderr.write(f"bpfemu: warning: {a.cpus} possible CPUs emulated, {host_possible_cpus()}"
+                         " on this host: clients that size per-CPU values from "
+                         "/sys/devices/system/cpu/possible (libbpf, bpftool, cilium/ebpf) will "
+                         "use the wrong size\n")
     trace = None
     if a.trace:
         from .tracing import ServedCallTrace
@@ -65,3 +71,30 @@ def cmd_run(a) -> int:
         if trace is not None and traces:
             traces[0].finish()
     return exit_status(proc.wait())
+
+
+def record_command(argv: list) -> int:
+    """bpfemu record -o TRACE -- CMD [ARGS...]"""
+    i = argv.index("--")
+    p = argparse.ArgumentParser(prog="bpfemu record", description="Run CMD with its bpf() "
+                                "calls made on the live kernel by the supervisor and recorded, "
+                                "with the bytes behind every pointer.")
+    p.add_argument("-o", "--output", required=True, metavar="TRACE",
+                   help="the trace to write (.jsonl, or .jsonl.gz compressed)")
+    a = p.parse_args(argv[:i])
+    cmd = argv[i + 1:]
+    if not cmd:
+        sys.stderr.write("bpfemu: no command given (bpfemu record -o TRACE -- CMD [ARGS...])\n")
+        return 2
+    from .record import record
+    from .run import StartError, ignore_terminal_signals
+    try:
+        open(a.output, "ab").close()
+    except OSError as e:
+        sys.stderr.write(f"bpfemu: {a.output}: {e.strerror}\n")
+        return 2
+    try:
+        return record(cmd, a.output, on_start=ignore_terminal_signals)
+    except StartError as e:
+        sys.stderr.write(f"bpfemu: {e}\n")
+        return 126

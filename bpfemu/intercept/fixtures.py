@@ -1,4 +1,4 @@
-"""pytest fixtures for interception (registered through the pytest11 entry point).
+"""pytest fixtures for interception (registered by bpfemu.pytest_plugin).
 
 - ``bpf_intercepted``: every bpf() of the test's own process (ctypes, cffi, libbpf.so.1
   loaded with ctypes) is served by ``bpf_emulator`` for the length of the test. The first

@@ -83,6 +83,7 @@ class _ProcessInterception:
             with self.lock:
                 sup = self.supervisor
                 if sup is not None:
+                    sup.reap()             # closes since the last call (no poll on them here)
                     sup._handle(notif)
                     continue
             self.continued += 1

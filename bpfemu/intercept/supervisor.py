@@ -12,6 +12,7 @@ import errno
 import os
 import select
 import struct
+import sys
 
 from ..errors import BpfError
 from ..usercopy import strncpy_from_user
@@ -123,12 +124,23 @@ class Supervisor:
 
     def _handle(self, notif) -> None:
         notif_id, tid, _flags, nr, arch, _ip, a0, a1, a2, *_ = notif
-        if nr in _BPF_NRS or (arch == seccomp.AUDIT_ARCH_I386 and nr == seccomp.NR_BPF_I386):
-            self.serve_bpf(notif_id, tid, a0, a1, a2)
-        elif nr in _STATFS_NRS:
-            self.serve_statfs(notif_id, tid, a0, a1)
-        else:                                        # not ours: let the kernel run it
-            self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        try:
+            if nr in _BPF_NRS or (arch == seccomp.AUDIT_ARCH_I386 and nr == seccomp.NR_BPF_I386):
+                self.serve_bpf(notif_id, tid, a0, a1, a2)
+            elif nr in _STATFS_NRS:
+                self.serve_statfs(notif_id, tid, a0, a1)
+            else:                                    # not ours: let the kernel run it
+                self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        except Exception:
+            # A bug of ours must not leave the whole tree without bpf() (ENOSYS): say so,
+            # fail this call, and go on serving.
+            import traceback
+            sys.stderr.write(f"bpfemu: internal error serving system call {nr} of thread "
+                             f"{tid} (please report):\n{traceback.format_exc()}")
+            try:
+                self._reply(notif_id, 0, -errno.EINVAL)
+            except OSError:
+                pass                                 # replied already (EINPROGRESS)
 
     # --- bpf() ----------------------------------------------------------------------------
 

@@ -47,9 +47,9 @@ def _meta(m) -> MapMeta:
 class ServedCallTrace(Recorder):
     """Records every call the supervisor serves to path."""
 
-    def __init__(self, supervisor, path):
+    def __init__(self, supervisor, path, backend=None):
         caller = supervisor.caller
-        super().__init__(_Served(supervisor), path, mem=caller.mem,
+        super().__init__(backend or _Served(supervisor), path, mem=caller.mem,
                          header_extra={"supervised": True})
         self.probe = _CallerProbe(caller.mem)
         self.caller = caller

@@ -121,3 +121,25 @@ def test_thousand_short_lived_children_leak_nothing(ctool):
     sys.stderr.write(f"1000 children: fds {fds} -> {_open_fds()}, RSS +{grown} KiB\n")
     assert _open_fds() == fds
     assert grown < 4096
+
+
+def test_a_bug_in_serving_fails_one_call_not_the_tree(ctool, capfd):
+    """An exception escaping the emulator (a bug) fails that call with EINVAL, is reported
+    on stderr, and the supervisor goes on serving."""
+    emu = Emulator()
+    real = emu.bpf_as
+    calls = []
+
+    def flaky(task, cmd, attr, size):
+        calls.append(cmd)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return real(task, cmd, attr, size)
+    emu.bpf_as = flaky
+    bg = Background(["sh", "-c", f"{ctool} create; {ctool} create"], emu,
+                    stdout=subprocess.PIPE, text=True)
+    out = bg.proc.stdout.read()
+    bg.proc.stdout.close()
+    assert bg.wait(timeout=60) == 0
+    assert out == "create -1 EINVAL\ncreate 0 -\n"
+    assert "RuntimeError: injected" in capfd.readouterr().err

@@ -139,3 +139,36 @@ def test_trace_of_served_calls_replays_without_differences(supervised, ctool, bp
                             capture_output=True, text=True)
     assert replay.returncode == 0, replay.stdout
     assert "no differences" in replay.stdout
+
+
+def test_cpus_option(supervised, bpftool):
+    """--cpus 1: the emulated kernel has one possible CPU, so a per-CPU lookup fills one
+    slot. bpftool sizes its buffer from the host's possible CPUs (2 here) and shows the
+    second slot as it left it (zeros); bpfemu run warns about the mismatch."""
+    from bpfemu.profile import host_possible_cpus
+    if host_possible_cpus() != 2:
+        pytest.skip("the expected output is for a host with 2 possible CPUs")
+    script = (f"{bpftool} map create /sys/fs/bpf/p type percpu_hash key 4 value 4 entries 2 name p"
+              f" && {bpftool} map update pinned /sys/fs/bpf/p key 1 0 0 0 value 5 0 0 0"
+              f" && {bpftool} -j map dump pinned /sys/fs/bpf/p")
+    r = supervised(["sh", "-c", script], opts=["--cpus", "1"])
+    assert r.returncode == 0, r.stderr
+    assert "possible CPUs" in r.stderr
+    assert r.stdout.strip() == ('[{"key":["0x01","0x00","0x00","0x00"],"values":[{"cpu":0,'
+                                '"value":["0x05","0x00","0x00","0x00"]},{"cpu":1,'
+                                '"value":["0x00","0x00","0x00","0x00"]}]}]')
+
+
+def test_root_gets_emulated_maps_too(ctool, bpftool):
+    """As root, where the kernel would say yes, the emulator answers: the pin is not on the
+    real bpffs."""
+    import subprocess
+    import sys
+    if os.geteuid() != 0 or not os.path.ismount("/sys/fs/bpf"):
+        pytest.skip("needs root and a bpffs at /sys/fs/bpf")
+    pin = f"/sys/fs/bpf/bpfemu-run-test-{os.getpid()}"
+    r = subprocess.run([sys.executable, "-m", "bpfemu", "run", "--", bpftool, "map", "create",
+                        pin, "type", "hash", "key", "4", "value", "4", "entries", "2", "name", "r"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(pin)
