@@ -126,6 +126,17 @@ def run_on_kernel(argv, base: str, *, pause_hook=None) -> Run:
     return _run(cmd, cwd=base, pause_hook=pause_hook, pin_dir=pin)
 
 
+def run_recorded(argv, base: str, trace: str) -> Run:
+    """argv as root under `bpfemu record -o trace`: its calls made on the live kernel by the
+    supervisor. Pins go to /sys/fs/bpf, a bpffs mounted there in a private mount namespace:
+    the path a replay's emulator takes for its bpffs."""
+    pin = "/sys/fs/bpf"
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_AND_RUN,
+           pin, *ON_CPU0, sys.executable, "-m", "bpfemu", "record", "-o", trace, "--",
+           *argv, pin]
+    return _run(cmd, cwd=base, pin_dir=pin)
+
+
 def run_as_nobody_on_kernel(argv, base: str) -> Run:
     """argv as nobody on the live kernel, no bpfemu: every bpf() should get EPERM."""
     return run_directly(argv, base, as_nobody=True)
