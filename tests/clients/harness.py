@@ -51,6 +51,7 @@ class Run:
     at_pause: object = None                 # what the pause hook returned
     pin_dir: str = ""
     trace: str | None = None                # the --trace file of an emulated run
+    tree_fds: frozenset = frozenset()       # at PAUSE, what every fd of the tree linked to
 
 
 def is_root() -> bool:
@@ -93,7 +94,7 @@ def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
                              env=env, cwd=cwd, encoding="utf-8", errors="backslashreplace",
                              start_new_session=True)
-        link, at_pause, err_lines = None, None, []
+        link, at_pause, err_lines, tree_fds = None, None, [], frozenset()
         # The pause loop reads stderr with no timeout of its own: a client that hangs
         # before its pause is killed by this timer (communicate() times out after it). The
         # whole process group: under `bpfemu run` the client is the supervisor's child.
@@ -105,6 +106,7 @@ def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
                     if line.startswith("PAUSE"):
                         link = line[len("PAUSE"):].strip()
                         at_pause = pause_hook()
+                        tree_fds = tree_fd_links(p.pid)
                         break
                     err_lines.append(line)
             _, err = p.communicate("\n", timeout=TIMEOUT)
@@ -115,7 +117,8 @@ def _run(argv, *, env=None, cwd=None, pause_hook=None, pin_dir="") -> Run:
         finally:
             watchdog.cancel()
         out.seek(0)
-        return Run(p.returncode, out.read(), "".join(err_lines) + err, link, at_pause, pin_dir)
+        return Run(p.returncode, out.read(), "".join(err_lines) + err, link, at_pause, pin_dir,
+                   tree_fds=tree_fds)
 
 
 def run_on_kernel(argv, base: str, *, pause_hook=None) -> Run:
@@ -211,6 +214,33 @@ def nobody_unavailable() -> str | None:
     if not shutil.which("setpriv"):
         return "setpriv not found (Debian package util-linux)"
     return None
+
+
+def tree_fd_links(pid: int) -> frozenset:
+    """What the fds of pid and of all its descendants (the supervisor's and the client's,
+    under `bpfemu run`) link to: a kernel map fd links to anon_inode:bpf-map. Unlike map
+    names, this cannot mistake another process's maps for the client's."""
+    links, todo, seen = set(), [pid], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:
+                    pass                                 # closed meanwhile
+        except OSError:
+            pass                                         # exited meanwhile
+    return frozenset(links)
+
+
+KERNEL_MAP_LINK = "anon_inode:bpf-map"
 
 
 def kernel_map_names() -> set[str]:

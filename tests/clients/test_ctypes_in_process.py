@@ -52,5 +52,6 @@ def test_ctypes_in_process_as_root_served_by_emulator(client, in_process_argv, c
                                pause_hook=harness.kernel_map_names)
     assert run.pause_link is not None, f"the client never paused:\n{run.stderr}"
     assert not (spec.map_names & run.at_pause), "the kernel holds the client's maps"
+    assert harness.KERNEL_MAP_LINK not in run.tree_fds, "a kernel map fd in the process"
     assert "memfd:" in run.pause_link and "bpf-map" in run.pause_link, run.pause_link
     assert normalised(spec, run) == oracle(spec, request)

@@ -51,6 +51,8 @@ def test_kernel_run_matches_recorded_transcript(client, kernel_run):
     spec, _ = client
     assert kernel_run.pause_link is not None, "the client never paused"
     assert spec.map_names <= kernel_run.at_pause, "its maps are not in the kernel's list"
+    if spec.name != "bpftool":                  # the script holds no fd of its own
+        assert harness.KERNEL_MAP_LINK in kernel_run.tree_fds
     if host_possible_cpus() != RECORDED_CPUS:
         pytest.skip(f"the recorded transcripts are of {RECORDED_CPUS} possible CPUs")
     assert normalised(spec, kernel_run) == recorded(spec.name)
@@ -66,7 +68,8 @@ def test_as_nobody_under_bpfemu_run_matches_kernel(client, emulated_nobody_run, 
 def test_as_root_under_bpfemu_run_served_by_emulator(client, client_dir, bpfemu_run_ok,
                                                      request):
     """Root could reach the kernel: while the client waits with its maps open and pinned, none
-    of its maps is in the kernel's map list, and its map fd is one of the emulator's memfds."""
+    of its maps is in the kernel's map list, no process of the tree (supervisor included)
+    holds a kernel map fd, and the client's map fd is one of the emulator's memfds."""
     if bpfemu_run_ok:
         pytest.skip(bpfemu_run_ok)
     why = harness.kernel_unavailable()
@@ -77,8 +80,10 @@ def test_as_root_under_bpfemu_run_served_by_emulator(client, client_dir, bpfemu_
                                pause_hook=harness.kernel_map_names)
     assert run.pause_link is not None, f"the client never paused:\n{run.stderr}"
     assert not (spec.map_names & run.at_pause), "the kernel holds the client's maps"
+    assert harness.KERNEL_MAP_LINK not in run.tree_fds, "a kernel map fd in the supervised tree"
     if spec.name != "bpftool":                  # the script holds no fd of its own
         assert "memfd:" in run.pause_link and "bpf-map" in run.pause_link, run.pause_link
+        assert run.pause_link in run.tree_fds   # the scan above reached the client
     assert normalised(spec, run) == oracle(spec, request)
 
 
