@@ -53,7 +53,7 @@ class SupervisedFiles:
 
     # --- installing -----------------------------------------------------------------------
 
-    def install(self, obj, mode: int) -> int:
+    def install(self, obj, mode: int, name: str = "bpf-map") -> int:
         # DEVIATION(intercept-fd): the caller's map fd is a memfd: readlink shows
         # "/memfd:bpf-map (deleted)" (anon_inode:bpf-map on Linux), fstat shows S_IFREG|0600
         # (0600 without type bits), and /proc/<pid>/fdinfo/<n> has a memfd's lines, not the
@@ -63,7 +63,7 @@ class SupervisedFiles:
         that open file, left pending: the supervisor installs it in the caller with
         NOTIF_ADDFD + SEND, which answers the call with the caller's fd number."""
         try:
-            memfd = os.memfd_create("bpf-map", os.MFD_CLOEXEC)
+            memfd = os.memfd_create(name, os.MFD_CLOEXEC)
         except OSError as e:
             raise BpfError(e.errno) from None
         try:
@@ -184,8 +184,8 @@ class TaskFiles:
     def lookup(self, ufd: int) -> OpenFile:
         return self.table.lookup(self.tid, ufd)
 
-    def install(self, obj, mode: int) -> int:
-        return self.table.install(obj, mode)
+    def install(self, obj, mode: int, name: str = "bpf-map") -> int:
+        return self.table.install(obj, mode, name)
 
     def is_open(self, fd: int) -> bool:
         if fd < 0 or fd > INT_MAX:

@@ -216,6 +216,8 @@ class KernelOnBehalf:
             lattr = mirror.local(uattr) if n_attr else uattr
             if layout is not None:
                 self._patch(lattr, layout, mirror, local_fds)
+            if not seccomp.id_valid(sup.listener, caller.notif_id):
+                return -errno.ESRCH       # the caller died: what we read may be a newcomer's
             if cmd in (C.BPF_OBJ_PIN, C.BPF_OBJ_GET):
                 os.chdir(f"/proc/{caller.tid}/cwd")       # a relative path is the caller's
             cpu = sup.trace.current_cpu()

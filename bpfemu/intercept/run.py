@@ -90,6 +90,10 @@ class Background:
             self.supervisor.serve()
         except BaseException as e:       # reported by wait()
             self.error = e
+        finally:
+            # No one serves the tree any more: its calls must fail (ENOSYS), not wait for
+            # ever on a listener this process still holds.
+            os.close(self.listener)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the command and every process of its tree; its exit status."""
@@ -112,7 +116,7 @@ class Background:
         self._cleanup()
 
     def _cleanup(self):
-        for fd in (self.listener, self._stop_r, self._stop_w):
+        for fd in (self._stop_r, self._stop_w):
             try:
                 os.close(fd)
             except OSError:

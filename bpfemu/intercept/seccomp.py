@@ -62,13 +62,19 @@ _OFF_NR, _OFF_ARCH = 0, 4
 _ENOSYS = 38
 
 
-def filter_program(statfs: bool = True) -> bytes:
-    """The classic-BPF program: bpf() (x86_64, x32 and i386 numbers) and, if asked, statfs()
-    (x86_64 and x32) go to the listener; everything else is allowed; a call from any other
-    architecture fails with ENOSYS (nothing we do not understand reaches the kernel)."""
-    notify = [NR_BPF, X32_SYSCALL_BIT | NR_BPF]
+def x32_supported() -> bool:
+    """Whether this kernel has the x32 ABI (CONFIG_X86_X32_ABI): an x32 getpid() works."""
+    return _syscall(X32_SYSCALL_BIT | 39) >= 0
+
+
+def filter_program(statfs: bool = True, x32: bool = True) -> bytes:
+    """The classic-BPF program: bpf() (x86_64, i386, and x32 where the kernel has it) and, if
+    asked, statfs() go to the listener; everything else is allowed (so an x32 call on a kernel
+    without x32 still gets the kernel's ENOSYS); a call from any other architecture fails
+    with ENOSYS (nothing we do not understand reaches the kernel)."""
+    notify = [NR_BPF] + ([X32_SYSCALL_BIT | NR_BPF] if x32 else [])
     if statfs:
-        notify += [NR_STATFS, X32_SYSCALL_BIT | NR_STATFS]
+        notify += [NR_STATFS] + ([X32_SYSCALL_BIT | NR_STATFS] if x32 else [])
     # Instructions as (code, jt, jf, k) with jumps given as labels, resolved below.
     prog = [(_LD_W_ABS, 0, 0, _OFF_ARCH),
             (_JEQ_K, 0, "i386", AUDIT_ARCH_X86_64),
@@ -102,7 +108,7 @@ def install_filter(flags: int, statfs: bool = True) -> int:
     """NO_NEW_PRIVS, then seccomp(SET_MODE_FILTER, flags): the listener fd (raises OSError)."""
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         _raise()
-    prog = filter_program(statfs)
+    prog = filter_program(statfs, x32_supported())
     code = ctypes.create_string_buffer(prog, len(prog))
     fprog = ctypes.create_string_buffer(struct.pack("<HxxxxxxQ", len(prog) // 8,
                                                     ctypes.addressof(code)), 16)

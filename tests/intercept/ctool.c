@@ -249,6 +249,8 @@ static int cmd_bench(int n)
 /* One bpf() call after a pause (the supervisor-killed test). */
 static int cmd_late(int secs)
 {
+	printf("started\n");
+	fflush(stdout);
 	sleep(secs);
 	SHOW("late_create", map_create(BPF_MAP_TYPE_HASH, 4, 8, 4));
 	return 0;
@@ -295,6 +297,22 @@ static int cmd_lru(int flags, int n)
 	return 0;
 }
 
+/* bpf() through the other system call ABIs of x86_64: i386 (int $0x80, number 357, 32-bit
+ * pointers: the attr lives below 4 GiB) and x32 (number 0x40000000 | 321). */
+static int cmd_abis(void)
+{
+	union bpf_attr *a = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+	memset(a, 0, sizeof(*a));
+	a->map_type = BPF_MAP_TYPE_ARRAY; a->key_size = 4; a->value_size = 4; a->max_entries = 1;
+	long r;
+	__asm__ volatile ("int $0x80" : "=a"(r) : "a"(357), "b"(BPF_MAP_CREATE), "c"(a), "d"(72) : "memory");
+	printf("i386 %s\n", r >= 0 ? "fd" : strerrorname_np(-r));
+	r = syscall(0x40000000 | 321, BPF_MAP_CREATE, a, 72);
+	printf("x32 %s\n", r >= 0 ? "fd" : strerrorname_np(errno));
+	return 0;
+}
+
 /* Privilege check: the effective uid, then a map create. */
 static int cmd_euid(void)
 {
@@ -314,6 +332,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
 	if (!strcmp(argv[1], "create")) return cmd_create();
 	if (!strcmp(argv[1], "euid")) return cmd_euid();
+	if (!strcmp(argv[1], "abis")) return cmd_abis();
 	if (!strcmp(argv[1], "lru")) return cmd_lru(atoi(argv[2]), atoi(argv[3]));
 	return 2;
 }

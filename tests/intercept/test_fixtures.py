@@ -36,7 +36,7 @@ def test_bpf_run_inspects_while_running(bpf_run, ctool):
     bg = bpf_run.start([ctool, "late", "1"], stdout=subprocess.PIPE, text=True)
     out = bg.proc.stdout.read()
     assert bg.wait(timeout=60) == 0
-    assert out.startswith("late_create ")
+    assert out.startswith("started\nlate_create ")
     assert bpf_run.map_ids() == []            # its fd died with the process
 
 

@@ -60,17 +60,22 @@ def test_supervisor_killed_child_gets_enosys_without_hanging(ctool, public_dir, 
     with open(out, "w") as f:
         os.chmod(out, 0o666)
         sup = subprocess.Popen(prefix + BPFEMU + ["run", "--", ctool, "late", "2"], stdout=f)
-    time.sleep(1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:         # the command runs (under load, this takes a while)
+        with open(out) as f:
+            if f.read():
+                break
+        time.sleep(0.05)
     sup.kill()
     sup.wait()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with open(out) as f:
             text = f.read()
-        if text:
+        if text.count("\n") == 2:
             break
         time.sleep(0.1)
-    assert text == "late_create -1 ENOSYS\n"
+    assert text == "started\nlate_create -1 ENOSYS\n"
 
 
 def test_setuid_binary_gains_nothing(supervised, ctool, public_dir):
@@ -143,3 +148,19 @@ def test_a_bug_in_serving_fails_one_call_not_the_tree(ctool, capfd):
     assert bg.wait(timeout=60) == 0
     assert out == "create -1 EINVAL\ncreate 0 -\n"
     assert "RuntimeError: injected" in capfd.readouterr().err
+
+
+def test_supervisor_thread_dying_fails_calls_instead_of_hanging(ctool, monkeypatch):
+    """If the supervisor thread of a Background dies, the tree's calls fail with ENOSYS (the
+    listener is closed) instead of waiting for ever, and wait() reports the error."""
+    from bpfemu.intercept.supervisor import Supervisor
+
+    def broken(self, notif):
+        raise RuntimeError("supervisor broke")
+    monkeypatch.setattr(Supervisor, "_handle", broken)
+    bg = Background([ctool, "create"], Emulator(), stdout=subprocess.PIPE, text=True)
+    out = bg.proc.stdout.read()                 # hangs here without the fix
+    bg.proc.stdout.close()
+    with pytest.raises(RuntimeError, match="supervisor broke"):
+        bg.wait(timeout=60)
+    assert out == "create -1 ENOSYS\n"

@@ -172,3 +172,13 @@ def test_root_gets_emulated_maps_too(ctool, bpftool):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(pin)
+
+
+def test_other_syscall_abis(supervised, on_kernel, ctool):
+    """bpf() through int $0x80 (i386, 32-bit pointers) is served; through the x32 number it
+    is served where the kernel has x32 and gets the kernel's ENOSYS where it has not."""
+    from bpfemu.intercept.seccomp import x32_supported
+    emulated = supervised([ctool, "abis"])
+    assert emulated.returncode == 0, emulated.stderr
+    assert emulated.stdout == f"i386 fd\nx32 {'fd' if x32_supported() else 'ENOSYS'}\n"
+    assert on_kernel([ctool, "abis"]).stdout == emulated.stdout
