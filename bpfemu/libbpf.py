@@ -200,7 +200,7 @@ class ScratchBuffers:
     def attr(self, cmd: int, data: bytes) -> ctypes.Array:
         buf = self.attrs.get(cmd)
         if buf is None:
-            buf = self.attrs[cmd] = self._new(168)
+            buf = self.attrs[cmd] = ctypes.create_string_buffer(168)   # passed as an object
         ctypes.memmove(buf, data, len(data))    # the rest stays zero: a command's attr
         return buf                              # bytes always have the same length
 
