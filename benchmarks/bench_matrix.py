@@ -320,6 +320,8 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=1000)
     ap.add_argument("--types", default=",".join(MAP_TYPES))
     ap.add_argument("--memory-sizes", default=None)
+    ap.add_argument("--layers-only", action="store_true",
+                    help="only the LibBpf and Map rows (at the largest size, capped)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in (args.sizes or ("1000,10000" if args.quick
                                               else "1000,100000,1000000")).split(",")]
@@ -349,7 +351,7 @@ def main(argv=None):
 
     t_start = time.perf_counter()
     for _ in range(rounds):
-        for n in sizes:
+        for n in ([] if args.layers_only else sizes):
             for tname in types:
                 mt = getattr(T, f"BPF_MAP_TYPE_{tname}")
                 vb = 8 * nr_cpus if "PERCPU" in tname else 8
@@ -392,7 +394,7 @@ def main(argv=None):
     print(f"{'memory, filled':32} {'entries':>8} {'emulator MiB':>13} {'memlock MiB':>12} "
           f"{'ratio':>6}")
     worst_mem = None
-    for n in mem_sizes:
+    for n in ([] if args.layers_only else mem_sizes):
         for tname in types:
             mt = getattr(T, f"BPF_MAP_TYPE_{tname}")
             vb = 8 * nr_cpus if "PERCPU" in tname else 8
