@@ -1,4 +1,4 @@
-"""ARRAY and PERCPU_ARRAY: kernel/bpf/arraymap.c in Python.
+"""ARRAY and PERCPU_ARRAY: kernel/bpf/arraymap.c in Python (value layout: docs/array-layout.md).
 
 Every element exists from creation and reads as zero bytes. The kernel lays the values out
 with a stride of elem_size = round_up(value_size, 8); ARRAY copies value_size bytes in and
