@@ -132,15 +132,31 @@ class MatrixSide:
         self.backend.close(self.fd)
 
 
+def turns_per_chunk(sides, n, chunk, run):
+    """bench_map_ops._take_turns, keeping each turn's time: [[(seconds, ops), ...] per side],
+    turn j of every side covering the same operations, run moments apart."""
+    per = [[] for _ in sides]
+    where = {id(s): i for i, s in enumerate(sides)}
+    clock = time.perf_counter
+
+    def timed(side, lo, hi):
+        t = clock()
+        run(side, lo, hi)
+        per[where[id(side)]].append((clock() - t, hi - lo))
+    _take_turns(sides, n, chunk, timed)
+    return per
+
+
 def run_cell_set(backends, pins, map_type, n, cap, chunk, value_bytes):
-    """{op: [seconds per op, one per backend]} for every op on one map type and size."""
+    """{op: [[(seconds, ops) per turn], one list per backend]} for every op on one map type
+    and size."""
     sides = [MatrixSide(b, map_type, n, value_bytes, p) for b, p in zip(backends, pins)]
     m = min(n, cap)
     chunk = min(chunk, max(50, m // 20))        # enough turns to interleave a small map
     out = {}
 
-    def timed(name, count, run, per=None):
-        out[name] = [t / (per or count) for t in _take_turns(sides, count, chunk, run)]
+    def timed(name, count, run, turn=None):
+        out[name] = turns_per_chunk(sides, count, turn or chunk, run)
 
     def elem(cmd, attr_name, size, base=0, step=1):
         def run(s, lo, hi):
@@ -168,15 +184,15 @@ def run_cell_set(backends, pins, map_type, n, cap, chunk, value_bytes):
         # Batches: chunks of whole batches; the lookup walks what the map holds.
         bchunk = max(BATCH, chunk // BATCH * BATCH)
         timed("UPDATE_BATCH", m,
-              lambda s, lo, hi: s.batch_loop(c.BPF_MAP_UPDATE_BATCH, s.upd_batch, lo, hi))
+              lambda s, lo, hi: s.batch_loop(c.BPF_MAP_UPDATE_BATCH, s.upd_batch, lo, hi),
+              bchunk)
         for s in sides:
             s.walk_state = None
         lk = min(n, cap)
-        out["LOOKUP_BATCH"] = [t / lk for t in _take_turns(
-            sides, lk, bchunk, lambda s, lo, hi: s.lookup_batches(hi - lo))]
-        out["DELETE_BATCH"] = [t / m for t in _take_turns(
-            sides, m, bchunk,
-            lambda s, lo, hi: s.batch_loop(c.BPF_MAP_DELETE_BATCH, s.del_batch, lo, hi))]
+        timed("LOOKUP_BATCH", lk, lambda s, lo, hi: s.lookup_batches(hi - lo), bchunk)
+        timed("DELETE_BATCH", m,
+              lambda s, lo, hi: s.batch_loop(c.BPF_MAP_DELETE_BATCH, s.del_batch, lo, hi),
+              bchunk)
     finally:
         gc.enable()
         for s in sides:
@@ -188,7 +204,7 @@ def run_cell_set(backends, pins, map_type, n, cap, chunk, value_bytes):
 
 def run_layers(backends, n, chunk):
     """LibBpf element and batch calls and Map operations on a HASH map, each backend's layer
-    over its own backend: {row: [seconds per element, ...]}."""
+    over its own backend: {row: [[(seconds, elements) per turn], one list per backend]}."""
     libs = [LibBpf(b) for b in backends]
     fds = [lib.bpf_map_create(T.BPF_MAP_TYPE_HASH, "m", 4, 8, n) for lib in libs]
     key, value = ctypes.c_uint32(), ctypes.c_uint64(7)
@@ -229,11 +245,11 @@ def run_layers(backends, n, chunk):
         for label, run in (("LibBpf update_elem", lib_elem("bpf_map_update_elem")),
                            ("LibBpf lookup_elem", lib_elem("bpf_map_lookup_elem")),
                            ("LibBpf delete_elem", lib_elem("bpf_map_delete_elem"))):
-            out[label] = [t / n for t in _take_turns(sides, n, chunk, run)]
+            out[label] = turns_per_chunk(sides, n, chunk, run)
         bchunk = max(BATCH, chunk // BATCH * BATCH)
         for label, method in (("LibBpf update_batch", "bpf_map_update_batch"),
                               ("LibBpf delete_batch", "bpf_map_delete_batch")):
-            out[label] = [t / n for t in _take_turns(sides, n, bchunk, lib_batch(method))]
+            out[label] = turns_per_chunk(sides, n, bchunk, lib_batch(method))
     finally:
         gc.enable()
         for lib, fd in sides:
@@ -255,7 +271,7 @@ def run_layers(backends, n, chunk):
     gc.disable()
     try:
         for label, run in (("Map m[k] = v", m_set), ("Map m[k]", m_get), ("Map del m[k]", m_del)):
-            out[label] = [t / n for t in _take_turns(maps, n, chunk, run)]
+            out[label] = turns_per_chunk(maps, n, chunk, run)
     finally:
         gc.enable()
         for mp in maps:
@@ -327,8 +343,9 @@ def main(argv=None):
                                               else "1000,100000,1000000")).split(",")]
     rounds = args.rounds or (1 if args.quick else 3)
     cap = args.cap or (2000 if args.quick else 20000)
-    mem_sizes = [int(s) for s in (args.memory_sizes or ("10000" if args.quick
-                                                         else "100000,1000000")).split(",")]
+    mem_sizes = [int(s) for s in (("10000" if args.quick else "100000,1000000")
+                                  if args.memory_sizes is None else args.memory_sizes).split(",")
+                 if s]
     types = args.types.split(",")
 
     reason = HostKernel.available()
@@ -342,12 +359,15 @@ def main(argv=None):
     def backends():
         return [kernel if s == "kernel" else Emulator(seed=1) for s in sides]
 
-    samples = {}        # (row label) -> {side: [seconds, ...]}
+    # (row label) -> {side: [(seconds, ops) of each turn, over every round]}; turn j of every
+    # side ran the same operations moments apart, so a ratio is taken turn by turn (drift and
+    # the other users of the machine hit both sides of a turn alike) and the median shown.
+    samples = {}
 
-    def add(label, side_times):
+    def add(label, side_turns):
         d = samples.setdefault(label, {s: [] for s in sides})
-        for s, t in zip(sides, side_times):
-            d[s].append(t)
+        for s, turns in zip(sides, side_turns):
+            d[s].extend(turns)
 
     t_start = time.perf_counter()
     for _ in range(rounds):
@@ -365,20 +385,21 @@ def main(argv=None):
             # layer builds its own buffers, so the "pinned" side is the layer as it stands.
             add((label, layer_n, ""), ts)
 
-    def ns(xs):
-        return f"{_median(xs) * 1e9:9.0f}" if xs else f"{'-':>9}"
+    def ns(turns):
+        return f"{_median([t / k for t, k in turns]) * 1e9:9.0f}" if turns else f"{'-':>9}"
 
     def ratio(d, side):
         if "kernel" not in d:
             return None
-        return _median([x / y for x, y in zip(d[side], d["kernel"])])
+        return _median([t / tk for (t, _), (tk, _) in zip(d[side], d["kernel"]) if tk > 0])
 
     def fmt_ratio(r):
         return f"{r:6.2f}" if r is not None else f"{'-':>6}"
 
-    print(f"ns per operation (per element for batches); ratio = emulator / kernel, median of "
-          f"{rounds} round(s) of per-round ratios; cap {cap}; batches of {BATCH}; "
-          f"{nr_cpus} possible CPUs; backends taking turns every {args.chunk} ops")
+    print(f"ns per operation (per element for batches), median over turns; ratio = emulator / "
+          f"kernel, median of the per-turn ratios over {rounds} round(s); cap {cap}; batches "
+          f"of {BATCH}; {nr_cpus} possible CPUs; backends taking turns every "
+          f"min({args.chunk}, cap/20) ops")
     print(f"{'map type':16} {'entries':>8} {'operation':18} {'kernel':>9} {'emu':>9} "
           f"{'ratio':>6} {'pinned':>9} {'ratio':>6}")
     worst = None
