@@ -9,7 +9,7 @@ pages no element was written to cost no physical memory, and tracemalloc counts 
 The interface is the one arraymap.py's functions use on ``array.values`` (shared with
 array_mmap.MmapValues): get(index) is a writable view of the element's bytes (None out of
 range), values[index] = bytes writes them, area() is the whole block, clear() frees it.
-``addr`` and ``stride`` are for the decoded calls in array_fastpath.py.
+``view`` and ``stride`` are for the decoded calls in array_fastpath.py.
 """
 import ctypes
 
@@ -20,7 +20,6 @@ class ArrayValues:
         self.stride = stride                 # bytes from one element to the next
         self.size = size                     # bytes of an element the syscall copies
         self.buf = (ctypes.c_ubyte * max(max_entries * stride, 1))()
-        self.addr = ctypes.addressof(self.buf)
         self.view = memoryview(self.buf).cast("B")
 
     def get(self, index: int, default=None):
@@ -43,5 +42,4 @@ class ArrayValues:
         """map_free: let the block go (views handed to the program side keep it alive)."""
         self.view = memoryview(b"")
         self.buf = None
-        self.addr = 0
         self.max_entries = 0
