@@ -23,6 +23,7 @@ import ctypes
 import errno
 import os
 import struct
+import threading
 from dataclasses import dataclass
 
 from .maps.core import PERCPU_VALUE_TYPES as _PERCPU_TYPES
@@ -144,16 +145,26 @@ _ADDRESSES = (int, ctypes._Pointer, ctypes.c_void_p)
 
 
 class _Pointers:
-    """Addresses for the call's arguments, keeping temporary copies alive until the call ends."""
+    """Addresses for the call's arguments, keeping temporary copies alive until the call ends.
 
-    def __init__(self):
+    Read-only inputs (bytes) are copied into buffers of `scratch` (a per-thread ScratchBuffers
+    of the layer) when there is one, so that a call repeated with equal arguments passes the
+    same addresses again and the emulator's decoded-call cache applies."""
+
+    def __init__(self, scratch=None):
         self.keep = []
+        self.scratch = scratch
+        self.used = 0
 
     def inp(self, obj) -> int:
         """Address of an input buffer (NULL for None); read-only buffers are copied."""
         if obj is not None and not isinstance(obj, _CTYPES_BUFFERS + _ADDRESSES) \
                 and memoryview(obj).readonly:
-            buf = ctypes.create_string_buffer(bytes(obj), max(len(bytes(obj)), 1))
+            data = bytes(obj)
+            if self.scratch is not None:
+                self.used += 1
+                return self.scratch.copy_in(self.used - 1, data)
+            buf = ctypes.create_string_buffer(data, max(len(data), 1))
             self.keep.append(buf)
             return ctypes.addressof(buf)
         return self.out(obj)
@@ -174,6 +185,39 @@ class _Pointers:
         arr = (ctypes.c_char * view.nbytes).from_buffer(view)
         self.keep.append(arr)
         return ctypes.addressof(arr)
+
+
+class ScratchBuffers:
+    """One thread's buffers for a LibBpf layer: an attr per element or batch command and
+    input copies by position, reused from call to call; pinned when the backend is an
+    emulator (its copies are then slices, not process_vm_readv calls)."""
+
+    def __init__(self, backend):
+        self.attrs = {}                         # cmd -> its attr buffer
+        self.inputs = []                        # position -> buffer
+        self.pin = getattr(getattr(backend, "mem", None), "pin", None)
+
+    def attr(self, cmd: int, data: bytes) -> ctypes.Array:
+        buf = self.attrs.get(cmd)
+        if buf is None:
+            buf = self.attrs[cmd] = ctypes.create_string_buffer(168)   # passed as an object
+        ctypes.memmove(buf, data, len(data))    # the rest stays zero: a command's attr
+        return buf                              # bytes always have the same length
+
+    def copy_in(self, i: int, data: bytes) -> int:
+        if i == len(self.inputs):
+            self.inputs.append(None)
+        buf = self.inputs[i]
+        if buf is None or len(buf) != max(len(data), 1):
+            buf = self.inputs[i] = self._new(max(len(data), 1))
+        ctypes.memmove(buf, data, len(data))
+        return ctypes.addressof(buf)
+
+    def _new(self, n: int) -> ctypes.Array:
+        buf = ctypes.create_string_buffer(n)
+        if self.pin is not None:
+            self.pin(buf)                       # held by the emulator from now on
+        return buf
 
 
 def _address(obj) -> int:
@@ -272,6 +316,13 @@ class LibBpf:
     def __init__(self, backend):
         self.backend = backend
         self._sizes: dict[int, tuple] = {}    # fd -> (key_size, value bytes, token bytes)
+        self._local = threading.local()        # .scratch: this thread's ScratchBuffers
+
+    def _scratch(self) -> ScratchBuffers:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = ScratchBuffers(self.backend)
+        return scratch
 
     def _map_sizes(self, fd):
         """(key_size, the syscall's value size, the batch token's size) of the map behind fd,
@@ -323,8 +374,10 @@ class LibBpf:
             self._sizes.pop(ret, None)          # another object at that number now
         return ret
 
-    def _sys_bpf(self, cmd: int, attr: bytes) -> tuple[int, ctypes.Array]:
-        buf = ctypes.create_string_buffer(attr, 168)
+    def _sys_bpf(self, cmd: int, attr: bytes, reuse: bool = False) -> tuple[int, ctypes.Array]:
+        """The call, with a new attr buffer, or (reuse) this thread's buffer for cmd, so that
+        a call repeating the last one's bytes is a decoded call on the emulator."""
+        buf = self._scratch().attr(cmd, attr) if reuse else ctypes.create_string_buffer(attr, 168)
         ret = self.backend.bpf(cmd, buf, ATTR_SIZES[cmd])
         return ret, buf
 
@@ -357,11 +410,11 @@ class LibBpf:
     def _elem(self, cmd, fd, key_ptr, value_ptr, flags):
         attr = struct.pack("<IIQQQ", fd & 0xFFFFFFFF, 0, key_ptr, value_ptr,
                            _int_arg("flags", flags) & U64)
-        return self._sys_bpf(cmd, attr)[0]
+        return self._sys_bpf(cmd, attr, reuse=True)[0]
 
     def bpf_map_update_elem(self, fd, key, value, flags=0):
         self._check_elem(fd, key=key, value=value)
-        p = _Pointers()
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_UPDATE_ELEM, fd, p.inp(key), p.inp(value), flags)
 
     def bpf_map_lookup_elem(self, fd, key, value):
@@ -369,7 +422,7 @@ class LibBpf:
 
     def bpf_map_lookup_elem_flags(self, fd, key, value, flags):
         self._check_elem(fd, key=key, value_out=value)
-        p = _Pointers()
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_LOOKUP_ELEM, fd, p.inp(key), p.out(value), flags)
 
     def bpf_map_lookup_and_delete_elem(self, fd, key, value):
@@ -377,7 +430,7 @@ class LibBpf:
 
     def bpf_map_lookup_and_delete_elem_flags(self, fd, key, value, flags):
         self._check_elem(fd, key=key, value_out=value)
-        p = _Pointers()
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, p.inp(key), p.out(value), flags)
 
     def bpf_map_delete_elem(self, fd, key):
@@ -385,12 +438,12 @@ class LibBpf:
 
     def bpf_map_delete_elem_flags(self, fd, key, flags):
         self._check_elem(fd, key=key)
-        p = _Pointers()
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_DELETE_ELEM, fd, p.inp(key), 0, flags)
 
     def bpf_map_get_next_key(self, fd, key, next_key):
         self._check_elem(fd, key=key, next_key=next_key)
-        p = _Pointers()
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_GET_NEXT_KEY, fd, p.inp(key), p.out(next_key), 0)
 
     def bpf_map_freeze(self, fd):
@@ -403,13 +456,13 @@ class LibBpf:
         o = _opts(bpf_map_batch_opts, opts)
         _int_arg("fd", fd)
         self._check_batch(fd, cmd, in_batch, out_batch, keys, values, count.value)
-        p = _Pointers()
+        p = _Pointers(self._scratch())
         # Lookup batches fill keys and values; update and delete batches only read them.
         fill = p.out if cmd in (c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE_BATCH) else p.inp
         attr = struct.pack("<QQQQIIQQ", p.inp(in_batch), p.out(out_batch), fill(keys),
                            fill(values), count.value, fd & 0xFFFFFFFF, o.elem_flags & U64,
                            o.flags & U64)
-        ret, buf = self._sys_bpf(cmd, attr)
+        ret, buf = self._sys_bpf(cmd, attr, reuse=True)
         count.value = struct.unpack_from("<I", buf, 32)[0]     # *count = attr.batch.count
         return ret
 

@@ -239,6 +239,12 @@ class Map:
         self._kbuf = ctypes.create_string_buffer(max(key_size, 1))
         self._nbuf = ctypes.create_string_buffer(max(key_size, 1))
         self._vbuf = ctypes.create_string_buffer(max(self._value_bytes, 1))
+        # On an emulator, the buffers every call passes are pinned: its copies are slices.
+        self._mem = getattr(lib.backend, "mem", None)
+        if not hasattr(self._mem, "pin"):
+            self._mem = None
+        if self._mem is not None:
+            self._mem.pin(self._kbuf, self._nbuf, self._vbuf)
 
     # --- construction -------------------------------------------------------------------
 
@@ -334,6 +340,8 @@ class Map:
     def close(self) -> None:
         if self._fd is not None and self._owns_fd:
             self._lib.close(self._fd)
+        if self._fd is not None and self._mem is not None:
+            self._mem.unpin(self._kbuf, self._nbuf, self._vbuf)
         self._fd = None
 
     def __enter__(self):
