@@ -13,7 +13,8 @@ import struct
 
 from .btf_obj import BTF_MAX_SIZE, Btf, btf_parse
 from .errors import BpfError
-from .fdtable import BTF_KIND, FMODE_READ, INT_MAX
+from .fdtable import BTF_KIND, FMODE_READ
+from .obj_ids import bpf_check_uarg_tail_zero, bpf_obj_get_next_id, idr_find_live
 from .uapi import consts as F
 from .usercopy import copy_to_user, put_attr
 
@@ -24,7 +25,6 @@ _U32 = struct.Struct("<I")
 _BTF_LOAD = struct.Struct("<QQIIIIIi")
 _BTF_LOG_TRUE_SIZE_OFF = 28
 _GET_ID = struct.Struct("<IIIi")
-_NEXT_ID_OFF = 4
 _INFO_LEN_OFF = 4
 # struct bpf_btf_info: btf, btf_size, id, name, name_len, kernel_btf.
 _BTF_INFO = struct.Struct("<QIIQII")
@@ -154,38 +154,20 @@ def bpf_btf_get_fd_by_id(emu, raw: bytes, uattr) -> int:
         raise BpfError(_EINVAL)
     if not emu.profile.cap_sys_admin:
         raise BpfError(errno.EPERM)
-    emu.reap_closed_fds()
-    btf = emu.btf_idr.objs.get(btf_id)
-    if btf is None or btf.refcnt <= 0:
-        raise BpfError(errno.ENOENT)
+    btf = idr_find_live(emu, emu.btf_idr, btf_id)   # idr_find() + refcount_inc_not_zero()
     fd = emu.fds.install(btf, FMODE_READ, BTF_KIND)
     btf.refcnt += 1
     return fd
 
 
 def bpf_btf_get_next_id(emu, raw: bytes, uattr) -> int:
-    """bpf_obj_get_next_id(&btf_idr)"""
-    start_id = _GET_ID.unpack_from(raw)[0]
-    if start_id >= INT_MAX:
-        raise BpfError(_EINVAL)
-    if not emu.profile.cap_sys_admin:
-        raise BpfError(errno.EPERM)
-    emu.reap_closed_fds()
-    next_id = emu.btf_idr.get_next(start_id)
-    if next_id is None:
-        raise BpfError(errno.ENOENT)
-    put_attr(emu, uattr, _NEXT_ID_OFF, _U32.pack(next_id))
-    return 0
+    return bpf_obj_get_next_id(emu, raw, uattr, emu.btf_idr)
 
 
 def bpf_btf_get_info_by_fd(emu, btf: Btf, info_len: int, uinfo: int, uattr) -> int:
     """bpf_btf_get_info_by_fd() and btf_get_info_by_fd()."""
     mem = emu.mem
-    if info_len > emu.profile.page_size:
-        raise BpfError(errno.E2BIG)             # bpf_check_uarg_tail_zero()
-    if info_len > BPF_BTF_INFO_SIZE and any(mem.read(uinfo + BPF_BTF_INFO_SIZE,
-                                                     info_len - BPF_BTF_INFO_SIZE)):
-        raise BpfError(errno.E2BIG)
+    bpf_check_uarg_tail_zero(emu, uinfo, BPF_BTF_INFO_SIZE, info_len)
     info_copy = min(info_len, BPF_BTF_INFO_SIZE)
     info = bytearray(BPF_BTF_INFO_SIZE)
     info[:info_copy] = mem.read(uinfo, info_copy)
