@@ -77,16 +77,21 @@ def bpf_vlog_init(log_level: int, log_buf: int, log_size: int) -> None:
         raise BpfError(_EINVAL)
 
 
-def bpf_btf_load(emu, raw: bytes, uattr) -> int:
-    (ubtf, log_buf, btf_size, log_size, log_level, _, btf_flags,
-     token_fd) = _BTF_LOAD.unpack_from(raw)
-    if btf_flags & ~F.BPF_F_TOKEN_FD:
+def check_token_flags(emu, flags: int, token_fd: int) -> None:
+    """EINVAL for a flag other than BPF_F_TOKEN_FD; with it, bpf_token_get_from_fd(): EBADF
+    for a closed fd, else EINVAL, since no emulated fd is a BPF token."""
+    if flags & ~F.BPF_F_TOKEN_FD:
         raise BpfError(_EINVAL)
-    if btf_flags & F.BPF_F_TOKEN_FD:
-        # bpf_token_get_from_fd(): no emulated fd is a BPF token.
+    if flags & F.BPF_F_TOKEN_FD:
         if token_fd < 0 or not emu.fds.is_open(token_fd):
             raise BpfError(errno.EBADF)
         raise BpfError(_EINVAL)
+
+
+def bpf_btf_load(emu, raw: bytes, uattr) -> int:
+    (ubtf, log_buf, btf_size, log_size, log_level, _, btf_flags,
+     token_fd) = _BTF_LOAD.unpack_from(raw)
+    check_token_flags(emu, btf_flags, token_fd)
     if not (emu.profile.cap_bpf or emu.profile.cap_sys_admin):
         raise BpfError(errno.EPERM)
     return btf_new_fd(emu, ubtf, btf_size, log_buf, log_size, log_level, uattr)
@@ -146,12 +151,7 @@ def btf_get_by_fd(emu, ufd: int) -> Btf:
 
 def bpf_btf_get_fd_by_id(emu, raw: bytes, uattr) -> int:
     btf_id, _, open_flags, token_fd = _GET_ID.unpack_from(raw)
-    if open_flags & ~F.BPF_F_TOKEN_FD:
-        raise BpfError(_EINVAL)
-    if open_flags & F.BPF_F_TOKEN_FD:
-        if token_fd < 0 or not emu.fds.is_open(token_fd):
-            raise BpfError(errno.EBADF)
-        raise BpfError(_EINVAL)
+    check_token_flags(emu, open_flags, token_fd)
     if not emu.profile.cap_sys_admin:
         raise BpfError(errno.EPERM)
     btf = idr_find_live(emu, emu.btf_idr, btf_id)   # idr_find() + refcount_inc_not_zero()
