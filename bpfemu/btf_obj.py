@@ -123,18 +123,15 @@ class Btf:
         """btf_type_id_size(): (the type that has the size, its id, the size), or None for void,
         fwd, func, func_proto and anything that does not resolve to a size."""
         t = self.type_by_id(type_id)
-        if t is None or _nosize(t):
-            return None
-        if t.kind in HAS_SIZE:
-            return t, type_id, t.size
-        if t.kind == ARRAY:
-            return t, type_id, self.resolved_sizes[type_id]
-        if t.kind == PTR:
-            return t, type_id, 8
-        if t.kind not in MODIFIERS and t.kind != VAR:
-            return None
-        type_id = self.resolved_ids[type_id]
-        t = self.type_by_id(type_id)
+        sized = self._own_size(t, type_id)
+        if sized is not None or t is None or (t.kind not in MODIFIERS and t.kind != VAR):
+            return sized
+        type_id = self.resolved_ids[type_id]       # a modifier or var: what it resolved to
+        return self._own_size(self.type_by_id(type_id), type_id)
+
+    def _own_size(self, t, type_id: int):
+        """(t, type_id, size) for a type with a size of its own (a sized kind, an array, a
+        pointer), else None."""
         if t is None or _nosize(t):
             return None
         if t.kind in HAS_SIZE:
