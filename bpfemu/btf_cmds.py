@@ -14,7 +14,7 @@ import struct
 from .btf_obj import BTF_MAX_SIZE, Btf, btf_parse
 from .errors import BpfError
 from .fdtable import BTF_KIND, FMODE_READ
-from .obj_ids import bpf_check_uarg_tail_zero, bpf_obj_get_next_id, idr_find_live
+from .obj_ids import bpf_obj_get_next_id, idr_find_live, info_from_user
 from .uapi import consts as F
 from .usercopy import copy_to_user, put_attr
 
@@ -167,10 +167,7 @@ def bpf_btf_get_next_id(emu, raw: bytes, uattr) -> int:
 def bpf_btf_get_info_by_fd(emu, btf: Btf, info_len: int, uinfo: int, uattr) -> int:
     """bpf_btf_get_info_by_fd() and btf_get_info_by_fd()."""
     mem = emu.mem
-    bpf_check_uarg_tail_zero(emu, uinfo, BPF_BTF_INFO_SIZE, info_len)
-    info_copy = min(info_len, BPF_BTF_INFO_SIZE)
-    info = bytearray(BPF_BTF_INFO_SIZE)
-    info[:info_copy] = mem.read(uinfo, info_copy)
+    info, info_copy = info_from_user(emu, uinfo, info_len, BPF_BTF_INFO_SIZE)
     ubtf, ubtf_size, _, uname, uname_len, _ = _BTF_INFO.unpack(info)
     data = btf.data
     copy_to_user(mem, ubtf, data[:min(btf.data_size, ubtf_size)])

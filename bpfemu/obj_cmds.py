@@ -14,7 +14,7 @@ from .btf_cmds import bpf_btf_get_info_by_fd
 from .prog_cmds import bpf_prog_get_info_by_fd, bpf_prog_new_fd
 from .fdtable import BTF_KIND, FMODE_WRITE, MAP_KIND, PROG_KIND
 from .map_cmds import bpf_get_file_flag, map_get_sys_perms
-from .obj_ids import bpf_check_uarg_tail_zero, bpf_obj_get_next_id, idr_find_live
+from .obj_ids import bpf_obj_get_next_id, idr_find_live, info_from_user
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 from .uapi.attr import GetIdAttr, InfoAttr, ObjAttr, compiled
 from .usercopy import put_attr, strncpy_from_user
@@ -69,12 +69,7 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
     mem = emu.mem
     size = profile.map_info_size                 # sizeof(struct bpf_map_info)
     # The 6.18.44 backport checks the tail from offsetofend(hash_size).
-    bpf_check_uarg_tail_zero(emu, uinfo, profile.map_info_tail_from, info_len)
-    info_len = min(size, info_len)
-
-    # memset(&info, 0), then the caller's bytes: fields the kernel leaves alone echo back.
-    info = bytearray(size)
-    info[:info_len] = mem.read(uinfo, info_len)
+    info, info_len = info_from_user(emu, uinfo, info_len, size, profile.map_info_tail_from)
     _INFO_HEAD.pack_into(info, 0, m.map_type, m.id, m.key_size, m.value_size, m.max_entries,
                          m.map_flags & ~BPF_OBJ_FLAG_MASK, m.name)
     _U64.pack_into(info, _OFF_MAP_EXTRA, m.map_extra)

@@ -46,3 +46,14 @@ def bpf_check_uarg_tail_zero(emu, uaddr: int, expected_size: int, actual_size: i
     if actual_size > expected_size and any(emu.mem.read(uaddr + expected_size,
                                                         actual_size - expected_size)):
         raise BpfError(errno.E2BIG)
+
+
+def info_from_user(emu, uinfo: int, info_len: int, size: int, tail_from=None):
+    """The start of every *_get_info_by_fd(): bpf_check_uarg_tail_zero() (from tail_from,
+    sizeof(info) unless given), then memset(&info, 0) and the caller's first min(info_len,
+    size) bytes copied in, so fields a command leaves alone echo back. (info, that length)."""
+    bpf_check_uarg_tail_zero(emu, uinfo, size if tail_from is None else tail_from, info_len)
+    n = min(info_len, size)
+    info = bytearray(size)
+    info[:n] = emu.mem.read(uinfo, n)
+    return info, n

@@ -26,7 +26,7 @@ from .btf_cmds import bpf_vlog_init, btf_get_by_fd
 from .errors import ENOTSUPP, BpfError
 from .fdtable import BTF_KIND, FMODE_RDWR, PROG_KIND
 from .map_cmds import bpf_obj_name_cpy
-from .obj_ids import bpf_check_uarg_tail_zero, bpf_obj_get_next_id, idr_find_live
+from .obj_ids import bpf_obj_get_next_id, idr_find_live, info_from_user
 from .uapi import consts as F
 from .usercopy import copy_to_user, put_attr, strncpy_from_user
 
@@ -487,10 +487,7 @@ def _set(info, field, value):
 
 def bpf_prog_get_info_by_fd(emu, prog: BpfProg, info_len: int, uinfo: int, uattr) -> int:
     mem = emu.mem
-    bpf_check_uarg_tail_zero(emu, uinfo, BPF_PROG_INFO_SIZE, info_len)
-    info_len = min(info_len, BPF_PROG_INFO_SIZE)
-    info = bytearray(BPF_PROG_INFO_SIZE)
-    info[:info_len] = mem.read(uinfo, info_len)
+    info, info_len = info_from_user(emu, uinfo, info_len, BPF_PROG_INFO_SIZE)
 
     _set(info, "type", prog.type)
     _set(info, "id", prog.id)
