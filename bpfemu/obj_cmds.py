@@ -14,7 +14,7 @@ from .fdtable import FMODE_WRITE, INT_MAX
 from .map_cmds import bpf_get_file_flag, map_get_sys_perms
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 from .uapi.attr import GetIdAttr, InfoAttr, ObjAttr, compiled
-from .usercopy import put_attr, strncpy_from_user
+from .usercopy import check_zeroed_user, put_attr, strncpy_from_user
 
 _INFO = compiled(InfoAttr)
 _GET_ID = compiled(GetIdAttr)
@@ -68,7 +68,7 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
         raise BpfError(errno.E2BIG)
     tail_from = profile.map_info_tail_from
     if info_len > tail_from:
-        if any(mem.read(uinfo + tail_from, info_len - tail_from)):
+        if not check_zeroed_user(mem.read, uinfo + tail_from, info_len - tail_from):
             raise BpfError(errno.E2BIG)
     info_len = min(size, info_len)
 

@@ -11,7 +11,7 @@ import errno
 from . import batch_cmds, map_cmds, obj_cmds
 from .errors import BpfError
 from .fastpath import LOCKLESS_COMMANDS, MAX_DECODED_CALLS, NO_CALL
-from .usercopy import get_attr
+from .usercopy import attr_tail_zero
 from .uapi.consts import BpfCmd as C
 
 _E2BIG, _EFAULT, _EINVAL = errno.E2BIG, errno.EFAULT, errno.EINVAL
@@ -128,7 +128,7 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
             if size > union:
                 if size > emu.page_size:
                     raise BpfError(_E2BIG)
-                if any(get_attr(emu, attr, union, size - union)):
+                if not attr_tail_zero(emu, attr, union, size - union):
                     raise BpfError(_E2BIG)      # bpf_check_uarg_tail_zero()
                 size = union
             # copy_from_user(&attr, uattr, size) into a zeroed union. Only the first `size`
