@@ -133,6 +133,15 @@ class _InodeWatcher:
 _WATCHER = _InodeWatcher()
 
 
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at the fork; the child's watcher starts
+    # a new inotify instance on its first use anyway (_ensure).
+    _WATCHER.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class OpenFile:
     """One open file description of a bpf object: the object and its access mode."""
     __slots__ = ("obj", "mode", "key", "watch", "fds", "__weakref__")
