@@ -13,8 +13,9 @@ The semaphore is named (sem_open) because SemLock has no other kind; the name is
 once, so nothing is left in /dev/shm. Its memory is shared with a child made by fork(), and
 the child's emulators are copies of their own, so the child gets new locks
 (``os.register_at_fork``). Before the fork, the forking thread takes every emulator's lock,
-so that no other thread is half-way through a call when the child's copy is made. Where SemLock cannot be made (no _multiprocessing module, or no
-/dev/shm), the lock is a threading.RLock: slower, with the same behaviour.
+so that no other thread is half-way through a call when the child's copy is made. Where
+SemLock cannot be made (no _multiprocessing module, or no /dev/shm), the lock is a
+threading.RLock: slower, with the same behaviour.
 """
 import os
 import threading

@@ -183,6 +183,8 @@ def _our_failure(cmd: int, exc: Exception) -> int:
     answer; EFAULT for anything else (a bug of ours), an errno every command can give since
     every one copies its attr from the caller. Never silent: an EmulatorFault warning
     carries the traceback."""
+    # DEVIATION(memory): keys and index entries are made on insert, so even a preallocated
+    # map, which never fails an update for memory in Linux, gets ENOMEM here.
     err = _ENOMEM if isinstance(exc, MemoryError) else _EFAULT
     try:
         warnings.warn(EmulatorFault(

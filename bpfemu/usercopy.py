@@ -35,9 +35,10 @@ def copy_to_user(mem, addr: int, data) -> None:
 
 
 def copy_pairs_to_user(mem, ukeys: int, key_chunks: list, uvalues: int, value_chunks: list) -> None:
-    """The kernel's batch copy-out: for each group g (an element, or a hash bucket), copy
-    key_chunks[g] to the keys area, then value_chunks[g] to the values area, both packed
-    from the start; stop with EFAULT at the first fault, the faulting copy's prefix written.
+    """The kernel's batch copy-out (docs/usercopy.md): for each group g (an element, or a
+    hash bucket), copy key_chunks[g] to the keys area, then value_chunks[g] to the values
+    area, both packed from the start; stop with EFAULT at the first fault, the faulting
+    copy's prefix written.
 
     Fast path: two bulk writes, when the two areas do not overlap (if they do, the order of
     the copies decides which bytes are left, so they are made group by group). If a bulk
@@ -106,8 +107,9 @@ _WORD = 8
 def check_zeroed_user(read, addr: int, n: int) -> bool:
     """check_zeroed_user(): True if the n bytes at addr are all zero, False at the first
     aligned word holding a non-zero byte of the range, BpfError(EFAULT) if a word faults
-    first. ``read(addr, n)`` reads memory like Memory.read. Words never straddle a page, so
-    whole pages are read at once, and word by word only in a page that faults somewhere."""
+    first (docs/usercopy.md). ``read(addr, n)`` reads memory like Memory.read. Words never
+    straddle a page, so whole pages are read at once, and word by word only in a page that
+    faults somewhere."""
     end = addr + n
     pos = addr
     while pos < end:
@@ -151,9 +153,9 @@ def put_attr(emu, attr, off: int, data: bytes) -> None:
 
 
 def put_user(mem, addr: int, data: bytes) -> None:
-    """put_user() of a small scalar: all or nothing. One that straddles two pages writes its
-    part in the second page first, so that a fault there has written nothing, and puts that
-    part back if the first page then faults."""
+    """put_user() of a small scalar: all or nothing (docs/usercopy.md). One that straddles
+    two pages writes its part in the second page first, so that a fault there has written
+    nothing, and puts that part back if the first page then faults."""
     split = PAGE_SIZE - (addr & (PAGE_SIZE - 1))
     if split >= len(data):
         mem.write(addr, data)

@@ -198,9 +198,10 @@ class Fuzzer:
         if cmd == c.BPF_MAP_CREATE:
             t = rnd.choice(MAP_TYPES + [0, 99])
             flags = 0
-            for bit in () if rnd.random() < 0.6 else (c.BPF_F_NO_PREALLOC, c.BPF_F_NO_COMMON_LRU, c.BPF_F_RDONLY,
-                        c.BPF_F_WRONLY, c.BPF_F_ZERO_SEED, c.BPF_F_RDONLY_PROG,
-                        c.BPF_F_WRONLY_PROG, c.BPF_F_NUMA_NODE, 1 << 30):
+            bits = (c.BPF_F_NO_PREALLOC, c.BPF_F_NO_COMMON_LRU, c.BPF_F_RDONLY, c.BPF_F_WRONLY,
+                    c.BPF_F_ZERO_SEED, c.BPF_F_RDONLY_PROG, c.BPF_F_WRONLY_PROG,
+                    c.BPF_F_NUMA_NODE, 1 << 30)
+            for bit in () if rnd.random() < 0.6 else bits:
                 if rnd.random() < 0.12:
                     flags |= bit
             if t in MAP_TYPES[0::2] or t in (c.BPF_MAP_TYPE_LRU_HASH,):
