@@ -62,14 +62,14 @@ _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 class Pool:
     """The memory every fuzzed call can touch."""
 
-    def __init__(self):
-        self.map = mmap.mmap(-1, (RW_PAGES + 2) * PAGE)
+    def __init__(self, rw_pages: int = RW_PAGES):
+        self.map = mmap.mmap(-1, (rw_pages + 2) * PAGE)
         self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
-        self.hole = self.base + RW_PAGES * PAGE
+        self.hole = self.base + rw_pages * PAGE
         self.ro = self.hole + PAGE
         assert _libc.mprotect(self.hole, PAGE, 0) == 0
         assert _libc.mprotect(self.ro, PAGE, mmap.PROT_READ) == 0
-        self.size = RW_PAGES * PAGE
+        self.size = rw_pages * PAGE
 
     def load(self, data: bytes) -> None:
         ctypes.memmove(self.base, data, self.size)
@@ -102,6 +102,9 @@ class Fuzzer:
     def __init__(self, seed: int, nr_cpus: int, emu_kw=None):
         self.rnd = random.Random(seed)
         self.pool = Pool()
+        # The attrs live apart from the data pointers reach: their fd fields hold each
+        # side's own numbers, which a batch reading keys from there would see.
+        self.attrs = Pool(2)
         self.emu = Side(Emulator(nr_cpus=nr_cpus, seed=seed, **(emu_kw or {})))
         self.emu.b.cpu = 0
         self.host = Side(HostKernel())
@@ -282,15 +285,16 @@ class Fuzzer:
             a[0:4] = struct.pack("<I", 0x7FFFFFF0)
         lfds = [self.logical_fd() for _ in FD_FIELDS.get(cmd, ())]
         # Where the attr lives: mostly in the pool, sometimes running into the hole.
+        ap = self.attrs
         if rnd.random() < 0.1:
-            where = self.pool.hole - rnd.choice([8, 16, 24, 34, 56, 100, 168, 200, 1000])
-            if where + ATTR < self.pool.hole and rnd.random() < 0.5:
+            where = ap.hole - rnd.choice([8, 16, 24, 34, 56, 100, 168, 200, 1000])
+            if where + ATTR < ap.hole and rnd.random() < 0.5:
                 # A tail that runs into the hole, with a non-zero byte before it or none.
                 size = rnd.choice([PAGE, 2000, ATTR + 40])
                 if rnd.random() < 0.7:
-                    a[rnd.randrange(ATTR, self.pool.hole - where)] = rnd.randrange(1, 256)
+                    a[rnd.randrange(ATTR, ap.hole - where)] = rnd.randrange(1, 256)
         else:
-            where = self.pool.base + self.pool.size - 2 * PAGE - 512 + rnd.randrange(0, 256) * 8
+            where = ap.base + rnd.randrange(0, 256) * 8
         results = []
         for side in (self.emu, self.host):
             attr = bytearray(a)
@@ -300,17 +304,19 @@ class Fuzzer:
                 struct.pack_into("<I", attr, off, _u32(self.real_fd(side, lfd)))
             if cmd == c.BPF_MAP_GET_FD_BY_ID and self._id_map is not None and size >= 4:
                 struct.pack_into("<I", attr, 0, side.ids[self._id_map])
-            image = bytearray(self.image)
-            off = where - self.pool.base
-            room = min(len(attr), self.pool.size - off)
-            image[off:off + room] = attr[:room]
-            self.pool.load(bytes(image))
+            attr_image = bytearray(ap.size)
+            off = where - ap.base
+            room = min(len(attr), ap.size - off)
+            attr_image[off:off + room] = attr[:room]
+            ap.load(bytes(attr_image))
+            self.pool.load(bytes(self.image))
             try:
                 ret = side.b.bpf(cmd, where, size)
             except BaseException as e:          # an exception escaping bpf(): never allowed
                 self._diverge("exception", cmd, size, repr(e) + traceback.format_exc(-3))
                 raise
-            mem = bytearray(self.pool.save())
+            mem = bytearray(self.pool.save() + ap.save())
+            off += self.pool.size               # the attr area follows the pool in mem
             # The fd and id fields hold each side's own numbers: back to the logical bytes
             # where the call left them as they were.
             for field in range(0, 8, 4) if cmd == c.BPF_MAP_GET_FD_BY_ID else \
@@ -349,7 +355,7 @@ class Fuzzer:
                           f"first at pool+{first}: emulator {emem[first:first + 8].hex()}, "
                           f"kernel {hmem[first:first + 8].hex()} (ret {eret}/{hret})")
         # The next call starts from what this one left (the kernel's bytes).
-        self.image = bytearray(hmem)
+        self.image = bytearray(hmem[:self.pool.size])
         if new_fd and eret >= 0 and hret >= 0:
             self.adopt(cmd, a, eret, hret)
         elif new_fd:
@@ -369,7 +375,7 @@ class Fuzzer:
         once the id at offset 4 of the info (pointed to by the attr) is masked."""
         if cmd != c.BPF_OBJ_GET_INFO_BY_FD:
             return False
-        off = where - self.pool.base
+        off = self.pool.size + where - self.attrs.base
         info = struct.unpack_from("<Q", hmem, off + 8)[0] if off + 16 <= len(hmem) else 0
         e, h = bytearray(emem), bytearray(hmem)
         i = info - self.pool.base + 4
