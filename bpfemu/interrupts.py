@@ -22,6 +22,7 @@ PyThreadState_SetAsyncExc (or raised by a trace function), which Python delivers
 bytecode without a handler; handlers installed after the last Emulator was made, until
 ``defer_signal_handlers()`` is called again.
 """
+import _signal          # the signal module's C half: its wrappers make an enum per call
 import signal
 import threading
 
@@ -76,13 +77,17 @@ def defer_signal_handlers() -> None:
     signal.signal() cannot be called, and this does nothing)."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in signal.valid_signals():
+    getsignal = _signal.getsignal
+    for signum in _SIGNALS:
         try:
-            handler = signal.getsignal(signum)
+            handler = getsignal(signum)
         except (OSError, ValueError):
             continue
         if callable(handler) and not isinstance(handler, DeferringHandler):
             try:
-                signal.signal(signum, DeferringHandler(handler))
+                _signal.signal(signum, DeferringHandler(handler))
             except (OSError, ValueError, RuntimeError):
                 continue
+
+
+_SIGNALS = sorted(_signal.valid_signals())
