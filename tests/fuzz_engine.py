@@ -282,7 +282,7 @@ class Fuzzer:
             56 if cmd in BATCH_CMDS else 32 if cmd in ELEM_CMDS else ATTR)
         if cmd == c.BPF_MAP_GET_FD_BY_ID and size < 4 and self._id_map is not None:
             self._id_map = None                 # part of an id: not the same map on both
-            a[0:4] = struct.pack("<I", 0x7FFFFFF0)
+            a[0:4] = struct.pack("<I", 0x7F000000)   # id 0 in its first bytes: ENOENT on both
         lfds = [self.logical_fd() for _ in FD_FIELDS.get(cmd, ())]
         # Where the attr lives: mostly in the pool, sometimes running into the hole.
         ap = self.attrs
@@ -334,10 +334,11 @@ class Fuzzer:
             lfd[0] == "map" and self.unordered(lfd[1]) for lfd in lfds)
         self.last_attr = (a[:size if size < 256 else 256].hex(), lfds)
         if unordered and cmd == c.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
-            # The two sides may have deleted different elements: drop the map.
+            # The two sides may have deleted different elements: drop the map (every fd
+            # of it).
             for lfd in lfds:
                 if lfd[0] == "map" and lfd[1] in self.maps:
-                    self.close_map(lfd[1])
+                    self.close_aliases(lfd[1])
         if unordered and (eret != hret or emem != hmem):
             # A hash map with a random seed walks in another order on each side.
             self.kinds["not compared: walk of a randomly seeded map"] += 1
@@ -406,6 +407,13 @@ class Fuzzer:
         return (t not in (c.BPF_MAP_TYPE_ARRAY, c.BPF_MAP_TYPE_PERCPU_ARRAY)
                 and not flags & c.BPF_F_ZERO_SEED)
 
+    def close_aliases(self, n: int) -> None:
+        """Close every logical map that is the same map as n (fds from GET_FD_BY_ID)."""
+        same = self.emu.ids.get(n)
+        for m in list(self.maps):
+            if m == n or (same and self.emu.ids.get(m) == same):
+                self.close_map(m)
+
     def close_map(self, n: int) -> None:
         for side in (self.emu, self.host):
             side.b.close(side.fds.pop(n))
@@ -455,7 +463,7 @@ class Fuzzer:
             # Drop the map, so that one divergence is counted once (keep_diverged: keep it,
             # to look at it).
             if not self.keep_diverged:
-                self.close_map(n)
+                self.close_aliases(n)
 
     def _diverge(self, kind, cmd, size, detail) -> None:
         self.kinds[kind] += 1
