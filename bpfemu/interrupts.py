@@ -64,8 +64,11 @@ class DeferringHandler:
     def __call__(self, signum, frame):
         held = _held_by_this_thread()
         if held:
-            _send_after(held, signum)
-            return None
+            try:
+                _send_after(held, signum)
+                return None
+            except RuntimeError:                # no new thread (interpreter shutdown): now
+                pass
         return self.handler(signum, frame)
 
     def __repr__(self):
