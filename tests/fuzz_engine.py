@@ -52,6 +52,13 @@ FD_FIELDS.update({cmd: (36,) for cmd in BATCH_CMDS})
 FD_FIELDS[c.BPF_MAP_CREATE] = (20, 48)          # inner_map_fd, btf_fd (kept invalid)
 FD_FIELDS[c.BPF_OBJ_PIN] = (8,)
 FD_FIELDS[c.BPF_OBJ_GET] = (8,)
+# Offsets of pointer fields, per command: after mutation, each must still point where the
+# fuzzer means it to (a flipped middle byte could aim a write at the interpreter's heap).
+PTR_FIELDS = {cmd: (8, 16) for cmd in ELEM_CMDS}
+PTR_FIELDS.update({cmd: (0, 8, 16, 24) for cmd in BATCH_CMDS})
+PTR_FIELDS[c.BPF_OBJ_GET_INFO_BY_FD] = (8,)
+PTR_FIELDS[c.BPF_OBJ_PIN] = PTR_FIELDS[c.BPF_OBJ_GET] = (0,)
+USER_TOP = 1 << 47
 CHECK_ALL = 50
 MAX_MAPS = 10
 
@@ -173,6 +180,10 @@ class Fuzzer:
             return p.hole - self.rnd.randrange(1, 64)         # straddles into the hole
         return p.base + self.rnd.randrange(0, p.size - 8192)
 
+    def _ours(self, ptr: int) -> bool:
+        """Inside the pool or the attr area (their holes and read-only pages included)."""
+        return any(p.base <= ptr < p.ro + PAGE for p in (self.pool, self.attrs))
+
     def logical_fd(self):
         """('map', n) | ('closed',) | ('foreign',) | ('raw', value)."""
         r = self.rnd.random()
@@ -244,6 +255,10 @@ class Fuzzer:
         for _ in range(rnd.choice([0, 0, 0, 1, 1, 2, 4])):
             span = ATTR if rnd.random() < 0.9 else len(a)
             a[rnd.randrange(span)] = rnd.randrange(256)
+        for off in PTR_FIELDS.get(cmd, ()):
+            ptr = struct.unpack_from("<Q", a, off)[0]
+            if 0x10000 <= ptr < USER_TOP and not self._ours(ptr):
+                struct.pack_into("<Q", a, off, self.pool.base + ptr % (self.pool.size - 8192))
         if cmd == c.BPF_MAP_CREATE:
             a[44:92] = bytes(48)                # DEVIATION(btf)/(offload): BTF, ifindex, token
             a[44:48] = bytes(4)
