@@ -70,12 +70,15 @@ class Pool:
     """The memory every fuzzed call can touch."""
 
     def __init__(self, rw_pages: int = RW_PAGES):
-        self.map = mmap.mmap(-1, (rw_pages + 2) * PAGE)
+        # rw pages, a hole, a read-only page, and a hole after it, so that no copy runs on
+        # into memory the interpreter changes between the two sides' calls.
+        self.map = mmap.mmap(-1, (rw_pages + 3) * PAGE)
         self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
         self.hole = self.base + rw_pages * PAGE
         self.ro = self.hole + PAGE
         assert _libc.mprotect(self.hole, PAGE, 0) == 0
         assert _libc.mprotect(self.ro, PAGE, mmap.PROT_READ) == 0
+        assert _libc.mprotect(self.ro + PAGE, PAGE, 0) == 0
         self.size = rw_pages * PAGE
 
     def load(self, data: bytes) -> None:
@@ -243,7 +246,8 @@ class Fuzzer:
             lid = rnd.choice(list(self.maps)) if self.maps and rnd.random() < 0.7 else None
             struct.pack_into("<IIII", a, 0, 0, 0, rnd.choice([0, c.BPF_F_RDONLY, c.BPF_F_WRONLY,
                                                               3, 8]), 0)
-            a[0:4] = struct.pack("<I", 0x7FFFFFF0 if lid is None else 0)   # an id nobody has
+            # An id nobody has, 0 in its first bytes (a short size reads id 0 on both sides).
+            a[0:4] = struct.pack("<I", 0x7F000000 if lid is None else 0)
             self._id_map = lid
         elif cmd in (c.BPF_OBJ_PIN, c.BPF_OBJ_GET):
             # Invalid paths only (see the module docstring).
