@@ -7,6 +7,7 @@ from .emu_lock import new_lock, track
 from .fastpath import NO_CALL
 from .errors import BpfError
 from .fdtable import MAP_KIND, FdTable, IdrCyclic
+from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile
 from .syscall import build_dispatch, sys_bpf
@@ -43,6 +44,7 @@ class Emulator:
         register_kernel_btf(self)
         self.lock = new_lock()
         track(self)
+        defer_signal_handlers()                 # a handler never runs half-way through a call
         # (id(attr), cmd) -> an element call decoded before (fastpath.py); emptied by any
         # change that could make one of its checks come out differently.
         self.decoded_calls: dict = {}

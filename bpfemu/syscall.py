@@ -7,14 +7,16 @@ field must be zero) is EINVAL; then the handler. BpfError becomes -errno here an
 """
 import ctypes
 import errno
+import traceback
+import warnings
 
 from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
-from .errors import BpfError
+from .errors import BpfError, EmulatorFault
 from .fastpath import LOCKLESS_COMMANDS, MAX_DECODED_CALLS, NO_CALL
-from .usercopy import get_attr
+from .usercopy import attr_tail_zero
 from .uapi.consts import BpfCmd as C
 
-_E2BIG, _EFAULT, _EINVAL = errno.E2BIG, errno.EFAULT, errno.EINVAL
+_E2BIG, _EFAULT, _EINVAL, _ENOMEM = errno.E2BIG, errno.EFAULT, errno.EINVAL, errno.ENOMEM
 
 # cmd -> handler(emu, raw_attr, attr_ref). Commands that exist in Linux but are not emulated
 # are listed in UNSUPPORTED_COMMANDS with the errno they give.
@@ -83,12 +85,16 @@ def sys_bpf(emu, cmd: int, attr, size: int) -> int:
                 return rest()
             except BpfError as e:
                 return -e.errno
+            except Exception as e:
+                return _our_failure(cmd, e)
         lock = emu.lock
         lock.acquire()
         try:
             return rest()
         except BpfError as e:
             return -e.errno
+        except Exception as e:
+            return _our_failure(cmd, e)
         finally:
             lock.release()
     return _sys_bpf_slow(emu, cmd, attr, size)
@@ -114,6 +120,8 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
                     return rest()
                 except BpfError as e:
                     return -e.errno
+                except Exception as e:
+                    return _our_failure(cmd, e)
             lock = emu.lock
             lock.acquire()
             try:
@@ -129,6 +137,8 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
                 return rest()
             except BpfError as e:
                 return -e.errno
+            except Exception as e:
+                return _our_failure(cmd, e)
             finally:
                 lock.release()
     if attr is None:
@@ -145,7 +155,7 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
             if size > union:
                 if size > emu.page_size:
                     raise BpfError(_E2BIG)
-                if any(get_attr(emu, attr, union, size - union)):
+                if not attr_tail_zero(emu, attr, union, size - union):
                     raise BpfError(_E2BIG)      # bpf_check_uarg_tail_zero()
                 size = union
             # copy_from_user(&attr, uattr, size) into a zeroed union. Only the first `size`
@@ -181,6 +191,26 @@ def _sys_bpf_slow(emu, cmd: int, attr, size: int) -> int:
                         _remember(emu, cmd, attr, asked, whole, decoded)
         except BpfError as e:
             return -e.errno
+        except Exception as e:
+            return _our_failure(cmd, e)
+
+
+def _our_failure(cmd: int, exc: Exception) -> int:
+    """The one place where a failure of the emulator itself (anything but a BpfError)
+    becomes an errno: ENOMEM for Python running out of memory, as the kernel's allocators
+    answer; EFAULT for anything else (a bug of ours), an errno every command can give since
+    every one copies its attr from the caller. Never silent: an EmulatorFault warning
+    carries the traceback."""
+    # DEVIATION(memory): keys and index entries are made on insert, so even a preallocated
+    # map, which never fails an update for memory in Linux, gets ENOMEM here.
+    err = _ENOMEM if isinstance(exc, MemoryError) else _EFAULT
+    try:
+        warnings.warn(EmulatorFault(
+            f"bpf({cmd}) failed inside the emulator; answered -{errno.errorcode[err]}:\n"
+            + "".join(traceback.format_exception(exc))), stacklevel=3)
+    except MemoryError:
+        pass                                    # no memory left even to say so
+    return -err
 
 
 def _is_buffer(attr) -> bool:
