@@ -18,6 +18,9 @@ def main(argv=None) -> int:
     p.add_argument("--memory", type=int, default=2048, help="guest memory in MiB (default 2048)")
     p.add_argument("--accel", choices=("tcg", "kvm"), default=os.environ.get("BPFEMU_VM_ACCEL", "tcg"),
                    help="tcg (default: works everywhere) or kvm (only where it runs a stock kernel)")
+    p.add_argument("--writable", action="append", default=[], metavar="DIR",
+                   help="a host directory the guest may write to (repeatable); the rest of the "
+                        "host's files are read-only, writes to them vanish with the VM")
     p.add_argument("--timeout", type=float, default=None, help="kill the VM after this many seconds")
     p.add_argument("--fetch-only", action="store_true", help="fetch and cache the image, run nothing")
     p.add_argument("--timing", action="store_true", help="print boot and total time on stderr")
@@ -32,7 +35,8 @@ def main(argv=None) -> int:
             print(f"{image.package}: {image.release} in {image.directory}")
             return 0
         sys.stdout.flush()
-        res = run(image, cmd, cpus=a.cpus, memory_mb=a.memory, accel=a.accel, timeout=a.timeout)
+        res = run(image, cmd, cpus=a.cpus, memory_mb=a.memory, accel=a.accel, timeout=a.timeout,
+                  writable=a.writable)
     except ImageError as e:
         print(f"run-on-kernel: {e}", file=sys.stderr)
         return 125

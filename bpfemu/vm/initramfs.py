@@ -44,6 +44,10 @@ mount -t tmpfs -o mode=1777 shm $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmp $R/tmp
 mount -t bpf bpf $R/sys/fs/bpf || fail "mounting a bpffs failed"
+while read tag dir; do
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 $tag "$R$dir" \
+        || fail "mounting the writable $dir over 9p failed"
+done < /shares
 mkdir -p $R/.bpfemu-vm && cp /cmd.sh $R/.bpfemu-vm/cmd.sh
 stty -F /dev/ttyS1 raw -echo
 echo {ready}
@@ -104,7 +108,11 @@ def _is_static(path: str) -> bool:
     return b"/lib64/ld-linux" not in head and b"ld-linux-x86-64" not in head
 
 
-def build(image, argv, cwd: str, env: dict, busybox: str) -> bytes:
+def share_tag(i: int) -> str:
+    return f"rw{i}"
+
+
+def build(image, argv, cwd: str, env: dict, busybox: str, writable=()) -> bytes:
     cpio = _Cpio()
     for d in ("bin", "dev", "proc", "sys", "modules"):
         cpio.add(d, stat.S_IFDIR | 0o755)
@@ -113,6 +121,9 @@ def build(image, argv, cwd: str, env: dict, busybox: str) -> bytes:
     with open(busybox, "rb") as f:
         cpio.add("bin/busybox", stat.S_IFREG | 0o755, f.read())
     cpio.add("init", stat.S_IFREG | 0o755, INIT.encode())
+    # Host directories the guest writes through to (9p read-write over the overlay).
+    shares = "".join(f"{share_tag(i)} {d}\n" for i, d in enumerate(writable))
+    cpio.add("shares", stat.S_IFREG | 0o644, shares.encode())
     cpio.add("cmd.sh", stat.S_IFREG | 0o755, command_script(argv, cwd, env).encode())
     names = []
     for path in image.modules:

@@ -34,7 +34,7 @@ def kvm_usable() -> str | None:
 
 
 def qemu_command(image: KernelImage, initrd: str, console_log: str, cpus: int, memory_mb: int,
-                 accel: str) -> list:
+                 accel: str, writable=()) -> list:
     # A vmlinux is entered through its PVH note (no decompression under TCG), a bzImage as usual.
     cmdline = "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init"
     return [QEMU, "-M", "pc", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
@@ -44,13 +44,30 @@ def qemu_command(image: KernelImage, initrd: str, console_log: str, cpus: int, m
             "-chardev", f"file,id=console,path={console_log}", "-serial", "chardev:console",
             "-chardev", "stdio,id=out,signal=off", "-serial", "chardev:out",
             "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
-            "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={initramfs.NINEP_TAG}"]
+            "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={initramfs.NINEP_TAG}",
+            *_share_args(writable)]
+
+
+def _share_args(writable) -> list:
+    args = []
+    for i, d in enumerate(writable):
+        tag = initramfs.share_tag(i)
+        args += ["-fsdev", f"local,id={tag},path={d},security_model=none,multidevs=remap",
+                 "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
+    return args
 
 
 def run(image: KernelImage, argv, *, cpus: int = 1, memory_mb: int = 2048, accel: str = "tcg",
         cwd: str | None = None, env: dict | None = None, capture: bool = False,
-        timeout: float | None = None) -> VmResult:
-    """Run argv inside the guest; its output goes to our stdout, or is returned with capture."""
+        timeout: float | None = None, writable=()) -> VmResult:
+    """Run argv inside the guest; its output goes to our stdout, or is returned with capture.
+
+    The host's file system is read-only in the guest (writes land in a tmpfs and vanish),
+    except the directories in ``writable``, whose writes reach the host."""
+    writable = [os.path.abspath(d) for d in writable]
+    for d in writable:
+        if not os.path.isdir(d):
+            raise ImageError(f"--writable {d}: not a directory")
     if shutil.which(QEMU) is None:
         raise ImageError(f"{QEMU} is not installed (Debian: apt-get install qemu-system-x86)")
     if accel == "kvm":
@@ -65,9 +82,9 @@ def run(image: KernelImage, argv, *, cpus: int = 1, memory_mb: int = 2048, accel
     with tempfile.TemporaryDirectory(prefix="bpfemu-vm-") as tmp:
         initrd = os.path.join(tmp, "initramfs.cpio")
         with open(initrd, "wb") as f:
-            f.write(initramfs.build(image, argv, cwd, env, busybox))
+            f.write(initramfs.build(image, argv, cwd, env, busybox, writable))
         console_log = os.path.join(tmp, "console.log")
-        cmd = qemu_command(image, initrd, console_log, cpus, memory_mb, accel)
+        cmd = qemu_command(image, initrd, console_log, cpus, memory_mb, accel, writable)
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE if capture else None)
