@@ -83,8 +83,9 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
                          m.btf_value_type_id)
     _U32.pack_into(info, _OFF_BTF_VMLINUX_VALUE_TYPE_ID, m.btf_vmlinux_value_type_id)
 
-    uhash = _U64.unpack_from(info, _OFF_HASH)[0]
-    hash_size = _U32.unpack_from(info, _OFF_HASH_SIZE)[0]
+    # hash and hash_size exist from Linux 6.18 on; an older profile's info ends before them.
+    uhash, hash_size = (0, 0) if size < _OFF_HASH_SIZE + 4 else (
+        _U64.unpack_from(info, _OFF_HASH)[0], _U32.unpack_from(info, _OFF_HASH_SIZE)[0])
     if uhash:
         get_hash = m.ops.map_value_hash          # map->ops->map_get_hash
         if get_hash is None:
@@ -160,9 +161,14 @@ def _pathname(emu, addr: int) -> str:
     return os.fsdecode(strncpy_from_user(emu.mem, addr))
 
 
+def _path_fd_flag(emu) -> int:
+    """BPF_F_PATH_FD where the profile's kernel knows it (Linux 6.5 on), else no flag."""
+    return F.BPF_F_PATH_FD if emu.profile.obj_path_fd else 0
+
+
 def bpf_obj_pin(emu, raw: bytes, uattr) -> int:
     pathname, bpf_fd, file_flags, path_fd = _OBJ.unpack_from(raw)
-    if file_flags & ~F.BPF_F_PATH_FD:
+    if file_flags & ~_path_fd_flag(emu):         # 6.1: file_flags != 0 is EINVAL
         raise BpfError(_EINVAL)
     if not file_flags & F.BPF_F_PATH_FD and path_fd:
         raise BpfError(_EINVAL)                  # path_fd needs BPF_F_PATH_FD
@@ -184,7 +190,7 @@ def bpf_obj_pin(emu, raw: bytes, uattr) -> int:
 
 def bpf_obj_get(emu, raw: bytes, uattr) -> int:
     pathname, bpf_fd, file_flags, path_fd = _OBJ.unpack_from(raw)
-    if bpf_fd != 0 or file_flags & ~(BPF_OBJ_FLAG_MASK | F.BPF_F_PATH_FD):
+    if bpf_fd != 0 or file_flags & ~(BPF_OBJ_FLAG_MASK | _path_fd_flag(emu)):
         raise BpfError(_EINVAL)
     if not file_flags & F.BPF_F_PATH_FD and path_fd:
         raise BpfError(_EINVAL)

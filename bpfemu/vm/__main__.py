@@ -1,6 +1,7 @@
 """run-on-kernel KERNEL_VERSION [options] -- CMD ARGS...: CMD's exit status and output from a VM."""
 import argparse
 import os
+import signal
 import sys
 
 from .images import ImageError, fetch
@@ -29,6 +30,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if not cmd and not a.fetch_only:
         p.error("no command (run-on-kernel 6.1 -- CMD ARGS...)")
+    # A TERM or HUP unwinds like Ctrl-C, so the VM is killed on the way out, never left running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     try:
         image = fetch(a.kernel, log=lambda m: print(f"run-on-kernel: {m}", file=sys.stderr))
         if a.fetch_only:
