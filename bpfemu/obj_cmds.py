@@ -141,7 +141,8 @@ def map_freeze(emu, raw: bytes, uattr) -> int:
     m = f.obj
     if m.has_spin_lock:                          # map->record: BTF special fields
         raise BpfError(ENOTSUPP)
-    if not map_get_sys_perms(m, f) & FMODE_WRITE:
+    # Not on 6.1: there any fd may freeze (a read-only one too) and a second freeze is EBUSY.
+    if emu.profile.freeze_needs_write and not map_get_sys_perms(m, f) & FMODE_WRITE:
         raise BpfError(errno.EPERM)              # so a second freeze is EPERM, too
     # DEVIATION(mmap): mmap() of a map fd is not emulated (it maps the memfd, not the values of
     # a BPF_F_MMAPABLE array), so no writable mapping exists and this EBUSY never happens.

@@ -75,6 +75,11 @@ class KernelProfile:
     max_map_bytes: int = 1 << 32
     # OBJ_PIN and OBJ_GET know BPF_F_PATH_FD and path_fd (Linux 6.5 and later).
     obj_path_fd: bool = True
+    # MAP_FREEZE needs an fd that can write (EPERM otherwise, and once frozen no fd can).
+    freeze_needs_write: bool = True
+    # The common LRU's target_free: clamp(max_entries / nr_cpus / 2, 1, LOCAL_FREE_TARGET)
+    # where True, else always LOCAL_FREE_TARGET (128).
+    lru_target_free_scaled: bool = True
 
 
 def linux_6_18(**kw) -> KernelProfile:
@@ -95,7 +100,8 @@ def linux_6_1(**kw) -> KernelProfile:
     return KernelProfile(**{
         "release": "6.1", "attr_size": 144, "nr_cmds": 36, "nr_map_types": 32,
         "last_field_end": dict(LINUX_6_1_LAST_FIELD_END),
-        "map_info_size": 88, "map_info_tail_from": 88, "obj_path_fd": False, **kw})
+        "map_info_size": 88, "map_info_tail_from": 88, "obj_path_fd": False,
+        "freeze_needs_write": False, "lru_target_free_scaled": False, **kw})
 
 
 PROFILES = {"6.18": linux_6_18, "6.12": linux_6_12, "6.1": linux_6_1}

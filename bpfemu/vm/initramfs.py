@@ -42,7 +42,6 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/shm $R/dev/pts
 mount -t tmpfs -o mode=1777 shm $R/dev/shm
 mount -t devpts devpts $R/dev/pts
-mount -t tmpfs -o mode=1777 tmp $R/tmp
 mount -t bpf bpf $R/sys/fs/bpf || fail "mounting a bpffs failed"
 while read tag dir; do
     mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 $tag "$R$dir" \
