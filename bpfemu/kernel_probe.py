@@ -198,6 +198,19 @@ def obj_file_flags(c: _Caller) -> dict:
     return out
 
 
+def freeze(c: _Caller) -> str:
+    """MAP_FREEZE through a read-write fd twice, then through a read-only fd (BPF_F_RDONLY)
+    of another map twice: whether freezing needs write permission."""
+    out = []
+    for flags in (0, 0x8):                      # BPF_F_RDONLY: the fd cannot write
+        fd = c.create(T.BPF_MAP_TYPE_ARRAY, 4, 8, 4, flags)
+        try:
+            out += [_name(c.call(C.BPF_MAP_FREEZE, [(0, "<I", fd)], size=4)) for _ in range(2)]
+        finally:
+            c.b.close(fd)
+    return " ".join(out)
+
+
 def map_info(c: _Caller) -> dict:
     """OBJ_GET_INFO_BY_FD: info_len written back for a page-sized buffer, and for each
     offset of that buffer, whether a non-zero byte there is E2BIG (the info tail check)."""
@@ -223,7 +236,7 @@ def probe(backend) -> dict:
     c = _Caller(backend)
     return {"attr_size": attr_size(c), "sweeps": sweeps(c), "map_types": map_types(c),
             "map_flags": map_flags(c), "elem_commands": elem_commands(c), "obj_file_flags": obj_file_flags(c),
-            "map_info": map_info(c)}
+            "freeze": freeze(c), "map_info": map_info(c)}
 
 
 def differences(expected: dict, actual: dict, emulated_types=EMULATED_TYPES) -> list:
