@@ -224,10 +224,19 @@ def map_info(c: _Caller) -> dict:
                    size=16)
         return r, struct.unpack_from("<I", c.attr, 4)[0]
 
+    def echo(fd):
+        # 88 bytes of 0x5a in: which come back as given and which the kernel rewrites.
+        ctypes.memset(info, 0x5A, 88)
+        r = c.call(C.BPF_OBJ_GET_INFO_BY_FD, [(0, "<IIQ", (fd, 88, ctypes.addressof(info)))],
+                   size=16)
+        out = bytearray(info.raw[:88])
+        out[4:8] = b"\xee" * 4                   # the map id depends on the run
+        return f"{_name(r)} {out.hex()}"
+
     def run(fd):
         r, written = get(fd, None)
         tail = _rle("E2BIG" if get(fd, off)[0] == -errno.E2BIG else "-" for off in range(256))
-        return {"ret": _name(r), "info_len": written, "tail": tail}
+        return {"ret": _name(r), "info_len": written, "tail": tail, "echo": echo(fd)}
 
     return _with_map(c, T.BPF_MAP_TYPE_HASH, run)
 

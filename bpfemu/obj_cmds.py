@@ -73,8 +73,10 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
     info_len = min(size, info_len)
 
     # memset(&info, 0), then the caller's bytes: fields the kernel leaves alone echo back.
+    # Before 6.18 (no info.hash input) the kernel did not read them: those fields come back 0.
     info = bytearray(size)
-    info[:info_len] = mem.read(uinfo, info_len)
+    if profile.map_info_reads_input:
+        info[:info_len] = mem.read(uinfo, info_len)
     _INFO_HEAD.pack_into(info, 0, m.map_type, m.id, m.key_size, m.value_size, m.max_entries,
                          m.map_flags & ~BPF_OBJ_FLAG_MASK, m.name)
     _U64.pack_into(info, _OFF_MAP_EXTRA, m.map_extra)

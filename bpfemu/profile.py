@@ -80,6 +80,9 @@ class KernelProfile:
     # The common LRU's target_free: clamp(max_entries / nr_cpus / 2, 1, LOCAL_FREE_TARGET)
     # where True, else always LOCAL_FREE_TARGET (128).
     lru_target_free_scaled: bool = True
+    # OBJ_GET_INFO_BY_FD reads the caller's bpf_map_info first (for info.hash), so the fields
+    # it does not fill come back as given; where False they come back zero.
+    map_info_reads_input: bool = True
 
 
 def linux_6_18(**kw) -> KernelProfile:
@@ -92,7 +95,7 @@ def linux_6_12(**kw) -> KernelProfile:
         "release": "6.12", "attr_size": 152, "nr_cmds": 37, "nr_map_types": 34,
         "last_field_end": dict(LINUX_6_12_LAST_FIELD_END),
         # bpf_map_info ends at map_extra and its tail is checked from there.
-        "map_info_size": 88, "map_info_tail_from": 88, **kw})
+        "map_info_size": 88, "map_info_tail_from": 88, "map_info_reads_input": False, **kw})
 
 
 def linux_6_1(**kw) -> KernelProfile:
@@ -100,7 +103,8 @@ def linux_6_1(**kw) -> KernelProfile:
     return KernelProfile(**{
         "release": "6.1", "attr_size": 144, "nr_cmds": 36, "nr_map_types": 32,
         "last_field_end": dict(LINUX_6_1_LAST_FIELD_END),
-        "map_info_size": 88, "map_info_tail_from": 88, "obj_path_fd": False,
+        "map_info_size": 88, "map_info_tail_from": 88, "map_info_reads_input": False,
+        "obj_path_fd": False,
         "freeze_needs_write": False, "lru_target_free_scaled": False, **kw})
 
 
