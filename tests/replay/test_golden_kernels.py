@@ -53,3 +53,15 @@ def test_other_profiles_report_abi_differences():
     assert "ABI difference between Linux 6.1 (recorded) and Linux 6.18" in text
     assert "MAP_CREATE: -1 EINVAL on 6.1" in text
     assert "0 differ from the kernel they were recorded on" in text
+
+
+@pytest.mark.parametrize("version", OLDER)
+def test_conform_checks_one_kernel_from_its_corpus(version):
+    """bpfemu conform --profile K where the live kernel is another: K's corpus on K's profile."""
+    from bpfemu.trace.conform import conform
+    out = io.StringIO()
+    assert conform(["entry", "map_freeze", "obj_info"], kernel="auto", out=out,
+                   profile=version) == 0
+    text = out.getvalue()
+    assert f"the emulator on the Linux {version} profile against the golden corpus" in text
+    assert f"abi/linux-{version}/traces" in text
