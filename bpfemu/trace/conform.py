@@ -97,13 +97,14 @@ def kernel_permitted() -> str | None:
     return HostKernel.available()
 
 
-def conform(names=None, *, kernel: str = "auto", out=sys.stdout, verbose: int = 0,
+def conform(names=None, *, kernel: str = "auto", out=None, verbose: int = 0,
             max_diffs: int = 3, profile: str | None = None) -> int:
     """Run the conformance scenarios; print per-scenario results and the table. Returns the
     number of calls that differ (0: the emulator agrees with the kernel everywhere).
 
     ``profile`` ("6.1", "6.12", "6.18"; default 6.18) is the kernel checked: the live kernel
     if it is that version, else that version's golden corpus, on that version's profile."""
+    out = out or sys.stdout                      # the stream of the moment (pytest swaps it)
     names = list(names) if names else list(ORDER)
     for n in names:
         if n not in SCENARIOS:
