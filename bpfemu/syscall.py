@@ -13,6 +13,7 @@ import warnings
 from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
 from .errors import BpfError, EmulatorFault
 from .fastpath import LOCKLESS_COMMANDS, MAX_DECODED_CALLS, NO_CALL
+from .profile import LINUX_6_18_LAST_FIELD_END
 from .usercopy import attr_tail_zero
 from .uapi.consts import BpfCmd as C
 
@@ -64,7 +65,8 @@ def build_dispatch(profile) -> dict:
     for cmd in range(profile.nr_cmds):
         handler = COMMANDS.get(cmd, _not_emulated)
         end = profile.last_field_end.get(cmd, profile.attr_size)
-        table[cmd] = (handler, end, max(end, _MIN_UNPACK))
+        # Handlers unpack 6.18's layouts: on an older profile the fields it lacks read as zero.
+        table[cmd] = (handler, end, max(end, _MIN_UNPACK, LINUX_6_18_LAST_FIELD_END.get(cmd, 0)))
     return table
 
 
