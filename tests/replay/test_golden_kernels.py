@@ -60,8 +60,9 @@ def test_conform_checks_one_kernel_from_its_corpus(version):
     """bpfemu conform --profile K where the live kernel is another: K's corpus on K's profile."""
     from bpfemu.trace.conform import conform
     out = io.StringIO()
-    assert conform(["entry", "map_freeze", "obj_info"], kernel="auto", out=out,
-                   profile=version) == 0
+    result = conform(["entry", "map_freeze", "obj_info"], kernel="auto", out=out,
+                     profile=version)
+    assert result.differing == 0 and result.complete and result.checked > 0
     text = out.getvalue()
     assert f"the emulator on the Linux {version} profile against the golden corpus" in text
     assert f"abi/linux-{version}/traces" in text
