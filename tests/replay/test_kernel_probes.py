@@ -25,13 +25,15 @@ def recorded(version):
 def test_profile_answers_like_its_kernel(version):
     facts = recorded(version)
     assert facts["release"].startswith(version + ".")
-    assert differences(facts, probe(Emulator(profile=version, nr_cpus=2, seed=0))) == []
+    with Emulator(profile=version, nr_cpus=2, seed=0) as emu:     # its fds closed after
+        assert differences(facts, probe(emu)) == []
 
 
 @pytest.mark.parametrize("version", ("6.1", "6.12"))
 def test_older_kernels_differ_from_6_18(version):
     """The probe tells the kernels apart: 6.18's profile does not pass as an older kernel."""
-    found = differences(recorded(version), probe(Emulator(profile="6.18", nr_cpus=2, seed=0)))
+    with Emulator(profile="6.18", nr_cpus=2, seed=0) as emu:
+        found = differences(recorded(version), probe(emu))
     assert any(d.startswith("attr_size") for d in found)
     assert any(d.startswith("sweeps/BPF_MAP_CREATE") for d in found)
     assert any(d.startswith("map_info/") for d in found)
