@@ -1,4 +1,5 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
+import os
 import random
 
 from .bpffs import BpfFs
@@ -23,13 +24,19 @@ class Emulator:
 
     def __init__(self, *, nr_cpus: int | None = None, seed: int | None = None,
                  profile: KernelProfile | None = None, mem: Memory | None = None,
-                 bpffs_root: str = "/sys/fs/bpf"):
+                 bpffs_root: str = "/sys/fs/bpf", store: str | None = None):
         self.profile = profile or KernelProfile()
         if nr_cpus is not None:
             self.profile.nr_cpus = nr_cpus
         if self.profile.nr_cpus < 1:
             raise ValueError("nr_cpus must be at least 1")
         self.mem = mem if mem is not None else ProcessMemory()
+        if store is None:
+            store = os.environ.get("BPFEMU_HTAB_STORE") or "columnar"
+        if store not in ("columnar", "simple"):
+            raise ValueError(f"store must be 'columnar' or 'simple', not {store!r}")
+        # How hash maps keep their elements (maps/htab_store.py): both give the same results.
+        self.htab_store = store
         self.fds = FdTable()
         self.map_idr = IdrCyclic()
         self.lock = new_lock()

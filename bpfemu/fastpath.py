@@ -21,9 +21,7 @@ memory behind unpinned pointers are read on every call. The closure is built on 
 reuse, so a caller that never passes the same attr object twice pays nothing for it.
 
 Where both pointers are pinned (``ProcessMemory.pin``), the closure copies through views of
-the caller's buffers: no syscall and no address lookup. A map type may then supply its own
-closure with its op folded in (the ops table's pinned_*_call, e.g. maps/htab_fastpath.py).
-Otherwise it copies through the memory layer's readers and writers for those addresses
+the caller's buffers: no syscall and no address lookup. Otherwise it copies through the memory layer's readers and writers for those addresses
 (``Memory.reader``), which for this process's memory are process_vm_readv/writev calls with
 their iovecs packed once.
 
@@ -48,22 +46,12 @@ LOCKLESS_COMMANDS = frozenset({BpfCmd.BPF_MAP_LOOKUP_ELEM})
 NO_CALL = (None, None, None, None, None, None)
 
 
-def _folded(builder, *args):
-    """The map type's own decoded call for pinned buffers (the op folded in), if it has one
-    for this case."""
-    return builder(*args) if builder is not None else None
-
-
 def lookup_call(mem, m, key_ptr: int, value_ptr: int):
     """What is left of BPF_MAP_LOOKUP_ELEM after the checks: copy the key, look up, copy out."""
     op = m.ops.map_lookup_elem_sys
     key_view = mem.view(key_ptr, m.key_size)
     value_view = mem.view(value_ptr, m.value_size_sys)
     if key_view is not None and value_view is not None:
-        folded = _folded(m.ops.pinned_lookup_call, m, key_view, value_view)
-        if folded is not None:
-            return folded
-
         def pinned_lookup():
             value_view[:] = op(m, key_view.tobytes())
             return 0
@@ -83,12 +71,9 @@ def update_call(mem, m, key_ptr: int, value_ptr: int, flags: int):
     key_view = mem.view(key_ptr, m.key_size)
     value_view = mem.view(value_ptr, m.value_size_sys)
     if key_view is not None and value_view is not None:
-        folded = _folded(m.ops.pinned_update_call, m, key_view, value_view, flags)
-        if folded is not None:
-            return folded
-
         def pinned_update():
-            op(m, key_view.tobytes(), value_view.tobytes(), flags)
+            # The op copies the value in before anything else could change the buffer.
+            op(m, key_view.tobytes(), value_view, flags)
             return 0
         return pinned_update
     read_key_and_value = mem.reader2(key_ptr, m.key_size, value_ptr, m.value_size_sys)
@@ -105,10 +90,6 @@ def delete_call(mem, m, key_ptr: int):
     op = m.ops.map_delete_elem
     key_view = mem.view(key_ptr, m.key_size)
     if key_view is not None:
-        folded = _folded(m.ops.pinned_delete_call, m, key_view)
-        if folded is not None:
-            return folded
-
         def pinned_delete():
             op(m, key_view.tobytes())
             return 0
@@ -133,10 +114,6 @@ def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
                 next_view[:] = op(m, None)
                 return 0
             return pinned_first_key
-
-        folded = _folded(m.ops.pinned_get_next_key_call, m, key_view, next_view)
-        if folded is not None:
-            return folded
 
         def pinned_get_next_key():
             next_view[:] = op(m, key_view.tobytes())

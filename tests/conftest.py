@@ -14,6 +14,20 @@ settings.register_profile("dev", max_examples=30, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("bpfemu emulator variants")
+    group.addoption("--htab-store", choices=["columnar", "simple"], default=None,
+                    help="the store every Emulator's hash maps get (BPFEMU_HTAB_STORE): "
+                         "the fast columnar one (default) or the simple one, the definition")
+
+
+def pytest_configure(config):
+    # Emulator() reads these when it is not told: every emulator of the run gets them.
+    store = config.getoption("--htab-store")
+    if store:
+        os.environ["BPFEMU_HTAB_STORE"] = store
+
+
 def make_backend(kind: str, seed: int = 1):
     if kind == "host":
         reason = host_unavailable_reason()
