@@ -4,12 +4,13 @@ import random
 
 from .bpffs import BpfFs
 from .emu_lock import new_lock, track
-from .fastpath import NO_CALL
+from .fastpath import DecodedCalls
 from .errors import BpfError
 from .fdtable import FdTable, IdrCyclic
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile
-from .syscall import build_dispatch, sys_bpf
+from .syscall import __sys_bpf as entry
+from .syscall import build_dispatch
 
 
 class Emulator:
@@ -24,7 +25,8 @@ class Emulator:
 
     def __init__(self, *, nr_cpus: int | None = None, seed: int | None = None,
                  profile: KernelProfile | None = None, mem: Memory | None = None,
-                 bpffs_root: str = "/sys/fs/bpf", store: str | None = None):
+                 bpffs_root: str = "/sys/fs/bpf", store: str | None = None,
+                 decoded_calls: bool | None = None):
         self.profile = profile or KernelProfile()
         if nr_cpus is not None:
             self.profile.nr_cpus = nr_cpus
@@ -41,14 +43,13 @@ class Emulator:
         self.map_idr = IdrCyclic()
         self.lock = new_lock()
         track(self)
-        # (id(attr), cmd) -> an element call decoded before (fastpath.py); emptied by any
-        # change that could make one of its checks come out differently.
-        self.decoded_calls: dict = {}
-        # The decoded call that ran last, tried before the dict, as (attr, cmd, size, attr
-        # bytes, rest, lockless); decoded_generation counts the forgets.
-        self.last_call = NO_CALL
-        self.decoded_generation = 0
-        self.decoded = None
+        # The decoded-call cache in front of the entry (fastpath.py), unless turned off.
+        if decoded_calls is None:
+            decoded_calls = os.environ.get("BPFEMU_DECODED_CALLS", "1") != "0"
+        self.decoded_calls = DecodedCalls(self, entry) if decoded_calls else None
+        if self.decoded_calls is not None:
+            self.bpf = self.decoded_calls.sys_bpf
+        self.decodable = None                   # what a handler leaves for decoding
         self.mem.on_views_changed(self.forget_decoded_calls)
         self.dispatch = build_dispatch(self.profile)
         # Read on every call: plain attributes, not a walk through the profile.
@@ -60,13 +61,15 @@ class Emulator:
         # The bpf filesystem OBJ_PIN and OBJ_GET use; its pins hold map references.
         self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
-    bpf = sys_bpf
+    def bpf(self, cmd: int, attr, size: int) -> int:
+        """bpf(cmd, attr, size): the fd or 0, or -errno (replaced by the decoded-call
+        cache's, which comes here for what it has not decoded)."""
+        return entry(self, cmd, attr, size)
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""
-        self.decoded_generation += 1            # first: see syscall._make_last
-        self.last_call = NO_CALL
-        self.decoded_calls.clear()
+        if self.decoded_calls is not None:
+            self.decoded_calls.forget()
 
     def _unpinned(self, m) -> None:
         with self.lock:

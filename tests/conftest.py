@@ -19,6 +19,9 @@ def pytest_addoption(parser):
     group.addoption("--htab-store", choices=["columnar", "simple"], default=None,
                     help="the store every Emulator's hash maps get (BPFEMU_HTAB_STORE): "
                          "the fast columnar one (default) or the simple one, the definition")
+    group.addoption("--no-decoded-calls", action="store_true",
+                    help="every Emulator without its decoded-call cache "
+                         "(BPFEMU_DECODED_CALLS=0): each call runs the whole entry")
 
 
 def pytest_configure(config):
@@ -26,6 +29,8 @@ def pytest_configure(config):
     store = config.getoption("--htab-store")
     if store:
         os.environ["BPFEMU_HTAB_STORE"] = store
+    if config.getoption("--no-decoded-calls"):
+        os.environ["BPFEMU_DECODED_CALLS"] = "0"
 
 
 def make_backend(kind: str, seed: int = 1):

@@ -11,11 +11,10 @@ costs a few dozen bytes per element:
   first, not in their bucket lists yet. Every link goes to a bucket's head, so a bucket's
   list is always newest link first; the pending elements are newer than every listed one
   and go on top, in their order, as soon as anything reads the buckets (``sync``). Their
-  hashes are computed then, all at once (jhash.htab_map_hash_many), at a tenth of the cost
-  of one by one. A walk that starts when every element is pending (a map filled and not
+  hashes are computed then, all at once (jhash.htab_map_hash_many), at a fraction of the
+  cost of one by one. A walk that starts when every element is pending (a map filled and not
   walked since) sorts them into its order by their hashes instead, and they stay pending
-  (``_pending_walk_order``). A pending slot's ``elem_next`` is PENDING, and so is a free
-  slot's (set when it is freed), so that an insert need not write it. An element unlinked
+  (``_pending_walk_order``). A pending slot's ``elem_next`` is PENDING. An element unlinked
   while pending leaves a stale entry (its slot holds no key; counted in
   ``pending_stale``); if its slot is linked again before the walk, only the slot's last
   entry counts.
@@ -144,6 +143,7 @@ class ColumnarStore:
         self.lookup = self.elems.get
         self.count = self.elems.__len__
         self.key = self.elem_key.__getitem__
+        self.free = self.free_slots.append      # add_head sets the slot's elem_next
         if self.chunk_shift == 31:
             self.value = self._arena_value
 
@@ -183,11 +183,6 @@ class ColumnarStore:
         free.extend(range(first + count - 1, first, -1))
         return first
 
-    def free(self, l: int) -> None:
-        """Its elem_next PENDING for the insert that takes it."""
-        self.elem_next[l] = PENDING
-        self.free_slots.append(l)
-
     def value(self, l: int):
         size = self.slot_size
         o = (l & self.chunk_mask) * size
@@ -221,8 +216,9 @@ class ColumnarStore:
                 self._pending_done()
                 return
             self.pending_stale += 1
-            if 2 * self.pending_stale > len(self.pending) + 4096:
-                # inserts and deletes and no walk: keep it short
+            if self.pending_stale > 4 * len(self.elems) + 4096:
+                # Inserts and deletes and no walk: keep it short. (Rarely: a map emptied by
+                # deletes has its entries dropped whole when its last element goes.)
                 self.pending[:] = self._live_pending()
                 self.pending_stale = 0
             return
@@ -362,7 +358,7 @@ class ColumnarStore:
         nxt, heads, elem_hash, mask = self.elem_next, self.heads, self.elem_hash, self.bucket_mask
         if n > 4096 and 4 * n > len(nxt) + len(heads) and not self.sparse:
             # A big batch (a map filled, then walked): link through lists, whose items cost
-            # a third of an array's to get and set, and copy them back whole at C speed.
+            # less than an array's to get and set, and copy them back whole at C speed.
             heads_l = heads.tolist()
             buckets = _masked(hashes, mask)
             if run:

@@ -55,8 +55,8 @@ def count_handlers(emu) -> list:
                 counter[0] += 1
                 return handler(*args)
             return run
-        emu.dispatch = {cmd: (counted(handler), end, need)
-                        for cmd, (handler, end, need) in emu.dispatch.items()}
+        emu.dispatch = {cmd: row._replace(handler=counted(row.handler))
+                        for cmd, row in emu.dispatch.items()}
     counter[0] = 0
     return counter
 
@@ -70,6 +70,10 @@ class Caller:
     def __init__(self, b, fd, key_size, value_size_sys, pin):
         self.b, self.fd, self.ks, self.vs = b, fd, key_size, value_size_sys
         self.made = {}                          # (cmd, size, attr) -> its bytes last time
+        # Whether decoded calls are on (Emulator(decoded_calls=False) and pytest
+        # --no-decoded-calls turn them off: then every call is checked, and the assertions
+        # that a call was decoded are moot).
+        self.caching = isinstance(b, Emulator) and b.decoded_calls is not None
         self.n_decoded = 0
         self.key = ctypes.create_string_buffer(key_size + self.GUARD)
         self.value = ctypes.create_string_buffer(value_size_sys + self.GUARD)
@@ -150,7 +154,7 @@ class Pair:
         decoded=False, need not have been) a decoded one. Returns the kernel's result."""
         res = [getattr(cl, op)(*args) for cl in self.callers]
         assert res[0] == res[1], (op, args, res)
-        if decoded and self.emu.repeat:
+        if decoded and self.emu.repeat and self.emu.caching:
             assert self.emu.decoded, (op, args, "the emulator did not decode this call")
         return res[1]
 
@@ -195,7 +199,7 @@ def test_reused_buffers_random_ops(both, config, pin):
                 walked += 1
             assert ret == -ENOENT
     # Most calls repeat the one made before them on their attr: they must have been decoded.
-    assert p.emu.n_decoded > 1000, p.emu.n_decoded
+    assert p.emu.n_decoded > 1000 or not p.emu.caching, p.emu.n_decoded
     p.close()
 
 
@@ -232,7 +236,7 @@ def test_walk_deleting_the_keys_ahead(both, config, pin):
         ret, nxt = p.do("next_key", cur, decoded=False)
     assert ret == -ENOENT and seen + len(gone) == len(order)
     # Most steps and deletes repeated the call before them on their attr: decoded.
-    assert p.emu.n_decoded > 150, p.emu.n_decoded
+    assert p.emu.n_decoded > 150 or not p.emu.caching, p.emu.n_decoded
     p.close()
 
 
@@ -436,7 +440,7 @@ def test_changed_flags_size_and_command(both):
     res = [cl.call(LOOKUP, cl.elem, 24) for cl in p.callers]
     assert res == [0, 0] and not p.emu.decoded           # a new size: checked
     res = [cl.call(LOOKUP, cl.elem, 24) for cl in p.callers]
-    assert res == [0, 0] and p.emu.decoded               # the same again: decoded
+    assert res == [0, 0] and (p.emu.decoded or not p.emu.caching)   # the same again: decoded
     res = [cl.call(LOOKUP, cl.elem, 32) for cl in p.callers]
     assert res == [-EINVAL, -EINVAL]
     # The same bytes under another command: DELETE's attr ends at its key (value is not 0).
@@ -487,7 +491,7 @@ def test_unpin_drops_the_views(both):
     p.emu.b.mem.pin(bufs[0])
     for _ in range(2):
         assert p.do("lookup", key, decoded=False)[0] == 0
-    assert p.emu.decoded
+    assert p.emu.decoded or not p.emu.caching
     assert [bytes(b) for b in bufs] == [b"A" * 8] * 2
     p.emu.b.mem.unpin(bufs[0])
     del buf, bufs
@@ -514,7 +518,7 @@ def test_threads_racing_noexist_with_reused_buffers(client, pin):
         results = race(nthreads, lambda i: callers[i].call(UPDATE, callers[i].elem, 32))
         assert sorted(results) == sorted([0] + [-EEXIST] * (nthreads - 1)), (rnd, results)
         if isinstance(client.b, Emulator) and rnd:
-            assert all(cl.decoded for cl in callers)
+            assert all(cl.decoded or not cl.caching for cl in callers)
     client.b.close(fd)
 
 
@@ -552,7 +556,7 @@ def test_decoded_lookups_race_updates_and_deletes(pin):
         for t in threads:
             t.join()
     for cl, results in zip(readers, seen):
-        assert cl.decoded and results
+        assert (cl.decoded or not cl.caching) and results
         for ret, value in results:
             assert ret in (0, -ENOENT)
             if ret == 0:
@@ -611,7 +615,7 @@ def test_decoded_walks_race_updates_and_deletes(pin):
         sys.setswitchinterval(old)
     assert not errors, errors
     for results in seen:
-        assert sum(1 for _, _, decoded in results if decoded) > 100
+        assert sum(1 for _, _, decoded in results if decoded) > 100 or not walkers[0].caching
         for ret, key, _ in results:
             assert ret in (0, -ENOENT), ret
             if ret == 0:
