@@ -68,7 +68,9 @@ class LastCall(NamedTuple):
     lockless: bool
 
 
-NO_CALL = LastCall(None, None, None, None, None, None)
+# sys_bpf unpacks it at every call: kept as a plain tuple, which UNPACK_SEQUENCE takes
+# without the iterator protocol a tuple subclass costs.
+NO_CALL = tuple(LastCall(None, None, None, None, None, None))
 
 
 class DecodedCalls:
@@ -157,8 +159,8 @@ class DecodedCalls:
         call was found, is checked after the store: a forget() in between (which counts a
         generation before it empties last) cannot leave a stale call there."""
         if call.has_raw:                        # the first check reads attr.raw
-            self.last = LastCall(call.attr, call.cmd, call.size, call.attr_bytes, call.run,
-                                 call.lockless)
+            self.last = tuple(LastCall(call.attr, call.cmd, call.size, call.attr_bytes,
+                                       call.run, call.lockless))
             if self.generation != generation:
                 self.last = NO_CALL
 

@@ -184,7 +184,7 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     if percpu:
         _pcpu_init_value(htab, l_new, value, onallcpus, htab.kernel.cpu)
     else:
-        store.value(l_new)[:] = value
+        store.copy_value(l_new, value)
     return l_new
 
 
@@ -359,7 +359,7 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     store = htab.store
     node = _prealloc_lru_pop(htab, htab.kernel.cpu)
     l_new = node.slot
-    store.value(l_new)[:] = value           # the node's own memory (stale views see it)
+    store.copy_value(l_new, value)          # the node's own memory (stale views see it)
     l_old = store.lookup(key)
     try:
         _check_flags(l_old, flags)

@@ -141,11 +141,12 @@ class ColumnarStore:
         self.free_slots: list = []              # LIFO
         # The cheapest calls there are: the dict's and the list's own methods.
         self.lookup = self.elems.get
-        self.count = self.elems.__len__
+        self.count = partial(len, self.elems)  # a C call, cheaper than elems.__len__
         self.key = self.elem_key.__getitem__
         self.free = self.free_slots.append      # add_head sets the slot's elem_next
         if self.chunk_shift == 31:
             self.value = self._arena_value
+            self.copy_value = self._arena_copy_value
 
     # --- memory ----------------------------------------------------------------------
 
@@ -187,6 +188,16 @@ class ColumnarStore:
         size = self.slot_size
         o = (l & self.chunk_mask) * size
         return self.chunks[l >> self.chunk_shift][o:o + size]
+
+    def copy_value(self, l: int, value) -> None:
+        size = self.slot_size
+        o = (l & self.chunk_mask) * size
+        self.chunks[l >> self.chunk_shift][o:o + size] = value
+
+    def _arena_copy_value(self, l: int, value) -> None:
+        size = self.slot_size
+        o = l * size
+        self.arena[o:o + size] = value
 
     def _arena_value(self, l: int):
         """value() of a map whose values are one chunk (made with the first slot)."""

@@ -7,7 +7,8 @@ store, with these operations (an element is an int, its slot; None is "no elemen
   maps); ``alloc()`` takes a free element, the one freed last first (pcpu_freelist_pop(),
   bpf_mem_cache_alloc()), else the lowest never used (the caller checks capacity);
   ``free(l)`` gives it back (pcpu_freelist_push()); ``value(l)`` is a live view of its
-  value memory (slot_size bytes), which stays on that element's memory for good.
+  value memory (slot_size bytes), which stays on that element's memory for good;
+  ``copy_value(l, value)`` writes all of it (copy_map_value()).
 * the index and the lists: ``lookup(key)`` (lookup_elem_raw() on the key's bucket),
   ``count()``, ``key(l)`` (None once unlinked), ``add_head(l, key)``
   (hlist_nulls_add_head_rcu() into the key's bucket), ``unlink(l)``
@@ -74,6 +75,9 @@ class SimpleStore:
 
     def value(self, l: int):
         return self.values[l]
+
+    def copy_value(self, l: int, value) -> None:
+        self.values[l][:] = value
 
     def key(self, l: int):
         return self.keys[l]

@@ -80,6 +80,6 @@ def test_stores_and_decoded_calls_change_nothing_but_speed(map_type, flags, pin)
     # Where the cache was on, it holds decoded calls, run again (built on their first reuse).
     cached = callers[0].emu.decoded_calls
     assert cached is not None and callers[1].emu.decoded_calls is None
-    assert isinstance(cached.last, LastCall)
+    assert LastCall(*cached.last).run is not None
     assert all(isinstance(call, DecodedCall) for call in cached.calls.values())
     assert any(call.run is not None for call in cached.calls.values())
