@@ -7,9 +7,12 @@ addresses. The ratio emulator/kernel of replay throughput therefore includes the
 machinery's own cost on both sides (shown separately: "read only" is decompress, parse and
 validate); the time inside the backend's bpf() alone is reported too, with its own ratio.
 
-    python benchmarks/bench_replay.py [TRACE ...] [--repeat N] [--no-kernel]
+    python benchmarks/bench_replay.py [TRACE ...] [--rounds N] [--no-kernel]
 
-Timings are the best of --repeat runs (default 3). The kernel side needs root (bpf()).
+The two sides take turns trace by trace, the one going first alternating, in each of --rounds
+rounds (default 5); each ratio is taken within one round and the median of the rounds shown,
+so that the machine's drift in speed (which swung the ratio from 1.5 to 3.7 when one side ran
+after the other) hits both alike. The kernel side needs root (bpf()).
 """
 import argparse
 import os
@@ -32,32 +35,38 @@ def read_only(paths) -> int:
     return n
 
 
-def replay_all(paths, backend):
-    n = differing = relocated = calls = 0
-    in_calls = 0.0
+def replay_one(path, backend):
+    """(records, differing, relocated, bpf calls, seconds inside bpf(), wall seconds)."""
+    t0 = time.perf_counter()
+    rep = replay(path, backend, max_diffs=0)
+    wall = time.perf_counter() - t0
+    return rep.records, rep.differing, rep.relocated, rep.bpf_calls, rep.call_seconds, wall
+
+
+def interleaved_round(paths, backends, first):
+    """One round: every trace on every backend, the backends taking turns trace by trace,
+    the one that goes first rotating from trace to trace (starting at `first`), so that the
+    machine's drift in speed hits both alike. {backend: [records, differing, relocated,
+    calls, seconds in bpf(), wall seconds]} summed over the corpus."""
+    tot = {b: [0, 0, 0, 0, 0.0, 0.0] for b in backends}
+    order = list(backends[first:]) + list(backends[:first])
     for p in paths:
-        rep = replay(p, backend, max_diffs=0)
-        n += rep.records
-        calls += rep.bpf_calls
-        differing += rep.differing
-        relocated += rep.relocated
-        in_calls += rep.call_seconds
-    return n, differing, relocated, calls, in_calls
+        for b in order:
+            for i, v in enumerate(replay_one(p, b)):
+                tot[b][i] += v
+        order.append(order.pop(0))
+    return tot
 
 
-def best(fn, repeat):
-    times, result = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("traces", nargs="*", help="default: the golden corpus")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-kernel", action="store_true")
     a = ap.parse_args(argv)
     paths = a.traces or sorted(str(p) for p in GOLDEN_DIR.glob("*.jsonl.gz"))
@@ -65,23 +74,38 @@ def main(argv=None) -> int:
         print("no traces", file=sys.stderr)
         return 2
     size = sum(os.path.getsize(p) for p in paths)
-    t_read, n = best(lambda: read_only(paths), a.repeat)
+    reads = []
+    for _ in range(a.rounds):
+        t0 = time.perf_counter()
+        n = read_only(paths)
+        reads.append(time.perf_counter() - t0)
+    t_read = _median(reads)
     print(f"corpus: {len(paths)} traces, {n:,} records, {size:,} bytes on disk")
-    print(f"{'read only (gunzip, parse, validate)':38s} {n / t_read:10,.0f} records/s  ({t_read:.2f} s)")
-    t_emu, (n_e, d_e, _, calls, in_e) = best(lambda: replay_all(paths, "emulator"), a.repeat)
-    print(f"{'replay on the emulator':38s} {n_e / t_emu:10,.0f} records/s  ({t_emu:.2f} s, "
-          f"{d_e} differ)")
+    print(f"{'read only (gunzip, parse, validate)':38s} {n / t_read:10,.0f} records/s  "
+          f"({t_read:.2f} s, median of {a.rounds})")
     why = HostKernel.available()
-    if a.no_kernel or why:
+    backends = ["emulator"] if a.no_kernel or why else ["emulator", "kernel"]
+    rounds = [interleaved_round(paths, backends, r % len(backends)) for r in range(a.rounds)]
+
+    def line(name, b):
+        recs, diff, reloc = rounds[0][b][:3]
+        wall = _median([r[b][5] for r in rounds])
+        in_call = _median([r[b][4] / r[b][3] for r in rounds])
+        print(f"{name:38s} {recs / wall:10,.0f} records/s  ({wall:.2f} s, {diff} differ, "
+              f"{reloc} relocated; {in_call * 1e6:.1f} us per call inside bpf())")
+    line("replay on the emulator", "emulator")
+    if len(backends) == 1:
         print(f"replay on the kernel: skipped ({'--no-kernel' if a.no_kernel else why})")
         return 0
-    t_k, (n_k, d_k, reloc, _, in_k) = best(lambda: replay_all(paths, "kernel"), a.repeat)
-    print(f"{'replay on the live kernel':38s} {n_k / t_k:10,.0f} records/s  ({t_k:.2f} s, "
-          f"{d_k} differ, {reloc} relocated)")
-    print(f"ratio emulator/kernel, replay throughput: {(n_e / t_emu) / (n_k / t_k):.2f}")
-    print(f"inside bpf() alone ({calls:,} calls): emulator {in_e / calls * 1e6:.1f} us/call, "
-          f"kernel {in_k / calls * 1e6:.1f} us/call, ratio emulator/kernel (throughput) "
-          f"{in_k / in_e:.2f}")
+    line("replay on the live kernel", "kernel")
+    # Throughput ratio emulator/kernel: time on the kernel / time on the emulator, in one round.
+    walls = sorted(r["kernel"][5] / r["emulator"][5] for r in rounds)
+    calls = sorted((r["kernel"][4] / r["kernel"][3]) / (r["emulator"][4] / r["emulator"][3])
+                   for r in rounds)
+    print(f"throughput ratio emulator/kernel (above 1: the emulator is faster), the sides "
+          f"interleaved trace by trace, median of {a.rounds} rounds: replay "
+          f"{_median(walls):.2f} (rounds {walls[0]:.2f}-{walls[-1]:.2f}); inside bpf() alone "
+          f"{_median(calls):.2f} ({calls[0]:.2f}-{calls[-1]:.2f})")
     return 0
 
 

@@ -49,6 +49,9 @@ class BpfFs:
             self.root = "/" + self.root.lstrip("/")
         self.top = BpfDir(0o777 | stat.S_ISVTX)
         self._put = put                      # called with an object whose pin went away
+        # The calling task's /proc directory when it is another process's thread (under
+        # interception: its cwd, fds and umask); None for this process.
+        self.proc = None
 
     # --- path resolution ---------------------------------------------------------------
 
@@ -57,18 +60,19 @@ class BpfFs:
         if path.startswith("/"):
             return path
         try:
+            proc = self.proc
             if dirfd == AT_FDCWD:
-                base = os.getcwd()
+                base = os.getcwd() if proc is None else os.readlink(f"{proc}/cwd")
             else:
                 if dirfd < 0:
                     raise BpfError(errno.EBADF)
                 try:
-                    st = os.fstat(dirfd)
+                    st = os.fstat(dirfd) if proc is None else os.stat(f"{proc}/fd/{dirfd}")
                 except OSError:
                     raise BpfError(errno.EBADF) from None
                 if not stat.S_ISDIR(st.st_mode):
                     raise BpfError(errno.ENOTDIR)
-                base = os.readlink(f"/proc/self/fd/{dirfd}")
+                base = os.readlink(f"{proc or '/proc/self'}/fd/{dirfd}")
         except BpfError:
             raise
         except OSError as e:                    # a removed cwd / directory, or no /proc
@@ -191,9 +195,23 @@ class BpfFs:
         pdir, name = self._parent_and_name(path, dirfd)
         if pdir is None:                        # dir->i_op != &bpf_dir_iops
             raise BpfError(errno.EPERM)
+        mask = self._umask()
+        pdir.entries[name] = BpfObjFile(obj, 0o600 & ~mask)
+
+    def _umask(self) -> int:
+        """The calling task's umask."""
+        if self.proc is not None:
+            try:
+                with open(f"{self.proc}/status") as f:
+                    for line in f:
+                        if line.startswith("Umask:"):
+                            return int(line.split()[1], 8)
+            except OSError:
+                pass
+            return 0o022
         mask = os.umask(0)
         os.umask(mask)
-        pdir.entries[name] = BpfObjFile(obj, 0o600 & ~mask)
+        return mask
 
     def get(self, path: str, dirfd: int):
         """bpf_obj_do_get(): the pinned object; EACCES for anything that is not one."""
@@ -201,6 +219,17 @@ class BpfFs:
         if not isinstance(node, BpfObjFile):    # bpf_inode_type()
             raise BpfError(errno.EACCES)
         return node.obj
+
+    def is_on_bpffs(self, path: str, dirfd: int = AT_FDCWD) -> bool:
+        """For statfs(): True when path resolves into the emulated tree (to something that
+        exists: BpfError ENOENT/ENOTDIR otherwise), False when it is outside it."""
+        if path == "":
+            raise BpfError(errno.ENOENT)
+        parts, _ = self._split(self._absolute(path, dirfd))
+        if self._inside(parts) is None:
+            return False
+        self._lookup(path, dirfd)
+        return True
 
     # --- the user's side of the filesystem ------------------------------------------------
 

@@ -6,8 +6,15 @@
     bpfemu dump TRACE                   the strace-style listing of a trace
     bpfemu scenarios                    the built-in scenarios
 
-Exit status: 0 success (replay/conform: nothing differs), 1 differences, 2 bad input (one line
-naming the file and record on stderr).
+Exit status:
+    0    success: everything asked for was checked and nothing differs
+    1    differences (replay, conform), or a recorded scenario failed
+    2    bad input or usage (one line naming the file and record on stderr)
+    3    incomplete: nothing differs, but not everything asked for was checked (conform: a
+         scenario skipped, or no call checked at all; replay: a truncated trace)
+    130  interrupted (Ctrl-C)
+    141  the output pipe was closed (``bpfemu conform | head``), as for a process killed by
+         SIGPIPE
 """
 import argparse
 import os
@@ -15,7 +22,26 @@ import sys
 
 from .trace.format import TraceError
 
-EXIT_OK, EXIT_DIFF, EXIT_BAD = 0, 1, 2
+EXIT_OK, EXIT_DIFF, EXIT_BAD, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
+
+# Possible CPUs an emulator may be given: the largest NR_CPUS x86_64 Linux builds with
+# (CONFIG_MAXSMP). Per-CPU maps hold a slot per possible CPU, so more would only be slow.
+MAX_CPUS = 8192
+
+
+def _int_in(lo: int, hi: int | None, what: str):
+    """An argparse type: an int in [lo, hi] (a usage error, exit 2, otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if n < lo or (hi is not None and n > hi):
+            bound = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"{what} must be {bound}, got {n}")
+        return n
+    return parse
 
 
 def _err(msg: str) -> int:
@@ -62,6 +88,7 @@ def cmd_replay(a) -> int:
         if why:
             return _err(f"the live kernel's bpf() is not usable here ({why})")
     total_diff = 0
+    incomplete = False
     reports = []
     for path in a.traces:
         prog = print_progress_factory(sys.stderr, os.path.basename(path)) if not a.quiet else None
@@ -83,12 +110,22 @@ def cmd_replay(a) -> int:
                   f"(--max-diffs {rep.differing} shows them)")
         for w in rep.warnings:
             sys.stderr.write(f"bpfemu: warning: {w}\n")
+        if rep.truncated:
+            incomplete = True
+        for note in rep.relaxed_notes():
+            print(note)
         rate = rep.records / rep.seconds if rep.seconds else 0
         print(f"{rep.summary()} [{rep.seconds:.2f}s, {rate:,.0f} records/s]")
     if len(reports) > 1:
         n = sum(r.records for r in reports)
         print(f"total: {len(reports)} traces, {n} records, {total_diff} differ")
-    return EXIT_OK if total_diff == 0 else EXIT_DIFF
+    if total_diff:
+        return EXIT_DIFF
+    if incomplete:
+        sys.stderr.write("bpfemu: incomplete: a trace ends early (see the warnings), so the "
+                         "calls after its end were not checked\n")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def cmd_dump(a) -> int:
@@ -109,12 +146,19 @@ def cmd_conform(a) -> int:
     if unknown:
         return _err(f"unknown scenario {unknown[0]!r} (bpfemu scenarios lists them)")
     try:
-        differing = conform(a.scenarios, kernel=a.kernel, verbose=a.verbose)
+        result = conform(a.scenarios, kernel=a.kernel, verbose=a.verbose)
     except TraceError as e:
         return _err(str(e))
     except RuntimeError as e:
         return _err(str(e))
-    return EXIT_OK if differing == 0 else EXIT_DIFF
+    if result.differing:
+        return EXIT_DIFF
+    if result.skipped or result.checked == 0:
+        what = (f"{len(result.skipped)} scenario(s) not checked ({', '.join(result.skipped)})"
+                if result.skipped else "no call was checked")
+        sys.stderr.write(f"bpfemu: incomplete: {what}\n")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def cmd_scenarios(a) -> int:
@@ -130,6 +174,8 @@ def cmd_scenarios(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bpfemu", description="The Linux bpf() map syscall ABI, "
                                 "emulated: record, replay and check conformance.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"bpfemu {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("conform", help="run the conformance scenarios on the emulator against "
@@ -141,14 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the differences (-vv: all of them)")
     c.set_defaults(func=cmd_conform)
 
-    r = sub.add_parser("record", help="run a scenario and record its bpf() calls")
+    r = sub.add_parser("record", help="run a scenario and record its bpf() calls "
+                       "(record -o TRACE -- CMD: a program's calls, made on the live kernel)")
     r.add_argument("scenario", metavar="SCENARIO",
                    help="a built-in name, module:function or file.py:function")
     r.add_argument("-o", "--output", required=True, metavar="TRACE",
                    help="the trace to write (.jsonl, or .jsonl.gz compressed)")
     r.add_argument("--backend", choices=("kernel", "emulator"), default="kernel")
-    r.add_argument("--cpus", type=int, default=None,
-                   help="possible CPUs (emulator; default: this machine's)")
+    r.add_argument("--cpus", type=_int_in(1, MAX_CPUS, "--cpus"), default=None, metavar="N",
+                   help=f"possible CPUs, 1..{MAX_CPUS} (emulator; default: this machine's)")
     r.add_argument("--bpffs", default=None, metavar="DIR",
                    help="where pin scenarios pin (kernel: a bpffs is mounted there)")
     r.set_defaults(func=cmd_record)
@@ -156,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="replay traces and report every difference")
     rp.add_argument("traces", nargs="+", metavar="TRACE")
     rp.add_argument("--backend", choices=("emulator", "kernel"), default="emulator")
-    rp.add_argument("--max-diffs", type=int, default=20, metavar="N",
-                    help="differences to show per trace (default 20)")
+    rp.add_argument("--max-diffs", type=_int_in(0, None, "--max-diffs"), default=20,
+                    metavar="N", help="differences to show per trace (default 20; 0: only "
+                    "count them)")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     rp.set_defaults(func=cmd_replay)
 
@@ -167,20 +215,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("scenarios", help="list the built-in scenarios")
     s.set_defaults(func=cmd_scenarios)
+
+    from .intercept.cli import add_parsers
+    add_parsers(sub)
     return p
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["record"] and "--" in argv:        # record -o TRACE -- CMD: a program
+        from .intercept.cli import record_command
+        return record_command(argv[1:])
     p = build_parser()
     a = p.parse_args(argv)
     if a.command is None:
         p.print_help()
         return EXIT_BAD
     try:
-        return a.func(a)
+        status = a.func(a)
+        sys.stdout.flush()              # inside the try: a reader gone by now is EXIT_PIPE too
+        return status
     except KeyboardInterrupt:
         sys.stderr.write("bpfemu: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`bpfemu conform | head -1`): no traceback, and no more
+        # output; stdout is pointed at /dev/null so that the interpreter's final flush
+        # does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
+import errno
 import os
 import random
 
@@ -6,7 +7,7 @@ from .bpffs import BpfFs
 from .emu_lock import new_lock, track
 from .fastpath import DecodedCalls
 from .errors import BpfError
-from .fdtable import FdTable, IdrCyclic
+from .fdtable import MAP_KIND, FdTable, IdrCyclic
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile
 from .syscall import __sys_bpf as entry
@@ -40,7 +41,15 @@ class Emulator:
         # How hash maps keep their elements (maps/htab_store.py): both give the same results.
         self.htab_store = store
         self.fds = FdTable()
+        self.fds.on_stale = self.forget_decoded_calls
+        # Other tasks' fd tables (supervised processes), reaped with this process's: a map
+        # whose last fd any of them held is gone for every caller.
+        self.fd_tables: list = []
         self.map_idr = IdrCyclic()
+        self.btf_idr = IdrCyclic()              # BTF ids: a space of their own, as btf_idr
+        self.prog_idr = IdrCyclic()             # program ids, as prog_idr
+        from .btf_cmds import register_kernel_btf
+        register_kernel_btf(self)
         self.lock = new_lock()
         track(self)
         # The decoded-call cache in front of the entry (fastpath.py), unless turned off.
@@ -58,6 +67,8 @@ class Emulator:
         # Without a seed, hash seeds are random per map, as get_random_u32() makes them.
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._cpu = 0
+        self._task = None                 # the task of a call made through bpf_as()
+        self.uattr_size = 0               # the size of the attr of the call being served
         # The bpf filesystem OBJ_PIN and OBJ_GET use; its pins hold map references.
         self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
@@ -66,14 +77,41 @@ class Emulator:
         cache's, which comes here for what it has not decoded)."""
         return entry(self, cmd, attr, size)
 
+    def bpf_as(self, task, cmd: int, attr, size: int) -> int:
+        """bpf() made by another task (a thread of a supervised process, bpfemu/intercept/):
+        pointers are addresses in task.mem, fds are numbers in task.fds, and the call runs on
+        the task's CPU. The emulator's current task (mem, fds, CPU, the bpffs's view of cwd)
+        is switched for the call, under the lock, as a context switch would: the semantic
+        code reads the current task and does not know which one it is. A task has ``mem``
+        (a Memory), ``fds`` (the FdTable interface: files, lookup, lookup_any, install, unwatch,
+        is_open, reap),
+        ``proc`` (its /proc directory, for paths relative to its cwd) and ``current_cpu()``;
+        the emulator's own mem, fds and cpu are the in-process caller's."""
+        with self.lock:
+            saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
+            self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
+            self.bpffs.proc = task.proc
+            try:
+                return entry(self, cmd, attr, size)
+            finally:
+                self.decodable = None           # decoded calls are the in-process caller's
+                self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
+
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""
         if self.decoded_calls is not None:
             self.decoded_calls.forget()
 
-    def _unpinned(self, m) -> None:
+    def _unpinned(self, obj) -> None:
         with self.lock:
-            self.bpf_map_put(m)
+            self.bpf_obj_put_ref(obj)
+
+    def bpf_obj_put_ref(self, obj) -> None:
+        """Drop one reference on a map or a program (a pin's, or a failed pin's)."""
+        if hasattr(obj, "map_type"):
+            self.bpf_map_put(obj)
+        else:
+            obj.put(self)
 
     @property
     def nr_cpus(self) -> int:
@@ -81,7 +119,12 @@ class Emulator:
 
     @property
     def cpu(self) -> int:
-        return self._cpu
+        cpu = self._cpu
+        if cpu < 0:                 # a task's CPU, read when a call first needs it
+            # DEVIATION(cpus): with fewer possible CPUs than the host has (bpfemu run
+            # --cpus N), a thread on CPU c runs its call as CPU c mod N.
+            cpu = self._cpu = self._task.current_cpu() % self.profile.nr_cpus
+        return cpu
 
     @cpu.setter
     def cpu(self, cpu: int) -> None:
@@ -101,6 +144,19 @@ class Emulator:
             self.map_idr.remove(m.id)
             raise
         m.refcnt += 1
+        attach = getattr(m, "attach_memfd", None)
+        if attach is not None:
+            # BPF_F_MMAPABLE: the values move into this fd's memfd, which outlives its fds
+            # while the map maps it, so its closes are seen by close() (fdtable.unwatch).
+            try:
+                attach(fd)
+            except OSError as e:                # no /proc, no memory: no map either
+                self.fds.unwatch(fd)            # so that close() releases it at once
+                for f in self.fds.close(fd):
+                    f.obj.refcnt -= 1
+                self.map_idr.remove(m.id)
+                raise BpfError(e.errno or errno.ENOMEM) from None
+            self.fds.unwatch(fd)
         return fd
 
     def bpf_map_put(self, m) -> None:
@@ -110,9 +166,13 @@ class Emulator:
             self.map_idr.remove(m.id)
             if m.ops.map_free is not None:
                 m.ops.map_free(m)
+            if m.btf is not None:
+                m.btf.put(self)                 # bpf_map_free(): btf_put(map->btf)
 
     def close(self, fd: int) -> int:
         """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""
+        if not isinstance(fd, int) or not -0x80000000 <= fd <= 0x7FFFFFFF:
+            return -errno.EBADF                 # not an fd a C caller could name
         with self.lock:
             try:
                 released = self.fds.close(fd)
@@ -120,7 +180,7 @@ class Emulator:
                 return -e.errno
             self.forget_decoded_calls()
             for f in released:             # the last fput() of each file
-                self.bpf_map_put(f.obj)
+                self.bpf_obj_put(f)
             return 0
 
     def reap_closed_fds(self) -> None:
@@ -129,23 +189,35 @@ class Emulator:
         call it first so that an id dies when its last fd does, as in the kernel."""
         with self.lock:
             released = self.fds.reap()
+            for table in self.fd_tables:
+                if table is not self.fds:
+                    released += table.reap()
             if released:
                 self.forget_decoded_calls()
             for f in released:
-                self.bpf_map_put(f.obj)
+                self.bpf_obj_put(f)
+
+    def bpf_obj_put(self, f) -> None:
+        """The release of a file's last fd: drop its object's reference by the object's kind."""
+        if f.kind == MAP_KIND:
+            self.bpf_map_put(f.obj)
+        else:
+            f.obj.put(self)
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
-        f = self.fds.files.get(fd)
+        with self.lock:             # not in the middle of a call made as another task
+            f = self.fds.files.get(fd)
         if f is None:
             raise KeyError(fd)
         return f.obj
 
     def close_all(self) -> None:
         """Close every emulated fd (the process exiting)."""
-        for fd in list(self.fds.files):
-            if fd in self.fds.files:        # not released already with an earlier one
-                self.close(fd)
+        for table in (self.fds.files, self.fds.others):
+            for fd in list(table):
+                if fd in table:             # not released already with an earlier one
+                    self.close(fd)
 
     def __enter__(self):
         return self

@@ -10,7 +10,7 @@ import os
 
 # Kernel-internal code that leaks to user space (include/linux/errno.h); libc has no name for it.
 ENOTSUPP = 524
-# EBADFD is in errno but named here for readers of syscall_layer.md §2.3.
+# EBADFD is in errno but named here for readers of docs/linux-6.18.md#numbers.
 EBADFD = _errno.EBADFD
 
 _EXTRA_NAMES = {ENOTSUPP: "ENOTSUPP"}
@@ -22,12 +22,40 @@ def errno_name(err: int) -> str:
 
 
 class BpfError(OSError):
-    """An errno the emulated kernel returns. ``BpfError(errno.ENOENT).errno == 2``."""
+    """An errno the emulated kernel returns. ``BpfError(errno.ENOENT).errno == 2``.
+
+    Raised to Python users (``Map``), it says what failed, as attributes and in its message:
+    ``cmd`` (the command's name), ``fd``, ``map_name``, ``map_type`` (names) and ``key``,
+    each None when unknown. Inside the emulator, where errors are many and become -errno at
+    the syscall boundary, it is made without them (``BpfError(errno.E2BIG)``), at no cost."""
+
+    # Class attributes: an error made without context pays nothing for them.
+    cmd = fd = map_name = map_type = key = None
 
     def __init__(self, err: int, message: str | None = None):
         if message is None:
             message = "Operation not supported" if err == ENOTSUPP else os.strerror(err)
         super().__init__(err, message)
+
+    @classmethod
+    def with_context(cls, err: int, message: str | None = None, *, cmd=None, fd=None,
+                     map_name=None, map_type=None, key=None) -> "BpfError":
+        """The error for a user: ``[Errno 7] Argument list too long (E2BIG):
+        BPF_MAP_UPDATE_ELEM on fd 3 (BPF_MAP_TYPE_HASH 'flows'), key 7``."""
+        base = message or ("Operation not supported" if err == ENOTSUPP else os.strerror(err))
+        base += f" ({errno_name(err)})"
+        where = [str(cmd)] if cmd is not None else []
+        if fd is not None:
+            where.append(f"on fd {fd}")
+        what = " ".join(x for x in (map_type, repr(map_name) if map_name else None) if x)
+        if what:
+            where.append(f"({what})")
+        text = " ".join(where)
+        if key is not None:
+            text = f"{text}, key {key!r}" if text else f"key {key!r}"
+        e = cls(err, f"{base}: {text}" if text else base)
+        e.cmd, e.fd, e.map_name, e.map_type, e.key = cmd, fd, map_name, map_type, key
+        return e
 
     def __repr__(self) -> str:
         return f"BpfError({errno_name(self.errno)})"

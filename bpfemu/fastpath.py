@@ -35,6 +35,9 @@ import ctypes
 from typing import Callable, NamedTuple
 
 from .errors import BpfError
+from .maps.array_fastpath import array_pinned_lookup_call, array_pinned_update_call
+from .uapi.consts import BpfMapType as T
+from .usercopy import is_buffer
 
 # Decoded calls kept per emulator; a program with more distinct attr buffers than this in
 # flight just decodes again (the cache is cleared when full, never grows without bound).
@@ -116,7 +119,7 @@ class DecodedCalls:
         its own so that sys_bpf's frame, which every call pays for, holds only the last
         call's locals."""
         generation = self.generation
-        call = self.calls.get(id(attr) << 6 | cmd)
+        call = self.calls.get(id(attr) << 6 | cmd) if type(cmd) is int else None
         if (call is not None and call.cmd == cmd and call.size == size
                 and (attr.raw if call.has_raw else bytes(attr)) == call.attr_bytes):
             # The same command on the same attr bytes as a call decoded before: every check
@@ -141,7 +144,9 @@ class DecodedCalls:
             finally:
                 lock.release()
         emu = self.emu
-        whole = None if type(attr) is int else bytes(attr)
+        # Only a buffer attr is kept (an address may point at other bytes next time; what is
+        # neither is refused by the entry).
+        whole = bytes(attr) if type(attr) is not int and is_buffer(attr) else None
         with emu.lock:
             # A handler that has passed an element command's checks leaves in emu.decodable
             # how to build the rest of it (a *_call below and its arguments).
@@ -174,12 +179,24 @@ class DecodedCalls:
         calls[id(attr) << 6 | cmd] = DecodedCall(cmd, size, whole, attr, decodable, lockless)
 
 
+# Map types whose decoded calls on pinned buffers are their own (they call the map's functions
+# the generic ones below call, with less copying in between): lookup and update builders.
+PINNED_LOOKUP_CALLS = {T.BPF_MAP_TYPE_ARRAY: array_pinned_lookup_call,
+                       T.BPF_MAP_TYPE_PERCPU_ARRAY: array_pinned_lookup_call}
+PINNED_UPDATE_CALLS = {T.BPF_MAP_TYPE_ARRAY: array_pinned_update_call,
+                       T.BPF_MAP_TYPE_PERCPU_ARRAY: array_pinned_update_call}
+
+
 def lookup_call(mem, m, key_ptr: int, value_ptr: int):
     """What is left of BPF_MAP_LOOKUP_ELEM after the checks: copy the key, look up, copy out."""
     op = m.ops.map_lookup_elem_sys
     key_view = mem.view(key_ptr, m.key_size)
     value_view = mem.view(value_ptr, m.value_size_sys)
     if key_view is not None and value_view is not None:
+        own = PINNED_LOOKUP_CALLS.get(m.map_type)
+        if own is not None:
+            return own(m, key_view, value_view)
+
         def pinned_lookup():
             value_view[:] = op(m, key_view.tobytes())
             return 0
@@ -199,6 +216,10 @@ def update_call(mem, m, key_ptr: int, value_ptr: int, flags: int):
     key_view = mem.view(key_ptr, m.key_size)
     value_view = mem.view(value_ptr, m.value_size_sys)
     if key_view is not None and value_view is not None:
+        own = PINNED_UPDATE_CALLS.get(m.map_type)
+        if own is not None:
+            return own(m, key_view, value_view, flags)
+
         def pinned_update():
             # The op copies the value in before anything else could change the buffer.
             op(m, key_view.tobytes(), value_view, flags)

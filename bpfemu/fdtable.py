@@ -131,14 +131,24 @@ class _InodeWatcher:
 
 
 _WATCHER = _InodeWatcher()
+# Fds the emulator keeps open on a map's memfd for itself (maps/array_mmap.py): not fds of
+# the map, so scans for dup()s skip them.
+HIDDEN_FDS: set = set()
+
+
+MAP_KIND = "bpf-map"      # the anon inode's name: what kind of bpf object an fd holds
+BTF_KIND = "btf"
+PROG_KIND = "bpf-prog"
 
 
 class OpenFile:
-    """One open file description of a bpf object: the object and its access mode."""
-    __slots__ = ("obj", "mode", "key", "watch", "fds", "__weakref__")
+    """One open file description of a bpf object: the object, its kind (the anon inode's
+    name: bpf-map, btf, bpf-prog) and its access mode."""
+    __slots__ = ("obj", "kind", "mode", "key", "watch", "fds", "__weakref__")
 
-    def __init__(self, obj, mode: int, key: tuple, watch):
+    def __init__(self, obj, mode: int, key: tuple, watch, kind: str = MAP_KIND):
         self.obj = obj
+        self.kind = kind
         self.mode = mode
         self.key = key              # (st_dev, st_ino) of the memfd
         self.watch = watch          # (generation, wd) of the inotify watch on it, or None
@@ -146,29 +156,36 @@ class OpenFile:
 
 
 class FdTable:
-    """The fds of emulated bpf objects (maps today) in this process."""
+    """The fds of emulated bpf objects in this process. Map fds, which element commands look
+    up on every call, are in `files`; BTF and program fds in `others`."""
 
     def __init__(self):
-        self.files: dict[int, OpenFile] = {}       # fd -> open file description
+        self.files: dict[int, OpenFile] = {}       # map fd -> open file description
+        self.others: dict[int, OpenFile] = {}      # fd of any other kind -> description
         self._by_key: dict[tuple, OpenFile] = {}   # memfd (dev, ino) -> description (finds dup()s)
         self._by_wd: dict[int, OpenFile] = {}      # watched descriptions of the current generation
         self._dead_wds: list[int] = []             # filled by _WATCHER.poll()
+        self._orphans: list = []                   # released by install(), handed out by reap()
         self._overflowed = False
+        self.on_stale = None        # called when lookup() finds an fd closed behind our back
 
-    def install(self, obj, mode: int, name: str = "bpf-map") -> int:
-        """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj. EMFILE when full."""
+    def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
+        """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj, the memfd named
+        as the kernel names the anon inode (bpf-map, btf, bpf-prog). EMFILE when full."""
         try:
-            fd = os.memfd_create(name, os.MFD_CLOEXEC)
+            # Sealable: a frozen BPF_F_MMAPABLE array seals its memfd (maps/array_mmap.py).
+            fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         except OSError as e:
             raise BpfError(e.errno) from None
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
         if mode != FMODE_RDWR:
             self._reopen(fd, _ACCMODE[mode])
+        self._forget_stale(fd)
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
-        f = OpenFile(obj, mode, key, _WATCHER.add(self, fd))
+        f = OpenFile(obj, mode, key, _WATCHER.add(self, fd), name)
         f.fds.add(fd)
-        self.files[fd] = f
+        self._table(f)[fd] = f
         self._by_key[key] = f
         if f.watch is not None:
             self._by_wd[f.watch[1]] = f
@@ -186,17 +203,75 @@ class FdTable:
         os.dup2(nfd, fd, inheritable=False)
         os.close(nfd)
 
+    def _forget_stale(self, fd: int) -> None:
+        """The OS just handed out fd, so whatever we had under that number was closed behind
+        our back: drop it (in either table, where it would shadow the new object), and if
+        that was its description's last fd, release the description at the next reap()."""
+        for table in (self.files, self.others):
+            stale = table.pop(fd, None)
+            if stale is None:
+                continue
+            stale.fds.discard(fd)
+            if not stale.fds and stale.watch is None and stale.key in self._by_key \
+                    and not self._scan_for_dups(stale):
+                self._release(stale)
+                self._orphans.append(stale)
+
+    def _table(self, f: OpenFile) -> dict:
+        return self.files if f.kind == MAP_KIND else self.others
+
     def lookup(self, ufd: int) -> OpenFile:
-        """fdget() for a bpf object. EBADF when the fd is not open; EINVAL when it is open
-        but is not an emulated bpf object."""
-        # DEVIATION(fd-close): an fd closed behind our back (os.close() rather than
-        # Emulator.close()) stays in self.files until reap() sees its watch go, so until then
-        # element commands still reach its map where Linux says EBADF. Noticing at once would
-        # cost a syscall on every call.
-        f = self.files.get(ufd)
+        """fdget() of a map fd (__bpf_map_get). EBADF when the fd is not open; EINVAL when it
+        is open but is not an emulated map.
+
+        A known fd is checked to be still the memfd it was (one fstat), so an fd closed
+        behind our back (os.close() rather than Emulator.close()) is EBADF at once, and one
+        that another file took since is that file: EINVAL, or a map if it is a dup of one."""
+        # DEVIATION(fd-close): a decoded call (a raw bpf() loop on the same attr object,
+        # fastpath.py) does not look its fd up, so after os.close() it still reaches the old
+        # map until the emulator next forgets its decoded calls (any Emulator.close(), a
+        # checked call that finds an fd gone, a freeze, a pin change); Linux says EBADF at
+        # once. An fstat there would cost more than the decoded call itself.
+        f = self._still_open(self.files, ufd)
+        if f is not None:
+            return f
+        f = self._lookup_slow(ufd)
+        if f.kind != MAP_KIND:
+            raise BpfError(errno.EINVAL)
+        return f
+
+    def lookup_any(self, ufd: int) -> OpenFile:
+        """fdget() of a bpf object of any kind (the caller checks f.kind, as the kernel
+        checks f_op). EBADF when the fd is not open, EINVAL when it is no bpf object."""
+        f = self._still_open(self.files, ufd) or self._still_open(self.others, ufd)
         if f is not None:
             return f
         return self._lookup_slow(ufd)
+
+    def _still_open(self, table: dict, ufd: int):
+        """table's description under ufd if that fd still holds its memfd, else None (and
+        the stale entry dropped)."""
+        f = table.get(ufd)
+        if f is None:
+            return None
+        try:
+            st = os.fstat(ufd)
+            if (st.st_dev, st.st_ino) == f.key:
+                return f
+        except OSError:
+            pass
+        self._drop_stale(table, ufd, f)
+        return None
+
+    def _drop_stale(self, table: dict, fd: int, f: OpenFile) -> None:
+        """fd no longer holds f's memfd (closed, or reused by another file): forget it, and
+        every decoded call with it (on_stale). The object itself goes when its memfd dies
+        (reap())."""
+        if table.get(fd) is f:
+            del table[fd]
+        f.fds.discard(fd)
+        if self.on_stale is not None:
+            self.on_stale()
 
     def _lookup_slow(self, ufd: int) -> OpenFile:
         fd = ufd - (1 << 32) if ufd > INT_MAX else ufd   # the u32 field is an int in the kernel
@@ -211,8 +286,16 @@ class FdTable:
             raise BpfError(errno.EINVAL)
         # A dup() of one of ours (dup, fcntl F_DUPFD, or an fd passed back to us).
         f.fds.add(fd)
-        self.files[fd] = f
+        self._table(f)[fd] = f
         return f
+
+    def unwatch(self, fd: int) -> None:
+        """fd's memfd outlives its fds (the emulator maps it): its inode's end says nothing
+        about the fds, so its last close is found by close() and by scans instead."""
+        f = self.files.get(fd) or self.others.get(fd)
+        if f is not None and f.watch is not None:
+            self._by_wd.pop(f.watch[1], None)
+            f.watch = None
 
     def is_open(self, fd: int) -> bool:
         try:
@@ -225,7 +308,7 @@ class FdTable:
         """close(2). Returns the descriptions released by it: the closed fd's when that was
         its last fd, and any whose last dup() was closed behind our back since the last
         call. Raises BpfError(EBADF) when fd is not open."""
-        f = self.files.pop(fd, None)
+        f = self.files.pop(fd, None) or self.others.pop(fd, None)
         if f is None:
             try:                                    # maybe a dup() we have not seen yet
                 st = os.fstat(fd)
@@ -247,7 +330,8 @@ class FdTable:
     def reap(self) -> list:
         """Descriptions whose last fd has been closed (seen through their watches)."""
         _WATCHER.poll()
-        out = []
+        out = self._orphans
+        self._orphans = []
         if self._dead_wds:
             for wd in self._dead_wds:
                 f = self._by_wd.get(wd)
@@ -280,12 +364,14 @@ class FdTable:
         found = [fd for fd, key in self._open_fds() if key == f.key]
         for fd in found:
             f.fds.add(fd)
-            self.files[fd] = f
+            self._table(f)[fd] = f
         return bool(found)
 
     @staticmethod
     def _open_fds():
         for name in os.listdir("/proc/self/fd"):
+            if int(name) in HIDDEN_FDS:
+                continue
             try:
                 st = os.fstat(int(name))
             except OSError:
@@ -296,9 +382,10 @@ class FdTable:
         self._by_key.pop(f.key, None)
         if f.watch is not None:
             self._by_wd.pop(f.watch[1], None)
+        table = self._table(f)
         for fd in f.fds:
-            if self.files.get(fd) is f:
-                del self.files[fd]
+            if table.get(fd) is f:
+                del table[fd]
         f.fds.clear()
 
 

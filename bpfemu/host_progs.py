@@ -35,7 +35,7 @@ import struct
 from .errors import BpfError
 from .host import HostKernel
 from .profile import host_possible_cpus
-from .progs import check_atomic
+from .progs import check_atomic, typed_view
 from .uapi.consts import BpfCmd as C
 from .uapi.consts import BpfMapType as T
 
@@ -350,9 +350,11 @@ class HostDataPlane:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def lookup_elem(self, fd: int, key):
-        """bpf_map_lookup_elem() in a program: a HostValueView, or None."""
-        return self._lookup(fd, key, None)
+    def lookup_elem(self, fd: int, key, as_type=None):
+        """bpf_map_lookup_elem() in a program: a HostValueView, or None; with ``as_type`` (a
+        ctypes Structure) its fields read and written through the view (progs.typed_view)."""
+        view = self._lookup(fd, key, None)
+        return view if view is None or as_type is None else typed_view(view, as_type)
 
     def lookup_percpu_elem(self, fd: int, key, cpu: int):
         """bpf_map_lookup_percpu_elem() in a program: a HostValueView of cpu's slot, or None."""

@@ -8,15 +8,30 @@ batch buffers, info) must be writable: a bytearray or a ctypes object, and
 
 Use a backend explicitly, ``LibBpf(HostKernel())``, or the module-level functions, which act on
 the backend chosen with ``use()`` (an Emulator by default).
+
+Python objects have lengths, C pointers do not: the first element or batch call on an fd
+learns its map's key and value sizes (once per fd, out of band: the emulated map, or the
+kernel's /proc/self/fdinfo, so that no bpf() call is added to libbpf's; again after
+``close()`` or a call that returns that fd number anew), and a Python buffer shorter than
+the call reads or writes (a key, a value, a batch of ``count`` elements) is a ValueError
+naming the sizes, before any syscall. A longer one is fine, as in C. Raw int addresses and
+ctypes pointers keep C's contract: they are passed on unchecked. Arguments that are not ints
+where C takes an int, or that do not fit their field (a ``max_entries`` of -1 or 2**40), are
+TypeError or OverflowError naming the argument.
 """
 import ctypes
 import errno
 import os
 import struct
+import threading
 from dataclasses import dataclass
 
+from .maps.core import PERCPU_VALUE_TYPES as _PERCPU_TYPES
 from .profile import host_possible_cpus
 from .uapi import consts as c
+
+_HASH_TYPES = frozenset({c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH,
+                         c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH})
 
 # What libbpf sends as `size`: offsetofend() of the last field each function sets, as in
 # tools/lib/bpf/bpf.c built against the 6.18 UAPI. (libbpf 1.1, Debian 12, sends 72 for
@@ -130,16 +145,26 @@ _ADDRESSES = (int, ctypes._Pointer, ctypes.c_void_p)
 
 
 class _Pointers:
-    """Addresses for the call's arguments, keeping temporary copies alive until the call ends."""
+    """Addresses for the call's arguments, keeping temporary copies alive until the call ends.
 
-    def __init__(self):
+    Read-only inputs (bytes) are copied into buffers of `scratch` (a per-thread ScratchBuffers
+    of the layer) when there is one, so that a call repeated with equal arguments passes the
+    same addresses again and the emulator's decoded-call cache applies."""
+
+    def __init__(self, scratch=None):
         self.keep = []
+        self.scratch = scratch
+        self.used = 0
 
     def inp(self, obj) -> int:
         """Address of an input buffer (NULL for None); read-only buffers are copied."""
         if obj is not None and not isinstance(obj, _CTYPES_BUFFERS + _ADDRESSES) \
                 and memoryview(obj).readonly:
-            buf = ctypes.create_string_buffer(bytes(obj), max(len(bytes(obj)), 1))
+            data = bytes(obj)
+            if self.scratch is not None:
+                self.used += 1
+                return self.scratch.copy_in(self.used - 1, data)
+            buf = ctypes.create_string_buffer(data, max(len(data), 1))
             self.keep.append(buf)
             return ctypes.addressof(buf)
         return self.out(obj)
@@ -162,6 +187,39 @@ class _Pointers:
         return ctypes.addressof(arr)
 
 
+class ScratchBuffers:
+    """One thread's buffers for a LibBpf layer: an attr per element or batch command and
+    input copies by position, reused from call to call; pinned when the backend is an
+    emulator (its copies are then slices, not process_vm_readv calls)."""
+
+    def __init__(self, backend):
+        self.attrs = {}                         # cmd -> its attr buffer
+        self.inputs = []                        # position -> buffer
+        self.pin = getattr(getattr(backend, "mem", None), "pin", None)
+
+    def attr(self, cmd: int, data: bytes) -> ctypes.Array:
+        buf = self.attrs.get(cmd)
+        if buf is None:
+            buf = self.attrs[cmd] = ctypes.create_string_buffer(168)   # passed as an object
+        ctypes.memmove(buf, data, len(data))    # the rest stays zero: a command's attr
+        return buf                              # bytes always have the same length
+
+    def copy_in(self, i: int, data: bytes) -> int:
+        if i == len(self.inputs):
+            self.inputs.append(None)
+        buf = self.inputs[i]
+        if buf is None or len(buf) != max(len(data), 1):
+            buf = self.inputs[i] = self._new(max(len(data), 1))
+        ctypes.memmove(buf, data, len(data))
+        return ctypes.addressof(buf)
+
+    def _new(self, n: int) -> ctypes.Array:
+        buf = ctypes.create_string_buffer(n)
+        if self.pin is not None:
+            self.pin(buf)                       # held by the emulator from now on
+        return buf
+
+
 def _address(obj) -> int:
     """An int address, or what a ctypes pointer / c_void_p points at."""
     if isinstance(obj, bool):
@@ -173,6 +231,53 @@ def _address(obj) -> int:
     return ctypes.cast(obj, ctypes.c_void_p).value or 0
 
 
+def _length(obj):
+    """The length in bytes of a Python buffer the layer can check, or None (None, an int
+    address, a ctypes pointer: C's contract)."""
+    if obj is None or isinstance(obj, _ADDRESSES):
+        return None
+    if isinstance(obj, _CTYPES_BUFFERS):
+        return ctypes.sizeof(obj)
+    try:
+        return memoryview(obj).nbytes
+    except TypeError:
+        return None
+
+
+def _check_len(obj, need: int, what: str, sizes: str) -> None:
+    n = _length(obj)
+    if n is not None and n < need:
+        raise ValueError(f"{what} is a {n}-byte buffer; the call reads or writes {need} "
+                         f"bytes there ({sizes})")
+
+
+def _int_arg(name: str, value) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+# struct fields the layer packs: (name, lowest, highest) for the range errors' messages.
+_FIELD_RANGES = {"I": (0, 0xFFFFFFFF), "i": (-0x80000000, 0x7FFFFFFF),
+                 "Q": (0, 0xFFFFFFFFFFFFFFFF)}
+
+
+def _pack(fmt: str, names: tuple, *values) -> bytes:
+    """struct.pack, with an error that names the argument that does not fit its field."""
+    try:
+        return struct.pack(fmt, *values)
+    except struct.error:
+        codes = [ch for ch in fmt.lstrip("<") if ch.isalpha() and ch != "x"]
+        for name, code, v in zip(names, codes, values):
+            if name is None:
+                continue
+            _int_arg(name, v)
+            lo, hi = _FIELD_RANGES.get(code, (None, None))
+            if lo is not None and not lo <= v <= hi:
+                raise OverflowError(f"{name}={v} does not fit its field ({lo}..{hi})") from None
+        raise
+
+
 def _cstring(path) -> ctypes.Array:
     return ctypes.create_string_buffer(os.fsencode(path))
 
@@ -180,14 +285,99 @@ def _cstring(path) -> ctypes.Array:
 U64 = 0xFFFFFFFFFFFFFFFF
 
 
+def _map_of(backend, fd: int):
+    """(map type, key size, value size) of the map behind fd, out of band, so that the calls
+    a trace records are libbpf's own: the emulated map itself, or the kernel's
+    /proc/self/fdinfo (what BPF_OBJ_GET_INFO_BY_FD would say). None when fd is no map."""
+    from .emulator import Emulator
+    for _ in range(8):                          # through wrappers (a Recorder) to the backend
+        if isinstance(backend, Emulator) or not hasattr(backend, "backend"):
+            break
+        backend = backend.backend
+    if isinstance(backend, Emulator):
+        try:
+            m = backend.map_of(fd)
+        except KeyError:
+            return None
+        return m.map_type, m.key_size, m.value_size
+    if not 0 <= fd <= 0x7FFFFFFF:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["map_type"]), int(fields["key_size"]), int(fields["value_size"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 class LibBpf:
     """libbpf's bpf.h functions, calling ``backend.bpf(cmd, attr, size)``."""
 
     def __init__(self, backend):
         self.backend = backend
+        self._sizes: dict[int, tuple] = {}    # fd -> (key_size, value bytes, token bytes)
+        self._local = threading.local()        # .scratch: this thread's ScratchBuffers
 
-    def _sys_bpf(self, cmd: int, attr: bytes) -> tuple[int, ctypes.Array]:
-        buf = ctypes.create_string_buffer(attr, 168)
+    def _scratch(self) -> ScratchBuffers:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = ScratchBuffers(self.backend)
+        return scratch
+
+    def _map_sizes(self, fd):
+        """(key_size, the syscall's value size, the batch token's size) of the map behind fd,
+        learned once per fd; None when fd is not a map this backend knows (the call then
+        gets the kernel's answer)."""
+        sizes = self._sizes.get(fd)
+        if sizes is None:
+            found = _map_of(self.backend, fd)
+            if found is None:
+                return None
+            map_type, ks, vs = found
+            if map_type in _PERCPU_TYPES:
+                vs = (vs + 7) // 8 * 8 * self.libbpf_num_possible_cpus()
+            token = 4 if map_type in _HASH_TYPES else ks
+            sizes = self._sizes[fd] = (ks, vs, token)
+        return sizes
+
+    def _check_elem(self, fd, key=None, value=None, value_out=None, next_key=None):
+        if not isinstance(fd, int):
+            raise TypeError(f"fd must be an int, not {type(fd).__name__}")
+        if all(_length(b) is None for b in (key, value, value_out, next_key)):
+            return                              # nothing but addresses: C's contract
+
+        def check(sizes):
+            ks, vs, _ = sizes
+            what = f"fd {fd}: key {ks} bytes, value {vs} bytes"
+            _check_len(key, ks, "key", what)
+            _check_len(next_key, ks, "next_key", what)
+            _check_len(value, vs, "value", what)
+            _check_len(value_out, vs, "value", what)
+        self._checked(fd, check)
+
+    def _checked(self, fd, check) -> None:
+        """check(sizes) against fd's map; a failure is raised only if it holds for sizes
+        learned again now (the fd may have been closed behind this layer and reused)."""
+        sizes = self._map_sizes(fd)
+        if sizes is None:
+            return
+        try:
+            check(sizes)
+        except ValueError:
+            self._sizes.pop(fd, None)
+            sizes = self._map_sizes(fd)
+            if sizes is not None:
+                check(sizes)
+
+    def _new_fd(self, ret: int) -> int:
+        if ret >= 0:
+            self._sizes.pop(ret, None)          # another object at that number now
+        return ret
+
+    def _sys_bpf(self, cmd: int, attr: bytes, reuse: bool = False) -> tuple[int, ctypes.Array]:
+        """The call, with a new attr buffer, or (reuse) this thread's buffer for cmd, so that
+        a call repeating the last one's bytes is a decoded call on the emulator."""
+        buf = self._scratch().attr(cmd, attr) if reuse else ctypes.create_string_buffer(attr, 168)
         ret = self.backend.bpf(cmd, buf, ATTR_SIZES[cmd])
         return ret, buf
 
@@ -203,63 +393,94 @@ class LibBpf:
             hash_size = len(o.excl_prog_hash) if isinstance(o.excl_prog_hash, (bytes, bytearray)) \
                 else 0
         # libbpf copies map_flags as given: BPF_F_TOKEN_FD is the caller's to set with token_fd.
-        attr = struct.pack("<IIIIIII16sIIIIIQiiQI", map_type, key_size, value_size, max_entries,
-                           o.map_flags, o.inner_map_fd, o.numa_node,
-                           name[:15].ljust(16, b"\0"),          # libbpf copies at most 15 chars
-                           o.map_ifindex, o.btf_fd, o.btf_key_type_id, o.btf_value_type_id,
-                           o.btf_vmlinux_value_type_id, o.map_extra, o.value_type_btf_obj_fd,
-                           o.token_fd, hash_ptr, hash_size)
-        return self._sys_bpf(c.BPF_MAP_CREATE, attr)[0]
+        attr = _pack("<IIIIIII16sIIIIIQiiQI",
+                     ("map_type", "key_size", "value_size", "max_entries", "map_flags",
+                      "inner_map_fd", "numa_node", None, "map_ifindex", "btf_fd",
+                      "btf_key_type_id", "btf_value_type_id", "btf_vmlinux_value_type_id",
+                      "map_extra", "value_type_btf_obj_fd", "token_fd", None,
+                      "excl_prog_hash_size"),
+                     map_type, key_size, value_size, max_entries,
+                     o.map_flags, o.inner_map_fd, o.numa_node,
+                     name[:15].ljust(16, b"\0"),          # libbpf copies at most 15 chars
+                     o.map_ifindex, o.btf_fd, o.btf_key_type_id, o.btf_value_type_id,
+                     o.btf_vmlinux_value_type_id, o.map_extra, o.value_type_btf_obj_fd,
+                     o.token_fd, hash_ptr, hash_size)
+        return self._new_fd(self._sys_bpf(c.BPF_MAP_CREATE, attr)[0])
 
     def _elem(self, cmd, fd, key_ptr, value_ptr, flags):
-        attr = struct.pack("<IIQQQ", fd & 0xFFFFFFFF, 0, key_ptr, value_ptr, flags & U64)
-        return self._sys_bpf(cmd, attr)[0]
+        attr = struct.pack("<IIQQQ", fd & 0xFFFFFFFF, 0, key_ptr, value_ptr,
+                           _int_arg("flags", flags) & U64)
+        return self._sys_bpf(cmd, attr, reuse=True)[0]
 
     def bpf_map_update_elem(self, fd, key, value, flags=0):
-        p = _Pointers()
+        self._check_elem(fd, key=key, value=value)
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_UPDATE_ELEM, fd, p.inp(key), p.inp(value), flags)
 
     def bpf_map_lookup_elem(self, fd, key, value):
         return self.bpf_map_lookup_elem_flags(fd, key, value, 0)
 
     def bpf_map_lookup_elem_flags(self, fd, key, value, flags):
-        p = _Pointers()
+        self._check_elem(fd, key=key, value_out=value)
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_LOOKUP_ELEM, fd, p.inp(key), p.out(value), flags)
 
     def bpf_map_lookup_and_delete_elem(self, fd, key, value):
         return self.bpf_map_lookup_and_delete_elem_flags(fd, key, value, 0)
 
     def bpf_map_lookup_and_delete_elem_flags(self, fd, key, value, flags):
-        p = _Pointers()
+        self._check_elem(fd, key=key, value_out=value)
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, p.inp(key), p.out(value), flags)
 
     def bpf_map_delete_elem(self, fd, key):
         return self.bpf_map_delete_elem_flags(fd, key, 0)
 
     def bpf_map_delete_elem_flags(self, fd, key, flags):
-        p = _Pointers()
+        self._check_elem(fd, key=key)
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_DELETE_ELEM, fd, p.inp(key), 0, flags)
 
     def bpf_map_get_next_key(self, fd, key, next_key):
-        p = _Pointers()
+        self._check_elem(fd, key=key, next_key=next_key)
+        p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_GET_NEXT_KEY, fd, p.inp(key), p.out(next_key), 0)
 
     def bpf_map_freeze(self, fd):
+        _int_arg("fd", fd)
         return self._sys_bpf(c.BPF_MAP_FREEZE, struct.pack("<I", fd & 0xFFFFFFFF))[0]
 
     def _batch(self, cmd, fd, in_batch, out_batch, keys, values, count, opts):
         if not isinstance(count, ctypes.c_uint32):
             raise TypeError("count must be a ctypes.c_uint32 (in: capacity, out: elements done)")
         o = _opts(bpf_map_batch_opts, opts)
-        p = _Pointers()
+        _int_arg("fd", fd)
+        self._check_batch(fd, cmd, in_batch, out_batch, keys, values, count.value)
+        p = _Pointers(self._scratch())
         # Lookup batches fill keys and values; update and delete batches only read them.
         fill = p.out if cmd in (c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE_BATCH) else p.inp
         attr = struct.pack("<QQQQIIQQ", p.inp(in_batch), p.out(out_batch), fill(keys),
                            fill(values), count.value, fd & 0xFFFFFFFF, o.elem_flags & U64,
                            o.flags & U64)
-        ret, buf = self._sys_bpf(cmd, attr)
+        ret, buf = self._sys_bpf(cmd, attr, reuse=True)
         count.value = struct.unpack_from("<I", buf, 32)[0]     # *count = attr.batch.count
         return ret
+
+    def _check_batch(self, fd, cmd, in_batch, out_batch, keys, values, count):
+        bufs = (in_batch, out_batch, keys, values)
+        if all(_length(b) is None for b in bufs):
+            return
+
+        def check(sizes):
+            ks, vs, token = sizes
+            what = (f"fd {fd}: key {ks} bytes, value {vs} bytes, batch token {token} bytes, "
+                    f"count {count}")
+            _check_len(keys, ks * count, "keys", what)
+            if cmd != c.BPF_MAP_DELETE_BATCH:
+                _check_len(values, vs * count, "values", what)
+            _check_len(in_batch, token, "in_batch", what)
+            _check_len(out_batch, token, "out_batch", what)
+        self._checked(fd, check)
 
     def bpf_map_lookup_batch(self, fd, in_batch, out_batch, keys, values, count, opts=None):
         return self._batch(c.BPF_MAP_LOOKUP_BATCH, fd, in_batch, out_batch, keys, values,
@@ -281,6 +502,10 @@ class LibBpf:
     def bpf_obj_get_info_by_fd(self, bpf_fd, info, info_len):
         if not isinstance(info_len, ctypes.c_uint32):
             raise TypeError("info_len must be a ctypes.c_uint32 (in/out)")
+        _int_arg("bpf_fd", bpf_fd)
+        n = _length(info)
+        if n is not None and n < info_len.value:
+            raise ValueError(f"info is a {n}-byte buffer; info_len says {info_len.value}")
         p = _Pointers()
         attr = struct.pack("<IIQ", bpf_fd & 0xFFFFFFFF, info_len.value, p.out(info))
         ret, buf = self._sys_bpf(c.BPF_OBJ_GET_INFO_BY_FD, attr)
@@ -294,7 +519,8 @@ class LibBpf:
     def bpf_map_get_next_id(self, start_id, next_id):
         if not isinstance(next_id, ctypes.c_uint32):
             raise TypeError("next_id must be a ctypes.c_uint32")
-        ret, buf = self._sys_bpf(c.BPF_MAP_GET_NEXT_ID, struct.pack("<I", start_id & 0xFFFFFFFF))
+        ret, buf = self._sys_bpf(c.BPF_MAP_GET_NEXT_ID,
+                                 struct.pack("<I", _int_arg("start_id", start_id) & 0xFFFFFFFF))
         if ret == 0:
             next_id.value = struct.unpack_from("<I", buf, 4)[0]
         return ret
@@ -305,8 +531,9 @@ class LibBpf:
     def bpf_map_get_fd_by_id_opts(self, map_id, opts=None):
         o = _opts(bpf_get_fd_by_id_opts, opts)
         # offsetofend(open_flags), as libbpf: token_fd is not sent for maps.
-        attr = struct.pack("<III", map_id & 0xFFFFFFFF, 0, o.open_flags & 0xFFFFFFFF)
-        return self._sys_bpf(c.BPF_MAP_GET_FD_BY_ID, attr)[0]
+        attr = struct.pack("<III", _int_arg("map_id", map_id) & 0xFFFFFFFF, 0,
+                           o.open_flags & 0xFFFFFFFF)
+        return self._new_fd(self._sys_bpf(c.BPF_MAP_GET_FD_BY_ID, attr)[0])
 
     def bpf_obj_pin(self, fd, pathname):
         return self.bpf_obj_pin_opts(fd, pathname, None)
@@ -314,8 +541,8 @@ class LibBpf:
     def bpf_obj_pin_opts(self, fd, pathname, opts=None):
         o = _opts(_PinOpts, opts)
         path = _cstring(pathname)
-        attr = struct.pack("<QIIi", ctypes.addressof(path), fd & 0xFFFFFFFF, o.file_flags,
-                           o.path_fd)
+        attr = struct.pack("<QIIi", ctypes.addressof(path), _int_arg("fd", fd) & 0xFFFFFFFF,
+                           o.file_flags, o.path_fd)
         return self._sys_bpf(c.BPF_OBJ_PIN, attr)[0]
 
     def bpf_obj_get(self, pathname):
@@ -325,13 +552,14 @@ class LibBpf:
         o = _opts(_GetOpts, opts)
         path = _cstring(pathname)
         attr = struct.pack("<QIIi", ctypes.addressof(path), 0, o.file_flags, o.path_fd)
-        return self._sys_bpf(c.BPF_OBJ_GET, attr)[0]
+        return self._new_fd(self._sys_bpf(c.BPF_OBJ_GET, attr)[0])
 
     def libbpf_num_possible_cpus(self):
         nr = getattr(self.backend, "nr_cpus", None)
         return nr if nr is not None else host_possible_cpus()
 
     def close(self, fd):
+        self._sizes.pop(fd, None)
         return self.backend.close(fd)
 
 

@@ -10,7 +10,9 @@ import socket
 from . import fastpath
 from .errors import ENOTSUPP, BpfError
 from .fdtable import FMODE_READ, FMODE_RDWR, FMODE_WRITE, INT_MAX
+from .btf_cmds import btf_get_by_fd
 from .maps import MAP_TYPES
+from .maps.map_btf import map_check_btf
 from .maps.core import MapCreateArgs
 from .uapi.attr import MapCreateAttr, MapElemAttr, compiled
 from .uapi.consts import BPF_F_LOCK
@@ -79,7 +81,7 @@ def bpf_map_offload_map_alloc(emu, map_type: int, ifindex: int):
 
 
 def map_create(emu, raw: bytes, attr) -> int:
-    (map_type, key_size, value_size, max_entries, map_flags, _inner_map_fd, numa_node,
+    (map_type, key_size, value_size, max_entries, map_flags, inner_map_fd, numa_node,
      map_name, map_ifindex, btf_fd, btf_key_type_id, btf_value_type_id,
      btf_vmlinux_value_type_id, map_extra, _value_type_btf_obj_fd, map_token_fd,
      excl_prog_hash, excl_prog_hash_size) = _CREATE.unpack_from(raw)
@@ -111,7 +113,8 @@ def map_create(emu, raw: bytes, attr) -> int:
         # DEVIATION(map-types): Linux has these map types, each with its own checks; we do not
         # emulate them and refuse them all with EINVAL, as Linux does for a type not built in.
         raise BpfError(_EINVAL)
-    args = MapCreateArgs(map_type, key_size, value_size, max_entries, map_flags, numa, map_extra)
+    args = MapCreateArgs(map_type, key_size, value_size, max_entries, map_flags, numa, map_extra,
+                         inner_map_fd)
     ops.map_alloc_check(args, emu)
 
     # A non-zero map_ifindex only switches ops to bpf_map_offload_ops here; the offload
@@ -132,11 +135,16 @@ def map_create(emu, raw: bytes, attr) -> int:
     m.name = bpf_obj_name_cpy(map_name)
 
     if btf_key_type_id or btf_value_type_id:
-        # DEVIATION(btf): BTF_LOAD is not emulated, so no fd can be a BTF object: a closed
-        # btf_fd is EBADF and any open one is EINVAL (not a BTF fd), as in btf_get_by_fd().
-        if not emu.fds.is_open(btf_fd):
-            raise BpfError(errno.EBADF)
-        raise BpfError(_EINVAL)
+        btf = btf_get_by_fd(emu, btf_fd)
+        if btf.kernel_btf:
+            raise BpfError(errno.EACCES)
+        map_check_btf(emu, m, btf, btf_key_type_id, btf_value_type_id)
+        # The map holds the BTF from here on (map->btf); bpf_map_put() lets it go.
+        btf.refcnt += 1
+        m.btf = btf
+        m.btf_id = btf.id
+        m.btf_key_type_id = btf_key_type_id
+        m.btf_value_type_id = btf_value_type_id
     if excl_prog_hash:
         if excl_prog_hash_size != 32:
             raise BpfError(_EINVAL)
@@ -151,7 +159,7 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, value_ptr, flags = _ELEM.unpack_from(raw)
     if flags & ~BPF_F_LOCK:
         raise BpfError(_EINVAL)                 # 6.18 checks flags before the fd
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_READ:
         raise BpfError(_EPERM)
@@ -166,7 +174,7 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
 
 def map_update_elem(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, value_ptr, flags = _ELEM.unpack_from(raw)
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_WRITE or m.frozen:
         raise BpfError(_EPERM)
@@ -180,7 +188,7 @@ def map_update_elem(emu, raw: bytes, attr) -> int:
 
 def map_delete_elem(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, _, _ = _ELEM.unpack_from(raw)
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_WRITE or m.frozen:
         raise BpfError(_EPERM)
@@ -192,7 +200,7 @@ def map_delete_elem(emu, raw: bytes, attr) -> int:
 
 def map_get_next_key(emu, raw: bytes, attr) -> int:
     ufd, key_ptr, next_key_ptr, _ = _ELEM.unpack_from(raw)
-    f = emu.fds.files.get(ufd) or emu.fds.lookup(ufd)   # fdget(), hit inlined
+    f = emu.fds.lookup(ufd)                 # fdget()
     m = f.obj
     if not f.mode & FMODE_READ:
         raise BpfError(_EPERM)

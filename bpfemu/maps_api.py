@@ -18,6 +18,7 @@ between the walk and their lookup. ``clear()`` deletes every key (zeroes an arra
 """
 import ctypes
 import errno
+from dataclasses import dataclass
 
 from .errors import BpfError, errno_name
 from .libbpf import LibBpf, bpf_map_batch_opts, bpf_map_create_opts, bpf_map_info
@@ -28,11 +29,60 @@ _CTYPES = (ctypes._SimpleCData, ctypes.Structure, ctypes.Union, ctypes.Array)
 _ARRAY_TYPES = frozenset({BpfMapType.BPF_MAP_TYPE_ARRAY, BpfMapType.BPF_MAP_TYPE_PERCPU_ARRAY})
 
 
-class _Codec:
-    """Encodes Python values to the map's bytes and back, for one declared type."""
+_SCALAR_CODES = "bBhHiIlLqQnN?fdg"
 
-    def __init__(self, typ, size: int, what: str):
+
+def _is_scalar(typ) -> bool:
+    return (isinstance(typ, type) and issubclass(typ, ctypes._SimpleCData)
+            and getattr(typ, "_type_", None) in _SCALAR_CODES)
+
+
+_HASHABLE: dict = {}
+
+
+def hashable_type(typ):
+    """A subclass of the ctypes type typ whose instances compare and hash by their bytes
+    (scalars: by value, and equal to the plain Python number), so that decoded keys can be
+    dict keys and set members: ``dict(m.items())``, ``set(m)``, ``7 in set(m)``."""
+    h = _HASHABLE.get(typ)
+    if h is not None:
+        return h
+    scalar = _is_scalar(typ)
+
+    def __eq__(self, other):
+        if isinstance(other, _CTYPES):
+            return ctypes.sizeof(other) == ctypes.sizeof(self) and bytes(other) == bytes(self)
+        if scalar and isinstance(other, (int, float)):
+            return self.value == other
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self.value) if scalar else hash(bytes(self))
+
+    def __repr__(self):
+        if scalar:
+            return f"{typ.__name__}({self.value!r})"
+        if hasattr(typ, "_fields_"):
+            fields = ", ".join(f"{f[0]}={getattr(self, f[0])!r}" for f in typ._fields_)
+            return f"{typ.__name__}({fields})"
+        return f"{typ.__name__}({list(self)!r})"
+
+    h = type(typ.__name__, (typ,), {"__eq__": __eq__, "__hash__": __hash__,
+                                    "__repr__": __repr__, "__module__": typ.__module__})
+    _HASHABLE[typ] = h
+    return h
+
+
+class _Codec:
+    """Encodes Python values to the map's bytes and back, for one declared type. Keys decode
+    to hashable instances (hashable_type); with ``ints``, scalar ctypes types decode to
+    Python numbers."""
+
+    def __init__(self, typ, size: int, what: str, ints: bool = False):
         self.typ, self.size, self.what = typ, size, what
+        self.as_number = ints and _is_scalar(typ)
+        self.decode_as = hashable_type(typ) if (what == "key" and isinstance(typ, type)
+                                                 and issubclass(typ, _CTYPES)) else typ
         if typ is None:
             self.kind = "raw"
         elif isinstance(typ, type) and issubclass(typ, (ctypes._SimpleCData, ctypes.Structure,
@@ -98,12 +148,17 @@ class _Codec:
         try:
             if issubclass(typ, ctypes._SimpleCData):
                 if not isinstance(obj, (list, tuple, dict)):
+                    _fits(typ, obj, self.what)
                     return bytes(typ(obj))
             elif isinstance(obj, (list, tuple)):        # Structure fields / Array items
+                _fits_fields(typ, dict(zip(_field_names(typ, len(obj)), obj)), self.what)
                 return bytes(typ(*obj))
             elif isinstance(obj, dict) and not issubclass(typ, ctypes.Array):
+                _fits_fields(typ, obj, self.what)
                 return bytes(typ(**obj))
-        except (TypeError, ValueError, OverflowError) as e:
+        except OverflowError:
+            raise
+        except (TypeError, ValueError) as e:
             raise TypeError(f"cannot make a {typ.__name__} {self.what} from {obj!r}: "
                             f"{e}") from None
         raise TypeError(f"{self.what} must be a {typ.__name__} (or its {self.size} bytes), "
@@ -111,10 +166,53 @@ class _Codec:
 
     def decode(self, data: bytes):
         if self.kind == "ctypes":
-            return self.typ.from_buffer_copy(data)
+            if self.as_number:
+                return self.typ.from_buffer_copy(data).value
+            return self.decode_as.from_buffer_copy(data)
         if self.kind == "construct":
             return self.typ.parse(data)
         return bytes(data)
+
+
+_INT_CODES = "bBhHiIlLqQnN"
+
+
+def _fits(typ, v, what: str) -> None:
+    """OverflowError when the int v does not fit the ctypes integer type (ctypes itself
+    would wrap it silently: c_uint32(-1) is 4294967295)."""
+    if not isinstance(v, int) or getattr(typ, "_type_", None) not in _INT_CODES:
+        return
+    bits = ctypes.sizeof(typ) * 8
+    lo, hi = (-(1 << bits - 1), (1 << bits - 1) - 1) if typ(-1).value < 0 else (0, (1 << bits) - 1)
+    if not lo <= v <= hi:
+        raise OverflowError(f"{what} {v} does not fit {typ.__name__} ({lo}..{hi})")
+
+
+def _field_names(typ, n: int) -> list:
+    if issubclass(typ, ctypes.Array):
+        return [f"[{i}]" for i in range(n)]
+    return [f[0] for f in typ._fields_[:n]]
+
+
+def _fits_fields(typ, values: dict, what: str) -> None:
+    if issubclass(typ, ctypes.Array):
+        for name, v in values.items():
+            _fits(typ._type_, v, f"{what}{name}")
+        return
+    fields = {f[0]: f for f in getattr(typ, "_fields_", ())}
+    for name, v in values.items():
+        f = fields.get(name)
+        if f is None:
+            continue
+        if len(f) == 3 and isinstance(v, int):      # a bit field: its width, not its type's
+            bits = f[2]
+            lo, hi = ((-(1 << bits - 1), (1 << bits - 1) - 1) if f[1](-1).value < 0
+                      else (0, (1 << bits) - 1))
+            if not lo <= v <= hi:
+                raise OverflowError(f"{what} field {name!r}: {v} does not fit its {bits} bits "
+                                    f"({lo}..{hi})")
+        else:
+            _fits(f[1], v, f"{what} field {name!r}:")
 
 
 class Map:
@@ -122,9 +220,11 @@ class Map:
     ``Map.open``; ``close()`` (or a ``with`` block) releases the fd."""
 
     def __init__(self, lib: LibBpf, fd: int, map_type: int, key_size: int, value_size: int,
-                 max_entries: int, key_type=None, value_type=None, owns_fd: bool = True):
+                 max_entries: int, key_type=None, value_type=None, owns_fd: bool = True,
+                 name: str = "", ints: bool = False):
         self._lib = lib
         self._fd = fd
+        self.name = name
         self.map_type = map_type
         self.key_size = key_size
         self.value_size = value_size
@@ -133,42 +233,102 @@ class Map:
         self.nr_cpus = lib.libbpf_num_possible_cpus()
         self._slot = round_up(value_size, 8)
         self._value_bytes = self._slot * self.nr_cpus if self.percpu else value_size
-        self._key = _Codec(key_type, key_size, "key")
-        self._value = _Codec(value_type, value_size, "value")
+        self._key = _Codec(key_type, key_size, "key", ints)
+        self._value = _Codec(value_type, value_size, "value", ints)
         self._owns_fd = owns_fd
         self._kbuf = ctypes.create_string_buffer(max(key_size, 1))
         self._nbuf = ctypes.create_string_buffer(max(key_size, 1))
         self._vbuf = ctypes.create_string_buffer(max(self._value_bytes, 1))
+        # On an emulator, the buffers every call passes are pinned: its copies are slices.
+        self._mem = getattr(lib.backend, "mem", None)
+        if not hasattr(self._mem, "pin"):
+            self._mem = None
+        if self._mem is not None:
+            self._mem.pin(self._kbuf, self._nbuf, self._vbuf)
 
     # --- construction -------------------------------------------------------------------
 
     @classmethod
     def create(cls, backend, map_type, key_type, value_type, max_entries, *, flags=0, name="",
-               key_size=None, value_size=None):
+               key_size=None, value_size=None, ints=False):
         """Create a map. key_type/value_type: a ctypes type, a construct Struct, or an int size
-        for raw bytes (or pass key_size/value_size with a type of None)."""
+        for raw bytes (or pass key_size/value_size with a type of None). ``ints=True``:
+        scalar ctypes keys and values read back as Python numbers."""
         key_type, key_size = _type_and_size(key_type, key_size, "key")
         value_type, value_size = _type_and_size(value_type, value_size, "value")
         lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
         fd = lib.bpf_map_create(int(map_type), name, key_size, value_size, max_entries,
                                 bpf_map_create_opts(map_flags=flags))
         if fd < 0:
-            raise BpfError(-fd, f"cannot create the map: {errno_name(-fd)}")
+            raise BpfError.with_context(-fd, cmd="BPF_MAP_CREATE", map_name=name or None,
+                                        map_type=_type_name(map_type))
         try:
             info = _info(lib, fd)
             return cls(lib, fd, info.type, key_size, value_size, info.max_entries, key_type,
-                       value_type)
+                       value_type, name=_name(info), ints=ints)
         except BaseException:
             lib.close(fd)
             raise
 
     @classmethod
-    def open(cls, backend, fd: int, key_type=None, value_type=None, *, owns_fd=False):
+    def open(cls, backend, fd: int, key_type=None, value_type=None, *, owns_fd=False,
+             ints=False):
         """Wrap an existing map fd; sizes and type come from BPF_OBJ_GET_INFO_BY_FD."""
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise TypeError(f"fd must be an int, not {type(fd).__name__}")
         lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
         info = _info(lib, fd)
         return cls(lib, fd, info.type, info.key_size, info.value_size, info.max_entries,
-                   key_type, value_type, owns_fd)
+                   key_type, value_type, owns_fd, name=_name(info), ints=ints)
+
+    @classmethod
+    def from_pin(cls, backend, path, key_type=None, value_type=None, *, ints=False):
+        """The map pinned at path (BPF_OBJ_GET), with an fd of its own (closed by close())."""
+        lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
+        fd = lib.bpf_obj_get(path)
+        if fd < 0:
+            raise BpfError.with_context(-fd, cmd=f"BPF_OBJ_GET {str(path)!r}")
+        return cls._adopt(lib, fd, key_type, value_type, ints)
+
+    @classmethod
+    def from_id(cls, backend, map_id: int, key_type=None, value_type=None, *, ints=False):
+        """The map with this id (BPF_MAP_GET_FD_BY_ID), with an fd of its own."""
+        lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
+        fd = lib.bpf_map_get_fd_by_id(map_id)
+        if fd < 0:
+            raise BpfError.with_context(-fd, cmd=f"BPF_MAP_GET_FD_BY_ID {map_id}")
+        return cls._adopt(lib, fd, key_type, value_type, ints)
+
+    @classmethod
+    def _adopt(cls, lib, fd, key_type, value_type, ints):
+        try:
+            return cls.open(lib, fd, key_type, value_type, owns_fd=True, ints=ints)
+        except BaseException:
+            lib.close(fd)
+            raise
+
+    def pin(self, path) -> None:
+        """BPF_OBJ_PIN at path (in a bpffs); the pin keeps the map after its fds close."""
+        ret = self._lib.bpf_obj_pin(self.fd, path)
+        if ret < 0:
+            raise self._error(-ret, f"BPF_OBJ_PIN {str(path)!r}")
+
+    def freeze(self) -> None:
+        """BPF_MAP_FREEZE: no more changes through the syscall (EPERM from then on)."""
+        self._check(self._lib.bpf_map_freeze(self.fd), cmd="BPF_MAP_FREEZE")
+
+    @property
+    def Key(self):
+        """The class decoded keys have: the key's ctypes type, hashable by value (to make a
+        key to look up in ``to_dict()``'s result); None for other key types."""
+        return self._key.decode_as if self._key.decode_as is not self._key.typ else None
+
+    @property
+    def info(self) -> "MapInfo":
+        """BPF_OBJ_GET_INFO_BY_FD now: id, name, type, sizes, max_entries, flags."""
+        i = _info(self._lib, self.fd)
+        t = BpfMapType(i.type) if i.type in BpfMapType._value2member_map_ else i.type
+        return MapInfo(i.id, _name(i), t, i.key_size, i.value_size, i.max_entries, i.map_flags)
 
     @property
     def fd(self) -> int:
@@ -180,6 +340,8 @@ class Map:
     def close(self) -> None:
         if self._fd is not None and self._owns_fd:
             self._lib.close(self._fd)
+        if self._fd is not None and self._mem is not None:
+            self._mem.unpin(self._kbuf, self._nbuf, self._vbuf)
         self._fd = None
 
     def __enter__(self):
@@ -216,11 +378,17 @@ class Map:
         return [self._value.decode(data[i * self._slot:i * self._slot + self.value_size])
                 for i in range(self.nr_cpus)]
 
-    def _check(self, ret: int, key=None) -> None:
+    def _check(self, ret: int, key=None, cmd=None) -> None:
         if ret == -errno.ENOENT and key is not None:
             raise KeyError(key)
         if ret < 0:
-            raise BpfError(-ret)
+            raise self._error(-ret, cmd, key)
+
+    def _error(self, err: int, cmd=None, key=None, *, message=None) -> BpfError:
+        """A BpfError naming the command, this map (fd, name, type) and the key."""
+        return BpfError.with_context(err, message, cmd=cmd, fd=self._fd,
+                                     map_name=self.name or None,
+                                     map_type=_type_name(self.map_type), key=key)
 
     # --- the mapping protocol -----------------------------------------------------------
 
@@ -237,21 +405,24 @@ class Map:
         fd = self.fd
         self._kbuf.raw = self._key.encode(key)
         ret = self._lib.bpf_map_lookup_elem(fd, self._kbuf, self._vbuf)
-        self._check(ret, key)
+        self._check(ret, key, "BPF_MAP_LOOKUP_ELEM")
         return self._decode_value(self._vbuf.raw[:self._value_bytes])
 
     def update(self, key, value, flags=BPF_ANY) -> None:
         """BPF_MAP_UPDATE_ELEM with flags (BPF_ANY, BPF_NOEXIST, BPF_EXIST); BpfError on failure."""
         fd = self.fd
         k, v = self._key.encode(key), self._encode_value(value)
-        self._check(self._lib.bpf_map_update_elem(fd, k, v, flags))
+        ret = self._lib.bpf_map_update_elem(fd, k, v, flags)
+        if ret < 0:
+            raise self._error(-ret, "BPF_MAP_UPDATE_ELEM", key)
 
     def __setitem__(self, key, value):
         self.update(key, value, BPF_ANY)
 
     def __delitem__(self, key):
         fd = self.fd
-        self._check(self._lib.bpf_map_delete_elem(fd, self._key.encode(key)), key)
+        self._check(self._lib.bpf_map_delete_elem(fd, self._key.encode(key)), key,
+                    "BPF_MAP_DELETE_ELEM")
 
     def pop(self, key, *default):
         """BPF_MAP_LOOKUP_AND_DELETE_ELEM: the value, removed from the map."""
@@ -260,7 +431,7 @@ class Map:
         ret = self._lib.bpf_map_lookup_and_delete_elem(fd, self._kbuf, self._vbuf)
         if ret == -errno.ENOENT and default:
             return default[0]
-        self._check(ret, key)
+        self._check(ret, key, "BPF_MAP_LOOKUP_AND_DELETE_ELEM")
         return self._decode_value(self._vbuf.raw[:self._value_bytes])
 
     def __contains__(self, key) -> bool:
@@ -269,7 +440,7 @@ class Map:
         ret = self._lib.bpf_map_lookup_elem(fd, self._kbuf, self._vbuf)
         if ret == -errno.ENOENT:
             return False
-        self._check(ret)
+        self._check(ret, cmd="BPF_MAP_LOOKUP_ELEM")
         return True
 
     def _raw_keys(self):
@@ -289,7 +460,7 @@ class Map:
                 yield cur
             ret = lib.bpf_map_get_next_key(self.fd, cur, nbuf)
         if ret != -errno.ENOENT:
-            raise BpfError(-ret)
+            raise self._error(-ret, "BPF_MAP_GET_NEXT_KEY")
 
     def __iter__(self):
         for k in self._raw_keys():
@@ -309,12 +480,16 @@ class Map:
             ret = self._lib.bpf_map_lookup_elem(self.fd, self._kbuf, self._vbuf)
             if ret == -errno.ENOENT:
                 continue
-            self._check(ret)
+            self._check(ret, cmd="BPF_MAP_LOOKUP_ELEM")
             out.append((self._key.decode(k), self._decode_value(self._vbuf.raw[:self._value_bytes])))
         return out
 
     def values(self) -> list:
         return [v for _, v in self.items()]
+
+    def to_dict(self) -> dict:
+        """{key: value} of every element (keys are hashable; see hashable_type)."""
+        return dict(self.items())
 
     def clear(self) -> None:
         """Delete every key (keys first, then deletes, so the walk is not disturbed).
@@ -324,12 +499,13 @@ class Map:
         if self.map_type in _ARRAY_TYPES:
             zero = bytes(self._value_bytes)
             for k in keys:
-                self._check(self._lib.bpf_map_update_elem(self.fd, k, zero, BPF_ANY))
+                self._check(self._lib.bpf_map_update_elem(self.fd, k, zero, BPF_ANY),
+                            cmd="BPF_MAP_UPDATE_ELEM")
             return
         for k in keys:
             ret = self._lib.bpf_map_delete_elem(self.fd, k)
             if ret not in (0, -errno.ENOENT):
-                raise BpfError(-ret)
+                raise self._error(-ret, "BPF_MAP_DELETE_ELEM", self._key.decode(k))
 
     # --- per-CPU helpers ----------------------------------------------------------------
 
@@ -343,6 +519,12 @@ class Map:
     def max(self, key):
         """The largest per-CPU value of key (field by field for a Structure)."""
         return _fold(self._percpu(key), max, "max")
+
+    def set_all_cpus(self, key, value, flags=BPF_ANY) -> None:
+        """A per-CPU map's element with every CPU's slot set to the one value."""
+        if not self.percpu:
+            raise TypeError(f"set_all_cpus() is for per-CPU maps; this is {self._describe()}")
+        self.update(key, [value] * self.nr_cpus, flags)
 
     def _percpu(self, key):
         if not self.percpu:
@@ -369,7 +551,8 @@ class Map:
                 chunk *= 2
                 continue
             if ret not in (0, -errno.ENOENT):
-                raise BpfError(-ret)
+                raise self._error(-ret, "BPF_MAP_LOOKUP_AND_DELETE_BATCH" if delete
+                                  else "BPF_MAP_LOOKUP_BATCH")
             for i in range(count.value):
                 k = keys.raw[i * self.key_size:(i + 1) * self.key_size]
                 v = values.raw[i * self._value_bytes:(i + 1) * self._value_bytes]
@@ -397,8 +580,9 @@ class Map:
         count = ctypes.c_uint32(len(keys))
         ret = self._lib.bpf_map_update_batch(self.fd, kb, vb, count)
         if ret < 0:
-            raise BpfError(-ret, f"update batch stopped after {count.value} of {len(keys)} "
-                                 f"elements: {errno_name(-ret)}")
+            raise self._error(-ret, "BPF_MAP_UPDATE_BATCH", message=(
+                f"{errno_name(-ret)}: the batch stopped after {count.value} of {len(keys)} "
+                "elements"))
 
     def items_delete_batch(self, keys=None) -> None:
         """Delete these keys (all keys when None) with DELETE_BATCH. A missing key is
@@ -411,7 +595,30 @@ class Map:
         if ret == -errno.ENOENT:
             raise KeyError(self._key.decode(keys[count.value]))
         if ret < 0:
-            raise BpfError(-ret)
+            raise self._error(-ret, "BPF_MAP_DELETE_BATCH")
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """What BPF_OBJ_GET_INFO_BY_FD says about a map."""
+    id: int
+    name: str
+    type: object                # a BpfMapType (or the number, for a type bpfemu has no name for)
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+
+
+def _name(info) -> str:
+    return info.name.decode("latin-1")
+
+
+def _type_name(map_type) -> str:
+    try:
+        return BpfMapType(map_type).name
+    except ValueError:
+        return f"map type {map_type}"
 
 
 def _type_and_size(typ, size, what):
@@ -434,7 +641,8 @@ def _info(lib: LibBpf, fd: int) -> bpf_map_info:
     n = ctypes.c_uint32(ctypes.sizeof(info))
     ret = lib.bpf_map_get_info_by_fd(fd, info, n)
     if ret < 0:
-        raise BpfError(-ret, f"fd {fd} is not a usable map: {errno_name(-ret)}")
+        raise BpfError.with_context(-ret, f"{errno_name(-ret)}: not a usable map",
+                                    cmd="BPF_OBJ_GET_INFO_BY_FD", fd=fd)
     return info
 
 

@@ -10,7 +10,9 @@ import struct
 
 from .bpffs import AT_FDCWD
 from .errors import ENOTSUPP, BpfError
-from .fdtable import FMODE_WRITE, INT_MAX
+from .btf_cmds import bpf_btf_get_info_by_fd
+from .prog_cmds import bpf_prog_get_info_by_fd, bpf_prog_new_fd
+from .fdtable import BTF_KIND, FMODE_WRITE, INT_MAX, MAP_KIND, PROG_KIND
 from .map_cmds import bpf_get_file_flag, map_get_sys_perms
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 from .uapi.attr import GetIdAttr, InfoAttr, ObjAttr, compiled
@@ -50,12 +52,15 @@ def bpf_map_new_fd(emu, m, f_mode: int) -> int:
 def bpf_obj_get_info_by_fd(emu, raw: bytes, uattr) -> int:
     bpf_fd, info_len, uinfo = _INFO.unpack_from(raw)
     try:
-        f = emu.fds.lookup(bpf_fd)
+        f = emu.fds.lookup_any(bpf_fd)
     except BpfError as e:
         if e.errno == errno.EBADF:
             raise BpfError(errno.EBADFD) from None   # fd_empty(f): -EBADFD here, not -EBADF
         raise
-    # Only maps are emulated: a prog, btf or link fd would get its own info.
+    if f.kind == BTF_KIND:
+        return bpf_btf_get_info_by_fd(emu, f.obj, info_len, uinfo, uattr)
+    if f.kind == PROG_KIND:
+        return bpf_prog_get_info_by_fd(emu, f.obj, info_len, uinfo, uattr)
     return bpf_map_get_info_by_fd(emu, f, f.obj, info_len, uinfo, uattr)
 
 
@@ -78,7 +83,7 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
     _INFO_HEAD.pack_into(info, 0, m.map_type, m.id, m.key_size, m.value_size, m.max_entries,
                          m.map_flags & ~BPF_OBJ_FLAG_MASK, m.name)
     _U64.pack_into(info, _OFF_MAP_EXTRA, m.map_extra)
-    if getattr(m, "btf", None) is not None:
+    if m.btf is not None:
         struct.pack_into("<III", info, _OFF_BTF_ID, m.btf_id, m.btf_key_type_id,
                          m.btf_value_type_id)
     _U32.pack_into(info, _OFF_BTF_VMLINUX_VALUE_TYPE_ID, m.btf_vmlinux_value_type_id)
@@ -142,13 +147,15 @@ def map_freeze(emu, raw: bytes, uattr) -> int:
         raise BpfError(ENOTSUPP)
     if not map_get_sys_perms(m, f) & FMODE_WRITE:
         raise BpfError(errno.EPERM)              # so a second freeze is EPERM, too
-    # DEVIATION(mmap): mmap() of a map fd is not emulated (it maps the memfd, not the values of
-    # a BPF_F_MMAPABLE array), so no writable mapping exists and this EBUSY never happens.
-    if m.writecnt:                               # bpf_map_write_active(): a writable mmap
-        raise BpfError(errno.EBUSY)
+    write_active = getattr(m, "write_active", None)
+    if write_active is not None and write_active():
+        raise BpfError(errno.EBUSY)              # bpf_map_write_active(): a writable mmap
     if m.frozen:
         raise BpfError(errno.EBUSY)
     m.frozen = True
+    on_freeze = getattr(m, "on_freeze", None)
+    if on_freeze is not None:
+        on_freeze()                              # mmapable: no writable mapping from now on
     emu.forget_decoded_calls()                   # decoded updates and deletes must now fail
     return 0
 
@@ -169,15 +176,17 @@ def bpf_obj_pin(emu, raw: bytes, uattr) -> int:
     dirfd = path_fd if file_flags & F.BPF_F_PATH_FD else AT_FDCWD
     # bpf_fd_probe_obj(): a map, else a prog, else a link; anything else (closed too) EINVAL.
     try:
-        f = emu.fds.lookup(bpf_fd)
+        f = emu.fds.lookup_any(bpf_fd)
     except BpfError:
         raise BpfError(_EINVAL) from None
-    m = f.obj
-    m.refcnt += 1                                # bpf_map_get_with_uref(): the pin's reference
+    if f.kind not in (MAP_KIND, PROG_KIND):
+        raise BpfError(_EINVAL)
+    obj = f.obj
+    obj.refcnt += 1                              # bpf_map_get_with_uref() / bpf_prog_get()
     try:
-        emu.bpffs.pin(_pathname(emu, pathname), dirfd, m)
+        emu.bpffs.pin(_pathname(emu, pathname), dirfd, obj)
     except BpfError:
-        emu.bpf_map_put(m)
+        emu.bpf_obj_put_ref(obj)
         raise
     return 0
 
@@ -192,5 +201,8 @@ def bpf_obj_get(emu, raw: bytes, uattr) -> int:
     f_mode = bpf_get_file_flag(file_flags)       # RDONLY|WRONLY: EINVAL
     # DEVIATION(bpffs): no permission check on the pinned file (the caller is treated as
     # root, who may open a 0600 pin for reading and writing).
-    m = emu.bpffs.get(_pathname(emu, pathname), dirfd)
-    return bpf_map_new_fd(emu, m, f_mode)
+    obj = emu.bpffs.get(_pathname(emu, pathname), dirfd)
+    if not hasattr(obj, "map_type"):
+        # bpf_obj_get_user(): a program's fd is read-write whatever the flags asked.
+        return bpf_prog_new_fd(emu, obj)
+    return bpf_map_new_fd(emu, obj, f_mode)

@@ -25,6 +25,10 @@ class KernelProfile:
     attr_size: int = 168                   # sizeof(union bpf_attr)
     nr_cmds: int = 38                      # __MAX_BPF_CMD
     nr_map_types: int = 34                 # __MAX_BPF_MAP_TYPE
+    nr_prog_types: int = 33                # __MAX_BPF_PROG_TYPE
+    # Program types BPF_PROG_LOAD refuses with EPERM on the reference kernel (LSM: the BPF
+    # LSM is not enabled; EXT): see docs/programs.md.
+    prog_types_refused: frozenset = frozenset({28, 29})
     # cmd -> the end of its last field (CHECK_ATTR), where this kernel's differs from the
     # command table's (syscall.COMMANDS, Linux 6.18).
     last_field_end: dict = field(default_factory=dict)

@@ -9,7 +9,7 @@ can observe:
   it points at the current CPU's slot only, ``value_size`` bytes of it.
 * On LRU maps a program's lookup marks the element referenced (the verifier inlines the
   lookup together with "set ref if clear"), which protects it from the next eviction; the
-  syscall's lookup does not (reference/hashtab.md §4.8).
+  syscall's lookup does not (docs/linux-6.18.md#lru-maps).
 * ``bpf_map_update_elem()`` on a per-CPU map writes only the current CPU's slot; creating an
   element zeroes the other CPUs' values (``pcpu_init_value()`` with ``onallcpus = false``).
 * ``bpf_map_lookup_percpu_elem()`` reads any CPU's slot of a per-CPU map (and marks an
@@ -37,11 +37,12 @@ Example, the classic per-flow counters::
 ``bpfemu.host_progs.HostDataPlane`` has the same methods and runs real BPF programs on the
 live kernel, for differential tests.
 """
+import ctypes
 import errno
 
 from .errors import BpfError
 
-__all__ = ["DataPlane", "fetch_add", "check_atomic"]
+__all__ = ["DataPlane", "fetch_add", "check_atomic", "typed_view", "FieldView"]
 
 
 def check_atomic(offset: int, size: int) -> None:
@@ -65,6 +66,44 @@ def fetch_add(view, offset: int, size: int, delta: int) -> int:
     old = int.from_bytes(view[offset:end], "little")
     view[offset:end] = ((old + delta) & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
     return old
+
+
+def typed_view(view, as_type):
+    """The value seen as the ctypes type as_type, as a program casts its pointer: over a
+    memoryview, an instance of as_type sharing its bytes; over any other view that reads
+    with ``tobytes()`` and writes with slice assignment (HostDataPlane's), a FieldView that
+    reads and writes each field through it."""
+    size = ctypes.sizeof(as_type)
+    if size > len(view):
+        raise ValueError(f"{as_type.__name__} is {size} bytes; the value is {len(view)}")
+    if isinstance(view, memoryview):
+        return as_type.from_buffer(view)
+    return FieldView(view, as_type)
+
+
+class FieldView:
+    """A Structure's fields over a value view that is not memory: each read decodes the
+    view's bytes now, each assignment writes the field's bytes back through the view."""
+
+    def __init__(self, view, as_type):
+        object.__setattr__(self, "_view", view)
+        object.__setattr__(self, "_type", as_type)
+
+    def _now(self):
+        return self._type.from_buffer_copy(bytes(self._view.tobytes())[:ctypes.sizeof(self._type)])
+
+    def __getattr__(self, name):
+        return getattr(self._now(), name)
+
+    def __setattr__(self, name, value):
+        ftype = next((f[1] for f in self._type._fields_ if f[0] == name), None)
+        if ftype is None:
+            raise AttributeError(f"{self._type.__name__} has no field {name!r}")
+        obj = self._now()
+        setattr(obj, name, value)
+        start = getattr(self._type, name).offset        # a bit field: its storage unit
+        end = start + ctypes.sizeof(ftype)
+        self._view[start:end] = bytes(obj)[start:end]
 
 
 class DataPlane:
@@ -99,12 +138,20 @@ class DataPlane:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def lookup_elem(self, fd: int, key):
+    def lookup_elem(self, fd: int, key, as_type=None):
         """bpf_map_lookup_elem(): a live view of the value (this CPU's slot for per-CPU maps),
-        or None. Marks LRU elements referenced."""
+        or None. Marks LRU elements referenced.
+
+        The view is a memoryview, or with ``as_type`` (a ctypes type, as a program casts the
+        pointer to its struct) an instance of that type over the same bytes: assigning to
+        its fields writes the map's value in place. ValueError when the type is larger
+        than the value (a program reading past it would not load)."""
         with self.emu.lock:
             m, op = self._map(fd, "map_lookup_elem_prog")
-            return op(m, self._bytes(key, m.key_size, "key"))
+            view = op(m, self._bytes(key, m.key_size, "key"))
+        if view is None or as_type is None:
+            return view
+        return typed_view(view, as_type)
 
     def lookup_percpu_elem(self, fd: int, key, cpu: int):
         """bpf_map_lookup_percpu_elem(): cpu's slot of a per-CPU map, or None (also for a cpu

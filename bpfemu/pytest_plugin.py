@@ -2,7 +2,9 @@
 
 - ``bpf_emulator``: a fresh Emulator per test, every fd closed afterwards.
 - ``bpf_backend``: the test runs twice, on the emulator and on the live kernel; the kernel run
-  is skipped (never failed) where bpf() is not permitted.
+  is skipped (never failed) where bpf() is not permitted. Either way the fds the test leaves
+  open are closed afterwards (``close_all()``), and ``cpu``/``nr_cpus`` work on both (on the
+  kernel, setting ``cpu`` pins the test's thread; the CPU mask is restored afterwards).
 - ``@pytest.mark.bpf_cpu(n)``: the test runs pinned to CPU n (os.sched_setaffinity), and the
   emulator's current CPU is n as well, so CPU-dependent behaviour (LRU eviction, per-CPU slots)
   matches between the two backends. The test is skipped where CPU n cannot be used.
@@ -86,8 +88,18 @@ def bpf_backend(request, _bpf_cpu_pin):
         reason = _host_unavailable(request.config)
         if reason:
             pytest.skip(f"the live kernel's bpf() is not available: {reason}")
-        yield HostKernel()
+        host = HostKernel()
+        saved = os.sched_getaffinity(0)         # a test may set host.cpu (pins the thread)
+        try:
+            yield host
+        finally:
+            host.close_all()                    # the fds the test left open, as on the emulator
+            os.sched_setaffinity(0, saved)
         return
     emu = _emulator(request)
     yield emu
     emu.close_all()
+
+
+# Interception's fixtures (bpf_intercepted, bpf_run): bpfemu/intercept/fixtures.py.
+from .intercept.fixtures import bpf_intercepted, bpf_run  # noqa: E402,F401

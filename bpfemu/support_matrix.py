@@ -28,6 +28,10 @@ OP_OF_COMMAND = {
     C.BPF_MAP_UPDATE_BATCH: ("map_update_batch", ENOTSUPP),
     C.BPF_MAP_DELETE_BATCH: ("map_delete_batch", ENOTSUPP),
 }
+# Emulated commands on objects other than maps (BTF, programs): listed apart, not per map type.
+OBJECT_COMMANDS = (C.BPF_BTF_LOAD, C.BPF_BTF_GET_FD_BY_ID, C.BPF_BTF_GET_NEXT_ID,
+                   C.BPF_PROG_LOAD, C.BPF_PROG_GET_NEXT_ID, C.BPF_PROG_GET_FD_BY_ID,
+                   C.BPF_PROG_BIND_MAP)
 # Extra rows for a feature of a command that depends on the map type.
 FEATURE_ROWS = {
     "BPF_OBJ_GET_INFO_BY_FD with info.hash": ("map_value_hash", errno.EINVAL),
@@ -81,7 +85,10 @@ def render_markdown() -> str:
     lines = ["| command | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
     unemulated = {}
+    others = {C(cmd).name for cmd in OBJECT_COMMANDS if cmd in COMMANDS}
     for row, cells in rows.items():
+        if row in others:
+            continue
         values = set(cells.values())
         if len(values) == 1 and next(iter(values)).endswith(" (not emulated)"):
             unemulated.setdefault(next(iter(values)).split()[0], []).append(row)
@@ -89,6 +96,10 @@ def render_markdown() -> str:
         lines.append(f"| `{row}` | " + " | ".join(cells[n] for n in names) + " |")
     lines.append("")
     lines.append("A cell is `yes`, or the errno the command always returns for that map type.")
+    if others:
+        lines.append("")
+        lines.append("Emulated, on BTF and program objects: "
+                     + ", ".join(f"`{c}`" for c in rows if c in others) + ".")
     for err, cmds in unemulated.items():
         lines.append("")
         lines.append(f"Not emulated, {err} on every map type: "

@@ -11,9 +11,9 @@ first when they are on, and comes here for everything else.
 import errno
 from typing import Callable, NamedTuple
 
-from . import batch_cmds, map_cmds, obj_cmds
+from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
 from .errors import BpfError
-from .usercopy import get_attr
+from .usercopy import get_attr, is_buffer
 from .uapi.consts import BpfCmd as C
 
 _E2BIG, _EFAULT, _EINVAL = errno.E2BIG, errno.EFAULT, errno.EINVAL
@@ -48,6 +48,13 @@ COMMANDS = {
     C.BPF_MAP_GET_FD_BY_ID: Command(obj_cmds.bpf_map_get_fd_by_id, 12),    # open_flags
     C.BPF_OBJ_PIN: Command(obj_cmds.bpf_obj_pin, 20),                      # path_fd
     C.BPF_OBJ_GET: Command(obj_cmds.bpf_obj_get, 20),
+    C.BPF_BTF_LOAD: Command(btf_cmds.bpf_btf_load, 40),                    # btf_token_fd
+    C.BPF_BTF_GET_FD_BY_ID: Command(btf_cmds.bpf_btf_get_fd_by_id, 16),    # fd_by_id_token_fd
+    C.BPF_BTF_GET_NEXT_ID: Command(btf_cmds.bpf_btf_get_next_id, 8),       # next_id
+    C.BPF_PROG_LOAD: Command(prog_cmds.bpf_prog_load, 168),                # keyring_id
+    C.BPF_PROG_GET_NEXT_ID: Command(prog_cmds.bpf_prog_get_next_id, 8),    # next_id
+    C.BPF_PROG_GET_FD_BY_ID: Command(prog_cmds.bpf_prog_get_fd_by_id, 4),  # prog_id
+    C.BPF_PROG_BIND_MAP: Command(prog_cmds.bpf_prog_bind_map, 12),         # prog_bind_map.flags
 }
 
 # The end of each command's last field in Linux 6.18, from the table (traces and conformance
@@ -56,7 +63,7 @@ LINUX_6_18_LAST_FIELD_END = {cmd: row.last_field_end for cmd, row in COMMANDS.it
 
 
 def _not_emulated(emu, raw, attr):
-    # DEVIATION(commands): programs, BTF, links, tokens and stats are not emulated; every such
+    # DEVIATION(commands): running programs, links, tokens and stats are not emulated; every such
     # command fails with EINVAL, the errno Linux gives for a command it does not know.
     raise BpfError(_EINVAL)
 
@@ -92,8 +99,14 @@ def build_dispatch(profile) -> dict:
 def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
     """__sys_bpf(): bpf(cmd, attr, size) on an emulated kernel, the fd/0 result or -errno.
     Calls run one at a time, under the emulator's lock."""
+    if attr is None:
+        attr = 0                                # NULL
     with emu.lock:
         try:
+            if not isinstance(size, int):
+                raise BpfError(_EINVAL)         # no C caller can pass it; as HostKernel
+            if not isinstance(attr, int) and not is_buffer(attr):
+                raise BpfError(_EFAULT)         # not a pointer at all: as HostKernel
             size &= 0xFFFFFFFF                  # unsigned int size
             # bpf_check_uarg_tail_zero(): past the union, only zeros (and at most a page)
             union = emu.attr_size
@@ -113,7 +126,8 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
                     if len(raw) < size:
                         raise BpfError(_EFAULT)    # see DEVIATION(attr-buffer) in usercopy
                     raw = raw[:size]
-            row = emu.dispatch.get(cmd)
+            # A cmd that is not an int (no C caller can pass one) is no command: EINVAL.
+            row = emu.dispatch.get(cmd) if isinstance(cmd, int) else None
             if row is None:
                 raise BpfError(_EINVAL)         # default: -EINVAL
             handler, end, unpack, _ = row
@@ -121,6 +135,7 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
                 raise BpfError(_EINVAL)         # CHECK_ATTR: unused fields must be zero
             if size < unpack:
                 raw += bytes(unpack - size)
+            emu.uattr_size = size               # the handlers' uattr_size (log_true_size)
             return handler(emu, raw, attr)
         except BpfError as e:
             return -e.errno

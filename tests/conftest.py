@@ -14,7 +14,12 @@ settings.register_profile("dev", max_examples=30, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+# --- long runs: opt-in ----------------------------------------------------------------------
+
 def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true", default=False,
+                     help="also run the tests marked `long` (as BPFEMU_LONG=1 does); "
+                          "scripts/long-tests runs them")
     group = parser.getgroup("bpfemu emulator variants")
     group.addoption("--htab-store", choices=["columnar", "simple"], default=None,
                     help="the store every Emulator's hash maps get (BPFEMU_HTAB_STORE): "
@@ -23,6 +28,25 @@ def pytest_addoption(parser):
                     help="every Emulator without its decoded-call cache "
                          "(BPFEMU_DECODED_CALLS=0): each call runs the whole entry")
 
+
+def _long_wanted(config) -> bool:
+    """--long, BPFEMU_LONG=1, or a -m expression that names the marker (then -m decides)."""
+    return (config.getoption("--long") or os.environ.get("BPFEMU_LONG") == "1"
+            or "long" in (config.getoption("markexpr") or ""))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked `long` (quadratic or randomized runs of minutes) are deselected unless
+    asked for, so that the README's test command stays under five minutes."""
+    if _long_wanted(config):
+        return
+    keep = [item for item in items if item.get_closest_marker("long") is None]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("long")])
+        items[:] = keep
+
+
+# --- emulator variants ---------------------------------------------------------------------
 
 def pytest_configure(config):
     # Emulator() reads these when it is not told: every emulator of the run gets them.

@@ -1,21 +1,51 @@
-"""Shared test helpers: backends, guarded buffers and attr builders for raw bpf() calls.
+"""The test support module: backends, errnos, value sizes, guarded buffers, pages that fault,
+attr builders and a raw caller with reused buffers, for raw bpf() calls.
 
 Tests build the attr bytes themselves (that is what is under test) and read back every byte
 the call may have written, with guard bytes around each output buffer to catch overruns.
+The helpers of one family of tests (the LRU lockstep pair, batch/info/pin attrs, hash
+configurations) live in tests/differential/*_support.py and take everything generic from here.
 """
 import ctypes
+import mmap
 import os
 import struct
 import sys
 import threading
+from errno import (E2BIG, EACCES, EBADF, EBADFD, EBUSY, EEXIST, EFAULT, EINVAL,  # noqa: F401
+                   EMFILE, ENOENT, ENOMEM, ENOSPC, ENOTDIR, EOPNOTSUPP, EPERM)
 
 from bpfemu import Emulator, HostKernel
+from bpfemu.errors import ENOTSUPP  # noqa: F401  (524: kernel-internal, no name in errno)
 from bpfemu.profile import host_possible_cpus
 from bpfemu.uapi import consts as c
 
 GUARD = 16
 GUARD_BYTE = 0xA5
 NCPU = host_possible_cpus()
+PAGE = 4096
+
+PERCPU_TYPES = frozenset({c.BPF_MAP_TYPE_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY,
+                          c.BPF_MAP_TYPE_LRU_PERCPU_HASH})
+
+
+def round_up(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+def sys_value_size(map_type, value_size: int) -> int:
+    """Bytes the syscall copies per element: value_size, or for the per-CPU types one
+    8-byte-rounded slot per possible CPU (docs/linux-6.18.md#per-cpu-values)."""
+    return round_up(value_size, 8) * NCPU if map_type in PERCPU_TYPES else value_size
+
+
+def u32(n: int) -> bytes:
+    return struct.pack("<I", n & 0xFFFFFFFF)
+
+
+def u64(n: int) -> bytes:
+    return struct.pack("<Q", n & (2**64 - 1))
+
 
 _host_reason = None
 _host_checked = False
@@ -53,6 +83,8 @@ class Buf:
             full[GUARD + self.size: GUARD + self.size + GUARD] == bytes([GUARD_BYTE]) * GUARD
 
 
+# --- addresses that fault ----------------------------------------------------------------------
+
 def unmapped_address() -> int:
     """An address that is not mapped and stays so: the first page at or above 4 KiB and
     vm.mmap_min_addr. Only MAP_FIXED can map there; ordinary mmap() allocates top-down near
@@ -65,20 +97,67 @@ def unmapped_address() -> int:
     return max(floor, 8192) - 4096
 
 
-_leaked = []
+_leaked = []        # mappings that must outlive the test that made them
 
 
-def readonly_address(size: int = 4096) -> int:
-    """A mapped, read-only page (writes there fault, reads succeed)."""
-    import mmap
-    m = mmap.mmap(-1, 4096)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    libc = ctypes.CDLL(None)
+def _mprotect(addr: int, length: int, prot: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    assert libc.mprotect(addr, 4096, mmap.PROT_READ) == 0
+    assert libc.mprotect(addr, length, prot) == 0, os.strerror(ctypes.get_errno())
+
+
+def _mapped_pages(n: int) -> int:
+    m = mmap.mmap(-1, n * PAGE)
     _leaked.append(m)
+    return ctypes.addressof(ctypes.c_char.from_buffer(m))
+
+
+def readonly_address(size: int = PAGE) -> int:
+    """A mapped, read-only page (writes there fault, reads succeed)."""
+    addr = _mapped_pages(1)
+    _mprotect(addr, PAGE, mmap.PROT_READ)
     return addr
 
+
+def prot_none_page() -> int:
+    """A mapped PROT_NONE page: every access faults, and nothing else can be mapped there
+    (unlike an unmapped address, which a later mmap might reuse)."""
+    addr = _mapped_pages(1)
+    _mprotect(addr, PAGE, 0)            # PROT_NONE
+    return addr
+
+
+class Cliff:
+    """A writable page followed by a PROT_NONE page: ``at(n)`` is an address with exactly
+    n accessible bytes before the fault."""
+
+    def __init__(self):
+        self.base = _mapped_pages(2)
+        _mprotect(self.base + PAGE, PAGE, 0)      # PROT_NONE
+
+    def at(self, n: int) -> int:
+        return self.base + PAGE - n
+
+    def fill(self, byte: int = GUARD_BYTE) -> None:
+        ctypes.memset(self.base, byte, PAGE)
+
+    def tail(self, n: int) -> bytes:
+        """The last n writable bytes."""
+        return ctypes.string_at(self.base + PAGE - n, n)
+
+    def put(self, n: int, data: bytes) -> int:
+        """Copy (at most n bytes of) data to at(n) and return that address."""
+        addr = self.at(n)
+        ctypes.memmove(addr, data, min(len(data), n))
+        return addr
+
+
+def page_before_hole() -> int:
+    """The address of a writable page whose next page faults (a Cliff's base)."""
+    return Cliff().base
+
+
+# --- attr builders and callers ------------------------------------------------------------------
 
 def attr_buf(data: bytes = b"", size: int = 168):
     buf = ctypes.create_string_buffer(max(size, 168))
@@ -155,7 +234,7 @@ class Client:
         while True:
             ret, nxt = self.next_key(fd, cur, key_size)
             if ret != 0:
-                assert ret == -2, ret
+                assert ret == -ENOENT, ret
                 return out
             out.append(nxt)
             cur = nxt
@@ -169,6 +248,72 @@ class Client:
     def close_all(self):
         for fd in list(self.fds):
             self.close(fd)
+
+
+class ReusedBufferCaller:
+    """Raw element calls on one backend with buffers allocated once (key, next key, value,
+    attr) and reused by every call: the cheap way to drive long traces and full key walks."""
+
+    def __init__(self, backend, key_size: int, value_size_sys: int):
+        self.b = backend
+        self.ks = key_size
+        self.vs_sys = value_size_sys
+        self.fd = -1
+        self.attr = ctypes.create_string_buffer(168)
+        self.k = ctypes.create_string_buffer(max(key_size, 8))
+        self.n = ctypes.create_string_buffer(max(key_size, 8))
+        self.v = ctypes.create_string_buffer(max(value_size_sys, 8))
+        self.ka, self.na, self.va = (ctypes.addressof(self.k), ctypes.addressof(self.n),
+                                     ctypes.addressof(self.v))
+
+    def _call(self, cmd, fd, key_addr, value_addr, flags=0) -> int:
+        struct.pack_into("<IIQQQ", self.attr, 0, fd, 0, key_addr, value_addr, flags)
+        return self.b.bpf(cmd, self.attr, 32)
+
+    def update(self, fd, key: bytes, value: bytes, flags=0) -> int:
+        ctypes.memmove(self.ka, key, self.ks)
+        ctypes.memmove(self.va, value, len(value))
+        return self._call(c.BPF_MAP_UPDATE_ELEM, fd, self.ka, self.va, flags)
+
+    def delete(self, fd, key: bytes) -> int:
+        ctypes.memmove(self.ka, key, self.ks)
+        return self._call(c.BPF_MAP_DELETE_ELEM, fd, self.ka, 0)
+
+    def _value_call(self, cmd, fd, key: bytes):
+        ctypes.memmove(self.ka, key, self.ks)
+        ctypes.memset(self.va, GUARD_BYTE, self.vs_sys)
+        ret = self._call(cmd, fd, self.ka, self.va)
+        return ret, (self.v.raw[:self.vs_sys] if ret == 0 else None)
+
+    def lookup(self, fd, key: bytes):
+        """(ret, the value bytes or None)."""
+        return self._value_call(c.BPF_MAP_LOOKUP_ELEM, fd, key)
+
+    def lookup_and_delete(self, fd, key: bytes):
+        return self._value_call(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, key)
+
+    def next_key(self, fd, key):
+        """(ret, the next key or None); key None starts the walk."""
+        if key is None:
+            ret = self._call(c.BPF_MAP_GET_NEXT_KEY, fd, 0, self.na)
+        else:
+            ctypes.memmove(self.ka, key, self.ks)
+            ret = self._call(c.BPF_MAP_GET_NEXT_KEY, fd, self.ka, self.na)
+        return ret, (self.n.raw[:self.ks] if ret == 0 else None)
+
+    def keys(self, fd) -> list:
+        """The full GET_NEXT_KEY walk from NULL."""
+        out = []
+        ks, ka, na = self.ks, self.ka, self.na
+        ret = self._call(c.BPF_MAP_GET_NEXT_KEY, fd, 0, na)
+        while ret == 0:
+            key = self.n.raw[:ks]
+            out.append(key)
+            ctypes.memmove(ka, key, ks)
+            ret = self._call(c.BPF_MAP_GET_NEXT_KEY, fd, ka, na)
+            assert len(out) <= 1 << 22
+        assert ret == -ENOENT, ret
+        return out
 
 
 def race(nthreads: int, work) -> list:

@@ -1,14 +1,14 @@
-"""ARRAY and PERCPU_ARRAY: kernel/bpf/arraymap.c in Python.
+"""ARRAY and PERCPU_ARRAY: kernel/bpf/arraymap.c in Python (value layout: docs/array-layout.md).
 
 Every element exists from creation and reads as zero bytes. The kernel lays the values out
 with a stride of elem_size = round_up(value_size, 8); ARRAY copies value_size bytes in and
 out (the padding stays zero), PERCPU_ARRAY copies the whole 8-byte-rounded slot of every
 possible CPU, padding included.
 
-Storage is sparse: only elements that were written (or handed out as live views to the
-program side) have a buffer; every other index reads as the shared zero value. So a map the
-kernel would allocate in full costs nothing here until it is used, and the memory budget of
-the profile, not the Python heap, decides whether creation succeeds.
+The values live in one zeroed block of max_entries elements (array_store.py), as the
+kernel's array->value; calloc leaves pages no element was written to unbacked, so a big map
+costs memory only where it is used, and the memory budget of the profile, not the Python
+heap, decides whether creation succeeds. Decoded calls on pinned buffers: array_fastpath.py.
 """
 import errno
 import hashlib
@@ -19,6 +19,9 @@ from ..uapi import consts as F  # plain-int flag values (see consts.py)
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from .core import BpfMap, MapOps, round_up
+from .array_mmap import MmapValues, array_map_get_hash_mmapable
+from .array_store import ArrayValues
+from .map_btf import array_map_check_btf
 
 NUMA_NO_NODE = -1
 INT_MAX = 0x7FFFFFFF
@@ -40,10 +43,13 @@ class BpfArray(BpfMap):
         super().__init__(args, kernel)
         self.percpu = args.map_type == T.BPF_MAP_TYPE_PERCPU_ARRAY
         self.elem_size = round_up(args.value_size, 8)
-        # index -> bytes of the element as the syscall sees it (value_size, or every
-        # CPU's elem_size slot for PERCPU_ARRAY). Absent: all zero.
-        self.values: dict[int, bytearray] = {}
-        self.zero = bytes(self.value_size_sys)
+        self.values = self.alloc_values(args)
+
+    def alloc_values(self, args):
+        """The value area: element i's bytes as the syscall sees them (value_size of an
+        elem_size stride, or every CPU's elem_size slot for PERCPU_ARRAY)."""
+        stride = self.elem_size * self.nr_cpus if self.percpu else self.elem_size
+        return ArrayValues(args.max_entries, stride, self.value_size_sys)
 
 
 def _index(key: bytes) -> int:
@@ -70,6 +76,29 @@ def array_map_alloc_check(args, kernel) -> None:
         raise BpfError(errno.E2BIG)
 
 
+class MmapableArray(BpfArray):
+    """An ARRAY with BPF_F_MMAPABLE: its values are in the memfd of its first fd
+    (array_mmap.py), so that mmap() of that fd shares them."""
+
+    def alloc_values(self, args):
+        return MmapValues(args.max_entries, self.elem_size, args.value_size)
+
+    def attach_memfd(self, fd: int) -> None:
+        """Called once the map's first fd exists (bpf_map_new_fd)."""
+        self.values.attach(fd)
+        if self.map_flags & F.BPF_F_RDONLY_PROG:
+            # DEVIATION(mmap): Linux refuses a writable mapping of a map programs may only
+            # read with EACCES; the sealed memfd refuses it with EPERM.
+            self.values.seal_future_writes()
+
+    def write_active(self) -> bool:
+        """bpf_map_write_active(): a writable mapping of the values exists."""
+        return self.values.writable_mappings() > 0
+
+    def on_freeze(self) -> None:
+        self.values.seal_future_writes()
+
+
 def array_map_alloc(args, kernel) -> BpfArray:
     """array_map_alloc(): all elements exist and are zero from the start."""
     profile = kernel.profile
@@ -94,6 +123,8 @@ def array_map_alloc(args, kernel) -> BpfArray:
         # DEVIATION(memory): Linux fails with ENOMEM when the machine cannot provide the
         # memory; we refuse past the profile's budget and never try.
         raise BpfError(errno.ENOMEM)
+    if args.map_flags & F.BPF_F_MMAPABLE:
+        return MmapableArray(args, kernel)
     return BpfArray(args, kernel)
 
 
@@ -105,8 +136,7 @@ def array_map_lookup_elem_sys(array: BpfArray, key: bytes):
     index = _index(key)
     if index >= array.max_entries:
         raise BpfError(errno.ENOENT)
-    v = array.values.get(index)
-    return array.zero if v is None else v
+    return array.values[index]
 
 
 def array_map_update_elem(array: BpfArray, key: bytes, value, flags: int) -> None:
@@ -120,11 +150,7 @@ def array_map_update_elem(array: BpfArray, key: bytes, value, flags: int) -> Non
         raise BpfError(errno.EEXIST)
     if flags & BPF_F_LOCK and not array.has_spin_lock:
         raise BpfError(errno.EINVAL)
-    v = array.values.get(index)
-    if v is None:
-        array.values[index] = bytearray(value)
-    else:
-        v[:] = value                                # in place: live views see the write
+    array.values[index] = value                     # in place: live views see the write
 
 
 def bpf_percpu_array_update(array: BpfArray, key: bytes, value, flags: int) -> None:
@@ -137,11 +163,7 @@ def bpf_percpu_array_update(array: BpfArray, key: bytes, value, flags: int) -> N
         raise BpfError(errno.E2BIG)
     if flags == BPF_NOEXIST:
         raise BpfError(errno.EEXIST)
-    v = array.values.get(index)
-    if v is None:
-        array.values[index] = bytearray(value)
-    else:
-        v[:] = value
+    array.values[index] = value
 
 
 def array_map_delete_elem(array: BpfArray, key: bytes) -> None:
@@ -165,30 +187,11 @@ def array_map_get_next_key(array: BpfArray, key):
 def array_map_get_hash(array: BpfArray) -> bytes:
     """The SHA-256 of the value area (max_entries * elem_size bytes, padding included) that
     OBJ_GET_INFO_BY_FD reports for a frozen ARRAY; EPERM while the map can still change."""
+    if isinstance(array.values, MmapValues):
+        return array_map_get_hash_mmapable(array)
     if not array.frozen:
         raise BpfError(errno.EPERM)
-    h = hashlib.sha256()
-    pad = bytes(array.elem_size - array.value_size)
-    values = array.values
-    # Feed the elements in index order, runs of untouched ones as zeros.
-    pos = 0
-    for index in sorted(values):
-        _feed_zeros(h, (index - pos) * array.elem_size)
-        h.update(values[index])
-        h.update(pad)
-        pos = index + 1
-    _feed_zeros(h, (array.max_entries - pos) * array.elem_size)
-    return h.digest()
-
-
-def _feed_zeros(h, n: int) -> None:
-    if n >= 1 << 16:
-        block = bytes(1 << 16)
-        while n >= 1 << 16:
-            h.update(block)
-            n -= 1 << 16
-    if n:
-        h.update(bytes(n))
+    return hashlib.sha256(array.values.area()).digest()
 
 
 def array_map_free(array: BpfArray) -> None:
@@ -206,11 +209,8 @@ def array_map_mem_usage(array: BpfArray) -> int:
 # As bpfemu.progs calls them: lookups return a writable memoryview of the stored bytes (what
 # the program's pointer reaches), created on first use; the CPU is the emulator's (emu.cpu).
 
-def _elem_buffer(array: BpfArray, index: int) -> bytearray:
-    v = array.values.get(index)
-    if v is None:
-        v = array.values[index] = bytearray(array.value_size_sys)
-    return v
+def _elem_buffer(array: BpfArray, index: int) -> memoryview:
+    return array.values[index]
 
 
 def array_map_lookup_elem(array: BpfArray, key: bytes):
@@ -270,6 +270,7 @@ array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_value_hash=array_map_get_hash,
+    map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,      # no LOOKUP_AND_DELETE_BATCH or DELETE_BATCH
     map_update_batch=generic_map_update_batch,
 )
@@ -287,6 +288,7 @@ percpu_array_map_ops = MapOps(
     map_update_elem_prog=array_map_update_elem_prog,
     map_delete_elem_prog=array_map_delete_elem,
     map_lookup_percpu_elem=percpu_array_map_lookup_percpu_elem,
+    map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,
     map_update_batch=generic_map_update_batch,
 )

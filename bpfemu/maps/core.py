@@ -27,6 +27,7 @@ class MapCreateArgs:
     map_flags: int
     numa_node: int          # bpf_map_attr_numa_node(): -1 (NUMA_NO_NODE) unless BPF_F_NUMA_NODE
     map_extra: int
+    inner_map_fd: int = 0   # the inner map template of ARRAY_OF_MAPS / HASH_OF_MAPS
 
 
 @dataclass
@@ -57,6 +58,7 @@ class MapOps:
     map_delete_elem_prog: Optional[Callable] = None
     map_lookup_percpu_elem: Optional[Callable] = None
     map_value_hash: Optional[Callable] = None            # sha256 for OBJ_GET_INFO_BY_FD (arrays)
+    map_check_btf: Optional[Callable] = None             # BTF checks of its own (arrays)
 
 
 class BpfMap:
@@ -77,8 +79,9 @@ class BpfMap:
         self.name = b"\0" * 16
         self.frozen = False
         self.refcnt = 0                        # open file descriptions + pins
-        self.writecnt = 0                      # writable mmaps (none today)
-        self.has_spin_lock = False             # no BTF support, so never (BPF_F_LOCK is EINVAL)
+        self.has_spin_lock = False             # a struct bpf_spin_lock in the BTF value type
+        self.spin_lock_off = None
+        self.btf = None                        # the BTF object a map created with BTF holds
         self.btf_id = self.btf_key_type_id = self.btf_value_type_id = 0
         self.btf_vmlinux_value_type_id = 0
         self.excl_prog_hash = None

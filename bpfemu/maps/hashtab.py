@@ -279,6 +279,11 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
     l_old = store.lookup(key)
     if flags:                                   # check_flags() passes BPF_ANY
         _check_flags(l_old, flags)
+        if flags & BPF_F_LOCK and l_old is not None:
+            # copy_map_value_locked(): the value changes in place and the element keeps its
+            # place in its bucket (the lock word is the caller's to skip: map_btf.py).
+            store.copy_value(l_old, value)
+            return
     l_new = alloc_htab_elem(htab, key, value, False, False, l_old)
     if l_old is None:
         store.add_head(l_new, key)

@@ -2,7 +2,7 @@
 
 Which key an LRU map evicts, and when, is observable through the syscall ABI, so
 this module reproduces the kernel's list machinery step for step
-(reference/hashtab.md §4): circular doubly linked lists with sentinels, the
+(docs/linux-6.18.md#lru-maps): circular doubly linked lists with sentinels, the
 active/inactive/free lists with their counters and the ``next_inactive_rotation``
 cursor, and for the common LRU the per-CPU local free/pending lists and the
 round-robin steal.  Function names follow the kernel so the two read side by side.
@@ -673,7 +673,7 @@ def bpf_percpu_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
 
 
 def bpf_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
-    """A node for a new element, on behalf of ``cpu`` (§4.6).  May evict (del_from_htab).
+    """A node for a new element, on behalf of ``cpu`` (docs: #lru-maps).  May evict (del_from_htab).
 
     Common LRU: the node ends at the head of cpu's pending list with ``cpu`` set.
     Per-CPU LRU: it ends at the head of cpu's inactive list.  Either way ref is
@@ -685,7 +685,7 @@ def bpf_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
 
 
 def bpf_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
-    """Give a node back (delete, failed update, replaced element) (§4.7)."""
+    """Give a node back (delete, failed update, replaced element) (docs: #lru-maps)."""
     if lru.percpu:
         bpf_percpu_lru_push_free(lru, node)
     else:
@@ -726,7 +726,7 @@ def bpf_percpu_lru_populate(lru: BpfLru, nodes: list) -> None:
 
 
 def bpf_lru_populate(lru: BpfLru, nodes: list) -> None:
-    """Put the map's preallocated nodes 0..N-1 on the free list(s) (§4.2)."""
+    """Put the map's preallocated nodes 0..N-1 on the free list(s) (docs: #lru-maps)."""
     if lru.percpu:
         bpf_percpu_lru_populate(lru, nodes)
     else:

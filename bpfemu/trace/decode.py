@@ -7,7 +7,7 @@ bytes the kernel writes back. The ranges are what the kernel *may* touch for thi
 an over-approximation is harmless (a buffer that was never read is recreated anyway, one that
 was never written compares equal before and after), an omission would make replay fault.
 
-Sources: reference/syscall_layer.md §1.4 (layouts), §2.6 (attr write-back), §4-§6 (copies).
+Sources: docs/linux-6.18.md (#the-entry: layouts and write-backs; the command sections: copies).
 """
 import os
 import struct
@@ -36,6 +36,15 @@ BATCH_CMDS = frozenset({C.BPF_MAP_LOOKUP_BATCH, C.BPF_MAP_LOOKUP_AND_DELETE_BATC
                         C.BPF_MAP_UPDATE_BATCH, C.BPF_MAP_DELETE_BATCH})
 # Commands whose successful result is a new map fd.
 FD_RESULT_CMDS = frozenset({C.BPF_MAP_CREATE, C.BPF_MAP_GET_FD_BY_ID, C.BPF_OBJ_GET})
+# Commands whose successful result is a new fd of another kind of object.
+OBJ_RESULT_CMDS = {C.BPF_BTF_LOAD: "btf", C.BPF_PROG_LOAD: "prog"}
+# Maps whose values are fds in (update) and ids out (lookup): the kind of object.
+FD_VALUE_MAPS = {T.BPF_MAP_TYPE_PROG_ARRAY: "prog", T.BPF_MAP_TYPE_ARRAY_OF_MAPS: "map",
+                 T.BPF_MAP_TYPE_HASH_OF_MAPS: "map"}
+BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE = 1, 2
+BPF_LD_IMM64 = 0x18                        # BPF_LD | BPF_IMM | BPF_DW
+# The kernel reads at most this many instructions (BPF_COMPLEXITY_LIMIT_INSNS).
+MAX_INSNS = 1_000_000
 
 
 def cmd_name(cmd: int) -> str:
@@ -120,6 +129,9 @@ PTR_FIELDS = {
     C.BPF_OBJ_GET_INFO_BY_FD: (("info", 8),),
     C.BPF_OBJ_PIN: (("pathname", 0),),
     C.BPF_OBJ_GET: (("pathname", 0),),
+    C.BPF_BTF_LOAD: (("btf", 0), ("btf_log_buf", 8)),
+    C.BPF_PROG_LOAD: (("insns", 8), ("license", 16), ("log_buf", 32), ("func_info", 80),
+                      ("line_info", 96), ("fd_array", 120)),
 }
 for _c in BATCH_CMDS:
     PTR_FIELDS[_c] = (("in_batch", 0), ("out_batch", 8), ("keys", 16), ("values", 24))
@@ -153,6 +165,8 @@ def call_layout(cmd: int, attr: bytes, lookup_map, nr_cpus: int, strlen=None) ->
     L = Layout()
     if cmd == C.BPF_MAP_CREATE:
         flags = _u32(attr, 16)
+        if _u32(attr, 0) in (T.BPF_MAP_TYPE_ARRAY_OF_MAPS, T.BPF_MAP_TYPE_HASH_OF_MAPS):
+            L.fd_fields.append(("inner_map_fd", 20))
         if _u32(attr, 52) or _u32(attr, 56):
             L.fd_fields.append(("btf_fd", 48))
         if flags & MapFlags.BPF_F_TOKEN_FD:
@@ -225,6 +239,36 @@ def call_layout(cmd: int, attr: bytes, lookup_map, nr_cpus: int, strlen=None) ->
     if cmd == C.BPF_MAP_GET_FD_BY_ID:
         L.id_fields.append(("map_id", 0))
         return L
+    if cmd == C.BPF_BTF_LOAD:
+        btf, log_buf, btf_size, log_size, log_level = struct.unpack_from("<QQIII", attr, 0)
+        if _u32(attr, 32) & MapFlags.BPF_F_TOKEN_FD:
+            L.fd_fields.append(("btf_token_fd", 36))
+        L.bufs.append(BufSpec("btf", btf, btf_size, "r"))
+        if log_buf and log_size and log_level:
+            L.bufs.append(BufSpec("btf_log_buf", log_buf, log_size, "w"))
+        return L
+    if cmd == C.BPF_PROG_LOAD:
+        insn_cnt, insns, license_ = _u32(attr, 4), _u64(attr, 8), _u64(attr, 16)
+        log_level, log_size, log_buf = _u32(attr, 24), _u32(attr, 28), _u64(attr, 32)
+        if insns and insn_cnt <= MAX_INSNS:
+            L.bufs.append(BufSpec("insns", insns, insn_cnt * 8, "r"))
+        if license_:
+            n = strlen(license_) if strlen is not None else None
+            L.bufs.append(BufSpec("license", license_, min(n, 128) if n else 1, "r"))
+        if log_buf and log_size and log_level:
+            L.bufs.append(BufSpec("log_buf", log_buf, log_size, "w"))
+        func_info, fi_cnt, fi_rec = _u64(attr, 80), _u32(attr, 88), _u32(attr, 76)
+        line_info, li_cnt, li_rec = _u64(attr, 96), _u32(attr, 104), _u32(attr, 92)
+        if fi_cnt or li_cnt:
+            L.fd_fields.append(("prog_btf_fd", 72))
+        if func_info and fi_cnt and fi_cnt * fi_rec <= MAX_BUFFER:
+            L.bufs.append(BufSpec("func_info", func_info, fi_cnt * fi_rec, "r"))
+        if line_info and li_cnt and li_cnt * li_rec <= MAX_BUFFER:
+            L.bufs.append(BufSpec("line_info", line_info, li_cnt * li_rec, "r"))
+        fd_array, fd_array_cnt = _u64(attr, 120), _u32(attr, 148)
+        if fd_array and fd_array_cnt:
+            L.bufs.append(BufSpec("fd_array", fd_array, fd_array_cnt * 4, "r"))
+        return L
     if cmd in (C.BPF_OBJ_PIN, C.BPF_OBJ_GET):
         path, bpf_fd, file_flags = _u64(attr, 0), _u32(attr, 8), _u32(attr, 12)
         if cmd == C.BPF_OBJ_PIN:
@@ -237,6 +281,29 @@ def call_layout(cmd: int, attr: bytes, lookup_map, nr_cpus: int, strlen=None) ->
             L.bufs.append(BufSpec("pathname", path, n if n else 1, "r"))
         return L
     return L
+
+
+def embedded_fds(cmd: int, field: str, data: bytes, map_type: int | None) -> list:
+    """fds carried inside a read buffer, as (offset, kind): map fds in the 64-bit immediate
+    loads of a program (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE: the imm of the first half),
+    an fd_array, and the program or map fd an update puts into a PROG_ARRAY or map-in-map."""
+    out = []
+    if cmd == C.BPF_PROG_LOAD and field == "insns":
+        i, n = 0, len(data) // 8
+        while i < n:
+            code, regs = data[8 * i], data[8 * i + 1]
+            if code == BPF_LD_IMM64:
+                if regs >> 4 in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE):
+                    out.append((8 * i + 4, "map"))
+                i += 2
+            else:
+                i += 1
+    elif cmd == C.BPF_PROG_LOAD and field == "fd_array":
+        out = [(off, "map") for off in range(0, len(data) - 3, 4)]
+    elif cmd == C.BPF_MAP_UPDATE_ELEM and field == "value" and map_type in FD_VALUE_MAPS:
+        if len(data) >= 4:
+            out.append((0, FD_VALUE_MAPS[map_type]))
+    return out
 
 
 def info_hash_buf(info_addr: int, info_before: bytes) -> BufSpec | None:

@@ -27,7 +27,8 @@ from ..memory import ProcessMemory
 from ..profile import host_possible_cpus
 from ..uapi.consts import BpfCmd as C
 from . import decode
-from .decode import FD_RESULT_CMDS, MapMeta, call_layout, info_hash_buf
+from .decode import (FD_RESULT_CMDS, OBJ_RESULT_CMDS, MapMeta, call_layout, embedded_fds,
+                     info_hash_buf)
 from .format import Header, TraceWriter, result_fields
 from .probe import ProcessProbe, Snapshot, buffer_address, probe_for
 
@@ -73,6 +74,20 @@ def backend_map_meta(backend, fd: int) -> MapMeta | None:
     return MapMeta.from_info(info.raw)
 
 
+# Where bpf_prog_info and bpf_btf_info keep the object's id (a 16-byte info reaches both).
+_OBJ_ID_OFFSET = {"prog": 4, "btf": 12}
+
+
+def backend_obj_id(backend, fd: int, kind: str) -> int | None:
+    """The id of the program or BTF object behind fd (OBJ_GET_INFO_BY_FD), or None."""
+    info = ctypes.create_string_buffer(16)
+    attr = ctypes.create_string_buffer(decode.ATTR_SIZE)
+    struct.pack_into("<IIQ", attr, 0, fd, 16, ctypes.addressof(info))
+    if backend.bpf(C.BPF_OBJ_GET_INFO_BY_FD, attr, 16) != 0:
+        return None
+    return struct.unpack_from("<I", info.raw, _OBJ_ID_OFFSET[kind])[0]
+
+
 def fd_is_open(fd: int) -> bool:
     if fd < 0 or fd > 0x7FFFFFFF:
         return False
@@ -115,6 +130,7 @@ class Recorder:
         self._process = isinstance(self.probe, ProcessProbe)
         self.nr_cpus = backend_nr_cpus(backend)
         self.maps: dict[int, MapMeta] = {}
+        self.objs: dict[int, str] = {}          # fds of programs and BTF objects -> kind
         self.seq = 0
         if self._emu is not None:
             release = f"bpfemu-emulator (Linux {self._emu.profile.release} profile)"
@@ -160,6 +176,8 @@ class Recorder:
         m = self.maps.get(fd)
         if m is not None:
             return m
+        if fd in self.objs:                     # a program's or BTF's info is no map's
+            return None
         if not fd_is_open(fd):
             return None
         m = backend_map_meta(self.backend, fd)
@@ -167,7 +185,13 @@ class Recorder:
             self.maps[fd] = m
         return m
 
+    def _result_map_meta(self, fd: int) -> MapMeta | None:
+        """The map behind an fd a call returned (the caller's fd: see intercept/tracing.py)."""
+        return backend_map_meta(self.backend, fd)
+
     def _fd_kind(self, fd: int) -> str:
+        if fd in self.objs:
+            return self.objs[fd]
         if fd in self.maps or self._lookup_map(fd) is not None:
             return "map"
         return "file" if fd_is_open(fd) else "closed"
@@ -235,7 +259,13 @@ class Recorder:
         for b, snap in snaps:
             extra = {"field": b.field}
             if "r" in b.access:
-                read.append(snapshot_json(snap, "bytes", extra))
+                d = snapshot_json(snap, "bytes", extra)
+                inner = embedded_fds(cmd, b.field, snap.data, self._map_type(layout.map_fd))
+                if inner:
+                    d["fds"] = [{"off": off, "fd": fd, "kind": self._fd_kind(fd)}
+                                for off, kind in inner
+                                for fd in struct.unpack_from("<I", snap.data, off)]
+                read.append(d)
             if "w" in b.access:
                 post = self.probe.read(b.addr, len(snap.data)).data if snap.data else b""
                 if faulted:
@@ -253,17 +283,26 @@ class Recorder:
         if layout.map_fd is not None and layout.map_fd in self.maps:
             rec["map_type"] = self.maps[layout.map_fd].map_type
         if cmd in FD_RESULT_CMDS and ret >= 0:
-            meta = backend_map_meta(self.backend, ret)
+            meta = self._result_map_meta(ret)
             if meta is None and cmd == C.BPF_MAP_CREATE:
                 meta = MapMeta.from_create_attr(union, self.nr_cpus)
             if meta is not None:
                 self.maps[ret] = meta
                 rec["map"] = meta.to_json()
                 rec["map_type"] = meta.map_type
+        if cmd in OBJ_RESULT_CMDS and ret >= 0:
+            kind = OBJ_RESULT_CMDS[cmd]
+            self.objs[ret] = kind
+            self.maps.pop(ret, None)
+            rec["obj"] = {"kind": kind, "id": backend_obj_id(self.backend, ret, kind)}
         rec["strace"] = decode.render_call(rec)
         self.seq += 1
         self.writer.write(rec)
         return ret
+
+    def _map_type(self, fd) -> int | None:
+        m = self.maps.get(fd) if fd is not None else None
+        return m.map_type if m is not None else None
 
     def close(self, fd: int) -> int:
         kind = self._fd_kind(fd)
@@ -271,6 +310,7 @@ class Recorder:
         ret = self.backend.close(fd)
         if ret == 0:
             self.maps.pop(fd, None)
+            self.objs.pop(fd, None)
         rret, rerr = result_fields(ret)
         rec = {"seq": self.seq, "call": "close", "fd": fd, "kind": kind, "cpu": cpu,
                "ret": rret, "errno": rerr}

@@ -31,8 +31,13 @@ from ..host import HostKernel
 from ..memory import ArenaMemory
 from ..uapi.consts import BpfCmd as C
 from . import decode
-from .decode import FD_RESULT_CMDS, NESTED_IDS, NESTED_PTRS, PTR_FIELDS, hexbytes, render_call
+from .decode import (FD_RESULT_CMDS, FD_VALUE_MAPS, NESTED_IDS, NESTED_PTRS, OBJ_RESULT_CMDS,
+                     PTR_FIELDS, hexbytes, render_call)
+
+# fd kinds the trace made (map, BTF and program fds): translated to the replay's own fds.
+OBJ_KINDS = frozenset({"map", "btf", "prog"})
 from .format import Trace, TraceError, errno_name, record_result
+from .unordered import UnorderedWalks, is_unordered
 
 # An fd number that is never open (above any RLIMIT_NOFILE the kernel allows, below INT_MAX).
 _now = time.perf_counter
@@ -112,12 +117,13 @@ class ReplayArena(ArenaMemory):
 # --- one record's memory, as a working copy -------------------------------------------------
 
 class _Buf:
-    __slots__ = ("field", "addr", "before", "after", "unmapped", "readonly")
+    __slots__ = ("field", "addr", "before", "after", "unmapped", "readonly", "fds")
 
-    def __init__(self, field, addr, before, after, unmapped, readonly):
+    def __init__(self, field, addr, before, after, unmapped, readonly, fds=()):
         self.field, self.addr = field, addr
         self.before, self.after = before, after
         self.unmapped, self.readonly = unmapped, readonly
+        self.fds = fds          # fds carried inside the bytes: [{"off", "fd", "kind"}]
 
     def mapped_parts(self):
         """(offset, length) runs of the buffer that are mapped (all within ``before``)."""
@@ -145,7 +151,7 @@ def _work(rec):
     for b in rec.get("read", ()):
         key = (b["field"], b["addr"])
         bufs[key] = _Buf(b["field"], int(b["addr"], 16), bytearray.fromhex(b["bytes"]), None,
-                         b.get("unmapped", ()), b.get("readonly", ()))
+                         b.get("unmapped", ()), b.get("readonly", ()), b.get("fds", ()))
     for b in rec.get("written", ()):
         key = (b["field"], b["addr"])
         prev = bufs.get(key)
@@ -227,6 +233,41 @@ class EmulatorTarget:
         except KeyError:
             return None
 
+    def map_keys(self, fd) -> set:
+        """Every key of the map behind fd now, out of band (its own get_next_key op)."""
+        m = self.emu.map_of(fd)
+        keys, key = set(), None
+        while True:
+            try:
+                key = bytes(m.ops.map_get_next_key(m, key))
+            except BpfError:
+                return keys
+            if key in keys:             # a walk never repeats itself; do not loop
+                return keys
+            keys.add(key)
+
+    def map_items(self, fd) -> dict:
+        """{key: value} of the map behind fd now, out of band (its syscall lookup op)."""
+        m = self.emu.map_of(fd)
+        out = {}
+        for k in self.map_keys(fd):
+            try:
+                out[k] = bytes(m.ops.map_lookup_elem_sys(m, k))
+            except BpfError:
+                pass
+        return out
+
+    def reconcile(self, fd, deletes, updates) -> None:
+        """Delete these keys and store these {key: value}s (syscall layout), out of band."""
+        m = self.emu.map_of(fd)
+        for k in deletes:
+            m.ops.map_delete_elem(m, k)
+        for k, v in updates.items():
+            m.ops.map_update_elem_sys(m, k, v, 0)
+    def obj_id(self, fd, kind):
+        f = self.emu.fds.others.get(fd)
+        return f.obj.id if f is not None else None
+
     def finish(self):
         self.emu.close_all()
 
@@ -295,6 +336,61 @@ class HostTarget:
         m = backend_map_meta(self.backend, fd)
         return m.id if m is not None else None
 
+    def map_keys(self, fd) -> set:
+        """Every key of the map behind fd now: a GET_NEXT_KEY walk in buffers of our own."""
+        import ctypes
+        from .recorder import backend_map_meta
+        m = backend_map_meta(self.backend, fd)
+        n = m.key_size if m is not None else 0
+        key, nxt = ctypes.create_string_buffer(max(n, 1)), ctypes.create_string_buffer(max(n, 1))
+        attr = ctypes.create_string_buffer(24)
+        keys, first = set(), True
+        while m is not None:
+            struct.pack_into("<IIQQ", attr, 0, fd, 0, 0 if first else ctypes.addressof(key),
+                             ctypes.addressof(nxt))
+            if self.backend.bpf(C.BPF_MAP_GET_NEXT_KEY, attr, 24) != 0 or nxt.raw[:n] in keys:
+                break
+            keys.add(nxt.raw[:n])
+            key.raw, first = nxt.raw, False
+        return keys
+
+    def map_items(self, fd) -> dict:
+        """{key: value} of the map behind fd now: LOOKUP_ELEM in buffers of our own."""
+        import ctypes
+        from ..profile import host_possible_cpus
+        from .recorder import backend_map_meta
+        m = backend_map_meta(self.backend, fd)
+        if m is None:
+            return {}
+        vs = m.value_size_sys(host_possible_cpus())
+        key, value = ctypes.create_string_buffer(max(m.key_size, 1)), ctypes.create_string_buffer(vs)
+        attr = ctypes.create_string_buffer(32)
+        out = {}
+        for k in self.map_keys(fd):
+            key.raw = k
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
+                             ctypes.addressof(value), 0)
+            if self.backend.bpf(C.BPF_MAP_LOOKUP_ELEM, attr, 32) == 0:
+                out[k] = value.raw[:vs]
+        return out
+
+    def reconcile(self, fd, deletes, updates) -> None:
+        """Delete these keys and store these {key: value}s: DELETE/UPDATE_ELEM calls."""
+        import ctypes
+        attr = ctypes.create_string_buffer(32)
+        for k in deletes:
+            key = ctypes.create_string_buffer(k, len(k))
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key), 0, 0)
+            self.backend.bpf(C.BPF_MAP_DELETE_ELEM, attr, 32)
+        for k, v in updates.items():
+            key, value = ctypes.create_string_buffer(k, len(k)), ctypes.create_string_buffer(v, len(v))
+            struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
+                             ctypes.addressof(value), 0)
+            self.backend.bpf(C.BPF_MAP_UPDATE_ELEM, attr, 32)
+    def obj_id(self, fd, kind):
+        from .recorder import backend_obj_id
+        return backend_obj_id(self.backend, fd, kind)
+
     def finish(self):
         self.pages.release()
         if self.mounted:
@@ -355,6 +451,8 @@ class ReplayReport:
     differences: list = field(default_factory=list)   # the first max_diffs Difference objects
     warnings: list = field(default_factory=list)
     relocated: int = 0
+    truncated: bool = False                     # the trace ends early: later calls not checked
+    relaxed: list = field(default_factory=list)  # checks relaxed, and why (one line each)
     seconds: float = 0.0
     call_seconds: float = 0.0                   # of which inside the backend's bpf()
 
@@ -368,7 +466,12 @@ class ReplayReport:
              + ("no differences" if self.ok else f"{self.differing} differ"))
         if self.relocated:
             s += f"; {self.relocated} relocated"
+        if self.truncated:
+            s += "; INCOMPLETE: the trace ends early"
         return s
+
+    def relaxed_notes(self) -> list:
+        return [f"{self.path}: {note}" for note in self.relaxed]
 
 
 # --- the replayer ----------------------------------------------------------------------------
@@ -380,8 +483,11 @@ class Replayer:
         self.fd_map: dict[int, int] = {}        # recorded map fd -> backend fd
         self.fd_type: dict[int, int] = {}       # recorded map fd -> map type
         self.id_map: dict[int, int] = {}        # recorded map id -> backend map id
+        self.prog_id_map: dict[int, int] = {}   # recorded program id -> backend program id
         self._devnull = None
         self.call_seconds = 0.0                 # time inside the backend's bpf()
+        self.fd_meta: dict[int, dict] = {}      # recorded map fd -> its recorded "map"
+        self.unordered = UnorderedWalks(target.map_keys, target.map_items)
 
     # fds -------------------------------------------------------------------------------
     def _file_fd(self) -> int:
@@ -390,7 +496,7 @@ class Replayer:
         return self._devnull
 
     def translate_fd(self, fd: int, kind: str) -> int:
-        if kind == "map":
+        if kind in OBJ_KINDS:
             if fd in self.fd_map:
                 return self.fd_map[fd]
             return CLOSED_FD
@@ -453,6 +559,16 @@ class Replayer:
                 new = self.translate_id(v)
                 _patch_u32(attr.before, 0, new)
                 _patch_u32(exp_after, 0, new)
+        for b in bufs:
+            for f in b.fds:                     # map fds in instructions, fds as map values
+                _patch_u32(b.before, f["off"], self.translate_fd(f["fd"], f["kind"]))
+        kind = FD_VALUE_MAPS.get(rec.get("map_type"))
+        if ok and kind is not None and cmd == C.BPF_MAP_LOOKUP_ELEM:
+            ids = self.id_map if kind == "map" else self.prog_id_map
+            for b in bufs:                      # the value a fd map gives out is an id
+                v = _get_u32(b.after, 0) if b.field == "value" and b.after is not None else None
+                if v in ids:
+                    _patch_u32(b.after, 0, ids[v])
         if ok:
             for b in bufs:
                 for off in NESTED_IDS.get(b.field, ()):
@@ -462,6 +578,10 @@ class Replayer:
 
         if cmd in (C.BPF_OBJ_PIN, C.BPF_OBJ_GET):
             self.t.needs_bpffs()
+        rfd = self._map_fd(rec)
+        unordered = rfd in self.fd_map and is_unordered(self.fd_meta.get(rfd))
+        if unordered and cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+            before_batch = self.unordered.snapshot(self.fd_map[rfd])
         reloc = self.t.plan([attr] + bufs)
         if reloc is not None:
             self._relocate(cmd, attr, bufs, reloc)
@@ -473,12 +593,12 @@ class Replayer:
 
         items = []
         expected = record_result(rec)
-        if cmd in FD_RESULT_CMDS and expected >= 0 and ret >= 0:
+        if (cmd in FD_RESULT_CMDS or cmd in OBJ_RESULT_CMDS) and expected >= 0 and ret >= 0:
             self._learn(rec, ret)
         elif ret != expected:
             items.append(("return value", decode.render_result(*_res(expected)),
                           decode.render_result(*_res(ret))))
-            if cmd in FD_RESULT_CMDS and ret >= 0:
+            if (cmd in FD_RESULT_CMDS or cmd in OBJ_RESULT_CMDS) and ret >= 0:
                 self.t.close(ret)           # a map the trace does not have: do not keep it
         if len(attr.before):
             act = self._read_back(attr)
@@ -490,10 +610,30 @@ class Replayer:
             act = self._read_back(b)
             if act != bytes(b.after):
                 items.append(_bytes_item(b.field, b.addr, bytes(b.after), act))
+        if unordered and cmd == C.BPF_MAP_GET_NEXT_KEY:
+            items = self.unordered.step(rec, rfd, self.fd_map[rfd], expected, ret, items)
+        elif unordered and cmd == C.BPF_MAP_LOOKUP_BATCH:
+            items = self.unordered.batch(rec, rfd, self.fd_map[rfd],
+                                         self.fd_meta[rfd]["key_size"], expected, ret, items)
+        elif unordered and cmd == C.BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+            bfd = self.fd_map[rfd]
+            self.unordered.walks_disturbed()
+            items = self.unordered.batch(
+                rec, rfd, bfd, self.fd_meta[rfd]["key_size"], expected, ret, items,
+                contents_before=before_batch, reconcile=lambda dels, ups: self.t.reconcile(bfd, dels, ups))
+        else:
+            self.unordered.other_call(cmd)
         if not items:
             return None
         return Difference(self.path, n, rec.get("seq", n - 1), render_call(rec),
                           decode.render_result(*_res(ret)), items)
+
+    @staticmethod
+    def _map_fd(rec):
+        for f in rec.get("fds", ()):
+            if f.get("field") == "map_fd" and f.get("kind") == "map":
+                return f["fd"]
+        return None
 
     def _read_back(self, b: _Buf) -> bytes:
         out = bytearray(b.after if b.after is not None else b.before)
@@ -521,8 +661,14 @@ class Replayer:
     def _learn(self, rec, fd):
         rfd = rec["ret"]
         self.fd_map[rfd] = fd
+        obj = rec.get("obj")
+        if obj is not None and obj.get("kind") == "prog" and obj.get("id"):
+            bid = self.t.obj_id(fd, "prog")
+            if bid is not None:
+                self.prog_id_map[obj["id"]] = bid
         m = rec.get("map")
         if m is not None:
+            self.fd_meta[rfd] = m
             self.fd_type[rfd] = m.get("type")
             rid = m.get("id")
             if rid:
@@ -531,11 +677,12 @@ class Replayer:
                     self.id_map[rid] = bid
 
     def run_close(self, n: int, rec: dict):
+        self.unordered.other_call(None)
         fd, kind = rec["fd"], rec.get("kind", "map")
         self.t.set_cpu(rec.get("cpu"))
         ret = self.t.close(self.translate_fd(fd, kind))
         expected = record_result(rec)
-        if ret == 0 and kind == "map":
+        if ret == 0 and kind in OBJ_KINDS:
             self.fd_map.pop(fd, None)
         if ret != expected:
             return Difference(self.path, n, rec.get("seq", n - 1), render_call(rec),
@@ -676,6 +823,7 @@ def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=No
     finally:
         rep.seconds = time.perf_counter() - start
         rep.call_seconds = r.call_seconds
+        rep.relaxed = r.unordered.notes()
         r.finish()
         target.finish()
         if isinstance(target, HostTarget):
@@ -686,6 +834,7 @@ def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=No
                     "(recorded on a simulated address space); real memory faults only at page "
                     "boundaries, so those calls may read or write further on the kernel")
     rep.warnings.extend(t.warnings)
+    rep.truncated = not t.ended
     return rep
 
 

@@ -21,7 +21,20 @@ from .recorder import Recorder
 from .scenarios import SCENARIOS, Interference
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN_DIR = REPO / "abi" / "linux-6.18" / "traces"
+
+
+def abi_dir() -> Path:
+    """The ABI data (layouts, golden traces): the package's own copy, bpfemu/abi/, when
+    bpfemu is installed (setup.py ships the repository's abi/ there), else the source
+    tree's abi/ (an editable install or a checkout on sys.path)."""
+    import importlib.resources
+    shipped = importlib.resources.files("bpfemu") / "abi"
+    if shipped.is_dir():
+        return Path(str(shipped))
+    return REPO / "abi"
+
+
+GOLDEN_DIR = abi_dir() / "linux-6.18" / "traces"
 
 
 class ScenarioError(Exception):

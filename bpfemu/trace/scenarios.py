@@ -11,9 +11,9 @@ Rules that keep a recording replayable:
   without it the kernel seeds each map at random;
 - CPU-dependent behaviour (LRU) runs on an explicit CPU (``Caller.set_cpu``: pins the process
   on the kernel, sets ``emu.cpu`` on the emulator); the recorder records the CPU of each call;
-- only map commands and map types (syscall_layer.md §1) are used: other commands and types
-  are not emulated (DEVIATION(commands), DEVIATION(map-types)), so they are no conformance
-  question;
+- only commands and map types the emulator has are used: the map commands and types
+  (docs/linux-6.18.md#numbers), and in ``objects`` BTF_LOAD, PROG_LOAD and the fd maps; their fds
+  inside instructions and map values are recorded so that replay can translate them;
 - nothing depends on memory pressure (ENOMEM) or on maps of other processes; the one scenario
   that can see other processes' maps (ids) raises ``Interference`` so the recorder retries.
 
@@ -139,7 +139,7 @@ LAST_END = LINUX_6_18_LAST_FIELD_END
 @scenario(*ELEM)
 def entry(b):
     """bpf() entry: size limits, the tail past the union, copy faults, unknown commands, and
-    every map command's unused-fields-must-be-zero check (syscall_layer.md §2)."""
+    every map command's unused-fields-must-be-zero check (docs/linux-6.18.md#the-entry)."""
     k = Caller(b)
     good = _caller.create_attr(H, 4, 8, 4)
     for size in (4097, 8192, 65536, 0xFFFFFFFF):
@@ -214,7 +214,7 @@ def entry(b):
 @scenario(C.BPF_MAP_CREATE)
 def map_create(b):
     """BPF_MAP_CREATE for the six emulated map types: sizes, limits, every flag bit, NUMA,
-    tokens, BTF fields, offload, names, exclusive-map hashes (syscall_layer.md §3)."""
+    tokens, BTF fields, offload, names, exclusive-map hashes (docs/linux-6.18.md#map-creation)."""
     k = Caller(b)
 
     def try_create(*a, **kw):
@@ -454,7 +454,7 @@ def lru_percpu_hash_elem(b):
 
 @scenario(*ELEM)
 def elem_errors(b):
-    """Every errno path of the element commands in syscall_layer.md §4 and §8, in check order:
+    """Every errno path of the element commands (docs: #element-commands), in check order:
     tails, flags before or after the fd, EBADF/EINVAL fds, access modes (EPERM), EFAULT on each
     pointer (NULL, unmapped, read-only, cut by a page end), ENOENT, ENOTSUPP, F_LOCK."""
     k = Caller(b)
@@ -718,7 +718,7 @@ def _batch_walk(k, fd, ks, vsys, count, *, delete=False, limit=200):
 def batch_hash(b):
     """The four batch commands on the hash family: bucket-granular walks with every count,
     ENOSPC when a bucket does not fit, ENOENT at the end, lookup-and-delete walks, update
-    batches stopping at E2BIG, delete batches stopping at a missing key (syscall_layer.md §5)."""
+    batches stopping at E2BIG, delete batches stopping at a missing key (docs: #batch-commands)."""
     k = Caller(b)
     k.set_cpu(0)
     for t in HASHES:
@@ -1111,6 +1111,101 @@ def obj_pin(b):
     _finish(k)
 
 
+# --- objects: BTF, programs, fd maps ------------------------------------------------------------
+
+def _btf_blob(*, magic=0xEB9F, version=1, flags=0, hdr_len=24, types=None, strings=None,
+              str_off=None) -> bytes:
+    """A BTF blob: [1] u32 (INT, 4 bytes), [2] u64 (INT, 8 bytes) unless types are given."""
+    if strings is None:
+        strings = b"\0u32\0u64\0"
+    if types is None:
+        types = (struct.pack("<IIII", 1, 1 << 24, 4, 32) + struct.pack("<IIII", 5, 1 << 24, 8, 64))
+    if str_off is None:
+        str_off = len(types)
+    hdr = struct.pack("<HBBIIIII", magic, version, flags, hdr_len, 0, len(types), str_off,
+                      len(strings))
+    return hdr + types + strings
+
+
+def _btf_load(k: Caller, blob: bytes, *, size=None, btf_size=None) -> int:
+    attr = struct.pack("<QQIII", k.ptr(blob), 0, len(blob) if btf_size is None else btf_size, 0, 0)
+    return k.call(C.BPF_BTF_LOAD, attr, 28 if size is None else size)
+
+
+def _insns(*map_fds) -> bytes:
+    """r1 = map (ld_imm64 BPF_PSEUDO_MAP_FD) for each fd, then r0 = 0; exit."""
+    out = b""
+    for fd in map_fds:
+        out += struct.pack("<BBhi", 0x18, 0x11, 0, fd) + bytes(8)
+    return out + struct.pack("<BBhi", 0xB7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+
+
+def _prog_load(k: Caller, insns: bytes, *, prog_type=1, license=b"GPL\0", name=b"",
+               size=128) -> int:
+    attr = struct.pack("<IIQQIIQII16s", prog_type, len(insns) // 8, k.ptr(insns),
+                       k.ptr(license), 0, 0, 0, 0, 0, bytes(name).ljust(16, b"\0")[:16])
+    return k.call(C.BPF_PROG_LOAD, attr, size)
+
+
+@scenario(C.BPF_BTF_LOAD, C.BPF_PROG_LOAD, C.BPF_MAP_CREATE, C.BPF_MAP_UPDATE_ELEM,
+          C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_DELETE_ELEM)
+def objects(b):
+    """BTF_LOAD (a good blob and malformed ones), maps with BTF type ids, PROG_LOAD of programs
+    whose 64-bit immediate loads carry map fds, PROG_ARRAY with program fds in and ids out,
+    ARRAY_OF_MAPS and HASH_OF_MAPS with an inner map template, map fds in and ids out."""
+    k = Caller(b)
+    k.set_cpu(0)
+    btf = _btf_load(k, _btf_blob())
+    _btf_load(k, _btf_blob(magic=0x9FEB))                    # EINVAL: bad magic
+    _btf_load(k, _btf_blob(version=2))
+    _btf_load(k, _btf_blob(flags=1))
+    _btf_load(k, _btf_blob(hdr_len=8))
+    _btf_load(k, _btf_blob(str_off=4))                      # sections overlap
+    _btf_load(k, _btf_blob(types=struct.pack("<IIII", 1, 20 << 24, 4, 32)))  # unknown kind
+    _btf_load(k, _btf_blob(types=struct.pack("<IIII", 99, 1 << 24, 4, 32)))  # bad name offset
+    _btf_load(k, _btf_blob(), btf_size=10)
+    extra = [_btf_load(k, _btf_blob(), size=40)]            # btf_log_true_size written back
+    h = k.create(H, 4, 8, 8, btf_fd=btf, btf_key_type_id=1, btf_value_type_id=2)
+    k.create(H, 4, 8, 8, btf_fd=btf, btf_key_type_id=2, btf_value_type_id=2)   # size mismatch
+    k.create(H, 4, 8, 8, btf_fd=btf, btf_key_type_id=1, btf_value_type_id=9)   # no such type
+    k.create(H, 4, 8, 8, btf_fd=h, btf_key_type_id=1, btf_value_type_id=2)     # not a BTF fd
+    a = k.create(A, 4, 4, 4)
+    progs = [_prog_load(k, _insns(h), name=b"one"), _prog_load(k, _insns(h, a), name=b"two"),
+             _prog_load(k, _insns())]
+    _prog_load(k, _insns(999))                              # EBADF: no such map fd
+    _prog_load(k, _insns(btf))                              # EINVAL: not a map
+    extra.append(_prog_load(k, _insns(), license=b"Proprietary\0"))
+    extra.append(_prog_load(k, _insns(), prog_type=999))
+    extra.append(_prog_load(k, _insns(), size=144))        # log_true_size written back
+    pa = k.create(T.BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 4)
+    for i, p in enumerate(progs):
+        k.update(pa, key(i, 4), u32(p))
+    k.update(pa, key(3, 4), u32(h))                         # a map is no program
+    k.update(pa, key(4, 4), u32(progs[0]))                  # E2BIG
+    for i in range(4):
+        k.lookup(pa, key(i, 4), 4)
+    k.delete(pa, key(1, 4))
+    k.lookup(pa, key(1, 4), 4)
+    inner = k.create(A, 4, 4, 2)
+    other = k.create(A, 4, 4, 2)
+    for outer_type, n in ((T.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4), (T.BPF_MAP_TYPE_HASH_OF_MAPS, 4)):
+        o = k.create(outer_type, 4, 4, n, inner_map_fd=inner)
+        k.create(outer_type, 4, 4, n, inner_map_fd=progs[0])  # not a map
+        k.update(o, key(1, 4), u32(inner))
+        k.update(o, key(2, 4), u32(other))
+        k.update(o, key(3, 4), u32(h))                      # EINVAL: not like the template
+        k.update(o, key(0, 4), u32(progs[0]))
+        for i in range(4):
+            k.lookup(o, key(i, 4), 4)
+        k.delete(o, key(2, 4))
+        k.lookup(o, key(2, 4), 4)
+        k.close(o)
+    for fd in progs + [btf] + extra:
+        if fd >= 0:
+            k.close(fd)
+    _finish(k)
+
+
 def bpffs_root_of(backend) -> str | None:
     root = getattr(backend, "bpffs_root", None)
     if root:
@@ -1126,5 +1221,6 @@ def bpffs_root_of(backend) -> str | None:
 # Order of the corpus and of ``bpfemu conform``.
 ORDER = ["entry", "map_create", "elem_errors", "hash_elem", "percpu_hash_elem", "lru_hash_elem",
          "lru_percpu_hash_elem", "array_elem", "lru_one_cpu", "lru_two_cpus", "batch_hash",
-         "batch_errors", "batch_array", "obj_info", "map_ids", "map_freeze", "obj_pin"]
+         "batch_errors", "batch_array", "obj_info", "map_ids", "map_freeze", "obj_pin",
+         "objects"]
 assert sorted(ORDER) == sorted(SCENARIOS), set(ORDER) ^ set(SCENARIOS)

@@ -23,12 +23,11 @@ from bpfemu.profile import host_possible_cpus
 from bpfemu.uapi import consts as c
 
 from tests.api.conftest import is_host
-from tests.support import NCPU
+from tests.support import ENOTSUPP, NCPU, u32, u64
 
 HASH, ARRAY = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_ARRAY
 PERCPU_HASH, PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY
 LRU_HASH = c.BPF_MAP_TYPE_LRU_HASH
-ENOTSUPP = 524
 
 LAYOUT = json.loads((pathlib.Path(__file__).resolve().parents[2] / "abi" / "linux-6.18" /
                      "layout.json").read_text())["layouts"]
@@ -72,14 +71,6 @@ LIBBPF_ATTR_SIZE = {
 }
 
 
-def u32(n):
-    return struct.pack("<I", n)
-
-
-def u64(n):
-    return struct.pack("<Q", n)
-
-
 def last_call(lib):
     return lib.rec.calls[-1]
 
@@ -94,7 +85,7 @@ def info_of(lib, fd) -> bpf_map_info:
 # --- attr sizes --------------------------------------------------------------------------------
 
 def test_the_expected_sizes_are_libbpfs():
-    """The layout gives the numbers libbpf 1.6 is known to send (interception.md §1 lists
+    """The layout gives the numbers libbpf 1.6 is known to send (the clients' recorded calls list
     libbpf 1.1's, which differ only for MAP_CREATE (72) where 6.18 grew the attr)."""
     assert LIBBPF_ATTR_SIZE["bpf_map_create"] == 92
     assert LIBBPF_ATTR_SIZE["bpf_map_update_elem"] == 32

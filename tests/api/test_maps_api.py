@@ -18,12 +18,11 @@ from bpfemu.maps_api import Map
 from bpfemu.uapi import consts as c
 
 from tests.api.conftest import Recorder
-from tests.support import NCPU
+from tests.support import ENOTSUPP, NCPU
 
 HASH, ARRAY, LRU_HASH = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_ARRAY, c.BPF_MAP_TYPE_LRU_HASH
 PERCPU_HASH, PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY
 LRU_PERCPU_HASH = c.BPF_MAP_TYPE_LRU_PERCPU_HASH
-ENOTSUPP = 524
 
 
 class FlowKey(ctypes.Structure):
@@ -166,8 +165,10 @@ def test_ctypes_keys_from_tuples_and_other_ctypes(maps):
     m[{"saddr": 9}] = {"packets": 1}               # or by name
     assert m[FlowKey(saddr=9)].packets == 1
     u = maps(HASH, ctypes.c_uint32, ctypes.c_uint32, 4)
-    u[ctypes.c_uint16(5)] = ctypes.c_int32(-1)    # other ctypes integers: by value
-    assert u[5].value == 0xFFFFFFFF
+    u[ctypes.c_uint16(5)] = ctypes.c_int32(7)     # other ctypes integers: by value
+    assert u[5].value == 7
+    with pytest.raises(OverflowError, match="value -1 does not fit c_uint"):
+        u[5] = ctypes.c_int32(-1)                 # a value that does not fit: no wrapping
     with pytest.raises(TypeError, match="c_uint"):
         u["five"] = 1
 

@@ -168,3 +168,61 @@ def test_entry_point_is_declared():
     pyproject = pathlib.Path(__file__).resolve().parents[2] / "pyproject.toml"
     meta = tomllib.loads(pyproject.read_text())
     assert meta["project"]["entry-points"]["pytest11"] == {"bpfemu": "bpfemu.pytest_plugin"}
+
+
+LEAKS = '''
+import ctypes
+import os
+
+import pytest
+
+from bpfemu.maps_api import Map
+from bpfemu.uapi import consts as c
+
+
+def bpf_fds():
+    n = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            n += "bpf-map" in os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    return n
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_leaves_a_map_open(bpf_backend, i):
+    if not hasattr(pytest, "bpf_fds_before"):
+        pytest.bpf_fds_before = bpf_fds()
+    assert bpf_fds() == pytest.bpf_fds_before       # nothing left by the tests before
+    Map.create(bpf_backend, c.BPF_MAP_TYPE_HASH, ctypes.c_uint32, ctypes.c_uint32, 4)
+
+
+def test_cpu_and_nr_cpus_on_both(bpf_backend):
+    n = bpf_backend.nr_cpus
+    assert n == len(os.sched_getaffinity(0)) or n >= 1
+    m = Map.create(bpf_backend, c.BPF_MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, ctypes.c_uint64, 1)
+    assert len(m[0]) == n
+    bpf_backend.cpu = n - 1
+    assert bpf_backend.cpu == n - 1
+    with pytest.raises(ValueError):
+        bpf_backend.cpu = n
+    bpf_backend.close_all()
+    assert bpf_fds() == pytest.bpf_fds_before
+
+
+def test_affinity_restored():
+    assert os.sched_getaffinity(0) == pytest.initial_affinity
+'''
+
+
+def test_backend_fixture_closes_what_a_test_left_open_and_has_cpus(pytester, pytestconfig):
+    """The kernel side of bpf_backend never closed its fds (open fds 10 -> 11 -> 12), and
+    bpf_backend.cpu was an AttributeError on it."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_leaks=LEAKS)
+    result = pytester.runpytest(*plugin_args(pytestconfig), "-v", "-p", "no:cacheprovider")
+    if host_unavailable_reason():
+        result.assert_outcomes(passed=5, skipped=4)
+    else:
+        result.assert_outcomes(passed=9)

@@ -15,16 +15,17 @@ import pytest
 
 from bpfemu import Emulator
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Buf, Client, attr_buf, host_unavailable_reason
+from tests.support import (E2BIG, EACCES, EBADF, EBADFD, EBUSY, EEXIST, EFAULT,  # noqa: F401
+                           EINVAL, ENOENT, ENOMEM, ENOSPC, ENOTDIR, ENOTSUPP, EPERM, NCPU, PAGE,
+                           PERCPU_TYPES, Buf, Client, attr_buf, host_unavailable_reason,
+                           round_up, sys_value_size, u32, u64)
 
-PAGE = 4096
 HASH, ARRAY = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_ARRAY
 PERCPU_HASH, PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY
 LRU_HASH, LRU_PERCPU_HASH = c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH
 HASH_TYPES = [HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH]
 ARRAY_TYPES = [ARRAY, PERCPU_ARRAY]
 ALL_TYPES = HASH_TYPES + ARRAY_TYPES
-PERCPU_TYPES = {PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH}
 TYPE_IDS = {HASH: "hash", ARRAY: "array", PERCPU_HASH: "percpu_hash",
             PERCPU_ARRAY: "percpu_array", LRU_HASH: "lru_hash",
             LRU_PERCPU_HASH: "lru_percpu_hash"}
@@ -37,28 +38,8 @@ BATCH_CMDS = [LOOKUP_BATCH, LOOKUP_AND_DELETE_BATCH, UPDATE_BATCH, DELETE_BATCH]
 CMD_IDS = {LOOKUP_BATCH: "lookup", LOOKUP_AND_DELETE_BATCH: "lookup_and_delete",
            UPDATE_BATCH: "update", DELETE_BATCH: "delete"}
 
-EPERM, ENOENT, E2BIG, EBADF, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST, ENOTDIR, EINVAL = (
-    1, 2, 7, 9, 12, 13, 14, 16, 17, 20, 22)
-ENOSPC, EBADFD, ENOTSUPP = 28, 77, 524
 CLOSED_FD = 0x7FFF0000
 KERNEL_ADDR = 0xFFFF_FFFF_8100_0000
-
-
-def round_up(x, a):
-    return (x + a - 1) // a * a
-
-
-def sys_value_size(map_type, value_size):
-    """Bytes the syscall copies per element (syscall_layer.md §4.1)."""
-    return round_up(value_size, 8) * NCPU if map_type in PERCPU_TYPES else value_size
-
-
-def u32(n):
-    return struct.pack("<I", n & 0xFFFFFFFF)
-
-
-def u64(n):
-    return struct.pack("<Q", n & (2**64 - 1))
 
 
 def call(backend, cmd, attr: bytes, size=168, tail=None):

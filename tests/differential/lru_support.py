@@ -19,14 +19,14 @@ from bpfemu.host_progs import HostDataPlane
 from bpfemu.progs import DataPlane
 from bpfemu.uapi import consts as c
 
-from tests.support import NCPU, host_unavailable_reason, map_create_attr
+from tests.support import (ENOENT, NCPU, ReusedBufferCaller, host_unavailable_reason,
+                           map_create_attr, round_up, sys_value_size)
 
 LRU_HASH = c.BPF_MAP_TYPE_LRU_HASH
 LRU_PERCPU_HASH = c.BPF_MAP_TYPE_LRU_PERCPU_HASH
 NO_COMMON_LRU = c.BPF_F_NO_COMMON_LRU
 ZERO_SEED = c.BPF_F_ZERO_SEED
 ANY, NOEXIST, EXIST = c.BPF_ANY, c.BPF_NOEXIST, c.BPF_EXIST
-ENOENT = 2
 
 # (id, map_type, map_flags): the four LRU flavours.
 FLAVOURS = [
@@ -56,34 +56,21 @@ def pinned():
     os.sched_setaffinity(0, saved)
 
 
-def round_up(x, a):
-    return (x + a - 1) // a * a
-
-
 def key_of(n: int, key_size: int = 4) -> bytes:
     return n.to_bytes(8, "little")[:key_size].ljust(key_size, b"\0")
 
 
-class ElemCaller:
-    """One backend: raw element calls with reused buffers, its data plane, the CPU."""
+class ElemCaller(ReusedBufferCaller):
+    """One backend: the reused-buffer element calls, its data plane, the CPU it runs on."""
 
     def __init__(self, backend, key_size: int, value_size_sys: int):
-        self.b = backend
+        super().__init__(backend, key_size, value_size_sys)
         self.is_emu = isinstance(backend, Emulator)
-        self.ks = key_size
-        self.vs_sys = value_size_sys
-        self.attr = ctypes.create_string_buffer(168)
-        self.k = ctypes.create_string_buffer(max(key_size, 8))
-        self.n = ctypes.create_string_buffer(max(key_size, 8))
-        self.v = ctypes.create_string_buffer(max(value_size_sys, 8))
-        self.ka, self.na, self.va = (ctypes.addressof(self.k), ctypes.addressof(self.n),
-                                     ctypes.addressof(self.v))
         if self.is_emu:
             backend.mem.pin(self.k, self.n, self.v)
             self.dp = DataPlane(backend)
         else:
             self.dp = HostDataPlane(backend)
-        self.fd = -1
 
     def close(self):
         if not self.is_emu:
@@ -106,53 +93,14 @@ class ElemCaller:
         self.fd = self.b.bpf(c.BPF_MAP_CREATE, attr, 168)
         return self.fd
 
-    def _call(self, cmd, key_addr, value_addr, flags=0) -> int:
-        struct.pack_into("<IIQQQ", self.attr, 0, self.fd, 0, key_addr, value_addr, flags)
-        return self.b.bpf(cmd, self.attr, 32)
-
-    def update(self, key: bytes, value: bytes, flags=0) -> int:
-        ctypes.memmove(self.ka, key, self.ks)
-        ctypes.memmove(self.va, value, len(value))
-        return self._call(c.BPF_MAP_UPDATE_ELEM, self.ka, self.va, flags)
-
-    def delete(self, key: bytes) -> int:
-        ctypes.memmove(self.ka, key, self.ks)
-        return self._call(c.BPF_MAP_DELETE_ELEM, self.ka, 0)
-
-    def lookup(self, key: bytes):
-        ctypes.memmove(self.ka, key, self.ks)
-        ctypes.memset(self.va, 0xA5, self.vs_sys)
-        ret = self._call(c.BPF_MAP_LOOKUP_ELEM, self.ka, self.va)
-        return ret, (self.v.raw[:self.vs_sys] if ret == 0 else None)
-
-    def lookup_and_delete(self, key: bytes):
-        ctypes.memmove(self.ka, key, self.ks)
-        ctypes.memset(self.va, 0xA5, self.vs_sys)
-        ret = self._call(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, self.ka, self.va)
-        return ret, (self.v.raw[:self.vs_sys] if ret == 0 else None)
-
-    def keys(self) -> list:
-        """The full GET_NEXT_KEY walk from NULL."""
-        out = []
-        ks, ka, na = self.ks, self.ka, self.na
-        ret = self._call(c.BPF_MAP_GET_NEXT_KEY, 0, na)
-        while ret == 0:
-            key = self.n.raw[:ks]
-            out.append(key)
-            ctypes.memmove(ka, key, ks)
-            ret = self._call(c.BPF_MAP_GET_NEXT_KEY, ka, na)
-            assert len(out) <= 1 << 22
-        assert ret == -ENOENT, ret
-        return out
-
-    def fast_keys(self) -> list:
+    def fast_keys(self, fd) -> list:
         """The same walk, cheaper: on the kernel a bare libc syscall loop; on the emulator the
         map's get_next_key op called directly (the function BPF_MAP_GET_NEXT_KEY runs, minus
         the entry's attr checks, which the hash differential tests cover). For big maps."""
         ks = self.ks
         out = []
         if self.is_emu:
-            m = self.b.map_of(self.fd)
+            m = self.b.map_of(fd)
             get_next = m.ops.map_get_next_key
             key = None
             while True:
@@ -167,7 +115,7 @@ class ElemCaller:
         string_at, memmove = ctypes.string_at, ctypes.memmove
         attr = self.attr
         ka, na = self.ka, self.na
-        struct.pack_into("<IIQQQ", attr, 0, self.fd, 0, 0, na, 0)
+        struct.pack_into("<IIQQQ", attr, 0, fd, 0, 0, na, 0)
         ref = ctypes.byref(attr)
         ret = _syscall(nr, cmd, ref, 24)
         struct.pack_into("<Q", attr, 8, ka)
@@ -179,19 +127,19 @@ class ElemCaller:
         return out
 
     # program side
-    def prog_lookup(self, key: bytes):
-        view = self.dp.lookup_elem(self.fd, key)
+    def prog_lookup(self, fd, key: bytes):
+        view = self.dp.lookup_elem(fd, key)
         return None if view is None else bytes(view)
 
-    def prog_lookup_percpu(self, key: bytes, cpu: int):
-        view = self.dp.lookup_percpu_elem(self.fd, key, cpu)
+    def prog_lookup_percpu(self, fd, key: bytes, cpu: int):
+        view = self.dp.lookup_percpu_elem(fd, key, cpu)
         return None if view is None else bytes(view)
 
-    def prog_update(self, key: bytes, value: bytes, flags=0) -> int:
-        return self.dp.update_elem(self.fd, key, value, flags)
+    def prog_update(self, fd, key: bytes, value: bytes, flags=0) -> int:
+        return self.dp.update_elem(fd, key, value, flags)
 
-    def prog_delete(self, key: bytes) -> int:
-        return self.dp.delete_elem(self.fd, key)
+    def prog_delete(self, fd, key: bytes) -> int:
+        return self.dp.delete_elem(fd, key)
 
 
 class Pair:
@@ -204,7 +152,7 @@ class Pair:
         self.key_size = key_size
         self.value_size = value_size
         self.percpu = map_type in (LRU_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_HASH)
-        self.vs_sys = round_up(value_size, 8) * NCPU if self.percpu else value_size
+        self.vs_sys = sys_value_size(map_type, value_size)
         flags = map_flags | (ZERO_SEED if zero_seed else 0)
         self.emu = ElemCaller(Emulator(nr_cpus=NCPU, seed=1), key_size, self.vs_sys)
         self.host = ElemCaller(HostKernel(), key_size, self.vs_sys)
@@ -252,8 +200,8 @@ class Pair:
 
     def _both(self, name, *args):
         self.log.append((name,) + args)
-        h = getattr(self.host, name)(*args)
-        e = getattr(self.emu, name)(*args)
+        h = getattr(self.host, name)(self.host.fd, *args)
+        e = getattr(self.emu, name)(self.emu.fd, *args)
         if e != h:
             raise AssertionError(
                 f"{self._fmt(self.log[-1])} on CPU {self.cpu}: kernel {h!r}, emulator {e!r}\n"
@@ -301,11 +249,11 @@ class Pair:
     def keys(self, fast: bool = False) -> list:
         """Both full walks, asserted equal; the kernel's. ``fast`` for big maps."""
         if fast:
-            h = self.host.fast_keys()
-            e = self.emu.fast_keys()
+            h = self.host.fast_keys(self.host.fd)
+            e = self.emu.fast_keys(self.emu.fd)
         else:
-            h = self.host.keys()
-            e = self.emu.keys()
+            h = self.host.keys(self.host.fd)
+            e = self.emu.keys(self.emu.fd)
         if e != h:
             hs, es = set(h), set(e)
             raise AssertionError(

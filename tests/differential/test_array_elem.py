@@ -1,7 +1,7 @@
 """ARRAY and PERCPU_ARRAY: creation checks and the element commands, on both backends.
 
-Expectations are the reference's live-kernel tables (syscall_layer.md §3.3, §3.4, §4.1-§4.6,
-§8); tests with the ``both`` fixture compare the emulator with the live kernel directly.
+Expectations are the live kernel's (docs/linux-6.18.md: #map-creation, #element-commands,
+#per-cpu-values); tests with the ``both`` fixture compare the emulator with the kernel directly.
 """
 import struct
 
@@ -91,7 +91,7 @@ def test_absurd_size_refused_without_allocating(map_type):
     cl = Client(emu)
     assert cl.create(map_type, 4, 8, 0xFFFFFFFF) == -ENOMEM
     assert cl.create(map_type, 4, 1 << 16, 1 << 20) in (-ENOMEM, -E2BIG)
-    # syscall_layer.md §3.4: value 0x7fffffff is OK on ARRAY (the kernel allocates 2 GiB).
+    # docs/linux-6.18.md#map-creation: value 0x7fffffff is OK on ARRAY (the kernel allocates 2 GiB).
     fd = cl.create(map_type, 4, 0x7FFFFFFF, 1)
     assert (fd >= 0) if map_type == ARRAY else fd == -E2BIG
     cl.close_all()
@@ -118,7 +118,7 @@ def test_lookup_out_of_range(client, map_type):
 
 def test_lookup_writes_exactly_the_value_size(client, map_type):
     """ARRAY: value_size bytes (5 here, not the 8-byte stride); PERCPU_ARRAY: every CPU's
-    8-byte-rounded slot (syscall_layer.md §4.1). The guards around the buffer must survive."""
+    8-byte-rounded slot (docs: #per-cpu-values). The guards around the buffer must survive."""
     vs = sys_value_size(map_type, 5)
     fd = client.create(map_type, 4, 5, 2)
     value = bytes(range(1, vs + 1))
@@ -127,7 +127,7 @@ def test_lookup_writes_exactly_the_value_size(client, map_type):
 
 
 def test_percpu_padding_is_stored(client):
-    """PERCPU_ARRAY keeps the padding bytes of each CPU's slot (syscall_layer.md §4.1)."""
+    """PERCPU_ARRAY keeps the padding bytes of each CPU's slot (docs: #per-cpu-values)."""
     fd = client.create(PERCPU_ARRAY, 4, 4, 2)
     value = b"".join(struct.pack("<II", 0x11223344 + cpu, 0xAABBCCDD + cpu) for cpu in range(NCPU))
     assert client.update(fd, k(0), value) == 0
@@ -186,7 +186,7 @@ def test_lookup_and_delete_is_enotsupp(client, map_type):
     fd = client.create(map_type, 4, 8, 4)
     assert client.lookup_and_delete(fd, k(0), vs) == (-ENOTSUPP, None)
     assert client.lookup_and_delete(fd, k(9), vs) == (-ENOTSUPP, None)
-    # The key is copied first: a bad key pointer is EFAULT, not 524 (§4.6 step 6).
+    # The key is copied first: a bad key pointer is EFAULT, not 524 (docs: #element-commands).
     v = Buf(size=vs)
     assert client.bpf(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, elem_attr(fd, 0, v.addr), 32) == -EFAULT
     # Flags are checked before anything else.

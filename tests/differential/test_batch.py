@@ -1,6 +1,6 @@
 """The four batch commands on all six map types, on the emulator and the live kernel.
 
-Expectations come from the reference (syscall_layer.md §5, hashtab.md §6), all live-kernel
+Expectations come from docs/linux-6.18.md#batch-commands, all live-kernel
 observations, or from the live kernel itself where a test compares the two backends
 (``both``). Hash walks are compared exactly on BPF_F_ZERO_SEED maps, where the bucket order
 is the same on both. LRU maps are used below their eviction point, with the process pinned
@@ -87,7 +87,7 @@ def lookup_call(b, cmd, fd, bufs, count, in_batch=True, **kw):
     return (ret, cnt) + bufs.result()
 
 
-# --- the common front end (§5.1) --------------------------------------------------------------
+# --- the common front end (docs: #batch-commands) ---------------------------------------------
 
 @pytest.mark.parametrize("cmd", BATCH_CMDS, ids=[CMD_IDS[x] for x in BATCH_CMDS])
 def test_dirty_tail_is_einval_count_untouched(client, map_type, cmd):
@@ -162,7 +162,7 @@ def test_frozen_map_refuses_writes(client, map_type, cmd):
 @pytest.mark.parametrize("elem_flags", [1, 2, 3, 4, 8, 16, 1 << 32, 1 << 63])
 def test_elem_flags(client, map_type, cmd, elem_flags):
     """Only 0 (or F_LOCK with a spin lock) is valid, even with count 0; NOEXIST and EXIST
-    too are EINVAL for UPDATE_BATCH (syscall_layer.md §7.1). count stays as it was."""
+    too are EINVAL for UPDATE_BATCH (docs: #batch-commands). count stays as it was."""
     fd = create(client, map_type)
     unsupported = map_type in ARRAY_TYPES and cmd in (LOOKUP_AND_DELETE_BATCH, DELETE_BATCH)
     want = -ENOTSUPP if unsupported else -EINVAL
@@ -214,7 +214,7 @@ def test_count_in_a_readonly_attr_is_efault(client, map_type, cmd):
         libc.mprotect(addr, 4096, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
-# --- hash lookups: buckets and the u32 token (§5.2, hashtab.md §6.2) -----------------------------
+# --- hash lookups: buckets and the u32 token (docs: #batch-commands) -----------------------------
 
 @pytest.fixture(params=HASH_TYPES, ids=[TYPE_IDS[t] for t in HASH_TYPES])
 def hash_type(request):
@@ -224,7 +224,7 @@ def hash_type(request):
 @pytest.mark.parametrize("cmd", [LOOKUP_BATCH, LOOKUP_AND_DELETE_BATCH],
                          ids=["lookup", "lookup_and_delete"])
 def test_reference_walk(client, hash_type, cmd):
-    """syscall_layer.md §5.2's example: keys 1..6 in a ZERO_SEED map of 8 buckets sit in
+    """docs/linux-6.18.md#batch-commands' example: keys 1..6 in a ZERO_SEED map of 8 buckets sit in
     buckets {1:[4], 2:[2], 3:[1], 6:[6,5], 7:[3]}; count=2 walks (OK,2,out 3) (OK,1,out 6)
     (OK,2,out 7) (ENOENT,1,out 8)."""
     b = client.b
@@ -366,7 +366,7 @@ def test_walk_without_zero_seed_returns_every_element_once(client, hash_type):
     assert got == dict(zip(keys, vals))
 
 
-# --- hash lookups: faults (§5.2) -----------------------------------------------------------------
+# --- hash lookups: faults (docs: #batch-commands) ------------------------------------------------
 
 @pytest.mark.parametrize("cmd", [LOOKUP_BATCH, LOOKUP_AND_DELETE_BATCH],
                          ids=["lookup", "lookup_and_delete"])
@@ -422,7 +422,7 @@ def test_hash_copy_cut_short(both, hash_type, cmd, room, which):
 CLIFFS = [(Cliff(), Cliff()) for _ in range(2)]
 
 
-# --- generic lookups on arrays (§5.3) ------------------------------------------------------------
+# --- generic lookups on arrays (docs: #batch-commands) -------------------------------------------
 
 @pytest.fixture(params=ARRAY_TYPES, ids=[TYPE_IDS[t] for t in ARRAY_TYPES])
 def array_type(request):
@@ -469,7 +469,7 @@ def test_array_lookup_batch_flags_not_checked(client, array_type):
                                    "out_batch_readonly"])
 def test_array_lookup_batch_faults(both, array_type, where):
     """keys/values/in_batch faults leave count 0; an out_batch fault comes after count
-    (and the keys and values) were written (§5.3)."""
+    (and the keys and values) were written (docs: #batch-commands)."""
     outs = []
     for cl in both:
         vs = sys_value_size(array_type, 8)
@@ -512,7 +512,7 @@ def test_array_copy_cut_short(both, array_type, room, which):
     assert outs[0] == outs[1]
 
 
-# --- UPDATE_BATCH and DELETE_BATCH (§5.4, §5.5) ---------------------------------------------------
+# --- UPDATE_BATCH and DELETE_BATCH (docs: #batch-commands) ----------------------------------------
 
 def test_update_batch_hash_full(client):
     """10 new keys into a HASH with 5 free slots: E2BIG, count 5."""

@@ -2,26 +2,24 @@
 
 Every test body runs on the emulator and on the live kernel (the host run skips when bpf()
 is not permitted). Expected values are the live kernel's, as recorded in
-/work/shared/reference/syscall_layer.md §2.1, §2.2 and §8, and re-checked by the host run.
+docs/linux-6.18.md#the-entry, and re-checked by the host run.
 """
 import ctypes
 import errno
-import mmap
 import struct
 
 import pytest
 
 from bpfemu.uapi import consts as c
 
-from tests.support import Buf, attr_buf, elem_attr, map_create_attr
+from tests.support import PAGE, Buf, attr_buf, elem_attr, map_create_attr, page_before_hole
 
 E2BIG, EFAULT, EINVAL, EBADF, ENOENT = errno.E2BIG, errno.EFAULT, errno.EINVAL, errno.EBADF, errno.ENOENT
 ATTR = 168          # sizeof(union bpf_attr) on 6.18
-PAGE = 4096
 
 HASH_ATTR = map_create_attr(c.BPF_MAP_TYPE_HASH, 4, 8, 4)
 
-# Each emulated command and the offset just past its last field (reference §2.2).
+# Each emulated command and the offset just past its last field (docs/linux-6.18.md#the-entry).
 LAST_FIELD_END = {
     c.BPF_MAP_CREATE: 92,
     c.BPF_MAP_LOOKUP_ELEM: 32,
@@ -32,27 +30,6 @@ LAST_FIELD_END = {
 }
 ELEM_CMDS = [cmd for cmd in LAST_FIELD_END if cmd != c.BPF_MAP_CREATE]
 UNKNOWN_CMDS = [38, 100, -1, 2**31]
-
-_keep = []          # mappings that must outlive the test that made them
-
-
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
-
-
-def page_before_hole() -> int:
-    """Address of a readable, writable page whose next page cannot be read (PROT_NONE).
-
-    PROT_NONE rather than munmap: the hole stays reserved, so nothing else can be mapped there.
-    """
-    m = mmap.mmap(-1, 2 * PAGE)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    assert _libc().mprotect(addr + PAGE, PAGE, 0) == 0        # PROT_NONE
-    _keep.append(m)
-    return addr
-
 
 def close_if_fd(backend, ret, cmd=c.BPF_MAP_CREATE):
     """Close what a MAP_CREATE returned (only MAP_CREATE returns an fd)."""

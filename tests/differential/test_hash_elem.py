@@ -1,7 +1,7 @@
 """HASH and PERCPU_HASH element commands, on the emulator and the live kernel.
 
 Every test body runs on both backends (the ``client`` fixture) and asserts the result the
-reference tables give (syscall_layer.md §4.1-§4.6 and §8, hashtab.md §2-§3, §5, §6.1), all
+reference tables give (docs/linux-6.18.md: #element-commands, #element-positions-and-capacity), all
 of them live-kernel observations; where a test compares the two backends directly (the
 ``both`` fixture) the live kernel's answer is the expectation. Errno paths are exercised in
 check order, and pairs of faults show which check comes first.
@@ -65,7 +65,7 @@ class Elem:
         return self.k.guards_intact() and self.v.guards_intact()
 
 
-# --- MAP_LOOKUP_ELEM (§4.2) -----------------------------------------------------------
+# --- MAP_LOOKUP_ELEM (docs: #element-commands) ----------------------------------------
 
 def test_lookup_checks_in_order(client, cfg, pipe_fd):
     fd = make(client, cfg)
@@ -118,7 +118,7 @@ def test_lookup_checks_in_order(client, cfg, pipe_fd):
     assert client.lookup(fd, u64(1), vs) == (0, value)
 
 
-# --- MAP_UPDATE_ELEM (§4.3) -----------------------------------------------------------
+# --- MAP_UPDATE_ELEM (docs: #element-commands) ----------------------------------------
 
 def test_update_checks_in_order(client, cfg, pipe_fd):
     fd = make(client, cfg, max_entries=2)
@@ -172,7 +172,7 @@ def test_update_checks_in_order(client, cfg, pipe_fd):
     assert client.lookup(fd, u64(7), vs) == (0, value)
 
 
-# --- MAP_DELETE_ELEM (§4.4) -----------------------------------------------------------
+# --- MAP_DELETE_ELEM (docs: #element-commands) ----------------------------------------
 
 def test_delete_checks_in_order(client, cfg, pipe_fd):
     fd = make(client, cfg)
@@ -212,7 +212,7 @@ def test_delete_checks_in_order(client, cfg, pipe_fd):
     assert k.guards_intact()
 
 
-# --- MAP_GET_NEXT_KEY (§4.5) ----------------------------------------------------------
+# --- MAP_GET_NEXT_KEY (docs: #element-commands) ---------------------------------------
 
 def test_get_next_key_checks_in_order(client, cfg, pipe_fd):
     fd = make(client, cfg)
@@ -285,7 +285,7 @@ def test_get_next_key_of_missing_key_is_first(client, cfg):
     assert client.next_key(fd, walk[5], 8) == (0, walk[0])
 
 
-# --- MAP_LOOKUP_AND_DELETE_ELEM (§4.6, hashtab.md §6.1) ------------------------------
+# --- MAP_LOOKUP_AND_DELETE_ELEM (docs: #element-commands) ----------------------------
 
 def test_lookup_and_delete_checks_in_order(client, cfg, pipe_fd):
     fd = make(client, cfg, max_entries=2)
@@ -382,7 +382,7 @@ def test_f_lock_einval_on_lookup_update_lookup_and_delete(client, cfg):
     assert client.lookup(fd, u64(1), vs) == (0, val(cfg, 1))
 
 
-# --- capacity (hashtab.md §3) ---------------------------------------------------------
+# --- capacity (docs: #element-positions-and-capacity) ---------------------------------
 
 @pytest.mark.parametrize("max_entries", [1, 2, 8, 130, 1000])
 def test_capacity(client, cfg, max_entries):
@@ -438,7 +438,7 @@ def test_capacity_failed_update_changes_nothing(client, cfg):
         assert client.lookup(fd, u64(i), vs) == (0, val(cfg, i))
 
 
-# --- the bytes read and written (§4.1, hashtab.md §5) ---------------------------------
+# --- the bytes read and written (docs: #per-cpu-values) -------------------------------
 
 @pytest.mark.parametrize("value_size", [1, 4, 12, 13, 16, 100])
 def test_value_bytes_written(client, cfg, value_size):
@@ -637,7 +637,7 @@ def test_lookup_into_key_buffer(client, cfg):
 
 @pytest.mark.parametrize("prog_flag", [c.BPF_F_RDONLY_PROG, c.BPF_F_WRONLY_PROG])
 def test_prog_only_access_flags_do_not_restrict_syscalls(client, cfg, prog_flag):
-    """BPF_F_RDONLY_PROG / WRONLY_PROG restrict programs only (syscall_layer.md §2.4)."""
+    """BPF_F_RDONLY_PROG / WRONLY_PROG restrict programs only (docs: #fds-and-permissions)."""
     fd = make(client, cfg, flags=prog_flag)
     vs = vsz(cfg)
     assert client.update(fd, u64(1), val(cfg, 1)) == 0
@@ -649,7 +649,7 @@ def test_prog_only_access_flags_do_not_restrict_syscalls(client, cfg, prog_flag)
 
 
 def test_short_attr_size_zero_fills(client, cfg):
-    """A size shorter than the element attr leaves the rest zero (syscall_layer.md §2.1):
+    """A size shorter than the element attr leaves the rest zero (docs: #the-entry):
     a missing value pointer is NULL, missing flags are 0."""
     fd = make(client, cfg)
     vs = vsz(cfg)

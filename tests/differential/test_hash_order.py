@@ -3,7 +3,7 @@
 With BPF_F_ZERO_SEED the kernel's bucket order is deterministic (jhash with seed 0, buckets
 in index order, each bucket newest first), so the full walk must be identical, also after
 updates (HASH re-links an updated key at its bucket head, PERCPU_HASH updates in place) and
-deletes (syscall_layer.md §4.7, hashtab.md §1-§2). Without ZERO_SEED each map has a random
+deletes (docs/linux-6.18.md#hash-order-and-jhash). Without ZERO_SEED each map has a random
 seed, so only the key sets are compared; an Emulator with a fixed seed repeats its order.
 """
 import random
@@ -122,7 +122,7 @@ def test_zero_seed_walk_matches_kernel(both, kind, key_size, max_entries):
 
 
 def test_bucket_positions_from_reference(client):
-    """hashtab.md §2.1: u32 keys 90, 274, 280, 292 share bucket 3 (seed 0, up to 64
+    """docs: #hash-order-and-jhash: u32 keys 90, 274, 280, 292 share bucket 3 (seed 0, up to 64
     buckets). Inserted in that order they iterate newest first; re-writing 274 moves it to
     the head on HASH and leaves it in place on PERCPU_HASH."""
     keys = [90, 274, 280, 292]

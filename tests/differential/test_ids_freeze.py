@@ -1,7 +1,7 @@
 """Map ids (GET_NEXT_ID, GET_FD_BY_ID), MAP_FREEZE, fd access modes and map lifetime, on the
 emulator and the live kernel.
 
-Expectations: syscall_layer.md §2.4 (the permission table), §2.5 (the fds), §6.2-§6.5.
+Expectations: docs/linux-6.18.md#fds-and-permissions, #info-ids-freeze-and-pins.
 Ids are global on the live kernel and start at 1 on the emulator, so they are compared
 relative to the first id a test creates. Other processes may create maps on the live kernel
 at the same time; tests that need consecutive ids retry when a foreign map got in between.
@@ -43,7 +43,7 @@ def consecutive_maps(cl, n, tries=5):
     pytest.skip("other processes kept creating maps in between")
 
 
-# --- MAP_GET_NEXT_ID (§6.2, §6.3) --------------------------------------------------------------
+# --- MAP_GET_NEXT_ID (docs: #info-ids-freeze-and-pins) -----------------------------------------
 
 def test_next_id_walks_live_maps(client):
     fds, ids = consecutive_maps(client, 3)
@@ -101,7 +101,7 @@ def test_next_id_input_ignored_and_written_only_on_success(client):
     assert get_next_id(client.b, mid - 1, next_id=0xFFFFFFFF) == (0, mid)
 
 
-# --- MAP_GET_FD_BY_ID (§6.4, §2.5) --------------------------------------------------------------
+# --- MAP_GET_FD_BY_ID (docs: #info-ids-freeze-and-pins) -----------------------------------------
 
 @pytest.mark.parametrize("open_flags,want", [
     (0x20, -EINVAL), (0x4000, -EINVAL), (0x10000, -EINVAL), (1 << 31, -EINVAL),
@@ -159,7 +159,7 @@ def test_fd_by_id_sees_the_same_map(client, map_type):
     assert client.lookup(nfd, u32(1), vs) == (0, b"\x42" * vs)
 
 
-# --- fd access modes (§2.4) -------------------------------------------------------------------------
+# --- fd access modes (docs: #fds-and-permissions) -------------------------------------------------
 
 def ops_results(cl, map_type, fd):
     """What each command does through this fd (one element, key 0, present)."""
@@ -192,7 +192,7 @@ def ops_results(cl, map_type, fd):
 
 
 def expected(map_type, readable, writable):
-    """syscall_layer.md §2.4, then what the map type answers once permitted."""
+    """docs/linux-6.18.md#fds-and-permissions, then what the map type answers once permitted."""
     is_array = map_type in ARRAY_TYPES
     ok = 0
     want = {
@@ -250,7 +250,7 @@ def test_frozen_permission_table(client, map_type):
         assert ops_results(client, map_type, nfd) == expected(map_type, mode != WRONLY, False)
 
 
-# --- MAP_FREEZE (§6.5) --------------------------------------------------------------------------------
+# --- MAP_FREEZE (docs: #info-ids-freeze-and-pins) -------------------------------------------------
 
 def test_freeze_rules(client, map_type):
     fd = client.create(map_type, 4, 8, 2)
@@ -315,8 +315,8 @@ def test_map_lives_while_an_fd_holds_it(client, map_type):
 
 
 def test_emfile_uses_up_an_id():
-    """A create that fails with EMFILE still takes an id (§2.5), emulator only: lowering
-    RLIMIT_NOFILE in the test process would disturb the live side's other fds."""
+    """A create that fails with EMFILE uses up an id (docs: #fds-and-permissions), emulator only:
+    lowering RLIMIT_NOFILE in the test process would disturb the live side's other fds."""
     import resource
     from tests.support import Client, NCPU
     emu = Emulator(nr_cpus=NCPU)

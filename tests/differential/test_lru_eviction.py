@@ -2,12 +2,18 @@
 
 Every test drives one map in lockstep on both backends (tests/differential/lru_support.py):
 the host thread is pinned to the CPU of each call with os.sched_setaffinity and emu.cpu is
-set to match. Every return code, every value read, and the full GET_NEXT_KEY order are
-compared after every operation (BPF_F_ZERO_SEED makes the order exact); maps of more than
-FAST_WALK_ABOVE entries are walked with the cheaper loop of Pair.keys(fast=True). The
-expected side is always the kernel.
+set to match. The expected side is always the kernel.
 
-What is covered (reference/hashtab.md §4):
+What is compared, and why it costs linear time: every call's return code and the bytes it
+wrote back are compared on every step; after every insert a syscall lookup probes two keys
+near the eviction frontier (a syscall lookup never sets the LRU reference bit, so probing
+does not change what is evicted); and the full GET_NEXT_KEY order (exact under
+BPF_F_ZERO_SEED) is compared every ``check_every(max_entries)`` operations and at the end.
+A wrong eviction leaves a different key set, which the probes see at once when they hit it
+and the next full walk sees in any case. The walk after every single operation (quadratic:
+8,192 walks of 4,096 keys) runs only with the long tests (``scripts/long-tests``).
+
+What is covered (docs/linux-6.18.md#lru-maps):
 
 * sequential traces, keys 1, 2, 3, ... inserted with BPF_ANY, max_entries 1 .. 4096, in all
   four flavours (LRU_HASH / LRU_PERCPU_HASH x common / BPF_F_NO_COMMON_LRU) on CPU 0 only;
@@ -25,6 +31,14 @@ from tests.differential.lru_support import (ANY, EXIST, FLAVOUR_IDS, FLAVOURS, L
 
 SIZES = [1, 2, 3, 5, 8, 16, 100, 255, 256, 513, 1000, 4096]
 FAST_WALK_ABOVE = 100       # bigger maps are walked with the bare-syscall / direct-op loop
+WALKS_PER_MAP = 32          # full walks per max_entries operations: a constant, so linear cost
+
+
+def check_every(max_entries: int) -> int:
+    """Operations between two full walks: every one for small maps (a walk is cheap there),
+    max_entries / WALKS_PER_MAP for big ones (at 4096 entries, once per common-LRU eviction
+    batch of 128; the probe lookups look in between)."""
+    return max(1, max_entries // WALKS_PER_MAP)
 
 
 def _inserts(max_entries: int) -> int:
@@ -33,37 +47,62 @@ def _inserts(max_entries: int) -> int:
     return 2 * max_entries if max_entries >= 4096 else 3 * max_entries + 4
 
 
-def _trace(flavour, max_entries, cpu_of):
+def _trace(flavour, max_entries, cpu_of, every):
     _, map_type, flags = flavour
     fast = max_entries > FAST_WALK_ABOVE
+    rng = random.Random(f"{flavour[0]}/{max_entries}")
     with Pair(map_type, max_entries, flags) as p:
         n = _inserts(max_entries)
         for i in range(1, n + 1):
             p.set_cpu(cpu_of(i))
             assert p.update(key_of(i), p.value(i)) == 0
-            p.keys(fast=fast)
+            if i % every == 0:
+                p.keys(fast=fast)
+            else:
+                # the oldest key a full map could still hold, and one of the last 2*max_entries
+                if i > max_entries:
+                    p.lookup(key_of(i - max_entries))
+                p.lookup(key_of(rng.randint(max(1, i - 2 * max_entries), i)))
         keys = p.keys()
         assert keys, "an LRU map never ends up empty after inserts"
         # the newest key always survives its own insert
         assert key_of(n) in keys
 
 
+LONG_SIZES = [m for m in SIZES if check_every(m) > 1]   # the others walk every step anyway
+
+
 @pytest.mark.parametrize("max_entries", SIZES)
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
 def test_sequential_trace_one_cpu(pinned, flavour, max_entries):
-    _trace(flavour, max_entries, lambda i: 0)
+    _trace(flavour, max_entries, lambda i: 0, check_every(max_entries))
 
 
 @pytest.mark.parametrize("max_entries", [m for m in SIZES if m <= 256])
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
 def test_sequential_trace_alternating_cpus(pinned, flavour, max_entries):
-    _trace(flavour, max_entries, lambda i: i % 2)
+    _trace(flavour, max_entries, lambda i: i % 2, check_every(max_entries))
 
 
 @pytest.mark.parametrize("max_entries", [3, 100, 1000])
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
 def test_sequential_trace_cpu_blocks(pinned, flavour, max_entries):
-    _trace(flavour, max_entries, lambda i: (i // 50) % 2)
+    _trace(flavour, max_entries, lambda i: (i // 50) % 2, check_every(max_entries))
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("max_entries", LONG_SIZES)
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
+def test_sequential_trace_one_cpu_walk_every_insert(pinned, flavour, max_entries):
+    """The full walk after every insert: quadratic, for the long runs."""
+    _trace(flavour, max_entries, lambda i: 0, 1)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("max_entries", [1000])
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
+def test_sequential_trace_cpu_blocks_walk_every_insert(pinned, flavour, max_entries):
+    _trace(flavour, max_entries, lambda i: (i // 50) % 2, 1)
 
 
 # --- random mixed workloads ------------------------------------------------------------------
@@ -78,7 +117,7 @@ OPS = [
 WORKLOADS = {1: 600, 3: 800, 8: 1200, 64: 900, 300: 2000}
 
 
-def _workload(p: Pair, rng: random.Random, n_ops: int, cpus):
+def _workload(p: Pair, rng: random.Random, n_ops: int, cpus, every: int):
     percpu = p.map_type == LRU_PERCPU_HASH
     ops = [(name, w) for name, w in OPS if percpu or name != "prog_lookup_percpu"]
     names = [name for name, _ in ops]
@@ -109,33 +148,57 @@ def _workload(p: Pair, rng: random.Random, n_ops: int, cpus):
             p.prog_delete(k)
         elif op == "prog_lookup_percpu":
             p.prog_lookup_percpu(k, rng.randrange(len(cpus) + 1))
-        p.keys(fast=max_entries > FAST_WALK_ABOVE)
+        if i % every == 0:
+            p.keys(fast=max_entries > FAST_WALK_ABOVE)
     p.keys()
+
+
+def _random_workload(flavour, max_entries, cpus, every):
+    name, map_type, flags = flavour
+    n_ops = WORKLOADS[max_entries]
+    rng = random.Random(f"{name}/{max_entries}/{len(cpus)}")
+    with Pair(map_type, max_entries, flags) as p:
+        _workload(p, rng, n_ops, cpus, every)
 
 
 @pytest.mark.parametrize("cpus", [(0,), (0, 1)], ids=["one_cpu", "two_cpus"])
 @pytest.mark.parametrize("max_entries", sorted(WORKLOADS))
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
 def test_random_workload(pinned, flavour, max_entries, cpus):
-    name, map_type, flags = flavour
-    n_ops = WORKLOADS[max_entries]
-    rng = random.Random(f"{name}/{max_entries}/{len(cpus)}")
-    with Pair(map_type, max_entries, flags) as p:
-        _workload(p, rng, n_ops, cpus)
+    _random_workload(flavour, max_entries, cpus, check_every(max_entries))
 
 
-def test_reference_heavy_workload(pinned):
-    """Many program lookups (40 %) on a bigger common LRU from both CPUs: exercises active
-    list rotation, inactive->active promotions and the rotation cursor (hashtab.md §4.11)."""
+@pytest.mark.long
+@pytest.mark.parametrize("cpus", [(0,), (0, 1)], ids=["one_cpu", "two_cpus"])
+@pytest.mark.parametrize("max_entries", [m for m in sorted(WORKLOADS) if check_every(m) > 1])
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=FLAVOUR_IDS)
+def test_random_workload_walk_every_op(pinned, flavour, max_entries, cpus):
+    _random_workload(flavour, max_entries, cpus, 1)
+
+
+def _reference_heavy(every):
     rng = random.Random("ref-heavy")
     with Pair(LRU_PERCPU_HASH, 600, 0) as p:
         keys = 900
-        for i in range(3000):
+        for i in range(1, 3001):
             p.set_cpu(rng.randrange(2))
             k = key_of(rng.randrange(keys))
             if rng.random() < 0.4:
                 p.prog_lookup(k)
             else:
                 p.update(k, p.value(i))
-            p.keys(fast=True)
+            if i % every == 0:
+                p.keys(fast=True)
         p.keys()
+
+
+def test_reference_heavy_workload(pinned):
+    """Many program lookups (40 %) on a bigger common LRU from both CPUs: exercises active
+    list rotation, inactive->active promotions and the rotation cursor
+    (docs/linux-6.18.md#lru-maps)."""
+    _reference_heavy(check_every(600))
+
+
+@pytest.mark.long
+def test_reference_heavy_workload_walk_every_op(pinned):
+    _reference_heavy(1)

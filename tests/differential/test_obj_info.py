@@ -1,7 +1,7 @@
 """OBJ_GET_INFO_BY_FD on maps, byte for byte, on the emulator and the live kernel.
 
-Expectations: syscall_layer.md §1.5 (which fields the kernel fills, which it echoes) and
-§6.1 (the check order, info_len truncation and growth, the zero tail from offset 100 of the
+Expectations: docs: #info-ids-freeze-and-pins (which fields the kernel fills, which it echoes) and
+and (the check order, info_len truncation and growth, the zero tail from offset 100 of the
 6.18.44 backport, and the SHA-256 of a frozen ARRAY).
 """
 import hashlib
@@ -78,7 +78,7 @@ def test_hash_only_flags_are_shown(client):
                          ids=["lru_hash", "lru_percpu_hash"])
 @pytest.mark.parametrize("max_entries", [1, 3, 5, 8])
 def test_effective_max_entries(client, lru_type, max_entries):
-    """NO_COMMON_LRU rounds max_entries up to a multiple of the CPU count (§3.2)."""
+    """NO_COMMON_LRU rounds max_entries up to a multiple of the CPU count (docs: #map-creation)."""
     fd = client.create(lru_type, 4, 8, max_entries, c.BPF_F_NO_COMMON_LRU)
     ret, _, data, _ = get_info(client.b, fd)
     assert ret == 0
@@ -97,7 +97,7 @@ def test_name_is_zero_filled_after_the_nul(client):
 
 def test_input_fields_are_echoed(client, map_type):
     """Fields the kernel does not fill for a plain map come back as the caller gave them:
-    ifindex, netns_dev, netns_ino, the BTF ids, btf_vmlinux_id (§1.5, §7.7)."""
+    ifindex, netns_dev, netns_ino, the BTF ids, btf_vmlinux_id (docs: #info-ids-freeze-and-pins)."""
     fd = client.create(map_type, 4, 8, 4)
     junk = bytes((i * 7 + 3) & 0xFF or 1 for i in range(88))
     ret, info_len, data, _ = get_info(client.b, fd, 104, junk)
@@ -201,7 +201,7 @@ def test_id_matches_get_next_id(client, map_type):
     assert get_next_id(client.b, mid - 1) == (0, mid)
 
 
-# --- the SHA-256 of a frozen ARRAY (§6.1 step 7) ---------------------------------------------------
+# --- the SHA-256 of a frozen ARRAY (docs: #info-ids-freeze-and-pins) ------------------------------
 
 def info_with_hash(hash_addr, hash_size, n=104):
     return bytes(88) + struct.pack("<QI", hash_addr, hash_size) + bytes(n - 100)

@@ -1,7 +1,7 @@
 """Padding bytes of per-CPU values written from the program side (DEVIATION(percpu-padding)).
 
 A per-CPU value occupies round_up(value_size, 8) bytes per CPU. The syscall writes and reads
-whole slots, padding included (hashtab.md §5). A program-side insert (bpf_map_update_elem()
+whole slots, padding included (docs: #per-cpu-values). A program-side insert (bpf_map_update_elem()
 creating an element; pcpu_init_value() with onallcpus = false) writes value_size bytes on its
 CPU and zeroes value_size bytes on the others, and leaves every slot's padding alone, so a
 reused element shows its previous occupant's padding.
@@ -178,7 +178,7 @@ def test_common_lru_harvest_reuse_order(pinned, case):
         for n in range(100, 108):
             assert p.prog_update(key_of(n), bytes([0x77]) * VALUE_SIZE, NOEXIST) == 0
             for name, side in (("kernel", p.host), ("emulator", p.emu)):
-                ret, buf = side.lookup(key_of(n))
+                ret, buf = side.lookup(side.fd, key_of(n))
                 assert ret == 0
                 revealed[name].append(buf[VALUE_SIZE])     # slot 0's first padding byte
             p.keys()

@@ -2,7 +2,7 @@
 
 Each test mounts a fresh bpffs on a temporary directory (skipped where mounting is not
 permitted) and gives the emulator the same path as its bpffs root, so the same path bytes
-go to both. Expectations: syscall_layer.md §6.6, and the live kernel for the path cases
+go to both. Expectations: docs: #info-ids-freeze-and-pins, and the live kernel for the path cases
 (the ``sides`` fixture runs each body on both backends and the results are compared).
 """
 import os
@@ -319,7 +319,7 @@ def test_emulator_bpffs_api():
 @pytest.mark.parametrize("map_type", [HASH, ARRAY], ids=["hash", "array"])
 @pytest.mark.parametrize("mode", [0, RDONLY, WRONLY], ids=["rdwr", "rdonly", "wronly"])
 def test_obj_get_permission_table(sides, map_type, mode):
-    """An fd from OBJ_GET follows syscall_layer.md §2.4 like one from MAP_CREATE."""
+    """An fd from OBJ_GET follows docs: #fds-and-permissions like one from MAP_CREATE."""
     from tests.differential.test_ids_freeze import _seed, expected, ops_results
 
     def body(s):

@@ -19,8 +19,8 @@ def needs_kernel():
         pytest.skip(f"live kernel bpf() not permitted here: {why}")
 
 
-@pytest.mark.parametrize("name", ["elem_errors", "batch_hash", "obj_info", "map_ids",
-                                  "lru_two_cpus", "obj_pin"])
+@pytest.mark.parametrize("name", ["elem_errors", "batch_hash", "obj_info", "map_ids", "obj_pin",
+                                  pytest.param("lru_two_cpus", marks=pytest.mark.long)])
 def test_an_emulator_recording_replays_on_a_fresh_emulator(tmp_path, name):
     p = tmp_path / f"{name}.jsonl.gz"
     record_scenario(name, p, backend="emulator", cpus=2)
@@ -111,6 +111,7 @@ def test_replay_in_the_recording_process_relocates(tmp_path):
     assert rep.relocated > 0
 
 
+@pytest.mark.long   # the suite's slowest (a CPU switch per call); the golden replay covers LRU
 def test_a_kernel_recording_of_lru_on_two_cpus_replays_on_the_emulator(tmp_path):
     needs_kernel()
     if len(os.sched_getaffinity(0)) < 2:

@@ -1,4 +1,4 @@
-"""Map ids as idr_alloc_cyclic(1, INT_MAX) hands them out (syscall_layer.md §6.3): consecutive
+"""Map ids as idr_alloc_cyclic(1, INT_MAX) hands them out (docs: #info-ids-freeze-and-pins):
 from the last one given, freed ids not reused until the counter wraps, live ids skipped after
 the wrap. The wrap itself needs 2^31 maps on a real kernel, so a small range stands in."""
 import errno

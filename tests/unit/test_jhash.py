@@ -1,4 +1,4 @@
-"""Tests for bpfemu.maps.jhash against hashtab.md §1.4-1.5 and its own reference code."""
+"""Tests for bpfemu.maps.jhash against docs/linux-6.18.md#hash-order-and-jhash and its reference."""
 import random
 import struct
 from array import array
@@ -25,7 +25,7 @@ def reference_htab_map_hash(key: bytes, seed: int) -> int:
     return J._jhash_generic(key, seed)
 
 
-# hashtab.md §1.5: key, function the kernel uses, hash with seed 0, with seed 0x12345678.
+# docs: #hash-order-and-jhash: key, function the kernel uses, hash with seed 0, with 0x12345678.
 VECTORS = [
     ("01000000", "jhash2", 0x72A82A9B, 0x22417FF4),
     ("0100000000000000", "jhash2", 0x5543253F, 0x493365B7),
@@ -43,7 +43,7 @@ VECTORS = [
 def test_reference_vectors(key_hex, func, h0, h1, which_seed):
     key = bytes.fromhex(key_hex)
     seed, want = ((0, h0), (0x12345678, h1))[which_seed]
-    assert (func == "jhash2") == (len(key) % 4 == 0)   # the table agrees with §1.4
+    assert (func == "jhash2") == (len(key) % 4 == 0)   # the table agrees with the docs
     assert htab_map_hash(key, seed) == want
     assert htab_hash_func(len(key))(key, seed) == want
     assert reference_htab_map_hash(key, seed) == want
@@ -55,7 +55,7 @@ def test_reference_vectors(key_hex, func, h0, h1, which_seed):
         assert J._jhash_generic(key, seed) == want
 
 
-# -- jhash == jhash2 on little-endian for 4-multiple lengths (hashtab.md §1.4) -------
+# -- jhash == jhash2 on little-endian for 4-multiple lengths (docs: #hash-order-and-jhash) ---
 
 @settings(max_examples=300)
 @given(nwords=st.integers(min_value=0, max_value=20), data=st.data(), seed=u32)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYOUT_JSON = ROOT / "abi" / "linux-6.18" / "layout.json"
 DOC = json.loads(LAYOUT_JSON.read_text())
 
-# Where each attr member's last field ends: CHECK_ATTR zero-checks from there (reference §1.4).
+# Where each attr member's last field ends: CHECK_ATTR zero-checks from there (docs: #the-entry).
 ENDS = {"map_create": 92, "map_elem": 32, "batch": 56, "info": 16, "get_id": 16, "obj": 20}
 
 

@@ -1,9 +1,9 @@
 """Unit tests for bpfemu.maps.lru (kernel/bpf/bpf_lru_list.c).
 
 The LRU is driven through a tiny fake hash table that performs LRU_HASH and
-LRU_PERCPU_HASH updates in the kernel's order (reference/hashtab.md §4.9).  Every
+LRU_PERCPU_HASH updates in the kernel's order (docs/linux-6.18.md#lru-maps).  Every
 expected value below is a live-kernel observation recorded in
-/work/shared/reference/hashtab.md (§4.5, §4.6, §4.9, §4.11, §4.12) or a kernel
+docs/linux-6.18.md#lru-maps or a kernel
 selftest scenario (test_lru_map.c sanity0..8), never output of this implementation.
 The only self-derived checks are the structural invariants in the random test.
 """
@@ -46,7 +46,7 @@ class Elem(BpfLruNode):
 
 
 class FakeLruHtab:
-    """A dict-backed stand-in for an LRU hash map, following §4.9's order of events."""
+    """A dict-backed stand-in for an LRU hash map, following the docs' order of events."""
 
     def __init__(self, max_entries, *, no_common=False, map_type=LRU_HASH, nr_cpus=NCPU):
         if no_common:
@@ -156,7 +156,7 @@ def rng(a, b):
 
 
 # --------------------------------------------------------------------------------------
-# §4.1 / §4.2: objects, target_free, populate
+# objects, target_free, populate (docs: #lru-maps)
 # --------------------------------------------------------------------------------------
 
 
@@ -231,7 +231,7 @@ def test_pop_free_placement_and_state():
 
 
 # --------------------------------------------------------------------------------------
-# §4.11 sequential traces: keys 1,2,3,... inserted with ANY on CPU0
+# sequential traces (docs: #lru-maps): keys 1,2,3,... inserted with ANY on CPU0
 # --------------------------------------------------------------------------------------
 
 # max_entries -> ([(insert, first evicted key, last evicted key), ...] as listed, batch)
@@ -305,7 +305,7 @@ def test_no_common_lru_sequential_trace(max_entries, map_type):
 
 
 def test_eviction_starts_before_the_map_is_full():
-    # §4.9: LRU_HASH max 255 (target 63): 252 inserts keep all 252 keys; the 253rd
+    # LRU_HASH max 255 (target 63): 252 inserts keep all 252 keys; the 253rd
     # finds only 3 free nodes and evicts 60 (count 252 -> 193).
     m = FakeLruHtab(255)
     for key in rng(1, 252):
@@ -316,7 +316,7 @@ def test_eviction_starts_before_the_map_is_full():
 
 
 def test_no_common_lru_pinned_process_gets_half_the_map():
-    # §4.6 / §7 [V: p10]: me=1000 on CPU0 only ends with 500 keys.
+    # one CPU of a per-CPU LRU: me=1000 on CPU0 only ends with 500 keys.
     m = FakeLruHtab(1000, no_common=True)
     for key in rng(1, 3000):
         assert m.update(key) == 0
@@ -324,7 +324,7 @@ def test_no_common_lru_pinned_process_gets_half_the_map():
 
 
 # --------------------------------------------------------------------------------------
-# §4.9: allocation before lookup
+# allocation before lookup (docs: #lru-maps)
 # --------------------------------------------------------------------------------------
 
 
@@ -364,7 +364,7 @@ def test_invalid_flags_do_not_evict():
 
 
 # --------------------------------------------------------------------------------------
-# §4.5 force shrink, §4.6 steal
+# force shrink, steal (docs: #lru-maps)
 # --------------------------------------------------------------------------------------
 
 
@@ -393,7 +393,7 @@ def test_steal_one_entry_map_two_cpus(map_type):
 
 
 def test_steal_prefers_local_free_then_unreferenced_pending():
-    # §4.6 step 3 on a 1-entry map: the pending node of another CPU is taken even when
+    # stealing on a 1-entry map: the pending node of another CPU is taken even when
     # referenced (second, forced pass), and next_steal moves past the victim CPU.
     m = FakeLruHtab(1)
     assert m.update(1, BPF_ANY, 0) == 0
@@ -408,7 +408,7 @@ def test_steal_prefers_local_free_then_unreferenced_pending():
 
 
 # --------------------------------------------------------------------------------------
-# §4.8 reference bits, §4.12 the kernel's own selftest scenarios
+# reference bits, the kernel's own selftest scenarios (docs: #lru-maps)
 # --------------------------------------------------------------------------------------
 
 FLAVOURS = [
@@ -679,7 +679,7 @@ def test_double_free_is_ignored_like_the_kernel_warn():
 
 @pytest.mark.parametrize("no_common", [False, True])
 def test_node_the_hash_table_will_not_give_up_is_skipped(no_common):
-    # §4.5: a node whose element is not in its bucket any more is skipped by shrink
+    # a node whose element is not in its bucket any more is skipped by shrink
     # (only reachable under concurrency in the kernel).  Key 1 plays that role here:
     # the oldest key is passed over and the next oldest ones go instead.
     m = FakeLruHtab(8, no_common=no_common)

@@ -1,6 +1,6 @@
 """bpfemu.progs: the program side of maps on the emulator (no privileges needed).
 
-Expected behaviour is the kernel's helpers as described in reference/hashtab.md §4.8 and §5
+Expected behaviour is the kernel's helpers as described in docs: #lru-maps, #per-cpu-values
 and checked against the live kernel in tests/differential/test_dataplane.py; here the
 emulator-only properties: live views, CPU selection, reference bits, argument checks.
 """
@@ -179,3 +179,32 @@ def test_lru_stale_view_sees_node_reuse(env):
     assert dp.delete_elem(fd, k(1)) == 0
     assert dp.update_elem(fd, k(2), b"B" * 8) == 0
     assert bytes(v) == b"B" * 8
+
+
+def test_lookup_elem_returns_a_typed_view_on_request():
+    """A program casts the value pointer to its struct; so can DataPlane.lookup_elem."""
+    import ctypes
+
+    from bpfemu import Emulator, Map
+    from bpfemu.progs import DataPlane
+    from bpfemu.uapi.consts import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+    emu = Emulator(nr_cpus=2)
+    dp = DataPlane(emu)
+    m = Map.create(emu, BPF_MAP_TYPE_HASH, ctypes.c_uint32, Counters, 4)
+    p = Map.create(emu, BPF_MAP_TYPE_PERCPU_HASH, ctypes.c_uint32, Counters, 4)
+    for fd in (m.fd, p.fd):
+        assert dp.update_elem(fd, bytes(4), bytes(16)) == 0
+        v = dp.lookup_elem(fd, bytes(4), Counters)
+        assert isinstance(v, Counters)
+        v.packets += 3                              # writes the map in place
+        v.bytes = 1500
+    assert (m[0].packets, m[0].bytes) == (3, 1500)
+    assert [(c.packets, c.bytes) for c in p[0]] == [(3, 1500), (0, 0)]   # CPU 0's slot only
+    assert dp.lookup_elem(m.fd, (9).to_bytes(4, "little"), Counters) is None
+    with pytest.raises(ValueError, match="is 24 bytes; the value is 16"):
+        dp.lookup_elem(m.fd, bytes(4), ctypes.c_uint64 * 3)
+    emu.close_all()

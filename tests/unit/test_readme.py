@@ -55,3 +55,52 @@ def test_readme_python_blocks_run_in_order():
             ns["test_counts"](ns["emu"])
             continue
         exec(compile(block, f"README block {i}", "exec"), ns)
+
+
+def test_each_readme_python_block_runs_on_its_own():
+    """A newcomer pastes one snippet, not all of them: each block has its own imports and
+    set-up (the libbpf, Map and pytest snippets used to rely on names from earlier ones)."""
+    from bpfemu import Emulator
+    text = (ROOT / "README.md").read_text()
+    blocks = _python_blocks(text.split("## Support matrix")[0])
+    for i, block in enumerate(blocks):
+        ns: dict = {}
+        exec(compile(block, f"README block {i}", "exec"), ns)
+        for name, fn in list(ns.items()):
+            if name.startswith("test_") and callable(fn):   # the pytest example
+                emu = Emulator()
+                fn(emu)
+                emu.close_all()
+
+
+def _cli_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("## The `bpfemu` command")[1].split("\n## ")[0]
+
+
+def test_the_readme_documents_every_cli_subcommand_and_option():
+    import argparse
+
+    from bpfemu.cli import build_parser
+    doc = _cli_section()
+    parser = build_parser()
+    assert "--version" in doc
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        assert f"bpfemu {name}" in doc, f"README's CLI section lacks `bpfemu {name}`"
+        for action in sub._actions:
+            for opt in action.option_strings:
+                if opt in ("-h", "--help"):
+                    continue
+                assert opt in doc, f"README's CLI section lacks {name}'s {opt}"
+            for choice in action.choices or ():
+                if not isinstance(action, argparse._SubParsersAction):
+                    assert str(choice) in doc, f"README lacks {name}'s choice {choice}"
+
+
+def test_the_readme_lists_every_exit_status():
+    from bpfemu import cli
+    doc = _cli_section()
+    codes = {v for k, v in vars(cli).items() if k.startswith("EXIT_")}
+    for code in codes:
+        assert f"\n| {code} |" in doc, f"README's exit status table lacks {code}"

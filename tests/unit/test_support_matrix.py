@@ -30,13 +30,13 @@ def test_matrix_covers_every_command_and_emulated_type():
 
 def test_matrix_follows_the_tables():
     rows = sm.support_matrix()
-    # Arrays have no LOOKUP_AND_DELETE_ELEM/BATCH or DELETE_BATCH (syscall_layer.md §4.6, §5.1).
+    # Arrays have no LOOKUP_AND_DELETE_ELEM/BATCH or DELETE_BATCH (docs: #batch-commands).
     for cmd in ("BPF_MAP_LOOKUP_AND_DELETE_ELEM", "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
                 "BPF_MAP_DELETE_BATCH"):
         assert rows[cmd]["ARRAY"] == rows[cmd]["PERCPU_ARRAY"] == errno_name(ENOTSUPP)
         assert rows[cmd]["HASH"] == "yes"
     assert rows["BPF_MAP_DELETE_ELEM"]["ARRAY"] == "EINVAL (always)"
-    # Only ARRAY hashes its values for OBJ_GET_INFO_BY_FD (syscall_layer.md §6.1 step 7).
+    # Only ARRAY hashes its values for OBJ_GET_INFO_BY_FD (docs: #info-ids-freeze-and-pins).
     hash_row = rows["BPF_OBJ_GET_INFO_BY_FD with info.hash"]
     assert [t for t, v in hash_row.items() if v == "yes"] == ["ARRAY"]
     for cmd in C:

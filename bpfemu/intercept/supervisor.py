@@ -1,0 +1,254 @@
+"""The supervisor: every bpf() (and statfs() on the emulated bpffs) of a process tree,
+served from one Emulator through a seccomp user-notification listener.
+
+One loop, one thread: poll the listener (and the inotify fd that reports closed map fds),
+NOTIF_RECV a notification, serve it as the notified thread (Emulator.bpf_as with a Caller),
+reply with NOTIF_SEND, or with NOTIF_ADDFD + SEND when the call made a new fd. The listener
+polls POLLHUP once no process uses the filter any more: the tree is gone and the loop ends.
+The supervisor itself never calls bpf(): in-process (inprocess.py) its own call would wait
+for its own reply.
+"""
+import errno
+import os
+import select
+import struct
+import sys
+
+from ..errors import BpfError
+from ..usercopy import strncpy_from_user
+from . import seccomp
+from .files import SupervisedFiles
+from .task import Caller
+from .tracing import TRACED_COMMANDS
+from ..fdtable import MAP_KIND
+from ..maps.array_mmap import SUPERVISED_TREES
+
+_BPF_NRS = frozenset({seccomp.NR_BPF, seccomp.X32_SYSCALL_BIT | seccomp.NR_BPF})
+_STATFS_NRS = frozenset({seccomp.NR_STATFS, seccomp.X32_SYSCALL_BIT | seccomp.NR_STATFS})
+BPF_FS_MAGIC = 0xCAFE4A11
+# struct statfs (x86_64): f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree,
+# f_fsid, f_namelen, f_frsize, f_flags, f_spare[4]
+_STATFS = struct.Struct("<qqQQQQQ8sqqq32x")
+# What a bpffs mounted the usual way (nosuid,nodev,noexec,relatime) reports: simple_statfs()
+# fills the type, block size and name length, and the mount adds its flags.
+_ST_VALID, _ST_NOSUID, _ST_NODEV, _ST_NOEXEC, _ST_RELATIME = 0x20, 0x2, 0x4, 0x8, 0x1000
+BPFFS_STATFS = _STATFS.pack(BPF_FS_MAGIC, 4096, 0, 0, 0, 0, 0, bytes(8), 255, 4096,
+                            _ST_VALID | _ST_NOSUID | _ST_NODEV | _ST_NOEXEC | _ST_RELATIME)
+_POLLIN, _POLLHUP = select.POLLIN, select.POLLHUP
+_ENOENT = errno.ENOENT
+
+
+class Supervisor:
+    """Serves the calls notified on ``listener`` from ``emu``.
+
+    ``trace``: a factory (supervisor) -> a Recorder-like object whose bpf(cmd, attr, size)
+    records the call it makes through supervisor.call() (--trace). ``stop_fd``: the loop
+    also ends when this fd becomes readable.
+    """
+
+    def __init__(self, emu, listener: int, *, trace=None, stop_fd: int | None = None):
+        self.emu = emu
+        self.listener = listener
+        self.files = SupervisedFiles()
+        emu.fd_tables.append(self.files)
+        self.caller = Caller(listener, self.files)
+        self.trace = trace(self) if trace is not None else None
+        self._unreplied = None
+        self.stop_fd = stop_fd
+        self.calls = 0
+        self.sync_wakeup = seccomp.set_sync_wakeup(listener)
+        SUPERVISED_TREES[0] += 1                 # FREEZE sees the tree's mappings too
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until no process uses the filter any more (or stop_fd is readable)."""
+        poller = select.poll()
+        listener, inotify_fd = self.listener, self.files.inotify_fd
+        poller.register(listener, _POLLIN)
+        poller.register(inotify_fd, _POLLIN)
+        if self.stop_fd is not None:
+            poller.register(self.stop_fd, _POLLIN)
+        recv, handle = self._recv, self.handle
+        try:
+            while True:
+                for fd, ev in poller.poll():
+                    if fd == listener:
+                        if ev & _POLLIN:
+                            notif = recv()
+                            if notif is not None:
+                                handle(notif)
+                        elif ev & _POLLHUP:
+                            return
+                    elif fd == inotify_fd:
+                        self.reap()
+                    else:
+                        return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop what the tree still held (its processes are gone, or we stop serving them)."""
+        if self.files.inotify_fd < 0:
+            return
+        SUPERVISED_TREES[0] -= 1
+        emu = self.emu
+        with emu.lock:
+            released = self.files.reap() + self.files.close()
+            if self.files in emu.fd_tables:
+                emu.fd_tables.remove(self.files)
+            for f in released:
+                emu.bpf_obj_put(f)
+            if released:
+                emu.forget_decoded_calls()
+
+    def reap(self) -> None:
+        """Release the open files the tree has closed for good (their maps' references)."""
+        released = self.files.reap()
+        if not released:
+            return
+        emu = self.emu
+        with emu.lock:
+            for f in released:
+                emu.bpf_obj_put(f)
+            emu.forget_decoded_calls()
+        if self.trace is not None:
+            for f in released:
+                if f.kind != MAP_KIND:
+                    continue                     # not in the trace (tracing.TRACED_COMMANDS)
+                for fd in sorted(f.fds):
+                    self.trace.closed(fd)
+
+    def _recv(self):
+        try:
+            return seccomp.recv(self.listener)
+        except OSError as e:
+            if e.errno in (_ENOENT, errno.EINTR):    # the caller went away before RECV
+                return None
+            raise
+
+    def handle(self, notif) -> None:
+        """Serve one notification (NOTIF's fields) and reply to it."""
+        notif_id, tid, _flags, nr, arch, _ip, a0, a1, a2, *_ = notif
+        try:
+            if nr in _BPF_NRS or (arch == seccomp.AUDIT_ARCH_I386 and nr == seccomp.NR_BPF_I386):
+                self.serve_bpf(notif_id, tid, a0, a1, a2)
+            elif nr in _STATFS_NRS:
+                self.serve_statfs(notif_id, tid, a0, a1)
+            else:                                    # not ours: let the kernel run it
+                self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        except Exception:
+            # A bug of ours must not leave the whole tree without bpf() (ENOSYS): say so,
+            # fail this call, and go on serving.
+            import traceback
+            sys.stderr.write(f"bpfemu: internal error serving system call {nr} of thread "
+                             f"{tid} (please report):\n{traceback.format_exc()}")
+            try:
+                self._reply(notif_id, 0, -errno.EINVAL)
+            except OSError:
+                pass                                 # replied already (EINPROGRESS)
+
+    # --- bpf() ----------------------------------------------------------------------------
+
+    def serve_bpf(self, notif_id: int, tid: int, a0: int, attr: int, a2: int) -> None:
+        cmd = (a0 & 0xFFFFFFFF) - ((a0 & 0x80000000) << 1)     # int cmd
+        size = a2 & 0xFFFFFFFF
+        caller = self.caller
+        caller.switch(tid, notif_id)
+        self.calls += 1
+        if self.trace is None or cmd not in TRACED_COMMANDS:
+            self.call(cmd, attr, size, True)
+            return
+        # Traced: the trace reads the caller's buffers after the call, so the reply (which
+        # lets the caller go on and change them) waits until the record is made.
+        self._unreplied = None
+        self.reap()             # a close just before this call comes before it in the trace
+        self.trace.bpf(cmd, attr, size)
+        if self._unreplied is not None:
+            self._reply(notif_id, *self._unreplied)
+
+    def call(self, cmd: int, attr: int, size: int, reply: bool) -> int:
+        """The call of the caller switched to, served; the result it gets. With reply=False
+        an fd is installed (ADDFD) but the reply is left in self._unreplied."""
+        notif_id = self.caller.notif_id
+        ret = self.emu.bpf_as(self.caller, cmd, attr, size)
+        pending = self.files.take_pending()
+        if pending is not None:
+            fd, f = pending
+            if ret >= 0:
+                return self._install(notif_id, fd, f, reply)
+            self._drop(f)                        # cannot happen: the fd is made last
+            os.close(fd)
+        result = (ret if ret >= 0 else 0, ret if ret < 0 else 0)
+        if reply:
+            self._reply(notif_id, *result)
+        else:
+            self._unreplied = result
+        return ret
+
+    def _install(self, notif_id: int, fd: int, f, send: bool) -> int:
+        """NOTIF_ADDFD: fd becomes the caller's lowest free fd (O_CLOEXEC, as bpf_map_new_fd
+        gives it). With send, ADDFD_FLAG_SEND makes that number the call's result in the same
+        step, so that no fd is ever left behind in a caller that did not get the answer.
+        Returns the result."""
+        try:
+            ret = seccomp.addfd(self.listener, notif_id, fd, os.O_CLOEXEC, send)
+            if f is not None:
+                f.fds.add(ret)                   # the number it got (a trace's close record)
+            if not send:
+                self._unreplied = (ret, 0)
+        except OSError as e:
+            # EMFILE and the like: the call fails as bpf_map_new_fd() would, dropping the
+            # reference it took; ENOENT: the caller is gone.
+            if f is not None:
+                self._drop(f)
+            ret = -e.errno
+            if e.errno != _ENOENT:
+                if send:
+                    self._reply(notif_id, 0, ret)
+                else:
+                    self._unreplied = (0, ret)
+        finally:
+            os.close(fd)
+        return ret
+
+    def _drop(self, f) -> None:
+        self.files.abandon(f)
+        with self.emu.lock:
+            self.emu.bpf_obj_put(f)
+
+    def _reply(self, notif_id: int, val: int, error: int, flags: int = 0) -> None:
+        try:
+            seccomp.send(self.listener, notif_id, val, error, flags)
+        except OSError as e:
+            if e.errno != _ENOENT:                   # ENOENT: the caller is gone (killed)
+                raise
+
+    # --- statfs() -------------------------------------------------------------------------
+
+    def serve_statfs(self, notif_id: int, tid: int, path_ptr: int, buf_ptr: int) -> None:
+        # DEVIATION(bpffs-statfs): the pin root is a bpffs for statfs() only: pins live in the
+        # emulator, so ls, rm or mkdir there (and statfs() of i386 programs) see the real
+        # filesystem, and fstatfs() of an fd is never answered.
+        """statfs() of a path on the emulated bpffs gets BPF_FS_MAGIC (so that clients that
+        check before pinning pin); every other path goes on to the kernel (CONTINUE)."""
+        caller = self.caller
+        caller.switch(tid, notif_id)
+        emu = self.emu
+        try:
+            with emu.lock:
+                emu.bpffs.proc = caller.proc
+                try:
+                    path = os.fsdecode(strncpy_from_user(caller.mem, path_ptr))
+                    ours = emu.bpffs.is_on_bpffs(path)
+                finally:
+                    emu.bpffs.proc = None
+            if ours:
+                caller.mem.write(buf_ptr, BPFFS_STATFS)
+        except BpfError as e:
+            self._reply(notif_id, 0, -e.errno)
+            return
+        if ours:
+            self._reply(notif_id, 0, 0)
+        else:
+            self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)

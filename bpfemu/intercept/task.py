@@ -1,0 +1,70 @@
+"""The calling task of a served call: the notified thread of a supervised process.
+
+The emulator serves a call on behalf of ``current`` (Emulator.bpf_as): its memory, its fd
+table and the CPU it runs on. Here that is the thread whose tid the notification names:
+- memory: process_vm_readv/writev on the tid (ProcessMemory), which honour page protections
+  as copy_from_user/copy_to_user do (a write into a read-only page is EFAULT, where a write
+  through /proc/<tid>/mem would be forced). Before the first write of a call the supervisor
+  checks NOTIF_ID_VALID, after the reads: if the caller died and its tid was reused, nothing
+  read from the newcomer is written anywhere.
+- fds: numbers in the thread's own table, resolved through /proc/<tid>/fd (files.py).
+- CPU: the thread's CPU at the call (field 39 of /proc/<tid>/stat), read only when a call
+  needs it (LRU maps, a program-side per-CPU access), as smp_processor_id() would give it.
+
+One object serves every notification (its tid and id are switched per call), so a tree of
+a thousand short-lived processes costs nothing per process here.
+"""
+import errno
+
+from ..errors import BpfError
+from ..memory import ProcessMemory
+from . import seccomp
+
+_PROCESSOR_FIELD = 39          # proc(5): "processor", the CPU the task last ran on
+
+
+class CallerMemory(ProcessMemory):
+    """The memory of the task being served (ProcessMemory on its tid, switched per call)."""
+
+    def __init__(self, caller):
+        super().__init__(0)
+        self.caller = caller
+
+    def write(self, addr: int, data) -> None:
+        self.caller.check_alive()
+        super().write(addr, data)
+
+
+class Caller:
+    """``current`` for a call from a supervised thread: mem, fds, proc, current_cpu()."""
+
+    def __init__(self, listener: int, files):
+        self.listener = listener
+        self.tid = 0
+        self.notif_id = 0
+        self.proc = None
+        self.checked = False
+        self.mem = CallerMemory(self)
+        self.fds = files.task_view(0)
+
+    def switch(self, tid: int, notif_id: int) -> None:
+        self.tid = self.mem.pid = self.fds.tid = tid
+        self.notif_id = notif_id
+        self.proc = f"/proc/{tid}"
+        self.checked = False
+
+    def check_alive(self) -> None:
+        """NOTIF_ID_VALID, once per call, after the reads and before any write."""
+        if not self.checked:
+            if not seccomp.id_valid(self.listener, self.notif_id):
+                raise BpfError(errno.ESRCH)       # the caller is gone: no reply will land
+            self.checked = True
+
+    def current_cpu(self) -> int:
+        try:
+            with open(f"{self.proc}/stat", "rb") as f:
+                stat = f.read()
+            # Fields after the command name, which may itself hold spaces and parentheses.
+            return int(stat[stat.rindex(b")") + 2:].split()[_PROCESSOR_FIELD - 3])
+        except (OSError, ValueError, IndexError):
+            return 0

@@ -1,0 +1,99 @@
+"""--trace: the served calls of a supervised tree, in bpfemu's trace format (abi/README.md).
+
+The Recorder (bpfemu/trace/recorder.py) does the work: it decodes each attr, snapshots every
+buffer behind its pointers before and after the call, and writes the record. Here it reads
+the calling thread's memory instead of ours, finds maps from the caller's fd numbers (fds of
+different processes of the tree share numbers, so nothing is cached between calls), and
+records the CPU of the caller.
+
+Only the map commands are recorded; program and BTF commands (PROG_LOAD, BTF_LOAD, their ids
+and infos) are served but left out, as are the closes of their fds, so a trace of a tree that loads objects replays
+its map calls only.
+"""
+from ..trace.decode import BATCH_CMDS, ELEM_CMDS, MapMeta, render_call
+from ..uapi.consts import BpfCmd as C
+from ..trace.probe import ProcessProbe
+from ..trace.recorder import Recorder
+from ..errors import BpfError
+
+
+# DEVIATION(trace-objects): --trace leaves program and BTF commands out (TRACED_COMMANDS):
+# recording them needs the kinds and ids of program/BTF fds in the callers' own fd tables.
+TRACED_COMMANDS = frozenset({C.BPF_MAP_CREATE, C.BPF_MAP_FREEZE, C.BPF_MAP_GET_NEXT_ID,
+                             C.BPF_MAP_GET_FD_BY_ID, C.BPF_OBJ_PIN, C.BPF_OBJ_GET,
+                             C.BPF_OBJ_GET_INFO_BY_FD}) | ELEM_CMDS | BATCH_CMDS
+
+
+class _CallerProbe(ProcessProbe):
+    """The calling thread's memory; its mappings from /proc/<tid>/maps."""
+
+    def maps(self):
+        out = []
+        try:
+            with open(f"/proc/{self.mem.pid}/maps") as f:
+                for line in f:
+                    rng, perms = line.split(None, 2)[:2]
+                    s, e = rng.split("-")
+                    out.append((int(s, 16), int(e, 16), perms[1] == "w", perms[0] == "r"))
+        except OSError:
+            pass
+        return out
+
+
+class _Served:
+    """The backend the Recorder calls: the supervisor serving the current caller."""
+
+    def __init__(self, supervisor):
+        self.backend = supervisor.emu            # the Recorder's header: an emulator
+        self.supervisor = supervisor
+
+    def bpf(self, cmd, attr, size):
+        return self.supervisor.call(cmd, attr, size, False)
+
+
+def _meta(m) -> MapMeta:
+    return MapMeta(m.map_type, m.key_size, m.value_size, m.max_entries, m.map_flags, m.id)
+
+
+class ServedCallTrace(Recorder):
+    """Records every call the supervisor serves to path."""
+
+    def __init__(self, supervisor, path, backend=None):
+        caller = supervisor.caller
+        super().__init__(backend or _Served(supervisor), path, mem=caller.mem,
+                         header_extra={"supervised": True})
+        self.probe = _CallerProbe(caller.mem)
+        self.caller = caller
+
+    def bpf(self, cmd, attr, size):
+        self.maps.clear()                        # fd numbers are per process
+        return super().bpf(cmd, attr, size)
+
+    def closed(self, fd: int) -> None:
+        """A close record for a map fd the tree closed (seen when the open file went away:
+        the number it was installed with; a dup()'s own close is not seen)."""
+        rec = {"seq": self.seq, "call": "close", "fd": fd, "kind": "map", "cpu": 0,
+               "ret": 0, "errno": None}
+        rec["strace"] = render_call(rec)
+        self.seq += 1
+        self.writer.write(rec)
+
+    def current_cpu(self) -> int:
+        return self.caller.current_cpu() % self.nr_cpus
+
+    def _lookup_map(self, fd: int):
+        try:
+            f = self.caller.fds.lookup(fd)
+        except BpfError:
+            return None
+        meta = _meta(f.obj)
+        self.maps[fd] = meta
+        return meta
+
+    def _result_map_meta(self, fd: int):
+        return self._lookup_map(fd)
+
+    def _fd_kind(self, fd: int) -> str:
+        if self._lookup_map(fd) is not None:
+            return "map"
+        return "file" if self.caller.fds.is_open(fd) else "closed"

@@ -1,0 +1,338 @@
+/* A small raw-syscall bpf() client for the interception tests and benchmark.
+ * Each subcommand prints lines "name value" that the tests compare between the live kernel
+ * (as root) and `bpfemu run` (as nobody). No libbpf: just syscall(SYS_bpf, ...). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/bpf.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static long sys_bpf(int cmd, union bpf_attr *attr, unsigned size)
+{
+	return syscall(SYS_bpf, cmd, attr, size);
+}
+
+static int map_create(int type, int ks, int vs, int n)
+{
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_type = type; a.key_size = ks; a.value_size = vs; a.max_entries = n;
+	strcpy(a.map_name, "ctool");
+	return sys_bpf(BPF_MAP_CREATE, &a, sizeof(a));
+}
+
+static int update(int fd, const void *k, const void *v, uint64_t flags)
+{
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = fd; a.key = (uintptr_t)k; a.value = (uintptr_t)v; a.flags = flags;
+	return sys_bpf(BPF_MAP_UPDATE_ELEM, &a, 32);
+}
+
+static int lookup(int fd, const void *k, void *v)
+{
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = fd; a.key = (uintptr_t)k; a.value = (uintptr_t)v;
+	return sys_bpf(BPF_MAP_LOOKUP_ELEM, &a, 32);
+}
+
+static int count(int fd)
+{
+	union bpf_attr a;
+	uint32_t key = 0, next;
+	int n = 0, first = 1;
+	for (;;) {
+		memset(&a, 0, sizeof(a));
+		a.map_fd = fd; a.key = first ? 0 : (uintptr_t)&key; a.next_key = (uintptr_t)&next;
+		if (sys_bpf(BPF_MAP_GET_NEXT_KEY, &a, 24))
+			return n;
+		n++; key = next; first = 0;
+	}
+}
+
+
+static int map_id(int fd)
+{
+	union bpf_attr a;
+	struct bpf_map_info info;
+	memset(&a, 0, sizeof(a));
+	memset(&info, 0, sizeof(info));
+	a.info.bpf_fd = fd; a.info.info_len = sizeof(info); a.info.info = (uintptr_t)&info;
+	if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a, 16))
+		return -errno;
+	return info.id;
+}
+
+/* Is a map with this id alive? (GET_FD_BY_ID needs no name of ours: ENOENT once freed.) */
+static int id_alive(int id)
+{
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_id = id;
+	int fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &a, 12);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+#define SHOW(name, expr) do { long _r = (expr); printf("%s %ld %s\n", name, _r, _r < 0 ? strerrorname_np(errno) : "-"); fflush(stdout); } while (0)
+
+static int cmd_identity(void)
+{
+	uint32_t k = 1; uint64_t v = 7, out = 0;
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, 16);
+	int first_id = map_id(fd);
+	SHOW("create_is_fd", fd >= 3 ? 0 : -1);
+	SHOW("cloexec", fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	int d = dup(fd);
+	close(fd);
+	SHOW("update_via_dup", update(d, &k, &v, BPF_ANY));
+	/* the closed number, reused by an ordinary file */
+	int reused = open("/dev/null", O_RDONLY);
+	SHOW("reused_same_number", reused == fd ? 0 : -1);
+	SHOW("update_via_reused_number", update(reused, &k, &v, BPF_ANY));
+	close(reused);
+	SHOW("update_via_closed", update(fd, &k, &v, BPF_ANY));
+	pid_t p = fork();
+	if (p == 0) {
+		uint32_t k2 = 2;
+		_exit(update(d, &k2, &v, BPF_NOEXIST) ? 1 : 0);
+	}
+	int st;
+	waitpid(p, &st, 0);
+	SHOW("child_update", WEXITSTATUS(st));
+	SHOW("parent_sees_child", count(d));
+	/* SCM_RIGHTS to ourselves */
+	int sv[2];
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	char c = 'x';
+	struct iovec iov = { &c, 1 };
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_RIGHTS; cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &d, sizeof(int));
+	sendmsg(sv[0], &m, 0);
+	close(d);
+	memset(cbuf, 0, sizeof(cbuf));
+	recvmsg(sv[1], &m, 0);
+	int passed;
+	memcpy(&passed, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+	SHOW("lookup_via_scm_rights", lookup(passed, &k, &out));
+	SHOW("value", (long)out);
+	SHOW("id_alive", id_alive(first_id));
+	close(passed);
+	close(sv[0]); close(sv[1]);
+	/* the last fd is gone: the map and its id with it */
+	SHOW("id_after_last_close", id_alive(first_id));
+	return 0;
+}
+
+static int cmd_efault(void)
+{
+	uint32_t k = 1; uint64_t v = 7;
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, 16);
+	char *ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *none = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	SHOW("update_garbage_key", update(fd, (void *)1, &v, BPF_ANY));
+	SHOW("update_garbage_value", update(fd, &k, (void *)0xdead0000, BPF_ANY));
+	SHOW("update_prot_none_key", update(fd, none, &v, BPF_ANY));
+	SHOW("update", update(fd, &k, &v, BPF_ANY));
+	SHOW("lookup_into_readonly", lookup(fd, &k, ro));
+	SHOW("lookup_into_prot_none", lookup(fd, &k, none));
+	SHOW("lookup_from_readonly_key", lookup(fd, ro, &v));
+	SHOW("attr_garbage", sys_bpf(BPF_MAP_LOOKUP_ELEM, (void *)8, 32));
+	SHOW("attr_kernel_address", sys_bpf(BPF_MAP_LOOKUP_ELEM, (void *)0xffffffff81000000UL, 32));
+	SHOW("map_still_works", lookup(fd, &k, &v));
+	return 0;
+}
+
+static volatile long ticks;
+static void on_alarm(int s) { (void)s; ticks++; }
+
+/* N NOEXIST updates of distinct keys under a periodic timer: each must take effect exactly
+ * once. An EINTR means nothing happened (retry); an EEXIST would mean an attempt reported as
+ * failed had been applied. */
+static int cmd_signals(int n, int usec, int restart)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = restart ? SA_RESTART : 0;
+	sigaction(SIGALRM, &sa, NULL);
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, n);
+	struct itimerval it = { { 0, usec }, { 0, usec } };
+	setitimer(ITIMER_REAL, &it, NULL);
+	long eintr = 0, eexist = 0, other = 0;
+	for (uint32_t k = 0; k < (uint32_t)n; k++) {
+		uint64_t v = k;
+		for (;;) {
+			if (update(fd, &k, &v, BPF_NOEXIST) == 0) break;
+			if (errno == EINTR) { eintr++; continue; }
+			if (errno == EEXIST) eexist++; else other++;
+			break;
+		}
+	}
+	struct itimerval off = { 0 };
+	setitimer(ITIMER_REAL, &off, NULL);
+	printf("ticks_seen %d\n", ticks > 0);
+	printf("eexist %ld\nother %ld\n", eexist, other);
+	printf("elements %d\n", count(fd));
+	fprintf(stderr, "eintr %ld ticks %ld\n", eintr, ticks);
+	return 0;
+}
+
+static int shared_fd;
+static void *thread_main(void *arg)
+{
+	long base = (long)arg;
+	for (uint32_t i = 0; i < 1000; i++) {
+		uint32_t k = base * 1000 + i; uint64_t v = k, out = 0;
+		if (update(shared_fd, &k, &v, BPF_NOEXIST) || lookup(shared_fd, &k, &out) || out != v)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static int cmd_threads(int t)
+{
+	pthread_t th[64];
+	shared_fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, t * 1000);
+	for (long i = 0; i < t; i++)
+		pthread_create(&th[i], NULL, thread_main, (void *)i);
+	long bad = 0;
+	for (int i = 0; i < t; i++) { void *r; pthread_join(th[i], &r); bad += r != NULL; }
+	printf("failed_threads %ld\nelements %d\n", bad, count(shared_fd));
+	return 0;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmd_bench(int n)
+{
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, n);
+	union bpf_attr a;
+	uint32_t k; uint64_t v = 1;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = fd; a.key = (uintptr_t)&k; a.value = (uintptr_t)&v;
+	double t0 = now();
+	for (k = 0; k < (uint32_t)n; k++)
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a, 32)) { perror("update"); return 1; }
+	double t1 = now();
+	for (k = 0; k < (uint32_t)n; k++)
+		if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a, 32)) { perror("lookup"); return 1; }
+	double t2 = now();
+	printf("update_ns %.0f\nlookup_ns %.0f\n", (t1 - t0) / n * 1e9, (t2 - t1) / n * 1e9);
+	return 0;
+}
+
+/* One bpf() call after a pause (the supervisor-killed test). */
+static int cmd_late(int secs)
+{
+	printf("started\n");
+	fflush(stdout);
+	sleep(secs);
+	SHOW("late_create", map_create(BPF_MAP_TYPE_HASH, 4, 8, 4));
+	return 0;
+}
+
+/* A call that blocks in the supervisor's hands long enough to be killed. */
+static int cmd_create(void)
+{
+	SHOW("create", map_create(BPF_MAP_TYPE_HASH, 4, 8, 4) >= 0 ? 0 : -1);
+	return 0;
+}
+
+/* LRU eviction depends on the CPU a call runs on: fill an LRU map past its size, the first
+ * half from CPU 0, the second from CPU 1, and print which keys survived. */
+static void run_on(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static int cmd_lru(int flags, int n)
+{
+	run_on(0);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_LRU_HASH; a.key_size = 4; a.value_size = 8;
+	a.max_entries = 32; a.map_flags = flags;
+	int fd = sys_bpf(BPF_MAP_CREATE, &a, sizeof(a));
+	if (fd < 0) { perror("create"); return 1; }
+	for (uint32_t k = 0; k < (uint32_t)n; k++) {
+		uint64_t v = k;
+		if (k == (uint32_t)n / 2)
+			run_on(1);              /* the second half from CPU 1 */
+		if (update(fd, &k, &v, BPF_ANY)) { perror("update"); return 1; }
+	}
+	uint64_t v;
+	printf("cpu %d survivors", sched_getcpu());
+	for (uint32_t k = 0; k < (uint32_t)n; k++)
+		if (lookup(fd, &k, &v) == 0)
+			printf(" %u", k);
+	printf("\n");
+	return 0;
+}
+
+/* bpf() through the other system call ABIs of x86_64: i386 (int $0x80, number 357, 32-bit
+ * pointers: the attr lives below 4 GiB) and x32 (number 0x40000000 | 321). */
+static int cmd_abis(void)
+{
+	union bpf_attr *a = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+	memset(a, 0, sizeof(*a));
+	a->map_type = BPF_MAP_TYPE_ARRAY; a->key_size = 4; a->value_size = 4; a->max_entries = 1;
+	long r;
+	__asm__ volatile ("int $0x80" : "=a"(r) : "a"(357), "b"(BPF_MAP_CREATE), "c"(a), "d"(72) : "memory");
+	printf("i386 %s\n", r >= 0 ? "fd" : strerrorname_np(-r));
+	r = syscall(0x40000000 | 321, BPF_MAP_CREATE, a, 72);
+	printf("x32 %s\n", r >= 0 ? "fd" : strerrorname_np(errno));
+	return 0;
+}
+
+/* Privilege check: the effective uid, then a map create. */
+static int cmd_euid(void)
+{
+	printf("euid %d\n", (int)geteuid());
+	SHOW("create", map_create(BPF_MAP_TYPE_HASH, 4, 8, 4) >= 0 ? 0 : -1);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) return 2;
+	if (!strcmp(argv[1], "identity")) return cmd_identity();
+	if (!strcmp(argv[1], "efault")) return cmd_efault();
+	if (!strcmp(argv[1], "signals")) return cmd_signals(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+	if (!strcmp(argv[1], "threads")) return cmd_threads(atoi(argv[2]));
+	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
+	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
+	if (!strcmp(argv[1], "create")) return cmd_create();
+	if (!strcmp(argv[1], "euid")) return cmd_euid();
+	if (!strcmp(argv[1], "abis")) return cmd_abis();
+	if (!strcmp(argv[1], "lru")) return cmd_lru(atoi(argv[2]), atoi(argv[3]));
+	return 2;
+}
