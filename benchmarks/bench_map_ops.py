@@ -217,9 +217,10 @@ def emulator_memory(n, value_size=8):
     return filled, walking
 
 
-def kernel_memlock(n, value_size=8):
+def kernel_memlock(n, value_size=8, map_type=c.BPF_MAP_TYPE_HASH):
+    """The memlock the live kernel charges a map of n entries (its fdinfo), or None."""
     raw = RawKernel()
-    fd = create(raw, c.BPF_MAP_TYPE_HASH, 4, value_size, n)
+    fd = create(raw, map_type, 4, value_size, n)
     try:
         with open(f"/proc/self/fdinfo/{fd}") as f:
             for line in f:

@@ -32,7 +32,8 @@ import tracemalloc
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from benchmarks.bench_map_ops import RawKernel, _median, _take_turns, create  # noqa: E402
+from benchmarks.bench_map_ops import (RawKernel, _median, _take_turns, create,  # noqa: E402
+                                       kernel_memlock)
 from bpfemu import Emulator, HostKernel  # noqa: E402
 from bpfemu.libbpf import LibBpf  # noqa: E402
 from bpfemu.maps_api import Map  # noqa: E402
@@ -296,19 +297,6 @@ def emulator_memory(map_type, n, value_bytes):
     return used
 
 
-def kernel_memlock(map_type, n):
-    raw = RawKernel()
-    fd = create(raw, map_type, 4, 8, n)
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                if line.startswith("memlock:"):
-                    return int(line.split()[1])
-    finally:
-        raw.close(fd)
-    return None
-
-
 def import_times(rounds):
     """Median wall time of a fresh interpreter importing bpfemu, and importing ctypes."""
     def once(mod):
@@ -420,7 +408,7 @@ def main(argv=None):
             mt = getattr(T, f"BPF_MAP_TYPE_{tname}")
             vb = 8 * nr_cpus if "PERCPU" in tname else 8
             used = emulator_memory(mt, n, vb)
-            ml = kernel_memlock(mt, n) if kernel else None
+            ml = kernel_memlock(n, map_type=mt) if kernel else None
             r = used / ml if ml else None
             if r is not None and (worst_mem is None or r > worst_mem[0]):
                 worst_mem = (r, tname, n)

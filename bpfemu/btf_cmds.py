@@ -13,7 +13,8 @@ import struct
 
 from .btf_obj import BTF_MAX_SIZE, Btf, btf_parse
 from .errors import BpfError
-from .fdtable import BTF_KIND, FMODE_READ, INT_MAX
+from .fdtable import BTF_KIND, FMODE_READ
+from .obj_ids import bpf_obj_get_next_id, idr_find_live, info_from_user
 from .uapi import consts as F
 from .usercopy import copy_to_user, put_attr
 
@@ -24,7 +25,6 @@ _U32 = struct.Struct("<I")
 _BTF_LOAD = struct.Struct("<QQIIIIIi")
 _BTF_LOG_TRUE_SIZE_OFF = 28
 _GET_ID = struct.Struct("<IIIi")
-_NEXT_ID_OFF = 4
 _INFO_LEN_OFF = 4
 # struct bpf_btf_info: btf, btf_size, id, name, name_len, kernel_btf.
 _BTF_INFO = struct.Struct("<QIIQII")
@@ -77,16 +77,21 @@ def bpf_vlog_init(log_level: int, log_buf: int, log_size: int) -> None:
         raise BpfError(_EINVAL)
 
 
-def bpf_btf_load(emu, raw: bytes, uattr) -> int:
-    (ubtf, log_buf, btf_size, log_size, log_level, _, btf_flags,
-     token_fd) = _BTF_LOAD.unpack_from(raw)
-    if btf_flags & ~F.BPF_F_TOKEN_FD:
+def check_token_flags(emu, flags: int, token_fd: int) -> None:
+    """EINVAL for a flag other than BPF_F_TOKEN_FD; with it, bpf_token_get_from_fd(): EBADF
+    for a closed fd, else EINVAL, since no emulated fd is a BPF token."""
+    if flags & ~F.BPF_F_TOKEN_FD:
         raise BpfError(_EINVAL)
-    if btf_flags & F.BPF_F_TOKEN_FD:
-        # bpf_token_get_from_fd(): no emulated fd is a BPF token.
+    if flags & F.BPF_F_TOKEN_FD:
         if token_fd < 0 or not emu.fds.is_open(token_fd):
             raise BpfError(errno.EBADF)
         raise BpfError(_EINVAL)
+
+
+def bpf_btf_load(emu, raw: bytes, uattr) -> int:
+    (ubtf, log_buf, btf_size, log_size, log_level, _, btf_flags,
+     token_fd) = _BTF_LOAD.unpack_from(raw)
+    check_token_flags(emu, btf_flags, token_fd)
     if not (emu.profile.cap_bpf or emu.profile.cap_sys_admin):
         raise BpfError(errno.EPERM)
     return btf_new_fd(emu, ubtf, btf_size, log_buf, log_size, log_level, uattr)
@@ -146,49 +151,23 @@ def btf_get_by_fd(emu, ufd: int) -> Btf:
 
 def bpf_btf_get_fd_by_id(emu, raw: bytes, uattr) -> int:
     btf_id, _, open_flags, token_fd = _GET_ID.unpack_from(raw)
-    if open_flags & ~F.BPF_F_TOKEN_FD:
-        raise BpfError(_EINVAL)
-    if open_flags & F.BPF_F_TOKEN_FD:
-        if token_fd < 0 or not emu.fds.is_open(token_fd):
-            raise BpfError(errno.EBADF)
-        raise BpfError(_EINVAL)
+    check_token_flags(emu, open_flags, token_fd)
     if not emu.profile.cap_sys_admin:
         raise BpfError(errno.EPERM)
-    emu.reap_closed_fds()
-    btf = emu.btf_idr.objs.get(btf_id)
-    if btf is None or btf.refcnt <= 0:
-        raise BpfError(errno.ENOENT)
+    btf = idr_find_live(emu, emu.btf_idr, btf_id)   # idr_find() + refcount_inc_not_zero()
     fd = emu.fds.install(btf, FMODE_READ, BTF_KIND)
     btf.refcnt += 1
     return fd
 
 
 def bpf_btf_get_next_id(emu, raw: bytes, uattr) -> int:
-    """bpf_obj_get_next_id(&btf_idr)"""
-    start_id = _GET_ID.unpack_from(raw)[0]
-    if start_id >= INT_MAX:
-        raise BpfError(_EINVAL)
-    if not emu.profile.cap_sys_admin:
-        raise BpfError(errno.EPERM)
-    emu.reap_closed_fds()
-    next_id = emu.btf_idr.get_next(start_id)
-    if next_id is None:
-        raise BpfError(errno.ENOENT)
-    put_attr(emu, uattr, _NEXT_ID_OFF, _U32.pack(next_id))
-    return 0
+    return bpf_obj_get_next_id(emu, raw, uattr, emu.btf_idr)
 
 
 def bpf_btf_get_info_by_fd(emu, btf: Btf, info_len: int, uinfo: int, uattr) -> int:
     """bpf_btf_get_info_by_fd() and btf_get_info_by_fd()."""
     mem = emu.mem
-    if info_len > emu.profile.page_size:
-        raise BpfError(errno.E2BIG)             # bpf_check_uarg_tail_zero()
-    if info_len > BPF_BTF_INFO_SIZE and any(mem.read(uinfo + BPF_BTF_INFO_SIZE,
-                                                     info_len - BPF_BTF_INFO_SIZE)):
-        raise BpfError(errno.E2BIG)
-    info_copy = min(info_len, BPF_BTF_INFO_SIZE)
-    info = bytearray(BPF_BTF_INFO_SIZE)
-    info[:info_copy] = mem.read(uinfo, info_copy)
+    info, info_copy = info_from_user(emu, uinfo, info_len, BPF_BTF_INFO_SIZE)
     ubtf, ubtf_size, _, uname, uname_len, _ = _BTF_INFO.unpack(info)
     data = btf.data
     copy_to_user(mem, ubtf, data[:min(btf.data_size, ubtf_size)])

@@ -123,18 +123,15 @@ class Btf:
         """btf_type_id_size(): (the type that has the size, its id, the size), or None for void,
         fwd, func, func_proto and anything that does not resolve to a size."""
         t = self.type_by_id(type_id)
-        if t is None or _nosize(t):
-            return None
-        if t.kind in HAS_SIZE:
-            return t, type_id, t.size
-        if t.kind == ARRAY:
-            return t, type_id, self.resolved_sizes[type_id]
-        if t.kind == PTR:
-            return t, type_id, 8
-        if t.kind not in MODIFIERS and t.kind != VAR:
-            return None
-        type_id = self.resolved_ids[type_id]
-        t = self.type_by_id(type_id)
+        sized = self._own_size(t, type_id)
+        if sized is not None or t is None or (t.kind not in MODIFIERS and t.kind != VAR):
+            return sized
+        type_id = self.resolved_ids[type_id]       # a modifier or var: what it resolved to
+        return self._own_size(self.type_by_id(type_id), type_id)
+
+    def _own_size(self, t, type_id: int):
+        """(t, type_id, size) for a type with a size of its own (a sized kind, an array, a
+        pointer), else None."""
         if t is None or _nosize(t):
             return None
         if t.kind in HAS_SIZE:
@@ -534,6 +531,14 @@ class _Env:
     def is_resolved(self, type_id: int) -> bool:
         return type_id == 0 or self.visit[type_id] == RESOLVED
 
+    def push_unless_resolved(self, t, type_id: int) -> bool:
+        """Push t (and say so) unless it is a resolve sink or resolved already: how a
+        *_resolve() defers to the type it points to before finishing itself."""
+        if self.is_sink(t) or self.is_resolved(type_id):
+            return False
+        self.push(t, type_id)
+        return True
+
     def push(self, t, type_id: int) -> None:
         """env_stack_push(): E2BIG past 32 deep, EEXIST when the type is on the stack already."""
         if len(self.stack) == MAX_RESOLVE_DEPTH:
@@ -647,8 +652,7 @@ def _modifier_resolve(env: _Env, v) -> None:
     nt = btf.type_by_id(next_id)
     if next_id and (nt is None or nt.kind in RESOLVE_SOURCE_ONLY):
         raise BpfError(_EINVAL)
-    if not env.is_sink(nt) and not env.is_resolved(next_id):
-        env.push(nt, next_id)
+    if env.push_unless_resolved(nt, next_id):
         return
     next_id = _sized_or_sizeless(env, next_id, nt)
     env.pop_resolved(next_id, 0)
@@ -661,8 +665,7 @@ def _var_resolve(env: _Env, v) -> None:
     nt = btf.type_by_id(next_id)
     if nt is None or nt.kind in RESOLVE_SOURCE_ONLY:
         raise BpfError(_EINVAL)
-    if not env.is_sink(nt) and not env.is_resolved(next_id):
-        env.push(nt, next_id)
+    if env.push_unless_resolved(nt, next_id):
         return
     if _follow_to_ptr(env, next_id):
         return
@@ -679,8 +682,7 @@ def _ptr_resolve(env: _Env, v) -> None:
     nt = btf.type_by_id(next_id)
     if next_id and (nt is None or nt.kind in RESOLVE_SOURCE_ONLY):
         raise BpfError(_EINVAL)
-    if not env.is_sink(nt) and not env.is_resolved(next_id):
-        env.push(nt, next_id)
+    if env.push_unless_resolved(nt, next_id):
         return
     if _follow_to_ptr(env, next_id):
         return
@@ -696,8 +698,7 @@ def _array_resolve(env: _Env, v) -> None:
     it = btf.type_by_id(index_id)
     if it is None or it.kind in RESOLVE_SOURCE_ONLY or _nosize(it):
         raise BpfError(_EINVAL)
-    if not env.is_sink(it) and not env.is_resolved(index_id):
-        env.push(it, index_id)
+    if env.push_unless_resolved(it, index_id):
         return
     sized = btf.type_id_size(index_id)
     if sized is None or sized[0].kind != INT or not _int_is_regular(sized[0]):
@@ -706,8 +707,7 @@ def _array_resolve(env: _Env, v) -> None:
     et = btf.type_by_id(elem_id)
     if et is None or et.kind in RESOLVE_SOURCE_ONLY or _nosize(et):
         raise BpfError(_EINVAL)
-    if not env.is_sink(et) and not env.is_resolved(elem_id):
-        env.push(et, elem_id)
+    if env.push_unless_resolved(et, elem_id):
         return
     sized = btf.type_id_size(elem_id)
     if sized is None:
@@ -824,8 +824,7 @@ def _decl_tag_resolve(env: _Env, v) -> None:
     nt = btf.type_by_id(next_id)
     if nt is None or nt.kind not in (FUNC, STRUCT, UNION, VAR, TYPEDEF):
         raise BpfError(_EINVAL)
-    if not env.is_sink(nt) and not env.is_resolved(next_id):
-        env.push(nt, next_id)
+    if env.push_unless_resolved(nt, next_id):
         return
     idx = t.extra
     if idx != -1:

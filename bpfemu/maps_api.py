@@ -285,22 +285,21 @@ class Map:
     def from_pin(cls, backend, path, key_type=None, value_type=None, *, ints=False):
         """The map pinned at path (BPF_OBJ_GET), with an fd of its own (closed by close())."""
         lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
-        fd = lib.bpf_obj_get(path)
-        if fd < 0:
-            raise BpfError.with_context(-fd, cmd=f"BPF_OBJ_GET {str(path)!r}")
-        return cls._adopt(lib, fd, key_type, value_type, ints)
+        return cls._adopt(lib, lib.bpf_obj_get(path), f"BPF_OBJ_GET {str(path)!r}",
+                          key_type, value_type, ints)
 
     @classmethod
     def from_id(cls, backend, map_id: int, key_type=None, value_type=None, *, ints=False):
         """The map with this id (BPF_MAP_GET_FD_BY_ID), with an fd of its own."""
         lib = backend if isinstance(backend, LibBpf) else LibBpf(backend)
-        fd = lib.bpf_map_get_fd_by_id(map_id)
-        if fd < 0:
-            raise BpfError.with_context(-fd, cmd=f"BPF_MAP_GET_FD_BY_ID {map_id}")
-        return cls._adopt(lib, fd, key_type, value_type, ints)
+        return cls._adopt(lib, lib.bpf_map_get_fd_by_id(map_id), f"BPF_MAP_GET_FD_BY_ID {map_id}",
+                          key_type, value_type, ints)
 
     @classmethod
-    def _adopt(cls, lib, fd, key_type, value_type, ints):
+    def _adopt(cls, lib, fd, cmd, key_type, value_type, ints):
+        """A Map owning fd, the result of cmd (a negative errno raises); fd closed on failure."""
+        if fd < 0:
+            raise BpfError.with_context(-fd, cmd=cmd)
         try:
             return cls.open(lib, fd, key_type, value_type, owns_fd=True, ints=ints)
         except BaseException:

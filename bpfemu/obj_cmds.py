@@ -12,8 +12,9 @@ from .bpffs import AT_FDCWD
 from .errors import ENOTSUPP, BpfError
 from .btf_cmds import bpf_btf_get_info_by_fd
 from .prog_cmds import bpf_prog_get_info_by_fd, bpf_prog_new_fd
-from .fdtable import BTF_KIND, FMODE_WRITE, INT_MAX, MAP_KIND, PROG_KIND
+from .fdtable import BTF_KIND, FMODE_WRITE, MAP_KIND, PROG_KIND
 from .map_cmds import bpf_get_file_flag, map_get_sys_perms
+from .obj_ids import bpf_obj_get_next_id, idr_find_live, info_from_user
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 from .uapi.attr import GetIdAttr, InfoAttr, ObjAttr, compiled
 from .usercopy import put_attr, strncpy_from_user
@@ -36,7 +37,6 @@ _OFF_MAP_EXTRA = 80
 _OFF_HASH = 88
 _OFF_HASH_SIZE = 96
 _INFO_LEN_OFF = 4                               # offsetof(union bpf_attr, info.info_len)
-_NEXT_ID_OFF = 4                                # offsetof(union bpf_attr, next_id)
 
 
 def bpf_map_new_fd(emu, m, f_mode: int) -> int:
@@ -68,18 +68,8 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
     profile = emu.profile
     mem = emu.mem
     size = profile.map_info_size                 # sizeof(struct bpf_map_info)
-    # bpf_check_uarg_tail_zero(). The 6.18.44 backport checks from offsetofend(hash_size).
-    if info_len > profile.page_size:
-        raise BpfError(errno.E2BIG)
-    tail_from = profile.map_info_tail_from
-    if info_len > tail_from:
-        if any(mem.read(uinfo + tail_from, info_len - tail_from)):
-            raise BpfError(errno.E2BIG)
-    info_len = min(size, info_len)
-
-    # memset(&info, 0), then the caller's bytes: fields the kernel leaves alone echo back.
-    info = bytearray(size)
-    info[:info_len] = mem.read(uinfo, info_len)
+    # The 6.18.44 backport checks the tail from offsetofend(hash_size).
+    info, info_len = info_from_user(emu, uinfo, info_len, size, profile.map_info_tail_from)
     _INFO_HEAD.pack_into(info, 0, m.map_type, m.id, m.key_size, m.value_size, m.max_entries,
                          m.map_flags & ~BPF_OBJ_FLAG_MASK, m.name)
     _U64.pack_into(info, _OFF_MAP_EXTRA, m.map_extra)
@@ -109,18 +99,7 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
 # --- ids ---------------------------------------------------------------------------------------
 
 def bpf_map_get_next_id(emu, raw: bytes, uattr) -> int:
-    """bpf_obj_get_next_id(&map_idr): the smallest live map id above start_id."""
-    start_id = _GET_ID.unpack_from(raw)[0]
-    if start_id >= INT_MAX:
-        raise BpfError(_EINVAL)
-    if not emu.profile.cap_sys_admin:
-        raise BpfError(errno.EPERM)
-    emu.reap_closed_fds()                        # an id dies with its last fd, even os.close()d
-    next_id = emu.map_idr.get_next(start_id)
-    if next_id is None:
-        raise BpfError(errno.ENOENT)
-    put_attr(emu, uattr, _NEXT_ID_OFF, _U32.pack(next_id))
-    return 0
+    return bpf_obj_get_next_id(emu, raw, uattr, emu.map_idr)
 
 
 def bpf_map_get_fd_by_id(emu, raw: bytes, uattr) -> int:
@@ -130,10 +109,7 @@ def bpf_map_get_fd_by_id(emu, raw: bytes, uattr) -> int:
     if not emu.profile.cap_sys_admin:
         raise BpfError(errno.EPERM)
     f_mode = bpf_get_file_flag(open_flags)
-    emu.reap_closed_fds()
-    m = emu.map_idr.objs.get(map_id)             # idr_find() + __bpf_map_inc_not_zero()
-    if m is None or m.refcnt <= 0:
-        raise BpfError(errno.ENOENT)
+    m = idr_find_live(emu, emu.map_idr, map_id)  # idr_find() + __bpf_map_inc_not_zero()
     return bpf_map_new_fd(emu, m, f_mode)
 
 

@@ -24,8 +24,9 @@ import time
 
 from .btf_cmds import bpf_vlog_init, btf_get_by_fd
 from .errors import ENOTSUPP, BpfError
-from .fdtable import BTF_KIND, FMODE_RDWR, INT_MAX, PROG_KIND
+from .fdtable import BTF_KIND, FMODE_RDWR, PROG_KIND
 from .map_cmds import bpf_obj_name_cpy
+from .obj_ids import bpf_obj_get_next_id, idr_find_live, info_from_user
 from .uapi import consts as F
 from .usercopy import copy_to_user, put_attr, strncpy_from_user
 
@@ -36,7 +37,6 @@ _INSN = struct.Struct("<BBhi")                  # code, dst_reg:4 | src_reg:4, o
 _PROG_LOAD = struct.Struct("<IIQQIIQII16sIIIIQIIQIIIIQQIIiIQIi")
 _LOG_TRUE_SIZE_OFF = 140
 _GET_ID = struct.Struct("<IIIi")
-_NEXT_ID_OFF = 4
 _INFO_LEN_OFF = 4
 BPF_PROG_INFO_SIZE = 232                        # sizeof(struct bpf_prog_info)
 
@@ -437,17 +437,7 @@ def _finalize_log(emu, uattr, log_level: int, log_buf: int, log_size: int) -> No
 # --- ids -------------------------------------------------------------------------------------
 
 def bpf_prog_get_next_id(emu, raw: bytes, uattr) -> int:
-    start_id = _GET_ID.unpack_from(raw)[0]
-    if start_id >= INT_MAX:
-        raise BpfError(_EINVAL)
-    if not emu.profile.cap_sys_admin:
-        raise BpfError(errno.EPERM)
-    emu.reap_closed_fds()
-    next_id = emu.prog_idr.get_next(start_id)
-    if next_id is None:
-        raise BpfError(errno.ENOENT)
-    put_attr(emu, uattr, _NEXT_ID_OFF, _U32.pack(next_id))
-    return 0
+    return bpf_obj_get_next_id(emu, raw, uattr, emu.prog_idr)
 
 
 def bpf_prog_get_fd_by_id(emu, raw: bytes, uattr) -> int:
@@ -456,10 +446,7 @@ def bpf_prog_get_fd_by_id(emu, raw: bytes, uattr) -> int:
         raise BpfError(_EINVAL)
     if not emu.profile.cap_sys_admin:
         raise BpfError(errno.EPERM)
-    emu.reap_closed_fds()
-    prog = emu.prog_idr.objs.get(prog_id)
-    if prog is None or prog.refcnt <= 0:
-        raise BpfError(errno.ENOENT)
+    prog = idr_find_live(emu, emu.prog_idr, prog_id)    # idr_find() + bpf_prog_inc_not_zero()
     return bpf_prog_new_fd(emu, prog)
 
 
@@ -500,14 +487,7 @@ def _set(info, field, value):
 
 def bpf_prog_get_info_by_fd(emu, prog: BpfProg, info_len: int, uinfo: int, uattr) -> int:
     mem = emu.mem
-    if info_len > emu.profile.page_size:
-        raise BpfError(errno.E2BIG)
-    if info_len > BPF_PROG_INFO_SIZE and any(mem.read(uinfo + BPF_PROG_INFO_SIZE,
-                                                      info_len - BPF_PROG_INFO_SIZE)):
-        raise BpfError(errno.E2BIG)
-    info_len = min(info_len, BPF_PROG_INFO_SIZE)
-    info = bytearray(BPF_PROG_INFO_SIZE)
-    info[:info_len] = mem.read(uinfo, info_len)
+    info, info_len = info_from_user(emu, uinfo, info_len, BPF_PROG_INFO_SIZE)
 
     _set(info, "type", prog.type)
     _set(info, "id", prog.id)

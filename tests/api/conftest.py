@@ -12,6 +12,7 @@ import pytest
 
 from bpfemu import Emulator, HostKernel
 from bpfemu.libbpf import LibBpf
+from bpfemu.maps_api import Map
 from tests.support import NCPU, host_unavailable_reason
 
 
@@ -115,3 +116,20 @@ def pin_env(request):
         if mounted:
             _libc.umount2(d.encode(), MNT_DETACH)
         os.rmdir(d)
+
+
+@pytest.fixture
+def maps(backend):
+    """A factory of Maps on the backend, all closed when the test ends, then every fd the
+    test's calls left open (from_pin, from_id)."""
+    made = []
+
+    def make(*args, **kw):
+        m = Map.create(backend, *args, **kw)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.close()
+    backend.close_all()

@@ -20,20 +20,6 @@ class Flow(ctypes.Structure):
                 ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
 
 
-@pytest.fixture
-def maps(backend):
-    made = []
-
-    def make(*args, **kw):
-        m = Map.create(backend, *args, **kw)
-        made.append(m)
-        return m
-    yield make
-    for m in made:
-        m.close()
-    backend.close_all()
-
-
 def _unpin(backend, path):
     if isinstance(backend, Emulator):
         backend.bpffs.unlink(path)

@@ -34,21 +34,6 @@ class Counters(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
-@pytest.fixture
-def maps(backend):
-    """A factory of Maps on the backend, all closed when the test ends."""
-    made = []
-
-    def make(*args, **kw):
-        m = Map.create(backend, *args, **kw)
-        made.append(m)
-        return m
-
-    yield make
-    for m in made:
-        m.close()
-
-
 def values_of(m):
     return sorted(v.value for v in m.values())
 

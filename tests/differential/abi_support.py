@@ -91,6 +91,35 @@ def get_next_id(backend, start_id, size=8, **kw):
     return ret, struct.unpack_from("<I", raw, 4)[0]
 
 
+def live_ids(backend, cmd=c.BPF_MAP_GET_NEXT_ID):
+    """Every id a *_GET_NEXT_ID command walks, from 0 to its ENOENT."""
+    ids, start = [], 0
+    while True:
+        ret, raw = call(backend, cmd, id_attr(start), 8)
+        if ret:
+            assert ret == -ENOENT
+            return ids
+        start = struct.unpack_from("<I", raw, 4)[0]
+        ids.append(start)
+
+
+def map_ids(backend):
+    return live_ids(backend, c.BPF_MAP_GET_NEXT_ID)
+
+
+def prog_ids(backend):
+    return live_ids(backend, c.BPF_PROG_GET_NEXT_ID)
+
+
+def wait_gone(backend, ids, x) -> bool:
+    """Whether id x leaves ids(backend) within 5 s (the kernel frees ids from a work queue)."""
+    import time
+    deadline = time.monotonic() + 5
+    while x in ids(backend) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x not in ids(backend)
+
+
 def get_fd_by_id(backend, map_id, open_flags=0, size=12, **kw):
     ret, _ = call(backend, c.BPF_MAP_GET_FD_BY_ID, id_attr(map_id, open_flags=open_flags, **kw),
                   size)

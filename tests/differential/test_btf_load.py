@@ -58,15 +58,21 @@ HEADER_CASES = {
 }
 
 
+def _load_on_both(both, blob):
+    """BTF_LOAD of blob on each client: (accepted, -errno or 0) each, the fds kept to close."""
+    outcomes = []
+    for cl in both:
+        r, _ = btf_load(cl.b, blob)
+        if r >= 0:
+            cl.fds.append(r)
+        outcomes.append((r >= 0, min(r, 0)))
+    return outcomes
+
+
 @pytest.mark.parametrize("name", list(HEADER_CASES))
 def test_header_and_sections(both, name):
-    blob = HEADER_CASES[name]()
-    emu, host = both
-    r_emu, _ = btf_load(emu.b, blob)
-    r_host, _ = btf_load(host.b, blob)
-    emu.fds.append(r_emu) if r_emu >= 0 else None
-    host.fds.append(r_host) if r_host >= 0 else None
-    assert (r_emu >= 0, r_emu if r_emu < 0 else 0) == (r_host >= 0, r_host if r_host < 0 else 0)
+    outcomes = _load_on_both(both, HEADER_CASES[name]())
+    assert outcomes[0] == outcomes[1]
 
 
 # --- types ------------------------------------------------------------------------------------
@@ -226,13 +232,8 @@ TYPE_CASES = {
 
 @pytest.mark.parametrize("name", list(TYPE_CASES))
 def test_types(both, name):
-    blob = TYPE_CASES[name]()
-    emu, host = both
-    r_emu, _ = btf_load(emu.b, blob)
-    r_host, _ = btf_load(host.b, blob)
-    emu.fds.append(r_emu) if r_emu >= 0 else None
-    host.fds.append(r_host) if r_host >= 0 else None
-    assert (r_emu >= 0, min(r_emu, 0)) == (r_host >= 0, min(r_host, 0))
+    outcomes = _load_on_both(both, TYPE_CASES[name]())
+    assert outcomes[0] == outcomes[1]
 
 
 # --- the attr ----------------------------------------------------------------------------------

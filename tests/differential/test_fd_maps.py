@@ -2,13 +2,13 @@
 checks (the inner map template), fds in and ids out, element commands, errnos and walk
 order. Facts: docs/fd_maps.md."""
 import struct
-import time
 
 import pytest
 
 from bpfemu.uapi import consts as c
 from tests.differential.abi_support import (ALL_TYPES, ARRAY, HASH, PERCPU_ARRAY,
-                                            TYPE_IDS, batch, freeze, get_info, get_next_id)
+                                            TYPE_IDS, batch, freeze, get_info, map_ids,
+                                            wait_gone)
 from tests.differential.prog_support import RET0, RET1, SOCKET_FILTER, XDP, prog_load
 from tests.support import Buf
 
@@ -237,25 +237,8 @@ def test_maps_hold_what_they_store(both):
         cl.close(inner)
         alive = inner_id in map_ids(cl.b)
         cl.close(aom)
-        out.append((alive, wait_gone(cl.b, inner_id)))
+        out.append((alive, wait_gone(cl.b, map_ids, inner_id)))
     assert out[0] == out[1] == (True, True)
-
-
-def map_ids(backend):
-    ids, start = [], 0
-    while True:
-        r, nxt = get_next_id(backend, start)
-        if r:
-            return ids
-        ids.append(nxt)
-        start = nxt
-
-
-def wait_gone(backend, map_id):
-    deadline = time.monotonic() + 5
-    while map_id in map_ids(backend) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return map_id not in map_ids(backend)
 
 
 @pytest.mark.parametrize("map_type", FD_TYPES, ids=[FD_IDS[t] for t in FD_TYPES])

@@ -9,7 +9,8 @@ import pytest
 
 from bpfemu.uapi import consts as c
 from tests.differential.abi_support import (ARRAY, HASH, KERNEL_ADDR, bpffs_mount, call,
-                                            get_info, id_attr, obj_get, pin)
+                                            get_info, id_attr, map_ids, obj_get, pin, prog_ids,
+                                            wait_gone)
 from tests.differential.btf_support import load_ok, spin_lock_btf
 from tests.differential.prog_support import (RET0, RET1, SOCKET_FILTER, XDP, fd_array,
                                              ld_imm64, mov_r0, prog_load)
@@ -239,25 +240,6 @@ def test_prog_fd_link_and_mode(client):
     assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
 
 
-def prog_ids(backend):
-    ids, start = [], 0
-    while True:
-        ret, raw = call(backend, c.BPF_PROG_GET_NEXT_ID, id_attr(start), 8)
-        if ret:
-            assert ret == -ENOENT
-            return ids
-        start = struct.unpack_from("<I", raw, 4)[0]
-        ids.append(start)
-
-
-def wait_gone(backend, fn, x):
-    import time
-    deadline = time.monotonic() + 5
-    while x in fn(backend) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return x not in fn(backend)
-
-
 def test_ids_and_the_maps_a_program_holds(client):
     m = client.create(HASH, 4, 8, 4)
     map_id = struct.unpack_from("<I", get_info(client.b, m)[2], 4)[0]
@@ -269,16 +251,6 @@ def test_ids_and_the_maps_a_program_holds(client):
     assert fd2 >= 0
     assert struct.unpack_from("<I", prog_info(client.b, fd2)[2], 4)[0] == pid
     client.close(m)
-    from tests.differential.abi_support import get_next_id
-
-    def map_ids(b):
-        ids, start = [], 0
-        while True:
-            r, nxt = get_next_id(b, start)
-            if r:
-                return ids
-            ids.append(nxt)
-            start = nxt
     assert map_id in map_ids(client.b)           # the program holds the map
     client.b.close(fd)
     client.b.close(fd2)

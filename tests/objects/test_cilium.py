@@ -8,38 +8,24 @@ Run as nobody under `bpfemu run`, its output must be the output of the same prog
 root on the live kernel; under the bpf_run fixture the test then reads what it left.
 """
 import ctypes
-import shutil
 import subprocess
 
 import pytest
 
 from tests.objects import loaders
-from tests.objects.test_skeleton import BPFEMU, as_nobody_prefix
+from tests.objects.test_skeleton import as_nobody_prefix, built_loader, run_as_nobody_under_bpfemu
 from tests.support import host_unavailable_reason
 
 
 @pytest.fixture(scope="session")
 def goload():
-    d = loaders.public_dir()
-    try:
-        obj = loaders.bpf_object(d)
-        exe = loaders.go_loader(d)
-    except loaders.Unavailable as e:
-        shutil.rmtree(d, ignore_errors=True)
-        pytest.skip(str(e))
-    yield exe, obj
-    shutil.rmtree(d, ignore_errors=True)
+    yield from built_loader(lambda d, obj: loaders.go_loader(d))
 
 
 @pytest.fixture(scope="session")
 def emulated_output(goload):
     exe, obj = goload
-    r = subprocess.run(as_nobody_prefix() + BPFEMU + ["run", "--", exe, obj],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0 and "seccomp" in r.stderr and "loaded" not in r.stdout:
-        pytest.skip(f"bpfemu run is not usable here: {r.stderr.strip()}")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+    return run_as_nobody_under_bpfemu([exe, obj])
 
 
 def test_cilium_ebpf_loads_the_object_as_nobody(emulated_output):

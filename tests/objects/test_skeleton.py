@@ -26,17 +26,33 @@ def as_nobody_prefix() -> list:
     return AS_NOBODY if os.geteuid() == 0 and shutil.which("setpriv") else []
 
 
-@pytest.fixture(scope="session")
-def skel_main():
+def built_loader(build):
+    """Yield build(d) -> (exe, obj) for a fresh public directory d, removed afterwards; skip
+    the test when a package it needs is missing."""
     d = loaders.public_dir()
     try:
         obj = loaders.bpf_object(d)
-        exe = loaders.skeleton_loader(d, obj)
+        exe = build(d, obj)
     except loaders.Unavailable as e:
         shutil.rmtree(d, ignore_errors=True)
         pytest.skip(str(e))
-    yield exe
+    yield exe, obj
     shutil.rmtree(d, ignore_errors=True)
+
+
+def run_as_nobody_under_bpfemu(argv) -> str:
+    """The stdout of argv run as nobody under `bpfemu run`, or skip where seccomp is unusable."""
+    r = _run(as_nobody_prefix() + BPFEMU + ["run", "--"] + argv)
+    if r.returncode != 0 and "seccomp" in r.stderr and "loaded" not in r.stdout:
+        pytest.skip(f"bpfemu run is not usable here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+@pytest.fixture(scope="session")
+def skel_main():
+    for exe, _obj in built_loader(loaders.skeleton_loader):
+        yield exe
 
 
 def _run(argv):
@@ -45,11 +61,7 @@ def _run(argv):
 
 @pytest.fixture(scope="session")
 def emulated_output(skel_main):
-    r = _run(as_nobody_prefix() + BPFEMU + ["run", "--", skel_main])
-    if r.returncode != 0 and "seccomp" in r.stderr and "loaded" not in r.stdout:
-        pytest.skip(f"bpfemu run is not usable here: {r.stderr.strip()}")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+    return run_as_nobody_under_bpfemu([skel_main])
 
 
 def test_skeleton_loads_and_works_as_nobody(emulated_output):

@@ -30,14 +30,19 @@ def _walk_scenario(backend, map_type=BPF_MAP_TYPE_HASH, flags=0):
     lib.close(fd)
 
 
-def _record(tmp_path, backend, **kw):
-    path = tmp_path / "walk.jsonl"
+def _recorded(tmp_path, backend, scenario, name, **kw):
+    """The path of a trace, tmp_path/name, of scenario(rec, **kw) recorded on backend."""
+    path = tmp_path / name
     rec = Recorder(backend, str(path))
     try:
-        _walk_scenario(rec, **kw)
+        scenario(rec, **kw)
     finally:
         rec.finish()
     return path
+
+
+def _record(tmp_path, backend, **kw):
+    return _recorded(tmp_path, backend, _walk_scenario, "walk.jsonl", **kw)
 
 
 @pytest.mark.parametrize("map_type", [BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH])
@@ -149,13 +154,7 @@ def _batch_scenario(backend, map_type=BPF_MAP_TYPE_HASH):
 
 
 def _record_batch(tmp_path, backend):
-    path = tmp_path / "batch.jsonl"
-    rec = Recorder(backend, str(path))
-    try:
-        _batch_scenario(rec)
-    finally:
-        rec.finish()
-    return path
+    return _recorded(tmp_path, backend, _batch_scenario, "batch.jsonl")
 
 
 def test_a_batch_walk_recorded_with_another_seed_replays_without_false_differences(tmp_path):
@@ -218,12 +217,7 @@ def _delete_batch_scenario(backend):
 
 def test_a_lookup_and_delete_batch_walk_with_another_seed_replays_without_false_differences(
         tmp_path):
-    path = tmp_path / "drain.jsonl"
-    rec = Recorder(Emulator(seed=12345), str(path))
-    try:
-        _delete_batch_scenario(rec)
-    finally:
-        rec.finish()
+    path = _recorded(tmp_path, Emulator(seed=12345), _delete_batch_scenario, "drain.jsonl")
     rep = replay(str(path), "emulator")
     assert rep.ok, "\n".join(map(str, rep.differences[:3]))
     assert any("LOOKUP(_AND_DELETE)_BATCH" in n for n in rep.relaxed)
@@ -234,11 +228,6 @@ def test_a_kernel_recording_of_a_random_seed_delete_batch_walk_replays_on_the_em
     if reason:
         pytest.skip(f"live kernel bpf() not permitted here: {reason}")
     from bpfemu import HostKernel
-    path = tmp_path / "drain.jsonl"
-    rec = Recorder(HostKernel(), str(path))
-    try:
-        _delete_batch_scenario(rec)
-    finally:
-        rec.finish()
+    path = _recorded(tmp_path, HostKernel(), _delete_batch_scenario, "drain.jsonl")
     rep = replay(str(path), "emulator")
     assert rep.ok, "\n".join(map(str, rep.differences[:3]))
