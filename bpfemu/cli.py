@@ -131,7 +131,8 @@ def cmd_replay(a) -> int:
 def cmd_dump(a) -> int:
     from .trace import dump
     try:
-        dump(a.trace, sys.stdout)
+        # Warnings go to stderr too, where a listing piped into a pager or head still shows them.
+        dump(a.trace, sys.stdout, warn=lambda w: print(f"bpfemu: warning: {w}", file=sys.stderr))
     except TraceError as e:
         return _err(str(e))
     except BrokenPipeError:

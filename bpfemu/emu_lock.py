@@ -9,10 +9,11 @@ the GIL released, as an RLock does.
 
 The semaphore is named (sem_open) because SemLock has no other kind; the name is unlinked at
 once, so nothing is left in /dev/shm. Its memory is shared with a child made by fork(), and
-the child's emulators are copies of their own: a lock held by a thread of the parent at the
-fork must be neither waited for nor taken in the child, so the child gets new locks
-(``os.register_at_fork``). Where SemLock cannot be made (no _multiprocessing module, or no
-/dev/shm), the lock is a threading.RLock: slower, with the same behaviour.
+the child's emulators are copies of their own, so the child gets new locks
+(``os.register_at_fork``). Before the fork, the forking thread takes every emulator's lock,
+so that no other thread is half-way through a call when the child's copy is made. Where
+SemLock cannot be made (no _multiprocessing module, or no /dev/shm), the lock is a
+threading.RLock: slower, with the same behaviour.
 """
 import os
 import threading
@@ -48,10 +49,34 @@ def track(emu) -> None:
     _holders.add(emu)
 
 
+# Locks taken by _before_fork, given back by _after_fork_in_parent.
+_held_at_fork: list = []
+
+
+def _before_fork() -> None:
+    """Wait for every emulator's call in progress to end, and hold the locks across the fork,
+    so that the child's copy of each emulator is one between two calls, never one half-way
+    through an update. Runs only when the process forks: no call pays for it."""
+    for emu in sorted(_holders, key=id):        # one order for every fork, so no deadlock
+        lock = emu.lock
+        lock.acquire()
+        _held_at_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
 def _after_fork_in_child() -> None:
+    # DEVIATION(fork): the child's emulators are copies, so a map changed by the child after
+    # the fork is not changed in the parent (nor the other way round); in Linux both hold
+    # one map. Sharing would need the maps in shared memory and a lock across processes.
+    _held_at_fork.clear()                       # the parent's locks: never released here
     for emu in list(_holders):
         emu.lock = new_lock()
-        emu.forget_decoded_calls()                  # some hold the old lock (a walk step's)
+        emu.forget_decoded_calls()              # some hold the old lock (a walk step's)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)

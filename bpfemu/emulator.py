@@ -8,6 +8,7 @@ from .emu_lock import new_lock, track
 from .fastpath import DecodedCalls
 from .errors import BpfError
 from .fdtable import MAP_KIND, FdTable, IdrCyclic
+from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile
 from .syscall import __sys_bpf as entry
@@ -52,6 +53,7 @@ class Emulator:
         register_kernel_btf(self)
         self.lock = new_lock()
         track(self)
+        defer_signal_handlers()                 # a handler never runs half-way through a call
         # The decoded-call cache in front of the entry (fastpath.py), unless turned off.
         if decoded_calls is None:
             decoded_calls = os.environ.get("BPFEMU_DECODED_CALLS", "1") != "0"

@@ -59,3 +59,9 @@ class BpfError(OSError):
 
     def __repr__(self) -> str:
         return f"BpfError({errno_name(self.errno)})"
+
+
+class EmulatorFault(RuntimeWarning):
+    """Warned when the emulator itself failed inside a call (a bug, or Python out of
+    memory): the call returned an errno the kernel could give, and the warning carries the
+    traceback of what really happened."""

@@ -34,6 +34,7 @@ sends), then the decoded calls kept, and otherwise hands the call to the entry
 import ctypes
 from typing import Callable, NamedTuple
 
+from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
 from .errors import BpfError
 from .maps.array_fastpath import array_pinned_lookup_call, array_pinned_update_call
 from .uapi.consts import BpfMapType as T
@@ -104,12 +105,16 @@ class DecodedCalls:
                     return run()
                 except BpfError as e:
                     return -e.errno
+                except Exception as e:
+                    return _syscall.our_failure(cmd, e)
             lock = self.emu.lock
             lock.acquire()
             try:
                 return run()
             except BpfError as e:
                 return -e.errno
+            except Exception as e:
+                return _syscall.our_failure(cmd, e)
             finally:
                 lock.release()
         return self._sys_bpf_decoded(cmd, attr, size)
@@ -131,6 +136,8 @@ class DecodedCalls:
                     return run()
                 except BpfError as e:
                     return -e.errno
+                except Exception as e:
+                    return _syscall.our_failure(cmd, e)
             lock = self.emu.lock
             lock.acquire()
             try:
@@ -141,6 +148,8 @@ class DecodedCalls:
                 return run()
             except BpfError as e:
                 return -e.errno
+            except Exception as e:
+                return _syscall.our_failure(cmd, e)
             finally:
                 lock.release()
         emu = self.emu

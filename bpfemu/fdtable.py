@@ -141,6 +141,15 @@ BTF_KIND = "btf"
 PROG_KIND = "bpf-prog"
 
 
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at the fork; the child's watcher starts
+    # a new inotify instance on its first use anyway (_ensure).
+    _WATCHER.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class OpenFile:
     """One open file description of a bpf object: the object, its kind (the anon inode's
     name: bpf-map, btf, bpf-prog) and its access mode."""

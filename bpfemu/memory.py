@@ -100,6 +100,10 @@ class ProcessMemory(Memory):
 
     def __init__(self, pid: int | None = None):
         self.pid = os.getpid() if pid is None else pid
+        if pid is None:
+            # "This process": a child made by fork() must copy to and from its own memory,
+            # not its parent's (whose pid the copy would otherwise keep).
+            _own_process.add(self)
         # Two local iovecs, then two remote ones, filled by one pack_into per call (setting
         # ctypes Structure fields cost more than the syscall itself).
         self._iov = ctypes.create_string_buffer(4 * _IOVEC_SIZE)
@@ -269,6 +273,22 @@ class ProcessMemory(Memory):
             raise BpfError(_EFAULT)
 
 
+# ProcessMemory objects made for this process, which follow it into a forked child.
+_own_process: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    pid = os.getpid()
+    for mem in list(_own_process):
+        mem.pid = pid
+    for arena in list(_arenas):
+        arena._lock = threading.Lock()      # a thread of the parent may have held it
+
+
+# Arenas, whose lock a forked child must not inherit held.
+_arenas: "weakref.WeakSet" = weakref.WeakSet()
+
+
 class ArenaMemory(Memory):
     """A simulated address space: regions of bytearrays at chosen addresses.
 
@@ -280,6 +300,7 @@ class ArenaMemory(Memory):
         self._regions: dict[int, bytearray] = {}   # start -> bytes
         self._next = base
         self._lock = threading.Lock()
+        _arenas.add(self)
 
     def map(self, addr: int, data_or_size) -> int:
         """Place a region at addr (bytes to copy in, or a size to zero-fill); returns addr."""
@@ -338,3 +359,6 @@ class ArenaMemory(Memory):
     def region(self, addr: int) -> bytearray:
         """The bytearray of the region starting at addr (for callers and trace replay)."""
         return self._regions[addr]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

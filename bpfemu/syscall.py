@@ -9,14 +9,16 @@ Decoded calls (fastpath.py) are a cache in front of this entry: ``Emulator.bpf``
 first when they are on, and comes here for everything else.
 """
 import errno
+import traceback
+import warnings
 from typing import Callable, NamedTuple
 
 from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
-from .errors import BpfError
-from .usercopy import get_attr, is_buffer
+from .errors import BpfError, EmulatorFault
+from .usercopy import attr_tail_zero, is_buffer
 from .uapi.consts import BpfCmd as C
 
-_E2BIG, _EFAULT, _EINVAL = errno.E2BIG, errno.EFAULT, errno.EINVAL
+_E2BIG, _EFAULT, _EINVAL, _ENOMEM = errno.E2BIG, errno.EFAULT, errno.EINVAL, errno.ENOMEM
 
 
 class Command(NamedTuple):
@@ -113,8 +115,8 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
             if size > union:
                 if size > emu.page_size:
                     raise BpfError(_E2BIG)
-                if any(get_attr(emu, attr, union, size - union)):
-                    raise BpfError(_E2BIG)
+                if not attr_tail_zero(emu, attr, union, size - union):
+                    raise BpfError(_E2BIG)      # bpf_check_uarg_tail_zero()
                 size = union
             # copy_from_bpfptr(&attr, uattr, size) into a zeroed union. Only the first `size`
             # bytes are kept: the rest of the union is zero by definition.
@@ -139,6 +141,26 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
             return handler(emu, raw, attr)
         except BpfError as e:
             return -e.errno
+        except Exception as e:
+            return our_failure(cmd, e)
+
+
+def our_failure(cmd: int, exc: Exception) -> int:
+    """The one place where a failure of the emulator itself (anything but a BpfError)
+    becomes an errno: ENOMEM for Python running out of memory, as the kernel's allocators
+    answer; EFAULT for anything else (a bug of ours), an errno every command can give since
+    every one copies its attr from the caller. Never silent: an EmulatorFault warning
+    carries the traceback."""
+    # DEVIATION(memory): keys and index entries are made on insert, so even a preallocated
+    # map, which never fails an update for memory in Linux, gets ENOMEM here.
+    err = _ENOMEM if isinstance(exc, MemoryError) else _EFAULT
+    try:
+        warnings.warn(EmulatorFault(
+            f"bpf({cmd}) failed inside the emulator; answered -{errno.errorcode[err]}:\n"
+            + "".join(traceback.format_exception(exc))), stacklevel=3)
+    except MemoryError:
+        pass                                    # no memory left even to say so
+    return -err
 
 
 sys_bpf = __sys_bpf

@@ -35,20 +35,24 @@ def copy_to_user(mem, addr: int, data) -> None:
 
 
 def copy_pairs_to_user(mem, ukeys: int, key_chunks: list, uvalues: int, value_chunks: list) -> None:
-    """The kernel's batch copy-out: for each group g (an element, or a hash bucket), copy
-    key_chunks[g] to the keys area, then value_chunks[g] to the values area, both packed
-    from the start; stop with EFAULT at the first fault, the faulting copy's prefix written.
+    """The kernel's batch copy-out (docs/usercopy.md): for each group g (an element, or a
+    hash bucket), copy key_chunks[g] to the keys area, then value_chunks[g] to the values
+    area, both packed from the start; stop with EFAULT at the first fault, the faulting
+    copy's prefix written.
 
-    Fast path: two bulk writes. If one faults, the sequence is replayed group by group to
-    find where the kernel stops, and key bytes the bulk write put beyond that point are
-    restored from a snapshot taken first. The EFAULT raised carries ``group``, the index
-    of the group whose copy faulted."""
+    Fast path: two bulk writes, when the two areas do not overlap (if they do, the order of
+    the copies decides which bytes are left, so they are made group by group). If a bulk
+    write faults, the sequence is replayed group by group to find where the kernel stops,
+    and key bytes the bulk write put beyond that point are restored from a snapshot taken
+    first. The EFAULT raised carries ``group``, the index of the group whose copy faulted."""
     keys = b"".join(key_chunks)
     values = b"".join(value_chunks)
-    try:
-        snapshot = mem.read(ukeys, len(keys))
-    except BpfError:
-        snapshot = None
+    snapshot = None
+    if ukeys + len(keys) <= uvalues or uvalues + len(values) <= ukeys:
+        try:
+            snapshot = mem.read(ukeys, len(keys))
+        except BpfError:
+            pass
     if snapshot is not None:
         try:
             mem.write(ukeys, keys)
@@ -97,17 +101,72 @@ def get_attr(emu, attr, off: int, n: int) -> bytes:
     return raw[off:off + n]
 
 
+_WORD = 8
+
+
+def check_zeroed_user(read, addr: int, n: int) -> bool:
+    """check_zeroed_user(): True if the n bytes at addr are all zero, False at the first
+    aligned word holding a non-zero byte of the range, BpfError(EFAULT) if a word faults
+    first (docs/usercopy.md). ``read(addr, n)`` reads memory like Memory.read. Words never
+    straddle a page, so whole pages are read at once, and word by word only in a page that
+    faults somewhere."""
+    end = addr + n
+    pos = addr
+    while pos < end:
+        chunk = min(end - pos, PAGE_SIZE - (pos & (PAGE_SIZE - 1)))
+        try:
+            data = read(pos, chunk)
+        except BpfError:
+            data = None
+        if data is not None:
+            if any(data):
+                return False
+        else:
+            word_end = pos
+            while word_end < pos + chunk:   # the words of this page, up to the fault
+                word = word_end
+                word_end = min((word & ~(_WORD - 1)) + _WORD, pos + chunk)
+                if any(read(word, word_end - word)):
+                    return False
+        pos += chunk
+    return True
+
+
+def attr_tail_zero(emu, attr, off: int, n: int) -> bool:
+    """check_zeroed_user() on bytes [off, off+n) of the caller's attr (address or buffer)."""
+    if type(attr) is int:
+        return check_zeroed_user(emu.mem.read, attr + off, n)
+    return check_zeroed_user(lambda o, k: get_attr(emu, attr, o, k), off, n)
+
+
 def put_attr(emu, attr, off: int, data: bytes) -> None:
     """put_user()/copy_to_user() into the caller's union bpf_attr (batch.count, info_len,
     next_id). ``attr`` is the reference the caller passed to bpf(): an address or a buffer."""
     if type(attr) is int:
-        emu.mem.write(attr + off, data)
+        put_user(emu.mem, attr + off, data)
         return
     view = memoryview(attr).cast("B")
     if view.readonly or len(view) < off + len(data):
         # DEVIATION(attr-buffer): past the end of a Python buffer is treated as unmapped.
         raise BpfError(_EFAULT)
     view[off:off + len(data)] = data
+
+
+def put_user(mem, addr: int, data: bytes) -> None:
+    """put_user() of a small scalar: all or nothing (docs/usercopy.md). One that straddles
+    two pages writes its part in the second page first, so that a fault there has written
+    nothing, and puts that part back if the first page then faults."""
+    split = PAGE_SIZE - (addr & (PAGE_SIZE - 1))
+    if split >= len(data):
+        mem.write(addr, data)
+        return
+    old = mem.read(addr + split, len(data) - split)
+    mem.write(addr + split, data[split:])
+    try:
+        mem.write(addr, data[:split])
+    except BpfError:
+        mem.write(addr + split, old)
+        raise
 
 
 def strncpy_from_user(mem, addr: int, maxlen: int = PATH_MAX) -> bytes:

@@ -13,8 +13,9 @@ from .recorder import Recorder, set_cpu
 from .replay import Difference, ReplayArena, ReplayReport, replay
 
 
-def dump(path, out=None, *, bytes_limit: int | None = 16) -> int:
-    """Print the strace-style listing of a trace; returns the number of records."""
+def dump(path, out=None, *, bytes_limit: int | None = 16, warn=None) -> int:
+    """Print the strace-style listing of a trace; returns the number of records. Problems
+    found (a truncated trace) are listed after it, and each is passed to warn() too."""
     import sys
     out = out or sys.stdout
     t = open_trace(path)
@@ -27,6 +28,8 @@ def dump(path, out=None, *, bytes_limit: int | None = 16) -> int:
         out.write(f"{rec.get('seq', n - 1):6d} cpu{rec.get('cpu', '?')} {render_call(rec)}\n")
     for w in t.warnings:
         out.write(f"# warning: {w}\n")
+        if warn is not None:
+            warn(w)
     return n
 
 

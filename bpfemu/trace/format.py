@@ -105,25 +105,48 @@ class Header:
         if version not in SUPPORTED_VERSIONS:
             raise TraceError(path, None, f"unknown trace format version {version!r} "
                              f"(this bpfemu reads version {', '.join(map(str, SUPPORTED_VERSIONS))})")
-        try:
-            rec = d.get("recorder") or {}
-            known = {"format", "version", "kernel_release", "arch", "page_size", "possible_cpus",
-                     "recorder", "backend", "scenario"}
-            h = cls(kernel_release=str(d["kernel_release"]), arch=str(d["arch"]),
-                    page_size=int(d["page_size"]), possible_cpus=int(d["possible_cpus"]),
-                    recorder=str(rec.get("name", "")), recorder_version=str(rec.get("version", "")),
-                    backend=str(d.get("backend", "kernel")), scenario=d.get("scenario"),
-                    version=version, extra={k: v for k, v in d.items() if k not in known})
-        except (KeyError, TypeError, ValueError) as e:
-            raise TraceError(path, None, f"header lacks a valid {e} field") from None
+        known = {"format", "version", "kernel_release", "arch", "page_size", "possible_cpus",
+                 "recorder", "backend", "scenario"}
+        rec = d.get("recorder") or {}
+        if not isinstance(rec, dict):
+            raise TraceError(path, None, "header field \"recorder\" must be an object")
+        h = cls(kernel_release=_field(d, "kernel_release", str, path),
+                arch=_field(d, "arch", str, path),
+                page_size=_field(d, "page_size", int, path),
+                possible_cpus=_field(d, "possible_cpus", int, path),
+                recorder=str(rec.get("name", "")), recorder_version=str(rec.get("version", "")),
+                backend=str(d.get("backend", "kernel")), scenario=d.get("scenario"),
+                version=version, extra={k: v for k, v in d.items() if k not in known})
         if h.arch not in SUPPORTED_ARCHES:
             raise TraceError(path, None, f"recorded on {h.arch}; bpfemu replays "
                              f"{', '.join(SUPPORTED_ARCHES)} traces only")
         if h.page_size != 4096:
             raise TraceError(path, None, f"page size {h.page_size} is not supported (4096 only)")
-        if h.possible_cpus < 1:
-            raise TraceError(path, None, f"possible_cpus {h.possible_cpus} is not valid")
+        if not 1 <= h.possible_cpus <= MAX_POSSIBLE_CPUS:
+            raise TraceError(path, None, f"possible_cpus {h.possible_cpus} is not valid "
+                             f"(1 to {MAX_POSSIBLE_CPUS}, the most CPUs Linux is built for)")
         return h
+
+
+# CONFIG_NR_CPUS is at most 8192 on x86_64 (MAXSMP): a header asking for more is corrupt,
+# and replaying it would size every per-CPU value for that many CPUs.
+MAX_POSSIBLE_CPUS = 8192
+
+
+def _field(d: dict, name: str, kind, path):
+    """Header field name as kind (str or int), or a TraceError that names it."""
+    if name not in d:
+        raise TraceError(path, None, f"header lacks the field \"{name}\"")
+    value = d[name]
+    if kind is int:
+        if type(value) is not int:
+            raise TraceError(path, None, f"header field \"{name}\" must be an integer, "
+                             f"not {json.dumps(value)[:40]}")
+        return value
+    if not isinstance(value, str):
+        raise TraceError(path, None, f"header field \"{name}\" must be a string, "
+                         f"not {json.dumps(value)[:40]}")
+    return value
 
 
 # --- records ------------------------------------------------------------------------------

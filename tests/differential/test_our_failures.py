@@ -1,0 +1,127 @@
+"""Failures of the emulator itself never escape bpf(): Python out of memory is ENOMEM, any
+other exception of ours EFAULT, each reported by an EmulatorFault warning with its traceback,
+and the emulator stays usable.
+"""
+import ctypes
+import errno
+import os
+import resource
+import struct
+import warnings
+
+import pytest
+
+from bpfemu import Emulator
+from bpfemu.errors import EmulatorFault
+from bpfemu.fastpath import NO_CALL
+from bpfemu.maps import hashtab
+from bpfemu.uapi import consts as c
+from tests.support import NCPU, Client, elem_attr
+
+HASH = c.BPF_MAP_TYPE_HASH
+
+
+def _raising(exc):
+    def op(*args, **kw):
+        raise exc
+    return op
+
+
+@pytest.mark.parametrize("exc,err", [(MemoryError(), errno.ENOMEM),
+                                     (AssertionError("broken"), errno.EFAULT),
+                                     (KeyError(b"k"), errno.EFAULT)])
+@pytest.mark.parametrize("path", ["checked", "decoded", "last"])
+@pytest.mark.parametrize("cmd", [c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_LOOKUP_ELEM])
+def test_exception_of_ours_becomes_an_errno_and_a_warning(exc, err, path, cmd):
+    """Every way through the entry: the whole entry (the map's op fails), a decoded call,
+    and the call made last (locked for an update, lockless for a lookup)."""
+    emu = Emulator(nr_cpus=NCPU, seed=1)
+    cl = Client(emu)
+    fd = cl.create(HASH, 4, 8, 8)
+    m = emu.map_of(fd)
+    key = ctypes.create_string_buffer(struct.pack("<I", 1), 4)
+    value = ctypes.create_string_buffer(8)
+    attr = ctypes.create_string_buffer(elem_attr(fd, ctypes.addressof(key),
+                                                 ctypes.addressof(value)), 168)
+    ops = m.ops
+    saved = (ops.map_update_elem_sys, ops.map_lookup_elem_sys)
+    if path == "checked":
+        ops.map_update_elem_sys = ops.map_lookup_elem_sys = _raising(exc)
+    else:
+        for _ in range(2):                      # decoded, then built on its first reuse
+            assert emu.bpf(cmd, attr, 32) in (0, -errno.ENOENT)
+        calls = emu.decoded_calls
+        for call in calls.calls.values():
+            call.run = _raising(exc)
+        last = calls.last
+        calls.last = (last[0], last[1], last[2], last[3], _raising(exc), last[5])
+        if path == "decoded":
+            calls.last = NO_CALL
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert emu.bpf(cmd, attr, 32) == -err
+        assert len(w) == 1 and w[0].category is EmulatorFault
+        assert type(exc).__name__ in str(w[0].message)        # the traceback
+    finally:
+        ops.map_update_elem_sys, ops.map_lookup_elem_sys = saved
+    emu.forget_decoded_calls()
+    assert emu.lock.acquire(False)             # not left held
+    emu.lock.release()
+    assert cl.update(fd, struct.pack("<I", 2), b"\x01" * 8) == 0
+    assert cl.lookup(fd, struct.pack("<I", 2), 8) == (0, b"\x01" * 8)
+    emu.close_all()
+
+
+def test_out_of_memory_is_enomem_in_a_child():
+    """A real exhaustion: a child with little address space fills a map without
+    preallocation until Python's memory runs out. Every call returns; the first failure is
+    ENOMEM and inserted nothing; with memory again, the map works."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            emu = Emulator(nr_cpus=NCPU, seed=1)
+            cl = Client(emu)
+            fd = cl.create(HASH, 4, 65536, 100000, c.BPF_F_NO_PREALLOC)
+            with open("/proc/self/statm") as f:
+                vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (vm + (96 << 20), resource.RLIM_INFINITY))
+            key = ctypes.create_string_buffer(4)
+            value = ctypes.create_string_buffer(65536)
+            attr = ctypes.create_string_buffer(elem_attr(fd, ctypes.addressof(key),
+                                                         ctypes.addressof(value)), 168)
+            rets = []
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                for i in range(100000):
+                    key.raw = struct.pack("<I", i)
+                    ret = emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
+                    rets.append(ret)
+                    if ret != 0:
+                        break
+            ok = rets[-1] == -errno.ENOMEM and len(rets) > 10
+            dattr = ctypes.create_string_buffer(elem_attr(fd, ctypes.addressof(key)), 168)
+            # Memory again: the failed call left nothing half-done behind it.
+            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
+            n = len(rets) - 1
+            ok = ok and len(cl.keys(fd, 4)) == n
+            dels = []
+            for i in range(n + 1):
+                key.raw = struct.pack("<I", i)
+                dels.append(emu.bpf(c.BPF_MAP_DELETE_ELEM, dattr, 16))
+            key.raw = struct.pack("<I", 7)
+            again = emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
+            print(set(dels[:n]), dels[n], again)
+            ok = ok and set(dels[:n]) == {0} and dels[n] == -errno.ENOENT and again == 0
+            code = 0 if ok else 2
+            if not ok:
+                print(rets[-3:], len(rets), [str(x.message)[:300] for x in w[:2]])
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
