@@ -63,7 +63,8 @@ def cmd_record(a) -> int:
             return _err(f"the live kernel's bpf() is not usable here ({why}); "
                         "use --backend emulator")
     try:
-        record_scenario(a.scenario, a.output, backend=a.backend, cpus=a.cpus, bpffs_root=a.bpffs)
+        record_scenario(a.scenario, a.output, backend=a.backend, cpus=a.cpus, bpffs_root=a.bpffs,
+                        profile=a.profile)
     except ScenarioError as e:
         return _err(str(e))
     except Interference as e:
@@ -93,7 +94,8 @@ def cmd_replay(a) -> int:
     for path in a.traces:
         prog = print_progress_factory(sys.stderr, os.path.basename(path)) if not a.quiet else None
         try:
-            rep = replay(path, a.backend, max_diffs=a.max_diffs, progress=prog)
+            rep = replay(path, a.backend, max_diffs=a.max_diffs, progress=prog,
+                         profile=a.profile)
         except TraceError as e:
             if prog:
                 sys.stderr.write("\r\033[K")
@@ -146,8 +148,10 @@ def cmd_conform(a) -> int:
     unknown = [n for n in a.scenarios if n not in SCENARIOS]
     if unknown:
         return _err(f"unknown scenario {unknown[0]!r} (bpfemu scenarios lists them)")
+    if a.profiles or a.trace:
+        return _conform_profiles(a)
     try:
-        result = conform(a.scenarios, kernel=a.kernel, verbose=a.verbose)
+        result = conform(a.scenarios, kernel=a.kernel, verbose=a.verbose, profile=a.profile)
     except TraceError as e:
         return _err(str(e))
     except RuntimeError as e:
@@ -160,6 +164,20 @@ def cmd_conform(a) -> int:
         sys.stderr.write(f"bpfemu: incomplete: {what}\n")
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _conform_profiles(a) -> int:
+    """conform --profiles/--trace: traces on several kernel profiles, in a table."""
+    from .trace.kernels import VERSIONS, check, corpus, render
+    versions = a.profiles.split(",") if a.profiles else list(VERSIONS)
+    if any(v not in VERSIONS for v in versions):
+        return _err(f"--profiles {a.profiles}: known kernels are {', '.join(VERSIONS)}")
+    traces = a.trace or [t for v in versions for t in corpus(v, a.scenarios)]
+    try:
+        results = check(traces, versions, max_diffs=3 if a.verbose < 2 else None)
+    except TraceError as e:
+        return _err(str(e))
+    return EXIT_OK if render(results, versions, sys.stdout, verbose=a.verbose) == 0 else EXIT_DIFF
 
 
 def cmd_scenarios(a) -> int:
@@ -186,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the live kernel (auto: where bpf() is permitted)")
     c.add_argument("-v", "--verbose", action="count", default=0,
                    help="show the differences (-vv: all of them)")
+    c.add_argument("--profile", default=None, metavar="KERNEL",
+                   help="the kernel checked: 6.1, 6.12 or 6.18 (default); its golden corpus "
+                        "where the live kernel is another")
+    c.add_argument("--profiles", default=None, metavar="K1,K2,...",
+                   help="replay traces (--trace, or the corpora of these kernels) on each of "
+                        "these kernels' profiles and print where they differ")
+    c.add_argument("--trace", action="append", default=[], metavar="TRACE",
+                   help="with --profiles: a trace to check (repeatable)")
     c.set_defaults(func=cmd_conform)
 
     r = sub.add_parser("record", help="run a scenario and record its bpf() calls "
@@ -197,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", choices=("kernel", "emulator"), default="kernel")
     r.add_argument("--cpus", type=_int_in(1, MAX_CPUS, "--cpus"), default=None, metavar="N",
                    help=f"possible CPUs, 1..{MAX_CPUS} (emulator; default: this machine's)")
+    r.add_argument("--profile", default=None, metavar="KERNEL",
+                   help="the emulator's kernel profile (6.1, 6.12, 6.18; default 6.18)")
     r.add_argument("--bpffs", default=None, metavar="DIR",
                    help="where pin scenarios pin (kernel: a bpffs is mounted there)")
     r.set_defaults(func=cmd_record)
@@ -208,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="N", help="differences to show per trace (default 20; 0: only "
                     "count them)")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    rp.add_argument("--profile", "--kernel-profile", default=None, metavar="KERNEL",
+                    help="the emulator's kernel profile (6.1, 6.12, 6.18; default: that of the "
+                         "kernel the trace was recorded on)")
     rp.set_defaults(func=cmd_replay)
 
     d = sub.add_parser("dump", help="print a trace strace-style")

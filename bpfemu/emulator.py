@@ -10,7 +10,7 @@ from .errors import BpfError
 from .fdtable import MAP_KIND, FdTable, IdrCyclic
 from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
-from .profile import KernelProfile
+from .profile import KernelProfile, get_profile
 from .syscall import __sys_bpf as entry
 from .syscall import build_dispatch
 
@@ -26,10 +26,14 @@ class Emulator:
     """
 
     def __init__(self, *, nr_cpus: int | None = None, seed: int | None = None,
-                 profile: KernelProfile | None = None, mem: Memory | None = None,
+                 profile: KernelProfile | str | None = None, mem: Memory | None = None,
                  bpffs_root: str = "/sys/fs/bpf", store: str | None = None,
                  decoded_calls: bool | None = None):
-        self.profile = profile or KernelProfile()
+        # A KernelProfile, or a kernel by name ("6.1", "6.12", "6.18"); None: 6.18, or the
+        # kernel named by the BPFEMU_PROFILE environment variable.
+        if profile is None or isinstance(profile, str):
+            profile = get_profile(profile)
+        self.profile = profile
         if nr_cpus is not None:
             self.profile.nr_cpus = nr_cpus
         if self.profile.nr_cpus < 1:

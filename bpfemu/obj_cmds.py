@@ -68,8 +68,10 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
     profile = emu.profile
     mem = emu.mem
     size = profile.map_info_size                 # sizeof(struct bpf_map_info)
-    # The 6.18.44 backport checks the tail from offsetofend(hash_size).
-    info, info_len = info_from_user(emu, uinfo, info_len, size, profile.map_info_tail_from)
+    # The 6.18.44 backport checks the tail from offsetofend(hash_size). Before 6.18 (no
+    # info.hash input) the kernel did not read the caller's info: unfilled fields come back 0.
+    info, info_len = info_from_user(emu, uinfo, info_len, size, profile.map_info_tail_from,
+                                    copy_in=profile.map_info_reads_input)
     _INFO_HEAD.pack_into(info, 0, m.map_type, m.id, m.key_size, m.value_size, m.max_entries,
                          m.map_flags & ~BPF_OBJ_FLAG_MASK, m.name)
     _U64.pack_into(info, _OFF_MAP_EXTRA, m.map_extra)
@@ -78,8 +80,9 @@ def bpf_map_get_info_by_fd(emu, f, m, info_len: int, uinfo: int, uattr) -> int:
                          m.btf_value_type_id)
     _U32.pack_into(info, _OFF_BTF_VMLINUX_VALUE_TYPE_ID, m.btf_vmlinux_value_type_id)
 
-    uhash = _U64.unpack_from(info, _OFF_HASH)[0]
-    hash_size = _U32.unpack_from(info, _OFF_HASH_SIZE)[0]
+    # hash and hash_size exist from Linux 6.18 on; an older profile's info ends before them.
+    uhash, hash_size = (0, 0) if size < _OFF_HASH_SIZE + 4 else (
+        _U64.unpack_from(info, _OFF_HASH)[0], _U32.unpack_from(info, _OFF_HASH_SIZE)[0])
     if uhash:
         get_hash = m.ops.map_value_hash          # map->ops->map_get_hash
         if get_hash is None:
@@ -121,7 +124,8 @@ def map_freeze(emu, raw: bytes, uattr) -> int:
     m = f.obj
     if m.has_spin_lock:                          # map->record: BTF special fields
         raise BpfError(ENOTSUPP)
-    if not map_get_sys_perms(m, f) & FMODE_WRITE:
+    # Not on 6.1: there any fd may freeze (a read-only one too) and a second freeze is EBUSY.
+    if emu.profile.freeze_needs_write and not map_get_sys_perms(m, f) & FMODE_WRITE:
         raise BpfError(errno.EPERM)              # so a second freeze is EPERM, too
     write_active = getattr(m, "write_active", None)
     if write_active is not None and write_active():
@@ -143,9 +147,14 @@ def _pathname(emu, addr: int) -> str:
     return os.fsdecode(strncpy_from_user(emu.mem, addr))
 
 
+def _path_fd_flag(emu) -> int:
+    """BPF_F_PATH_FD where the profile's kernel knows it (Linux 6.5 on), else no flag."""
+    return F.BPF_F_PATH_FD if emu.profile.obj_path_fd else 0
+
+
 def bpf_obj_pin(emu, raw: bytes, uattr) -> int:
     pathname, bpf_fd, file_flags, path_fd = _OBJ.unpack_from(raw)
-    if file_flags & ~F.BPF_F_PATH_FD:
+    if file_flags & ~_path_fd_flag(emu):         # 6.1: file_flags != 0 is EINVAL
         raise BpfError(_EINVAL)
     if not file_flags & F.BPF_F_PATH_FD and path_fd:
         raise BpfError(_EINVAL)                  # path_fd needs BPF_F_PATH_FD
@@ -169,7 +178,7 @@ def bpf_obj_pin(emu, raw: bytes, uattr) -> int:
 
 def bpf_obj_get(emu, raw: bytes, uattr) -> int:
     pathname, bpf_fd, file_flags, path_fd = _OBJ.unpack_from(raw)
-    if bpf_fd != 0 or file_flags & ~(BPF_OBJ_FLAG_MASK | F.BPF_F_PATH_FD):
+    if bpf_fd != 0 or file_flags & ~(BPF_OBJ_FLAG_MASK | _path_fd_flag(emu)):
         raise BpfError(_EINVAL)
     if not file_flags & F.BPF_F_PATH_FD and path_fd:
         raise BpfError(_EINVAL)

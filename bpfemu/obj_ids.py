@@ -49,12 +49,15 @@ def bpf_check_uarg_tail_zero(emu, uaddr: int, expected_size: int, actual_size: i
         raise BpfError(errno.E2BIG)
 
 
-def info_from_user(emu, uinfo: int, info_len: int, size: int, tail_from=None):
+def info_from_user(emu, uinfo: int, info_len: int, size: int, tail_from=None,
+                   copy_in: bool = True):
     """The start of every *_get_info_by_fd(): bpf_check_uarg_tail_zero() (from tail_from,
-    sizeof(info) unless given), then memset(&info, 0) and the caller's first min(info_len,
-    size) bytes copied in, so fields a command leaves alone echo back. (info, that length)."""
+    sizeof(info) unless given), then memset(&info, 0) and, where the kernel reads it
+    (copy_in), the caller's first min(info_len, size) bytes copied in, so fields a command
+    leaves alone echo back. (info, that length)."""
     bpf_check_uarg_tail_zero(emu, uinfo, size if tail_from is None else tail_from, info_len)
     n = min(info_len, size)
     info = bytearray(size)
-    info[:n] = emu.mem.read(uinfo, n)
+    if copy_in:
+        info[:n] = emu.mem.read(uinfo, n)
     return info, n

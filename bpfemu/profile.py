@@ -1,7 +1,9 @@
 """What differs between kernel versions lives here, not in ifs scattered through the handlers."""
 import os
+import re
 from dataclasses import dataclass, field
 
+from .uapi.consts import BpfCmd as C
 
 
 def host_possible_cpus() -> int:
@@ -15,6 +17,16 @@ def host_possible_cpus() -> int:
     for part in spec.split(","):
         highest = max(highest, int(part.split("-")[-1]))
     return highest + 1
+
+
+# Where an older kernel's CHECK_ATTR bound differs from 6.18's (syscall.COMMANDS holds 6.18's).
+# Linux 6.12: no exclusive maps yet (MAP_CREATE ends at map_token_fd, 80); 6.1: no BPF tokens,
+# no value_type_btf_obj_fd (MAP_CREATE ends at map_extra, 72) and no path_fd for OBJ_PIN and
+# OBJ_GET (they end at file_flags, 16). Read from each kernel's BTF and checked by its probe:
+# docs/kernels.md.
+LINUX_6_12_LAST_FIELD_END = {C.BPF_MAP_CREATE: 80}
+LINUX_6_1_LAST_FIELD_END = {**LINUX_6_12_LAST_FIELD_END, C.BPF_MAP_CREATE: 72,
+                            C.BPF_OBJ_PIN: 16, C.BPF_OBJ_GET: 16}
 
 
 @dataclass
@@ -45,3 +57,61 @@ class KernelProfile:
     # Memory the emulator agrees to allocate for one map; past it, creation fails with ENOMEM
     # instead of the process trying (and the OOM killer answering, as the kernel's would).
     max_map_bytes: int = 1 << 32
+    # OBJ_PIN and OBJ_GET know BPF_F_PATH_FD and path_fd (Linux 6.5 and later).
+    obj_path_fd: bool = True
+    # MAP_FREEZE needs an fd that can write (EPERM otherwise, and once frozen no fd can).
+    freeze_needs_write: bool = True
+    # The common LRU's target_free: clamp(max_entries / nr_cpus / 2, 1, LOCAL_FREE_TARGET)
+    # where True, else always LOCAL_FREE_TARGET (128).
+    lru_target_free_scaled: bool = True
+    # OBJ_GET_INFO_BY_FD reads the caller's bpf_map_info first (for info.hash), so the fields
+    # it does not fill come back as given; where False they come back zero.
+    map_info_reads_input: bool = True
+
+
+def linux_6_18(**kw) -> KernelProfile:
+    return KernelProfile(**kw)
+
+
+def linux_6_12(**kw) -> KernelProfile:
+    """Debian 12's backport kernel (6.12.118 probed); differences from 6.18: docs/kernels.md."""
+    return KernelProfile(**{
+        "release": "6.12", "attr_size": 152, "nr_cmds": 37, "nr_map_types": 34,
+        "last_field_end": dict(LINUX_6_12_LAST_FIELD_END),
+        # bpf_map_info ends at map_extra and its tail is checked from there.
+        "map_info_size": 88, "map_info_tail_from": 88, "map_info_reads_input": False, **kw})
+
+
+def linux_6_1(**kw) -> KernelProfile:
+    """Debian 12's kernel (6.1.0-57, i.e. 6.1.176, probed); differences: docs/kernels.md."""
+    return KernelProfile(**{
+        "release": "6.1", "attr_size": 144, "nr_cmds": 36, "nr_map_types": 32,
+        "last_field_end": dict(LINUX_6_1_LAST_FIELD_END),
+        "map_info_size": 88, "map_info_tail_from": 88, "map_info_reads_input": False,
+        "obj_path_fd": False,
+        "freeze_needs_write": False, "lru_target_free_scaled": False, **kw})
+
+
+PROFILES = {"6.18": linux_6_18, "6.12": linux_6_12, "6.1": linux_6_1}
+DEFAULT_PROFILE = "6.18"
+
+
+def get_profile(name: str | None = None, **kw) -> KernelProfile:
+    """A fresh KernelProfile by name ("6.1", "6.12", "6.18"), or by a kernel release such as
+    "6.1.0-57-amd64" (its major.minor). None: the BPFEMU_PROFILE environment variable, which
+    lets a whole test suite run on another profile, else 6.18."""
+    if name is None:
+        name = os.environ.get("BPFEMU_PROFILE") or DEFAULT_PROFILE
+    key = profile_name_for_release(name)
+    if key is None:
+        raise ValueError(f"no kernel profile {name!r}: known are {', '.join(PROFILES)}")
+    return PROFILES[key](**kw)
+
+
+def profile_name_for_release(release: str) -> str | None:
+    """The profile of a kernel release string ("6.12.118+deb12-amd64" -> "6.12"), or None."""
+    m = re.match(r"(\d+)\.(\d+)(?!\d)", release.strip())
+    if not m:
+        return None
+    key = f"{m.group(1)}.{m.group(2)}"
+    return key if key in PROFILES else None

@@ -94,7 +94,9 @@ def build_dispatch(profile) -> dict:
         row = COMMANDS.get(cmd)
         handler = row.handler if row else _not_emulated
         end = profile.last_field_end.get(cmd, row.last_field_end if row else profile.attr_size)
-        table[cmd] = Dispatch(handler, end, max(end, _MIN_UNPACK), bool(row and row.lockless))
+        # Handlers unpack 6.18's layouts: on an older profile the fields it lacks read as zero.
+        need = max(end, _MIN_UNPACK, row.last_field_end if row else 0)
+        table[cmd] = Dispatch(handler, end, need, bool(row and row.lockless))
     return table
 
 

@@ -26,14 +26,15 @@ DEFAULT_OUT = os.path.join(ROOT, "abi", "linux-6.18", "layout.json")
 ENUMS = ("bpf_cmd", "bpf_map_type")
 
 # Where each layout lives in the kernel: a named union member by its name, an anonymous one by
-# fields that only it has, or a whole struct.
+# fields that only it has (and that Linux 6.1 already had, so older kernels' BTF matches too),
+# or a whole struct.
 SELECT = {
-    "map_create": ("union bpf_attr", None, {"map_type", "excl_prog_hash_size"}),
+    "map_create": ("union bpf_attr", None, {"map_type", "map_extra"}),
     "map_elem": ("union bpf_attr", None, {"map_fd", "key", "next_key", "flags"}),
     "batch": ("union bpf_attr", "batch", None),
     "info": ("union bpf_attr", "info", None),
-    "get_id": ("union bpf_attr", None, {"start_id", "next_id", "open_flags", "fd_by_id_token_fd"}),
-    "obj": ("union bpf_attr", None, {"pathname", "bpf_fd", "file_flags", "path_fd"}),
+    "get_id": ("union bpf_attr", None, {"start_id", "next_id", "open_flags"}),
+    "obj": ("union bpf_attr", None, {"pathname", "bpf_fd", "file_flags"}),
     "bpf_map_info": ("struct bpf_map_info", None, None),
 }
 

@@ -124,7 +124,9 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
         sizes["max_slots"] = max_slots
     htab.store = STORES[kernel.htab_store](**sizes)
     if htab.is_lru:
-        target_free = min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
+        # Since Linux 6.16 (and 6.12.y) the batch scales with the map; before, it was fixed.
+        target_free = (min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
+                       if kernel.profile.lru_target_free_scaled else LOCAL_FREE_TARGET)
         htab.lru = BpfLru(htab.percpu_lru, ncpu, target_free,
                           lambda node: htab_lru_map_delete_node(htab, node))
         htab.store.prealloc(htab.max_entries)   # prealloc_init(): every node, zeroed values

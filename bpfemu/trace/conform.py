@@ -17,7 +17,11 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 from ..host import HostKernel
+from ..profile import get_profile, profile_name_for_release
+from .kernels import corpus_dir
 from ..uapi.consts import BpfMapType as T
 from .replay import replay
 from .run import GOLDEN_DIR, record_scenario
@@ -111,21 +115,29 @@ class ConformResult:
 
 
 def conform(names=None, *, kernel: str = "auto", out=None, verbose: int = 0,
-            max_diffs: int = 3) -> ConformResult:
+            max_diffs: int = 3, profile: str | None = None) -> ConformResult:
     """Run the conformance scenarios; print per-scenario results and the table. Returns the
-    calls that differ, the calls checked and the scenarios that could not be checked."""
-    out = out if out is not None else sys.stdout
+    calls that differ, the calls checked and the scenarios that could not be checked.
+
+    ``profile`` ("6.1", "6.12", "6.18"; default 6.18) is the kernel checked: the live kernel
+    if it is that version, else that version's golden corpus, on that version's profile."""
+    out = out or sys.stdout                      # the stream of the moment (pytest swaps it)
     names = list(names) if names else list(ORDER)
     for n in names:
         if n not in SCENARIOS:
             raise KeyError(n)
+    version = get_profile(profile).release
+    golden_dir = GOLDEN_DIR if version == "6.18" else Path(corpus_dir(version))
     why_not = kernel_permitted() if kernel != "no" else "--kernel no"
+    running = os.uname().release
+    if why_not is None and profile_name_for_release(running) != version:
+        why_not = f"it is Linux {running}, not {version}"
     if kernel == "yes" and why_not:
         raise RuntimeError(f"the live kernel's bpf() is not usable here: {why_not}")
     use_kernel = why_not is None
     src = "the live kernel (recorded now)" if use_kernel else \
-        f"the golden corpus ({GOLDEN_DIR}), since the live kernel is not usable: {why_not}"
-    out.write(f"bpfemu conform: the emulator against {src}\n\n")
+        f"the golden corpus ({golden_dir}), since the live kernel is not usable: {why_not}"
+    out.write(f"bpfemu conform: the emulator on the Linux {version} profile against {src}\n\n")
     out.flush()
     table = Table()
     pending = pending_commands(names)
@@ -144,13 +156,13 @@ def conform(names=None, *, kernel: str = "auto", out=None, verbose: int = 0,
                     out.write(f"  {name}: cannot record on the kernel ({e}); using the golden trace\n")
                     path = None
             if path is None:
-                path = str(GOLDEN_DIR / f"{name}.jsonl.gz")
+                path = str(golden_dir / f"{name}.jsonl.gz")
                 if not os.path.exists(path):
                     out.write(f"{name:22s} NOT CHECKED: no golden trace at {path}\n")
                     result.skipped.append(name)
                     continue
             rep = replay(path, "emulator", max_diffs=max_diffs if verbose < 2 else None,
-                         on_record=lambda rec, diff, _r: table.add(rec, diff))
+                         on_record=lambda rec, diff, _r: table.add(rec, diff), profile=version)
             result.differing += rep.differing
             result.checked += rep.records
             status = "all agree" if rep.ok else f"{rep.differing} differ"

@@ -756,8 +756,20 @@ def unmount_bpffs(root: str, created: bool) -> None:
             pass
 
 
-def new_emulator(header, **kw) -> Emulator:
-    """The Emulator a trace replays onto: its CPUs, seed 0, its bpffs root."""
+def trace_profile(header) -> str | None:
+    """The profile of the kernel a trace was recorded on ("6.1.0-57-amd64" -> "6.1", an
+    emulator's "bpfemu-emulator (Linux 6.12 profile)" -> "6.12"), or None if bpfemu has none."""
+    import re
+    from ..profile import profile_name_for_release
+    m = re.search(r"Linux (\d+\.\d+) profile", header.kernel_release)
+    return profile_name_for_release(m.group(1) if m else header.kernel_release)
+
+
+def new_emulator(header, profile=None, **kw) -> Emulator:
+    """The Emulator a trace replays onto: its CPUs, seed 0, its bpffs root, and the profile of
+    the kernel it was recorded on unless another is asked for (None: the trace's kernel's,
+    else the default profile)."""
+    kw["profile"] = profile or trace_profile(header)
     root = header.extra.get("bpffs_root")
     if root:
         try:
@@ -767,9 +779,9 @@ def new_emulator(header, **kw) -> Emulator:
     return Emulator(nr_cpus=header.possible_cpus, seed=0, **kw)
 
 
-def make_target(backend, header):
+def make_target(backend, header, profile=None):
     if backend is None or backend == "emulator":
-        return EmulatorTarget(new_emulator(header), header)
+        return EmulatorTarget(new_emulator(header, profile), header)
     if backend == "kernel":
         return HostTarget(HostKernel(), header)
     if isinstance(backend, Emulator):
@@ -778,9 +790,10 @@ def make_target(backend, header):
 
 
 def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=None,
-           on_record=None) -> ReplayReport:
+           on_record=None, profile=None) -> ReplayReport:
     """Replay ``trace`` (a path or an open Trace) onto ``backend``: "emulator" (a fresh
-    Emulator(mem=ReplayArena(), nr_cpus from the header, seed=0)), "kernel", an Emulator
+    Emulator(mem=ReplayArena(), nr_cpus from the header, seed=0, on ``profile``, by default the
+    profile of the kernel the trace was recorded on)), "kernel", an Emulator
     (its ``mem`` is replaced by a ReplayArena), or any backend that reads real memory.
 
     ``on_record(rec, difference_or_None)`` is called after every record; ``progress(done,
@@ -788,7 +801,7 @@ def replay(trace, backend="emulator", *, max_diffs: int | None = 50, progress=No
     """
     t = trace if isinstance(trace, Trace) else Trace(trace)
     try:
-        target = make_target(backend, t.header)
+        target = make_target(backend, t.header, profile)
     except TraceError as e:
         raise TraceError(t.path, None, e.message) from None
     rep = ReplayReport(path=t.path, backend=target.name)

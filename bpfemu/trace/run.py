@@ -98,7 +98,8 @@ def private_bpffs(root: str | None = None):
                 os.rmdir(root)
 
 
-def make_backend(kind: str, cpus: int | None = None, bpffs_root: str | None = None):
+def make_backend(kind: str, cpus: int | None = None, bpffs_root: str | None = None,
+                 profile: str | None = None):
     if kind == "kernel":
         if cpus is not None and cpus != host_possible_cpus():
             raise ScenarioError(f"--cpus {cpus}: the live kernel has {host_possible_cpus()} "
@@ -106,15 +107,17 @@ def make_backend(kind: str, cpus: int | None = None, bpffs_root: str | None = No
         return HostKernel()
     if kind == "emulator":
         kw = {"bpffs_root": bpffs_root} if bpffs_root else {}
+        kw["profile"] = profile
         try:
             return Emulator(nr_cpus=cpus, seed=0, **kw)
         except TypeError:
-            return Emulator(nr_cpus=cpus, seed=0)
+            return Emulator(nr_cpus=cpus, seed=0, profile=profile)
     raise ScenarioError(f"unknown backend {kind!r} (kernel or emulator)")
 
 
 def record_scenario(spec, path, *, backend: str = "kernel", cpus: int | None = None,
-                    bpffs_root: str | None = None, retries: int = 5) -> str:
+                    bpffs_root: str | None = None, retries: int = 5,
+                    profile: str | None = None) -> str:
     """Record one scenario into ``path``; returns its name. The process is pinned to CPU 0
     for the run (the affinity is restored afterwards)."""
     name, fn = load_scenario(spec) if isinstance(spec, str) else (spec.__name__, spec)
@@ -125,7 +128,7 @@ def record_scenario(spec, path, *, backend: str = "kernel", cpus: int | None = N
         if backend == "kernel" and (needs_bpffs or bpffs_root):
             root = stack.enter_context(private_bpffs(bpffs_root))
         for attempt in range(retries):
-            be = make_backend(backend, cpus, root)
+            be = make_backend(backend, cpus, root, profile)
             try:
                 os.sched_setaffinity(0, {0})
             except OSError:

@@ -468,10 +468,11 @@ def _host_results_without(caps, fds) -> dict:
 @pytest.mark.parametrize("who", list(PRIV_EXPECTED))
 def test_privileges(backend, fds, who):
     from bpfemu import Emulator
-    from bpfemu.profile import KernelProfile
+    from bpfemu.profile import get_profile
     if isinstance(backend, Emulator):
-        profile = KernelProfile(cap_sys_admin=CAP_SYS_ADMIN not in PRIV_DROPS[who],
-                                cap_bpf=CAP_BPF not in PRIV_DROPS[who])
+        # The default kernel's profile (BPFEMU_PROFILE where set) without the capabilities.
+        profile = get_profile(cap_sys_admin=CAP_SYS_ADMIN not in PRIV_DROPS[who],
+                              cap_bpf=CAP_BPF not in PRIV_DROPS[who])
         with Emulator(nr_cpus=backend.nr_cpus, profile=profile) as emu:
             got = {label: create(emu, t, fds=fds, **kw) for label, t, kw in PRIV_CASES}
     else:
