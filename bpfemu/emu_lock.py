@@ -1,12 +1,10 @@
 """The emulator's lock: a recursive mutex that costs little to take.
 
-Every call but a decoded lookup or walk step takes it once. For an update, a call that
-costs about as much as the kernel's own call from Python, a threading.RLock was a tenth of
-the instructions: ``RLock.acquire()`` parses its arguments with PyArg_ParseTupleAndKeywords
-and reads the monotonic clock every time. ``_multiprocessing.SemLock``, the standard library's
-recursive mutex on a POSIX semaphore, takes its arguments through Argument Clinic: taking
-and releasing it costs 450 instructions, against 920 for an RLock (callgrind, CPython 3.11).
-An uncontended acquire is an atomic sem_trywait(); a contended one waits in sem_wait() with
+Every call but a decoded lookup takes it once, so its cost counts (the README's speed
+section has the figures): ``RLock.acquire()`` parses its arguments with
+PyArg_ParseTupleAndKeywords and reads the monotonic clock every time.
+``_multiprocessing.SemLock``, the standard library's recursive mutex on a POSIX semaphore,
+takes its arguments through Argument Clinic, at about half the cost. An uncontended acquire is an atomic sem_trywait(); a contended one waits in sem_wait() with
 the GIL released, as an RLock does.
 
 The semaphore is named (sem_open) because SemLock has no other kind; the name is unlinked at

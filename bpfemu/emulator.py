@@ -1,16 +1,18 @@
 """Emulator: an emulated kernel (fd table, map ids, CPU, profile) with the bpf() contract."""
 import errno
+import os
 import random
 
 from .bpffs import BpfFs
 from .emu_lock import new_lock, track
-from .fastpath import NO_CALL
+from .fastpath import DecodedCalls
 from .errors import BpfError
 from .fdtable import MAP_KIND, FdTable, IdrCyclic
 from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile, get_profile
-from .syscall import build_dispatch, sys_bpf
+from .syscall import __sys_bpf as entry
+from .syscall import build_dispatch
 
 
 class Emulator:
@@ -25,7 +27,8 @@ class Emulator:
 
     def __init__(self, *, nr_cpus: int | None = None, seed: int | None = None,
                  profile: KernelProfile | str | None = None, mem: Memory | None = None,
-                 bpffs_root: str = "/sys/fs/bpf"):
+                 bpffs_root: str = "/sys/fs/bpf", store: str | None = None,
+                 decoded_calls: bool | None = None):
         # A KernelProfile, or a kernel by name ("6.1", "6.12", "6.18"); None: 6.18, or the
         # kernel named by the BPFEMU_PROFILE environment variable.
         if profile is None or isinstance(profile, str):
@@ -36,6 +39,12 @@ class Emulator:
         if self.profile.nr_cpus < 1:
             raise ValueError("nr_cpus must be at least 1")
         self.mem = mem if mem is not None else ProcessMemory()
+        if store is None:
+            store = os.environ.get("BPFEMU_HTAB_STORE") or "columnar"
+        if store not in ("columnar", "simple"):
+            raise ValueError(f"store must be 'columnar' or 'simple', not {store!r}")
+        # How hash maps keep their elements (maps/htab_store.py): both give the same results.
+        self.htab_store = store
         self.fds = FdTable()
         self.fds.on_stale = self.forget_decoded_calls
         # Other tasks' fd tables (supervised processes), reaped with this process's: a map
@@ -49,14 +58,13 @@ class Emulator:
         self.lock = new_lock()
         track(self)
         defer_signal_handlers()                 # a handler never runs half-way through a call
-        # (id(attr), cmd) -> an element call decoded before (fastpath.py); emptied by any
-        # change that could make one of its checks come out differently.
-        self.decoded_calls: dict = {}
-        # The decoded call that ran last, tried before the dict, as (attr, cmd, size, attr
-        # bytes, rest, lockless); decoded_generation counts the forgets.
-        self.last_call = NO_CALL
-        self.decoded_generation = 0
-        self.decoded = None
+        # The decoded-call cache in front of the entry (fastpath.py), unless turned off.
+        if decoded_calls is None:
+            decoded_calls = os.environ.get("BPFEMU_DECODED_CALLS", "1") != "0"
+        self.decoded_calls = DecodedCalls(self, entry) if decoded_calls else None
+        if self.decoded_calls is not None:
+            self.bpf = self.decoded_calls.sys_bpf
+        self.decodable = None                   # what a handler leaves for decoding
         self.mem.on_views_changed(self.forget_decoded_calls)
         self.dispatch = build_dispatch(self.profile)
         # Read on every call: plain attributes, not a walk through the profile.
@@ -70,7 +78,10 @@ class Emulator:
         # The bpf filesystem OBJ_PIN and OBJ_GET use; its pins hold map references.
         self.bpffs = BpfFs(bpffs_root, put=self._unpinned)
 
-    bpf = sys_bpf
+    def bpf(self, cmd: int, attr, size: int) -> int:
+        """bpf(cmd, attr, size): the fd or 0, or -errno (replaced by the decoded-call
+        cache's, which comes here for what it has not decoded)."""
+        return entry(self, cmd, attr, size)
 
     def bpf_as(self, task, cmd: int, attr, size: int) -> int:
         """bpf() made by another task (a thread of a supervised process, bpfemu/intercept/):
@@ -87,15 +98,15 @@ class Emulator:
             self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
             self.bpffs.proc = task.proc
             try:
-                return sys_bpf(self, cmd, attr, size)
+                return entry(self, cmd, attr, size)
             finally:
+                self.decodable = None           # decoded calls are the in-process caller's
                 self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""
-        self.decoded_generation += 1            # first: see syscall._make_last
-        self.last_call = NO_CALL
-        self.decoded_calls.clear()
+        if self.decoded_calls is not None:
+            self.decoded_calls.forget()
 
     def _unpinned(self, obj) -> None:
         with self.lock:

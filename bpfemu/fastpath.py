@@ -9,7 +9,7 @@ a map being frozen, the buffers pinned in the memory layer.
 
 So when a handler has passed those checks it leaves behind a *decoded call*: a closure that
 does the rest of the command (copy the key in, run the map's op, copy the result out) for
-that map and those pointers. ``sys_bpf`` keeps it under the attr object, with a snapshot of
+that map and those pointers. ``DecodedCalls`` keeps it under the attr object, with a snapshot of
 the attr's bytes, and the next call whose command, size and attr bytes are identical runs
 the closure directly, with the same errno for everything that can still fail (ENOENT,
 EEXIST, E2BIG, EFAULT on an unpinned pointer).
@@ -21,37 +21,179 @@ memory behind unpinned pointers are read on every call. The closure is built on 
 reuse, so a caller that never passes the same attr object twice pays nothing for it.
 
 Where both pointers are pinned (``ProcessMemory.pin``), the closure copies through views of
-the caller's buffers: no syscall and no address lookup. A map type may then supply its own
-closure with its op folded in (the ops table's pinned_*_call, e.g. maps/htab_fastpath.py).
-Otherwise it copies through the memory layer's readers and writers for those addresses
-(``Memory.reader``), which for this process's memory are process_vm_readv/writev calls with
-their iovecs packed once.
+the caller's buffers: no syscall and no address lookup. Otherwise it copies through the
+memory layer's readers and writers for those addresses (``Memory.reader``), which for this
+process's memory are process_vm_readv/writev calls with their iovecs packed once.
 
-sys_bpf (syscall.py) tries the call made last before anything else: the same attr object,
-command, size and attr bytes as the call just made, which is what a caller's loop sends.
+``DecodedCalls.sys_bpf`` is what ``Emulator.bpf`` calls when decoded calls are on
+(``Emulator(decoded_calls=False)`` turns them off): it tries the call made last (the same attr
+object, command, size and attr bytes as the call just made, which is what a caller's loop
+sends), then the decoded calls kept, and otherwise hands the call to the entry
+(syscall.__sys_bpf), keeping what the handler left for decoding.
 """
+import ctypes
+from typing import Callable, NamedTuple
 
-from .uapi.consts import BpfCmd
+from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
+from .errors import BpfError
+from .maps.array_fastpath import array_pinned_lookup_call, array_pinned_update_call
+from .uapi.consts import BpfMapType as T
+from .usercopy import is_buffer
 
 # Decoded calls kept per emulator; a program with more distinct attr buffers than this in
 # flight just decodes again (the cache is cleared when full, never grows without bound).
 MAX_DECODED_CALLS = 64
 
-# Decoded calls that run without the emulator's lock: a syscall lookup changes nothing (not
-# even an LRU reference bit), and Linux runs it under rcu_read_lock() alone, so a lookup that
-# races an update sees the old value or the new one, as it can in Linux. Only memoryview and
-# dict operations touch shared state, each atomic under the GIL; the copiers of an unpinned
-# decoded call are its own.
-LOCKLESS_COMMANDS = frozenset({BpfCmd.BPF_MAP_LOOKUP_ELEM})
 
-# Emulator.last_call when there is none: (attr, cmd, size, attr bytes, rest, lockless).
-NO_CALL = (None, None, None, None, None, None)
+class DecodedCall:
+    """One element call decoded: what identifies it, and the rest of it to run."""
+    __slots__ = ("cmd", "size", "attr_bytes", "has_raw", "attr", "build", "run", "lockless")
+
+    def __init__(self, cmd: int, size: int, attr_bytes: bytes, attr, build: tuple,
+                 lockless: bool):
+        self.cmd = cmd
+        self.size = size                        # the size argument, as passed
+        self.attr_bytes = attr_bytes            # the attr's bytes when it was decoded
+        # .raw is a char array's bytes, cheaper than bytes(attr).
+        self.has_raw = isinstance(attr, ctypes.Array) and attr._type_ is ctypes.c_char
+        self.attr = attr                        # kept, so that its id() is not reused
+        self.build = build                      # (builder, *its arguments): makes run
+        self.run = None                         # built on the first reuse
+        self.lockless = lockless                # runs without the emulator's lock
 
 
-def _folded(builder, *args):
-    """The map type's own decoded call for pinned buffers (the op folded in), if it has one
-    for this case."""
-    return builder(*args) if builder is not None else None
+class LastCall(NamedTuple):
+    """The decoded call that ran last, as sys_bpf's first check unpacks it."""
+    attr: object
+    cmd: int
+    size: int
+    attr_bytes: bytes
+    run: Callable
+    lockless: bool
+
+
+# sys_bpf unpacks it at every call: kept as a plain tuple, which UNPACK_SEQUENCE takes
+# without the iterator protocol a tuple subclass costs.
+NO_CALL = tuple(LastCall(None, None, None, None, None, None))
+
+
+class DecodedCalls:
+    """The decoded-call cache of one emulator, in front of its entry."""
+
+    def __init__(self, emu, entry: Callable):
+        self.emu = emu
+        self.entry = entry                      # syscall.__sys_bpf
+        self.calls: dict = {}                   # id(attr) << 6 | cmd -> DecodedCall
+        self.last = NO_CALL
+        self.generation = 0                     # counts the forgets
+
+    def forget(self) -> None:
+        """An fd went away, a map was frozen, or pinned buffers changed."""
+        self.generation += 1                    # first: see _make_last
+        self.last = NO_CALL
+        self.calls.clear()
+
+    def sys_bpf(self, cmd: int, attr, size: int) -> int:
+        """bpf(cmd, attr, size): a decoded call if there is one for it, else the entry."""
+        last_attr, last_cmd, last_size, last_bytes, run, lockless = self.last
+        if (last_attr is attr and (last_cmd is cmd or last_cmd == cmd) and last_size == size
+                and attr.raw == last_bytes):
+            # The call made last, again (a caller's loop): only the rest of it runs.
+            if lockless:
+                # A lookup: no lock, as Linux holds only rcu_read_lock() there.
+                try:
+                    return run()
+                except BpfError as e:
+                    return -e.errno
+                except Exception as e:
+                    return _syscall.our_failure(cmd, e)
+            lock = self.emu.lock
+            lock.acquire()
+            try:
+                return run()
+            except BpfError as e:
+                return -e.errno
+            except Exception as e:
+                return _syscall.our_failure(cmd, e)
+            finally:
+                lock.release()
+        return self._sys_bpf_decoded(cmd, attr, size)
+
+    def _sys_bpf_decoded(self, cmd: int, attr, size: int) -> int:
+        """sys_bpf past the call made last: a decoded call kept, or the entry. A method of
+        its own so that sys_bpf's frame, which every call pays for, holds only the last
+        call's locals."""
+        generation = self.generation
+        call = self.calls.get(id(attr) << 6 | cmd) if type(cmd) is int else None
+        if (call is not None and call.cmd == cmd and call.size == size
+                and (attr.raw if call.has_raw else bytes(attr)) == call.attr_bytes):
+            # The same command on the same attr bytes as a call decoded before: every check
+            # before the key copy would pass again, so only the rest runs.
+            run = call.run
+            if run is not None and call.lockless:
+                self._make_last(call, generation)
+                try:
+                    return run()
+                except BpfError as e:
+                    return -e.errno
+                except Exception as e:
+                    return _syscall.our_failure(cmd, e)
+            lock = self.emu.lock
+            lock.acquire()
+            try:
+                if run is None:                 # first reuse: build it now
+                    make, *args = call.build
+                    run = call.run = make(*args)
+                self._make_last(call, generation)
+                return run()
+            except BpfError as e:
+                return -e.errno
+            except Exception as e:
+                return _syscall.our_failure(cmd, e)
+            finally:
+                lock.release()
+        emu = self.emu
+        # Only a buffer attr is kept (an address may point at other bytes next time; what is
+        # neither is refused by the entry).
+        whole = bytes(attr) if type(attr) is not int and is_buffer(attr) else None
+        with emu.lock:
+            # A handler that has passed an element command's checks leaves in emu.decodable
+            # how to build the rest of it (a *_call below and its arguments).
+            emu.decodable = None
+            ret = self.entry(emu, cmd, attr, size)
+            decodable = emu.decodable
+            if decodable is not None:
+                emu.decodable = None
+                if whole is not None:
+                    self._remember(cmd, attr, size, whole, decodable)
+        return ret
+
+    def _make_last(self, call: DecodedCall, generation: int) -> None:
+        """Make a decoded call the one sys_bpf tries first. The generation, read before the
+        call was found, is checked after the store: a forget() in between (which counts a
+        generation before it empties last) cannot leave a stale call there."""
+        if call.has_raw:                        # the first check reads attr.raw
+            self.last = tuple(LastCall(call.attr, call.cmd, call.size, call.attr_bytes,
+                                       call.run, call.lockless))
+            if self.generation != generation:
+                self.last = NO_CALL
+
+    def _remember(self, cmd: int, attr, size: int, whole: bytes, decodable: tuple) -> None:
+        """Keep a decoded call under the attr object and the command (one attr may serve
+        lookups and updates in turn; element commands are below 64)."""
+        calls = self.calls
+        if len(calls) >= MAX_DECODED_CALLS:
+            calls.clear()
+        lockless = self.emu.dispatch[cmd].lockless
+        calls[id(attr) << 6 | cmd] = DecodedCall(cmd, size, whole, attr, decodable, lockless)
+
+
+# Map types whose decoded calls on pinned buffers are their own (they call the map's functions
+# the generic ones below call, with less copying in between): lookup and update builders.
+PINNED_LOOKUP_CALLS = {T.BPF_MAP_TYPE_ARRAY: array_pinned_lookup_call,
+                       T.BPF_MAP_TYPE_PERCPU_ARRAY: array_pinned_lookup_call}
+PINNED_UPDATE_CALLS = {T.BPF_MAP_TYPE_ARRAY: array_pinned_update_call,
+                       T.BPF_MAP_TYPE_PERCPU_ARRAY: array_pinned_update_call}
 
 
 def lookup_call(mem, m, key_ptr: int, value_ptr: int):
@@ -60,9 +202,9 @@ def lookup_call(mem, m, key_ptr: int, value_ptr: int):
     key_view = mem.view(key_ptr, m.key_size)
     value_view = mem.view(value_ptr, m.value_size_sys)
     if key_view is not None and value_view is not None:
-        folded = _folded(m.ops.pinned_lookup_call, m, key_view, value_view)
-        if folded is not None:
-            return folded
+        own = PINNED_LOOKUP_CALLS.get(m.map_type)
+        if own is not None:
+            return own(m, key_view, value_view)
 
         def pinned_lookup():
             value_view[:] = op(m, key_view.tobytes())
@@ -83,12 +225,13 @@ def update_call(mem, m, key_ptr: int, value_ptr: int, flags: int):
     key_view = mem.view(key_ptr, m.key_size)
     value_view = mem.view(value_ptr, m.value_size_sys)
     if key_view is not None and value_view is not None:
-        folded = _folded(m.ops.pinned_update_call, m, key_view, value_view, flags)
-        if folded is not None:
-            return folded
+        own = PINNED_UPDATE_CALLS.get(m.map_type)
+        if own is not None:
+            return own(m, key_view, value_view, flags)
 
         def pinned_update():
-            op(m, key_view.tobytes(), value_view.tobytes(), flags)
+            # The op copies the value in before anything else could change the buffer.
+            op(m, key_view.tobytes(), value_view, flags)
             return 0
         return pinned_update
     read_key_and_value = mem.reader2(key_ptr, m.key_size, value_ptr, m.value_size_sys)
@@ -105,10 +248,6 @@ def delete_call(mem, m, key_ptr: int):
     op = m.ops.map_delete_elem
     key_view = mem.view(key_ptr, m.key_size)
     if key_view is not None:
-        folded = _folded(m.ops.pinned_delete_call, m, key_view)
-        if folded is not None:
-            return folded
-
         def pinned_delete():
             op(m, key_view.tobytes())
             return 0
@@ -133,10 +272,6 @@ def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
                 next_view[:] = op(m, None)
                 return 0
             return pinned_first_key
-
-        folded = _folded(m.ops.pinned_get_next_key_call, m, key_view, next_view)
-        if folded is not None:
-            return folded
 
         def pinned_get_next_key():
             next_view[:] = op(m, key_view.tobytes())

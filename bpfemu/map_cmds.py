@@ -63,12 +63,6 @@ def map_get_sys_perms(m, f) -> int:
     return mode
 
 
-def _map_of(emu, ufd: int):
-    """__bpf_map_get(fdget(ufd)): EBADF for a closed fd, EINVAL for a non-map fd."""
-    f = emu.fds.lookup(ufd)
-    return f.obj, f
-
-
 def bpf_map_offload_map_alloc(emu, map_type: int, ifindex: int):
     """bpf_map_offload_map_alloc() (kernel/bpf/offload.c): no device here can offload a map."""
     if not emu.profile.cap_sys_admin:
@@ -172,7 +166,7 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
     if flags & BPF_F_LOCK and not m.has_spin_lock:
         raise BpfError(_EINVAL)
     mem = emu.mem
-    emu.decoded = (fastpath.lookup_call, mem, m, key_ptr, value_ptr)
+    emu.decodable = (fastpath.lookup_call, mem, m, key_ptr, value_ptr)
     key = mem.read(key_ptr, m.key_size)
     mem.write(value_ptr, m.ops.map_lookup_elem_sys(m, key))
     return 0
@@ -186,7 +180,7 @@ def map_update_elem(emu, raw: bytes, attr) -> int:
         raise BpfError(_EPERM)
     if flags & BPF_F_LOCK and not m.has_spin_lock:
         raise BpfError(_EINVAL)
-    emu.decoded = (fastpath.update_call, emu.mem, m, key_ptr, value_ptr, flags)
+    emu.decodable = (fastpath.update_call, emu.mem, m, key_ptr, value_ptr, flags)
     key, value = emu.mem.read2(key_ptr, m.key_size, value_ptr, m.value_size_sys)
     m.ops.map_update_elem_sys(m, key, value, flags)
     return 0
@@ -198,7 +192,7 @@ def map_delete_elem(emu, raw: bytes, attr) -> int:
     m = f.obj
     if not f.mode & FMODE_WRITE or m.frozen:
         raise BpfError(_EPERM)
-    emu.decoded = (fastpath.delete_call, emu.mem, m, key_ptr)
+    emu.decodable = (fastpath.delete_call, emu.mem, m, key_ptr)
     key = emu.mem.read(key_ptr, m.key_size)
     m.ops.map_delete_elem(m, key)
     return 0
@@ -210,7 +204,7 @@ def map_get_next_key(emu, raw: bytes, attr) -> int:
     m = f.obj
     if not f.mode & FMODE_READ:
         raise BpfError(_EPERM)
-    emu.decoded = (fastpath.get_next_key_call, emu.mem, m, key_ptr, next_key_ptr)
+    emu.decodable = (fastpath.get_next_key_call, emu.mem, m, key_ptr, next_key_ptr)
     key = emu.mem.read(key_ptr, m.key_size) if key_ptr else None
     emu.mem.write(next_key_ptr, m.ops.map_get_next_key(m, key))
     return 0

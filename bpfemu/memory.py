@@ -6,9 +6,9 @@ Every pointer in an attr is read and written through a Memory. A bad address is
 ``ProcessMemory`` reaches real addresses of this process with process_vm_readv(2) and
 process_vm_writev(2): unlike /proc/self/mem (which reads and writes through FOLL_FORCE)
 they honour page protections exactly as copy_{from,to}_user do, so a write into a
-read-only page is EFAULT here too. Measured on the reference machine: 1.1 us per call,
-against 1.2 us for os.pread on /proc/self/mem. That is as much as a whole real bpf()
-call, so buffers the caller *pins* (``pin(obj)``) are served by slicing a memoryview:
+read-only page is EFAULT here too, and they cost less than os.pread on /proc/self/mem
+(README, speed). Still, each is a syscall, as costly as a whole real bpf() call, so
+buffers the caller *pins* (``pin(obj)``) are served by slicing a memoryview:
 the pin holds a reference, so the memory cannot go away while it is pinned.
 
 ``ArenaMemory`` is a simulated address space for traces and pure-Python use.

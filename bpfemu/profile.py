@@ -19,39 +19,12 @@ def host_possible_cpus() -> int:
     return highest + 1
 
 
-# Offset just past each command's last field (the kernel's CHECK_ATTR(CMD) via <CMD>_LAST_FIELD).
-LINUX_6_18_LAST_FIELD_END = {
-    C.BPF_MAP_CREATE: 92,                  # excl_prog_hash_size
-    C.BPF_MAP_LOOKUP_ELEM: 32,             # flags
-    C.BPF_MAP_UPDATE_ELEM: 32,             # flags
-    C.BPF_MAP_DELETE_ELEM: 16,             # key
-    C.BPF_MAP_GET_NEXT_KEY: 24,            # next_key
-    C.BPF_MAP_LOOKUP_AND_DELETE_ELEM: 32,  # flags
-    C.BPF_MAP_FREEZE: 4,                   # map_fd
-    C.BPF_MAP_LOOKUP_BATCH: 56,            # batch.flags
-    C.BPF_MAP_LOOKUP_AND_DELETE_BATCH: 56,
-    C.BPF_MAP_UPDATE_BATCH: 56,
-    C.BPF_MAP_DELETE_BATCH: 56,
-    C.BPF_OBJ_GET_INFO_BY_FD: 16,          # info.info
-    C.BPF_MAP_GET_NEXT_ID: 8,              # next_id
-    C.BPF_MAP_GET_FD_BY_ID: 12,            # open_flags
-    C.BPF_OBJ_PIN: 20,                     # path_fd
-    C.BPF_OBJ_GET: 20,
-    C.BPF_BTF_LOAD: 40,                    # btf_token_fd
-    C.BPF_BTF_GET_FD_BY_ID: 16,            # fd_by_id_token_fd
-    C.BPF_BTF_GET_NEXT_ID: 8,              # next_id
-    C.BPF_PROG_LOAD: 168,                  # keyring_id
-    C.BPF_PROG_GET_NEXT_ID: 8,             # next_id
-    C.BPF_PROG_GET_FD_BY_ID: 4,            # prog_id
-    C.BPF_PROG_BIND_MAP: 12,               # prog_bind_map.flags
-}
-
-
+# Where an older kernel's CHECK_ATTR bound differs from 6.18's (syscall.COMMANDS holds 6.18's).
 # Linux 6.12: no exclusive maps yet (MAP_CREATE ends at map_token_fd, 80); 6.1: no BPF tokens,
 # no value_type_btf_obj_fd (MAP_CREATE ends at map_extra, 72) and no path_fd for OBJ_PIN and
 # OBJ_GET (they end at file_flags, 16). Read from each kernel's BTF and checked by its probe:
 # docs/kernels.md.
-LINUX_6_12_LAST_FIELD_END = {**LINUX_6_18_LAST_FIELD_END, C.BPF_MAP_CREATE: 80}
+LINUX_6_12_LAST_FIELD_END = {C.BPF_MAP_CREATE: 80}
 LINUX_6_1_LAST_FIELD_END = {**LINUX_6_12_LAST_FIELD_END, C.BPF_MAP_CREATE: 72,
                             C.BPF_OBJ_PIN: 16, C.BPF_OBJ_GET: 16}
 
@@ -68,7 +41,9 @@ class KernelProfile:
     # Program types BPF_PROG_LOAD refuses with EPERM on the reference kernel (LSM: the BPF
     # LSM is not enabled; EXT): see docs/programs.md.
     prog_types_refused: frozenset = frozenset({28, 29})
-    last_field_end: dict = field(default_factory=lambda: dict(LINUX_6_18_LAST_FIELD_END))
+    # cmd -> the end of its last field (CHECK_ATTR), where this kernel's differs from the
+    # command table's (syscall.COMMANDS, Linux 6.18).
+    last_field_end: dict = field(default_factory=dict)
     nr_cpus: int = field(default_factory=host_possible_cpus)   # num_possible_cpus()
     numa_nodes: frozenset = frozenset({0})  # online NUMA node ids
     cap_sys_admin: bool = True
@@ -76,8 +51,6 @@ class KernelProfile:
     # bpf_map_info: the 6.18.44 backport checks the tail from offsetofend(hash_size) = 100.
     map_info_size: int = 104
     map_info_tail_from: int = 100
-    # Hash maps: max_entries above this is E2BIG (n_buckets * sizeof(struct bucket) must fit in u32).
-    htab_max_entries: int = 1 << 27
     # key_size + value_size >= this is E2BIG (KMALLOC_MAX_SIZE - sizeof(struct htab_elem)).
     htab_elem_max: int = (1 << 22) - 48
     pcpu_min_unit_size: int = 32768        # PCPU_MIN_UNIT_SIZE

@@ -9,7 +9,6 @@ import errno
 
 from .errors import ENOTSUPP, BpfError, errno_name
 from .maps import MAP_TYPES
-from . import syscall
 from .syscall import COMMANDS, _not_emulated
 from .uapi.consts import BpfCmd as C
 from .uapi.consts import BpfMapType as T
@@ -41,9 +40,6 @@ FEATURE_ROWS = {
 
 def _not_emulated_errno(cmd) -> int:
     """The errno the entry answers for a command without a handler."""
-    table = getattr(syscall, "UNSUPPORTED_COMMANDS", None) or {}
-    if cmd in table:
-        return table[cmd]
     try:
         _not_emulated(None, b"", None)
     except BpfError as e:

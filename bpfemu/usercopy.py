@@ -197,3 +197,12 @@ def strncpy_from_user(mem, addr: int, maxlen: int = PATH_MAX) -> bytes:
         out += data
         pos += chunk
     raise BpfError(errno.ENAMETOOLONG)
+
+
+def is_buffer(attr) -> bool:
+    """attr is something a pointer could be made of (bytes-like), not any other object."""
+    try:
+        memoryview(attr)
+        return True
+    except TypeError:
+        return False

@@ -20,6 +20,13 @@ def pytest_addoption(parser):
     parser.addoption("--long", action="store_true", default=False,
                      help="also run the tests marked `long` (as BPFEMU_LONG=1 does); "
                           "scripts/long-tests runs them")
+    group = parser.getgroup("bpfemu emulator variants")
+    group.addoption("--htab-store", choices=["columnar", "simple"], default=None,
+                    help="the store every Emulator's hash maps get (BPFEMU_HTAB_STORE): "
+                         "the fast columnar one (default) or the simple one, the definition")
+    group.addoption("--no-decoded-calls", action="store_true",
+                    help="every Emulator without its decoded-call cache "
+                         "(BPFEMU_DECODED_CALLS=0): each call runs the whole entry")
 
 
 def _long_wanted(config) -> bool:
@@ -37,6 +44,17 @@ def pytest_collection_modifyitems(config, items):
     if len(keep) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("long")])
         items[:] = keep
+
+
+# --- emulator variants ---------------------------------------------------------------------
+
+def pytest_configure(config):
+    # Emulator() reads these when it is not told: every emulator of the run gets them.
+    store = config.getoption("--htab-store")
+    if store:
+        os.environ["BPFEMU_HTAB_STORE"] = store
+    if config.getoption("--no-decoded-calls"):
+        os.environ["BPFEMU_DECODED_CALLS"] = "0"
 
 
 def make_backend(kind: str, seed: int = 1):

@@ -9,7 +9,7 @@ pages no element was written to cost no physical memory, and tracemalloc counts 
 The interface is the one arraymap.py's functions use on ``array.values`` (shared with
 array_mmap.MmapValues): get(index) is a writable view of the element's bytes (None out of
 range), values[index] = bytes writes them, area() is the whole block, clear() frees it.
-``view`` and ``stride`` are for the decoded calls in array_fastpath.py.
+``view`` and ``stride`` are the block and its layout.
 """
 import ctypes
 

@@ -20,7 +20,6 @@ from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from .core import BpfMap, MapOps, round_up
 from .array_mmap import MmapValues, array_map_get_hash_mmapable
-from .array_fastpath import array_pinned_lookup_call, array_pinned_update_call
 from .array_store import ArrayValues
 from .map_btf import array_map_check_btf
 
@@ -274,8 +273,6 @@ array_map_ops = MapOps(
     map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,      # no LOOKUP_AND_DELETE_BATCH or DELETE_BATCH
     map_update_batch=generic_map_update_batch,
-    pinned_lookup_call=array_pinned_lookup_call,
-    pinned_update_call=array_pinned_update_call,
 )
 percpu_array_map_ops = MapOps(
     name="percpu_array_map_ops",
@@ -294,7 +291,5 @@ percpu_array_map_ops = MapOps(
     map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,
     map_update_batch=generic_map_update_batch,
-    pinned_lookup_call=array_pinned_lookup_call,
-    pinned_update_call=array_pinned_update_call,
 )
 

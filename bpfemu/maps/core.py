@@ -59,12 +59,6 @@ class MapOps:
     map_lookup_percpu_elem: Optional[Callable] = None
     map_value_hash: Optional[Callable] = None            # sha256 for OBJ_GET_INFO_BY_FD (arrays)
     map_check_btf: Optional[Callable] = None             # BTF checks of its own (arrays)
-    # Not the kernel's: builders of decoded calls on pinned buffers with the op folded in
-    # (fastpath.py; they may return None, and then fastpath.py's own call serves).
-    pinned_lookup_call: Optional[Callable] = None
-    pinned_update_call: Optional[Callable] = None
-    pinned_delete_call: Optional[Callable] = None
-    pinned_get_next_key_call: Optional[Callable] = None
 
 
 class BpfMap:

@@ -15,7 +15,6 @@ import struct
 from ..errors import BpfError
 from ..uapi.consts import BPF_F_LOCK
 from ..usercopy import copy_pairs_to_user, copy_to_user, put_attr
-from .hashtab import htab_bucket_elems, htab_elem_value, htab_next_bucket, htab_sync_buckets
 
 _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
@@ -41,18 +40,18 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
         raise BpfError(errno.ENOENT)
 
     # Decide which whole buckets this call takes, and how it ends, before touching anything.
-    htab_sync_buckets(htab)
+    store = htab.store
     plan = []                               # (bucket index, its slots head first)
     total = 0
     ret = 0
     while True:
-        nb = htab_next_bucket(htab, batch)
+        nb = store.next_bucket(batch)
         if nb is None:                      # only empty buckets left
             batch = n_buckets
             ret = errno.ENOENT
             break
         batch = nb
-        bucket = htab_bucket_elems(htab, nb)
+        bucket = store.bucket_elems(nb)
         bucket_cnt = len(bucket)
         if bucket_cnt > max_count - total:
             if total == 0:
@@ -66,10 +65,10 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
             break
 
     # One key chunk and one value chunk per bucket, copied bucket by bucket.
-    elem_key = htab.elem_key
-    key_lists = [[elem_key[l] for l in elems] for _, elems in plan]
+    key_of, value_of = store.key, store.value
+    key_lists = [[key_of(l) for l in elems] for _, elems in plan]
     key_chunks = [b"".join(keys) for keys in key_lists]
-    value_chunks = [b"".join([htab_elem_value(htab, l) for l in elems]) for _, elems in plan]
+    value_chunks = [b"".join([value_of(l) for l in elems]) for _, elems in plan]
     done = len(plan)                        # buckets whose copy to the user succeeded
     fault = False
     if plan:

@@ -6,7 +6,6 @@ batch_cmds.py (generic update and delete batches).
 """
 from ..batch_cmds import generic_map_delete_batch, generic_map_update_batch
 from . import htab_batch as batch
-from . import htab_fastpath as fast
 from .core import MapOps
 from .hashtab import (htab_lru_map_delete_elem, htab_lru_map_lookup_elem, htab_lru_map_update_elem,
                       htab_lru_percpu_map_lookup_elem, htab_lru_percpu_map_lookup_percpu_elem,
@@ -33,10 +32,6 @@ htab_map_ops = MapOps(
     map_lookup_elem_prog=htab_map_lookup_elem,
     map_update_elem_prog=htab_map_update_elem_prog,
     map_delete_elem_prog=htab_map_delete_elem,
-    pinned_lookup_call=fast.htab_pinned_lookup_call,
-    pinned_update_call=fast.htab_pinned_update_call,
-    pinned_delete_call=fast.htab_pinned_delete_call,
-    pinned_get_next_key_call=fast.htab_pinned_get_next_key_call,
 )
 htab_percpu_map_ops = MapOps(
     name="htab_percpu_map_ops",
@@ -55,9 +50,6 @@ htab_percpu_map_ops = MapOps(
     map_update_elem_prog=htab_percpu_map_update_elem,
     map_delete_elem_prog=htab_map_delete_elem,
     map_lookup_percpu_elem=htab_percpu_map_lookup_percpu_elem,
-    pinned_lookup_call=fast.htab_pinned_lookup_call,
-    pinned_delete_call=fast.htab_pinned_delete_call,
-    pinned_get_next_key_call=fast.htab_pinned_get_next_key_call,
 )
 htab_lru_map_ops = MapOps(
     name="htab_lru_map_ops",
@@ -75,8 +67,6 @@ htab_lru_map_ops = MapOps(
     map_lookup_elem_prog=htab_lru_map_lookup_elem,
     map_update_elem_prog=htab_lru_map_update_elem,
     map_delete_elem_prog=htab_lru_map_delete_elem,
-    pinned_lookup_call=fast.htab_pinned_lookup_call,
-    pinned_get_next_key_call=fast.htab_pinned_get_next_key_call,
 )
 htab_lru_percpu_map_ops = MapOps(
     name="htab_lru_percpu_map_ops",
@@ -95,6 +85,4 @@ htab_lru_percpu_map_ops = MapOps(
     map_update_elem_prog=htab_lru_percpu_map_update_elem,
     map_delete_elem_prog=htab_lru_map_delete_elem,
     map_lookup_percpu_elem=htab_lru_percpu_map_lookup_percpu_elem,
-    pinned_lookup_call=fast.htab_pinned_lookup_call,
-    pinned_get_next_key_call=fast.htab_pinned_get_next_key_call,
 )

@@ -18,7 +18,7 @@ Layout of this module:
 * ``jhash`` / ``jhash2``: the same algorithm with ``__jhash_mix`` and
   ``__jhash_final`` inlined, for any length.
 * ``_hash4`` .. ``_hash16``: straight-line code for the common key sizes, for the few
-  keys hashed one by one (hashtab.htab_link_pending with fewer than 8 pending).
+  keys hashed one by one (htab_columns.ColumnarStore.sync with fewer than 8 waiting).
 * ``htab_map_hash`` and ``htab_hash_func``: the kernel's choice between the two.
 * ``htab_map_hash_many``: the same for a list of keys at once, on big ints (see there).
 
@@ -316,7 +316,6 @@ def htab_map_hash(key: bytes, hashrnd: int) -> int:
 # within its lane before shifting it (``rol``): a right shift moves the low bits of the lane
 # above into this one, from bit 8 up, and the mask keeps fewer bits than that. Lanes are
 # whole bytes, so keys go in and hashes come out by strided byte copies.
-# About 0.2 us a 4-byte key and 0.4 us a 16-byte key here, against 2 us for the scalar _hash4.
 
 _BATCH_LANES = 4096        # keeps each big int in cache (20 KiB)
 _LANE = 5                  # bytes a lane

@@ -81,5 +81,4 @@ def _set_spin_lock(m, off: int) -> None:
         value = bytes(value)
         update(m, key, value[:off] + zero + value[end:], flags)
 
-    m.ops = dataclasses.replace(m.ops, map_update_elem_sys=update_skipping_lock,
-                                pinned_update_call=None)
+    m.ops = dataclasses.replace(m.ops, map_update_elem_sys=update_skipping_lock)

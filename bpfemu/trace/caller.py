@@ -5,7 +5,7 @@ with ctypes buffers for the attr and each pointer, so the same scenario runs on 
 kernel, on an Emulator and through a Recorder. Output buffers are pre-filled with 0xA5 so
 what the call wrote is visible in a trace.
 
-A pointer argument may be ``None`` (NULL), an ``int`` (a raw address: see ``unmapped_page``
+A pointer argument may be ``None`` (NULL), an ``int`` (a raw address: see ``no_access_page``
 and ``readonly_page``), ``bytes`` (a new buffer holding them) or ``Out(n)`` (a new n-byte
 output buffer).
 """
@@ -17,7 +17,7 @@ import struct
 from ..emulator import Emulator
 from ..uapi.consts import BpfCmd as C
 from ..uapi.consts import BpfMapType as T
-from .recorder import _unwrap, backend_nr_cpus, set_cpu
+from .recorder import _unwrap, backend_nr_cpus, fs_op, set_cpu
 
 FILL = 0xA5
 ATTR = 168
@@ -37,7 +37,7 @@ _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _pages = {}
 
 
-def unmapped_page() -> int:
+def no_access_page() -> int:
     """The address of a page no access reaches (PROT_NONE, so it is a fault for the kernel and
     the emulator alike, and no later mmap can land there the way one could on a hole)."""
     if "unmapped" not in _pages:
@@ -282,22 +282,3 @@ class Caller:
         if fs is not None and not isinstance(self.b, Emulator):
             return fs(op, path, mode)
         return fs_op(self.b, op, path, mode)
-
-
-def fs_op(backend, op: str, path: str, mode: int = 0o700) -> int:
-    """A filesystem operation on the bpffs the backend's OBJ_PIN/OBJ_GET see: 0 or -errno."""
-    b = _unwrap(backend)
-    try:
-        if isinstance(b, Emulator):
-            fs = b.bpffs
-            if op == "mkdir":
-                fs.mkdir(path, mode)
-            else:
-                getattr(fs, op)(path)
-        elif op == "mkdir":
-            os.mkdir(path, mode)
-        else:
-            getattr(os, op)(path)
-        return 0
-    except OSError as e:
-        return -e.errno

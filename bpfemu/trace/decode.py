@@ -438,7 +438,7 @@ def render_attr(rec: dict, *, after: bool = True) -> str:
 
 
 def _last_field_end(cmd: int) -> int:
-    from ..profile import LINUX_6_18_LAST_FIELD_END
+    from ..syscall import LINUX_6_18_LAST_FIELD_END
     return LINUX_6_18_LAST_FIELD_END.get(cmd, 0)
 
 

@@ -322,7 +322,6 @@ class Recorder:
     def fs(self, op: str, path: str, mode: int = 0o700) -> int:
         """unlink, mkdir or rmdir on the bpffs the backend pins into (recorded): 0 or -errno.
         These change what OBJ_PIN and OBJ_GET see, so a replay must do them too."""
-        from .caller import fs_op
         if op not in ("unlink", "mkdir", "rmdir"):
             raise ValueError(f"unknown filesystem operation {op!r}")
         cpu = self.current_cpu()
@@ -360,3 +359,22 @@ def set_cpu(backend, cpu: int) -> None:
         b.cpu = cpu
     else:
         os.sched_setaffinity(0, {cpu})
+
+
+def fs_op(backend, op: str, path: str, mode: int = 0o700) -> int:
+    """A filesystem operation on the bpffs the backend's OBJ_PIN/OBJ_GET see: 0 or -errno."""
+    b = _unwrap(backend)
+    try:
+        if isinstance(b, Emulator):
+            fs = b.bpffs
+            if op == "mkdir":
+                fs.mkdir(path, mode)
+            else:
+                getattr(fs, op)(path)
+        elif op == "mkdir":
+            os.mkdir(path, mode)
+        else:
+            getattr(os, op)(path)
+        return 0
+    except OSError as e:
+        return -e.errno

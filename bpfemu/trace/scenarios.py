@@ -25,10 +25,11 @@ import random
 import struct
 from dataclasses import dataclass, field
 
+from ..syscall import LINUX_6_18_LAST_FIELD_END
 from ..uapi.consts import BpfCmd as C
 from ..uapi.consts import BpfMapType as T
 from . import caller as _caller
-from .caller import Caller, Out, edge_buffer, readonly_page, u32, unmapped_page
+from .caller import Caller, Out, edge_buffer, readonly_page, u32, no_access_page
 
 H, PH, LH, LPH = (T.BPF_MAP_TYPE_HASH, T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_LRU_HASH,
                   T.BPF_MAP_TYPE_LRU_PERCPU_HASH)
@@ -129,13 +130,10 @@ def _finish(k: Caller):
 
 # --- the bpf() entry ----------------------------------------------------------------------------
 
-LAST_END = {C.BPF_MAP_CREATE: 92, C.BPF_MAP_LOOKUP_ELEM: 32, C.BPF_MAP_UPDATE_ELEM: 32,
-            C.BPF_MAP_DELETE_ELEM: 16, C.BPF_MAP_GET_NEXT_KEY: 24,
-            C.BPF_MAP_LOOKUP_AND_DELETE_ELEM: 32, C.BPF_MAP_FREEZE: 4,
-            C.BPF_MAP_LOOKUP_BATCH: 56, C.BPF_MAP_LOOKUP_AND_DELETE_BATCH: 56,
-            C.BPF_MAP_UPDATE_BATCH: 56, C.BPF_MAP_DELETE_BATCH: 56,
-            C.BPF_OBJ_GET_INFO_BY_FD: 16, C.BPF_MAP_GET_NEXT_ID: 8, C.BPF_MAP_GET_FD_BY_ID: 12,
-            C.BPF_OBJ_PIN: 20, C.BPF_OBJ_GET: 20}
+# Every command's last field, from the emulator's command table: the scenario probes the
+# bytes at and after it on whichever backend it runs, so a wrong end in the table shows as a
+# difference from the kernel's trace.
+LAST_END = LINUX_6_18_LAST_FIELD_END
 
 
 @scenario(*ELEM)
@@ -150,7 +148,7 @@ def entry(b):
     b.bpf(C.BPF_MAP_CREATE, 0, 168)
     b.bpf(C.BPF_MAP_CREATE, 0, 0)
     b.bpf(100, 0, 168)
-    b.bpf(C.BPF_MAP_LOOKUP_ELEM, unmapped_page(), 32)
+    b.bpf(C.BPF_MAP_LOOKUP_ELEM, no_access_page(), 32)
     b.bpf(C.BPF_MAP_CREATE, edge_buffer(good[:40]), 168)     # runs into an unmapped page
     b.bpf(C.BPF_MAP_CREATE, edge_buffer(good[:40]), 40)      # exactly fits
     for size in (169, 176, 200, 1024, 4096):
@@ -281,7 +279,7 @@ def map_create(b):
             try_create(t, 4, 8, 4, excl_prog_hash=good_hash, excl_prog_hash_size=32)
             good_hash = k.ptr(bytes(range(32)))
             try_create(t, 4, 8, 4, excl_prog_hash=good_hash, excl_prog_hash_size=31)
-            try_create(t, 4, 8, 4, excl_prog_hash=unmapped_page(), excl_prog_hash_size=32)
+            try_create(t, 4, 8, 4, excl_prog_hash=no_access_page(), excl_prog_hash_size=32)
             try_create(t, 4, 8, 4, excl_prog_hash=edge_buffer(bytes(16)), excl_prog_hash_size=32)
             try_create(t, 4, 8, 4, name=b"bad-name")
             try_create(t, 4, 8, 4, name=b"A" * 16)
@@ -483,12 +481,12 @@ def elem_errors(b):
             k.lookup(wo, key(1, ks), vsys)
             k.lookup(ro, key(1, ks), vsys)
             k.lookup(fd, None, vsys)
-            k.lookup(fd, unmapped_page(), vsys)
+            k.lookup(fd, no_access_page(), vsys)
             k.lookup(fd, edge_buffer(key(1, ks)[:2]), vsys)
             k.lookup(fd, key(1, ks), 0, value=0)
             k.lookup(fd, key(3, ks), 0, value=0)
             k.lookup(fd, key(1, ks), 0, value=readonly_page())
-            k.lookup(fd, key(1, ks), 0, value=unmapped_page())
+            k.lookup(fd, key(1, ks), 0, value=no_access_page())
             k.lookup(fd, key(1, ks), 0, value=edge_buffer(bytes(vsys - 1)))
             k.lookup(fd, None, 0, flags=F_LOCK, value=0)
             k.lookup(fd, key(7, ks), vsys)
@@ -504,9 +502,9 @@ def elem_errors(b):
             k.update(fd, key(1, ks), v, F_LOCK)
             k.update(fd, None, v, F_LOCK)
             k.update(fd, None, v, 3)
-            k.update(fd, unmapped_page(), v, 8)
+            k.update(fd, no_access_page(), v, 8)
             k.update(fd, key(1, ks), None, 3)
-            k.update(fd, key(1, ks), unmapped_page(), 8)
+            k.update(fd, key(1, ks), no_access_page(), 8)
             k.update(fd, key(1, ks), edge_buffer(v[:-1]))
             k.update(fd, key(1, ks), readonly_page())     # reading a read-only page is fine
             k.lookup(fd, key(1, ks), vsys)
@@ -528,7 +526,7 @@ def elem_errors(b):
             k.delete(ro, key(1, ks))
             k.delete(wo, key(2, ks))
             k.delete(fd, None)
-            k.delete(fd, unmapped_page())
+            k.delete(fd, no_access_page())
             k.delete(fd, key(77, ks))
             k.delete(fd, key(0xFFFFFFFF, ks))
             # GET_NEXT_KEY
@@ -537,7 +535,7 @@ def elem_errors(b):
             k.next_key(fd, None, ks, flags=1, size=32)
             k.next_key(wo, None, ks)
             k.next_key(ro, None, ks)
-            k.next_key(fd, unmapped_page(), ks)
+            k.next_key(fd, no_access_page(), ks)
             k.next_key(fd, None, ks, next_key=0)
             k.next_key(fd, None, ks, next_key=readonly_page())
             k.next_key(fd, None, ks, next_key=edge_buffer(bytes(ks - 1)))
@@ -555,7 +553,7 @@ def elem_errors(b):
             k.lookup_and_delete(ro, key(1, ks), vsys)
             k.lookup_and_delete(wo, key(1, ks), vsys)
             k.lookup_and_delete(fd, None, vsys)
-            k.lookup_and_delete(fd, unmapped_page(), vsys)
+            k.lookup_and_delete(fd, no_access_page(), vsys)
             k.lookup_and_delete(fd, key(55, ks), vsys)
             k.update(fd, key(6, ks), v)
             k.lookup_and_delete(fd, key(6, ks), 0, value=0)        # element lost
@@ -799,15 +797,15 @@ def batch_errors(b):
                     k.batch(cmd, fd, count=5, elem_flags=ef, **args)
                 for fl in (1, 1 << 63):
                     k.batch(cmd, fd, count=5, flags=fl, **args)
-                k.batch(cmd, fd, count=0, keys=unmapped_page(), values=unmapped_page(),
-                        in_batch=unmapped_page(), out_batch=unmapped_page())
+                k.batch(cmd, fd, count=0, keys=no_access_page(), values=no_access_page(),
+                        in_batch=no_access_page(), out_batch=no_access_page())
                 k.batch(cmd, fd, count=0, flags=1)
                 k.batch(cmd, fd, count=5, keys=None, values=None, out_batch=None)
-                k.batch(cmd, fd, count=5, keys=unmapped_page(), values=Out(5 * vsys),
+                k.batch(cmd, fd, count=5, keys=no_access_page(), values=Out(5 * vsys),
                         out_batch=Out(4))
                 k.batch(cmd, fd, count=5, keys=Out(5 * ks), values=readonly_page(),
                         out_batch=Out(4))
-                k.batch(cmd, fd, count=5, in_batch=unmapped_page(), **args)
+                k.batch(cmd, fd, count=5, in_batch=no_access_page(), **args)
                 attr_tail = dict(args)
                 k.batch(cmd, fd, count=5, size=57, **attr_tail)
                 for i in range(3):
@@ -907,7 +905,7 @@ def obj_info(b):
             k.info(fd, 104, data=bytes(d))
         k.info(fd, 4097)
         k.info(fd, 0xFFFFFFFF)
-        k.info(fd, 104, info=unmapped_page())
+        k.info(fd, 104, info=no_access_page())
         k.info(fd, 104, info=readonly_page())
         k.info(fd, 104, info=edge_buffer(bytes(50)))
         k.info(fd, 120, info=edge_buffer(bytes(104)))
@@ -926,7 +924,7 @@ def obj_info(b):
                 struct.pack_into("<QI", d, 88, h, hs)
                 k.info(afd, 104, data=bytes(d))
             k.freeze(afd)
-            for h, hs in ((k.ptr(Out(32)), 32), (unmapped_page(), 32), (readonly_page(), 32),
+            for h, hs in ((k.ptr(Out(32)), 32), (no_access_page(), 32), (readonly_page(), 32),
                           (k.ptr(Out(32)), 16)):
                 d = bytearray(104)
                 struct.pack_into("<QI", d, 88, h, hs)
@@ -1077,7 +1075,7 @@ def obj_pin(b):
         k.pin(p + "y", devnull)
         k.pin(p + "y", fd, size=21)
         k.obj_get(None)
-        k.obj_get(unmapped_page())
+        k.obj_get(no_access_page())
         k.obj_get("")
         k.pin("", fd)
         k.pin(None, fd)

@@ -80,12 +80,13 @@ def test_max_diffs_zero_counts_without_showing(tmp_path, monkeypatch, capsys):
     from bpfemu import syscall
     from bpfemu.trace.run import GOLDEN_DIR
     from bpfemu.uapi.consts import BpfCmd as C
-    real = syscall.COMMANDS[C.BPF_MAP_UPDATE_ELEM]
+    row = syscall.COMMANDS[C.BPF_MAP_UPDATE_ELEM]
+    real = row.handler
 
     def wrong(emu, raw, attr):
         real(emu, raw, attr)
         raise syscall.BpfError(errno.EIO)
-    monkeypatch.setitem(syscall.COMMANDS, C.BPF_MAP_UPDATE_ELEM, wrong)
+    monkeypatch.setitem(syscall.COMMANDS, C.BPF_MAP_UPDATE_ELEM, row._replace(handler=wrong))
     assert main(["replay", "-q", "--max-diffs", "0", str(GOLDEN_DIR / "hash_elem.jsonl.gz")]) == 1
     out = capsys.readouterr().out
     assert "expected" not in out and "more differing records" in out

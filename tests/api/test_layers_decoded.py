@@ -17,7 +17,8 @@ def handler_runs(emu) -> list:
             counter[0] += 1
             return handler(*args)
         return run
-    emu.dispatch = {cmd: (counted(h), end, need) for cmd, (h, end, need) in emu.dispatch.items()}
+    emu.dispatch = {cmd: row._replace(handler=counted(row.handler))
+                    for cmd, row in emu.dispatch.items()}
     return counter
 
 

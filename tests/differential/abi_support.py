@@ -195,7 +195,7 @@ def bpffs_mount():
         os.rmdir(d)
 
 
-class Side:
+class BpffsSide:
     """One backend with its client and the user-side view of its bpffs."""
 
     def __init__(self, backend, root):

@@ -60,7 +60,7 @@ def key_of(n: int, key_size: int = 4) -> bytes:
     return n.to_bytes(8, "little")[:key_size].ljust(key_size, b"\0")
 
 
-class Side(ReusedBufferCaller):
+class ElemCaller(ReusedBufferCaller):
     """One backend: the reused-buffer element calls, its data plane, the CPU it runs on."""
 
     def __init__(self, backend, key_size: int, value_size_sys: int):
@@ -154,8 +154,8 @@ class Pair:
         self.percpu = map_type in (LRU_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_HASH)
         self.vs_sys = sys_value_size(map_type, value_size)
         flags = map_flags | (ZERO_SEED if zero_seed else 0)
-        self.emu = Side(Emulator(nr_cpus=NCPU, seed=1), key_size, self.vs_sys)
-        self.host = Side(HostKernel(), key_size, self.vs_sys)
+        self.emu = ElemCaller(Emulator(nr_cpus=NCPU, seed=1), key_size, self.vs_sys)
+        self.host = ElemCaller(HostKernel(), key_size, self.vs_sys)
         self.log = []
         self.cpu = None
         fe = self.emu.create(map_type, key_size, value_size, max_entries, flags)

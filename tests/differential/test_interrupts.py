@@ -23,7 +23,8 @@ from bpfemu.uapi import consts as c
 from tests.support import NCPU, Buf, Client, elem_attr
 
 PKG = os.path.dirname(bpfemu.__file__)
-ENTRY = os.path.join(PKG, "syscall.py")
+# The entry: __sys_bpf and the decoded-call cache in front of it.
+ENTRY = (os.path.join(PKG, "syscall.py"), os.path.join(PKG, "fastpath.py"))
 HASH, LRU_HASH, ARRAY = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_ARRAY
 PERCPU_HASH = c.BPF_MAP_TYPE_PERCPU_HASH
 MAX_POINTS = 3000
@@ -172,7 +173,7 @@ def run_case(name, k):
 
     def tracer(frame, event, arg):
         if frame.f_code.co_filename.startswith(PKG):
-            if frame.f_code.co_filename == ENTRY:
+            if frame.f_code.co_filename in ENTRY:
                 frame.f_trace_opcodes = True
             return local
         return None

@@ -50,12 +50,13 @@ def test_exception_of_ours_becomes_an_errno_and_a_warning(exc, err, path, cmd):
     else:
         for _ in range(2):                      # decoded, then built on its first reuse
             assert emu.bpf(cmd, attr, 32) in (0, -errno.ENOENT)
-        for call in emu.decoded_calls.values():
-            call[4] = _raising(exc)
-        last = emu.last_call
-        emu.last_call = (last[0], last[1], last[2], last[3], _raising(exc), last[5])
+        calls = emu.decoded_calls
+        for call in calls.calls.values():
+            call.run = _raising(exc)
+        last = calls.last
+        calls.last = (last[0], last[1], last[2], last[3], _raising(exc), last[5])
         if path == "decoded":
-            emu.last_call = NO_CALL
+            calls.last = NO_CALL
     try:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")

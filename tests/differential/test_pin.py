@@ -18,7 +18,7 @@ from tests.support import NCPU, Buf
 
 from tests.differential.abi_support import (ALL_TYPES, ARRAY, CLOSED_FD, EACCES, EBADF, EEXIST,
                                             EFAULT, EINVAL, ENOENT, ENOTDIR, EPERM, HASH, TYPE_IDS,
-                                            Side, bpffs_mount, call, get_fd_by_id, get_info,
+                                            BpffsSide, bpffs_mount, call, get_fd_by_id, get_info,
                                             get_next_id, map_id, obj_attr, obj_get, pin,
                                             sys_value_size, u32)
 from tests.differential.hash_support import NONE_PAGE
@@ -33,8 +33,8 @@ __all__ = ["bpffs_mount"]
 @pytest.fixture
 def sides(bpffs_mount):
     """(emulator side, host side), both with their bpffs at the same path."""
-    emu = Side(Emulator(nr_cpus=NCPU, seed=1, bpffs_root=bpffs_mount), bpffs_mount)
-    host = Side(HostKernel(), bpffs_mount)
+    emu = BpffsSide(Emulator(nr_cpus=NCPU, seed=1, bpffs_root=bpffs_mount), bpffs_mount)
+    host = BpffsSide(HostKernel(), bpffs_mount)
     yield emu, host
     emu.close_all()
     host.close_all()

@@ -12,7 +12,8 @@ HASH_ELEM = GOLDEN_DIR / "hash_elem.jsonl.gz"
 
 def _eexist_becomes_enoent(monkeypatch):
     """Patch MAP_UPDATE_ELEM so that "key exists" (EEXIST) is reported as ENOENT."""
-    real = syscall.COMMANDS[C.BPF_MAP_UPDATE_ELEM]
+    row = syscall.COMMANDS[C.BPF_MAP_UPDATE_ELEM]
+    real = row.handler
 
     def wrong(emu, raw, attr):
         try:
@@ -21,7 +22,7 @@ def _eexist_becomes_enoent(monkeypatch):
             if e.errno == errno.EEXIST:
                 raise syscall.BpfError(errno.ENOENT) from None
             raise
-    monkeypatch.setitem(syscall.COMMANDS, C.BPF_MAP_UPDATE_ELEM, wrong)
+    monkeypatch.setitem(syscall.COMMANDS, C.BPF_MAP_UPDATE_ELEM, row._replace(handler=wrong))
 
 
 def test_a_wrong_errno_is_reported_strace_style(monkeypatch):
@@ -52,14 +53,15 @@ def test_the_cli_exits_1_and_prints_the_diff(monkeypatch, capsys):
 
 def test_a_wrong_byte_written_back_is_shown_with_both_contents(monkeypatch):
     """LOOKUP_ELEM writing a wrong value: the expected and actual bytes are both printed."""
-    real = syscall.COMMANDS[C.BPF_MAP_LOOKUP_ELEM]
+    row = syscall.COMMANDS[C.BPF_MAP_LOOKUP_ELEM]
+    real = row.handler
 
     def wrong(emu, raw, attr):
         ret = real(emu, raw, attr)
         value_ptr = int.from_bytes(raw[16:24], "little")
         emu.mem.write(value_ptr, b"\xee")
         return ret
-    monkeypatch.setitem(syscall.COMMANDS, C.BPF_MAP_LOOKUP_ELEM, wrong)
+    monkeypatch.setitem(syscall.COMMANDS, C.BPF_MAP_LOOKUP_ELEM, row._replace(handler=wrong))
     rep = replay(HASH_ELEM, "emulator", max_diffs=1)
     assert not rep.ok
     text = str(rep.differences[0])

@@ -7,7 +7,7 @@ import pytest
 from bpfemu import Emulator
 from bpfemu.cli import main
 from bpfemu.trace import Recorder, dump, read_all, replay
-from bpfemu.trace.caller import Caller, Out, unmapped_page
+from bpfemu.trace.caller import Caller, Out, no_access_page
 from bpfemu.trace.run import GOLDEN_DIR, record_scenario
 from bpfemu.trace.scenarios import SCENARIOS
 from tests.support import host_unavailable_reason
@@ -38,7 +38,7 @@ def test_records_carry_what_the_format_promises(tmp_path):
         fd = k.create(5, 4, 4, 4, 0x40)                   # PERCPU_HASH, ZERO_SEED
         k.update(fd, b"\1\0\0\0", bytes(range(16)))
         k.lookup(fd, b"\1\0\0\0", 16)
-        k.lookup(fd, unmapped_page(), 16)
+        k.lookup(fd, no_access_page(), 16)
         k.batch(24, fd, keys=Out(8), values=Out(32), out_batch=Out(4), count=2)
         k.close(fd)
     lines = [json.loads(x) for x in p.read_text().splitlines()]

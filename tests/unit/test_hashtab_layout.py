@@ -1,20 +1,24 @@
-"""bpfemu.maps.hashtab's storage: slots, value chunks, bucket heads (no privileges needed).
+"""The hash maps' stores (maps/htab_store.py, maps/htab_columns.py), through their interface
+(no privileges needed).
 
-What the kernel does with the same operations is checked by tests/differential; here the
-emulator-only properties of the column layout: a program's live view of a value survives
-the map growing, it stays on the element's memory as the kernel's pointer would (a
-replaced HASH element becomes the CPU's spare), the sparse bucket heads of huge maps give
-the same order as the array, and a map never holds more slots than the kernel's elements.
+What the kernel does with the same operations is checked by tests/differential; here what
+it cannot show, on both stores: a program's live view of a value survives the map growing
+and stays on the element's memory as the kernel's pointer would (a replaced HASH element
+becomes the CPU's spare), a map never takes more elements than the kernel has, huge maps
+(bucket heads kept sparse) walk in bucket order; and for the columnar store, that its walk
+orders and its elements waiting to be linked give the simple store's walks, changes midway
+included.
 """
 import ctypes
 import errno
-import itertools
 import struct
 
 import pytest
 
 from bpfemu import Emulator
-from bpfemu.maps import hashtab
+from bpfemu.maps import htab_columns, htab_store
+from bpfemu.maps.htab_store import MISS
+from bpfemu.maps.jhash import htab_hash_func
 from bpfemu.maps_api import Map
 from bpfemu.progs import DataPlane
 from bpfemu.uapi import consts as c
@@ -26,9 +30,12 @@ LRU_HASH, LRU_PERCPU_HASH = c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_H
 NO_PREALLOC = c.BPF_F_NO_PREALLOC
 
 
-@pytest.fixture
-def env():
-    emu = Emulator(nr_cpus=2, seed=7)
+STORES = ["columnar", "simple"]
+
+
+@pytest.fixture(params=STORES)
+def env(request):
+    emu = Emulator(nr_cpus=2, seed=7, store=request.param)
     cl = Client(emu)
     yield emu, cl, DataPlane(emu)
     cl.close_all()
@@ -43,9 +50,9 @@ def k(n):
     (HASH, 0), (HASH, NO_PREALLOC), (PERCPU_HASH, 0), (PERCPU_HASH, NO_PREALLOC),
     (LRU_HASH, 0), (LRU_PERCPU_HASH, 0)])
 def test_views_survive_the_map_growing(env, map_type, flags, value_size, n):
-    """Values sit in fixed-size chunks (one for a small map, 64 KiB ones past ARENA_BYTES):
-    thousands of inserts after a lookup neither break the view (no BufferError) nor detach
-    it from the element."""
+    """Thousands of inserts after a lookup neither break the view (no BufferError: the
+    columnar store's values sit in fixed-size chunks, one for a small map, 64 KiB ones past
+    ARENA_BYTES) nor detach it from the element."""
     emu, cl, dp = env
     fd = cl.create(map_type, 4, value_size, n, flags)
     assert fd >= 0
@@ -55,8 +62,6 @@ def test_views_survive_the_map_growing(env, map_type, flags, value_size, n):
     view = dp.lookup_elem(fd, k(0))
     for i in range(1, n):
         m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
-    assert (len(m.chunks) > 1) == (value_size == 512)
-    assert (m.arena is not None) == (value_size == 8)
     view[0:2] = b"xy"
     assert bytes(dp.lookup_elem(fd, k(0))) == b"xy" + a[2:]
     if map_type in (PERCPU_HASH, LRU_PERCPU_HASH):
@@ -113,10 +118,9 @@ def test_percpu_program_insert_zeroes_a_reused_slot(env):
 
 
 def test_deleted_element_is_reused_first_through_decoded_calls(env):
-    """The same through a caller's loop of syscalls on pinned buffers (htab_fastpath.py's
-    delete and update): the element deleted last is the one the next new key takes, though
-    its unlink from the bucket list waited; a replaced one is the spare or freed, as in
-    test_replaced_hash_element_becomes_the_cpus_spare."""
+    """The same through a caller's loop of syscalls on pinned buffers (decoded calls): the
+    element deleted last is the one the next new key takes; a replaced one is the spare or
+    freed, as in test_replaced_hash_element_becomes_the_cpus_spare."""
     emu, cl, dp = env
     for flags in (0, NO_PREALLOC):
         fd = cl.create(HASH, 4, 8, 64, flags)
@@ -132,7 +136,6 @@ def test_deleted_element_is_reused_first_through_decoded_calls(env):
         for i in (3, 5):
             key.raw = k(i)
             assert emu.bpf(c.BPF_MAP_DELETE_ELEM, delete, 16) == 0
-        assert emu.map_of(fd).deleted                   # not unlinked yet
         for i in (20, 21):
             key.raw, value.raw = k(i), bytes([i]) * 8
             assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, elem, 32) == 0
@@ -150,13 +153,22 @@ def test_deleted_element_is_reused_first_through_decoded_calls(env):
 
 
 @pytest.mark.parametrize("flags", [0, NO_PREALLOC])
-def test_slots_never_exceed_the_kernels_elements(env, flags):
+def test_elements_never_exceed_the_kernels(env, flags):
     """max_entries elements (+ one spare per CPU when preallocated, + one in flight for a
-    NO_PREALLOC replace), however the map is churned."""
+    NO_PREALLOC replace), however the map is churned: no element number the store hands
+    out (store.alloc) reaches past that."""
     emu, cl, dp = env
     n = 50
     fd = cl.create(HASH, 4, 8, n, flags)
     m = emu.map_of(fd)
+    taken = set()
+    alloc = m.store.alloc
+
+    def counting_alloc():
+        l = alloc()
+        taken.add(l)
+        return l
+    m.store.alloc = counting_alloc
     for rnd in range(3):
         for cpu in (0, 1):
             emu.cpu = cpu
@@ -164,13 +176,8 @@ def test_slots_never_exceed_the_kernels_elements(env, flags):
                 assert dp.update_elem(fd, k(i + rnd), bytes([i]) * 8) in (0, -errno.E2BIG)
             for i in range(0, n, 3):
                 dp.delete_elem(fd, k(i + rnd))
-    assert m.n_slots <= m.max_slots == n + (2 if not flags else 1)
-    live = set(m.elems.values())
-    spare = {s for s in (m.extra_elems or []) if s >= 0}
-    free, deleted = set(m.free_slots), set(m.deleted)   # deleted: not unlinked yet
-    assert deleted, "the last round's deletes wait for a walk or an insert"
-    groups = [live, spare, free, deleted]
-    assert sum(map(len, groups)) == len(set().union(*groups)) == m.n_slots
+    limit = n + (2 if not flags else 1)
+    assert len(taken) == limit and taken == set(range(limit))
 
 
 def _walk(emu, fd):
@@ -184,16 +191,20 @@ def _walk(emu, fd):
         out.append(key)
 
 
-def test_sparse_heads_give_the_array_order(monkeypatch):
-    """Two maps with the same seed, one with array heads and one with SparseHeads (forced by
-    lowering HEADS_ARRAY_MAX): same GET_NEXT_KEY walk, also after deleting along the walk
-    and re-inserting."""
-    dense, sparse = Emulator(seed=3), Emulator(seed=3)
+# Where each store stops keeping its bucket heads in an array.
+_DENSE_MAX = {"columnar": (htab_columns, "HEADS_ARRAY_MAX"), "simple": (htab_store, "DENSE_MAX")}
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_sparse_heads_give_the_array_order(monkeypatch, store):
+    """Two maps with the same seed, one with its bucket heads in an array and one sparse
+    (forced by lowering the store's limit): same GET_NEXT_KEY walk, also after deleting
+    along the walk and re-inserting."""
+    dense, sparse = Emulator(seed=3, store=store), Emulator(seed=3, store=store)
     fd_d = Client(dense).create(HASH, 4, 8, 5000)
-    monkeypatch.setattr(hashtab, "HEADS_ARRAY_MAX", 16)
+    monkeypatch.setattr(*_DENSE_MAX[store], 16)
     fd_s = Client(sparse).create(HASH, 4, 8, 5000)
     md, ms = dense.map_of(fd_d), sparse.map_of(fd_s)
-    assert not md.sparse and ms.sparse and isinstance(ms.heads, hashtab.SparseHeads)
     for m in (md, ms):
         for i in range(0, 9000, 3):
             m.ops.map_update_elem_sys(m, k(i), k(i) * 2, 0)
@@ -212,56 +223,65 @@ def test_sparse_heads_give_the_array_order(monkeypatch):
         for i in range(1, 600, 5):
             m.ops.map_update_elem_sys(m, k(i), bytes(8), 0)
     assert _walk(dense, fd_d) == _walk(sparse, fd_s)
-    assert len(sparse.map_of(fd_s).heads) == len({
-        ms.elem_hash[s] & ms.bucket_mask for s in ms.elems.values()})
 
 
-def test_sparse_heads_batch_dump(monkeypatch):
-    """LOOKUP_BATCH walks whole buckets through the same helper: same dump either way."""
-    monkeypatch.setattr(hashtab, "HEADS_ARRAY_MAX", 16)
+@pytest.mark.parametrize("store", STORES)
+def test_sparse_heads_batch_dump(monkeypatch, store):
+    """LOOKUP_BATCH walks whole buckets through the same store operations: same dump
+    either way."""
+    monkeypatch.setattr(*_DENSE_MAX[store], 16)
     dumps = []
-    for emu in (Emulator(seed=5), Emulator(seed=5)):
+    for emu in (Emulator(seed=5, store=store), Emulator(seed=5, store=store)):
         m = Map.create(emu, HASH, 4, 4, 1000)
-        assert emu.map_of(m.fd).sparse == (not dumps)    # the first sparse, then dense
         for i in range(700):
             m[k(i)] = k(i)
         dumps.append(m.items_lookup_batch(chunk=50))
-        monkeypatch.setattr(hashtab, "HEADS_ARRAY_MAX", 1 << 20)
+        monkeypatch.setattr(*_DENSE_MAX[store], 1 << 20)
     assert dumps[0] == dumps[1] and len(dumps[0]) == 700
 
 
-def test_huge_no_prealloc_map_is_cheap_and_walks_in_bucket_order():
-    """2^27 entries without preallocation: no per-bucket array, and the walk visits the
-    few elements in bucket order (each bucket's list from its head: the newest first)."""
-    emu = Emulator(seed=11)
+@pytest.mark.parametrize("store", STORES)
+def test_huge_no_prealloc_map_walks_in_bucket_order(store):
+    """2^27 entries without preallocation: the walk visits the few elements in bucket
+    order (each bucket's list from its head: the newest first)."""
+    emu = Emulator(seed=11, store=store)
     fd = Client(emu).create(HASH, 4, 8, 1 << 27, NO_PREALLOC)
     assert fd >= 0
     m = emu.map_of(fd)
-    assert m.sparse and m.n_slots == 0 and not m.chunks
     keys = [k(i * 7919) for i in range(200)]
     for key in keys:
         m.ops.map_update_elem_sys(m, key, key * 2, 0)
     mask = m.n_buckets - 1
     pos = {key: i for i, key in enumerate(keys)}
-    want = sorted(keys, key=lambda key: (m.hash_fn(key, m.hashrnd) & mask, -pos[key]))
+    hash_fn = htab_hash_func(4)
+    want = sorted(keys, key=lambda key: (hash_fn(key, m.hashrnd) & mask, -pos[key]))
     assert _walk(emu, fd) == want
     for key in _walk(emu, fd):              # delete along the walk
         m.ops.map_delete_elem(m, key)
-    assert _walk(emu, fd) == [] and len(m.heads) == 0
+    assert _walk(emu, fd) == [] and m.store.next_bucket(0) is None
 
 
-def test_array_heads_skip_long_empty_runs():
-    """A 2^20-bucket map with array heads and three elements far apart."""
-    emu = Emulator(seed=1)
+@pytest.mark.parametrize("store", STORES)
+def test_long_empty_runs_of_buckets(store):
+    """A 2^20-bucket map with three elements far apart: next_bucket finds each, and the
+    last bucket's successor is none."""
+    emu = Emulator(seed=1, store=store)
     fd = Client(emu).create(HASH, 4, 8, 1 << 20, NO_PREALLOC)
     m = emu.map_of(fd)
-    assert not m.sparse and len(m.heads) == (1 << 20) + 2     # and two -1 sentinels
     keys = [k(1), k(2), k(3)]
     for key in keys:
         m.ops.map_update_elem_sys(m, key, bytes(8), 0)
     mask = m.n_buckets - 1
-    assert _walk(emu, fd) == sorted(keys, key=lambda key: m.hash_fn(key, m.hashrnd) & mask)
-    assert hashtab.htab_next_bucket(m, m.n_buckets - 1) in (None, m.n_buckets - 1)
+    hash_fn = htab_hash_func(4)
+    buckets = sorted(hash_fn(key, m.hashrnd) & mask for key in keys)
+    assert _walk(emu, fd) == sorted(keys, key=lambda key: hash_fn(key, m.hashrnd) & mask)
+    found, b = [], 0
+    while (b := m.store.next_bucket(b)) is not None:
+        found.append(b)
+        b += 1
+    assert found == buckets
+    assert m.store.next_bucket(m.n_buckets - 1) in (None, m.n_buckets - 1)
+    assert m.store.bucket_elems(m.n_buckets) == []
 
 
 @pytest.mark.parametrize("items", [
@@ -270,48 +290,25 @@ def test_array_heads_skip_long_empty_runs():
     [-1] * 9, [], [0, 1, 2], [-1, 0xFF] * 5 + [-1] * 3,
 ], ids=["mixed", "ff-bytes", "empty-buckets", "no-buckets", "full", "alternating"])
 def test_listed_heads_cuts_out_exactly_the_empty_buckets(items):
-    """The -1 items are cut out of the heads' bytes: items whose bytes include 0xff runs
-    next to a -1 (255, 0xFFFF, 0xFFFFFF, ...) must come through whole and in order."""
+    """The columnar store's -1 items are cut out of the heads' bytes: items whose bytes
+    include 0xff runs next to a -1 (255, 0xFFFF, 0xFFFFFF, ...) must come through whole and
+    in order."""
     from array import array
     heads = array("i", items)
-    assert hashtab._listed_heads(heads) == [x for x in items if x >= 0]
+    assert htab_columns._listed_heads(heads) == [x for x in items if x >= 0]
 
 
-@pytest.mark.parametrize("map_type,flags", [(HASH, 0), (HASH, NO_PREALLOC), (PERCPU_HASH, 0),
-                                            (LRU_HASH, 0)])
-def test_walk_order_is_the_walk(map_type, flags):
-    """htab_walk_order() lists every key as the step by step walk over the bucket lists
-    gives them, and a walk placed in it (item 0) moves along it one step a call,
-    without the bucket-list step (walk_steps) ever running."""
-    emu = Emulator(seed=3)
-    cl = Client(emu)
-    fd = cl.create(map_type, 4, 8, 4096, flags)
-    m = emu.map_of(fd)
-    for i in range(3000):
-        m.ops.map_update_elem_sys(m, k(i * 2654435761 & 0xFFFFFFFF), bytes(m.value_size_sys), 0)
-    for i in range(0, 3000, 7):                 # deleted while pending
-        m.ops.map_delete_elem(m, k(i * 2654435761 & 0xFFFFFFFF))
-    # A walk through decoded calls on pinned buffers: its first call links every element
-    # and takes the order, and every step then follows the order.
-    key, nxt = ctypes.create_string_buffer(4), ctypes.create_string_buffer(4)
-    first = ctypes.create_string_buffer(struct.pack("<IIQQ", fd, 0, 0, ctypes.addressof(nxt)), 168)
-    step = ctypes.create_string_buffer(
-        struct.pack("<IIQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(nxt)), 168)
-    emu.mem.pin(key, nxt)
-    walked = []
-    ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, first, 24)
-    while ret == 0:
-        walked.append(nxt.raw)
-        assert m.walk_keys[0] == len(walked) and m.walk_steps == 0
-        ctypes.memmove(key, nxt, 4)
-        ret = emu.bpf(c.BPF_MAP_GET_NEXT_KEY, step, 24)
-    assert ret == -errno.ENOENT
-    assert m.walk_keys is hashtab.NO_WALK       # let go at the end of the walk
-    by_lists = [m.elem_key[l] for b in range(m.n_buckets) for l in hashtab.htab_bucket_elems(m, b)]
-    assert len(by_lists) == len(m.elems) and walked == by_lists
-    assert hashtab.htab_walk_order(m) == [1] + by_lists + [None]
-    emu.mem.unpin(key, nxt)
-    cl.close_all()
+def _count_hints(m) -> list:
+    """A counter of the walk steps the store answered itself (walk_hint, not MISS)."""
+    answered = [0]
+    hint = m.store.walk_hint
+
+    def counting_hint(key):
+        found = hint(key)
+        answered[0] += found is not MISS
+        return found
+    m.store.walk_hint = counting_hint
+    return answered
 
 
 def _function_walk(m, key=None):
@@ -328,41 +325,6 @@ def _function_walk(m, key=None):
 
 def _full_walk(m, key=None):
     return list(_function_walk(m, key))
-
-
-@pytest.mark.parametrize("listed_first", [0, 100], ids=["all-pending", "some-listed"])
-def test_walk_by_the_function_follows_the_order_and_lets_it_go(listed_first):
-    """htab_map_get_next_key() itself (what unpinned calls run): a first call on a map
-    whose elements are all pending orders them without linking them; one that links most
-    of the map takes the order of the lists. Each call then moves along the order, and the
-    end lets it go."""
-    emu = Emulator(seed=5)
-    cl = Client(emu)
-    fd = cl.create(HASH, 4, 8, 2048, 0)
-    m = emu.map_of(fd)
-    for i in range(1500):
-        if i == listed_first:
-            hashtab.htab_sync_buckets(m)        # the ones so far are listed
-        m.ops.map_update_elem_sys(m, k(i * 40503), bytes(8), 0)
-    walked = []
-    for key in _function_walk(m):
-        walked.append(key)
-        assert m.walk_keys[0] == len(walked)
-        # Every element stays pending (unlinked) through a walk that started with all of
-        # them pending; otherwise the first call linked them.
-        assert len(m.pending) == (1500 if not listed_first else 0)
-    assert m.walk_keys is hashtab.NO_WALK
-    assert len(m.pending) == (1500 if not listed_first else 0)
-    # Elements ordered once are linked by the next walk, not ordered again: a caller that
-    # adds a key and starts a walk, again and again, would sort the map every time.
-    m.ops.map_update_elem_sys(m, k(7), bytes(8), 0)
-    again = _function_walk(m)
-    first = next(again)
-    assert not m.pending
-    assert sorted([first] + list(again)) == sorted(walked + [k(7)])
-    assert walked == [m.elem_key[l] for b in range(m.n_buckets)
-                      for l in hashtab.htab_bucket_elems(m, b) if m.elem_key[l] != k(7)]
-    cl.close_all()
 
 
 class _PinnedBufs:
@@ -383,8 +345,8 @@ class _PinnedBufs:
         emu.mem.pin(self.key, self.nxt, self.ukey, self.uval)
 
     def insert(self, key):
-        """An update through the same attr object each time: a decoded call, with the op
-        folded in (htab_fastpath.py) from its second call on."""
+        """An update through the same attr object each time: a decoded call from its second
+        call on."""
         self.ukey.raw = key
         assert self.emu.bpf(c.BPF_MAP_UPDATE_ELEM, self.update, 32) == 0
 
@@ -401,12 +363,13 @@ def _change(bufs, m, change, ahead, step):
         ops.map_update_elem_sys(m, ahead, b"\1" * len(value), 0)
     elif change == "delete":
         ops.map_delete_elem(m, ahead)
-    elif change == "lookup-and-delete":         # unlinked at once, pending stays as long
+    elif change == "lookup-and-delete":
         ops.map_lookup_and_delete_elem(m, ahead, 0)
     elif change == "replaces-to-compaction":
-        # Enough replaces of one key for pending to be compacted back to its length
-        # when the walk was ordered: only the order being dropped keeps the walk right.
-        for _ in range(len(m.elems) + 4200):
+        # Enough replaces of one key for the columnar store's waiting list to be compacted
+        # back to its length when the walk was ordered: only the order being dropped keeps
+        # the walk right.
+        for _ in range(m.store.count() + 4200):
             ops.map_update_elem_sys(m, ahead, value, 0)
     elif change == "evicting-inserts":          # LRU: new keys in a full map evict
         for i in range(200):
@@ -423,44 +386,45 @@ _CHANGES = ["none", "insert", "decoded-insert", "replace", "delete", "lookup-and
     (map_type, flags, change)
     for map_type, flags in [(HASH, 0), (HASH, NO_PREALLOC), (PERCPU_HASH, 0), (LRU_HASH, 0)]
     for change in _CHANGES + (["evicting-inserts"] if map_type == LRU_HASH else [])])
-def test_walk_of_unlisted_elements_is_the_walk_of_the_lists(map_type, flags, change, pinned,
+def test_walk_of_waiting_elements_is_the_simple_stores_walk(map_type, flags, change, pinned,
                                                            refilled):
-    """A walk that starts on a map whose elements are all pending orders them by their
-    hashes without linking them (htab_pending_walk_order). It must give the keys the
-    bucket lists give: the same map, its elements listed before the walk, is walked beside
-    it, with the same changes made to both midway (each a case where the order must go).
-    A map filled, emptied and filled again takes its slots in no run (freed ones, LIFO)."""
+    """A walk that starts on a columnar map whose elements all wait to be linked orders
+    them by their hashes without linking them. It must give the keys the simple store
+    gives: the same map on the simple store is walked beside it, with the same changes
+    made to both midway (each a case where the order must go). A map filled, emptied and
+    filled again takes its elements in no run (freed ones, LIFO)."""
     max_entries = 512
     n = max_entries if change == "evicting-inserts" else 400
     maps, clients = [], []
-    for listed in (False, True):
-        emu = Emulator(seed=11)                 # the same hash seed for both maps
+    for store in STORES:
+        emu = Emulator(seed=11, store=store)    # the same hash seed for both maps
         cl = Client(emu)
         clients.append(cl)
         fd = cl.create(map_type, 4, 8, max_entries, flags)
         m = emu.map_of(fd)
         for rnd in range(2 if refilled else 1):
-            for i in range(n):
-                m.ops.map_update_elem_sys(m, k(i * 2654435761 + rnd & 0xFFFFFFFF),
-                                          bytes(m.value_size_sys), 0)
+            keys = [k(i * 2654435761 + rnd & 0xFFFFFFFF) for i in range(n)]
+            for key in keys:
+                m.ops.map_update_elem_sys(m, key, bytes(m.value_size_sys), 0)
             if refilled and rnd == 0:
-                for key in list(m.elems):
+                for key in keys:
                     m.ops.map_delete_elem(m, key)
-                hashtab.htab_sync_buckets(m)    # what a walk of the empty map would do
+                assert _full_walk(m) == []      # reads the (empty) lists
         bufs = _PinnedBufs(emu, fd, m.value_size_sys)
         if change == "decoded-insert":
-            bufs.insert(k(0xC0000000))          # decoded, then with the op folded in
+            bufs.insert(k(0xC0000000))          # checked, then decoded
             bufs.insert(k(0xC0000001))
-        if listed:
-            hashtab.htab_sync_buckets(m)
         maps.append((emu, bufs, fd, m))
     emu, bufs, fd, m = maps[0]
+    twin = maps[1][3]
     n += 2 * (change == "decoded-insert")
-    assert len(m.pending) == len(m.elems) == n          # nothing listed yet
-    # A fresh HASH map takes never-used slots in order (a run), a refilled one its freed
-    # slots, LIFO; LRU nodes come off the LRU's lists, in either order.
+    waiting = m.store.waiting()
+    assert len(waiting) == m.store.count() == n         # nothing listed yet
+    # A fresh HASH map takes never-used elements in order (a run), a refilled one its freed
+    # elements, LIFO; LRU nodes come off the LRU's lists, in either order.
     if map_type != LRU_HASH:
-        assert hashtab._is_run(m.pending) != refilled
+        assert htab_columns._is_run(waiting) != refilled
+    answered = _count_hints(m)
 
     def steps(bufs, m):
         """A walk, one key per next(); the walk's own key buffer passed back each time."""
@@ -477,12 +441,15 @@ def test_walk_of_unlisted_elements_is_the_walk_of_the_lists(map_type, flags, cha
 
     walkers = [steps(b, mm) for _, b, _, mm in maps]
     walks = [[next(w)] for w in walkers]
-    assert m.pending_ordered and m.walk_keys[0] == 1     # ordered, not linked
-    assert not maps[1][3].pending_ordered
+    assert answered[0] == 1 and len(m.store.waiting()) == n      # ordered, not linked
     for step_no in range(1, 10**6):
         if step_no % 50 == 0 and change != "none" and step_no < 300:
-            order = m.walk_keys
-            ahead = order[order[0] + 3] if order is not hashtab.NO_WALK else walks[0][-1]
+            ahead = walks[1][-1]                # three steps ahead, on the simple twin
+            for _ in range(3):
+                try:
+                    ahead = twin.ops.map_get_next_key(twin, ahead)
+                except OSError:
+                    break
             for _, b, _, mm in maps:
                 _change(b, mm, change, ahead, step_no)
         got = [next(w, None) for w in walkers]
@@ -495,35 +462,34 @@ def test_walk_of_unlisted_elements_is_the_walk_of_the_lists(map_type, flags, cha
     whole = change in ("none", "replace", "replaces-to-compaction")
     assert len(walks[0]) >= (n - 10 if whole else 100)
     if change == "none":
-        assert len(m.pending) == n                  # the walk never linked them
+        assert len(m.store.waiting()) == n          # the walk never linked them
+        assert answered[0] == n + 1                 # every step, and the end
     for cl in clients:
         cl.close_all()
 
 
 def _twin_maps(map_type, build):
-    """Two maps given the same hash seed and the same operations (build(m)); the second
-    one's elements are then listed (htab_sync_buckets), the first one's left as they are."""
+    """The same map on the columnar and on the simple store, given the same hash seed and
+    the same operations (build(m))."""
     out = []
-    for listed in (False, True):
-        emu = Emulator(seed=13)
+    for store in STORES:
+        emu = Emulator(seed=13, store=store)
         cl = Client(emu)
         m = emu.map_of(cl.create(map_type, 4, 8, 512, 0))
         build(m)
-        if listed:
-            hashtab.htab_sync_buckets(m)
         out.append((cl, m))
     return out
 
 
 @pytest.mark.parametrize("map_type", [HASH, PERCPU_HASH, LRU_HASH])
-def test_next_key_of_a_key_in_an_unlisted_map(map_type):
-    """Only a walk from the start (NULL or a key not in the map) orders unlisted elements;
+def test_next_key_of_a_key_in_a_map_of_waiting_elements(map_type):
+    """Only a walk from the start (NULL or a key not in the map) orders waiting elements;
     the key after a key in the map comes from the lists, as for any map."""
     def build(m):
         for i in range(300):
             m.ops.map_update_elem_sys(m, k(i * 7919), bytes(m.value_size_sys), 0)
     (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
-    assert len(a.pending) == 300
+    assert len(a.store.waiting()) == 300
     for i in (5, 150, 299):
         assert a.ops.map_get_next_key(a, k(i * 7919)) == b.ops.map_get_next_key(b, k(i * 7919))
     assert _full_walk(a, k(3)) == _full_walk(b, k(3))             # 3 is not in the map
@@ -531,81 +497,63 @@ def test_next_key_of_a_key_in_an_unlisted_map(map_type):
     cl_b.close_all()
 
 
-def _listed_then_pending(m):
-    """Keys 0-99 listed, then keys 100-299 pending."""
+def _listed_then_waiting(m):
+    """Keys 0-99 listed (a read of the lists links them), then keys 100-299 waiting."""
     for i in range(300):
         if i == 100:
-            hashtab.htab_sync_buckets(m)
+            m.store.next_bucket(0)
         m.ops.map_update_elem_sys(m, k(i), bytes(m.value_size_sys), 0)
 
 
 @pytest.mark.parametrize("map_type", [HASH, PERCPU_HASH, LRU_HASH])
-def test_stale_pending_entries_are_not_unlisted_elements(map_type):
-    """Listed elements and stale pending entries (elements unlinked while pending) can add
-    up to the map's count: such a map is not all pending, and its walk links first."""
+def test_stale_waiting_entries_are_not_waiting_elements(map_type):
+    """Listed elements and stale entries of the waiting list (elements unlinked while
+    waiting) can add up to the map's count: such a map is not all waiting, and its walk
+    links first."""
     def build(m):
-        _listed_then_pending(m)
+        _listed_then_waiting(m)
         for i in range(100, 300, 2):
             m.ops.map_lookup_and_delete_elem(m, k(i), 0)
     (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
-    assert len(a.pending) == len(a.elems) == 200 and a.pending_stale == 100
+    assert len(a.store.waiting()) == 100 and a.store.count() == 200
     assert _full_walk(a) == _full_walk(b)
     assert len(_full_walk(b)) == 200
     cl_a.close_all()
     cl_b.close_all()
 
 
-@pytest.mark.parametrize("emptied", ["linked-then-deleted", "deleted", "unlinked-pending"])
+@pytest.mark.parametrize("emptied", ["linked-then-deleted", "deleted", "unlinked-waiting"])
 def test_a_map_emptied_and_refilled_is_ordered_again(emptied):
-    """Elements ordered once are not ordered again, but once they have left pending (linked,
-    or the map emptied), a map filled with new ones has them ordered by the next walk,
-    unlinked. Emptied: its elements linked (as a batch command does), then taken out one
-    by one; deleted while pending (the lists reset whole); unlinked while pending, then
-    the lists read (every pending entry stale)."""
+    """Elements ordered once are not ordered again, but once they have stopped waiting
+    (linked, or the map emptied), a map filled with new ones has them ordered by the next
+    walk, unlinked. Emptied: its elements linked (as a batch command does), then taken out
+    one by one; deleted while waiting; unlinked while waiting, then the lists read."""
     def build(m):
         for i in range(200):
             m.ops.map_update_elem_sys(m, k(i), bytes(8), 0)
     (cl_a, a), (cl_b, b) = _twin_maps(HASH, build)
     a.ops.map_get_next_key(a, None)
-    assert a.pending_ordered                    # ordered, unlinked
+    assert len(a.store.waiting()) == 200        # ordered, unlinked
     for m in (a, b):
         m.ops.map_update_elem_sys(m, k(1000), bytes(8), 0)
     if emptied == "linked-then-deleted":
-        hashtab.htab_sync_buckets(a)
-        assert not a.pending
+        a.store.next_bucket(0)                  # reads the lists
+        assert not a.store.waiting()
     for m in (a, b):
         for i in list(range(200)) + [1000]:
             if emptied == "deleted":
                 m.ops.map_delete_elem(m, k(i))
             else:
                 m.ops.map_lookup_and_delete_elem(m, k(i), 0)
-    if emptied == "unlinked-pending":
-        assert a.pending_stale == len(a.pending) == 201
-        hashtab.htab_sync_buckets(a)
-        assert not a.pending
+    if emptied == "unlinked-waiting":
+        assert not a.store.waiting()
+        assert a.store.next_bucket(0) is None
     for m in (a, b):
         for i in range(200):
             m.ops.map_update_elem_sys(m, k(5000 + i), bytes(8), 0)
-    hashtab.htab_sync_buckets(b)
+    answered = _count_hints(a)
     walked = _full_walk(a)
-    assert a.pending_ordered and len(a.pending) == 200
-    assert walked == _full_walk(b) and len(walked) == 200
-    cl_a.close_all()
-    cl_b.close_all()
-
-
-@pytest.mark.parametrize("map_type", [HASH, PERCPU_HASH])
-def test_listed_elements_deleted_beside_pending_ones(map_type):
-    """A map whose listed elements were all deleted (their unlinking waits: ``deleted``)
-    and whose live elements are all pending: its walk is the pending elements' order, and
-    each step from a key waits on the deletes (they are unlinked first)."""
-    def build(m):
-        _listed_then_pending(m)
-        for i in range(100):
-            m.ops.map_delete_elem(m, k(i))
-    (cl_a, a), (cl_b, b) = _twin_maps(map_type, build)
-    assert len(a.pending) == len(a.elems) == 200 and len(a.deleted) == 100
-    walked = list(itertools.islice(_function_walk(a), 400))
+    assert answered[0] == 201 and len(a.store.waiting()) == 200
     assert walked == _full_walk(b) and len(walked) == 200
     cl_a.close_all()
     cl_b.close_all()

@@ -97,7 +97,7 @@ def test_program_lookup_sets_ref_syscall_lookup_does_not(env):
         fd = cl.create(map_type, 4, 8, 8)
         assert cl.update(fd, k(1), bytes(8 * (2 if map_type == LRU_PERCPU_HASH else 1))) == 0
         m = emu.map_of(fd)
-        node = m.lru_nodes[m.elems[k(1)]]
+        node = m.lru_nodes[m.store.lookup(k(1))]
         assert node.ref == 0
         cl.lookup(fd, k(1), 16 if map_type == LRU_PERCPU_HASH else 8)
         assert node.ref == 0
@@ -106,7 +106,7 @@ def test_program_lookup_sets_ref_syscall_lookup_does_not(env):
     fd = cl.create(LRU_PERCPU_HASH, 4, 8, 8)
     assert cl.update(fd, k(1), bytes(16)) == 0
     m = emu.map_of(fd)
-    node = m.lru_nodes[m.elems[k(1)]]
+    node = m.lru_nodes[m.store.lookup(k(1))]
     assert dp.lookup_percpu_elem(fd, k(1), 5) is None and node.ref == 0   # NULL before lookup
     assert dp.lookup_percpu_elem(fd, k(1), 1) is not None and node.ref == 1
 

@@ -1,0 +1,581 @@
+"""ColumnarStore: a hash map's elements in columns, its bucket lists linked late.
+
+The store interface is htab_store.py's; this one is built for speed and memory, and gives
+every operation the same result as SimpleStore. Elements live in numbered slots, stored
+column-wise like the kernel's preallocated element array (htab->elems), so that a full map
+costs a few dozen bytes per element:
+
+* ``elems``: key -> slot of the linked element. Lookups never hash: only the bucket order
+  needs the hash.
+* ``pending``: the slots of elements linked since the bucket order was last needed, oldest
+  first, not in their bucket lists yet. Every link goes to a bucket's head, so a bucket's
+  list is always newest link first; the pending elements are newer than every listed one
+  and go on top, in their order, as soon as anything reads the buckets (``sync``). Their
+  hashes are computed then, all at once (jhash.htab_map_hash_many), at a fraction of the
+  cost of one by one. A walk that starts when every element is pending (a map filled and not
+  walked since) sorts them into its order by their hashes instead, and they stay pending
+  (``_pending_walk_order``). A pending slot's ``elem_next`` is PENDING. An element unlinked
+  while pending leaves a stale entry (its slot holds no key; counted in
+  ``pending_stale``); if its slot is linked again before the walk, only the slot's last
+  entry counts.
+* ``heads``: bucket -> first slot or -1 (``array('i')``, with two -1 after the last bucket;
+  a ``SparseHeads`` dict of the non-empty buckets when there are more than HEADS_ARRAY_MAX
+  buckets).
+* ``elem_next`` (slot -> next slot in its bucket or -1: the hlist_nulls link),
+  ``elem_hash`` (``array('I')``) and ``elem_key`` (the key while linked, else None).
+* values: slot s's value is ``chunks[s >> chunk_shift][(s & chunk_mask) * slot_size:]
+  [:slot_size]``. Chunks are fixed-size bytearrays, never resized (each is held through a
+  memoryview), so the live views a program's lookup returns stay attached to the slot's
+  memory. A map whose values fit in ARENA_BYTES has one chunk, ``arena``.
+* free slots: ``free_slots`` (LIFO) on top of the never-used ones, handed out lowest first.
+* a long walk's order (``walk_order``): every key in walk order, made at once when a walk
+  has linked most of the map or taken enough steps; ``walk_hint`` answers each step from
+  it until anything changes the lists.
+"""
+import struct
+import sys
+from array import array
+from bisect import bisect_left
+from functools import partial
+
+from .htab_store import MISS
+from .jhash import htab_hash_func, htab_map_hash_many
+
+# Up to this many buckets the heads are an array (4 bytes a bucket); beyond, a dict of the
+# non-empty ones, so that a huge NO_PREALLOC map costs nothing until it is filled.
+HEADS_ARRAY_MAX = 1 << 20
+# Values of a map that needs at most ARENA_BYTES for them are one chunk (the "arena");
+# bigger maps get chunks of about CHUNK_BYTES as they fill up.
+ARENA_BYTES = 1 << 22
+CHUNK_BYTES = 1 << 16
+# elem_next of a pending slot (linked, not yet in its bucket's list); -1 ends a list.
+PENDING = -2
+# The walk order when there is none: no key equals its item 0 (see _walk_order).
+NO_WALK = (0, None)
+# A walk gets its whole order at once when its first call links more than this many
+# elements and at least half the map, or after this many steps and an eighth of the map's
+# elements since the lists last changed. A walk that starts on a map of more than this many
+# elements, all of them pending, orders them without linking them (_pending_walk_order).
+WALK_ORDER_MIN_STEPS = 64
+
+
+class SparseHeads(dict):
+    """Bucket heads of a map with too many buckets for an array: only non-empty buckets
+    are stored; a missing one reads as -1 and storing -1 removes it.
+
+    ``next_from`` answers "first non-empty bucket >= b" from a sorted list of bucket
+    indices, built on demand; buckets that became empty stay in it (they are skipped),
+    new ones are inserted, so a walk that deletes as it goes never rebuilds it."""
+    __slots__ = ("_order",)
+
+    def __init__(self):
+        super().__init__()
+        self._order = None
+
+    def __missing__(self, b):
+        return -1
+
+    def __setitem__(self, b, l):
+        if l < 0:
+            self.pop(b, None)
+            return
+        order = self._order
+        if order is not None and b not in self:
+            i = bisect_left(order, b)
+            if i == len(order) or order[i] != b:
+                order.insert(i, b)
+        dict.__setitem__(self, b, l)
+
+    def next_from(self, b):
+        order = self._order
+        if order is None:
+            order = self._order = sorted(self)
+        i = bisect_left(order, b)
+        n = len(order)
+        while i < n:
+            if order[i] in self:
+                return order[i]
+            i += 1
+        return None
+
+
+class ColumnarStore:
+    """The store of htab_store.py, in columns (see the module's docstring)."""
+
+    def __init__(self, *, key_size: int, slot_size: int, n_buckets: int, hashrnd: int,
+                 max_slots: int):
+        self.key_size = key_size
+        self.slot_size = slot_size
+        self.n_buckets = n_buckets
+        self.bucket_mask = n_buckets - 1
+        self.hash_fn = htab_hash_func(key_size)
+        self.hashrnd = hashrnd
+        self.max_slots = max_slots              # slots the map can ever need
+        self.elems: dict[bytes, int] = {}       # key -> slot linked in a bucket
+        self.pending: list = []                 # slots linked but not listed yet
+        self.pending_stale = 0                  # entries of pending unlinked since
+        # The pending elements were ordered without linking them (_pending_walk_order)
+        # since pending was last emptied: they are not ordered again, but linked.
+        self.pending_ordered = False
+        self.walk_order = NO_WALK               # a long walk's order (_walk_order)
+        self.walk_steps = 0                     # walk steps since the lists changed
+        if n_buckets <= HEADS_ARRAY_MAX:
+            # Two -1 past the last bucket, so that next_bucket can read past the end.
+            self.heads = array("i", [-1]) * (n_buckets + 2)
+            self.sparse = False
+        else:
+            self.heads = SparseHeads()
+            self.sparse = True
+        self.elem_next = array("i")             # slot -> next slot in the bucket, or -1
+        self.elem_hash = array("I")             # slot -> hash
+        self.elem_key: list = []                # slot -> key while linked, else None
+        self.chunks: list = []                  # memoryviews of fixed-size bytearrays
+        if max_slots * slot_size <= ARENA_BYTES:
+            self.chunk_shift = 31               # slot numbers are below 2^31: one chunk
+        else:
+            per_chunk = max(1, CHUNK_BYTES // slot_size)
+            self.chunk_shift = per_chunk.bit_length() - 1
+        self.chunk_mask = (1 << self.chunk_shift) - 1
+        self.arena = None                       # chunks[0] if it is the only chunk
+        self.n_slots = 0                        # slots made so far
+        self.free_slots: list = []              # LIFO
+        # The cheapest calls there are: the dict's and the list's own methods.
+        self.lookup = self.elems.get
+        self.count = partial(len, self.elems)  # a C call, cheaper than elems.__len__
+        self.key = self.elem_key.__getitem__
+        self.free = self.free_slots.append      # add_head sets the slot's elem_next
+        if self.chunk_shift == 31:
+            self.value = self._arena_value
+            self.copy_value = self._arena_copy_value
+
+    # --- memory ----------------------------------------------------------------------
+
+    def _new_slots(self, count: int) -> int:
+        """count never-used slots, zeroed (prealloc_init(), done as the map fills up);
+        returns the first."""
+        first = self.n_slots
+        end = first + count
+        self.n_slots = end
+        self.elem_next.extend(array("i", [PENDING]) * count)
+        self.elem_hash.extend(array("I", [0]) * count)
+        self.elem_key.extend([None] * count)
+        chunks = self.chunks
+        shift = self.chunk_shift
+        if shift == 31:
+            if not chunks:
+                self.arena = memoryview(bytearray(self.max_slots * self.slot_size))
+                chunks.append(self.arena)
+            return first
+        while len(chunks) << shift < end:
+            chunks.append(memoryview(bytearray(self.slot_size << shift)))
+        return first
+
+    def prealloc(self, n: int) -> None:
+        self._new_slots(n)
+
+    def alloc(self) -> int:
+        """The slot freed last, else up to 8192 never-used slots are made (lowest on top)."""
+        free = self.free_slots
+        if free:
+            return free.pop()
+        count = min(1 << min(self.chunk_shift, 13), self.max_slots - self.n_slots)
+        assert count > 0, "more slots than the kernel has elements"
+        first = self._new_slots(count)
+        free.extend(range(first + count - 1, first, -1))
+        return first
+
+    def value(self, l: int):
+        size = self.slot_size
+        o = (l & self.chunk_mask) * size
+        return self.chunks[l >> self.chunk_shift][o:o + size]
+
+    def copy_value(self, l: int, value) -> None:
+        size = self.slot_size
+        o = (l & self.chunk_mask) * size
+        self.chunks[l >> self.chunk_shift][o:o + size] = value
+
+    def _arena_copy_value(self, l: int, value) -> None:
+        size = self.slot_size
+        o = l * size
+        self.arena[o:o + size] = value
+
+    def _arena_value(self, l: int):
+        """value() of a map whose values are one chunk (made with the first slot)."""
+        size = self.slot_size
+        o = l * size
+        return self.arena[o:o + size]
+
+    # --- the index and the lists -------------------------------------------------------
+
+    def add_head(self, l: int, key: bytes) -> None:
+        """Pending: hashed and put at its bucket's head when the buckets are next read."""
+        self.elem_key[l] = key
+        self.elems[key] = l
+        self.elem_next[l] = PENDING
+        self.pending.append(l)
+        self.walk_order = NO_WALK           # a new element: no walk order counts it
+
+    def unlink(self, l: int) -> None:
+        keys = self.elem_key
+        nxt = self.elem_next
+        self.walk_order = NO_WALK           # _walk_forget(), inlined: the lists change
+        self.walk_steps = 0
+        if nxt[l] < -1:                     # pending: its entry in pending goes stale
+            del self.elems[keys[l]]
+            keys[l] = None
+            if not self.elems:              # the last one: every entry is stale
+                self._pending_done()
+                return
+            self.pending_stale += 1
+            if self.pending_stale > 4 * len(self.elems) + 4096:
+                # Inserts and deletes and no walk: keep it short. (Rarely: a map emptied by
+                # deletes has its entries dropped whole when its last element goes.)
+                self.pending[:] = self._live_pending()
+                self.pending_stale = 0
+            return
+        b = self.elem_hash[l] & self.bucket_mask
+        heads = self.heads
+        p = heads[b]
+        if p == l:
+            heads[b] = nxt[l]
+        else:
+            n = nxt[p]
+            while n != l:
+                p = n
+                n = nxt[p]
+            nxt[p] = nxt[l]
+        del self.elems[keys[l]]
+        keys[l] = None
+
+    def replace(self, l_new: int, l_old: int) -> None:
+        """add_head(l_new) and unlink(l_old), for the same key, so the same bucket: l_new
+        takes l_old's place at the head, unless elements are pending (then it is the
+        newest of them)."""
+        keys = self.elem_key
+        key = keys[l_old]
+        if self.pending:
+            self.unlink(l_old)
+            self.add_head(l_new, key)
+            return
+        self._walk_forget()
+        nxt = self.elem_next
+        hash_ = self.elem_hash[l_old]
+        b = hash_ & self.bucket_mask
+        heads = self.heads
+        p = heads[b]
+        if p == l_old:
+            nxt[l_new] = nxt[l_old]
+        else:
+            n = nxt[p]
+            while n != l_old:
+                p = n
+                n = nxt[p]
+            nxt[p] = nxt[l_old]
+            nxt[l_new] = heads[b]
+        heads[b] = l_new
+        self.elem_hash[l_new] = hash_
+        keys[l_new] = key
+        keys[l_old] = None
+        self.elems[key] = l_new
+
+    # --- bucket walks ----------------------------------------------------------------
+
+    def bucket(self, l: int) -> int:
+        if self.elem_next[l] < -1:
+            self.sync()
+        return self.elem_hash[l] & self.bucket_mask
+
+    def next_in_bucket(self, l: int):
+        if self.pending:
+            self.sync()
+        n = self.elem_next[l]
+        return n if n >= 0 else None
+
+    def next_bucket(self, b: int):
+        """The first non-empty bucket >= b, or None."""
+        if self.pending:
+            self.sync()
+        heads = self.heads
+        if self.sparse:
+            return heads.next_from(b)
+        n = self.n_buckets
+        stop = b + 8 if b + 8 < n else n
+        while b < stop:
+            if heads[b] >= 0:
+                return b
+            b += 1
+        # A run of empty buckets is a run of 0xff bytes: skip it at C speed, in growing
+        # windows.
+        view = memoryview(heads)
+        step = 256
+        while b < n:
+            end = b + step if b + step < n else n
+            raw = view[b:end].tobytes()
+            skip = len(raw) - len(raw.lstrip(b"\xff"))
+            if skip < len(raw):
+                return b + (skip >> 2)
+            b = end
+            step <<= 2
+        return None
+
+    def bucket_elems(self, b: int) -> list:
+        if self.pending:
+            self.sync()
+        out = []
+        if b >= self.n_buckets:
+            return out
+        nxt = self.elem_next
+        l = self.heads[b]
+        while l >= 0:
+            out.append(l)
+            l = nxt[l]
+        return out
+
+    # --- linking the pending elements ----------------------------------------------------
+
+    def _live_pending(self) -> list:
+        """The pending slots still linked, oldest first: a slot unlinked and linked again
+        while pending counts at its last entry only (all at C speed)."""
+        keys = self.elem_key
+        live = [l for l in self.pending if keys[l] is not None]
+        return list(dict.fromkeys(live[::-1]))[::-1]
+
+    def waiting(self) -> list:
+        """For tests and diagnostics: the elements not in their bucket lists yet, oldest
+        first."""
+        return self._live_pending()
+
+    def sync(self) -> None:
+        """Put the pending elements at their buckets' heads, oldest first, hashing them in
+        one batch."""
+        if not self.pending:
+            return
+        live = self._live_pending() if self.pending_stale else self.pending
+        n = len(live)
+        if n == 0:                          # all of them unlinked again
+            self._pending_done()
+            return
+        self._walk_forget()
+        first = live[0]
+        end = first + n
+        run = _is_run(live)
+        keys = self.elem_key
+        live_keys = keys[first:end] if run else [keys[l] for l in live]
+        if n < 8:                           # a batch's set-up costs about as much as 8 keys
+            fn, rnd = self.hash_fn, self.hashrnd
+            hashes = [fn(k, rnd) for k in live_keys]
+        else:
+            hashes = htab_map_hash_many(live_keys, self.key_size, self.hashrnd)
+        nxt, heads, elem_hash, mask = self.elem_next, self.heads, self.elem_hash, self.bucket_mask
+        if n > 4096 and 4 * n > len(nxt) + len(heads) and not self.sparse:
+            # A big batch (a map filled, then walked): link through lists, whose items cost
+            # less than an array's to get and set, and copy them back whole at C speed.
+            heads_l = heads.tolist()
+            buckets = _masked(hashes, mask)
+            if run:
+                chain = []
+                append = chain.append
+                for l, b in zip(range(first, end), buckets):
+                    append(heads_l[b])
+                    heads_l[b] = l
+                nxt[first:end] = _packed(nxt.typecode, chain)
+            else:
+                nxt_l = nxt.tolist()
+                for l, b in zip(live, buckets):
+                    nxt_l[l] = heads_l[b]
+                    heads_l[b] = l
+                nxt[:] = _packed(nxt.typecode, nxt_l)
+            heads[:] = _packed(heads.typecode, heads_l)
+        else:
+            for l, h in zip(live, hashes):
+                b = h & mask
+                nxt[l] = heads[b]
+                heads[b] = l
+        if run:
+            elem_hash[first:end] = array("I", hashes)
+        else:
+            for l, h in zip(live, hashes):
+                elem_hash[l] = h
+        self._pending_done()
+
+    def _pending_done(self) -> None:
+        self.pending.clear()
+        self.pending_stale = 0
+        self.pending_ordered = False
+
+    # --- a walk's order --------------------------------------------------------------------
+
+    def _walk_forget(self) -> None:
+        """The bucket lists change: a walk order made before is wrong now."""
+        self.walk_order = NO_WALK
+        self.walk_steps = 0
+
+    def walk_hint(self, key):
+        """The key after ``key`` from this walk's order (None past the last), or MISS.
+
+        A walk given its order steps along it, checking it was given the key it returned
+        last. Without an order, a walk from the start on a map whose elements are all
+        pending gets one from their hashes alone (_pending_walk_order); a walk whose call
+        links most of the map, or that has taken more steps than an eighth of the map's
+        elements since the lists last changed, gets one from the lists (_walk_order)."""
+        order = self.walk_order
+        i = order[0]
+        if order[i] == key:                 # the key this walk was given last
+            found = order[i + 1]
+            if found is None:               # the end: let the order go
+                self._walk_forget()
+                return None
+            order[0] = i + 1
+            return found
+        if key is None or key not in self.elems:
+            # A walk from the start, on a map filled and not walked since.
+            if self._all_pending():
+                if order is NO_WALK:
+                    if self.pending_ordered:
+                        # Ordered once already, and changed since: link them (a caller that
+                        # adds a key and starts a walk, again and again, must not sort every
+                        # time).
+                        return self._link_and_start(key)
+                    order = self._pending_walk_order()
+                order[0] = 1
+                return order[1]
+        if self.pending:
+            return self._link_and_start(key)
+        if order is NO_WALK and not self.sparse:
+            steps = self.walk_steps + 1
+            self.walk_steps = steps
+            if steps >= WALK_ORDER_MIN_STEPS and steps << 3 >= len(self.elems):
+                return self._start_at(key)
+        return MISS
+
+    def _link_and_start(self, key):
+        linked = len(self.pending)
+        self.sync()
+        if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(self.elems) and not self.sparse:
+            return self._start_at(key)      # most of the map was just linked for this walk
+        return MISS
+
+    def _start_at(self, key):
+        """Make the walk's order and answer from it: the key after ``key``, or the first
+        key if ``key`` is None or gone."""
+        order = self._walk_order()
+        i = 0
+        if key is not None:
+            try:
+                i = order.index(key, 1)
+            except ValueError:              # a missing key: the walk restarts
+                i = 0
+        self.walk_order = order
+        self.walk_steps = 0
+        found = order[i + 1]
+        if found is None:
+            self._walk_forget()
+            return None
+        order[0] = i + 1
+        return found
+
+    def _walk_order(self) -> list:
+        """Every key in walk order (bucket by bucket, each list from its head), after a
+        position in the list (item 0). The lists are synced; heads is an array."""
+        nxt = self.elem_next.tolist()
+        keys = self.elem_key
+        order = [0]
+        append = order.append
+        for l in _listed_heads(self.heads):
+            append(keys[l])
+            l = nxt[l]
+            while l >= 0:
+                append(keys[l])
+                l = nxt[l]
+        append(None)
+        return order
+
+    def _all_pending(self) -> bool:
+        """Whether every element of the map is pending, each once (none listed, no stale
+        entry), and there are more than a short walk's worth."""
+        n = len(self.pending)
+        return (n > WALK_ORDER_MIN_STEPS and n == len(self.elems) and not self.pending_stale
+                and not self.sparse)
+
+    def _pending_walk_order(self) -> list:
+        """The walk order of a map whose elements are all pending, from their hashes alone:
+        [0, key..., None].
+
+        Linking puts each element at its bucket's head, oldest first, so each bucket lists
+        its elements newest first, and a walk goes bucket by bucket: the order is the keys,
+        newest first, sorted by bucket (sorted() is stable). The elements stay pending: the
+        order holds while nothing is added to pending or taken out of it (add_head and
+        unlink drop it). A walk then costs no linking at all."""
+        live = self.pending
+        first = live[0]
+        keys = self.elem_key
+        if _is_run(live):
+            newest_first = keys[first:first + len(live)]
+        else:
+            newest_first = list(map(keys.__getitem__, live))
+        hashes = htab_map_hash_many(newest_first, self.key_size, self.hashrnd)
+        buckets = _masked(hashes, self.bucket_mask)
+        newest_first.reverse()
+        buckets.reverse()
+        order = [0]
+        # Each key's bucket, as the sort key: list.sort computes its sort keys one item after
+        # the other, in list order, so the iterator hands each key the bucket at its place.
+        order += sorted(newest_first, key=partial(next, iter(buckets)))
+        order.append(None)
+        self.walk_order = order
+        self.pending_ordered = True
+        self.walk_steps = 0
+        return order
+
+
+def _is_run(slots: list) -> bool:
+    """Whether distinct slots are consecutive and ascending (a map filling up takes
+    never-used slots in order), so that they can be read and written as slices. With the
+    right ends, sorted means a run (sorted() of a sorted list is one pass; the middle check
+    keeps most other orders out of it)."""
+    n = len(slots)
+    first = slots[0]
+    return (slots[-1] == first + n - 1 and slots[n >> 1] == first + (n >> 1)
+            and sorted(slots) == slots)
+
+
+_AND_TABLES: dict = {}
+
+
+def _masked(hashes: array, mask: int) -> list:
+    """[h & mask for h in hashes] at C speed: each byte of the items is masked as a strided
+    slice (bytes.translate), and the items come out as small ints."""
+    raw = hashes.tobytes()
+    out = bytearray(raw)
+    size = hashes.itemsize
+    for i in range(size):
+        shift = 8 * (i if sys.byteorder == "little" else size - 1 - i)
+        mb = (mask >> shift) & 0xFF
+        if mb == 0xFF:
+            continue
+        table = _AND_TABLES.get(mb)
+        if table is None:
+            table = _AND_TABLES[mb] = bytes(x & mb for x in range(256))
+        out[i::size] = raw[i::size].translate(table)
+    return array(hashes.typecode, out).tolist()
+
+
+def _packed(typecode: str, values: list) -> array:
+    """array(typecode, values), through struct: array() parses every item like an argument."""
+    return array(typecode, struct.pack(f"{len(values)}{typecode}", *values))
+
+
+def _listed_heads(heads: array) -> list:
+    """The heads of the non-empty buckets, in bucket order, at C speed: the -1 items are
+    cut out of the array's bytes. In little-endian int32s only -1 has four 0xff bytes in a
+    row (any other item with its top byte 0xff is negative, and heads holds no other
+    negative), and a run of -1 items starts at an item's first byte, so every match is a
+    whole -1 item."""
+    big_endian = sys.byteorder != "little"
+    if big_endian:
+        heads = array(heads.typecode, heads)
+        heads.byteswap()
+    listed = array(heads.typecode, heads.tobytes().replace(b"\xff\xff\xff\xff", b""))
+    if big_endian:
+        listed.byteswap()
+    return listed.tolist()

@@ -1,0 +1,139 @@
+"""The store under a hash map: how its elements and bucket lists are kept.
+
+hashtab.py is kernel/bpf/hashtab.c; what it does to elements and buckets goes through a
+store, with these operations (an element is an int, its slot; None is "no element"):
+
+* memory: ``prealloc(n)`` makes elements 0..n-1 at once, zeroed (prealloc_init() of the LRU
+  maps); ``alloc()`` takes a free element, the one freed last first (pcpu_freelist_pop(),
+  bpf_mem_cache_alloc()), else the lowest never used (the caller checks capacity);
+  ``free(l)`` gives it back (pcpu_freelist_push()); ``value(l)`` is a live view of its
+  value memory (slot_size bytes), which stays on that element's memory for good;
+  ``copy_value(l, value)`` writes all of it (copy_map_value()).
+* the index and the lists: ``lookup(key)`` (lookup_elem_raw() on the key's bucket),
+  ``count()``, ``key(l)`` (None once unlinked), ``add_head(l, key)``
+  (hlist_nulls_add_head_rcu() into the key's bucket), ``unlink(l)``
+  (hlist_nulls_del_rcu()), ``replace(l_new, l_old)`` (add_head of l_new under l_old's key,
+  then unlink of l_old: htab_map_update_elem() does the two back to back).
+* bucket walks: ``bucket(l)`` (its bucket index), ``next_in_bucket(l)``,
+  ``next_bucket(b)`` (the first non-empty bucket >= b, or None: the loop over empty
+  buckets of htab_map_get_next_key() and the batch walk), ``bucket_elems(b)`` (a bucket's
+  elements, head first).
+* ``walk_hint(key)``: a cache. What htab_map_get_next_key(key) returns if the store knows
+  it from the walk it is serving (None: past the last element), or MISS. A store that keeps
+  no cache always answers MISS.
+
+Two stores implement this: ``SimpleStore`` below, plain Python and eager, the executable
+definition; and ``ColumnarStore`` (htab_columns.py), which keeps the same elements in
+columns, hashes new elements in batches when something first walks the buckets, and keeps a
+long walk's order. Which one a map gets is ``Emulator(store=...)``: "columnar" (the
+default) or "simple". The differential tests run on either (``--htab-store``).
+"""
+from .jhash import htab_hash_func
+
+MISS = object()                 # walk_hint(): the store does not know
+DENSE_MAX = 1 << 20             # SimpleStore: buckets in a list up to this many
+
+
+class SimpleStore:
+    """Each element its own bytearray; each bucket a Python list, head first; every
+    operation done at once, as the kernel does it."""
+
+    def __init__(self, *, key_size: int, slot_size: int, n_buckets: int, hashrnd: int):
+        self.slot_size = slot_size
+        self.mask = n_buckets - 1
+        self.n_buckets = n_buckets
+        self.hash_fn = htab_hash_func(key_size)
+        self.hashrnd = hashrnd
+        # bucket -> [element, ...], head first, or None: a list for up to DENSE_MAX
+        # buckets, a dict of the non-empty ones beyond.
+        self.buckets = [None] * n_buckets if n_buckets <= DENSE_MAX else {}
+        self.index: dict = {}               # key -> element
+        self.keys: list = []                # element -> key while linked, else None
+        self.hashes: list = []              # element -> hash
+        self.values: list = []              # element -> memoryview of its own bytearray
+        self.free_list: list = []           # freed elements, the last freed on top
+        self.lookup = self.index.get
+        self.count = self.index.__len__
+
+    def _make(self, n: int) -> None:
+        for _ in range(n):
+            self.keys.append(None)
+            self.hashes.append(0)
+            self.values.append(memoryview(bytearray(self.slot_size)))
+
+    def prealloc(self, n: int) -> None:
+        self._make(n)
+
+    def alloc(self) -> int:
+        if self.free_list:
+            return self.free_list.pop()
+        self._make(1)
+        return len(self.keys) - 1
+
+    def free(self, l: int) -> None:
+        self.free_list.append(l)
+
+    def value(self, l: int):
+        return self.values[l]
+
+    def copy_value(self, l: int, value) -> None:
+        self.values[l][:] = value
+
+    def key(self, l: int):
+        return self.keys[l]
+
+    def add_head(self, l: int, key: bytes) -> None:
+        h = self.hash_fn(key, self.hashrnd)
+        self.hashes[l] = h
+        self.keys[l] = key
+        self.index[key] = l
+        b = h & self.mask
+        bucket = self.buckets[b] if isinstance(self.buckets, list) else self.buckets.get(b)
+        if bucket is None:
+            bucket = self.buckets[b] = []
+        bucket.insert(0, l)
+
+    def unlink(self, l: int) -> None:
+        b = self.hashes[l] & self.mask
+        bucket = self.buckets[b]
+        bucket.remove(l)
+        if not bucket:
+            if isinstance(self.buckets, list):
+                self.buckets[b] = None
+            else:
+                del self.buckets[b]
+        key = self.keys[l]
+        self.keys[l] = None
+        if self.index.get(key) == l:
+            del self.index[key]
+
+    def replace(self, l_new: int, l_old: int) -> None:
+        self.add_head(l_new, self.keys[l_old])
+        self.unlink(l_old)
+
+    def bucket(self, l: int) -> int:
+        return self.hashes[l] & self.mask
+
+    def next_in_bucket(self, l: int):
+        bucket = self.buckets[self.hashes[l] & self.mask]
+        i = bucket.index(l) + 1
+        return bucket[i] if i < len(bucket) else None
+
+    def next_bucket(self, b: int):
+        buckets = self.buckets
+        if isinstance(buckets, list):
+            for i in range(b, self.n_buckets):
+                if buckets[i] is not None:
+                    return i
+            return None
+        later = [i for i in buckets if i >= b]
+        return min(later) if later else None
+
+    def bucket_elems(self, b: int) -> list:
+        if b >= self.n_buckets:
+            return []
+        bucket = self.buckets[b] if isinstance(self.buckets, list) else self.buckets.get(b)
+        return list(bucket or ())
+
+    def walk_hint(self, key):
+        return MISS
