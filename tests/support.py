@@ -17,7 +17,7 @@ from errno import (E2BIG, EACCES, EBADF, EBADFD, EBUSY, EEXIST, EFAULT, EINVAL, 
 
 from bpfemu import Emulator, HostKernel
 from bpfemu.errors import ENOTSUPP  # noqa: F401  (524: kernel-internal, no name in errno)
-from bpfemu.profile import host_possible_cpus
+from bpfemu.profile import KernelProfile, get_profile, host_possible_cpus, profile_name_for_release
 from bpfemu.uapi import consts as c
 
 GUARD = 16
@@ -37,6 +37,16 @@ def sys_value_size(map_type, value_size: int) -> int:
     """Bytes the syscall copies per element: value_size, or for the per-CPU types one
     8-byte-rounded slot per possible CPU (docs/linux-6.18.md#per-cpu-values)."""
     return round_up(value_size, 8) * NCPU if map_type in PERCPU_TYPES else value_size
+
+
+def profile_under_test(backend) -> KernelProfile:
+    """The profile of the kernel a test body is checking, so that a test states that kernel's
+    answer rather than 6.18's: an Emulator's own profile; for the live kernel, the profile its
+    release names (scripts/differential-on-kernels runs the suite inside 6.1 and 6.12), else
+    the default (BPFEMU_PROFILE, or 6.18)."""
+    if isinstance(backend, Emulator):
+        return backend.profile
+    return get_profile(profile_name_for_release(os.uname().release))
 
 
 def u32(n: int) -> bytes:
