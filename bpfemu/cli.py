@@ -49,12 +49,28 @@ def _err(msg: str) -> int:
     return EXIT_BAD
 
 
+LIVE_CHOICES = ("auto", "yes", "no")
+
+
+def _kernel_profile(a) -> str | None:
+    """The profile named by --kernel K (or its alias --profile): "6.1", "6.12", "6.18" or a
+    release such as "6.12.118+deb12-amd64"; None for the default. ValueError if unknown."""
+    name = getattr(a, "profile", None)
+    if name is None and getattr(a, "kernel", None) not in (None, *LIVE_CHOICES):
+        name = a.kernel
+    if name is not None:
+        from .profile import get_profile
+        get_profile(name)                       # ValueError: no such profile
+    return name
+
+
 def cmd_record(a) -> int:
     from .trace.run import ScenarioError, load_scenario, record_scenario
     from .trace.scenarios import Interference
     try:
         name, fn = load_scenario(a.scenario)
-    except ScenarioError as e:
+        profile = _kernel_profile(a)
+    except (ScenarioError, ValueError) as e:
         return _err(str(e))
     if a.backend == "kernel":
         from .host import HostKernel
@@ -64,7 +80,7 @@ def cmd_record(a) -> int:
                         "use --backend emulator")
     try:
         record_scenario(a.scenario, a.output, backend=a.backend, cpus=a.cpus, bpffs_root=a.bpffs,
-                        profile=a.profile)
+                        profile=profile)
     except ScenarioError as e:
         return _err(str(e))
     except Interference as e:
@@ -83,6 +99,10 @@ def cmd_record(a) -> int:
 
 def cmd_replay(a) -> int:
     from .trace.replay import print_progress_factory, replay
+    try:
+        profile = _kernel_profile(a)
+    except ValueError as e:
+        return _err(str(e))
     if a.backend == "kernel":
         from .host import HostKernel
         why = HostKernel.available()
@@ -95,7 +115,7 @@ def cmd_replay(a) -> int:
         prog = print_progress_factory(sys.stderr, os.path.basename(path)) if not a.quiet else None
         try:
             rep = replay(path, a.backend, max_diffs=a.max_diffs, progress=prog,
-                         profile=a.profile)
+                         profile=profile)
         except TraceError as e:
             if prog:
                 sys.stderr.write("\r\033[K")
@@ -151,7 +171,13 @@ def cmd_conform(a) -> int:
     if a.profiles or a.trace:
         return _conform_profiles(a)
     try:
-        result = conform(a.scenarios, kernel=a.kernel, verbose=a.verbose, profile=a.profile)
+        profile = _kernel_profile(a)
+    except ValueError as e:
+        return _err(str(e))
+    # --kernel auto|yes|no is the older spelling of --live.
+    live = a.kernel if a.kernel in LIVE_CHOICES else a.live
+    try:
+        result = conform(a.scenarios, kernel=live, verbose=a.verbose, profile=profile)
     except TraceError as e:
         return _err(str(e))
     except RuntimeError as e:
@@ -171,7 +197,7 @@ def _conform_profiles(a) -> int:
     from .trace.kernels import VERSIONS, check, corpus, render
     versions = a.profiles.split(",") if a.profiles else list(VERSIONS)
     if any(v not in VERSIONS for v in versions):
-        return _err(f"--profiles {a.profiles}: known kernels are {', '.join(VERSIONS)}")
+        return _err(f"--kernels {a.profiles}: known kernels are {', '.join(VERSIONS)}")
     traces = a.trace or [t for v in versions for t in corpus(v, a.scenarios)]
     try:
         results = check(traces, versions, max_diffs=3 if a.verbose < 2 else None)
@@ -200,18 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("conform", help="run the conformance scenarios on the emulator against "
                        "the live kernel (or the golden corpus) and print a table")
     c.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: all")
-    c.add_argument("--kernel", choices=("auto", "yes", "no"), default="auto",
-                   help="use the live kernel (auto: where bpf() is permitted)")
+    c.add_argument("--kernel", default=None, metavar="KERNEL",
+                   help="the kernel checked: 6.1, 6.12 or 6.18 (default); its golden corpus "
+                        "where the live kernel is another (auto, yes, no: as --live)")
+    c.add_argument("--profile", default=None, metavar="KERNEL", help="the same as --kernel")
+    c.add_argument("--live", choices=LIVE_CHOICES, default="auto",
+                   help="use the live kernel (auto: where bpf() is permitted and it is KERNEL)")
     c.add_argument("-v", "--verbose", action="count", default=0,
                    help="show the differences (-vv: all of them)")
-    c.add_argument("--profile", default=None, metavar="KERNEL",
-                   help="the kernel checked: 6.1, 6.12 or 6.18 (default); its golden corpus "
-                        "where the live kernel is another")
-    c.add_argument("--profiles", default=None, metavar="K1,K2,...",
+    c.add_argument("--kernels", "--profiles", dest="profiles", default=None, metavar="K1,K2,...",
                    help="replay traces (--trace, or the corpora of these kernels) on each of "
                         "these kernels' profiles and print where they differ")
     c.add_argument("--trace", action="append", default=[], metavar="TRACE",
-                   help="with --profiles: a trace to check (repeatable)")
+                   help="with --kernels: a trace to check (repeatable)")
     c.set_defaults(func=cmd_conform)
 
     r = sub.add_parser("record", help="run a scenario and record its bpf() calls "
@@ -223,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", choices=("kernel", "emulator"), default="kernel")
     r.add_argument("--cpus", type=_int_in(1, MAX_CPUS, "--cpus"), default=None, metavar="N",
                    help=f"possible CPUs, 1..{MAX_CPUS} (emulator; default: this machine's)")
-    r.add_argument("--profile", default=None, metavar="KERNEL",
+    r.add_argument("--kernel", "--profile", dest="profile", default=None, metavar="KERNEL",
                    help="the emulator's kernel profile (6.1, 6.12, 6.18; default 6.18)")
     r.add_argument("--bpffs", default=None, metavar="DIR",
                    help="where pin scenarios pin (kernel: a bpffs is mounted there)")
@@ -236,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="N", help="differences to show per trace (default 20; 0: only "
                     "count them)")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-    rp.add_argument("--profile", "--kernel-profile", default=None, metavar="KERNEL",
+    rp.add_argument("--kernel", "--profile", "--kernel-profile", dest="profile", default=None,
+                    metavar="KERNEL",
                     help="the emulator's kernel profile (6.1, 6.12, 6.18; default: that of the "
                          "kernel the trace was recorded on)")
     rp.set_defaults(func=cmd_replay)

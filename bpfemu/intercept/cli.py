@@ -13,6 +13,9 @@ def add_parsers(sub) -> None:
                    "reports a bpffs")
     r.add_argument("--cpus", type=int, default=None, metavar="N",
                    help="possible CPUs of the emulated kernel (default: this machine's)")
+    r.add_argument("--kernel", "--profile", dest="profile", default=None, metavar="KERNEL",
+                   help="the emulated kernel: 6.1, 6.12 or 6.18 (default: BPFEMU_PROFILE, else "
+                   "6.18)")
     r.add_argument("--trace", default=None, metavar="OUT",
                    help="record every served bpf() call to this trace (.jsonl[.gz])")
     r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
@@ -37,7 +40,11 @@ def cmd_run(a) -> int:
     if a.cpus is not None and a.cpus < 1:
         sys.stderr.write("bpfemu: --cpus must be at least 1\n")
         return 2
-    emu = Emulator(nr_cpus=a.cpus, bpffs_root=a.pin_root)
+    try:
+        emu = Emulator(nr_cpus=a.cpus, bpffs_root=a.pin_root, profile=a.profile)
+    except ValueError as e:                     # no such kernel profile
+        sys.stderr.write(f"bpfemu: --kernel: {e}\n")
+        return 2
     from ..profile import host_possible_cpus
     if a.cpus is not None and a.cpus != host_possible_cpus():
         sys.stderr.write(f"bpfemu: warning: {a.cpus} possible CPUs emulated, {host_possible_cpus()}"

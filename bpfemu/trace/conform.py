@@ -128,7 +128,7 @@ def conform(names=None, *, kernel: str = "auto", out=None, verbose: int = 0,
             raise KeyError(n)
     version = get_profile(profile).release
     golden_dir = GOLDEN_DIR if version == "6.18" else Path(corpus_dir(version))
-    why_not = kernel_permitted() if kernel != "no" else "--kernel no"
+    why_not = kernel_permitted() if kernel != "no" else "--live no"
     running = os.uname().release
     if why_not is None and profile_name_for_release(running) != version:
         why_not = f"it is Linux {running}, not {version}"

@@ -90,3 +90,54 @@ def test_max_diffs_zero_counts_without_showing(tmp_path, monkeypatch, capsys):
     assert main(["replay", "-q", "--max-diffs", "0", str(GOLDEN_DIR / "hash_elem.jsonl.gz")]) == 1
     out = capsys.readouterr().out
     assert "expected" not in out and "more differing records" in out
+
+
+# --kernel K (issue 21's spelling; --profile is its alias) picks the kernel a command is about.
+
+def test_record_and_replay_take_kernel(tmp_path, capsys):
+    """A scenario recorded on the emulator's 6.1 profile replays on 6.1 (the default: the
+    profile its header names) and differs on 6.18 (MAP_FREEZE by a read-only fd, the attr
+    size)."""
+    trace = str(tmp_path / "entry.jsonl")
+    assert main(["record", "entry", "-o", trace, "--backend", "emulator", "--kernel", "6.1"]) == 0
+    from bpfemu.trace.format import read_all
+    assert read_all(trace)[0].kernel_release == "bpfemu-emulator (Linux 6.1 profile)"
+    assert main(["replay", "-q", trace]) == EXIT_OK
+    assert main(["replay", "-q", "--kernel", "6.1", trace]) == EXIT_OK
+    assert main(["replay", "-q", "--kernel", "6.18", "--max-diffs", "0", trace]) == 1
+    assert main(["replay", "-q", "--profile", "6.18", "--max-diffs", "0", trace]) == 1
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("option", ["--kernel", "--profile"])
+def test_conform_takes_kernel(option, capsys):
+    assert main(["conform", option, "6.12", "--live", "no", "entry"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "the emulator on the Linux 6.12 profile against the golden corpus" in out
+    assert "linux-6.12" in out
+
+
+def test_conform_kernel_auto_yes_no_still_means_the_live_kernel(capsys):
+    """--kernel auto|yes|no, conform's older option (now --live), still works."""
+    assert main(["conform", "--kernel", "no", "entry"]) == EXIT_OK
+    assert "Linux 6.18 profile" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [
+    ["conform", "--kernel", "5.4", "entry"],
+    ["replay", "--kernel", "5.4", "x.jsonl"],
+    ["record", "entry", "-o", "x.jsonl", "--backend", "emulator", "--kernel", "5.4"],
+    ["run", "--kernel", "5.4", "--", "true"],
+])
+def test_an_unknown_kernel_is_a_usage_error(tmp_path, args):
+    r = _bpfemu(*args, cwd=tmp_path)
+    assert r.returncode == EXIT_BAD
+    assert "no kernel profile '5.4'" in r.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("option", ["--kernels", "--profiles"])
+def test_conform_checks_corpora_on_several_kernels(option, capsys):
+    assert main(["conform", option, "6.1,6.12", "map_freeze"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "on 6.1" in out and "on 6.12" in out and "linux-6.1/map_freeze" in out

@@ -205,3 +205,25 @@ def test_sigterm_is_passed_on_to_the_command(supervised):
             proc.kill()
             proc.wait()
     assert (proc.returncode, out) == (7, "got TERM\n")
+
+
+# A byte past 6.1's union bpf_attr (144 bytes) but inside 6.18's (168): E2BIG on 6.1 (a
+# non-zero tail past the kernel's union), EINVAL on 6.18 (past MAP_CREATE's last field).
+ATTR_TAIL_PROBE = """
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+attr = ctypes.create_string_buffer(struct.pack('<IIII', 1, 4, 8, 1), 168)
+attr[150] = b'\\x01'
+print(libc.syscall(321, 0, attr, 168), ctypes.get_errno())
+"""
+
+
+@pytest.mark.parametrize("opts, expected", [([], "-1 22"), (["--kernel", "6.1"], "-1 7"),
+                                            (["--profile", "6.12"], "-1 22")])
+def test_kernel_option(supervised, opts, expected):
+    python = "/usr/bin/python3"              # one nobody may run (the venv's may be private)
+    if not os.access(python, os.X_OK):
+        pytest.skip(f"{python} is not there")
+    r = supervised([python, "-c", ATTR_TAIL_PROBE], opts=opts)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == expected
