@@ -16,12 +16,12 @@ from typing import NamedTuple
 
 from .errors import ENOTSUPP, BpfError
 from .fdtable import FMODE_READ, FMODE_WRITE
-from .uapi.attr import MapBatchAttr, compiled
+from .uapi.attr import MAP_BATCH, compiled
 from .uapi.consts import BPF_F_LOCK
 from .uapi.consts import BpfCmd as C
 from .usercopy import copy_pairs_to_user, copy_to_user, put_attr
 
-_BATCH = compiled(MapBatchAttr)
+_BATCH = compiled(MAP_BATCH)
 _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
 _ZERO_COUNT = b"\0\0\0\0"

@@ -14,13 +14,13 @@ from .btf_cmds import btf_get_by_fd
 from .maps import MAP_TYPES
 from .maps.map_btf import map_check_btf
 from .maps.core import MapCreateArgs
-from .uapi.attr import MapCreateAttr, MapElemAttr, compiled
+from .uapi.attr import MAP_CREATE, MAP_ELEM, compiled
 from .uapi.consts import BPF_F_LOCK
 from .uapi.consts import BpfMapType as T
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 
-_CREATE = compiled(MapCreateAttr)
-_ELEM = compiled(MapElemAttr)
+_CREATE = compiled(MAP_CREATE)
+_ELEM = compiled(MAP_ELEM)
 _EINVAL, _EPERM, _EFAULT = errno.EINVAL, errno.EPERM, errno.EFAULT
 
 NUMA_NO_NODE = -1

@@ -1,121 +1,169 @@
 """Layouts of the map-related members of ``union bpf_attr`` and of ``struct bpf_map_info`` (Linux 6.18).
 
-Declared with construct, one Struct per anonymous member of the union, all little-endian
-(x86_64). C padding holes are ``Padding(n)``. Parsing is permissive: these layouts never
-validate anything; semantic checks are Python code in the handlers, in the kernel's order.
-
-The hot path does not run construct's interpreter: ``struct_format()`` derives a plain
-``struct`` format from a declaration, so the two can never drift apart.
+Each layout is declared once, as a table of (field, format) rows, all little-endian
+(x86_64): ``U32``/``S32``/``U64`` ints, ``BYTES(n)``, and C padding holes as ``PAD(n)``.
+From that one table come both the construct Struct (``MapBatchAttr`` and friends, built on
+first use, so that ``import bpfemu`` does not pay for importing construct) and the plain
+``struct`` format the hot path unpacks with (``compiled()``): the two cannot drift apart.
+Parsing is permissive: these layouts never validate anything; semantic checks are Python
+code in the handlers, in the kernel's order.
 """
 import struct
-
-from construct import Bytes, Int32sl, Int32ul, Int64ul, Padding, Struct
 
 BPF_ATTR_SIZE = 168       # sizeof(union bpf_attr) on 6.18 (the PROG_LOAD member ends at keyring_id)
 BPF_MAP_INFO_SIZE = 104   # sizeof(struct bpf_map_info)
 
+U32, S32, U64 = "I", "i", "Q"      # construct's Int32ul, Int32sl, Int64ul
+
+
+def BYTES(n: int) -> str:           # construct's Bytes(n)
+    return f"{n}s"
+
+
+def PAD(n: int) -> str:             # construct's Padding(n): a row without a name
+    return f"{n}x"
+
+
 # BPF_MAP_CREATE
-MapCreateAttr = Struct(
-    "map_type" / Int32ul,
-    "key_size" / Int32ul,
-    "value_size" / Int32ul,
-    "max_entries" / Int32ul,
-    "map_flags" / Int32ul,
-    "inner_map_fd" / Int32ul,
-    "numa_node" / Int32ul,
-    "map_name" / Bytes(16),
-    "map_ifindex" / Int32ul,
-    "btf_fd" / Int32ul,
-    "btf_key_type_id" / Int32ul,
-    "btf_value_type_id" / Int32ul,
-    "btf_vmlinux_value_type_id" / Int32ul,
-    "map_extra" / Int64ul,
-    "value_type_btf_obj_fd" / Int32sl,
-    "map_token_fd" / Int32sl,
-    "excl_prog_hash" / Int64ul,
-    "excl_prog_hash_size" / Int32ul,
+MAP_CREATE = (
+    ("map_type", U32),
+    ("key_size", U32),
+    ("value_size", U32),
+    ("max_entries", U32),
+    ("map_flags", U32),
+    ("inner_map_fd", U32),
+    ("numa_node", U32),
+    ("map_name", BYTES(16)),
+    ("map_ifindex", U32),
+    ("btf_fd", U32),
+    ("btf_key_type_id", U32),
+    ("btf_value_type_id", U32),
+    ("btf_vmlinux_value_type_id", U32),
+    ("map_extra", U64),
+    ("value_type_btf_obj_fd", S32),
+    ("map_token_fd", S32),
+    ("excl_prog_hash", U64),
+    ("excl_prog_hash_size", U32),
 )
 
 # BPF_MAP_*_ELEM and BPF_MAP_GET_NEXT_KEY; `value` and `next_key` share the slot at 16.
-MapElemAttr = Struct(
-    "map_fd" / Int32ul,
-    Padding(4),
-    "key" / Int64ul,
-    "value" / Int64ul,   # also next_key
-    "flags" / Int64ul,
+MAP_ELEM = (
+    ("map_fd", U32),
+    (None, PAD(4)),
+    ("key", U64),
+    ("value", U64),   # also next_key
+    ("flags", U64),
 )
 
 # BPF_MAP_*_BATCH
-MapBatchAttr = Struct(
-    "in_batch" / Int64ul,
-    "out_batch" / Int64ul,
-    "keys" / Int64ul,
-    "values" / Int64ul,
-    "count" / Int32ul,
-    "map_fd" / Int32ul,
-    "elem_flags" / Int64ul,
-    "flags" / Int64ul,
+MAP_BATCH = (
+    ("in_batch", U64),
+    ("out_batch", U64),
+    ("keys", U64),
+    ("values", U64),
+    ("count", U32),
+    ("map_fd", U32),
+    ("elem_flags", U64),
+    ("flags", U64),
 )
 
 # BPF_OBJ_GET_INFO_BY_FD
-InfoAttr = Struct(
-    "bpf_fd" / Int32ul,
-    "info_len" / Int32ul,
-    "info" / Int64ul,
+INFO = (
+    ("bpf_fd", U32),
+    ("info_len", U32),
+    ("info", U64),
 )
 
 # BPF_MAP_GET_NEXT_ID / BPF_MAP_GET_FD_BY_ID (start_id and map_id share offset 0)
-GetIdAttr = Struct(
-    "start_id" / Int32ul,   # also map_id, prog_id, btf_id, link_id
-    "next_id" / Int32ul,
-    "open_flags" / Int32ul,
-    "fd_by_id_token_fd" / Int32sl,
+GET_ID = (
+    ("start_id", U32),   # also map_id, prog_id, btf_id, link_id
+    ("next_id", U32),
+    ("open_flags", U32),
+    ("fd_by_id_token_fd", S32),
 )
 
 # BPF_OBJ_PIN / BPF_OBJ_GET
-ObjAttr = Struct(
-    "pathname" / Int64ul,
-    "bpf_fd" / Int32ul,
-    "file_flags" / Int32ul,
-    "path_fd" / Int32sl,
+OBJ = (
+    ("pathname", U64),
+    ("bpf_fd", U32),
+    ("file_flags", U32),
+    ("path_fd", S32),
 )
 
 # struct bpf_map_info
-BpfMapInfo = Struct(
-    "type" / Int32ul,
-    "id" / Int32ul,
-    "key_size" / Int32ul,
-    "value_size" / Int32ul,
-    "max_entries" / Int32ul,
-    "map_flags" / Int32ul,
-    "name" / Bytes(16),
-    "ifindex" / Int32ul,
-    "btf_vmlinux_value_type_id" / Int32ul,
-    "netns_dev" / Int64ul,
-    "netns_ino" / Int64ul,
-    "btf_id" / Int32ul,
-    "btf_key_type_id" / Int32ul,
-    "btf_value_type_id" / Int32ul,
-    "btf_vmlinux_id" / Int32ul,
-    "map_extra" / Int64ul,
-    "hash" / Int64ul,
-    "hash_size" / Int32ul,
-    Padding(4),
+BPF_MAP_INFO = (
+    ("type", U32),
+    ("id", U32),
+    ("key_size", U32),
+    ("value_size", U32),
+    ("max_entries", U32),
+    ("map_flags", U32),
+    ("name", BYTES(16)),
+    ("ifindex", U32),
+    ("btf_vmlinux_value_type_id", U32),
+    ("netns_dev", U64),
+    ("netns_ino", U64),
+    ("btf_id", U32),
+    ("btf_key_type_id", U32),
+    ("btf_value_type_id", U32),
+    ("btf_vmlinux_id", U32),
+    ("map_extra", U64),
+    ("hash", U64),
+    ("hash_size", U32),
+    (None, PAD(4)),
 )
 
-# Name in the C source (the union member or struct) -> layout, for the layout test and docs.
-LAYOUTS = {
-    "map_create": MapCreateAttr,
-    "map_elem": MapElemAttr,
-    "batch": MapBatchAttr,
-    "info": InfoAttr,
-    "get_id": GetIdAttr,
-    "obj": ObjAttr,
-    "bpf_map_info": BpfMapInfo,
+# Name in the C source (the union member or struct) -> declaration.
+DECLARATIONS = {
+    "map_create": MAP_CREATE,
+    "map_elem": MAP_ELEM,
+    "batch": MAP_BATCH,
+    "info": INFO,
+    "get_id": GET_ID,
+    "obj": OBJ,
+    "bpf_map_info": BPF_MAP_INFO,
+}
+
+# The construct Structs, by the names they have always had.
+_STRUCT_NAMES = {
+    "MapCreateAttr": MAP_CREATE,
+    "MapElemAttr": MAP_ELEM,
+    "MapBatchAttr": MAP_BATCH,
+    "InfoAttr": INFO,
+    "GetIdAttr": GET_ID,
+    "ObjAttr": OBJ,
+    "BpfMapInfo": BPF_MAP_INFO,
 }
 
 
-def field_offsets(layout: Struct) -> dict[str, tuple[int, int]]:
+def construct_layout(decl):
+    """The construct Struct of a declaration."""
+    from construct import Bytes, Int32sl, Int32ul, Int64ul, Padding, Struct
+    ints = {U32: Int32ul, S32: Int32sl, U64: Int64ul}
+    subcons = []
+    for name, fmt in decl:
+        if name is None:
+            subcons.append(Padding(int(fmt[:-1])))
+        elif fmt in ints:
+            subcons.append(name / ints[fmt])
+        else:
+            subcons.append(name / Bytes(int(fmt[:-1])))
+    return Struct(*subcons)
+
+
+def __getattr__(name):
+    # MapBatchAttr etc. and LAYOUTS (name -> construct Struct) are made on first use.
+    if name in _STRUCT_NAMES:
+        value = construct_layout(_STRUCT_NAMES[name])
+    elif name == "LAYOUTS":
+        value = {n: construct_layout(decl) for n, decl in DECLARATIONS.items()}
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def field_offsets(layout) -> dict[str, tuple[int, int]]:
     """{field name: (offset, size)} of a flat construct Struct, padding skipped."""
     out, off = {}, 0
     for sub in layout.subcons:
@@ -126,26 +174,11 @@ def field_offsets(layout: Struct) -> dict[str, tuple[int, int]]:
     return out
 
 
-_FORMAT_CHARS = {(4, False): "I", (4, True): "i", (8, False): "Q", (8, True): "q"}
+def struct_format(decl) -> str:
+    """The little-endian ``struct`` format of a declaration."""
+    return "<" + "".join(fmt for _, fmt in decl)
 
 
-def struct_format(layout: Struct) -> str:
-    """The little-endian ``struct`` format equivalent to a flat layout of ints, bytes and padding."""
-    fmt = "<"
-    for sub in layout.subcons:
-        size = sub.sizeof()
-        inner = getattr(sub, "subcon", sub)
-        if sub.name is None:                        # Padding(n)
-            fmt += f"{size}x"
-        elif type(inner).__name__ == "FormatField":  # Int32ul, Int64ul, ...
-            fmt += inner.fmtstr[-1]
-        else:                                        # Bytes(n)
-            fmt += f"{size}s"
-    return fmt
-
-
-def compiled(layout: Struct) -> struct.Struct:
-    """A struct.Struct for the hot path, derived from the construct declaration."""
-    s = struct.Struct(struct_format(layout))
-    assert s.size == layout.sizeof(), layout
-    return s
+def compiled(decl) -> struct.Struct:
+    """A struct.Struct for the hot path, from the declaration."""
+    return struct.Struct(struct_format(decl))

@@ -349,3 +349,19 @@ def test_reader_rejects_garbage():
     struct.pack_into("<I", bad, 24 + 4, 25 << 24)      # first type: unknown kind 25
     with pytest.raises(ValueError, match="unknown BTF kind"):
         Btf(bytes(bad))
+
+
+@pytest.mark.parametrize("name", sorted(attr.DECLARATIONS))
+def test_hot_path_format_is_the_construct_layout(name):
+    # compiled() and the construct Struct come from the same declaration: same size, and
+    # each field at the same offset with the same width and signedness.
+    decl, layout = attr.DECLARATIONS[name], LAYOUTS[name]
+    s = attr.compiled(decl)
+    assert s.size == layout.sizeof()
+    values = s.unpack(bytes(range(s.size)))
+    named = [n for n, _ in decl if n]
+    for (field, (off, size)), value in zip(field_offsets(layout).items(), values):
+        assert field == named.pop(0)
+        raw = bytes(range(s.size))[off:off + size]
+        assert value == (raw if isinstance(value, bytes)
+                         else int.from_bytes(raw, "little", signed=bool(_signed(layout, field))))
