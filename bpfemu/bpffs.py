@@ -299,6 +299,10 @@ class BpfFs:
         except (BpfError, ValueError):
             return False
 
+    def reap(self) -> None:
+        """Nothing to do: a pin of this tree goes with unlink(), which drops its reference
+        (a bpffs in a real directory, bpffs_dir.py, learns of removed pins here)."""
+
     def clear(self) -> None:
         """Remove every pin (unmount): each releases its reference."""
         def walk(d):

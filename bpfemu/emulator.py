@@ -192,8 +192,10 @@ class Emulator:
     def reap_closed_fds(self) -> None:
         """Release the maps whose last fd was closed without close() seeing it (a dup()
         closed with os.close). close() does this itself; commands that look maps up by id
-        call it first so that an id dies when its last fd does, as in the kernel."""
+        call it first so that an id dies when its last fd does, as in the kernel (and when
+        its last pin is removed: a pin file rm'd in a real pin directory)."""
         with self.lock:
+            self.bpffs.reap()
             released = self.fds.reap()
             for table in self.fd_tables:
                 if table is not self.fds:

@@ -10,7 +10,8 @@ def add_parsers(sub) -> None:
         "emulated kernel, as any user. The exit status is CMD's (128 + signal if killed).")
     r.add_argument("--pin-root", default="/sys/fs/bpf", metavar="DIR",
                    help="the emulated bpffs mount point (default /sys/fs/bpf); statfs() there "
-                   "reports a bpffs")
+                   "reports a bpffs. When DIR is a directory you may write (not a real bpffs), "
+                   "pins are files in it that ls, mv and rm act on; they are removed at the end")
     r.add_argument("--cpus", type=int, default=None, metavar="N",
                    help="possible CPUs of the emulated kernel (default: this machine's)")
     r.add_argument("--kernel", "--profile", dest="profile", default=None, metavar="KERNEL",
@@ -45,6 +46,9 @@ def cmd_run(a) -> int:
     except ValueError as e:                     # no such kernel profile
         sys.stderr.write(f"bpfemu: --kernel: {e}\n")
         return 2
+    from ..bpffs_dir import DirBpfFs, pin_dir_unusable
+    if pin_dir_unusable(a.pin_root) is None:     # else pins live in the emulator's own tree
+        emu.bpffs = DirBpfFs(a.pin_root, put=emu._unpinned)
     from ..profile import host_possible_cpus
     if a.cpus is not None and a.cpus != host_possible_cpus():
         sys.stderr.write(f"bpfemu: warning: {a.cpus} possible CPUs emulated, {host_possible_cpus()}"
@@ -77,6 +81,8 @@ def cmd_run(a) -> int:
         os.close(listener)
         if trace is not None and traces:
             traces[0].finish()
+        if isinstance(emu.bpffs, DirBpfFs):
+            emu.bpffs.clear()                    # the bpffs goes with the emulator
     return exit_status(proc.wait())
 
 

@@ -227,9 +227,9 @@ class Supervisor:
     # --- statfs() -------------------------------------------------------------------------
 
     def serve_statfs(self, notif_id: int, tid: int, path_ptr: int, buf_ptr: int) -> None:
-        # DEVIATION(bpffs-statfs): the pin root is a bpffs for statfs() only: pins live in the
-        # emulator, so ls, rm or mkdir there (and statfs() of i386 programs) see the real
-        # filesystem, and fstatfs() of an fd is never answered.
+        # DEVIATION(bpffs-statfs): statfs() of a path under the pin root reports a bpffs
+        # (with a real pin directory, bpffs_dir.py, its files are the pins); fstatfs() of an
+        # fd there and statfs() of i386 programs go to the host's filesystem.
         """statfs() of a path on the emulated bpffs gets BPF_FS_MAGIC (so that clients that
         check before pinning pin); every other path goes on to the kernel (CONTINUE)."""
         caller = self.caller
