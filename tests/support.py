@@ -49,6 +49,26 @@ def profile_under_test(backend) -> KernelProfile:
     return get_profile(profile_name_for_release(os.uname().release))
 
 
+def dirty_byte_errno(profile: KernelProfile, pos: int) -> int:
+    """The errno a non-zero byte at attr offset pos (past the command's last field, size 168)
+    gets on the kernel of profile: EINVAL inside its union bpf_attr (CHECK_ATTR), E2BIG past
+    it (a non-zero tail: 144 bytes on 6.1, 152 on 6.12, 168 on 6.18)."""
+    return EINVAL if pos < profile.attr_size else E2BIG
+
+
+def dirty_tail_result(backend, tail) -> int:
+    """What a call whose attr (size 168) is dirty at tail (an offset, or {offset: byte}) past
+    the command's last field returns on the kernel under test: -EINVAL, or -E2BIG where a
+    dirty byte lies past that kernel's union bpf_attr (the size check comes first)."""
+    pos = max(tail) if isinstance(tail, dict) else tail
+    return -dirty_byte_errno(profile_under_test(getattr(backend, "b", backend)), pos)
+
+
+def last_field_end(profile: KernelProfile, cmd: int, end_on_6_18: int) -> int:
+    """The end of cmd's last field (CHECK_ATTR's bound) on the kernel of profile."""
+    return profile.last_field_end.get(cmd, end_on_6_18)
+
+
 def u32(n: int) -> bytes:
     return struct.pack("<I", n & 0xFFFFFFFF)
 
