@@ -45,21 +45,25 @@ class KernelFiles:
         self._by_map: dict[int, list[int]] = {}      # map id -> tfds
         self._next_token = 1
 
-    def token(self, tid: int, ufd: int, copy: int, map_id: int) -> int:
+    def token(self, tid: int, ufd: int, copy: int, map_id: int) -> int | None:
         """The token of the open file behind the caller's ufd (copy: our fd of it), made
-        and registered the first time the file is seen."""
+        and registered the first time the file is seen; None if it cannot be registered
+        (the trace then names that fd by its number)."""
         slot = _Slot(self._ep.fileno(), 0, 0)
         for tfd in self._by_map.get(map_id, ()):
             slot.tfd = tfd
             if _libc.syscall(_NR_KCMP, tid, self._pid, _KCMP_EPOLL_TFD, ufd,
                              ctypes.byref(slot)) == 0:
                 return self._by_tfd[tfd].token
-        tfd = self._free_number()
-        os.dup2(copy, tfd, inheritable=False)
         try:
-            self._ep.register(tfd, 0)
-        finally:
-            os.close(tfd)
+            tfd = self._free_number()
+            os.dup2(copy, tfd, inheritable=False)
+            try:
+                self._ep.register(tfd, 0)
+            finally:
+                os.close(tfd)
+        except OSError:
+            return None
         f = _File(self._next_token, map_id, ufd)
         self._next_token += 1
         self._by_tfd[tfd] = f
