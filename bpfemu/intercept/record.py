@@ -16,8 +16,11 @@ For each call of the tree the supervisor
 The Recorder snapshots the caller's memory before and after, as for any backend.
 
 Commands the decoder does not model (PROG_LOAD, BTF_LOAD, links...) are left to the kernel to
-run as the caller (SECCOMP_USER_NOTIF_FLAG_CONTINUE) and are not in the trace; neither are the
-closes of map fds (a closed map fd is not observable from outside the caller).
+run as the caller (SECCOMP_USER_NOTIF_FLAG_CONTINUE) and are not in the trace.
+
+Each map fd in the trace names its open file (a file token, abi/README.md), and the release
+of an open file (its last fd in the tree closed) is a close record, written before the next
+recorded call: kernel_files.py tells both without holding a reference to any map.
 """
 import ctypes
 import errno
@@ -29,6 +32,7 @@ from ..host import HostKernel
 from ..trace import decode
 from ..trace.decode import FD_RESULT_CMDS, MapMeta, call_layout, info_hash_buf
 from ..uapi.consts import BpfCmd as C
+from .kernel_files import KernelFiles
 from .mirror import Mirror
 from .tracing import ServedCallTrace
 from . import seccomp
@@ -230,6 +234,26 @@ class KernelCallTrace(ServedCallTrace):
         self.kernel = KernelOnBehalf(supervisor)
         super().__init__(supervisor, path, backend=self.kernel)
         self.kernel.nr_cpus = self.nr_cpus
+        self.files = KernelFiles()
+
+    def bpf(self, cmd, attr, size):
+        for token, fd in self.files.released():    # closes made since the last call
+            self._close_record(fd, token)
+        return super().bpf(cmd, attr, size)
+
+    def _fd_file(self, fd: int):
+        meta = self._lookup_map(fd)
+        copy = self.kernel._getfd(fd) if meta is not None else None
+        if copy is None:
+            return None
+        try:
+            return self.files.token(self.caller.tid, fd, copy, meta.id)
+        finally:
+            os.close(copy)
+
+    def finish(self):
+        self.files.close()
+        super().finish()
 
     def _lookup_map(self, fd: int):
         meta = self.kernel.map_meta(fd)

@@ -114,10 +114,8 @@ class Supervisor:
             emu.forget_decoded_calls()
         if self.trace is not None:
             for f in released:
-                if f.kind != MAP_KIND:
-                    continue                     # not in the trace (tracing.TRACED_COMMANDS)
-                for fd in sorted(f.fds):
-                    self.trace.closed(fd)
+                if f.kind == MAP_KIND:           # others are not traced (TRACED_COMMANDS)
+                    self.trace.released(f)
 
     def _recv(self):
         try:

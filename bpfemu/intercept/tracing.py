@@ -10,6 +10,8 @@ Only the map commands are recorded; program and BTF commands (PROG_LOAD, BTF_LOA
 and infos) are served but left out, as are the closes of their fds, so a trace of a tree that loads objects replays
 its map calls only.
 """
+import weakref
+
 from ..trace.decode import BATCH_CMDS, ELEM_CMDS, MapMeta, render_call
 from ..uapi.consts import BpfCmd as C
 from ..trace.probe import ProcessProbe
@@ -64,16 +66,38 @@ class ServedCallTrace(Recorder):
                          header_extra={"supervised": True})
         self.probe = _CallerProbe(caller.mem)
         self.caller = caller
+        self._tokens = weakref.WeakKeyDictionary()     # open file -> its token
+        self._next_token = 1
 
     def bpf(self, cmd, attr, size):
         self.maps.clear()                        # fd numbers are per process
         return super().bpf(cmd, attr, size)
 
-    def closed(self, fd: int) -> None:
-        """A close record for a map fd the tree closed (seen when the open file went away:
-        the number it was installed with; a dup()'s own close is not seen)."""
+    def _fd_file(self, fd: int):
+        """The token of the open file behind the caller's fd: fd numbers are per process,
+        and dup(), fork() and SCM_RIGHTS give one open file many numbers, so a replay
+        follows files by token (abi/README.md)."""
+        try:
+            f = self.caller.fds.lookup_any(fd)
+        except BpfError:
+            return None
+        return self._token(f)
+
+    def _token(self, f) -> int:
+        token = self._tokens.get(f)
+        if token is None:
+            token = self._tokens[f] = self._next_token
+            self._next_token += 1
+        return token
+
+    def released(self, f) -> None:
+        """A close record for an open map file the tree let go of (its last fd anywhere
+        closed): the number it was installed with, and its file token."""
+        self._close_record(min(f.fds) if f.fds else -1, self._token(f))
+
+    def _close_record(self, fd: int, token: int) -> None:
         rec = {"seq": self.seq, "call": "close", "fd": fd, "kind": "map", "cpu": 0,
-               "ret": 0, "errno": None}
+               "ret": 0, "errno": None, "file": token}
         rec["strace"] = render_call(rec)
         self.seq += 1
         self.writer.write(rec)

@@ -189,6 +189,22 @@ class Recorder:
         """The map behind an fd a call returned (the caller's fd: see intercept/tracing.py)."""
         return backend_map_meta(self.backend, fd)
 
+    def _fd_file(self, fd: int) -> int | None:
+        """The token of the open file behind fd (one per open file description), for traces
+        of process trees (intercept/tracing.py); None here: in one process the fd number
+        names the file."""
+        return None
+
+    def _fd_entry(self, fd: int, extra: dict) -> dict:
+        """An entry of a record's ``fds``: the fd, its kind and, where known, its file."""
+        kind = self._fd_kind(fd)
+        d = dict(extra, fd=fd, kind=kind)
+        if kind in ("map", "btf", "prog"):
+            token = self._fd_file(fd)
+            if token is not None:
+                d["file"] = token
+        return d
+
     def _fd_kind(self, fd: int) -> str:
         if fd in self.objs:
             return self.objs[fd]
@@ -233,8 +249,8 @@ class Recorder:
         attr_len = max(n_attr, out_end)
         if attr_len > n_attr:
             before = self._read_attr(addr, pybuf, attr_len)
-        fds = [{"field": name, "off": off, "fd": struct.unpack_from("<I", union, off)[0],
-                "kind": self._fd_kind(struct.unpack_from("<I", union, off)[0])}
+        fds = [self._fd_entry(struct.unpack_from("<I", union, off)[0],
+                              {"field": name, "off": off})
                for name, off in layout.fd_fields]
         bufs = [b for b in layout.bufs if b.length > 0 or b.access == "r"]
         snaps = []
@@ -262,7 +278,7 @@ class Recorder:
                 d = snapshot_json(snap, "bytes", extra)
                 inner = embedded_fds(cmd, b.field, snap.data, self._map_type(layout.map_fd))
                 if inner:
-                    d["fds"] = [{"off": off, "fd": fd, "kind": self._fd_kind(fd)}
+                    d["fds"] = [self._fd_entry(fd, {"off": off})
                                 for off, kind in inner
                                 for fd in struct.unpack_from("<I", snap.data, off)]
                 read.append(d)
@@ -295,6 +311,10 @@ class Recorder:
             self.objs[ret] = kind
             self.maps.pop(ret, None)
             rec["obj"] = {"kind": kind, "id": backend_obj_id(self.backend, ret, kind)}
+        if (cmd in FD_RESULT_CMDS or cmd in OBJ_RESULT_CMDS) and ret >= 0:
+            token = self._fd_file(ret)
+            if token is not None:
+                rec["file"] = token             # the open file the new fd is
         rec["strace"] = decode.render_call(rec)
         self.seq += 1
         self.writer.write(rec)

@@ -495,10 +495,18 @@ class Replayer:
             self._devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         return self._devnull
 
-    def translate_fd(self, fd: int, kind: str) -> int:
+    @staticmethod
+    def _key(fd: int, token=None):
+        """What names a recorded open file: its file token when the trace has one (a trace
+        of a process tree, where fd numbers are per process and dup()/fork()/SCM_RIGHTS
+        give one file many numbers), else its fd number."""
+        return fd if token is None else ("file", token)
+
+    def translate_fd(self, fd: int, kind: str, token=None) -> int:
         if kind in OBJ_KINDS:
-            if fd in self.fd_map:
-                return self.fd_map[fd]
+            key = self._key(fd, token)
+            if key in self.fd_map:
+                return self.fd_map[key]
             return CLOSED_FD
         if kind == "closed":
             if fd > 0x7FFFFFFF:
@@ -539,7 +547,7 @@ class Replayer:
         attr, bufs = _work(rec)
         exp_after = attr.after
         for f in rec.get("fds", ()):
-            new = self.translate_fd(f["fd"], f["kind"])
+            new = self.translate_fd(f["fd"], f["kind"], f.get("file"))
             if new != f["fd"]:
                 _patch_u32(attr.before, f["off"], new)
                 _patch_u32(exp_after, f["off"], new)
@@ -561,7 +569,8 @@ class Replayer:
                 _patch_u32(exp_after, 0, new)
         for b in bufs:
             for f in b.fds:                     # map fds in instructions, fds as map values
-                _patch_u32(b.before, f["off"], self.translate_fd(f["fd"], f["kind"]))
+                _patch_u32(b.before, f["off"], self.translate_fd(f["fd"], f["kind"],
+                                                                 f.get("file")))
         kind = FD_VALUE_MAPS.get(rec.get("map_type"))
         if ok and kind is not None and cmd == C.BPF_MAP_LOOKUP_ELEM:
             ids = self.id_map if kind == "map" else self.prog_id_map
@@ -628,11 +637,12 @@ class Replayer:
         return Difference(self.path, n, rec.get("seq", n - 1), render_call(rec),
                           decode.render_result(*_res(ret)), items)
 
-    @staticmethod
-    def _map_fd(rec):
+    @classmethod
+    def _map_fd(cls, rec):
+        """The recorded map file the call is about (its key: see _key)."""
         for f in rec.get("fds", ()):
             if f.get("field") == "map_fd" and f.get("kind") == "map":
-                return f["fd"]
+                return cls._key(f["fd"], f.get("file"))
         return None
 
     def _read_back(self, b: _Buf) -> bytes:
@@ -659,7 +669,7 @@ class Replayer:
             b.addr = reloc(b.addr)
 
     def _learn(self, rec, fd):
-        rfd = rec["ret"]
+        rfd = self._key(rec["ret"], rec.get("file"))
         self.fd_map[rfd] = fd
         obj = rec.get("obj")
         if obj is not None and obj.get("kind") == "prog" and obj.get("id"):
@@ -678,12 +688,12 @@ class Replayer:
 
     def run_close(self, n: int, rec: dict):
         self.unordered.other_call(None)
-        fd, kind = rec["fd"], rec.get("kind", "map")
+        fd, kind, token = rec["fd"], rec.get("kind", "map"), rec.get("file")
         self.t.set_cpu(rec.get("cpu"))
-        ret = self.t.close(self.translate_fd(fd, kind))
+        ret = self.t.close(self.translate_fd(fd, kind, token))
         expected = record_result(rec)
         if ret == 0 and kind in OBJ_KINDS:
-            self.fd_map.pop(fd, None)
+            self.fd_map.pop(self._key(fd, token), None)
         if ret != expected:
             return Difference(self.path, n, rec.get("seq", n - 1), render_call(rec),
                               decode.render_result(*_res(ret)),

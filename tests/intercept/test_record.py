@@ -62,7 +62,36 @@ def test_bpftool_under_record(kernel_record, bpftool, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout == "Found 0 elements\n"
     _, recs, _ = read_all(trace)
-    names = [rec["name"] for rec in recs]
+    names = [rec["name"] for rec in recs if rec["call"] == "bpf"]
     assert "BPF_PROG_LOAD" not in names
+    assert "close" in [rec["call"] for rec in recs]     # the create's fd, before the dump
     assert names[:2] == ["BPF_MAP_CREATE", "BPF_OBJ_PIN"]
     assert recs[0]["map"]["type"] == 1
+
+
+def test_closes_are_recorded_and_the_trace_replays(kernel_record, ctool):
+    """The C tool shares a map through dup(), fork() and SCM_RIGHTS, then closes its last fd:
+    the release is a close record (its file token) before the GET_FD_BY_ID that the kernel
+    answered ENOENT, so the replay frees the map there too, and follows the dup'd and
+    received fds by their file tokens: no difference."""
+    r, trace = kernel_record([ctool, "identity"])
+    assert r.returncode == 0, r.stderr
+    _, recs, _ = read_all(trace)
+    calls = [(rec["call"], rec.get("name"), rec["errno"]) for rec in recs]
+    gone = calls.index(("bpf", "BPF_MAP_GET_FD_BY_ID", "ENOENT"))
+    closes = [rec for rec in recs[:gone] if rec["call"] == "close"]
+    assert recs[0]["file"] in [c["file"] for c in closes]        # the created map's file
+    replay = subprocess.run([sys.executable, "-m", "bpfemu", "replay", "-q", trace],
+                            capture_output=True, text=True)
+    assert replay.returncode == 0 and "no differences" in replay.stdout, replay.stdout
+
+
+def test_a_tree_that_passes_fds_replays(kernel_record, on_kernel):
+    """fdtree.py: dup(), a reused fd number, fork() and SCM_RIGHTS, with raw syscalls."""
+    argv = [sys.executable, os.path.join(os.path.dirname(__file__), "fdtree.py")]
+    r, trace = kernel_record(argv)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == on_kernel(argv).stdout
+    replay = subprocess.run([sys.executable, "-m", "bpfemu", "replay", "-q", trace],
+                            capture_output=True, text=True)
+    assert replay.returncode == 0 and "no differences" in replay.stdout, replay.stdout
