@@ -12,7 +12,7 @@ from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile, get_profile
 from .syscall import __sys_bpf as entry
-from .syscall import build_dispatch
+from .syscall import build_dispatch, our_failure
 
 
 class Emulator:
@@ -92,15 +92,37 @@ class Emulator:
         (a Memory), ``fds`` (the FdTable interface: files, lookup, lookup_any, install, unwatch,
         is_open, reap),
         ``proc`` (its /proc directory, for paths relative to its cwd) and ``current_cpu()``;
-        the emulator's own mem, fds and cpu are the in-process caller's."""
+        the emulator's own mem, fds and cpu are the in-process caller's. What the handler
+        left for decoding goes to ``task.decodable`` (intercept/decoded.py decodes it)."""
         with self.lock:
             saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
             self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
             self.bpffs.proc = task.proc
+            self.decodable = None
             try:
                 return entry(self, cmd, attr, size)
             finally:
-                self.decodable = None           # decoded calls are the in-process caller's
+                # Not for the in-process caller's decoded calls: the task's own.
+                task.decodable, self.decodable = self.decodable, None
+                self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
+
+    def decoded_as(self, task, cmd: int, run, generation: int):
+        """A decoded call of another task (intercept/decoded.py), switched to as bpf_as
+        switches: run()'s result or -errno; None if decoded calls were forgotten since
+        ``generation`` (DecodedCalls.generation), checked under the lock."""
+        with self.lock:
+            if self.decoded_calls is None or self.decoded_calls.generation != generation:
+                return None
+            saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
+            self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
+            self.bpffs.proc = task.proc
+            try:
+                return run()
+            except BpfError as e:
+                return -e.errno
+            except Exception as e:
+                return our_failure(cmd, e)
+            finally:
                 self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
 
     def forget_decoded_calls(self) -> None:

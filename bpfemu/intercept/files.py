@@ -30,6 +30,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 # No fd number is ever cached: every one is looked up in the caller's own table.
 _NO_FILES = types.MappingProxyType({})
+# Directories /proc/<tid>/fd kept open, for the tasks that called last (see _stat_fd).
+FD_DIRS_MAX = 8
+_FD_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class SupervisedFiles:
@@ -44,6 +47,7 @@ class SupervisedFiles:
         self.inotify_fd = ifd
         # The open file made by the call being served, waiting for NOTIF_ADDFD: (fd, file).
         self.pending = None
+        self._fd_dirs: dict[int, int] = {}          # tid -> fd of its /proc/<tid>/fd
 
     def task_view(self, tid: int) -> "TaskFiles":
         return TaskFiles(self, tid)
@@ -154,6 +158,7 @@ class SupervisedFiles:
             self._forget(f)
         os.close(self.inotify_fd)
         self.inotify_fd = -1
+        self._close_fd_dirs()
         return out
 
     # --- lookups --------------------------------------------------------------------------
@@ -172,27 +177,58 @@ class SupervisedFiles:
         fd = ufd - (1 << 32) if ufd > INT_MAX else ufd     # the u32 field is an int
         if fd < 0:
             raise BpfError(errno.EBADF)
-        try:
-            st = os.stat(f"/proc/{tid}/fd/{fd}")
-        except OSError:
-            raise BpfError(errno.EBADF) from None
+        st = self._stat_fd(tid, fd)
         f = self._by_key.get((st.st_dev, st.st_ino))
         if f is None:
             raise BpfError(errno.EINVAL)
         return f
 
+    def _stat_fd(self, tid: int, fd: int):
+        """stat() of what the task's fd is open on; EBADF if it is not open.
+
+        Through the task's /proc/<tid>/fd directory, kept open: one path component to walk
+        instead of four. The directory is the task's, not the number's (a /proc inode holds
+        the struct pid): once the task is gone it finds nothing, even if its tid is reused,
+        so a failure through a kept directory is retried through a fresh one."""
+        name = str(fd)
+        d = self._fd_dirs.get(tid)
+        if d is not None:
+            try:
+                return os.stat(name, dir_fd=d)
+            except OSError:
+                del self._fd_dirs[tid]
+                os.close(d)
+        try:
+            d = os.open(f"/proc/{tid}/fd", _FD_DIR_FLAGS)
+        except OSError:
+            raise BpfError(errno.EBADF) from None
+        if len(self._fd_dirs) >= FD_DIRS_MAX:
+            self._close_fd_dirs()
+        self._fd_dirs[tid] = d
+        try:
+            return os.stat(name, dir_fd=d)
+        except OSError:
+            raise BpfError(errno.EBADF) from None
+
+    def _close_fd_dirs(self) -> None:
+        for d in self._fd_dirs.values():
+            os.close(d)
+        self._fd_dirs.clear()
+
 
 class TaskFiles:
     """One task's fd table, as the emulator's current ``fds`` (the FdTable interface)."""
-    __slots__ = ("table", "tid")
+    __slots__ = ("table", "tid", "last_file")
     files = _NO_FILES
 
     def __init__(self, table: SupervisedFiles, tid: int):
         self.table = table
         self.tid = tid
+        self.last_file = None           # the map file lookup() found last (decoded.py)
 
     def lookup(self, ufd: int) -> OpenFile:
-        return self.table.lookup(self.tid, ufd)
+        f = self.last_file = self.table.lookup(self.tid, ufd)
+        return f
 
     def lookup_any(self, ufd: int) -> OpenFile:
         return self.table.lookup_any(self.tid, ufd)

@@ -17,6 +17,7 @@ import sys
 from ..errors import BpfError
 from ..usercopy import strncpy_from_user
 from . import seccomp
+from .decoded import DECODABLE, NotifiedCalls
 from .files import SupervisedFiles
 from .task import Caller
 from .tracing import TRACED_COMMANDS
@@ -52,6 +53,8 @@ class Supervisor:
         self.files = SupervisedFiles()
         emu.fd_tables.append(self.files)
         self.caller = Caller(listener, self.files)
+        # Element calls that repeat their attr skip the checks (decoded.py).
+        self.decoded = NotifiedCalls(emu, self.caller, self.files)
         self.trace = trace(self) if trace is not None else None
         self._unreplied = None
         self.stop_fd = stop_fd
@@ -154,6 +157,16 @@ class Supervisor:
         caller = self.caller
         caller.switch(tid, notif_id)
         self.calls += 1
+        if self.trace is None and cmd in DECODABLE:
+            decoded = self.decoded
+            ret = decoded.serve(cmd, attr, size)
+            if ret is not None:
+                self._reply(notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0)
+                return
+            generation = decoded.generation()
+            self.call(cmd, attr, size, True)
+            decoded.learn(cmd, attr, size, generation)
+            return
         if self.trace is None or cmd not in TRACED_COMMANDS:
             self.call(cmd, attr, size, True)
             return

@@ -29,6 +29,13 @@ class CallerMemory(ProcessMemory):
     def __init__(self, caller):
         super().__init__(0)
         self.caller = caller
+        self.attr_copy = None           # the first read of the call: its attr (decoded.py)
+
+    def read(self, addr: int, n: int) -> bytes:
+        data = super().read(addr, n)
+        if self.attr_copy is None:
+            self.attr_copy = data
+        return data
 
     def write(self, addr: int, data) -> None:
         self.caller.check_alive()
@@ -46,12 +53,14 @@ class Caller:
         self.checked = False
         self.mem = CallerMemory(self)
         self.fds = files.task_view(0)
+        self.decodable = None           # what the last call's handler left (Emulator.bpf_as)
 
     def switch(self, tid: int, notif_id: int) -> None:
         self.tid = self.mem.pid = self.fds.tid = tid
         self.notif_id = notif_id
         self.proc = f"/proc/{tid}"
         self.checked = False
+        self.mem.attr_copy = self.fds.last_file = None
 
     def check_alive(self) -> None:
         """NOTIF_ID_VALID, once per call, after the reads and before any write."""

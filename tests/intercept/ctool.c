@@ -246,6 +246,105 @@ static int cmd_bench(int n)
 	return 0;
 }
 
+/* The same attr object sent again and again (as a loop does, so the supervisor serves it
+ * decoded), while what it names changes underneath: the fd number closed and reused by
+ * another map, by a read-only fd of the same map and by an ordinary file (each while a dup
+ * keeps the old file open), the map frozen, the buffers made unreadable or unwritable. */
+static union bpf_attr rep;
+
+static long again(int cmd, int times)
+{
+	long r = 0;
+	for (int i = 0; i < times; i++)
+		r = sys_bpf(cmd, &rep, 32);
+	return r;
+}
+
+static int cmd_decoded(void)
+{
+	uint32_t k = 1; uint64_t v = 7, out = 0;
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, 16);
+	int id = map_id(fd);
+	memset(&rep, 0, sizeof(rep));
+	rep.map_fd = fd; rep.key = (uintptr_t)&k; rep.value = (uintptr_t)&v;
+	SHOW("update", again(BPF_MAP_UPDATE_ELEM, 4));
+	rep.value = (uintptr_t)&out;
+	SHOW("lookup", again(BPF_MAP_LOOKUP_ELEM, 4));
+	SHOW("value", (long)out);
+	k = 2; v = 8;
+	rep.value = (uintptr_t)&v;
+	SHOW("update_other_key", again(BPF_MAP_UPDATE_ELEM, 1));
+	SHOW("count", count(fd));
+	/* the number reused by another map while a dup keeps the first one open */
+	int keep = dup(fd);
+	close(fd);
+	int fd2 = map_create(BPF_MAP_TYPE_HASH, 4, 8, 16);
+	SHOW("reused_by_map", fd2 == fd ? 0 : -1);
+	SHOW("update_reused", again(BPF_MAP_UPDATE_ELEM, 3));
+	SHOW("count_new", count(fd2));
+	SHOW("count_old", count(keep));
+	close(fd2);
+	/* the number reused by an ordinary file */
+	int null = open("/dev/null", O_RDONLY);
+	SHOW("reused_by_file", null == fd ? 0 : -1);
+	SHOW("update_file", again(BPF_MAP_UPDATE_ELEM, 3));
+	close(null);
+	SHOW("update_closed", again(BPF_MAP_UPDATE_ELEM, 3));
+	/* the number reused by a read-only fd of the first map */
+	union bpf_attr g;
+	memset(&g, 0, sizeof(g));
+	g.map_id = id; g.open_flags = BPF_F_RDONLY;
+	int ro_fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &g, 12);
+	SHOW("reused_read_only", ro_fd == fd ? 0 : -1);
+	SHOW("update_read_only", again(BPF_MAP_UPDATE_ELEM, 3));
+	rep.value = (uintptr_t)&out;
+	SHOW("lookup_read_only", again(BPF_MAP_LOOKUP_ELEM, 3));
+	close(ro_fd);
+	/* back to a writable fd at that number; then frozen */
+	int w = dup2(keep, fd);
+	SHOW("dup2", w == fd ? 0 : -1);
+	rep.value = (uintptr_t)&v;
+	SHOW("update_again", again(BPF_MAP_UPDATE_ELEM, 3));
+	union bpf_attr fz;
+	memset(&fz, 0, sizeof(fz));
+	fz.map_fd = keep;
+	SHOW("freeze", sys_bpf(BPF_MAP_FREEZE, &fz, 4));
+	SHOW("update_frozen", again(BPF_MAP_UPDATE_ELEM, 3));
+	rep.value = (uintptr_t)&out;
+	SHOW("lookup_frozen", again(BPF_MAP_LOOKUP_ELEM, 3));
+	/* buffers that stop being readable or writable */
+	char *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	rep.value = (uintptr_t)page;
+	SHOW("lookup_page", again(BPF_MAP_LOOKUP_ELEM, 3));
+	mprotect(page, 4096, PROT_READ);
+	SHOW("lookup_into_readonly", again(BPF_MAP_LOOKUP_ELEM, 3));
+	rep.key = (uintptr_t)page;
+	SHOW("lookup_key_zero", again(BPF_MAP_LOOKUP_ELEM, 3));
+	mprotect(page, 4096, PROT_NONE);
+	SHOW("lookup_key_prot_none", again(BPF_MAP_LOOKUP_ELEM, 3));
+	rep.key = (uintptr_t)&k; rep.value = (uintptr_t)&out;
+	SHOW("lookup_ok", again(BPF_MAP_LOOKUP_ELEM, 3));
+	SHOW("value", (long)out);
+	rep.value = (uintptr_t)page;
+	SHOW("lookup_into_prot_none", again(BPF_MAP_LOOKUP_ELEM, 3));
+	/* delete and get_next_key through one attr, too */
+	int fd3 = map_create(BPF_MAP_TYPE_HASH, 4, 8, 16);
+	rep.map_fd = fd3; rep.key = (uintptr_t)&k; rep.value = (uintptr_t)&v; k = 5;
+	SHOW("update_fd3", again(BPF_MAP_UPDATE_ELEM, 3));
+	uint32_t next = 0;
+	rep.key = 0; rep.next_key = (uintptr_t)&next;
+	SHOW("next_key", again(BPF_MAP_GET_NEXT_KEY, 3));
+	rep.key = (uintptr_t)&k;
+	SHOW("next", (long)next);
+	rep.next_key = 0;
+	SHOW("delete", again(BPF_MAP_DELETE_ELEM, 1));
+	SHOW("delete_gone", again(BPF_MAP_DELETE_ELEM, 3));
+	SHOW("id_alive", id_alive(id));
+	close(fd); close(keep);
+	SHOW("id_after_last_close", id_alive(id));
+	return 0;
+}
+
 /* One bpf() call after a pause (the supervisor-killed test). */
 static int cmd_late(int secs)
 {
@@ -329,6 +428,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "signals")) return cmd_signals(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(argv[1], "threads")) return cmd_threads(atoi(argv[2]));
 	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
+	if (!strcmp(argv[1], "decoded")) return cmd_decoded();
 	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
 	if (!strcmp(argv[1], "create")) return cmd_create();
 	if (!strcmp(argv[1], "euid")) return cmd_euid();

@@ -1,0 +1,167 @@
+"""Decoded calls of supervised tasks: the decoded-call seam (fastpath.py) for notified calls.
+
+A supervised program's loop sends the same attr again and again (a raw-syscall loop, or
+libbpf's bpf_map_update_elem() from one call site): same command, size and attr bytes, so
+the same fd, key and value pointers and flags. As in fastpath.py, a notified element call
+that has passed its checks leaves a decoded call (fastpath's lookup_call, update_call...,
+built with a PrefetchedMemory), made the second time those attr bytes are seen; the next
+calls with the same bytes run only the rest of the command.
+
+What differs from an in-process caller's decoded call:
+- the attr is in the caller's memory. It is read with the key and value of the decoded call
+  last made for that command, in one process_vm_readv (attr first, so a short read faults
+  at or after the attr's end), then compared with the decoded bytes; other bytes or a short
+  read go the checked way (Emulator.bpf_as), which reads everything again in the kernel's
+  order.
+- the fd is looked up in the caller's own table on every call (files.py): the decoded call
+  runs only if it still names the same open file, so a number closed and reused reaches the
+  new file, never the old map.
+- what the in-process decoded calls are forgotten for (a file released, a map frozen:
+  DecodedCalls.generation) forgets these too, checked under the emulator's lock.
+- writes go to the caller being served after NOTIF_ID_VALID (task.CallerMemory).
+"""
+import ctypes
+import struct
+
+from ..errors import BpfError
+from ..memory import Memory
+from ..memory import _process_vm_readv
+from ..uapi.consts import BpfCmd as C
+
+# The commands whose handlers leave a decoded call (map_cmds.py); map_fd is their first u32.
+DECODABLE = frozenset({C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_UPDATE_ELEM, C.BPF_MAP_DELETE_ELEM,
+                       C.BPF_MAP_GET_NEXT_KEY})
+_IOVEC = struct.Struct("=QQ")
+_U32 = struct.Struct("<I")
+
+
+class PrefetchedMemory(Memory):
+    """The memory a decoded notified call is built with. Each reader it hands out adds a span
+    to the call's one process_vm_readv (after the attr's) and returns that span's bytes of
+    the last read (``data``); writes go to the caller's memory."""
+
+    def __init__(self, caller_mem, attr_size: int):
+        self.caller_mem = caller_mem
+        self.spans: list[tuple[int, int]] = []      # (address, length) after the attr
+        self.end = attr_size                         # where the next span goes in data
+        self.data = b""                              # attr, then every span, as last read
+
+    def _span(self, addr: int, n: int) -> int:
+        off = self.end
+        self.spans.append((addr, n))
+        self.end += n
+        return off
+
+    def reader(self, addr: int, n: int):
+        off = self._span(addr, n)
+        return lambda: self.data[off:off + n]
+
+    def reader2(self, addr1: int, n1: int, addr2: int, n2: int):
+        off1 = self._span(addr1, n1)
+        off2 = self._span(addr2, n2)
+        return lambda: (self.data[off1:off1 + n1], self.data[off2:off2 + n2])
+
+    def read(self, addr: int, n: int) -> bytes:
+        return self.caller_mem.read(addr, n)
+
+    def writer(self, addr: int, n: int):
+        write = self.caller_mem.write                # NOTIF_ID_VALID first, then the copy
+        return lambda data: write(addr, data)
+
+    def write(self, addr: int, data) -> None:
+        self.caller_mem.write(addr, data)
+
+
+class NotifiedCall:
+    """One decoded notified call: what identifies it, its one read, and the rest to run."""
+    __slots__ = ("size", "attr_bytes", "ufd", "file", "generation", "mem", "run", "buf",
+                 "iov", "local", "remote", "niov", "total", "attr_ptr")
+
+    def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,
+                 generation: int, decodable: tuple):
+        self.size = size
+        self.attr_bytes = attr_bytes
+        self.ufd = _U32.unpack_from(attr_bytes)[0]
+        self.file = file
+        self.generation = generation
+        make, _mem, *args = decodable
+        self.mem = mem = PrefetchedMemory(caller_mem, size)
+        self.run = make(mem, *args)
+        spans = [(attr_ptr, size)] + mem.spans
+        self.niov = len(spans)
+        self.total = mem.end
+        self.buf = ctypes.create_string_buffer(max(self.total, 1))
+        self.iov = ctypes.create_string_buffer(2 * self.niov * _IOVEC.size)
+        local = ctypes.addressof(self.buf)
+        for i, (addr, n) in enumerate(spans):
+            _IOVEC.pack_into(self.iov, i * _IOVEC.size, local, n)
+            _IOVEC.pack_into(self.iov, (self.niov + i) * _IOVEC.size, addr, n)
+            local += n
+        self.local = ctypes.byref(self.iov, 0)
+        self.remote = ctypes.byref(self.iov, self.niov * _IOVEC.size)
+        self.attr_ptr = attr_ptr
+
+    def read(self, tid: int, attr_ptr: int) -> bytes | None:
+        """The attr and every span, read from the task in one call; None if short."""
+        if attr_ptr != self.attr_ptr:
+            _IOVEC.pack_into(self.iov, self.niov * _IOVEC.size, attr_ptr, self.size)
+            self.attr_ptr = attr_ptr
+        if _process_vm_readv(tid, self.local, self.niov, self.remote, self.niov, 0) != self.total:
+            return None
+        return self.buf.raw
+
+
+class NotifiedCalls:
+    """The decoded calls of one supervisor: the last one made per command, and the attr
+    bytes last seen per command (a decoded call is made the second time they are)."""
+
+    def __init__(self, emu, caller, files):
+        self.emu = emu
+        self.caller = caller
+        self.files = files
+        self.last: dict[int, NotifiedCall] = {}
+        self.seen: dict[int, bytes] = {}
+        self.served = 0                              # calls served decoded (tests, benchmark)
+
+    def generation(self) -> int | None:
+        calls = self.emu.decoded_calls
+        return None if calls is None else calls.generation
+
+    def serve(self, cmd: int, attr_ptr: int, size: int) -> int | None:
+        """The call of the caller switched to, if a decoded call serves it: its result.
+        None: not served (nothing was done that the checked path would not do again)."""
+        call = self.last.get(cmd)
+        if call is None or call.size != size:
+            return None
+        caller = self.caller
+        tid = caller.tid
+        data = call.read(tid, attr_ptr)
+        if data is None or not data.startswith(call.attr_bytes):
+            return None
+        try:
+            f = self.files.lookup(tid, call.ufd)     # fdget(), in the caller's table
+        except BpfError:
+            return None
+        if f is not call.file:
+            return None
+        call.mem.data = data
+        ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)
+        if ret is None:                              # forgotten since: decode again
+            del self.last[cmd]
+        else:
+            self.served += 1
+        return ret
+
+    def learn(self, cmd: int, attr_ptr: int, size: int, generation: int | None) -> None:
+        """After a checked call: decode it if its handler left a decoded call and these attr
+        bytes were seen before. ``generation``: DecodedCalls.generation before the call."""
+        caller = self.caller
+        decodable, attr_bytes, f = caller.decodable, caller.mem.attr_copy, caller.fds.last_file
+        if (decodable is None or generation is None or attr_bytes is None
+                or len(attr_bytes) != size or f is None or f.obj is not decodable[2]):
+            return
+        if self.seen.get(cmd) != attr_bytes:
+            self.seen[cmd] = attr_bytes
+            return
+        self.last[cmd] = NotifiedCall(caller.mem, size, attr_bytes, attr_ptr, f, generation,
+                                      decodable)
