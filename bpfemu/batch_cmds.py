@@ -46,6 +46,30 @@ def _check_elem_flags(m, elem_flags: int) -> None:
         raise BpfError(errno.EINVAL)
 
 
+# Keys and values are copied in a chunk of elements at a time (one copy per buffer, one
+# process_vm_readv for both where unpinned), then handed to the map's op one by one, as the
+# kernel's loop does. A chunk that faults anywhere is replayed element by element, which
+# stops where the kernel would.
+_CHUNK = 1024
+
+
+def _elements(mem, keys: int, key_size: int, values, value_size: int, first: int, n: int):
+    """([key], [value]) of elements first..first+n-1 of the caller's arrays ([key], None when
+    values is None), or None when a copy faults (the caller then goes element by element)."""
+    ko = keys + first * key_size
+    try:
+        if values is not None:
+            kbuf, vbuf = mem.read2(ko, n * key_size, values + first * value_size, n * value_size)
+        else:
+            kbuf, vbuf = mem.read(ko, n * key_size), None
+    except BpfError:
+        return None
+    key_list = [kbuf[i:i + key_size] for i in range(0, n * key_size, key_size)]
+    if vbuf is None:
+        return key_list, None
+    return key_list, [vbuf[i:i + value_size] for i in range(0, n * value_size, value_size)]
+
+
 def generic_map_delete_batch(emu, m, b: BatchAttr, uattr) -> int:
     """Delete keys[0..count) one by one; stop at the first error; count = deleted."""
     _check_elem_flags(m, b.elem_flags)
@@ -58,14 +82,22 @@ def generic_map_delete_batch(emu, m, b: BatchAttr, uattr) -> int:
     delete = m.ops.map_delete_elem
     err = None
     cp = 0
-    while cp < max_count:
+    while cp < max_count and err is None:
+        n = min(_CHUNK, max_count - cp)
+        chunk = _elements(mem, b.keys, key_size, None, 0, cp, n)
         try:
-            key = mem.read(b.keys + cp * key_size, key_size)
-            delete(m, key)
+            if chunk is not None:
+                for key in chunk[0]:
+                    delete(m, key)
+                    cp += 1
+                continue
+            end = cp + n
+            while cp < end:
+                key = mem.read(b.keys + cp * key_size, key_size)
+                delete(m, key)
+                cp += 1
         except BpfError as e:
             err = e
-            break
-        cp += 1
     put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
     if err is not None:
         raise err
@@ -87,15 +119,27 @@ def generic_map_update_batch(emu, m, b: BatchAttr, uattr) -> int:
     flags = b.elem_flags
     err = None
     cp = 0
-    while cp < max_count:
+    while cp < max_count and err is None:
+        n = min(_CHUNK, max_count - cp)
+        # DEVIATION(batch-prefetch): a chunk's keys and values are copied before its first
+        # update. The kernel copies each element's just before updating it; the two differ
+        # only if the values buffer is the same map's mmap()ed array, where an update could
+        # change a later element's value before it is read.
+        chunk = _elements(mem, b.keys, key_size, b.values, value_size, cp, n)
         try:
-            key, value = mem.read2(b.keys + cp * key_size, key_size,
-                                   b.values + cp * value_size, value_size)
-            update(m, key, value, flags)
+            if chunk is not None:
+                for key, value in zip(*chunk):
+                    update(m, key, value, flags)
+                    cp += 1
+                continue
+            end = cp + n
+            while cp < end:
+                key, value = mem.read2(b.keys + cp * key_size, key_size,
+                                       b.values + cp * value_size, value_size)
+                update(m, key, value, flags)
+                cp += 1
         except BpfError as e:
             err = e
-            break
-        cp += 1
     put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
     if err is not None:
         raise err

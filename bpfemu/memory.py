@@ -13,6 +13,7 @@ the pin holds a reference, so the memory cannot go away while it is pinned.
 
 ``ArenaMemory`` is a simulated address space for traces and pure-Python use.
 """
+import bisect
 import ctypes
 import errno
 import os
@@ -110,27 +111,50 @@ class ProcessMemory(Memory):
         self._local_addr = ctypes.byref(self._iov, 0)
         self._remote_addr = ctypes.byref(self._iov, 2 * _IOVEC_SIZE)
         self._pinned: dict[int, memoryview] = {}   # start address -> byte view of a pinned buffer
+        # The same, sorted by start, to find the pinned buffer an address falls inside.
+        self._starts: list[int] = []
+        self._views: list[memoryview] = []
         self._listeners: list[weakref.WeakMethod] = []
         self._grow(self._SCRATCH_MIN)
 
     def pin(self, *objs) -> None:
         """Let the emulator access these buffers (ctypes objects, bytearrays) without a syscall.
 
-        Pointers to the start of a pinned buffer, for at most its length, are then copied by
-        slicing. The pin keeps each object alive and unresizable until ``unpin``.
+        Copies that fall inside a pinned buffer (a batch's whole keys array, or any slice of
+        it) are then made by slicing. The pin keeps each object alive and unresizable until
+        ``unpin``.
         """
         for obj in objs:
             view = memoryview(obj).cast("B")
             if view.readonly:
                 raise ValueError("only writable buffers can be pinned")
             self._pinned[ctypes.addressof((ctypes.c_char * 1).from_buffer(view))] = view
+        self._sort_pins()
         self._views_changed()               # calls decoded before now may copy through them
 
     def unpin(self, *objs) -> None:
         for obj in objs:
             view = memoryview(obj).cast("B")
             self._pinned.pop(ctypes.addressof((ctypes.c_char * 1).from_buffer(view)), None)
+        self._sort_pins()
         self._views_changed()               # views of these buffers may be cached
+
+    def _sort_pins(self) -> None:
+        pins = sorted(self._pinned.items())
+        self._starts = [start for start, _ in pins]
+        self._views = [view for _, view in pins]
+
+    def _pinned_span(self, addr: int, n: int):
+        """A view of the n bytes at addr if they lie inside one pinned buffer (the one that
+        starts last at or before addr), else None."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i < 0:
+            return None
+        off = addr - self._starts[i]
+        view = self._views[i]
+        if off + n <= len(view):
+            return view[off:off + n]
+        return None
 
     def on_views_changed(self, callback) -> None:
         self._listeners.append(weakref.WeakMethod(callback))
@@ -148,6 +172,8 @@ class ProcessMemory(Memory):
         pinned = self._pinned.get(addr)
         if pinned is not None and n <= len(pinned):
             return pinned[:n]
+        if self._starts:
+            return self._pinned_span(addr, n)
         return None
 
     def reader(self, addr: int, n: int):
@@ -226,6 +252,10 @@ class ProcessMemory(Memory):
             return pinned[:n].tobytes()
         if n == 0:
             return b""
+        if self._starts:
+            span = self._pinned_span(addr, n)
+            if span is not None:
+                return span.tobytes()
         if n > self._scratch_len:
             self._grow(max(n, 2 * self._scratch_len))
         try:
@@ -237,8 +267,8 @@ class ProcessMemory(Memory):
         return self._scratch_view[:n].tobytes()
 
     def read2(self, addr1: int, n1: int, addr2: int, n2: int) -> tuple[bytes, bytes]:
-        pinned = self._pinned
-        if addr1 in pinned or addr2 in pinned:
+        if self._starts and (self._pinned_span(addr1, n1) is not None
+                             or self._pinned_span(addr2, n2) is not None):
             return self.read(addr1, n1), self.read(addr2, n2)
         # One syscall for key and value; a short count says which copy faulted first.
         total = n1 + n2
@@ -262,6 +292,11 @@ class ProcessMemory(Memory):
             return
         if n == 0:
             return
+        if self._starts:
+            span = self._pinned_span(addr, n)
+            if span is not None:
+                span[:] = data
+                return
         if n > self._scratch_len:
             self._grow(max(n, 2 * self._scratch_len))
         try:

@@ -93,3 +93,31 @@ def test_arena_faults_outside_regions_and_writes_prefix():
     assert bytes(mem.region(0x1007)) == b"hij\0"
     with pytest.raises(ValueError):
         mem.map(0x1005, 4)                         # overlaps
+
+
+def _no_syscalls(monkeypatch):
+    import bpfemu.memory as memory
+
+    def refuse(*args):
+        raise AssertionError("a copy inside a pinned buffer made a syscall")
+    monkeypatch.setattr(memory, "_process_vm_readv", refuse)
+    monkeypatch.setattr(memory, "_process_vm_writev", refuse)
+
+
+def test_copies_anywhere_inside_a_pinned_buffer_are_slices(monkeypatch):
+    mem = ProcessMemory()
+    buf = ctypes.create_string_buffer(bytes(range(64)), 64)
+    other = ctypes.create_string_buffer(16)
+    a = ctypes.addressof(buf)
+    mem.pin(buf, other)
+    _no_syscalls(monkeypatch)
+    assert mem.read(a + 10, 6) == bytes(range(10, 16))
+    assert mem.read2(a + 60, 4, a + 1, 2) == (bytes(range(60, 64)), b"\x01\x02")
+    mem.write(a + 32, b"abcd")
+    assert buf.raw[32:36] == b"abcd"
+    assert mem.view(a + 33, 3).tobytes() == b"bcd"
+    with pytest.raises(AssertionError):     # past the end: the checked syscall path
+        mem.read(a + 60, 8)
+    mem.unpin(buf)
+    with pytest.raises(AssertionError):
+        mem.read(a + 10, 6)
