@@ -212,6 +212,27 @@ class DirBpfFs(BpfFs):
         for key in [k for k in self._pins if k not in live]:
             self._drop(key)
 
+    def tree(self):
+        """What a trace of the tree needs of the directory now: ({directory: mode} below
+        the root, {pin path: (st_dev, st_ino)}), paths absolute."""
+        dirs, pins = {}, {}
+        for dirpath, dirnames, files in os.walk(self.root):
+            for name in dirnames:
+                p = os.path.join(dirpath, name)
+                try:
+                    dirs[p] = stat.S_IMODE(os.lstat(p).st_mode)
+                except OSError:
+                    pass
+            for name in files:
+                p = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) in self._pins:
+                    pins[p] = (st.st_dev, st.st_ino)
+        return dirs, pins
+
     # --- the user's side of the filesystem: the host's calls ------------------------------
 
     def _host_path(self, path: str) -> str:

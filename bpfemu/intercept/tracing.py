@@ -16,7 +16,13 @@ from ..trace.decode import BATCH_CMDS, ELEM_CMDS, MapMeta, render_call
 from ..uapi.consts import BpfCmd as C
 from ..trace.probe import ProcessProbe
 from ..trace.recorder import Recorder
+from ..bpffs_dir import DirBpfFs
 from ..errors import BpfError
+
+
+# Calls that see the pin directory (paths) or a pin's lifetime (ids of a map a pin held).
+_PIN_VIEW_CMDS = frozenset({C.BPF_OBJ_PIN, C.BPF_OBJ_GET, C.BPF_MAP_GET_NEXT_ID,
+                            C.BPF_MAP_GET_FD_BY_ID})
 
 
 # DEVIATION(trace-objects): --trace leaves program and BTF commands out (TRACED_COMMANDS):
@@ -68,10 +74,51 @@ class ServedCallTrace(Recorder):
         self.caller = caller
         self._tokens = weakref.WeakKeyDictionary()     # open file -> its token
         self._next_token = 1
+        # A real pin directory as the trace has shown it so far (fs records).
+        self._dirs: dict[str, int] = {}                 # directory -> mode
+        self._pins: dict[str, tuple] = {}               # pin path -> (st_dev, st_ino)
 
     def bpf(self, cmd, attr, size):
         self.maps.clear()                        # fd numbers are per process
-        return super().bpf(cmd, attr, size)
+        pin_dir = self._pin_dir()
+        if pin_dir is None or cmd not in _PIN_VIEW_CMDS:
+            return super().bpf(cmd, attr, size)
+        self._sync_pin_dir(pin_dir)
+        ret = super().bpf(cmd, attr, size)
+        if cmd == C.BPF_OBJ_PIN and ret == 0:
+            self._pins.update(pin_dir.tree()[1])  # made by the call: in its record
+        return ret
+
+    # --- the client's own changes to a real pin directory, as fs records -------------------
+
+    def _pin_dir(self):
+        fs = getattr(self.supervisor.emu, "bpffs", None)
+        return fs if isinstance(fs, DirBpfFs) else None
+
+    def _sync_pin_dir(self, pin_dir) -> None:
+        """fs records for what the tree did to the pin directory with file calls since the
+        last look (pins removed, directories made or removed), so that a replay's bpffs
+        sees what OBJ_PIN and OBJ_GET saw. Moves and hard links of pins are not followed."""
+        dirs, pins = pin_dir.tree()
+        for path, key in list(self._pins.items()):
+            if pins.get(path) != key:
+                del self._pins[path]
+                self._fs_record("unlink", path)
+        for path in sorted(set(self._dirs) - set(dirs), reverse=True):    # children first
+            del self._dirs[path]
+            self._fs_record("rmdir", path)
+        for path in sorted(set(dirs) - set(self._dirs)):                  # parents first
+            self._dirs[path] = dirs[path]
+            self._fs_record("mkdir", path, dirs[path])
+
+    def _fs_record(self, op: str, path: str, mode: int | None = None) -> None:
+        rec = {"seq": self.seq, "call": "fs", "op": op, "path": path, "cpu": 0,
+               "ret": 0, "errno": None}
+        if mode is not None:
+            rec["mode"] = mode
+        rec["strace"] = render_call(rec)
+        self.seq += 1
+        self.writer.write(rec)
 
     def _fd_file(self, fd: int):
         """The token of the open file behind the caller's fd: fd numbers are per process,
