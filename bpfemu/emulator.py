@@ -108,14 +108,15 @@ class Emulator:
 
     def decoded_as(self, task, cmd: int, run, generation: int):
         """A decoded call of another task (intercept/decoded.py), switched to as bpf_as
-        switches: run()'s result or -errno; None if decoded calls were forgotten since
-        ``generation`` (DecodedCalls.generation), checked under the lock."""
+        switches (but for the bpffs's cwd: a decoded call resolves no path): run()'s result
+        or -errno; None if decoded calls were forgotten since ``generation``
+        (DecodedCalls.generation), checked under the lock."""
         with self.lock:
-            if self.decoded_calls is None or self.decoded_calls.generation != generation:
+            calls = self.decoded_calls
+            if calls is None or calls.generation != generation:
                 return None
-            saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
+            saved = self.mem, self.fds, self._cpu, self._task
             self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
-            self.bpffs.proc = task.proc
             try:
                 return run()
             except BpfError as e:
@@ -123,7 +124,7 @@ class Emulator:
             except Exception as e:
                 return our_failure(cmd, e)
             finally:
-                self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
+                self.mem, self.fds, self._cpu, self._task = saved
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""

@@ -74,14 +74,16 @@ class PrefetchedMemory(Memory):
 
 class NotifiedCall:
     """One decoded notified call: what identifies it, its one read, and the rest to run."""
-    __slots__ = ("size", "attr_bytes", "ufd", "file", "generation", "mem", "run", "buf",
+    __slots__ = ("size", "attr_bytes", "fd_name", "file", "generation", "mem", "run", "buf",
                  "iov", "local", "remote", "niov", "total", "attr_ptr")
 
     def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,
                  generation: int, decodable: tuple):
         self.size = size
         self.attr_bytes = attr_bytes
-        self.ufd = _U32.unpack_from(attr_bytes)[0]
+        ufd = _U32.unpack_from(attr_bytes)[0]
+        # The fd as its /proc/<tid>/fd entry is named (a u32 past INT_MAX names none).
+        self.fd_name = str(ufd) if ufd <= 0x7FFFFFFF else "-1"
         self.file = file
         self.generation = generation
         make, _mem, *args = decodable
@@ -100,15 +102,6 @@ class NotifiedCall:
         self.local = ctypes.byref(self.iov, 0)
         self.remote = ctypes.byref(self.iov, self.niov * _IOVEC.size)
         self.attr_ptr = attr_ptr
-
-    def read(self, tid: int, attr_ptr: int) -> bytes | None:
-        """The attr and every span, read from the task in one call; None if short."""
-        if attr_ptr != self.attr_ptr:
-            _IOVEC.pack_into(self.iov, self.niov * _IOVEC.size, attr_ptr, self.size)
-            self.attr_ptr = attr_ptr
-        if _process_vm_readv(tid, self.local, self.niov, self.remote, self.niov, 0) != self.total:
-            return None
-        return self.buf.raw
 
 
 class NotifiedCalls:
@@ -135,14 +128,17 @@ class NotifiedCalls:
             return None
         caller = self.caller
         tid = caller.tid
-        data = call.read(tid, attr_ptr)
-        if data is None or not data.startswith(call.attr_bytes):
+        # The attr and every span in one read (attr first: a fault cuts the rest short).
+        if attr_ptr != call.attr_ptr:
+            _IOVEC.pack_into(call.iov, call.niov * _IOVEC.size, attr_ptr, size)
+            call.attr_ptr = attr_ptr
+        niov = call.niov
+        if _process_vm_readv(tid, call.local, niov, call.remote, niov, 0) != call.total:
             return None
-        try:
-            f = self.files.lookup(tid, call.ufd)     # fdget(), in the caller's table
-        except BpfError:
+        data = call.buf.raw
+        if not data.startswith(call.attr_bytes):
             return None
-        if f is not call.file:
+        if not self.files.same_file(tid, call.fd_name, call.file):   # fdget(), every call
             return None
         call.mem.data = data
         ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)

@@ -183,6 +183,18 @@ class SupervisedFiles:
             raise BpfError(errno.EINVAL)
         return f
 
+    def same_file(self, tid: int, fd_name: str, f: OpenFile) -> bool:
+        """Is the task's fd (by name, str(fd)) still open on f? Only through a kept
+        directory: False sends the caller the checked way, which keeps one."""
+        d = self._fd_dirs.get(tid)
+        if d is None:
+            return False
+        try:
+            st = os.stat(fd_name, dir_fd=d)
+        except OSError:
+            return False
+        return self._by_key.get((st.st_dev, st.st_ino)) is f
+
     def _stat_fd(self, tid: int, fd: int):
         """stat() of what the task's fd is open on; EBADF if it is not open.
 

@@ -145,8 +145,10 @@ def set_sync_wakeup(listener: int) -> bool:
 
 def id_valid(listener: int, notif_id: int) -> bool:
     """NOTIF_ID_VALID: is the notified task still waiting for this reply?"""
+    # A bytearray: fcntl.ioctl tries a writable buffer first, and formats an error message
+    # (then drops it) for bytes, which costs more than the system call.
     try:
-        fcntl.ioctl(listener, NOTIF_ID_VALID, _ID.pack(notif_id))
+        fcntl.ioctl(listener, NOTIF_ID_VALID, bytearray(_ID.pack(notif_id)))
         return True
     except OSError:
         return False
@@ -155,7 +157,7 @@ def id_valid(listener: int, notif_id: int) -> bool:
 def send(listener: int, notif_id: int, val: int, error: int = 0, flags: int = 0) -> None:
     """NOTIF_SEND. error is a negative errno (0 for success). Raises OSError (ENOENT when
     the caller is gone)."""
-    fcntl.ioctl(listener, NOTIF_SEND, RESP.pack(notif_id, val, error, flags))
+    fcntl.ioctl(listener, NOTIF_SEND, bytearray(RESP.pack(notif_id, val, error, flags)))
 
 
 def addfd(listener: int, notif_id: int, srcfd: int, newfd_flags: int, send: bool) -> int:

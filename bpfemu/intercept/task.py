@@ -15,11 +15,15 @@ One object serves every notification (its tid and id are switched per call), so 
 a thousand short-lived processes costs nothing per process here.
 """
 import errno
+import fcntl
+import struct
 
 from ..errors import BpfError
 from ..memory import ProcessMemory
 from . import seccomp
 
+_ioctl = fcntl.ioctl
+_pack_id = struct.Struct("<Q").pack_into
 _PROCESSOR_FIELD = 39          # proc(5): "processor", the CPU the task last ran on
 
 
@@ -49,8 +53,8 @@ class Caller:
         self.listener = listener
         self.tid = 0
         self.notif_id = 0
-        self.proc = None
         self.checked = False
+        self._id_buf = bytearray(8)     # NOTIF_ID_VALID's argument (see seccomp.id_valid)
         self.mem = CallerMemory(self)
         self.fds = files.task_view(0)
         self.decodable = None           # what the last call's handler left (Emulator.bpf_as)
@@ -58,15 +62,23 @@ class Caller:
     def switch(self, tid: int, notif_id: int) -> None:
         self.tid = self.mem.pid = self.fds.tid = tid
         self.notif_id = notif_id
-        self.proc = f"/proc/{tid}"
         self.checked = False
         self.mem.attr_copy = self.fds.last_file = None
+
+    @property
+    def proc(self) -> str:
+        """The task's /proc directory (for paths relative to its cwd)."""
+        return f"/proc/{self.tid}"
 
     def check_alive(self) -> None:
         """NOTIF_ID_VALID, once per call, after the reads and before any write."""
         if not self.checked:
-            if not seccomp.id_valid(self.listener, self.notif_id):
-                raise BpfError(errno.ESRCH)       # the caller is gone: no reply will land
+            buf = self._id_buf
+            _pack_id(buf, 0, self.notif_id)
+            try:
+                _ioctl(self.listener, seccomp.NOTIF_ID_VALID, buf, True)
+            except OSError:
+                raise BpfError(errno.ESRCH) from None   # the caller is gone: no reply will land
             self.checked = True
 
     def current_cpu(self) -> int:
