@@ -67,6 +67,14 @@ class KernelProfile:
     # OBJ_GET_INFO_BY_FD reads the caller's bpf_map_info first (for info.hash), so the fields
     # it does not fill come back as given; where False they come back zero.
     map_info_reads_input: bool = True
+    # __sys_bpf refuses MAP_CREATE and PROG_LOAD with EPERM before any other check (even the
+    # size check) when the caller is not bpf_capable() and unprivileged BPF is disabled
+    # (Debian's default). From Linux 6.5 map_create and prog_load check it in their own order.
+    unpriv_eperm_at_entry: bool = False
+    # A program's bpf_map_update_elem() and bpf_map_delete_elem() return the map op's int
+    # zero-extended to 64 bits (-ENOENT reads 0xfffffffe): the verifier calls the ops
+    # directly, and they returned int before Linux 6.4 (long since).
+    prog_map_ops_return_int: bool = False
 
 
 def linux_6_18(**kw) -> KernelProfile:
@@ -89,7 +97,8 @@ def linux_6_1(**kw) -> KernelProfile:
         "last_field_end": dict(LINUX_6_1_LAST_FIELD_END),
         "map_info_size": 88, "map_info_tail_from": 88, "map_info_reads_input": False,
         "obj_path_fd": False,
-        "freeze_needs_write": False, "lru_target_free_scaled": False, **kw})
+        "freeze_needs_write": False, "lru_target_free_scaled": False,
+        "unpriv_eperm_at_entry": True, "prog_map_ops_return_int": True, **kw})
 
 
 PROFILES = {"6.18": linux_6_18, "6.12": linux_6_12, "6.1": linux_6_1}

@@ -16,7 +16,8 @@ can observe:
   LRU_PERCPU_HASH element).
 
 The current CPU is ``emu.cpu``. Update and delete return what the helpers return: 0 or a
-negative errno. A call that the verifier would refuse when loading the program (a closed fd,
+negative errno (on the Linux 6.1 profile zero-extended from 32 bits, as there: 0xfffffffe for
+-ENOENT, profile.prog_map_ops_return_int). A call that the verifier would refuse when loading the program (a closed fd,
 a helper the map type does not support, a key or value buffer shorter than the map's sizes)
 raises instead: ``BpfError`` with the errno ``BPF_PROG_LOAD`` gives, or ``ValueError``.
 
@@ -169,7 +170,7 @@ class DataPlane:
             try:
                 op(m, k, v, flags & 0xFFFFFFFFFFFFFFFF)
             except BpfError as e:
-                return -e.errno
+                return self._helper_error(e.errno)
             return 0
 
     def delete_elem(self, fd: int, key) -> int:
@@ -179,8 +180,13 @@ class DataPlane:
             try:
                 op(m, self._bytes(key, m.key_size, "key"))
             except BpfError as e:
-                return -e.errno
+                return self._helper_error(e.errno)
             return 0
+
+    def _helper_error(self, err: int) -> int:
+        """-err as the program sees it: on Linux 6.1 the map op's int zero-extended
+        (profile.prog_map_ops_return_int: -ENOENT is 0xfffffffe)."""
+        return (-err) & 0xFFFFFFFF if self.emu.profile.prog_map_ops_return_int else -err
 
     def close(self) -> None:
         """Nothing to release (HostDataPlane.close() unloads its programs): for symmetry."""

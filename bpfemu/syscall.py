@@ -19,6 +19,9 @@ from .usercopy import attr_tail_zero, is_buffer
 from .uapi.consts import BpfCmd as C
 
 _E2BIG, _EFAULT, _EINVAL, _ENOMEM = errno.E2BIG, errno.EFAULT, errno.EINVAL, errno.ENOMEM
+_EPERM = errno.EPERM
+# Refused at the entry on kernels before 6.5 (profile.unpriv_eperm_at_entry).
+_UNPRIV_ENTRY_CMDS = frozenset({C.BPF_MAP_CREATE, C.BPF_PROG_LOAD})
 
 
 class Command(NamedTuple):
@@ -112,6 +115,9 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
             if not isinstance(attr, int) and not is_buffer(attr):
                 raise BpfError(_EFAULT)         # not a pointer at all: as HostKernel
             size &= 0xFFFFFFFF                  # unsigned int size
+            if emu.profile.unpriv_eperm_at_entry and cmd in _UNPRIV_ENTRY_CMDS and not (
+                    emu.profile.cap_bpf or emu.profile.cap_sys_admin):
+                raise BpfError(_EPERM)          # !bpf_capable() && unprivileged_bpf_disabled
             # bpf_check_uarg_tail_zero(): past the union, only zeros (and at most a page)
             union = emu.attr_size
             if size > union:
