@@ -13,6 +13,7 @@ from .memory import Memory, ProcessMemory
 from .profile import KernelProfile, get_profile
 from .syscall import __sys_bpf as entry
 from .syscall import build_dispatch, our_failure
+from .undo import atomic
 
 
 class Emulator:
@@ -45,7 +46,11 @@ class Emulator:
             raise ValueError(f"store must be 'columnar' or 'simple', not {store!r}")
         # How hash maps keep their elements (maps/htab_store.py): both give the same results.
         self.htab_store = store
+        # The undo journal (bpfemu/undo.py): what the call in progress has changed, so that
+        # a call stopped half-way is rolled back. Made first: maps and tables hold it.
+        self.undo: list = []
         self.fds = FdTable()
+        self.fds.undo = self.undo
         self.fds.on_stale = self.forget_decoded_calls
         # Other tasks' fd tables (supervised processes), reaped with this process's: a map
         # whose last fd any of them held is gone for every caller.
@@ -132,8 +137,7 @@ class Emulator:
             self.decoded_calls.forget()
 
     def _unpinned(self, obj) -> None:
-        with self.lock:
-            self.bpf_obj_put_ref(obj)
+        atomic(self, self.bpf_obj_put_ref, obj, objects=True)
 
     def bpf_obj_put_ref(self, obj) -> None:
         """Drop one reference on a map or a program (a pin's, or a failed pin's)."""
@@ -202,31 +206,35 @@ class Emulator:
         """close(2) for any fd; closing the last fd of a map releases it. 0 or -errno."""
         if not isinstance(fd, int) or not -0x80000000 <= fd <= 0x7FFFFFFF:
             return -errno.EBADF                 # not an fd a C caller could name
-        with self.lock:
-            try:
-                released = self.fds.close(fd)
-            except BpfError as e:
-                return -e.errno
-            self.forget_decoded_calls()
-            for f in released:             # the last fput() of each file
-                self.bpf_obj_put(f)
-            return 0
+        try:
+            return atomic(self, self._close, fd, objects=True)
+        except BpfError as e:
+            return -e.errno
+
+    def _close(self, fd: int) -> int:
+        released = self.fds.close(fd)
+        self.forget_decoded_calls()
+        for f in released:                 # the last fput() of each file
+            self.bpf_obj_put(f)
+        return 0
 
     def reap_closed_fds(self) -> None:
         """Release the maps whose last fd was closed without close() seeing it (a dup()
         closed with os.close). close() does this itself; commands that look maps up by id
         call it first so that an id dies when its last fd does, as in the kernel (and when
         its last pin is removed: a pin file rm'd in a real pin directory)."""
-        with self.lock:
-            self.bpffs.reap()
-            released = self.fds.reap()
-            for table in self.fd_tables:
-                if table is not self.fds:
-                    released += table.reap()
-            if released:
-                self.forget_decoded_calls()
-            for f in released:
-                self.bpf_obj_put(f)
+        atomic(self, self._reap_closed_fds, objects=True)
+
+    def _reap_closed_fds(self) -> None:
+        self.bpffs.reap()
+        released = self.fds.reap()
+        for table in self.fd_tables:
+            if table is not self.fds:
+                released += table.reap()
+        if released:
+            self.forget_decoded_calls()
+        for f in released:
+            self.bpf_obj_put(f)
 
     def bpf_obj_put(self, f) -> None:
         """The release of a file's last fd: drop its object's reference by the object's kind."""

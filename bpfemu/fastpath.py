@@ -32,10 +32,12 @@ sends), then the decoded calls kept, and otherwise hands the call to the entry
 (syscall.__sys_bpf), keeping what the handler left for decoding.
 """
 import ctypes
+from sys import _getframe, gettrace as _gettrace
 from typing import Callable, NamedTuple
 
 from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
 from .errors import BpfError
+from .undo import MARK, undo_call
 from .maps.array_fastpath import array_pinned_lookup_call, array_pinned_update_call
 from .uapi.consts import BpfMapType as T
 from .usercopy import is_buffer
@@ -83,6 +85,7 @@ class DecodedCalls:
     def __init__(self, emu, entry: Callable):
         self.emu = emu
         self.entry = entry                      # syscall.__sys_bpf
+        self.undo = emu.undo                    # the undo journal (bpfemu/undo.py)
         self.calls: dict = {}                   # id(attr) << 6 | cmd -> DecodedCall
         self.last = NO_CALL
         self.generation = 0                     # counts the forgets
@@ -94,29 +97,45 @@ class DecodedCalls:
         self.calls.clear()
 
     def sys_bpf(self, cmd: int, attr, size: int) -> int:
-        """bpf(cmd, attr, size): a decoded call if there is one for it, else the entry."""
+        """bpf(cmd, attr, size): a decoded call if there is one for it, else the entry.
+        Atomic as the entry's calls are (bpfemu/undo.py): a call that anything but a
+        BpfError stops is rolled back."""
         last_attr, last_cmd, last_size, last_bytes, run, lockless = self.last
-        if (last_attr is attr and (last_cmd is cmd or last_cmd == cmd) and last_size == size
-                and attr.raw == last_bytes):
-            # The call made last, again (a caller's loop): only the rest of it runs.
-            if lockless:
-                # A lookup: no lock, as Linux holds only rcu_read_lock() there.
-                try:
-                    return run()
-                except BpfError as e:
-                    return -e.errno
-                except Exception as e:
-                    return _syscall.our_failure(cmd, e)
-            lock = self.emu.lock
-            lock.acquire()
-            try:
-                return run()
-            except BpfError as e:
-                return -e.errno
-            except Exception as e:
-                return _syscall.our_failure(cmd, e)
-            finally:
-                lock.release()
+        try:                                    # (free in Python 3.11: no set-up)
+            if (last_attr is attr and (last_cmd is cmd or last_cmd == cmd)
+                    and last_size == size and attr.raw == last_bytes):
+                # The call made last, again (a caller's loop): only the rest of it runs.
+                if lockless:
+                    # A lookup: no lock, as Linux holds only rcu_read_lock() there, and
+                    # nothing to undo.
+                    try:
+                        return run()
+                    except BpfError as e:
+                        return -e.errno
+                    except Exception as e:
+                        return _syscall.our_failure(cmd, e)
+                if _gettrace() is not None:
+                    _getframe().f_trace = None  # no line events here: see undo.py
+                undo = self.undo
+                with self.emu.lock:
+                    if undo:
+                        undo_call(self.emu)     # a call stopped where it could not roll back
+                    undo.append(MARK)
+                    try:
+                        ret = run()
+                        undo.clear()
+                        return ret
+                    except BpfError as e:
+                        undo.clear()
+                        return -e.errno
+                    except Exception as e:
+                        undo_call(self.emu)
+                        return _syscall.our_failure(cmd, e)
+                    except BaseException:       # noqa: B036 - an interruption: undone
+                        undo_call(self.emu)
+                        raise
+        except Exception as e:                  # reading the attr's bytes failed (memory)
+            return _syscall.our_failure(cmd, e)
         return self._sys_bpf_decoded(cmd, attr, size)
 
     def _sys_bpf_decoded(self, cmd: int, attr, size: int) -> int:
@@ -125,8 +144,12 @@ class DecodedCalls:
         call's locals."""
         generation = self.generation
         call = self.calls.get(id(attr) << 6 | cmd) if type(cmd) is int else None
-        if (call is not None and call.cmd == cmd and call.size == size
-                and (attr.raw if call.has_raw else bytes(attr)) == call.attr_bytes):
+        try:
+            same = (call is not None and call.cmd == cmd and call.size == size
+                    and (attr.raw if call.has_raw else bytes(attr)) == call.attr_bytes)
+        except Exception as e:                  # reading the attr's bytes failed (memory)
+            return _syscall.our_failure(cmd, e)
+        if same:
             # The same command on the same attr bytes as a call decoded before: every check
             # before the key copy would pass again, so only the rest runs.
             run = call.run
@@ -138,24 +161,39 @@ class DecodedCalls:
                     return -e.errno
                 except Exception as e:
                     return _syscall.our_failure(cmd, e)
-            lock = self.emu.lock
-            lock.acquire()
-            try:
-                if run is None:                 # first reuse: build it now
-                    make, *args = call.build
-                    run = call.run = make(*args)
-                self._make_last(call, generation)
-                return run()
-            except BpfError as e:
-                return -e.errno
-            except Exception as e:
-                return _syscall.our_failure(cmd, e)
-            finally:
-                lock.release()
+            if _gettrace() is not None:
+                _getframe().f_trace = None      # no line events here: see undo.py
+            undo = self.undo
+            with self.emu.lock:
+                if undo:
+                    undo_call(self.emu)
+                undo.append(MARK)
+                try:
+                    if run is None:             # first reuse: build it now
+                        make, *args = call.build
+                        run = call.run = make(*args)
+                    self._make_last(call, generation)
+                    ret = run()
+                    undo.clear()
+                    return ret
+                except BpfError as e:
+                    undo.clear()
+                    return -e.errno
+                except Exception as e:
+                    undo_call(self.emu)
+                    return _syscall.our_failure(cmd, e)
+                except BaseException:           # noqa: B036 - an interruption: undone
+                    undo_call(self.emu)
+                    raise
         emu = self.emu
         # Only a buffer attr is kept (an address may point at other bytes next time; what is
         # neither is refused by the entry).
-        whole = bytes(attr) if type(attr) is not int and is_buffer(attr) else None
+        try:
+            whole = bytes(attr) if type(attr) is not int and is_buffer(attr) else None
+        except Exception as e:                  # no memory for the copy: nothing done
+            return _syscall.our_failure(cmd, e)
+        if _gettrace() is not None:
+            _getframe().f_trace = None          # no line events here: see undo.py
         with emu.lock:
             # A handler that has passed an element command's checks leaves in emu.decodable
             # how to build the rest of it (a *_call below and its arguments).
@@ -165,7 +203,11 @@ class DecodedCalls:
             if decodable is not None:
                 emu.decodable = None
                 if whole is not None:
-                    self._remember(cmd, attr, size, whole, decodable)
+                    try:
+                        self._remember(cmd, attr, size, whole, decodable)
+                    except Exception as e:
+                        # The call is done; only its decoding is lost. Reported, not answered.
+                        _syscall.our_failure(cmd, e)
         return ret
 
     def _make_last(self, call: DecodedCall, generation: int) -> None:

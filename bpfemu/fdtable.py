@@ -25,6 +25,7 @@ import threading
 import weakref
 
 from .errors import BpfError
+from .undo import NO_JOURNAL, close_new_fd
 
 FMODE_READ = 1    # f_mode bits as in the kernel (FMODE_CAN_READ / FMODE_CAN_WRITE)
 FMODE_WRITE = 2
@@ -177,13 +178,16 @@ class FdTable:
         self._orphans: list = []                   # released by install(), handed out by reap()
         self._overflowed = False
         self.on_stale = None        # called when lookup() finds an fd closed behind our back
+        self.undo = NO_JOURNAL      # the emulator's undo journal (an fd made is closed)
 
     def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
         """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj, the memfd named
         as the kernel names the anon inode (bpf-map, btf, bpf-prog). EMFILE when full."""
         try:
             # Sealable: a frozen BPF_F_MMAPABLE array seals its memfd (maps/array_mmap.py).
-            fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            # Journaled on the line that makes it: a rolled-back call leaves no fd open.
+            self.undo.append((close_new_fd, fd := os.memfd_create(
+                name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)))
         except OSError as e:
             raise BpfError(e.errno) from None
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)

@@ -42,6 +42,7 @@ import ctypes
 import errno
 
 from .errors import BpfError
+from .undo import atomic
 
 __all__ = ["DataPlane", "fetch_add", "check_atomic", "typed_view", "FieldView"]
 
@@ -147,9 +148,10 @@ class DataPlane:
         pointer to its struct) an instance of that type over the same bytes: assigning to
         its fields writes the map's value in place. ValueError when the type is larger
         than the value (a program reading past it would not load)."""
-        with self.emu.lock:
+        def lookup():
             m, op = self._map(fd, "map_lookup_elem_prog")
-            view = op(m, self._bytes(key, m.key_size, "key"))
+            return op(m, self._bytes(key, m.key_size, "key"))
+        view = atomic(self.emu, lookup)          # an LRU lookup marks the node: journaled
         if view is None or as_type is None:
             return view
         return typed_view(view, as_type)
@@ -157,13 +159,14 @@ class DataPlane:
     def lookup_percpu_elem(self, fd: int, key, cpu: int):
         """bpf_map_lookup_percpu_elem(): cpu's slot of a per-CPU map, or None (also for a cpu
         past the last possible one). Marks LRU_PERCPU_HASH elements referenced."""
-        with self.emu.lock:
+        def lookup():
             m, op = self._map(fd, "map_lookup_percpu_elem")
             return op(m, self._bytes(key, m.key_size, "key"), cpu & 0xFFFFFFFF)
+        return atomic(self.emu, lookup)
 
     def update_elem(self, fd: int, key, value, flags: int = 0) -> int:
         """bpf_map_update_elem(): 0 or a negative errno."""
-        with self.emu.lock:
+        def update():
             m, op = self._map(fd, "map_update_elem_prog")
             k = self._bytes(key, m.key_size, "key")
             v = self._bytes(value, m.value_size, "value")
@@ -172,16 +175,18 @@ class DataPlane:
             except BpfError as e:
                 return self._helper_error(e.errno)
             return 0
+        return atomic(self.emu, update)     # whole or not at all (bpfemu/undo.py)
 
     def delete_elem(self, fd: int, key) -> int:
         """bpf_map_delete_elem(): 0 or a negative errno."""
-        with self.emu.lock:
+        def delete():
             m, op = self._map(fd, "map_delete_elem_prog")
             try:
                 op(m, self._bytes(key, m.key_size, "key"))
             except BpfError as e:
                 return self._helper_error(e.errno)
             return 0
+        return atomic(self.emu, delete)
 
     def _helper_error(self, err: int) -> int:
         """-err as the program sees it: on Linux 6.1 the map op's int zero-extended

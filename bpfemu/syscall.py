@@ -7,14 +7,19 @@ field must be zero) is EINVAL; then the handler. BpfError becomes -errno here.
 
 Decoded calls (fastpath.py) are a cache in front of this entry: ``Emulator.bpf`` tries them
 first when they are on, and comes here for everything else.
+
+A call is atomic (bpfemu/undo.py): what it changes is journaled, and an exception other
+than BpfError rolls it back, here or, if it even stopped the rollback, at the next call.
 """
 import errno
 import traceback
+from sys import _getframe, gettrace as _gettrace
 import warnings
 from typing import Callable, NamedTuple
 
 from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
 from .errors import BpfError, EmulatorFault
+from .undo import MARK, object_state, undo_call
 from .usercopy import attr_tail_zero, is_buffer
 from .uapi.consts import BpfCmd as C
 
@@ -103,12 +108,28 @@ def build_dispatch(profile) -> dict:
     return table
 
 
+# The commands that change map contents only; every other command journals the object
+# state (fds, ids, references, pins) before its handler runs (undo.object_state).
+CONTENT_CMDS = frozenset({C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_UPDATE_ELEM, C.BPF_MAP_DELETE_ELEM,
+                          C.BPF_MAP_GET_NEXT_KEY, C.BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+                          C.BPF_MAP_LOOKUP_BATCH, C.BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+                          C.BPF_MAP_UPDATE_BATCH, C.BPF_MAP_DELETE_BATCH,
+                          C.BPF_OBJ_GET_INFO_BY_FD, C.BPF_MAP_FREEZE})
+
+
 def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
     """__sys_bpf(): bpf(cmd, attr, size) on an emulated kernel, the fd/0 result or -errno.
-    Calls run one at a time, under the emulator's lock."""
+    Calls run one at a time, under the emulator's lock; each is rolled back whole if
+    anything but a BpfError stops it (bpfemu/undo.py)."""
     if attr is None:
         attr = 0                                # NULL
+    if _gettrace() is not None:
+        _getframe().f_trace = None              # no line events here: see undo.py
+    undo = emu.undo
     with emu.lock:
+        if undo:
+            undo_call(emu)                      # a call stopped where it could not roll back
+        undo.append(MARK)
         try:
             if not isinstance(size, int):
                 raise BpfError(_EINVAL)         # no C caller can pass it; as HostKernel
@@ -146,11 +167,20 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
             if size < unpack:
                 raw += bytes(unpack - size)
             emu.uattr_size = size               # the handlers' uattr_size (log_true_size)
-            return handler(emu, raw, attr)
+            if cmd not in CONTENT_CMDS:
+                undo.append(object_state(emu))
+            ret = handler(emu, raw, attr)
+            undo.clear()                        # the call is whole: keep it
+            return ret
         except BpfError as e:
+            undo.clear()                        # failed as the kernel fails: keep its effects
             return -e.errno
         except Exception as e:
+            undo_call(emu)
             return our_failure(cmd, e)
+        except BaseException:                   # noqa: B036 - an interruption: undone
+            undo_call(emu)
+            raise
 
 
 def our_failure(cmd: int, exc: Exception) -> int:
@@ -158,9 +188,10 @@ def our_failure(cmd: int, exc: Exception) -> int:
     becomes an errno: ENOMEM for Python running out of memory, as the kernel's allocators
     answer; EFAULT for anything else (a bug of ours), an errno every command can give since
     every one copies its attr from the caller. Never silent: an EmulatorFault warning
-    carries the traceback."""
+    carries the traceback. The caller has rolled the call back."""
     # DEVIATION(memory): keys and index entries are made on insert, so even a preallocated
-    # map, which never fails an update for memory in Linux, gets ENOMEM here.
+    # map, which never fails an update for memory in Linux, can get ENOMEM here (the call
+    # is rolled back first).
     err = _ENOMEM if isinstance(exc, MemoryError) else _EFAULT
     try:
         warnings.warn(EmulatorFault(

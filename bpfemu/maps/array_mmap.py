@@ -22,6 +22,7 @@ import os
 
 from ..errors import BpfError
 from ..fdtable import HIDDEN_FDS
+from ..undo import NO_JOURNAL, restore_bytes
 
 PAGE_SIZE = mmap.PAGESIZE
 F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
@@ -54,6 +55,7 @@ class MmapValues:
         self.view = memoryview(self.buf)
         self.ino = None                      # (st_dev, st_ino) of the memfd
         self.rw_fd = -1                      # a writable fd of it, kept high, for the seal
+        self.undo = NO_JOURNAL               # the emulator's undo journal
 
     def attach(self, fd: int) -> None:
         """Move the values into fd's memfd: size it and map it."""
@@ -88,7 +90,10 @@ class MmapValues:
 
     def __setitem__(self, index: int, value) -> None:
         off = index * self.elem_size
-        self.view[off:off + self.value_size] = value
+        view = self.view
+        end = off + self.value_size
+        self.undo.append((restore_bytes, view, off, view[off:end].tobytes()))   # undo.py
+        view[off:end] = value
 
     def __iter__(self):
         return iter(range(self.max_entries))

@@ -13,6 +13,8 @@ range), values[index] = bytes writes them, area() is the whole block, clear() fr
 """
 import ctypes
 
+from ..undo import NO_JOURNAL, restore_bytes
+
 
 class ArrayValues:
     def __init__(self, max_entries: int, stride: int, size: int):
@@ -21,6 +23,7 @@ class ArrayValues:
         self.size = size                     # bytes of an element the syscall copies
         self.buf = (ctypes.c_ubyte * max(max_entries * stride, 1))()
         self.view = memoryview(self.buf).cast("B")
+        self.undo = NO_JOURNAL               # the emulator's undo journal
 
     def get(self, index: int, default=None):
         if index >= self.max_entries:
@@ -32,7 +35,13 @@ class ArrayValues:
 
     def __setitem__(self, index: int, value) -> None:
         off = index * self.stride
-        self.view[off:off + self.size] = value
+        view = self.view
+        end = off + self.size
+        self.undo.append((restore_bytes, view, off, view[off:end].tobytes()))   # undo.py
+        view[off:end] = value
+
+    def _unclear(self, view, buf, max_entries: int) -> None:
+        self.view, self.buf, self.max_entries = view, buf, max_entries
 
     def area(self) -> bytes:
         """Every element with its padding, in index order: what array_map_get_hash() hashes."""
@@ -40,6 +49,7 @@ class ArrayValues:
 
     def clear(self) -> None:
         """map_free: let the block go (views handed to the program side keep it alive)."""
+        self.undo.append((self._unclear, self.view, self.buf, self.max_entries))
         self.view = memoryview(b"")
         self.buf = None
         self.max_entries = 0

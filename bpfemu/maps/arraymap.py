@@ -44,6 +44,7 @@ class BpfArray(BpfMap):
         self.percpu = args.map_type == T.BPF_MAP_TYPE_PERCPU_ARRAY
         self.elem_size = round_up(args.value_size, 8)
         self.values = self.alloc_values(args)
+        self.values.undo = kernel.undo          # writes are journaled (bpfemu/undo.py)
 
     def alloc_values(self, args):
         """The value area: element i's bytes as the syscall sees them (value_size of an

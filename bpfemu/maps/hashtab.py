@@ -20,6 +20,7 @@ from ..errors import ENOTSUPP, BpfError
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from ..uapi import consts as F  # plain-int flag values (see consts.py)
+from ..undo import JournaledList
 from .core import BpfMap
 from .htab_columns import ColumnarStore
 from .htab_store import MISS, SimpleStore
@@ -114,7 +115,7 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
     if htab.is_lru:
         max_slots = htab.max_entries
     elif htab.prealloc and not htab.percpu:
-        htab.extra_elems = [None] * ncpu
+        htab.extra_elems = JournaledList([None] * ncpu, kernel.undo)
         max_slots = htab.max_entries + ncpu
     else:
         max_slots = htab.max_entries + 1
@@ -122,18 +123,23 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
                  hashrnd=htab.hashrnd)
     if kernel.htab_store == "columnar":
         sizes["max_slots"] = max_slots
+    sizes["undo"] = kernel.undo                 # the undo journal (bpfemu/undo.py)
     htab.store = STORES[kernel.htab_store](**sizes)
+    if htab.prealloc and not htab.is_lru:
+        htab.store.reserve()                    # prealloc_init(): no update allocates them
     if htab.is_lru:
         # Since Linux 6.16 (and 6.12.y) the batch scales with the map; before, it was fixed.
         target_free = (min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
                        if kernel.profile.lru_target_free_scaled else LOCAL_FREE_TARGET)
         htab.lru = BpfLru(htab.percpu_lru, ncpu, target_free,
                           lambda node: htab_lru_map_delete_node(htab, node))
+        htab.lru.undo = kernel.undo
         htab.store.prealloc(htab.max_entries)   # prealloc_init(): every node, zeroed values
         nodes = [HtabLruElem() for _ in range(htab.max_entries)]
         for slot, node in enumerate(nodes):
             node.slot = slot
             node.hash = 0
+            node.undo = kernel.undo             # bpf_lru_node_set_ref() journals the ref
         htab.lru_nodes = nodes
         bpf_lru_populate(htab.lru, nodes)
     return htab
@@ -207,7 +213,7 @@ def _check_flags(l_old, flags: int) -> None:
 def _pcpu_copy_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     """pcpu_copy_value(): the syscall writes every CPU's slot (padding included); a program
     writes value_size bytes of its own CPU's slot."""
-    v = htab.store.value(l)
+    v = htab.store.value_for_write(l)
     if onallcpus:
         v[:] = value
     else:
@@ -230,7 +236,7 @@ def _pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     # caches (NO_PREALLOC), which we do not model: our rule is that every slot's padding
     # of an element created from the program side is zero. Kernel and emulator agree on
     # the value_size bytes of every slot, and on padding of elements never used before.
-    v = htab.store.value(l)
+    v = htab.store.value_for_write(l)
     v[:] = bytes(htab.slot_size)
     o = cpu * htab.round_value_size
     size = htab.value_size
@@ -390,7 +396,7 @@ def _lru_pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     if onallcpus:
         _pcpu_copy_value(htab, l, value, True, cpu)
         return
-    v = htab.store.value(l)
+    v = htab.store.value_for_write(l)
     size = htab.value_size
     step = htab.round_value_size
     zero = bytes(size)

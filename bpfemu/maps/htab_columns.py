@@ -31,6 +31,9 @@ costs a few dozen bytes per element:
 * a long walk's order (``walk_order``): every key in walk order, made at once when a walk
   has linked most of the map or taken enough steps; ``walk_hint`` answers each step from
   it until anything changes the lists.
+* ``undo``: the emulator's undo journal (bpfemu/undo.py). Every method that changes an
+  element, a list or the free slots appends its inverse first; the walk order is a cache,
+  forgotten by every inverse rather than journaled.
 """
 import struct
 import sys
@@ -38,6 +41,7 @@ from array import array
 from bisect import bisect_left
 from functools import partial
 
+from ..undo import NO_JOURNAL, restore_attr, restore_bytes, restore_item, restore_len, restore_top
 from .htab_store import MISS
 from .jhash import htab_hash_func, htab_map_hash_many
 
@@ -103,7 +107,8 @@ class ColumnarStore:
     """The store of htab_store.py, in columns (see the module's docstring)."""
 
     def __init__(self, *, key_size: int, slot_size: int, n_buckets: int, hashrnd: int,
-                 max_slots: int):
+                 max_slots: int, undo: list = NO_JOURNAL):
+        self.undo = undo                        # the emulator's undo journal
         self.key_size = key_size
         self.slot_size = slot_size
         self.n_buckets = n_buckets
@@ -138,12 +143,12 @@ class ColumnarStore:
         self.chunk_mask = (1 << self.chunk_shift) - 1
         self.arena = None                       # chunks[0] if it is the only chunk
         self.n_slots = 0                        # slots made so far
+        self.n_used = 0                         # slots handed out by alloc() at least once
         self.free_slots: list = []              # LIFO
         # The cheapest calls there are: the dict's and the list's own methods.
         self.lookup = self.elems.get
         self.count = partial(len, self.elems)  # a C call, cheaper than elems.__len__
         self.key = self.elem_key.__getitem__
-        self.free = self.free_slots.append      # add_head sets the slot's elem_next
         if self.chunk_shift == 31:
             self.value = self._arena_value
             self.copy_value = self._arena_copy_value
@@ -155,6 +160,7 @@ class ColumnarStore:
         returns the first."""
         first = self.n_slots
         end = first + count
+        self.undo.append((self._drop_slots, first))
         self.n_slots = end
         self.elem_next.extend(array("i", [PENDING]) * count)
         self.elem_hash.extend(array("I", [0]) * count)
@@ -170,19 +176,48 @@ class ColumnarStore:
             chunks.append(memoryview(bytearray(self.slot_size << shift)))
         return first
 
+    def _drop_slots(self, n: int) -> None:
+        """The inverse of _new_slots: n slots were made (their chunks stay, unused)."""
+        del self.elem_next[n:]
+        del self.elem_hash[n:]
+        del self.elem_key[n:]
+        self.n_slots = n
+
     def prealloc(self, n: int) -> None:
         self._new_slots(n)
 
+    def reserve(self) -> None:
+        """Make every slot the map can need now: what the kernel preallocates at MAP_CREATE
+        (prealloc_init()), so that no update of a preallocated map allocates columns or
+        values later."""
+        count = self.max_slots - self.n_slots
+        if count > 0:
+            self._new_slots(count)
+
     def alloc(self) -> int:
-        """The slot freed last, else up to 8192 never-used slots are made (lowest on top)."""
+        """The slot freed last, else the lowest never used (made 8192 at a time unless the
+        map reserved them all)."""
         free = self.free_slots
         if free:
-            return free.pop()
-        count = min(1 << min(self.chunk_shift, 13), self.max_slots - self.n_slots)
-        assert count > 0, "more slots than the kernel has elements"
-        first = self._new_slots(count)
-        free.extend(range(first + count - 1, first, -1))
-        return first
+            n = len(free) - 1
+            l = free[n]
+            self.undo.append((restore_top, free, n, l))
+            del free[n]
+            return l
+        l = self.n_used
+        if l == self.n_slots:
+            count = min(1 << min(self.chunk_shift, 13), self.max_slots - l)
+            assert count > 0, "more slots than the kernel has elements"
+            self._new_slots(count)
+        self.undo.append((restore_attr, self, "n_used", l))
+        self.n_used = l + 1
+        return l
+
+    def free(self, l: int) -> None:
+        """Back on top of the free slots (add_head sets the slot's elem_next)."""
+        free = self.free_slots
+        self.undo.append((restore_len, free, len(free)))
+        free.append(l)
 
     def value(self, l: int):
         size = self.slot_size
@@ -192,12 +227,24 @@ class ColumnarStore:
     def copy_value(self, l: int, value) -> None:
         size = self.slot_size
         o = (l & self.chunk_mask) * size
-        self.chunks[l >> self.chunk_shift][o:o + size] = value
+        chunk = self.chunks[l >> self.chunk_shift]
+        self.undo.append((restore_bytes, chunk, o, chunk[o:o + size].tobytes()))
+        chunk[o:o + size] = value
 
     def _arena_copy_value(self, l: int, value) -> None:
         size = self.slot_size
         o = l * size
-        self.arena[o:o + size] = value
+        arena = self.arena
+        self.undo.append((restore_bytes, arena, o, arena[o:o + size].tobytes()))
+        arena[o:o + size] = value
+
+    def value_for_write(self, l: int):
+        """value(l), to be written through: its bytes are journaled first."""
+        size = self.slot_size
+        o = (l & self.chunk_mask) * size
+        chunk = self.chunks[l >> self.chunk_shift]
+        self.undo.append((restore_bytes, chunk, o, chunk[o:o + size].tobytes()))
+        return chunk[o:o + size]
 
     def _arena_value(self, l: int):
         """value() of a map whose values are one chunk (made with the first slot)."""
@@ -209,27 +256,39 @@ class ColumnarStore:
 
     def add_head(self, l: int, key: bytes) -> None:
         """Pending: hashed and put at its bucket's head when the buckets are next read."""
+        self.undo.append((self._undo_add_head, l, key, self.elem_next[l], len(self.pending)))
         self.elem_key[l] = key
         self.elems[key] = l
         self.elem_next[l] = PENDING
         self.pending.append(l)
         self.walk_order = NO_WALK           # a new element: no walk order counts it
 
+    def _undo_add_head(self, l: int, key: bytes, old_next: int, n_pending: int) -> None:
+        self.elem_key[l] = None
+        self.elems.pop(key, None)           # add_head links only keys that are not linked
+        self.elem_next[l] = old_next
+        del self.pending[n_pending:]
+        self._walk_forget()
+
     def unlink(self, l: int) -> None:
         keys = self.elem_key
         nxt = self.elem_next
+        undo = self.undo
         self.walk_order = NO_WALK           # _walk_forget(), inlined: the lists change
         self.walk_steps = 0
         if nxt[l] < -1:                     # pending: its entry in pending goes stale
+            undo.append((self._relink, l, keys[l], self.pending_stale))
             del self.elems[keys[l]]
             keys[l] = None
             if not self.elems:              # the last one: every entry is stale
+                undo.append(self._saved_pending())
                 self._pending_done()
                 return
             self.pending_stale += 1
             if self.pending_stale > 4 * len(self.elems) + 4096:
                 # Inserts and deletes and no walk: keep it short. (Rarely: a map emptied by
                 # deletes has its entries dropped whole when its last element goes.)
+                undo.append(self._saved_pending())
                 self.pending[:] = self._live_pending()
                 self.pending_stale = 0
             return
@@ -237,15 +296,35 @@ class ColumnarStore:
         heads = self.heads
         p = heads[b]
         if p == l:
+            undo.append((restore_item, heads, b, l))
             heads[b] = nxt[l]
         else:
             n = nxt[p]
             while n != l:
                 p = n
                 n = nxt[p]
+            undo.append((restore_item, nxt, p, l))
             nxt[p] = nxt[l]
+        undo.append((self._relink, l, keys[l], self.pending_stale))
         del self.elems[keys[l]]
         keys[l] = None
+
+    def _relink(self, l: int, key: bytes, pending_stale: int) -> None:
+        """The inverse of unlink's key removal (its list links are restored apart)."""
+        self.elems[key] = l
+        self.elem_key[l] = key
+        self.pending_stale = pending_stale
+        self._walk_forget()
+
+    def _saved_pending(self) -> tuple:
+        """An undo entry that puts the pending entries back as they are now."""
+        return (self._restore_pending, self.pending[:], self.pending_stale, self.pending_ordered)
+
+    def _restore_pending(self, pending: list, stale: int, ordered: bool) -> None:
+        self.pending[:] = pending
+        self.pending_stale = stale
+        self.pending_ordered = ordered
+        self._walk_forget()
 
     def replace(self, l_new: int, l_old: int) -> None:
         """add_head(l_new) and unlink(l_old), for the same key, so the same bucket: l_new
@@ -263,13 +342,18 @@ class ColumnarStore:
         b = hash_ & self.bucket_mask
         heads = self.heads
         p = heads[b]
+        undo = self.undo
         if p == l_old:
+            undo.append((self._unreplace, l_new, l_old, key, b, -1, nxt[l_new],
+                         self.elem_hash[l_new]))
             nxt[l_new] = nxt[l_old]
         else:
             n = nxt[p]
             while n != l_old:
                 p = n
                 n = nxt[p]
+            undo.append((self._unreplace, l_new, l_old, key, b, p, nxt[l_new],
+                         self.elem_hash[l_new]))
             nxt[p] = nxt[l_old]
             nxt[l_new] = heads[b]
         heads[b] = l_new
@@ -277,6 +361,24 @@ class ColumnarStore:
         keys[l_new] = key
         keys[l_old] = None
         self.elems[key] = l_new
+
+    def _unreplace(self, l_new: int, l_old: int, key: bytes, b: int, p: int, old_next: int,
+                   old_hash: int) -> None:
+        """The inverse of replace()'s in-list path: l_old back in its place (after p, or at
+        the head of bucket b when p is -1), l_new as it was."""
+        nxt = self.elem_next
+        if p < 0:
+            self.heads[b] = l_old
+        else:
+            if self.heads[b] == l_new:
+                self.heads[b] = nxt[l_new]
+            nxt[p] = l_old
+        nxt[l_new] = old_next
+        self.elem_hash[l_new] = old_hash
+        self.elem_key[l_new] = None
+        self.elem_key[l_old] = key
+        self.elems[key] = l_old
+        self._walk_forget()
 
     # --- bucket walks ----------------------------------------------------------------
 
@@ -367,7 +469,10 @@ class ColumnarStore:
         else:
             hashes = htab_map_hash_many(live_keys, self.key_size, self.hashrnd)
         nxt, heads, elem_hash, mask = self.elem_next, self.heads, self.elem_hash, self.bucket_mask
+        undo = self.undo
+        undo.append(self._saved_pending())
         if n > 4096 and 4 * n > len(nxt) + len(heads) and not self.sparse:
+            undo.append((self._restore_columns, nxt[:], heads[:], elem_hash[:]))
             # A big batch (a map filled, then walked): link through lists, whose items cost
             # less than an array's to get and set, and copy them back whole at C speed.
             heads_l = heads.tolist()
@@ -389,6 +494,7 @@ class ColumnarStore:
         else:
             for l, h in zip(live, hashes):
                 b = h & mask
+                undo.append((self._unlink_synced, l, nxt[l], b, heads[b], elem_hash[l]))
                 nxt[l] = heads[b]
                 heads[b] = l
         if run:
@@ -397,6 +503,18 @@ class ColumnarStore:
             for l, h in zip(live, hashes):
                 elem_hash[l] = h
         self._pending_done()
+
+    def _restore_columns(self, nxt: array, heads: array, elem_hash: array) -> None:
+        """The inverse of a big sync: the columns it rewrote whole."""
+        self.elem_next[:] = nxt
+        self.heads[:] = heads
+        self.elem_hash[:] = elem_hash
+
+    def _unlink_synced(self, l: int, old_next: int, b: int, old_head: int, old_hash: int):
+        """The inverse of one element's link by sync."""
+        self.heads[b] = old_head
+        self.elem_next[l] = old_next
+        self.elem_hash[l] = old_hash
 
     def _pending_done(self) -> None:
         self.pending.clear()

@@ -18,6 +18,10 @@ store, with these operations (an element is an int, its slot; None is "no elemen
   ``next_bucket(b)`` (the first non-empty bucket >= b, or None: the loop over empty
   buckets of htab_map_get_next_key() and the batch walk), ``bucket_elems(b)`` (a bucket's
   elements, head first).
+* ``value_for_write(l)``: value(l), for a write through it (the write is journaled);
+  ``reserve()``: make every element the map can need now (a preallocated map, at create).
+* ``undo``: the emulator's undo journal (bpfemu/undo.py): every operation that changes
+  anything appends its inverse first, so that a call stopped half-way is rolled back.
 * ``walk_hint(key)``: a cache. What htab_map_get_next_key(key) returns if the store knows
   it from the walk it is serving (None: past the last element), or MISS. A store that keeps
   no cache always answers MISS.
@@ -28,6 +32,7 @@ columns, hashes new elements in batches when something first walks the buckets, 
 long walk's order. Which one a map gets is ``Emulator(store=...)``: "columnar" (the
 default) or "simple". The differential tests run on either (``--htab-store``).
 """
+from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
 from .jhash import htab_hash_func
 
 MISS = object()                 # walk_hint(): the store does not know
@@ -38,7 +43,9 @@ class SimpleStore:
     """Each element its own bytearray; each bucket a Python list, head first; every
     operation done at once, as the kernel does it."""
 
-    def __init__(self, *, key_size: int, slot_size: int, n_buckets: int, hashrnd: int):
+    def __init__(self, *, key_size: int, slot_size: int, n_buckets: int, hashrnd: int,
+                 max_slots: int = 0, undo: list = NO_JOURNAL):
+        self.undo = undo
         self.slot_size = slot_size
         self.mask = n_buckets - 1
         self.n_buckets = n_buckets
@@ -56,33 +63,54 @@ class SimpleStore:
         self.count = self.index.__len__
 
     def _make(self, n: int) -> None:
+        self.undo.append((self._unmake, len(self.keys)))
         for _ in range(n):
             self.keys.append(None)
             self.hashes.append(0)
             self.values.append(memoryview(bytearray(self.slot_size)))
 
+    def _unmake(self, n: int) -> None:
+        del self.keys[n:]
+        del self.hashes[n:]
+        del self.values[n:]
+
     def prealloc(self, n: int) -> None:
         self._make(n)
 
+    def reserve(self) -> None:
+        """Nothing: the definition allocates as it goes (ColumnarStore reserves)."""
+
     def alloc(self) -> int:
-        if self.free_list:
-            return self.free_list.pop()
+        free = self.free_list
+        if free:
+            n = len(free) - 1
+            self.undo.append((restore_top, free, n, free[n]))
+            return free.pop()
         self._make(1)
         return len(self.keys) - 1
 
     def free(self, l: int) -> None:
+        self.undo.append((restore_len, self.free_list, len(self.free_list)))
         self.free_list.append(l)
 
     def value(self, l: int):
         return self.values[l]
 
+    def value_for_write(self, l: int):
+        v = self.values[l]
+        self.undo.append((restore_bytes, v, 0, v.tobytes()))
+        return v
+
     def copy_value(self, l: int, value) -> None:
-        self.values[l][:] = value
+        v = self.values[l]
+        self.undo.append((restore_bytes, v, 0, v.tobytes()))
+        v[:] = value
 
     def key(self, l: int):
         return self.keys[l]
 
     def add_head(self, l: int, key: bytes) -> None:
+        self.undo.append((self._undo_add_head, l, key, self.hashes[l], self.keys[l]))
         h = self.hash_fn(key, self.hashrnd)
         self.hashes[l] = h
         self.keys[l] = key
@@ -93,9 +121,35 @@ class SimpleStore:
             bucket = self.buckets[b] = []
         bucket.insert(0, l)
 
+    def _undo_add_head(self, l: int, key: bytes, old_hash: int, old_key) -> None:
+        b = self.hashes[l] & self.mask
+        bucket = self.buckets[b] if isinstance(self.buckets, list) else self.buckets.get(b)
+        if bucket and bucket[0] == l and self.keys[l] == key:
+            self._set_bucket(b, bucket[1:])
+        if self.index.get(key) == l:
+            del self.index[key]
+        self.keys[l] = old_key
+        self.hashes[l] = old_hash
+
+    def _set_bucket(self, b: int, elems: list) -> None:
+        if isinstance(self.buckets, list):
+            self.buckets[b] = elems or None
+        elif elems:
+            self.buckets[b] = elems
+        else:
+            self.buckets.pop(b, None)
+
+    def _restore_unlinked(self, l: int, b: int, elems: list, key, in_index: bool) -> None:
+        self._set_bucket(b, elems)
+        self.keys[l] = key
+        if in_index:
+            self.index[key] = l
+
     def unlink(self, l: int) -> None:
         b = self.hashes[l] & self.mask
         bucket = self.buckets[b]
+        self.undo.append((self._restore_unlinked, l, b, bucket[:], self.keys[l],
+                          self.index.get(self.keys[l]) == l))
         bucket.remove(l)
         if not bucket:
             if isinstance(self.buckets, list):

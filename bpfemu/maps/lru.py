@@ -12,10 +12,16 @@ List orientation is the kernel's: ``head.next`` is the newest node ("head"),
 
 The CPU is always an explicit argument; nothing here reads the scheduler.  CPUs
 are ``0 .. nr_cpus-1`` (the possible-CPU mask is assumed to be contiguous).
+
+Undo journal (bpfemu/undo.py): before a node, a sentinel or a list's counters change,
+its state is saved in ``lru.undo`` (``_save`` and the inlined appends of the hot paths),
+so that a call stopped half-way puts every list back as it was.
 """
 from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
+
+from ..undo import NO_JOURNAL
 
 __all__ = [
     "BPF_LRU_LIST_T_ACTIVE",
@@ -89,9 +95,10 @@ class BpfLruNode:
     list state of every node, so a subclass need not call ``super().__init__()``.
     """
 
-    __slots__ = ("next", "prev", "cpu", "type", "ref", "hash")
+    __slots__ = ("next", "prev", "cpu", "type", "ref", "hash", "undo")
 
     def __init__(self) -> None:
+        self.undo = NO_JOURNAL      # the map's undo journal, for bpf_lru_node_set_ref
         self.next = None
         self.prev = None
         self.cpu = 0
@@ -142,6 +149,7 @@ class BpfLru:
         "common_lru",
         "local_list",
         "percpu_lru",
+        "undo",
     )
 
     def __init__(
@@ -157,6 +165,7 @@ class BpfLru:
         self.nr_cpus = nr_cpus
         self.target_free = target_free
         self.del_from_htab = del_from_htab
+        self.undo = NO_JOURNAL          # the emulator's undo journal
         if self.percpu:
             self.nr_scans = PERCPU_NR_SCANS
             self.common_lru = None
@@ -178,6 +187,39 @@ def bpf_lru_target_free(nr_elems: int, nr_cpus: int) -> int:
 # --------------------------------------------------------------------------------------
 # list_head primitives
 # --------------------------------------------------------------------------------------
+
+
+def _restore_links(head, next, prev) -> None:
+    head.next = next
+    head.prev = prev
+
+
+def _restore_node(node, next, prev, cpu, type, ref, hash) -> None:
+    node.next = next
+    node.prev = prev
+    node.cpu = cpu
+    node.type = type
+    node.ref = ref
+    node.hash = hash
+
+
+def _restore_list(l, active: int, inactive: int, nir) -> None:
+    l.counts[:] = (active, inactive)
+    l.next_inactive_rotation = nir
+
+
+def _save(undo, *objs) -> None:
+    """Journal the state of sentinels, nodes and LRU lists about to change."""
+    for o in objs:
+        t = type(o)
+        if t is ListHead:
+            undo.append((_restore_links, o, o.next, o.prev))
+        elif t is BpfLruList:
+            undo.append((_restore_list, o, o.counts[0], o.counts[1], o.next_inactive_rotation))
+        elif t is BpfLruLocallist:
+            undo.append((setattr, o, "next_steal", o.next_steal))
+        else:
+            undo.append((_restore_node, o, o.next, o.prev, o.cpu, o.type, o.ref, o.hash))
 
 
 def _list_del(node) -> None:
@@ -232,7 +274,9 @@ def bpf_lru_node_is_ref(node: BpfLruNode) -> bool:
 
 def bpf_lru_node_set_ref(node: BpfLruNode) -> None:
     """Mark the node referenced (BPF-program lookups, updates of an existing key)."""
-    node.ref = 1
+    if not node.ref:
+        node.undo.append((setattr, node, "ref", node.ref))
+        node.ref = 1
 
 
 def __bpf_lru_node_move_to_free(l: BpfLruList, node: BpfLruNode, free_list, tgt_free_type: int) -> None:
@@ -243,6 +287,7 @@ def __bpf_lru_node_move_to_free(l: BpfLruList, node: BpfLruNode, free_list, tgt_
     t = node.type
     if t >= BPF_LOCAL_LIST_T_OFFSET:  # kernel: WARN_ON_ONCE, ignored
         return
+    _save(node.undo, l, node, node.prev, node.next, free_list, free_list.next)
     # Keep the rotation cursor on the inactive list: step it to the head-side neighbour.
     if node is l.next_inactive_rotation:
         l.next_inactive_rotation = node.prev
@@ -265,6 +310,8 @@ def __bpf_lru_node_move_in(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> No
     """Local pending node -> head of the global active or inactive list."""
     if node.type < BPF_LOCAL_LIST_T_OFFSET or tgt_type >= BPF_LOCAL_LIST_T_OFFSET:
         return  # kernel: WARN_ON_ONCE, ignored
+    head = l.lists[tgt_type]
+    _save(node.undo, l, node, node.prev, node.next, head, head.next)
     if tgt_type < NR_BPF_LRU_LIST_COUNT:
         l.counts[tgt_type] += 1
     node.type = tgt_type
@@ -277,6 +324,8 @@ def __bpf_lru_node_move(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
     t = node.type
     if t >= BPF_LOCAL_LIST_T_OFFSET or tgt_type >= BPF_LOCAL_LIST_T_OFFSET:
         return  # kernel: WARN_ON_ONCE, ignored
+    head = l.lists[tgt_type]
+    _save(node.undo, l, node, node.prev, node.next, head, head.next)
     if t != tgt_type:
         counts = l.counts
         if t < NR_BPF_LRU_LIST_COUNT:
@@ -292,7 +341,6 @@ def __bpf_lru_node_move(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
     n = node.next
     p.next = n
     n.prev = p
-    head = l.lists[tgt_type]
     n = head.next
     node.next = n
     node.prev = head
@@ -339,6 +387,7 @@ def __bpf_lru_list_rotate_inactive(lru: BpfLru, l: BpfLruList) -> None:
     if inactive.next is inactive:
         return
 
+    _save(lru.undo, l)
     cur = l.next_inactive_rotation
     # The node reached after one full lap.
     last = cur.next
@@ -384,6 +433,7 @@ def __bpf_lru_list_shrink_inactive(
             # __bpf_lru_node_move_to_free inlined for an INACTIVE node (the hot
             # eviction step).  Not necessarily the tail: nodes the hash table
             # refused to give up stay behind it.
+            _save(lru.undo, l, node, tmp, node.next, free_list, free_list.next)
             if node is l.next_inactive_rotation:
                 l.next_inactive_rotation = tmp
             counts[BPF_LRU_LIST_T_INACTIVE] -= 1
@@ -451,9 +501,12 @@ def __local_list_flush(l: BpfLruList, loc_l: BpfLruLocallist) -> None:
     lists = l.lists
     counts = l.counts
     node = pending.prev
+    if node is not pending:
+        _save(node.undo, l)
     while node is not pending:
         tmp = node.prev
         tgt_type = BPF_LRU_LIST_T_ACTIVE if node.ref else BPF_LRU_LIST_T_INACTIVE
+        _save(node.undo, node, tmp, pending, lists[tgt_type], lists[tgt_type].next)
         counts[tgt_type] += 1
         node.type = tgt_type
         node.ref = 0
@@ -490,8 +543,10 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     free = l.lists[BPF_LRU_LIST_T_FREE]
     nfree = 0
     node = free.next
+    undo = lru.undo
     while node is not free:
         tmp = node.next
+        _save(undo, node, tmp, free, local_free, local_free.next)
         node.type = BPF_LRU_LOCAL_LIST_T_FREE
         free.next = tmp  # node is the free head
         tmp.prev = free
@@ -512,12 +567,13 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     # (first moved, first reused), which the reuse of per-CPU padding bytes shows; the list_move
     # above stacks them the other way. The refill only runs on an empty local free list, so
     # reversing the list gives the kernel's order (tests/differential/test_percpu_padding.py).
-    _list_reverse(local_free)
+    _list_reverse(undo, local_free)
 
 
-def _list_reverse(head) -> None:
+def _list_reverse(undo, head) -> None:
     node = head
     while True:
+        _save(undo, node)
         node.next, node.prev = node.prev, node.next
         node = node.prev               # the old next
         if node is head:
@@ -527,18 +583,21 @@ def _list_reverse(head) -> None:
 def __local_list_add_pending(
     lru: BpfLru, loc_l: BpfLruLocallist, cpu: int, node: BpfLruNode, hash: int
 ) -> None:
+    head = loc_l.lists[LOCAL_PENDING_LIST_IDX]
+    _save(lru.undo, node, head, head.next)
     node.hash = hash
     node.cpu = cpu
     node.type = BPF_LRU_LOCAL_LIST_T_PENDING
     node.ref = 0
-    _list_add(node, loc_l.lists[LOCAL_PENDING_LIST_IDX])
+    _list_add(node, head)
 
 
-def __local_list_pop_free(loc_l: BpfLruLocallist) -> Optional[BpfLruNode]:
+def __local_list_pop_free(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[BpfLruNode]:
     free = loc_l.lists[LOCAL_FREE_LIST_IDX]
     node = free.next
     if node is free:
         return None
+    _save(lru.undo, node.prev, node.next)
     _list_del(node)
     return node
 
@@ -552,6 +611,7 @@ def __local_list_pop_pending(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[Bp
         node = pending.prev
         while node is not pending:
             if (force or not node.ref) and del_from_htab(node):
+                _save(lru.undo, node.prev, node.next)
                 _list_del(node)
                 return node
             node = node.prev
@@ -571,13 +631,20 @@ def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
         node = free.next
     if node is not free:
         n = node.next  # node is the local free head
+        pending = lists[LOCAL_PENDING_LIST_IDX]
+        p = pending.next
+        undo = lru.undo
+        undo.append((_restore_links, free, node, free.prev))
+        undo.append((_restore_links, n, n.next, node))
+        undo.append((_restore_node, node, n, free, node.cpu, node.type, node.ref, node.hash))
+        undo.append((_restore_links, pending, p, pending.prev))
+        undo.append((_restore_links, p, p.next, pending))
         free.next = n
         n.prev = free
         node.hash = hash
         node.cpu = cpu
         node.type = BPF_LRU_LOCAL_LIST_T_PENDING
         node.ref = 0
-        pending = lists[LOCAL_PENDING_LIST_IDX]
         n = pending.next
         node.next = n
         node.prev = pending
@@ -591,13 +658,14 @@ def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
     steal = first_steal
     while True:
         steal_loc_l = lru.local_list[steal]
-        node = __local_list_pop_free(steal_loc_l)
+        node = __local_list_pop_free(lru, steal_loc_l)
         if node is None:
             node = __local_list_pop_pending(lru, steal_loc_l)
         steal = get_next_cpu(lru, steal)
         if node is not None or steal == first_steal:
             break
 
+    _save(lru.undo, loc_l)
     loc_l.next_steal = steal
 
     if node is not None:
@@ -612,9 +680,11 @@ def bpf_common_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
 
     if t == BPF_LRU_LOCAL_LIST_T_PENDING:
         # Still pending: back to the owning CPU's local free list, not the global one.
+        head = lru.local_list[node.cpu].lists[LOCAL_FREE_LIST_IDX]
+        _save(lru.undo, node, node.prev, node.next, head, head.next)
         node.type = BPF_LRU_LOCAL_LIST_T_FREE
         node.ref = 0
-        _list_move(node, lru.local_list[node.cpu].lists[LOCAL_FREE_LIST_IDX])
+        _list_move(node, head)
         return
 
     bpf_lru_list_push_free(lru.common_lru, node)
@@ -643,6 +713,8 @@ def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
     node = free_list.next
     if node is free_list:
         return None
+    head = lists[BPF_LRU_LIST_T_INACTIVE]
+    _save(lru.undo, l, node, node.next, free_list, head, head.next)
     node.hash = hash
     # Straight onto the inactive list head: evictable at once, no pending stage.
     # (__bpf_lru_node_move from FREE, inlined: FREE is uncounted and never the
@@ -653,7 +725,6 @@ def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
     n = node.next  # node is the free head
     free_list.next = n
     n.prev = free_list
-    head = lists[BPF_LRU_LIST_T_INACTIVE]
     n = head.next
     node.next = n
     node.prev = head

@@ -1,0 +1,244 @@
+"""A bpf() call is atomic with respect to exceptions that are not signals (bpfemu/undo.py).
+
+A trace function raises an exception at the k-th line the emulator executes in a call, for
+every k the call has (until the call completes without one); PyThreadState_SetAsyncExc
+injects one from another thread at random moments. Either way the call must have had its
+whole effect or none (the map contents, fds, ids and pins of an emulator that made the call
+whole, or of one that never made it), the lock must be free, and the emulator must go on
+behaving like the reference: fill every map to capacity, walk it, empty it.
+"""
+import ctypes
+import os
+import random
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+import bpfemu
+from bpfemu import Emulator
+from bpfemu.uapi import consts as c
+from tests.support import NCPU, Client
+from tests.differential.abi_support import get_fd_by_id, map_id, obj_get, pin
+from tests.differential.test_interrupts import (ARRAY, HASH, LRU_HASH, PERCPU_HASH, Scenario,
+                                                batch_call, close_call, create_call, elem_call,
+                                                follow_up, k32, lock_is_free, snapshot)
+
+PKG = os.path.dirname(bpfemu.__file__)
+LRU_PERCPU_HASH, PERCPU_ARRAY = c.BPF_MAP_TYPE_LRU_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY
+NO_COMMON_LRU, NO_PREALLOC = c.BPF_F_NO_COMMON_LRU, c.BPF_F_NO_PREALLOC
+U, D, LD = c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_DELETE_ELEM, c.BPF_MAP_LOOKUP_AND_DELETE_ELEM
+V = b"\x77" * 8
+VP = V * NCPU
+MAX_POINTS = 4000
+
+
+class Stop(BaseException):
+    """What the trace function raises: like KeyboardInterrupt, nothing catches it."""
+
+
+def pin_call(emu, cl, fd):
+    path = os.path.join(emu.bpffs.root, "m")
+    return lambda: pin(emu, fd, path)
+
+
+def get_call(emu, cl, fd):
+    path = os.path.join(emu.bpffs.root, "g")
+    assert pin(emu, fd, path) == 0
+    return lambda: obj_get(emu, path)
+
+
+def get_fd_by_id_call(emu, cl, fd):
+    mid = map_id(emu, fd)
+    return lambda: get_fd_by_id(emu, mid)
+
+
+def close_pinned_call(emu, cl, fd):
+    assert pin(emu, fd, os.path.join(emu.bpffs.root, "p")) == 0
+    return lambda: emu.close(fd)
+
+
+CASES = {
+    "update-new": (Scenario(HASH, 8, 4), elem_call(U, k32(9), V)),
+    "update-replace": (Scenario(HASH, 8, 4), elem_call(U, k32(2), V)),
+    "update-replace-decoded": (Scenario(HASH, 8, 4), elem_call(U, k32(2), V, repeat=2)),
+    "update-pinned-new": (Scenario(HASH, 8, 4), elem_call(U, k32(9), V, pin=True)),
+    "update-noprealloc-replace": (Scenario(HASH, 8, 4, NO_PREALLOC), elem_call(U, k32(1), V)),
+    "update-percpu-new": (Scenario(PERCPU_HASH, 8, 4), elem_call(U, k32(9), VP)),
+    "update-percpu-replace": (Scenario(PERCPU_HASH, 8, 4), elem_call(U, k32(1), VP)),
+    "update-lru-new": (Scenario(LRU_HASH, 16, 3), elem_call(U, k32(9), V)),
+    "update-lru-replace": (Scenario(LRU_HASH, 16, 6), elem_call(U, k32(2), V)),
+    "update-lru-evicts": (Scenario(LRU_HASH, 8, 8), elem_call(U, k32(50), V)),
+    "update-lru-percpu-lists": (Scenario(LRU_HASH, 8, 8, NO_COMMON_LRU),
+                                elem_call(U, k32(50), V)),
+    "update-lru-percpu-value": (Scenario(LRU_PERCPU_HASH, 8, 4), elem_call(U, k32(2), VP)),
+    "update-array": (Scenario(ARRAY, 8, 0), elem_call(U, k32(3), V)),
+    "update-percpu-array": (Scenario(PERCPU_ARRAY, 8, 0), elem_call(U, k32(3), VP)),
+    "delete": (Scenario(HASH, 8, 6), elem_call(D, k32(2))),
+    "delete-pinned-decoded": (Scenario(HASH, 8, 6), elem_call(D, k32(2), repeat=1, pin=True)),
+    "delete-percpu": (Scenario(PERCPU_HASH, 8, 6), elem_call(D, k32(2))),
+    "delete-lru": (Scenario(LRU_HASH, 8, 6), elem_call(D, k32(2))),
+    "delete-lru-percpu": (Scenario(LRU_PERCPU_HASH, 8, 6, NO_COMMON_LRU), elem_call(D, k32(2))),
+    "lookup-and-delete": (Scenario(HASH, 8, 6), elem_call(LD, k32(3))),
+    "update-batch": (Scenario(HASH, 8, 2), batch_call(c.BPF_MAP_UPDATE_BATCH,
+                                                      [k32(i) for i in (5, 1, 6)], [V] * 3, 3)),
+    "update-batch-array": (Scenario(ARRAY, 8, 0), batch_call(c.BPF_MAP_UPDATE_BATCH,
+                                                             [k32(i) for i in (5, 1, 6)],
+                                                             [V] * 3, 3)),
+    "delete-batch": (Scenario(HASH, 8, 6), batch_call(c.BPF_MAP_DELETE_BATCH,
+                                                      [k32(i) for i in (5, 1, 9)], [], 3)),
+    "lookup-and-delete-batch": (Scenario(HASH, 8, 6),
+                                batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 8)),
+    "lookup-and-delete-batch-lru": (Scenario(LRU_HASH, 8, 6),
+                                    batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 8)),
+    "create": (Scenario(HASH, 8, 1), create_call),
+    "close": (Scenario(HASH, 8, 3), close_call),
+    "close-array": (Scenario(ARRAY, 8, 0), close_call),
+    "close-pinned": (Scenario(HASH, 8, 3), close_pinned_call),
+    "pin": (Scenario(HASH, 8, 3), pin_call),
+    "obj-get": (Scenario(HASH, 8, 3), get_call),
+    "get-fd-by-id": (Scenario(HASH, 8, 3), get_fd_by_id_call),
+}
+STORES = ("columnar", "simple")
+
+
+def state(emu):
+    """snapshot() and follow_up() of test_interrupts, and the pins."""
+    return snapshot(emu), sorted(emu.bpffs.listdir()), follow_up(emu)
+
+
+def run_case(name, store, k, bpffs):
+    """Run case name on a new emulator, the trace function raising Stop at its k-th line
+    (None: never; 0: do not make the call). (result or "stopped", lines seen, emulator)."""
+    scenario, make_call = CASES[name]
+    emu = Emulator(nr_cpus=NCPU, seed=11, store=store, bpffs_root=bpffs)
+    cl, fd = scenario.setup(emu)
+    call = make_call(emu, cl, fd)
+    if k == 0:
+        return None, 0, emu
+    seen = 0
+
+    def local(frame, event, arg):
+        nonlocal seen
+        if event == "line":
+            seen += 1
+            if seen == k:
+                raise Stop
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename.startswith(PKG) else None
+
+    result = "stopped"
+    sys.settrace(tracer)
+    try:
+        result = call()
+    except Stop:
+        pass
+    finally:
+        sys.settrace(None)
+    return result, seen, emu
+
+
+@pytest.fixture
+def bpffs():
+    """The emulator's bpffs is its own (in memory), rooted at a directory of ours."""
+    d = tempfile.mkdtemp(prefix="bpfemu-undo-")
+    yield d
+    os.rmdir(d)
+
+
+def _outcomes(name, store, bpffs):
+    _, _, before = run_case(name, store, 0, bpffs)
+    not_at_all = state(before)
+    before.close_all()
+    result, points, ref = run_case(name, store, None, bpffs)
+    whole = state(ref)
+    ref.close_all()
+    return not_at_all, result, whole, points
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_call_stopped_at_any_line_is_whole_or_undone(name, store, bpffs):
+    not_at_all, result, whole, points = _outcomes(name, store, bpffs)
+    assert points > 10 and not_at_all != whole
+    bad = []
+    undone = 0
+    for k in range(1, min(points, MAX_POINTS) + 1):
+        got, _, emu = run_case(name, store, k, bpffs)
+        if not lock_is_free(emu):
+            bad.append((k, "lock held"))
+            continue
+        seen = state(emu)
+        if got == "stopped" and seen == not_at_all:
+            undone += 1
+        elif not (got in (result, "stopped") and seen == whole):
+            bad.append((k, got, result, seen[:2], whole[:2]))
+        emu.close_all()
+    assert bad == []
+    assert undone > points // 2                 # most stops land before the call is whole
+
+
+def _async_raise(thread_id: int, exc) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+
+
+@pytest.mark.parametrize("name", ["update-new", "update-replace", "update-lru-evicts",
+                                  "update-lru-percpu-lists", "delete-lru", "update-batch",
+                                  "lookup-and-delete-batch-lru", "create", "close", "pin",
+                                  "get-fd-by-id"])
+def test_async_exception_at_random_moments(name, bpffs):
+    """PyThreadState_SetAsyncExc from another thread, after a random delay into the call."""
+    not_at_all, result, whole, _ = _outcomes(name, "columnar", bpffs)
+    rng = random.Random(name)
+    # How long the call takes, to spread the injections over it.
+    _, _, emu = run_case(name, "columnar", 0, bpffs)
+    t0 = time.perf_counter()
+    CASES[name][1](emu, Client(emu), min(emu.fds.files))()
+    span = time.perf_counter() - t0
+    emu.close_all()
+    bad = []
+    outcomes = {"whole": 0, "undone": 0}
+    for trial in range(60):
+        _, _, emu = run_case(name, "columnar", 0, bpffs)
+        fd = min(emu.fds.files)
+        call = CASES[name][1](emu, Client(emu), fd) if name != "create" else None
+        if call is None:
+            call = CASES[name][1](emu, Client(emu), fd)
+        me = threading.get_ident()
+        delay = rng.uniform(0, span * 1.5)
+        go = threading.Event()
+
+        def inject():
+            go.wait()
+            time.sleep(delay)
+            _async_raise(me, Stop)
+
+        t = threading.Thread(target=inject)
+        t.start()
+        got = "stopped"
+        try:
+            go.set()
+            got = call()
+            while t.is_alive():                 # the exception may still come: take it
+                time.sleep(0.0005)
+            time.sleep(0.001)
+        except Stop:
+            pass
+        t.join()
+        if not lock_is_free(emu):
+            bad.append((trial, "lock held"))
+            continue
+        seen = state(emu)
+        if seen == whole and got in (result, "stopped"):
+            outcomes["whole"] += 1
+        elif seen == not_at_all and got == "stopped":
+            outcomes["undone"] += 1
+        else:
+            bad.append((trial, got, seen[:2]))
+        emu.close_all()
+    assert bad == []
