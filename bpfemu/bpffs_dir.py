@@ -249,6 +249,13 @@ class DirBpfFs(BpfFs):
     def rmdir(self, path: str) -> None:
         os.rmdir(self._host_path(path))
 
+    def rename(self, path: str, new: str) -> None:
+        os.rename(self._host_path(path), self._host_path(new))
+        self.reap()                             # a pin it replaced
+
+    def link(self, path: str, new: str) -> None:
+        os.link(self._host_path(path), self._host_path(new))
+
     def listdir(self, path: str | None = None) -> list:
         return sorted(os.listdir(self._host_path(path or self.root)))
 
