@@ -111,6 +111,9 @@ class DirBpfFs(BpfFs):
             raise BpfError(errno.ENOENT)
         if not self._ours(parent):              # dir->i_op != &bpf_dir_iops
             raise BpfError(errno.EPERM)
+        # DEVIATION(bpffs): the pin is an empty regular file the supervisor makes: it can be
+        # opened and read (Linux: EIO, or a BTF dump), moved or linked out of the root (Linux:
+        # EXDEV) and still found by OBJ_GET; a new root has no maps.debug/progs.debug.
         mode = 0o600 & ~self._umask()
         try:
             fd = os.open(full, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW

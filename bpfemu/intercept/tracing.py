@@ -99,6 +99,8 @@ class ServedCallTrace(Recorder):
         """fs records for what the tree did to the pin directory with file calls since the
         last look (directories made or removed; pins removed, moved or linked: a pin is its
         file's inode), so that a replay's bpffs sees what OBJ_PIN and OBJ_GET saw."""
+        # DEVIATION(bpffs): only the net change since the last look is recorded: two pins
+        # that swap names in between replay as renames that drop one of them.
         dirs, pins = pin_dir.tree()
         for path in sorted(set(dirs) - set(self._dirs)):                  # parents first
             self._dirs[path] = dirs[path]
