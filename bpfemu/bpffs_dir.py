@@ -166,8 +166,10 @@ class DirBpfFs(BpfFs):
         """For statfs(): True for an existing path on this bpffs, False elsewhere; BpfError
         (ENOENT, ENOTDIR...) for a path that does not resolve."""
         raw = self._resolve(path, dirfd)
+        if not self._ours(raw):
+            return False                        # the host's filesystem answers
         self._real_stat(raw)
-        return self._ours(raw)
+        return True
 
     # --- pins whose last link is gone ----------------------------------------------------
 
