@@ -32,12 +32,14 @@ class BpfDir:
 
 
 class BpfObjFile:
-    """An inode made by bpf_mkmap(): it holds a reference on the object."""
-    __slots__ = ("obj", "mode")
+    """An inode made by bpf_mkmap(): it holds a reference on the object until its last link
+    goes (the kernel drops it when it evicts the inode)."""
+    __slots__ = ("obj", "mode", "nlink")
 
     def __init__(self, obj, mode: int):
         self.obj = obj
         self.mode = stat.S_IFREG | mode
+        self.nlink = 1
 
 
 class BpfFs:
@@ -268,8 +270,72 @@ class BpfFs:
         if isinstance(node, BpfDir):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         del pdir.entries[rel[-1]]
-        if self._put is not None:
+        self._unlinked(node)
+
+    def _unlinked(self, node) -> None:
+        """One link of a pin gone: the last one drops the reference."""
+        node.nlink -= 1
+        if node.nlink == 0 and self._put is not None:
             self._put(node.obj)
+
+    def _entry(self, path: str):
+        """(directory, name, node or None) of a path below the root (OSError otherwise)."""
+        rel = self._node_at(path)
+        if not rel:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+        pdir = self._walk_dir_os(rel[:-1], path)
+        return pdir, rel[-1], pdir.entries.get(rel[-1])
+
+    def link(self, path: str, new: str) -> None:
+        """link(2) (simple_link): another name for a pin."""
+        _, _, node = self._entry(path)
+        if node is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if isinstance(node, BpfDir):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), path)
+        ndir, nname, existing = self._entry(new)
+        if existing is not None:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+        node.nlink += 1
+        ndir.entries[nname] = node
+
+    def rename(self, path: str, new: str) -> None:
+        """rename(2) (simple_rename) of a pin or a directory; a pin at the new name is
+        replaced, an empty directory too."""
+        odir, oname, node = self._entry(path)
+        if node is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        ndir, nname, existing = self._entry(new)
+        if existing is node:
+            return
+        if isinstance(node, BpfDir):
+            d = ndir
+            while d is not None:                 # not into itself
+                if d is node:
+                    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
+                d = self._parent_of(d)
+        if existing is not None:
+            if isinstance(existing, BpfDir) != isinstance(node, BpfDir):
+                e = errno.EISDIR if isinstance(existing, BpfDir) else errno.ENOTDIR
+                raise OSError(e, os.strerror(e), new)
+            if isinstance(existing, BpfDir) and existing.entries:
+                raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), new)
+        del odir.entries[oname]
+        ndir.entries[nname] = node
+        if isinstance(existing, BpfObjFile):
+            self._unlinked(existing)
+
+    def _parent_of(self, target):
+        def walk(d):
+            for child in d.entries.values():
+                if child is target:
+                    return d
+                if isinstance(child, BpfDir):
+                    found = walk(child)
+                    if found is not None:
+                        return found
+            return None
+        return None if target is self.top else walk(self.top)
 
     def rmdir(self, path: str) -> None:
         rel = self._node_at(path)
@@ -311,7 +377,6 @@ class BpfFs:
                     walk(node)
                 else:
                     del d.entries[name]
-                    if self._put is not None:
-                        self._put(node.obj)
+                    self._unlinked(node)
         walk(self.top)
         self.top.entries.clear()

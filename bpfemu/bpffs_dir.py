@@ -111,6 +111,9 @@ class DirBpfFs(BpfFs):
             raise BpfError(errno.ENOENT)
         if not self._ours(parent):              # dir->i_op != &bpf_dir_iops
             raise BpfError(errno.EPERM)
+        # DEVIATION(bpffs): the pin is an empty regular file the supervisor makes: it can be
+        # opened and read (Linux: EIO, or a BTF dump), moved or linked out of the root (Linux:
+        # EXDEV) and still found by OBJ_GET; a new root has no maps.debug/progs.debug.
         mode = 0o600 & ~self._umask()
         try:
             fd = os.open(full, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
@@ -163,8 +166,10 @@ class DirBpfFs(BpfFs):
         """For statfs(): True for an existing path on this bpffs, False elsewhere; BpfError
         (ENOENT, ENOTDIR...) for a path that does not resolve."""
         raw = self._resolve(path, dirfd)
+        if not self._ours(raw):
+            return False                        # the host's filesystem answers
         self._real_stat(raw)
-        return self._ours(raw)
+        return True
 
     # --- pins whose last link is gone ----------------------------------------------------
 
@@ -248,6 +253,13 @@ class DirBpfFs(BpfFs):
 
     def rmdir(self, path: str) -> None:
         os.rmdir(self._host_path(path))
+
+    def rename(self, path: str, new: str) -> None:
+        os.rename(self._host_path(path), self._host_path(new))
+        self.reap()                             # a pin it replaced
+
+    def link(self, path: str, new: str) -> None:
+        os.link(self._host_path(path), self._host_path(new))
 
     def listdir(self, path: str | None = None) -> list:
         return sorted(os.listdir(self._host_path(path or self.root)))

@@ -40,6 +40,9 @@ class KernelFiles:
 
     def __init__(self):
         self._ep = select.epoll()
+        # Its fdinfo lists the live entries; a seq file, read again from offset 0 each time.
+        self._fdinfo = os.open(f"/proc/self/fdinfo/{self._ep.fileno()}",
+                               os.O_RDONLY | os.O_CLOEXEC)
         self._pid = os.getpid()
         self._by_tfd: dict[int, _File] = {}
         self._by_map: dict[int, list[int]] = {}      # map id -> tfds
@@ -84,11 +87,13 @@ class KernelFiles:
     def released(self) -> list:
         """[(token, fd first seen)] of the registered files no process holds any more, in
         the order they were registered; forgotten here."""
-        live = set()
-        with open(f"/proc/self/fdinfo/{self._ep.fileno()}") as f:
-            for line in f:
-                if line.startswith("tfd:"):
-                    live.add(int(line.split()[1]))
+        if not self._by_tfd:
+            return []
+        data, chunk = b"", os.pread(self._fdinfo, 65536, 0)
+        while chunk:
+            data += chunk
+            chunk = os.pread(self._fdinfo, 65536, len(data))
+        live = {int(line.split()[1]) for line in data.split(b"\n") if line.startswith(b"tfd:")}
         gone = sorted((t for t in self._by_tfd if t not in live),
                       key=lambda t: self._by_tfd[t].token)
         out = []
@@ -101,4 +106,5 @@ class KernelFiles:
         return out
 
     def close(self) -> None:
+        os.close(self._fdinfo)
         self._ep.close()

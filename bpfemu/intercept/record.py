@@ -256,6 +256,9 @@ class KernelCallTrace(ServedCallTrace):
         super().finish()
 
     def _lookup_map(self, fd: int):
+        meta = self.maps.get(fd)                 # found earlier in this call
+        if meta is not None:
+            return meta
         meta = self.kernel.map_meta(fd)
         if meta is not None:
             self.maps[fd] = meta

@@ -97,25 +97,52 @@ class ServedCallTrace(Recorder):
 
     def _sync_pin_dir(self, pin_dir) -> None:
         """fs records for what the tree did to the pin directory with file calls since the
-        last look (pins removed, directories made or removed), so that a replay's bpffs
-        sees what OBJ_PIN and OBJ_GET saw. Moves and hard links of pins are not followed."""
+        last look (directories made or removed; pins removed, moved or linked: a pin is its
+        file's inode), so that a replay's bpffs sees what OBJ_PIN and OBJ_GET saw."""
+        # DEVIATION(bpffs): only the net change since the last look is recorded: two pins
+        # that swap names in between replay as renames that drop one of them.
         dirs, pins = pin_dir.tree()
-        for path, key in list(self._pins.items()):
-            if pins.get(path) != key:
+        for path in sorted(set(dirs) - set(self._dirs)):                  # parents first
+            self._dirs[path] = dirs[path]
+            self._fs_record("mkdir", path, mode=dirs[path])
+        was, now = {}, {}
+        for path, key in self._pins.items():
+            was.setdefault(key, set()).add(path)
+        for path, key in pins.items():
+            if key in was:                       # a pin the trace has shown
+                now.setdefault(key, set()).add(path)
+        unlinks, moves = [], []
+        for key, old in was.items():
+            new = now.get(key, set())
+            keep, gone = old & new, sorted(old - new)
+            for path in sorted(new - old):
+                if keep:
+                    moves.append(("link", min(keep), path))
+                else:
+                    moves.append(("rename", gone.pop(0), path))
+                keep.add(path)
+            unlinks += gone
+        # Names that went first: a move may take the name of a pin that went.
+        for path in sorted(unlinks):
+            del self._pins[path]
+            self._fs_record("unlink", path)
+        for op, path, to in moves:
+            self._pins[to] = self._pins[path]
+            if op == "rename":
                 del self._pins[path]
-                self._fs_record("unlink", path)
+            self._fs_record(op, path, to=to)
         for path in sorted(set(self._dirs) - set(dirs), reverse=True):    # children first
             del self._dirs[path]
             self._fs_record("rmdir", path)
-        for path in sorted(set(dirs) - set(self._dirs)):                  # parents first
-            self._dirs[path] = dirs[path]
-            self._fs_record("mkdir", path, dirs[path])
 
-    def _fs_record(self, op: str, path: str, mode: int | None = None) -> None:
+    def _fs_record(self, op: str, path: str, mode: int | None = None,
+                   to: str | None = None) -> None:
         rec = {"seq": self.seq, "call": "fs", "op": op, "path": path, "cpu": 0,
                "ret": 0, "errno": None}
         if mode is not None:
             rec["mode"] = mode
+        if to is not None:
+            rec["to"] = to
         rec["strace"] = render_call(rec)
         self.seq += 1
         self.writer.write(rec)

@@ -276,9 +276,10 @@ class Caller:
     def set_cpu(self, cpu: int) -> None:
         set_cpu(self.b, cpu)
 
-    def fs(self, op: str, path: str, mode: int = 0o700) -> int:
-        """unlink/mkdir/rmdir on the backend's bpffs (recorded when recording): 0 or -errno."""
+    def fs(self, op: str, path: str, mode: int = 0o700, to: str | None = None) -> int:
+        """unlink/mkdir/rmdir/rename/link on the backend's bpffs (recorded when recording):
+        0 or -errno."""
         fs = getattr(self.b, "fs", None)
         if fs is not None and not isinstance(self.b, Emulator):
-            return fs(op, path, mode)
-        return fs_op(self.b, op, path, mode)
+            return fs(op, path, mode) if to is None else fs(op, path, mode, to)
+        return fs_op(self.b, op, path, mode, to)

@@ -395,7 +395,8 @@ def render_call(rec: dict, *, after: bool = True, result: str | None = None) -> 
         args = f"close({rec['fd']})"
     elif rec.get("call") == "fs":
         mode = f", {rec['mode']:#o}" if "mode" in rec else ""
-        args = f"{rec['op']}(\"{rec['path']}\"{mode})"
+        to = f", \"{rec['to']}\"" if "to" in rec else ""
+        args = f"{rec['op']}(\"{rec['path']}\"{to}{mode})"
     else:
         args = f"bpf({cmd_name(rec['cmd'])}, {render_attr(rec, after=after)}, {rec['size']})"
     if result is None:

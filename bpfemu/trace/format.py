@@ -151,6 +151,10 @@ def _field(d: dict, name: str, kind, path):
 
 # --- records ------------------------------------------------------------------------------
 
+# Filesystem operations a trace records (fs records), and those with a second path ("to").
+FS_OPS = frozenset({"unlink", "mkdir", "rmdir", "rename", "link"})
+FS_TWO_PATHS = frozenset({"rename", "link"})
+
 _REQUIRED = {
     "bpf": ("seq", "cmd", "size", "attr", "ret", "errno"),
     "close": ("seq", "fd", "ret", "errno"),
@@ -213,8 +217,10 @@ def validate_record(rec, path, n) -> None:
                     msg = f"{key}[{i}] needs " + " and ".join(f"\"{k}\"" for k in need)
                 if msg:
                     raise TraceError(path, n, msg)
-    elif call == "fs" and rec["op"] not in ("unlink", "mkdir", "rmdir"):
+    elif call == "fs" and rec["op"] not in FS_OPS:
         raise TraceError(path, n, f"unknown filesystem operation {rec['op']!r}")
+    elif call == "fs" and rec["op"] in FS_TWO_PATHS and "to" not in rec:
+        raise TraceError(path, n, f"{rec['op']} needs \"to\"")
 
 
 _KNOWN_ERRNOS: set = set()

@@ -29,7 +29,7 @@ from ..uapi.consts import BpfCmd as C
 from . import decode
 from .decode import (FD_RESULT_CMDS, OBJ_RESULT_CMDS, MapMeta, call_layout, embedded_fds,
                      info_hash_buf)
-from .format import Header, TraceWriter, result_fields
+from .format import FS_OPS, FS_TWO_PATHS, Header, TraceWriter, result_fields
 from .probe import ProcessProbe, Snapshot, buffer_address, probe_for
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -339,18 +339,21 @@ class Recorder:
         self.writer.write(rec)
         return ret
 
-    def fs(self, op: str, path: str, mode: int = 0o700) -> int:
-        """unlink, mkdir or rmdir on the bpffs the backend pins into (recorded): 0 or -errno.
-        These change what OBJ_PIN and OBJ_GET see, so a replay must do them too."""
-        if op not in ("unlink", "mkdir", "rmdir"):
-            raise ValueError(f"unknown filesystem operation {op!r}")
+    def fs(self, op: str, path: str, mode: int = 0o700, to: str | None = None) -> int:
+        """unlink, mkdir, rmdir, rename or link (to ``to``) on the bpffs the backend pins
+        into (recorded): 0 or -errno. These change what OBJ_PIN and OBJ_GET see, so a replay
+        must do them too."""
+        if op not in FS_OPS or (op in FS_TWO_PATHS) != (to is not None):
+            raise ValueError(f"unknown filesystem operation {op!r} (or its paths)")
         cpu = self.current_cpu()
-        ret = fs_op(self.backend, op, path, mode)
+        ret = fs_op(self.backend, op, path, mode, to)
         rret, rerr = result_fields(ret)
         rec = {"seq": self.seq, "call": "fs", "op": op, "path": path, "cpu": cpu,
                "ret": rret, "errno": rerr}
         if op == "mkdir":
             rec["mode"] = mode
+        if to is not None:
+            rec["to"] = to
         rec["strace"] = decode.render_call(rec)
         self.seq += 1
         self.writer.write(rec)
@@ -381,20 +384,17 @@ def set_cpu(backend, cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def fs_op(backend, op: str, path: str, mode: int = 0o700) -> int:
+def fs_op(backend, op: str, path: str, mode: int = 0o700, to: str | None = None) -> int:
     """A filesystem operation on the bpffs the backend's OBJ_PIN/OBJ_GET see: 0 or -errno."""
     b = _unwrap(backend)
+    fs = b.bpffs if isinstance(b, Emulator) else os
     try:
-        if isinstance(b, Emulator):
-            fs = b.bpffs
-            if op == "mkdir":
-                fs.mkdir(path, mode)
-            else:
-                getattr(fs, op)(path)
-        elif op == "mkdir":
-            os.mkdir(path, mode)
+        if op == "mkdir":
+            fs.mkdir(path, mode)
+        elif op in FS_TWO_PATHS:
+            getattr(fs, op)(path, to)
         else:
-            getattr(os, op)(path)
+            getattr(fs, op)(path)
         return 0
     except OSError as e:
         return -e.errno

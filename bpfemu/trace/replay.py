@@ -216,9 +216,9 @@ class EmulatorTarget:
     def close(self, fd):
         return self.emu.close(fd)
 
-    def fs(self, op, path, mode):
+    def fs(self, op, path, mode, to=None):
         from .caller import fs_op
-        return fs_op(self.emu, op, path, mode)
+        return fs_op(self.emu, op, path, mode, to)
 
     def needs_bpffs(self):
         pass
@@ -318,9 +318,9 @@ class HostTarget:
     def close(self, fd):
         return self.backend.close(fd)
 
-    def fs(self, op, path, mode):
+    def fs(self, op, path, mode, to=None):
         from .caller import fs_op
-        return fs_op(self.backend, op, path, mode)
+        return fs_op(self.backend, op, path, mode, to)
 
     def set_cpu(self, cpu):
         if cpu is None or cpu == self.cpu:
@@ -703,7 +703,7 @@ class Replayer:
 
     def run_fs(self, n: int, rec: dict):
         self.t.needs_bpffs()
-        ret = self.t.fs(rec["op"], rec["path"], rec.get("mode", 0o700))
+        ret = self.t.fs(rec["op"], rec["path"], rec.get("mode", 0o700), rec.get("to"))
         expected = record_result(rec)
         if ret != expected:
             return Difference(self.path, n, rec.get("seq", n - 1), render_call(rec),

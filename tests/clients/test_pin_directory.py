@@ -114,15 +114,13 @@ def test_list_and_remove_a_pin(client, client_dir, bpfemu_run_ok):
 
 @pytest.mark.parametrize("client", ["bpftool"], indirect=True)
 def test_removing_the_last_link_frees_the_map(client, client_dir, bpfemu_run_ok):
-    # Not replayed: a hard link of a pin is not in the trace (README, DEVIATION bpffs).
-    out = _compare(RM_FREES_THE_MAP, client_dir, bpfemu_run_ok, replays=False)
+    out = _compare(RM_FREES_THE_MAP, client_dir, bpfemu_run_ok)
     assert "by id with a link left 0" in out and "No such file or directory" in out
 
 
 @pytest.mark.parametrize("client", ["bpftool"], indirect=True)
 def test_move_a_pin(client, client_dir, bpfemu_run_ok):
-    # Not replayed: a move of a pin is not in the trace (README, DEVIATION bpffs).
-    out = _compare(MOVE_A_PIN, client_dir, bpfemu_run_ok, replays=False)
+    out = _compare(MOVE_A_PIN, client_dir, bpfemu_run_ok)
     assert "mv 0" in out and "lookup new path 0" in out
 
 

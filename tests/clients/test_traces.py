@@ -17,7 +17,7 @@ from .clients import CLIENTS
 # The C client dup()s a map fd and fork()s: its trace replays because every fd in it names
 # its open file (a file token), which dup() and fork() share.
 TRACED = ["bpftool", "c", "go", "ctypes"]
-ON_KERNEL = ["go", "ctypes"]
+ON_KERNEL = ["go", "ctypes", "c"]
 
 
 @pytest.fixture
