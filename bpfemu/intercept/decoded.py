@@ -25,13 +25,16 @@ import struct
 
 from ..errors import BpfError
 from ..memory import Memory
-from ..memory import _process_vm_readv
 from ..uapi.consts import BpfCmd as C
 
 # The commands whose handlers leave a decoded call (map_cmds.py); map_fd is their first u32.
 DECODABLE = frozenset({C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_UPDATE_ELEM, C.BPF_MAP_DELETE_ELEM,
                        C.BPF_MAP_GET_NEXT_KEY})
 _IOVEC = struct.Struct("=QQ")
+# Called with the GIL held (PyDLL): it never blocks, and handing the GIL over and back costs
+# more instructions than the copy.
+_process_vm_readv = ctypes.PyDLL(None).process_vm_readv
+_process_vm_readv.restype = ctypes.c_ssize_t
 _U32 = struct.Struct("<I")
 
 
@@ -83,7 +86,7 @@ class NotifiedCall:
         self.attr_bytes = attr_bytes
         ufd = _U32.unpack_from(attr_bytes)[0]
         # The fd as its /proc/<tid>/fd entry is named (a u32 past INT_MAX names none).
-        self.fd_name = str(ufd) if ufd <= 0x7FFFFFFF else "-1"
+        self.fd_name = str(ufd if ufd <= 0x7FFFFFFF else -1).encode()
         self.file = file
         self.generation = generation
         make, _mem, *args = decodable
