@@ -21,6 +21,7 @@ What differs from an in-process caller's decoded call:
 - writes go to the caller being served after NOTIF_ID_VALID (task.CallerMemory).
 """
 import ctypes
+import errno
 import struct
 
 from ..errors import BpfError
@@ -35,6 +36,9 @@ _IOVEC = struct.Struct("=QQ")
 # more instructions than the copy.
 _process_vm_readv = ctypes.PyDLL(None).process_vm_readv
 _process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_writev = ctypes.PyDLL(None).process_vm_writev
+_process_vm_writev.restype = ctypes.c_ssize_t
+_EFAULT = errno.EFAULT
 _U32 = struct.Struct("<I")
 
 
@@ -68,8 +72,23 @@ class PrefetchedMemory(Memory):
         return self.caller_mem.read(addr, n)
 
     def writer(self, addr: int, n: int):
-        write = self.caller_mem.write                # NOTIF_ID_VALID first, then the copy
-        return lambda data: write(addr, data)
+        """NOTIF_ID_VALID, then one process_vm_writev through iovecs packed here."""
+        caller, write_any = self.caller_mem.caller, self.caller_mem.write
+        scratch = ctypes.create_string_buffer(max(n, 1))
+        iov = ctypes.create_string_buffer(2 * _IOVEC.size)
+        _IOVEC.pack_into(iov, 0, ctypes.addressof(scratch), n)
+        _IOVEC.pack_into(iov, _IOVEC.size, addr, n)
+        local, remote = ctypes.byref(iov, 0), ctypes.byref(iov, _IOVEC.size)
+
+        def write(data):
+            if len(data) != n:
+                return write_any(addr, data)
+            caller.check_alive()
+            scratch.raw = data
+            # A short count: the bytes before the fault are written, as copy_to_user leaves them.
+            if _process_vm_writev(caller.tid, local, 1, remote, 1, 0) != n:
+                raise BpfError(_EFAULT)
+        return write
 
     def write(self, addr: int, data) -> None:
         self.caller_mem.write(addr, data)
