@@ -112,16 +112,17 @@ class Emulator:
                 self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
 
     def decoded_as(self, task, cmd: int, run, generation: int):
-        """A decoded call of another task (intercept/decoded.py), switched to as bpf_as
-        switches (but for the bpffs's cwd: a decoded call resolves no path): run()'s result
-        or -errno; None if decoded calls were forgotten since ``generation``
-        (DecodedCalls.generation), checked under the lock."""
+        """A decoded call of another task (intercept/decoded.py): run()'s result or -errno,
+        with the task's CPU as the current one; None if decoded calls were forgotten since
+        ``generation`` (DecodedCalls.generation), checked under the lock. Only the CPU is
+        switched: a decoded call copies through the memory it was built with and looks up
+        no fd and no path."""
         with self.lock:
             calls = self.decoded_calls
             if calls is None or calls.generation != generation:
                 return None
-            saved = self.mem, self.fds, self._cpu, self._task
-            self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
+            saved = self._cpu, self._task
+            self._cpu, self._task = -1, task
             try:
                 return run()
             except BpfError as e:
@@ -129,7 +130,7 @@ class Emulator:
             except Exception as e:
                 return our_failure(cmd, e)
             finally:
-                self.mem, self.fds, self._cpu, self._task = saved
+                self._cpu, self._task = saved
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""

@@ -27,6 +27,10 @@ _IN_CLOSE_WRITE, _IN_CLOSE_NOWRITE, _IN_IGNORED, _IN_Q_OVERFLOW = 0x8, 0x10, 0x8
 _IN_EVENT = struct.Struct("iIII")
 _ACCMODE = {FMODE_READ: os.O_RDONLY, FMODE_WRITE: os.O_WRONLY, FMODE_RDWR: os.O_RDWR}
 _libc = ctypes.CDLL(None, use_errno=True)
+# fstatat() called with the GIL held (PyDLL): struct stat (x86_64) starts with st_dev, st_ino.
+_fstatat = ctypes.PyDLL(None).fstatat
+_STAT_SIZE = 144
+_dev_ino = struct.Struct("=QQ").unpack_from
 
 # No fd number is ever cached: every one is looked up in the caller's own table.
 _NO_FILES = types.MappingProxyType({})
@@ -48,6 +52,8 @@ class SupervisedFiles:
         # The open file made by the call being served, waiting for NOTIF_ADDFD: (fd, file).
         self.pending = None
         self._fd_dirs: dict[int, int] = {}          # tid -> fd of its /proc/<tid>/fd
+        self._stat_buf = ctypes.create_string_buffer(_STAT_SIZE)    # same_file's struct stat
+        self._stat_ref = ctypes.byref(self._stat_buf)
 
     def task_view(self, tid: int) -> "TaskFiles":
         return TaskFiles(self, tid)
@@ -183,17 +189,16 @@ class SupervisedFiles:
             raise BpfError(errno.EINVAL)
         return f
 
-    def same_file(self, tid: int, fd_name: str, f: OpenFile) -> bool:
-        """Is the task's fd (by name, str(fd)) still open on f? Only through a kept
-        directory: False sends the caller the checked way, which keeps one."""
+    def same_file(self, tid: int, fd_name: bytes, f: OpenFile) -> bool:
+        """Is the task's fd (by name, as bytes) still open on f? Only through a kept
+        directory: False sends the caller the checked way, which keeps one. fstatat() into a
+        kept buffer, with the GIL held (it never blocks): os.stat builds a whole stat_result
+        (float and nanosecond times) and hands the GIL over twice, which costs more in
+        instructions than the lookup."""
         d = self._fd_dirs.get(tid)
-        if d is None:
+        if d is None or _fstatat(d, fd_name, self._stat_ref, 0) != 0:
             return False
-        try:
-            st = os.stat(fd_name, dir_fd=d)
-        except OSError:
-            return False
-        return self._by_key.get((st.st_dev, st.st_ino)) is f
+        return self._by_key.get(_dev_ino(self._stat_buf)) is f
 
     def _stat_fd(self, tid: int, fd: int):
         """stat() of what the task's fd is open on; EBADF if it is not open.
