@@ -48,6 +48,28 @@ def pin_dir_unusable(path: str) -> str | None:
     return None
 
 
+def pin_tree(root: str, pin_keys) -> tuple:
+    """A pin directory now: ({directory: mode} below root, {pin path: (st_dev, st_ino)} of
+    the files whose inodes are in pin_keys), paths absolute."""
+    dirs, pins = {}, {}
+    for dirpath, dirnames, files in os.walk(root):
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            try:
+                dirs[p] = stat.S_IMODE(os.lstat(p).st_mode)
+            except OSError:
+                pass
+        for name in files:
+            p = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in pin_keys:
+                pins[p] = (st.st_dev, st.st_ino)
+    return dirs, pins
+
+
 class _Pin:
     __slots__ = ("obj", "watch", "path")
 
@@ -218,25 +240,8 @@ class DirBpfFs(BpfFs):
             self._drop(key)
 
     def tree(self):
-        """What a trace of the tree needs of the directory now: ({directory: mode} below
-        the root, {pin path: (st_dev, st_ino)}), paths absolute."""
-        dirs, pins = {}, {}
-        for dirpath, dirnames, files in os.walk(self.root):
-            for name in dirnames:
-                p = os.path.join(dirpath, name)
-                try:
-                    dirs[p] = stat.S_IMODE(os.lstat(p).st_mode)
-                except OSError:
-                    pass
-            for name in files:
-                p = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(p)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) in self._pins:
-                    pins[p] = (st.st_dev, st.st_ino)
-        return dirs, pins
+        """What a trace of the tree needs of the directory now (pin_tree)."""
+        return pin_tree(self.root, self._pins)
 
     # --- the user's side of the filesystem: the host's calls ------------------------------
 
