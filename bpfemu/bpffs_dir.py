@@ -12,7 +12,8 @@ drops it when it evicts the inode): an inotify watch on each pin file reports th
 (IN_DELETE_SELF, sent when the link count reaches zero, then IN_IGNORED). Events are read
 before every lookup that could see the dead pin (OBJ_PIN, OBJ_GET, the id commands through
 Emulator.reap_closed_fds), so a map whose last pin is removed and which has no fd left is
-gone for the next such call, as on the kernel. Nothing here runs per element call.
+gone for the next such call, as on the kernel. Nothing here runs per element call. Facts:
+docs/seccomp.md section 5.
 """
 import ctypes
 import errno
