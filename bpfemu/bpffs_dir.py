@@ -12,7 +12,8 @@ drops it when it evicts the inode): an inotify watch on each pin file reports th
 (IN_DELETE_SELF, sent when the link count reaches zero, then IN_IGNORED). Events are read
 before every lookup that could see the dead pin (OBJ_PIN, OBJ_GET, the id commands through
 Emulator.reap_closed_fds), so a map whose last pin is removed and which has no fd left is
-gone for the next such call, as on the kernel. Nothing here runs per element call.
+gone for the next such call, as on the kernel. Nothing here runs per element call. Facts:
+docs/seccomp.md section 5.
 """
 import ctypes
 import errno
@@ -46,6 +47,28 @@ def pin_dir_unusable(path: str) -> str | None:
             buf.f_type & 0xFFFFFFFF == BPF_FS_MAGIC:
         return f"{path} is a real bpffs"
     return None
+
+
+def pin_tree(root: str, pin_keys) -> tuple:
+    """A pin directory now: ({directory: mode} below root, {pin path: (st_dev, st_ino)} of
+    the files whose inodes are in pin_keys), paths absolute."""
+    dirs, pins = {}, {}
+    for dirpath, dirnames, files in os.walk(root):
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            try:
+                dirs[p] = stat.S_IMODE(os.lstat(p).st_mode)
+            except OSError:
+                pass
+        for name in files:
+            p = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in pin_keys:
+                pins[p] = (st.st_dev, st.st_ino)
+    return dirs, pins
 
 
 class _Pin:
@@ -218,25 +241,8 @@ class DirBpfFs(BpfFs):
             self._drop(key)
 
     def tree(self):
-        """What a trace of the tree needs of the directory now: ({directory: mode} below
-        the root, {pin path: (st_dev, st_ino)}), paths absolute."""
-        dirs, pins = {}, {}
-        for dirpath, dirnames, files in os.walk(self.root):
-            for name in dirnames:
-                p = os.path.join(dirpath, name)
-                try:
-                    dirs[p] = stat.S_IMODE(os.lstat(p).st_mode)
-                except OSError:
-                    pass
-            for name in files:
-                p = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(p)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) in self._pins:
-                    pins[p] = (st.st_dev, st.st_ino)
-        return dirs, pins
+        """What a trace of the tree needs of the directory now (pin_tree)."""
+        return pin_tree(self.root, self._pins)
 
     # --- the user's side of the filesystem: the host's calls ------------------------------
 

@@ -9,7 +9,8 @@ no reference, and the kernel removes it when the file is released (__fput ->
 eventpoll_release), so the entries listed in /proc/self/fdinfo/<epoll fd> are exactly the
 registered files still open somewhere. Every map file has a poll method (bpf_map_poll), so
 any can be added. Identity is kcmp(KCMP_EPOLL_TFD): is the caller's fd the file registered
-at tfd? It is asked only of the registered files of the same map id.
+at tfd? It is asked only of the registered files of the same map id. Facts: docs/seccomp.md
+section 7.
 """
 import ctypes
 import fcntl

@@ -32,6 +32,9 @@ from ..host import HostKernel
 from ..trace import decode
 from ..trace.decode import FD_RESULT_CMDS, MapMeta, call_layout, info_hash_buf
 from ..uapi.consts import BpfCmd as C
+from ..bpffs_dir import pin_tree
+from ..uapi.consts import BPF_F_PATH_FD
+from ..usercopy import strncpy_from_user
 from .kernel_files import KernelFiles
 from .mirror import Mirror
 from .tracing import ServedCallTrace
@@ -48,6 +51,7 @@ _NEVER_OPEN = 0x7FFFFFFF                  # an fd number no process has open
 _POINTER_OFF = {"excl_prog_hash": 80, "key": 8, "value": 16, "next_key": 16, "in_batch": 0,
                 "out_batch": 8, "keys": 16, "values": 24, "info": 8, "pathname": 0}
 _INFO_HASH_OFF = 88                       # bpf_map_info.hash
+_OBJ_ATTR = struct.Struct("<QIIi")         # pathname, bpf_fd, file_flags, path_fd
 MODELLED = frozenset({C.BPF_MAP_CREATE, C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_UPDATE_ELEM,
                       C.BPF_MAP_DELETE_ELEM, C.BPF_MAP_GET_NEXT_KEY, C.BPF_OBJ_PIN, C.BPF_OBJ_GET,
                       C.BPF_MAP_GET_NEXT_ID, C.BPF_MAP_GET_FD_BY_ID, C.BPF_OBJ_GET_INFO_BY_FD,
@@ -210,6 +214,11 @@ def record(cmd: list, path: str, on_start=None) -> int:
     """Run cmd with its bpf() calls made on the kernel and recorded to path; its exit status."""
     from ..emulator import Emulator
     from .run import exit_status, spawn
+    emu = Emulator()
+    # The bpffs's directories before the command runs: a replay is assumed to have them
+    # (those it makes are fs records), so a busy /sys/fs/bpf does not fill the trace.
+    root = emu.bpffs.root
+    dirs_before = pin_tree(root, ())[0] if os.path.isdir(root) else {}
     proc, listener = spawn(cmd, statfs=False)
     if on_start is not None:
         on_start(proc)
@@ -217,9 +226,10 @@ def record(cmd: list, path: str, on_start=None) -> int:
 
     def trace(sup):
         traces.append(KernelCallTrace(sup, path))
+        traces[0]._dirs.update(dirs_before)
         return traces[0]
     try:
-        RecordingSupervisor(Emulator(), listener, trace=trace).serve()
+        RecordingSupervisor(emu, listener, trace=trace).serve()
     finally:
         os.close(listener)
         if traces:
@@ -254,6 +264,40 @@ class KernelCallTrace(ServedCallTrace):
     def finish(self):
         self.files.close()
         super().finish()
+
+    # The pins are the kernel's, files of the bpffs at bpffs_root: what the tree does to
+    # them with file calls (rm, mv, ln, mkdir, rmdir) becomes fs records as under `bpfemu run`.
+    def _pin_view(self):
+        # Where a replay's emulator has its bpffs (the trace names no other root).
+        root = self.bpffs_root or self.supervisor.emu.bpffs.root
+        if not root or not os.path.isdir(root):
+            return None
+        return pin_tree(root, set(self._pins.values()))
+
+    def _pinned(self, uattr: int) -> None:
+        path = self._pin_path(uattr)
+        if path is None:
+            return
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        self._pins[path] = (st.st_dev, st.st_ino)
+
+    def _pin_path(self, uattr: int) -> str | None:
+        """The absolute path OBJ_PIN pinned at, resolved as the caller's (its cwd or
+        path_fd), lexically normalised."""
+        mem, tid = self.caller.mem, self.caller.tid
+        try:
+            ptr, _bpf_fd, flags, path_fd = _OBJ_ATTR.unpack(mem.read(uattr, _OBJ_ATTR.size))
+            path = os.fsdecode(strncpy_from_user(mem, ptr))
+            if not path.startswith("/"):
+                base = (f"/proc/{tid}/fd/{path_fd}" if flags & BPF_F_PATH_FD
+                        else f"/proc/{tid}/cwd")
+                path = os.readlink(base) + "/" + path
+        except (BpfError, OSError):
+            return None
+        return os.path.normpath(path)
 
     def _lookup_map(self, fd: int):
         meta = self.maps.get(fd)                 # found earlier in this call

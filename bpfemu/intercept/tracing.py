@@ -80,28 +80,34 @@ class ServedCallTrace(Recorder):
 
     def bpf(self, cmd, attr, size):
         self.maps.clear()                        # fd numbers are per process
-        pin_dir = self._pin_dir()
-        if pin_dir is None or cmd not in _PIN_VIEW_CMDS:
+        view = self._pin_view() if cmd in _PIN_VIEW_CMDS else None
+        if view is None:
             return super().bpf(cmd, attr, size)
-        self._sync_pin_dir(pin_dir)
+        self._sync_pin_dir(view)
         ret = super().bpf(cmd, attr, size)
         if cmd == C.BPF_OBJ_PIN and ret == 0:
-            self._pins.update(pin_dir.tree()[1])  # made by the call: in its record
+            self._pinned(attr)                   # made by the call: in its record
         return ret
 
     # --- the client's own changes to a real pin directory, as fs records -------------------
 
-    def _pin_dir(self):
+    def _pin_view(self):
+        """(directories, pins) of a real pin directory now (bpffs_dir.pin_tree), or None
+        when the pins are not files."""
         fs = getattr(self.supervisor.emu, "bpffs", None)
-        return fs if isinstance(fs, DirBpfFs) else None
+        return fs.tree() if isinstance(fs, DirBpfFs) else None
 
-    def _sync_pin_dir(self, pin_dir) -> None:
+    def _pinned(self, uattr: int) -> None:
+        """The trace's view learns the pin the OBJ_PIN just made."""
+        self._pins.update(self.supervisor.emu.bpffs.tree()[1])
+
+    def _sync_pin_dir(self, view) -> None:
         """fs records for what the tree did to the pin directory with file calls since the
         last look (directories made or removed; pins removed, moved or linked: a pin is its
         file's inode), so that a replay's bpffs sees what OBJ_PIN and OBJ_GET saw."""
         # DEVIATION(bpffs): only the net change since the last look is recorded: two pins
         # that swap names in between replay as renames that drop one of them.
-        dirs, pins = pin_dir.tree()
+        dirs, pins = view
         for path in sorted(set(dirs) - set(self._dirs)):                  # parents first
             self._dirs[path] = dirs[path]
             self._fs_record("mkdir", path, mode=dirs[path])

@@ -128,3 +128,24 @@ def test_move_a_pin(client, client_dir, bpfemu_run_ok):
 def test_remove_a_directory(client, client_dir, bpfemu_run_ok):
     out = _compare(REMOVE_A_DIRECTORY, client_dir, bpfemu_run_ok)
     assert "rmdir 0" in out and "create deep 0" in out
+
+
+@pytest.mark.parametrize("script", ["MKDIR_THEN_PIN", "RM_A_PIN", "RM_FREES_THE_MAP",
+                                    "MOVE_A_PIN", "REMOVE_A_DIRECTORY"])
+@pytest.mark.parametrize("client", ["bpftool"], indirect=True)
+def test_recorded_scripts_replay(client, client_dir, script):
+    """Under `bpfemu record` (the kernel's bpffs at /sys/fs/bpf, in a private mount
+    namespace) each script prints what it prints on the kernel, and what it did to the pins
+    with file calls is in the trace as fs records, so the trace replays on a fresh emulator."""
+    why = harness.kernel_unavailable()
+    if why:
+        pytest.skip(why)
+    argv = ["sh", "-c", globals()[script], "pins"]
+    trace = os.path.join(harness.fresh_pin_dir(client_dir, "record-"), "calls.jsonl")
+    recorded = harness.run_recorded(argv, client_dir, trace)
+    kernel = harness.run_on_kernel(argv, client_dir)
+    assert recorded.stdout == kernel.stdout, recorded.stderr
+    r = subprocess.run([sys.executable, "-m", "bpfemu", "replay", "-q", trace],
+                       capture_output=True, text=True, timeout=harness.TIMEOUT,
+                       cwd=os.path.dirname(trace))
+    assert r.returncode == 0 and "no differences" in r.stdout, r.stdout + r.stderr
