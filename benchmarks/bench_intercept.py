@@ -5,7 +5,10 @@ client itself, on the kernel and under the supervisor, in turns.
 Printed per round and as medians: wall time per call as the client sees it, and the
 supervisor's CPU time per call (user + system, from getrusage: the supervisor runs in this
 process). On a busy machine the wall time mostly measures waiting for a CPU; the CPU time
-does not. Run: python benchmarks/bench_intercept.py [--calls N] [--rounds R] [--profile]
+does not. With --checked, a third side serves every call the checked way (decoded calls off:
+Emulator(decoded_calls=False), so neither the in-process nor the notified decoded calls run),
+in the same rounds. Run: python benchmarks/bench_intercept.py [--calls N] [--rounds R]
+[--checked] [--profile]
 """
 import argparse
 import os
@@ -41,9 +44,9 @@ def on_kernel(ctool: str, n: int) -> dict:
                                 check=True).stdout)
 
 
-def supervised(ctool: str, n: int, profile=None) -> dict:
+def supervised(ctool: str, n: int, profile=None, decoded: bool = True) -> dict:
     proc, listener = spawn([ctool, "bench", str(n)], stdout=subprocess.PIPE, text=True)
-    sup = Supervisor(Emulator(), listener)
+    sup = Supervisor(Emulator(decoded_calls=decoded), listener)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     try:
         if profile is not None:
@@ -58,6 +61,7 @@ def supervised(ctool: str, n: int, profile=None) -> dict:
     calls = sup.calls
     out["sup_user_us"] = (r1.ru_utime - r0.ru_utime) / calls * 1e6
     out["sup_sys_us"] = (r1.ru_stime - r0.ru_stime) / calls * 1e6
+    out["decoded_share"] = sup.decoded.served / calls
     return out
 
 
@@ -66,8 +70,11 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=100_000, help="updates (and lookups) per run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile one supervised run")
+    ap.add_argument("--checked", action="store_true",
+                    help="also run the supervisor with decoded calls off")
     a = ap.parse_args()
     kernel_ok = HostKernel.available() is None
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         ctool = build(d)
         if a.profile:
@@ -77,21 +84,27 @@ def main() -> int:
             supervised(ctool, a.calls, prof)
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
             return 0
-        rows = {"kernel": [], "bpfemu run": []}
+        sides = ["kernel", "bpfemu run"] + (["checked"] if a.checked else [])
+        rows = {w: [] for w in sides}
         for i in range(a.rounds):
-            order = ["kernel", "bpfemu run"] if i % 2 == 0 else ["bpfemu run", "kernel"]
+            order = sides if i % 2 == 0 else sides[::-1]
             for which in order:
                 if which == "kernel" and not kernel_ok:
                     continue
-                r = on_kernel(ctool, a.calls) if which == "kernel" else supervised(ctool, a.calls)
+                if which == "kernel":
+                    r = on_kernel(ctool, a.calls)
+                else:
+                    r = supervised(ctool, a.calls, decoded=which == "bpfemu run")
                 rows[which].append(r)
                 extra = (f"  supervisor CPU {r['sup_user_us'] + r['sup_sys_us']:.1f} us/call "
-                         f"(user {r['sup_user_us']:.1f}, sys {r['sup_sys_us']:.1f})"
+                         f"(user {r['sup_user_us']:.1f}, sys {r['sup_sys_us']:.1f}; "
+                         f"{r['decoded_share']:.0%} decoded)"
                          if "sup_user_us" in r else "")
                 print(f"round {i + 1} {which:10s} update {r['update_ns'] / 1000:7.2f} us  "
                       f"lookup {r['lookup_ns'] / 1000:7.2f} us{extra}", flush=True)
     print(f"\nmedians of {a.rounds} rounds, {a.calls:,} calls each (load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+          f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on "
+          f"{os.cpu_count()} CPUs)")
     med = {w: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for w, rs in rows.items() if rs}
     for w, m in med.items():
         line = f"  {w:10s} update {m['update_ns'] / 1000:7.2f} us  lookup {m['lookup_ns'] / 1000:7.2f} us"

@@ -34,7 +34,8 @@ _dev_ino = struct.Struct("=QQ").unpack_from
 
 # No fd number is ever cached: every one is looked up in the caller's own table.
 _NO_FILES = types.MappingProxyType({})
-# Directories /proc/<tid>/fd kept open, for the tasks that called last (see _stat_fd).
+# Directories /proc/<tid>/fd and files /proc/<tid>/stat kept open, for the tasks that called
+# last (see _stat_fd, task_stat).
 FD_DIRS_MAX = 8
 _FD_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -52,6 +53,7 @@ class SupervisedFiles:
         # The open file made by the call being served, waiting for NOTIF_ADDFD: (fd, file).
         self.pending = None
         self._fd_dirs: dict[int, int] = {}          # tid -> fd of its /proc/<tid>/fd
+        self._stat_fds: dict[int, int] = {}         # tid -> fd of its /proc/<tid>/stat
         self._stat_buf = ctypes.create_string_buffer(_STAT_SIZE)    # same_file's struct stat
         self._stat_ref = ctypes.byref(self._stat_buf)
 
@@ -228,9 +230,36 @@ class SupervisedFiles:
             raise BpfError(errno.EBADF) from None
 
     def _close_fd_dirs(self) -> None:
-        for d in self._fd_dirs.values():
-            os.close(d)
-        self._fd_dirs.clear()
+        for kept in (self._fd_dirs, self._stat_fds):
+            for fd in kept.values():
+                os.close(fd)
+            kept.clear()
+
+    def task_stat(self, tid: int) -> bytes:
+        """/proc/<tid>/stat (b"" if the task is gone), read from offset 0 of a kept open
+        file: one system call. Like a kept fd directory, the file is the task's, not the
+        number's, so a failed or empty read is retried through a fresh one."""
+        fd = self._stat_fds.get(tid)
+        if fd is not None:
+            try:
+                data = os.pread(fd, 4096, 0)
+                if data:
+                    return data
+            except OSError:
+                pass
+            del self._stat_fds[tid]
+            os.close(fd)
+        try:
+            fd = os.open(f"/proc/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return b""
+        if len(self._stat_fds) >= FD_DIRS_MAX:
+            self._close_fd_dirs()
+        self._stat_fds[tid] = fd
+        try:
+            return os.pread(fd, 4096, 0)
+        except OSError:
+            return b""
 
 
 class TaskFiles:

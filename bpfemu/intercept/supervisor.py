@@ -43,6 +43,8 @@ _NOTIF_ZERO = bytes(seccomp.NOTIF_SIZE)
 # struct seccomp_notif up to args[2]: the fields serve_next() reads
 _NOTIF_HEAD = struct.Struct(seccomp.NOTIF.format[:-2] + "3Q")
 _pack_resp = seccomp.RESP.pack_into
+_NOTIF_RECV, _NOTIF_SEND = seccomp.NOTIF_RECV, seccomp.NOTIF_SEND
+_NR_BPF, _ARCH_X86_64 = seccomp.NR_BPF, seccomp.AUDIT_ARCH_X86_64
 
 
 class Supervisor:
@@ -103,14 +105,14 @@ class Supervisor:
         buf = self._notif
         buf[:] = _NOTIF_ZERO                     # RECV wants it zeroed
         try:
-            _ioctl(self.listener, seccomp.NOTIF_RECV, buf, True)
+            _ioctl(self.listener, _NOTIF_RECV, buf, True)
         except OSError as e:
             if e.errno in (_ENOENT, _EINTR):     # the caller went away before RECV
                 return
             raise
         notif_id, tid, _flags, nr, arch, _ip, a0, a1, a2 = _NOTIF_HEAD.unpack_from(buf)
         cmd = a0 & 0xFFFFFFFF
-        if (nr == seccomp.NR_BPF and arch == seccomp.AUDIT_ARCH_X86_64 and cmd in DECODABLE
+        if (nr == _NR_BPF and arch == _ARCH_X86_64 and cmd in DECODABLE
                 and self.trace is None):
             self.caller.switch(tid, notif_id)
             try:
@@ -122,7 +124,7 @@ class Supervisor:
                 resp = self._resp
                 _pack_resp(resp, 0, notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0, 0)
                 try:
-                    _ioctl(self.listener, seccomp.NOTIF_SEND, resp, True)
+                    _ioctl(self.listener, _NOTIF_SEND, resp, True)
                 except OSError as e:
                     if e.errno != _ENOENT:       # ENOENT: the caller is gone (killed)
                         raise

@@ -82,10 +82,10 @@ class Caller:
             self.checked = True
 
     def current_cpu(self) -> int:
+        stat = self.fds.table.task_stat(self.tid)
         try:
-            with open(f"{self.proc}/stat", "rb") as f:
-                stat = f.read()
             # Fields after the command name, which may itself hold spaces and parentheses.
-            return int(stat[stat.rindex(b")") + 2:].split()[_PROCESSOR_FIELD - 3])
-        except (OSError, ValueError, IndexError):
+            after = stat[stat.rindex(b")") + 2:]
+            return int(after.split(None, _PROCESSOR_FIELD - 2)[_PROCESSOR_FIELD - 3])
+        except (ValueError, IndexError):
             return 0

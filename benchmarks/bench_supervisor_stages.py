@@ -1,0 +1,106 @@
+"""Where a decoded notified call's supervisor time goes, stage by stage.
+
+Each stage of `bpfemu run`'s hot path (supervisor.serve_next, intercept/decoded.py) is run
+on its own in a loop in this process, against this process's own memory and fd table (the
+notified caller is another process in real use; the system calls are the same), and timed
+with the thread's CPU clock. RECV and SEND need a notification, so they are not here:
+bench_intercept.py times the whole path, and its README section gives their share from a
+profile. Run: python benchmarks/bench_supervisor_stages.py [--loops N]
+"""
+import argparse
+import ctypes
+import os
+import select
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from bpfemu import Emulator  # noqa: E402
+from bpfemu import fastpath  # noqa: E402
+from bpfemu.errors import BpfError  # noqa: E402
+from bpfemu.intercept.decoded import NotifiedCall, _process_vm_readv  # noqa: E402
+from bpfemu.intercept.files import SupervisedFiles  # noqa: E402
+from bpfemu.intercept.seccomp import NOTIF_SIZE  # noqa: E402
+from bpfemu.intercept.task import Caller  # noqa: E402
+from bpfemu.libbpf import LibBpf  # noqa: E402
+from bpfemu.uapi.consts import BpfMapType as T  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--loops", type=int, default=100_000)
+    n = ap.parse_args().loops
+    emu = Emulator()
+    files = SupervisedFiles()
+    caller = Caller(-1, files)
+    tid = os.getpid()
+    caller.switch(tid, 1)
+    fd = LibBpf(emu).bpf_map_create(T.BPF_MAP_TYPE_HASH, None, 4, 8, n + 1)
+    m = emu.map_of(fd)
+    key, value = ctypes.c_uint32(0), ctypes.c_uint64(1)
+    attr = ctypes.create_string_buffer(struct.pack("<IIQQQ", fd, 0, ctypes.addressof(key),
+                                                   ctypes.addressof(value), 0), 32)
+    decodable = (fastpath.update_call, caller.mem, m, ctypes.addressof(key),
+                 ctypes.addressof(value), 0)
+    call = NotifiedCall(caller.mem, 32, attr.raw, ctypes.addressof(attr), None,
+                        emu.decoded_calls.generation, decodable)
+    own_fd = os.open("/dev/null", os.O_RDONLY)
+    fd_name = str(own_fd).encode()
+    try:
+        files.lookup_any(tid, own_fd)                # keeps this task's /proc/<tid>/fd open
+    except BpfError:
+        pass                                         # EINVAL: /dev/null is no bpf object
+
+    def read():
+        _process_vm_readv(tid, call.local, call.niov, call.remote, call.niov, 0)
+        return call.buf.raw
+
+    def update_new_keys():
+        key.value += 1
+        call.mem.data = read()
+        return emu.decoded_as(caller, 2, call.run, call.generation)
+
+    writer = call.mem.writer(ctypes.addressof(value), 8)
+    eight = bytes(8)
+
+    def write_value():
+        caller.checked = True                        # NOTIF_ID_VALID needs a notification
+        writer(eight)
+
+    poller = select.poll()
+    r, w = os.pipe()
+    os.write(w, b"x")
+    poller.register(r, select.POLLIN)
+    notif = bytearray(NOTIF_SIZE)
+    zero = bytes(NOTIF_SIZE)
+    head = struct.Struct("<QIIiIQ3Q")
+
+    def recv_buffer():
+        notif[:] = zero
+        return head.unpack_from(notif)
+
+    stages = [
+        ("poll() of one ready fd", poller.poll),
+        ("RECV buffer zeroed and unpacked (no ioctl)", recv_buffer),
+        ("caller switched", lambda: caller.switch(tid, 1)),
+        ("attr+key+value: one process_vm_readv", read),
+        ("fd still the same open file: fstatat", lambda: files.same_file(tid, fd_name, None)),
+        ("decoded_as around an empty call", lambda: emu.decoded_as(caller, 2, int, call.generation)),
+        ("update of a new key: read, decoded_as, map op", update_new_keys),
+        ("value written back: process_vm_writev (ID_VALID aside)", write_value),
+        ("the caller's CPU from its kept /proc/<tid>/stat", caller.current_cpu),
+    ]
+    print(f"{n:,} loops each, thread CPU time per loop (load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs)")
+    for name, fn in stages:
+        t0 = time.thread_time_ns()
+        for _ in range(n):
+            fn()
+        print(f"  {name:56s} {(time.thread_time_ns() - t0) / n / 1000:6.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
