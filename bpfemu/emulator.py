@@ -117,11 +117,13 @@ class Emulator:
         ``generation`` (DecodedCalls.generation), checked under the lock. Only the CPU is
         switched: a decoded call copies through the memory it was built with and looks up
         no fd and no path."""
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             calls = self.decoded_calls
             if calls is None or calls.generation != generation:
                 return None
-            saved = self._cpu, self._task
+            saved_cpu, saved_task = self._cpu, self._task
             self._cpu, self._task = -1, task
             try:
                 return run()
@@ -130,7 +132,9 @@ class Emulator:
             except Exception as e:
                 return our_failure(cmd, e)
             finally:
-                self._cpu, self._task = saved
+                self._cpu, self._task = saved_cpu, saved_task
+        finally:
+            lock.release()
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""

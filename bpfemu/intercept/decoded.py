@@ -12,7 +12,9 @@ What differs from an in-process caller's decoded call:
   last made for that command, in one process_vm_readv (attr first, so a short read faults
   at or after the attr's end), then compared with the decoded bytes; other bytes or a short
   read go the checked way (Emulator.bpf_as), which reads everything again in the kernel's
-  order.
+  order. The key and value are thus read before the fd is checked, where the kernel reads
+  them after: a read has no effect the caller can see, and a call whose fd no longer
+  passes is served the checked way, which reads them again.
 - the fd is looked up in the caller's own table on every call (files.py): the decoded call
   runs only if it still names the same open file, so a number closed and reused reaches the
   new file, never the old map.
