@@ -133,8 +133,8 @@ def object_state(emu) -> tuple:
     and the pins back as they are now."""
     tables = []
     for t in [emu.fds] + [t for t in emu.fd_tables if t is not emu.fds]:
-        if not hasattr(t, "files"):
-            continue        # a supervised process's table (intercept/files.py): its fds are the child's
+        if not (hasattr(t, "files") and hasattr(t, "_by_key")):
+            continue        # a supervised task's table (intercept/files.py): its fds are the child's
         descs = [(f, set(f.fds), f.watch) for f in t._by_key.values()]
         tables.append((t, t.files.copy(), t.others.copy(), t._by_key.copy(), t._by_wd.copy(),
                        t._dead_wds[:], t._orphans[:], descs))
