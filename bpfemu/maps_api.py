@@ -114,10 +114,20 @@ class _Codec:
                 raise ValueError(f"{what} struct is {n} bytes; the map's {what} size is {size}")
         else:
             raise TypeError(f"{what} type must be a ctypes type, a construct Struct or None")
+        self._pack = self._unpack = None
+        if self.kind == "ctypes":
+            self._pack, self._unpack = _int_struct(typ)
 
     def encode(self, obj) -> bytes:
         """The map's bytes for obj; ValueError (naming the size) or TypeError, never a
         syscall, when obj cannot be this key or value."""
+        if self._pack is not None:
+            # An integer type and an int in range: struct packs the bytes ctypes would make.
+            # Anything else (out of range, not an int) takes the checks below.
+            try:
+                return self._pack(obj)
+            except struct.error:
+                pass
         if self.kind == "ctypes":
             data = self._encode_ctypes(obj)
         elif self.kind == "construct":
@@ -180,6 +190,8 @@ class _Codec:
     def decode(self, data: bytes):
         if self.kind == "ctypes":
             if self.as_number:
+                if self._unpack is not None:
+                    return self._unpack(data)[0]
                 return self.typ.from_buffer_copy(data).value
             return self.decode_as.from_buffer_copy(data)
         if self.kind == "construct":
@@ -188,6 +200,20 @@ class _Codec:
 
 
 _INT_CODES = "bBhHiIlLqQnN"
+
+
+def _int_struct(typ):
+    """(pack, unpack) of a struct that makes the same bytes as the ctypes integer type typ
+    (its size and byte order, checked on a sample), or (None, None)."""
+    code = getattr(typ, "_type_", None)
+    if not (isinstance(code, str) and code in _INT_CODES and isinstance(typ, type)
+            and issubclass(typ, ctypes._SimpleCData)):
+        return None, None
+    st = struct.Struct("@" + code)
+    sample = 0x0102 if st.size > 1 else 1
+    if st.size != ctypes.sizeof(typ) or st.pack(sample) != bytes(typ(sample)):
+        return None, None                       # another byte order (__ctype_be__)
+    return st.pack, st.unpack
 
 
 def _fits(typ, v, what: str) -> None:

@@ -72,3 +72,19 @@ def test_a_closed_map_refuses_every_operation(backend):
                lambda: 1 in m, lambda: m.pop(1), lambda: list(m), lambda: next(walk)):
         with pytest.raises((ValueError, StopIteration)):
             op()
+
+
+def test_integer_keys_and_values_keep_their_ctypes_bytes(backend):
+    """Scalar integer types are packed with struct where that gives ctypes' bytes: a
+    big-endian type stays big-endian, and out-of-range ints are still refused."""
+    be = ctypes.c_uint32.__ctype_be__
+    with Map.create(backend, c.BPF_MAP_TYPE_HASH, be, ctypes.c_int16, 8, ints=True) as m:
+        m[0x01020304] = -2
+        assert m.keys() == [0x01020304] and m[0x01020304] == -2
+        raw = Map.open(m._lib, m.fd)
+        assert raw.keys() == [b"\x01\x02\x03\x04"] and raw[b"\x01\x02\x03\x04"] == b"\xfe\xff"
+        for bad in (-1, 1 << 32):
+            with pytest.raises(OverflowError):
+                m[bad] = 1
+        with pytest.raises(OverflowError):
+            m[5] = 1 << 15
