@@ -1,12 +1,13 @@
 """Instructions per op for ARRAY / PERCPU_ARRAY element calls and `Map` element ops, for
 before/after comparisons of the emulator's Python code (ir_per_op.py's method).
 
-Run under callgrind twice with different op counts; the difference of the two totals divided
+Run under callgrind twice with different op counts (the set-up is the same for every op of
+a map type, so one run with 0 ops serves them all); the difference of the two totals divided
 by the difference of the counts is the cost of one op, free of start-up and set-up:
 
-    for n in 2000 4000; do valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n \\
+    for n in 0 10000; do valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n \\
         .venv/bin/python benchmarks/ir_array_ops.py array update $n; done
-    python benchmarks/ir_array_ops.py --diff /tmp/cg.2000 /tmp/cg.4000 2000
+    python benchmarks/ir_array_ops.py --diff /tmp/cg.0 /tmp/cg.10000 10000
 
 Map types: array, percpu_array, percpu_hash (bpf() on pinned buffers, decoded calls), and
 map-array / map-hash (the `Map` layer over an Emulator, ints=True).
