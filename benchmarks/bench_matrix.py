@@ -269,9 +269,22 @@ def run_layers(backends, n, chunk):
     def m_del(mp, lo, hi):
         for i in range(lo, hi):
             del mp[i]
+    walks = {}
+
+    def m_iter(mp, lo, hi):
+        """hi - lo more keys of `for k in mp` (a walk of the full map, started again at
+        its end)."""
+        it = walks.get(id(mp))
+        for _ in range(lo, hi):
+            k = next(it, None) if it is not None else None
+            if k is None:
+                it = walks[id(mp)] = iter(mp)
+                next(it)
+        walks[id(mp)] = it
     gc.disable()
     try:
-        for label, run in (("Map m[k] = v", m_set), ("Map m[k]", m_get), ("Map del m[k]", m_del)):
+        for label, run in (("Map m[k] = v", m_set), ("Map m[k]", m_get),
+                           ("Map for k in m", m_iter), ("Map del m[k]", m_del)):
             out[label] = turns_per_chunk(maps, n, chunk, run)
     finally:
         gc.enable()

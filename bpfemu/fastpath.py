@@ -38,7 +38,8 @@ from typing import Callable, NamedTuple
 from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
 from .errors import BpfError
 from .undo import MARK, undo_call
-from .maps.array_fastpath import array_pinned_lookup_call, array_pinned_update_call
+from .maps.array_fastpath import (array_pinned_delete_call, array_pinned_lookup_call,
+                                  array_pinned_update_call)
 from .uapi.consts import BpfMapType as T
 from .usercopy import is_buffer
 
@@ -236,6 +237,8 @@ PINNED_LOOKUP_CALLS = {T.BPF_MAP_TYPE_ARRAY: array_pinned_lookup_call,
                        T.BPF_MAP_TYPE_PERCPU_ARRAY: array_pinned_lookup_call}
 PINNED_UPDATE_CALLS = {T.BPF_MAP_TYPE_ARRAY: array_pinned_update_call,
                        T.BPF_MAP_TYPE_PERCPU_ARRAY: array_pinned_update_call}
+PINNED_DELETE_CALLS = {T.BPF_MAP_TYPE_ARRAY: array_pinned_delete_call,
+                       T.BPF_MAP_TYPE_PERCPU_ARRAY: array_pinned_delete_call}
 
 
 def lookup_call(mem, m, key_ptr: int, value_ptr: int):
@@ -290,6 +293,10 @@ def delete_call(mem, m, key_ptr: int):
     op = m.ops.map_delete_elem
     key_view = mem.view(key_ptr, m.key_size)
     if key_view is not None:
+        own = PINNED_DELETE_CALLS.get(m.map_type)
+        if own is not None:
+            return own(m, key_view)
+
         def pinned_delete():
             op(m, key_view.tobytes())
             return 0

@@ -18,11 +18,14 @@ between the walk and their lookup. ``clear()`` deletes every key (zeroes an arra
 """
 import ctypes
 import errno
+import struct
 from dataclasses import dataclass
 
 from .errors import BpfError, errno_name
-from .libbpf import LibBpf, bpf_map_batch_opts, bpf_map_create_opts, bpf_map_info
+from .libbpf import (ATTR_SIZES, LibBpf, _int_arg, bpf_map_batch_opts, bpf_map_create_opts,
+                     bpf_map_info)
 from .maps.core import PERCPU_VALUE_TYPES, round_up
+from .uapi import consts as c
 from .uapi.consts import BPF_ANY, BpfMapType
 
 _CTYPES = (ctypes._SimpleCData, ctypes.Structure, ctypes.Union, ctypes.Array)
@@ -30,6 +33,16 @@ _ARRAY_TYPES = frozenset({BpfMapType.BPF_MAP_TYPE_ARRAY, BpfMapType.BPF_MAP_TYPE
 
 
 _SCALAR_CODES = "bBhHiIlLqQnN?fdg"
+
+_LOOKUP, _UPDATE, _DELETE = c.BPF_MAP_LOOKUP_ELEM, c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_DELETE_ELEM
+_POP, _NEXT = c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, c.BPF_MAP_GET_NEXT_KEY
+_LOOKUP_SIZE, _UPDATE_SIZE, _DELETE_SIZE = (ATTR_SIZES[cmd] for cmd in (_LOOKUP, _UPDATE, _DELETE))
+_POP_SIZE, _NEXT_SIZE = ATTR_SIZES[_POP], ATTR_SIZES[_NEXT]
+_ELEM = struct.Struct("<IIQQQ")       # map_fd, pad, key, value (or next_key), flags
+
+
+def _elem_attr(fd: int, key_ptr: int, value_ptr: int) -> ctypes.Array:
+    return ctypes.create_string_buffer(_ELEM.pack(fd & 0xFFFFFFFF, 0, key_ptr, value_ptr, 0), 168)
 
 
 def _is_scalar(typ) -> bool:
@@ -101,10 +114,20 @@ class _Codec:
                 raise ValueError(f"{what} struct is {n} bytes; the map's {what} size is {size}")
         else:
             raise TypeError(f"{what} type must be a ctypes type, a construct Struct or None")
+        self._pack = self._unpack = None
+        if self.kind == "ctypes":
+            self._pack, self._unpack = _int_struct(typ)
 
     def encode(self, obj) -> bytes:
         """The map's bytes for obj; ValueError (naming the size) or TypeError, never a
         syscall, when obj cannot be this key or value."""
+        if self._pack is not None:
+            # An integer type and an int in range: struct packs the bytes ctypes would make.
+            # Anything else (out of range, not an int) takes the checks below.
+            try:
+                return self._pack(obj)
+            except struct.error:
+                pass
         if self.kind == "ctypes":
             data = self._encode_ctypes(obj)
         elif self.kind == "construct":
@@ -167,6 +190,8 @@ class _Codec:
     def decode(self, data: bytes):
         if self.kind == "ctypes":
             if self.as_number:
+                if self._unpack is not None:
+                    return self._unpack(data)[0]
                 return self.typ.from_buffer_copy(data).value
             return self.decode_as.from_buffer_copy(data)
         if self.kind == "construct":
@@ -175,6 +200,20 @@ class _Codec:
 
 
 _INT_CODES = "bBhHiIlLqQnN"
+
+
+def _int_struct(typ):
+    """(pack, unpack) of a struct that makes the same bytes as the ctypes integer type typ
+    (its size and byte order, checked on a sample), or (None, None)."""
+    code = getattr(typ, "_type_", None)
+    if not (isinstance(code, str) and code in _INT_CODES and isinstance(typ, type)
+            and issubclass(typ, ctypes._SimpleCData)):
+        return None, None
+    st = struct.Struct("@" + code)
+    sample = 0x0102 if st.size > 1 else 1
+    if st.size != ctypes.sizeof(typ) or st.pack(sample) != bytes(typ(sample)):
+        return None, None                       # another byte order (__ctype_be__)
+    return st.pack, st.unpack
 
 
 def _fits(typ, v, what: str) -> None:
@@ -245,6 +284,19 @@ class Map:
             self._mem = None
         if self._mem is not None:
             self._mem.pin(self._kbuf, self._nbuf, self._vbuf)
+        # One attr per element command, packed once with this fd and the buffers above, as a
+        # C loop over bpf() keeps them: on an emulator a repeated operation is a decoded call
+        # (the buffers are pinned), and on either backend the layer makes no attr per call.
+        # Their sizes and bytes are LibBpf's; the codecs made the key and value sizes right.
+        self._bpf = lib.backend.bpf
+        kp, vp, np_ = (ctypes.addressof(b) for b in (self._kbuf, self._vbuf, self._nbuf))
+        self._lookup_attr = _elem_attr(fd, kp, vp)
+        self._update_attr = _elem_attr(fd, kp, vp)
+        self._update_flags = 0                      # the flags packed in _update_attr
+        self._delete_attr = _elem_attr(fd, kp, 0)
+        self._pop_attr = _elem_attr(fd, kp, vp)
+        self._next_attr = _elem_attr(fd, kp, np_)
+        self._first_attr = _elem_attr(fd, 0, np_)
 
     # --- construction -------------------------------------------------------------------
 
@@ -401,17 +453,27 @@ class Map:
     get = lookup
 
     def __getitem__(self, key):
-        fd = self.fd
+        if self._fd is None:
+            self.fd                                 # ValueError: closed
         self._kbuf.raw = self._key.encode(key)
-        ret = self._lib.bpf_map_lookup_elem(fd, self._kbuf, self._vbuf)
-        self._check(ret, key, "BPF_MAP_LOOKUP_ELEM")
+        ret = self._bpf(_LOOKUP, self._lookup_attr, _LOOKUP_SIZE)
+        if ret:
+            self._check(ret, key, "BPF_MAP_LOOKUP_ELEM")
         return self._decode_value(self._vbuf.raw[:self._value_bytes])
 
     def update(self, key, value, flags=BPF_ANY) -> None:
         """BPF_MAP_UPDATE_ELEM with flags (BPF_ANY, BPF_NOEXIST, BPF_EXIST); BpfError on failure."""
-        fd = self.fd
+        if self._fd is None:
+            self.fd                                 # ValueError: closed
         k, v = self._key.encode(key), self._encode_value(value)
-        ret = self._lib.bpf_map_update_elem(fd, k, v, flags)
+        if type(flags) is not int or flags != self._update_flags:
+            _ELEM.pack_into(self._update_attr, 0, self._fd & 0xFFFFFFFF, 0,
+                            ctypes.addressof(self._kbuf), ctypes.addressof(self._vbuf),
+                            _int_arg("flags", flags) & 0xFFFFFFFFFFFFFFFF)
+            self._update_flags = flags
+        self._kbuf.raw = k
+        self._vbuf.raw = v
+        ret = self._bpf(_UPDATE, self._update_attr, _UPDATE_SIZE)
         if ret < 0:
             raise self._error(-ret, "BPF_MAP_UPDATE_ELEM", key)
 
@@ -419,24 +481,29 @@ class Map:
         self.update(key, value, BPF_ANY)
 
     def __delitem__(self, key):
-        fd = self.fd
-        self._check(self._lib.bpf_map_delete_elem(fd, self._key.encode(key)), key,
-                    "BPF_MAP_DELETE_ELEM")
+        if self._fd is None:
+            self.fd                                 # ValueError: closed
+        self._kbuf.raw = self._key.encode(key)
+        ret = self._bpf(_DELETE, self._delete_attr, _DELETE_SIZE)
+        if ret:
+            self._check(ret, key, "BPF_MAP_DELETE_ELEM")
 
     def pop(self, key, *default):
         """BPF_MAP_LOOKUP_AND_DELETE_ELEM: the value, removed from the map."""
-        fd = self.fd
+        if self._fd is None:
+            self.fd                                 # ValueError: closed
         self._kbuf.raw = self._key.encode(key)
-        ret = self._lib.bpf_map_lookup_and_delete_elem(fd, self._kbuf, self._vbuf)
+        ret = self._bpf(_POP, self._pop_attr, _POP_SIZE)
         if ret == -errno.ENOENT and default:
             return default[0]
         self._check(ret, key, "BPF_MAP_LOOKUP_AND_DELETE_ELEM")
         return self._decode_value(self._vbuf.raw[:self._value_bytes])
 
     def __contains__(self, key) -> bool:
-        fd = self.fd
+        if self._fd is None:
+            self.fd                                 # ValueError: closed
         self._kbuf.raw = self._key.encode(key)
-        ret = self._lib.bpf_map_lookup_elem(fd, self._kbuf, self._vbuf)
+        ret = self._bpf(_LOOKUP, self._lookup_attr, _LOOKUP_SIZE)
         if ret == -errno.ENOENT:
             return False
         self._check(ret, cmd="BPF_MAP_LOOKUP_ELEM")
@@ -448,16 +515,18 @@ class Map:
         When the key the walk stands on is deleted (by the caller between two steps, or by
         anyone else), the kernel starts the walk again from the first key; keys already
         yielded are then skipped, so a loop that deletes as it goes sees every key once."""
-        fd = self.fd
-        lib, nbuf, n = self._lib, self._nbuf, self.key_size
+        self.fd                                     # ValueError: closed
+        bpf, kbuf, nbuf, n = self._bpf, self._kbuf, self._nbuf, self.key_size
         seen = set()
-        ret = lib.bpf_map_get_next_key(fd, None, nbuf)
+        ret = bpf(_NEXT, self._first_attr, _NEXT_SIZE)
         while ret == 0:
             cur = nbuf.raw[:n]
             if cur not in seen:
                 seen.add(cur)
                 yield cur
-            ret = lib.bpf_map_get_next_key(self.fd, cur, nbuf)
+            self.fd                                 # closed while walking: ValueError
+            kbuf.raw = cur              # the caller may have used the key buffer meanwhile
+            ret = bpf(_NEXT, self._next_attr, _NEXT_SIZE)
         if ret != -errno.ENOENT:
             raise self._error(-ret, "BPF_MAP_GET_NEXT_KEY")
 
@@ -476,7 +545,7 @@ class Map:
         out = []
         for k in list(self._raw_keys()):
             self._kbuf.raw = k
-            ret = self._lib.bpf_map_lookup_elem(self.fd, self._kbuf, self._vbuf)
+            ret = self._bpf(_LOOKUP, self._lookup_attr, _LOOKUP_SIZE)
             if ret == -errno.ENOENT:
                 continue
             self._check(ret, cmd="BPF_MAP_LOOKUP_ELEM")

@@ -88,12 +88,14 @@ class MmapValues:
     def __getitem__(self, index: int):
         return self.get(index)
 
-    def __setitem__(self, index: int, value) -> None:
+    def put(self, index: int, value) -> None:
         off = index * self.elem_size
         view = self.view
         end = off + self.value_size
         self.undo.append((restore_bytes, view, off, view[off:end].tobytes()))   # undo.py
         view[off:end] = value
+
+    __setitem__ = put
 
     def __iter__(self):
         return iter(range(self.max_entries))

@@ -8,7 +8,8 @@ pages no element was written to cost no physical memory, and tracemalloc counts 
 
 The interface is the one arraymap.py's functions use on ``array.values`` (shared with
 array_mmap.MmapValues): get(index) is a writable view of the element's bytes (None out of
-range), values[index] = bytes writes them, area() is the whole block, clear() frees it.
+range), put(index, bytes) writes them (also as values[index] = bytes), area() is the whole
+block, clear() frees it.
 ``view`` and ``stride`` are the block and its layout.
 """
 import ctypes
@@ -33,12 +34,16 @@ class ArrayValues:
 
     __getitem__ = get
 
-    def __setitem__(self, index: int, value) -> None:
+    def put(self, index: int, value) -> None:
         off = index * self.stride
         view = self.view
         end = off + self.size
         self.undo.append((restore_bytes, view, off, view[off:end].tobytes()))   # undo.py
         view[off:end] = value
+
+    # A method call, not a subscript: CPython 3.11 runs a Python-level __setitem__ or
+    # __getitem__ in a new C call, a called method inline.
+    __setitem__ = put
 
     def _unclear(self, view, buf, max_entries: int) -> None:
         self.view, self.buf, self.max_entries = view, buf, max_entries

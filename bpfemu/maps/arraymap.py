@@ -12,6 +12,7 @@ heap, decides whether creation succeeds. Decoded calls on pinned buffers: array_
 """
 import errno
 import hashlib
+import struct
 
 from ..batch_cmds import generic_map_lookup_batch, generic_map_update_batch
 from ..errors import BpfError
@@ -56,6 +57,11 @@ class BpfArray(BpfMap):
 def _index(key: bytes) -> int:
     """u32 index = *(u32 *)key"""
     return int.from_bytes(key, "little")
+
+
+# u32 index = *(u32 *)key, written in place in the syscall-side functions below, whose key is
+# always the 4 bytes copied in (a struct unpack costs less than int.from_bytes and a call).
+_u32 = struct.Struct("<I").unpack
 
 
 def array_map_alloc_check(args, kernel) -> None:
@@ -131,27 +137,34 @@ def array_map_alloc(args, kernel) -> BpfArray:
 
 # --- syscall side ------------------------------------------------------------------------
 
-def array_map_lookup_elem_sys(array: BpfArray, key: bytes):
-    """bpf_map_copy_value() for ARRAY (copy_map_value: value_size bytes) and PERCPU_ARRAY
-    (bpf_percpu_array_copy: every CPU's rounded slot). Out of range: ENOENT."""
-    index = _index(key)
-    if index >= array.max_entries:
+def array_map_elem_sys(array: BpfArray, key):
+    """The element bpf_map_copy_value() copies out: ARRAY's map_lookup_elem() pointer
+    (value_size bytes), PERCPU_ARRAY's every-CPU slots (bpf_percpu_array_copy); None (NULL)
+    out of range."""
+    return array.values.get(_u32(key)[0])
+
+
+def array_map_lookup_elem_sys(array: BpfArray, key):
+    """bpf_map_copy_value() for ARRAY and PERCPU_ARRAY: the element's bytes; a NULL element
+    (out of range) is ENOENT."""
+    value = array_map_elem_sys(array, key)
+    if value is None:
         raise BpfError(errno.ENOENT)
-    return array.values[index]
+    return value
 
 
 def array_map_update_elem(array: BpfArray, key: bytes, value, flags: int) -> None:
     """array_map_update_elem(), syscall side: value_size bytes into the element."""
     if (flags & ~BPF_F_LOCK) > BPF_EXIST:           # unknown flags
         raise BpfError(errno.EINVAL)
-    index = _index(key)
+    index = _u32(key)[0]
     if index >= array.max_entries:                  # all elements were pre-allocated
         raise BpfError(errno.E2BIG)
     if flags & BPF_NOEXIST:                         # all elements already exist
         raise BpfError(errno.EEXIST)
     if flags & BPF_F_LOCK and not array.has_spin_lock:
         raise BpfError(errno.EINVAL)
-    array.values[index] = value                     # in place: live views see the write
+    array.values.put(index, value)                  # in place: live views see the write
 
 
 def bpf_percpu_array_update(array: BpfArray, key: bytes, value, flags: int) -> None:
@@ -159,12 +172,12 @@ def bpf_percpu_array_update(array: BpfArray, key: bytes, value, flags: int) -> N
     (copy_map_value_long copies round_up(value_size, 8) bytes per CPU)."""
     if flags > BPF_EXIST:                           # unknown flags
         raise BpfError(errno.EINVAL)
-    index = _index(key)
+    index = _u32(key)[0]
     if index >= array.max_entries:
         raise BpfError(errno.E2BIG)
     if flags == BPF_NOEXIST:
         raise BpfError(errno.EEXIST)
-    array.values[index] = value
+    array.values.put(index, value)
 
 
 def array_map_delete_elem(array: BpfArray, key: bytes) -> None:
@@ -177,7 +190,7 @@ array_map_delete_elem.always_errno = errno.EINVAL   # read by bpfemu.support's m
 
 def array_map_get_next_key(array: BpfArray, key):
     """array_map_get_next_key(): NULL or an out-of-range key starts at 0; the last is ENOENT."""
-    index = U32_MAX if key is None else _index(key)
+    index = U32_MAX if key is None else _u32(key)[0]
     if index >= array.max_entries:
         return b"\0\0\0\0"
     if index == array.max_entries - 1:
@@ -211,7 +224,7 @@ def array_map_mem_usage(array: BpfArray) -> int:
 # the program's pointer reaches), created on first use; the CPU is the emulator's (emu.cpu).
 
 def _elem_buffer(array: BpfArray, index: int) -> memoryview:
-    return array.values[index]
+    return array.values.get(index)
 
 
 def array_map_lookup_elem(array: BpfArray, key: bytes):
