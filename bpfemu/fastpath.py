@@ -32,10 +32,12 @@ sends), then the decoded calls kept, and otherwise hands the call to the entry
 (syscall.__sys_bpf), keeping what the handler left for decoding.
 """
 import ctypes
+import errno
 from typing import Callable, NamedTuple
 
 from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
 from .errors import BpfError
+from .memory import Memory
 from .maps.array_fastpath import array_pinned_lookup_call, array_pinned_update_call
 from .uapi.consts import BpfMapType as T
 from .usercopy import is_buffer
@@ -43,6 +45,8 @@ from .usercopy import is_buffer
 # Decoded calls kept per emulator; a program with more distinct attr buffers than this in
 # flight just decodes again (the cache is cleared when full, never grows without bound).
 MAX_DECODED_CALLS = 64
+# The syscall's result when the map's lookup finds nothing (bpf_map_copy_value()).
+_NO_ELEMENT = -errno.ENOENT
 
 
 class DecodedCall:
@@ -205,16 +209,25 @@ def lookup_call(mem, m, key_ptr: int, value_ptr: int):
         own = PINNED_LOOKUP_CALLS.get(m.map_type)
         if own is not None:
             return own(m, key_view, value_view)
+        value_buf = Memory.char_array(value_view)
 
         def pinned_lookup():
-            value_view[:] = op(m, key_view.tobytes())
+            value = op(m, key_view.tobytes())
+            if value is None:
+                # bpf_map_copy_value(): the lookup found nothing. This is the syscall's
+                # result, returned without raising (a raise costs as much as the lookup).
+                return _NO_ELEMENT
+            value_buf.raw = value
             return 0
         return pinned_lookup
     read_key = mem.reader(key_ptr, m.key_size)
     write_value = mem.writer(value_ptr, m.value_size_sys)
 
     def lookup():
-        write_value(op(m, read_key()))
+        value = op(m, read_key())
+        if value is None:
+            return _NO_ELEMENT                  # bpf_map_copy_value(): ENOENT
+        write_value(value)
         return 0
     return lookup
 

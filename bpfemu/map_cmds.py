@@ -168,7 +168,10 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
     mem = emu.mem
     emu.decodable = (fastpath.lookup_call, mem, m, key_ptr, value_ptr)
     key = mem.read(key_ptr, m.key_size)
-    mem.write(value_ptr, m.ops.map_lookup_elem_sys(m, key))
+    value = m.ops.map_lookup_elem_sys(m, key)    # bpf_map_copy_value()
+    if value is None:
+        raise BpfError(errno.ENOENT)             # the map's lookup found nothing
+    mem.write(value_ptr, value)
     return 0
 
 
