@@ -273,6 +273,28 @@ def delete_call(mem, m, key_ptr: int):
     return delete
 
 
+def lookup_and_delete_call(mem, m, key_ptr: int, value_ptr: int, flags: int):
+    """BPF_MAP_LOOKUP_AND_DELETE_ELEM after the checks (on a map that has the op): copy the
+    key in, the op (which takes the element out), copy the value out."""
+    op = m.ops.map_lookup_and_delete_elem
+    key_view = mem.view(key_ptr, m.key_size)
+    value_view = mem.view(value_ptr, m.value_size_sys)
+    if key_view is not None and value_view is not None:
+        value_buf = Memory.char_array(value_view)
+
+        def pinned_lookup_and_delete():
+            value_buf.raw = op(m, key_view.tobytes(), flags)
+            return 0
+        return pinned_lookup_and_delete
+    read_key = mem.reader(key_ptr, m.key_size)
+    write_value = mem.writer(value_ptr, m.value_size_sys)
+
+    def lookup_and_delete():
+        write_value(op(m, read_key(), flags))  # the element is already gone if this faults
+        return 0
+    return lookup_and_delete
+
+
 def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
     """BPF_MAP_GET_NEXT_KEY after the checks: copy the key in (if any), step, copy out."""
     op = m.ops.map_get_next_key

@@ -223,8 +223,10 @@ def map_lookup_and_delete_elem(emu, raw: bytes, attr) -> int:
         raise BpfError(_EPERM)
     if flags & BPF_F_LOCK and not m.has_spin_lock:
         raise BpfError(_EINVAL)
-    key = emu.mem.read(key_ptr, m.key_size)
     op = m.ops.map_lookup_and_delete_elem
+    if op is not None:
+        emu.decodable = (fastpath.lookup_and_delete_call, emu.mem, m, key_ptr, value_ptr, flags)
+    key = emu.mem.read(key_ptr, m.key_size)
     if op is None:
         raise BpfError(ENOTSUPP)
     value = op(m, key, flags)
