@@ -321,7 +321,7 @@ def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     if l is None:
         raise BpfError(errno.ENOENT)
     store.unlink(l)
-    free_htab_elem(htab, l)
+    store.free(l)                               # free_htab_elem()
 
 
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):

@@ -208,10 +208,10 @@ class ColumnarStore:
     # --- the index and the lists -------------------------------------------------------
 
     def add_head(self, l: int, key: bytes) -> None:
-        """Pending: hashed and put at its bucket's head when the buckets are next read."""
+        """Pending: hashed and put at its bucket's head when the buckets are next read. (A
+        slot not in a list already has elem_next PENDING: see unlink and replace.)"""
         self.elem_key[l] = key
         self.elems[key] = l
-        self.elem_next[l] = PENDING
         self.pending.append(l)
         self.walk_order = NO_WALK           # a new element: no walk order counts it
 
@@ -244,6 +244,7 @@ class ColumnarStore:
                 p = n
                 n = nxt[p]
             nxt[p] = nxt[l]
+        nxt[l] = PENDING                    # out of the lists: add_head needs not set it
         del self.elems[keys[l]]
         keys[l] = None
 
@@ -272,6 +273,7 @@ class ColumnarStore:
                 n = nxt[p]
             nxt[p] = nxt[l_old]
             nxt[l_new] = heads[b]
+        nxt[l_old] = PENDING                # out of the lists (see unlink)
         heads[b] = l_new
         self.elem_hash[l_new] = hash_
         keys[l_new] = key
