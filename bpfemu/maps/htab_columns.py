@@ -443,7 +443,7 @@ class ColumnarStore:
                 return order[1]
         if self.pending:
             return self._link_and_start(key)
-        if order is NO_WALK and not self.sparse:
+        if order is NO_WALK:
             steps = self.walk_steps + 1
             self.walk_steps = steps
             if steps >= WALK_ORDER_MIN_STEPS and steps << 3 >= len(self.elems):
@@ -453,7 +453,7 @@ class ColumnarStore:
     def _link_and_start(self, key):
         linked = len(self.pending)
         self.sync()
-        if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(self.elems) and not self.sparse:
+        if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(self.elems):
             return self._start_at(key)      # most of the map was just linked for this walk
         return MISS
 
@@ -478,12 +478,17 @@ class ColumnarStore:
 
     def _walk_order(self) -> list:
         """Every key in walk order (bucket by bucket, each list from its head), after a
-        position in the list (item 0). The lists are synced; heads is an array."""
+        position in the list (item 0). The lists are synced."""
         nxt = self.elem_next.tolist()
         keys = self.elem_key
+        heads = self.heads
+        if self.sparse:                     # a dict of the non-empty buckets
+            listed = [heads[b] for b in sorted(heads)]
+        else:
+            listed = _listed_heads(heads)
         order = [0]
         append = order.append
-        for l in _listed_heads(self.heads):
+        for l in listed:
             append(keys[l])
             l = nxt[l]
             while l >= 0:
@@ -496,8 +501,7 @@ class ColumnarStore:
         """Whether every element of the map is pending, each once (none listed, no stale
         entry), and there are more than a short walk's worth."""
         n = len(self.pending)
-        return (n > WALK_ORDER_MIN_STEPS and n == len(self.elems) and not self.pending_stale
-                and not self.sparse)
+        return n > WALK_ORDER_MIN_STEPS and n == len(self.elems) and not self.pending_stale
 
     def _pending_walk_order(self) -> list:
         """The walk order of a map whose elements are all pending, from their hashes alone:
