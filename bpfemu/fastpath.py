@@ -302,14 +302,15 @@ def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
     key_view = mem.view(key_ptr, key_size) if key_ptr else None
     next_view = mem.view(next_key_ptr, key_size)
     if next_view is not None and (key_view is not None or not key_ptr):
+        next_buf = Memory.char_array(next_view)
         if key_view is None:
             def pinned_first_key():
-                next_view[:] = op(m, None)
+                next_buf.raw = op(m, None)
                 return 0
             return pinned_first_key
 
         def pinned_get_next_key():
-            next_view[:] = op(m, key_view.tobytes())
+            next_buf.raw = op(m, key_view.tobytes())
             return 0
         return pinned_get_next_key
     write_next = mem.writer(next_key_ptr, key_size)

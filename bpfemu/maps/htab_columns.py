@@ -255,6 +255,20 @@ class ColumnarStore:
         keys = self.elem_key
         key = keys[l_old]
         if self.pending:
+            if self.elem_next[l_old] < -1:
+                # Both pending: unlink(l_old) and add_head(l_new) done here, as one; l_old's
+                # entry in pending goes stale and l_new's is the newest.
+                self.walk_order = NO_WALK
+                self.walk_steps = 0
+                keys[l_old] = None
+                keys[l_new] = key
+                self.elems[key] = l_new
+                self.pending.append(l_new)
+                self.pending_stale += 1
+                if self.pending_stale > 4 * len(self.elems) + 4096:   # as unlink: compact
+                    self.pending[:] = self._live_pending()
+                    self.pending_stale = 0
+                return
             self.unlink(l_old)
             self.add_head(l_new, key)
             return
