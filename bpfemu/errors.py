@@ -21,6 +21,14 @@ def errno_name(err: int) -> str:
     return _EXTRA_NAMES.get(err) or _errno.errorcode.get(err, str(err))
 
 
+def _message(err: int) -> str:
+    return "Operation not supported" if err == ENOTSUPP else os.strerror(err)
+
+
+_MESSAGES = {err: _message(err) for err in (*_errno.errorcode, ENOTSUPP)}
+_oserror_init = OSError.__init__
+
+
 class BpfError(OSError):
     """An errno the emulated kernel returns. ``BpfError(errno.ENOENT).errno == 2``.
 
@@ -33,9 +41,11 @@ class BpfError(OSError):
     cmd = fd = map_name = map_type = key = None
 
     def __init__(self, err: int, message: str | None = None):
+        # A missed lookup raises one of these inside every call that misses: the message is
+        # looked up, not formatted, and OSError's own __init__ is called directly (no super()).
         if message is None:
-            message = "Operation not supported" if err == ENOTSUPP else os.strerror(err)
-        super().__init__(err, message)
+            message = _MESSAGES.get(err) or _message(err)
+        _oserror_init(self, err, message)
 
     @classmethod
     def with_context(cls, err: int, message: str | None = None, *, cmd=None, fd=None,

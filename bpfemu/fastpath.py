@@ -32,11 +32,13 @@ sends), then the decoded calls kept, and otherwise hands the call to the entry
 (syscall.__sys_bpf), keeping what the handler left for decoding.
 """
 import ctypes
+import errno
 from sys import _getframe, gettrace as _gettrace
 from typing import Callable, NamedTuple
 
 from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
 from .errors import BpfError
+from .memory import Memory
 from .undo import MARK, undo_call
 from .maps.array_fastpath import (array_pinned_delete_call, array_pinned_lookup_call,
                                   array_pinned_update_call)
@@ -46,6 +48,8 @@ from .usercopy import is_buffer
 # Decoded calls kept per emulator; a program with more distinct attr buffers than this in
 # flight just decodes again (the cache is cleared when full, never grows without bound).
 MAX_DECODED_CALLS = 64
+# The syscall's result when the map's lookup finds nothing (bpf_map_copy_value()).
+_NO_ELEMENT = -errno.ENOENT
 
 
 class DecodedCall:
@@ -250,16 +254,25 @@ def lookup_call(mem, m, key_ptr: int, value_ptr: int):
         own = PINNED_LOOKUP_CALLS.get(m.map_type)
         if own is not None:
             return own(m, key_view, value_view)
+        value_buf = Memory.char_array(value_view)
 
         def pinned_lookup():
-            value_view[:] = op(m, key_view.tobytes())
+            value = op(m, key_view.tobytes())
+            if value is None:
+                # bpf_map_copy_value(): the lookup found nothing. This is the syscall's
+                # result, returned without raising (a raise costs as much as the lookup).
+                return _NO_ELEMENT
+            value_buf.raw = value
             return 0
         return pinned_lookup
     read_key = mem.reader(key_ptr, m.key_size)
     write_value = mem.writer(value_ptr, m.value_size_sys)
 
     def lookup():
-        write_value(op(m, read_key()))
+        value = op(m, read_key())
+        if value is None:
+            return _NO_ELEMENT                  # bpf_map_copy_value(): ENOENT
+        write_value(value)
         return 0
     return lookup
 
@@ -309,6 +322,28 @@ def delete_call(mem, m, key_ptr: int):
     return delete
 
 
+def lookup_and_delete_call(mem, m, key_ptr: int, value_ptr: int, flags: int):
+    """BPF_MAP_LOOKUP_AND_DELETE_ELEM after the checks (on a map that has the op): copy the
+    key in, the op (which takes the element out), copy the value out."""
+    op = m.ops.map_lookup_and_delete_elem
+    key_view = mem.view(key_ptr, m.key_size)
+    value_view = mem.view(value_ptr, m.value_size_sys)
+    if key_view is not None and value_view is not None:
+        value_buf = Memory.char_array(value_view)
+
+        def pinned_lookup_and_delete():
+            value_buf.raw = op(m, key_view.tobytes(), flags)
+            return 0
+        return pinned_lookup_and_delete
+    read_key = mem.reader(key_ptr, m.key_size)
+    write_value = mem.writer(value_ptr, m.value_size_sys)
+
+    def lookup_and_delete():
+        write_value(op(m, read_key(), flags))  # the element is already gone if this faults
+        return 0
+    return lookup_and_delete
+
+
 def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
     """BPF_MAP_GET_NEXT_KEY after the checks: copy the key in (if any), step, copy out."""
     op = m.ops.map_get_next_key
@@ -316,14 +351,15 @@ def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
     key_view = mem.view(key_ptr, key_size) if key_ptr else None
     next_view = mem.view(next_key_ptr, key_size)
     if next_view is not None and (key_view is not None or not key_ptr):
+        next_buf = Memory.char_array(next_view)
         if key_view is None:
             def pinned_first_key():
-                next_view[:] = op(m, None)
+                next_buf.raw = op(m, None)
                 return 0
             return pinned_first_key
 
         def pinned_get_next_key():
-            next_view[:] = op(m, key_view.tobytes())
+            next_buf.raw = op(m, key_view.tobytes())
             return 0
         return pinned_get_next_key
     write_next = mem.writer(next_key_ptr, key_size)

@@ -168,7 +168,10 @@ def map_lookup_elem(emu, raw: bytes, attr) -> int:
     mem = emu.mem
     emu.decodable = (fastpath.lookup_call, mem, m, key_ptr, value_ptr)
     key = mem.read(key_ptr, m.key_size)
-    mem.write(value_ptr, m.ops.map_lookup_elem_sys(m, key))
+    value = m.ops.map_lookup_elem_sys(m, key)    # bpf_map_copy_value()
+    if value is None:
+        raise BpfError(errno.ENOENT)             # the map's lookup found nothing
+    mem.write(value_ptr, value)
     return 0
 
 
@@ -220,8 +223,10 @@ def map_lookup_and_delete_elem(emu, raw: bytes, attr) -> int:
         raise BpfError(_EPERM)
     if flags & BPF_F_LOCK and not m.has_spin_lock:
         raise BpfError(_EINVAL)
-    key = emu.mem.read(key_ptr, m.key_size)
     op = m.ops.map_lookup_and_delete_elem
+    if op is not None:
+        emu.decodable = (fastpath.lookup_and_delete_call, emu.mem, m, key_ptr, value_ptr, flags)
+    key = emu.mem.read(key_ptr, m.key_size)
     if op is None:
         raise BpfError(ENOTSUPP)
     value = op(m, key, flags)

@@ -41,7 +41,9 @@ class MapOps:
     name: str
     map_alloc_check: Callable
     map_alloc: Callable
-    map_lookup_elem_sys: Optional[Callable] = None       # bpf_map_copy_value()'s per-type copy
+    # bpf_map_copy_value()'s per-type copy: the value, or None where the kernel's lookup finds
+    # nothing (bpf_map_copy_value() makes that ENOENT); it may raise BpfError itself.
+    map_lookup_elem_sys: Optional[Callable] = None
     map_update_elem_sys: Optional[Callable] = None       # bpf_map_update_value()'s per-type update
     map_delete_elem: Optional[Callable] = None
     map_get_next_key: Optional[Callable] = None

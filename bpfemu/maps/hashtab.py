@@ -270,12 +270,13 @@ def htab_map_get_next_key(htab: BpfHtab, key):
 
 
 def htab_map_lookup_elem_sys(htab: BpfHtab, key):
-    """The value copy of map_lookup_elem(): value_size bytes, or the whole per-CPU buffer
-    (a live view: the caller copies it out before the map changes)."""
+    """What bpf_map_copy_value() copies out: value_size bytes, or the whole per-CPU buffer
+    (a live view: the caller copies it out before the map changes); None when the key is
+    not there, as the kernel's lookup returns NULL (bpf_map_copy_value() makes it ENOENT)."""
     store = htab.store
     l = store.lookup(key)
     if l is None:
-        raise BpfError(errno.ENOENT)
+        return None
     return store.value(l)
 
 
@@ -326,7 +327,7 @@ def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     if l is None:
         raise BpfError(errno.ENOENT)
     store.unlink(l)
-    free_htab_elem(htab, l)
+    store.free(l)                               # free_htab_elem()
 
 
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):

@@ -255,11 +255,11 @@ class ColumnarStore:
     # --- the index and the lists -------------------------------------------------------
 
     def add_head(self, l: int, key: bytes) -> None:
-        """Pending: hashed and put at its bucket's head when the buckets are next read."""
+        """Pending: hashed and put at its bucket's head when the buckets are next read. (A
+        slot not in a list already has elem_next PENDING: see unlink and replace.)"""
         self.undo.append((self._undo_add_head, l, key, self.elem_next[l], len(self.pending)))
         self.elem_key[l] = key
         self.elems[key] = l
-        self.elem_next[l] = PENDING
         self.pending.append(l)
         self.walk_order = NO_WALK           # a new element: no walk order counts it
 
@@ -306,6 +306,8 @@ class ColumnarStore:
             undo.append((restore_item, nxt, p, l))
             nxt[p] = nxt[l]
         undo.append((self._relink, l, keys[l], self.pending_stale))
+        undo.append((restore_item, nxt, l, nxt[l]))
+        nxt[l] = PENDING                    # out of the lists: add_head needs not set it
         del self.elems[keys[l]]
         keys[l] = None
 
@@ -333,6 +335,23 @@ class ColumnarStore:
         keys = self.elem_key
         key = keys[l_old]
         if self.pending:
+            if self.elem_next[l_old] < -1:
+                # Both pending: unlink(l_old) and add_head(l_new) done here, as one; l_old's
+                # entry in pending goes stale and l_new's is the newest.
+                self.undo.append((self._unreplace_pending, l_new, l_old, key,
+                                  self.pending_stale, len(self.pending)))
+                self.walk_order = NO_WALK
+                self.walk_steps = 0
+                keys[l_old] = None
+                keys[l_new] = key
+                self.elems[key] = l_new
+                self.pending.append(l_new)
+                self.pending_stale += 1
+                if self.pending_stale > 4 * len(self.elems) + 4096:   # as unlink: compact
+                    self.undo.append(self._saved_pending())
+                    self.pending[:] = self._live_pending()
+                    self.pending_stale = 0
+                return
             self.unlink(l_old)
             self.add_head(l_new, key)
             return
@@ -356,11 +375,23 @@ class ColumnarStore:
                          self.elem_hash[l_new]))
             nxt[p] = nxt[l_old]
             nxt[l_new] = heads[b]
+        undo.append((restore_item, nxt, l_old, nxt[l_old]))
+        nxt[l_old] = PENDING                # out of the lists (see unlink)
         heads[b] = l_new
         self.elem_hash[l_new] = hash_
         keys[l_new] = key
         keys[l_old] = None
         self.elems[key] = l_new
+
+    def _unreplace_pending(self, l_new: int, l_old: int, key: bytes, stale: int,
+                           n_pending: int) -> None:
+        """The inverse of replace()'s path for two pending elements."""
+        self.elem_key[l_new] = None
+        self.elem_key[l_old] = key
+        self.elems[key] = l_old
+        del self.pending[n_pending:]
+        self.pending_stale = stale
+        self._walk_forget()
 
     def _unreplace(self, l_new: int, l_old: int, key: bytes, b: int, p: int, old_next: int,
                    old_hash: int) -> None:
@@ -559,7 +590,7 @@ class ColumnarStore:
                 return order[1]
         if self.pending:
             return self._link_and_start(key)
-        if order is NO_WALK and not self.sparse:
+        if order is NO_WALK:
             steps = self.walk_steps + 1
             self.walk_steps = steps
             if steps >= WALK_ORDER_MIN_STEPS and steps << 3 >= len(self.elems):
@@ -569,7 +600,7 @@ class ColumnarStore:
     def _link_and_start(self, key):
         linked = len(self.pending)
         self.sync()
-        if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(self.elems) and not self.sparse:
+        if linked > WALK_ORDER_MIN_STEPS and 2 * linked >= len(self.elems):
             return self._start_at(key)      # most of the map was just linked for this walk
         return MISS
 
@@ -594,12 +625,17 @@ class ColumnarStore:
 
     def _walk_order(self) -> list:
         """Every key in walk order (bucket by bucket, each list from its head), after a
-        position in the list (item 0). The lists are synced; heads is an array."""
+        position in the list (item 0). The lists are synced."""
         nxt = self.elem_next.tolist()
         keys = self.elem_key
+        heads = self.heads
+        if self.sparse:                     # a dict of the non-empty buckets
+            listed = [heads[b] for b in sorted(heads)]
+        else:
+            listed = _listed_heads(heads)
         order = [0]
         append = order.append
-        for l in _listed_heads(self.heads):
+        for l in listed:
             append(keys[l])
             l = nxt[l]
             while l >= 0:
@@ -612,8 +648,7 @@ class ColumnarStore:
         """Whether every element of the map is pending, each once (none listed, no stale
         entry), and there are more than a short walk's worth."""
         n = len(self.pending)
-        return (n > WALK_ORDER_MIN_STEPS and n == len(self.elems) and not self.pending_stale
-                and not self.sparse)
+        return n > WALK_ORDER_MIN_STEPS and n == len(self.elems) and not self.pending_stale
 
     def _pending_walk_order(self) -> list:
         """The walk order of a map whose elements are all pending, from their hashes alone:

@@ -252,9 +252,11 @@ class EmulatorTarget:
         out = {}
         for k in self.map_keys(fd):
             try:
-                out[k] = bytes(m.ops.map_lookup_elem_sys(m, k))
+                value = m.ops.map_lookup_elem_sys(m, k)
             except BpfError:
-                pass
+                continue
+            if value is not None:
+                out[k] = bytes(value)
         return out
 
     def reconcile(self, fd, deletes, updates) -> None:

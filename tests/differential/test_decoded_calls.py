@@ -204,6 +204,25 @@ def test_reused_buffers_random_ops(both, config, pin):
 
 
 @pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+@pytest.mark.parametrize("config", CONFIGS[:3] + [("lru_hash", c.BPF_MAP_TYPE_LRU_HASH,
+                                                   c.BPF_F_ZERO_SEED)],
+                         ids=[cfg[0] for cfg in CONFIGS[:3]] + ["lru_hash"])
+def test_lookup_and_delete_through_reused_buffers(both, config, pin):
+    """LOOKUP_AND_DELETE_ELEM again and again on one attr, keys there and gone: decoded
+    after the first call, with the kernel's results and bytes (guards included)."""
+    _, map_type, flags = config
+    p = Pair(both, map_type, flags, 4, 12, 16, pin)
+    keys = [struct.pack("<I", k) for k in range(12)]
+    for round_ in range(3):
+        for i, key in enumerate(keys):
+            p.do("update", key, bytes([round_ * 16 + i]) * p.vs)
+        for key in keys + keys[:4]:                 # the last four are gone: ENOENT
+            p.do("lookup_and_delete", key)
+    assert p.emu.n_decoded >= 3 * 16 - 1 or not p.emu.caching, p.emu.n_decoded
+    p.close()
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
 @pytest.mark.parametrize("config", CONFIGS[:3], ids=[cfg[0] for cfg in CONFIGS[:3]])
 def test_walk_deleting_the_keys_ahead(both, config, pin):
     """A walk whose caller deletes, between its steps, the keys the walk would give next:

@@ -209,3 +209,34 @@ def test_zero_seed_maps_iterate_identically(client):
             assert client.update(fd, u64(i * 31), bytes(8)) == 0
         walks.append(client.keys(fd, 8))
     assert walks[0] == walks[1]
+
+
+@pytest.mark.parametrize("prealloc", [True, False], ids=["prealloc", "no_prealloc"])
+def test_walk_orders_above_2_to_the_20_buckets(both, prealloc):
+    """A map of more than 2^20 buckets (the columnar store keeps only its non-empty buckets)
+    walks in the kernel's order, and its long walks get their order at once, as smaller
+    maps' do: right after a fill (from the pending keys' hashes), and after deletes (from
+    the lists)."""
+    from bpfemu.maps.htab_columns import NO_WALK
+    rng = random.Random(21)
+    flags = ZERO_SEED | (0 if prealloc else NO_PREALLOC)
+    p = Pair(both, HASH, flags, 4, (1 << 20) + 1)
+    value = bytes(p.vs)
+    keys = distinct_keys(rng, 4, 600)
+    for k in keys:
+        assert p.update(k, value) == 0
+    emu = both[0].b
+    store = emu.map_of(p.fds[0]).store if isinstance(emu, Emulator) else None
+    columnar = store is not None and hasattr(store, "sparse")
+    walks = p.walks()
+    assert walks[0] == walks[1] and sorted(walks[1]) == sorted(keys)
+    for k in rng.sample(keys, 300):
+        assert p.delete(k) == 0
+    ret, key = p.next_key(None)
+    for _ in range(100):                        # past the steps that earn a walk its order
+        ret, key = p.next_key(key)
+        assert ret == 0
+    if columnar:
+        assert store.sparse and store.walk_order is not NO_WALK
+    walks = p.walks()
+    assert walks[0] == walks[1] and len(walks[1]) == 300
