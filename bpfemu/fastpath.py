@@ -134,8 +134,7 @@ class DecodedCalls:
                         undo.clear()
                         return -e.errno
                     except Exception as e:
-                        undo_call(self.emu)
-                        return _syscall.our_failure(cmd, e)
+                        return _syscall.our_failure_undone(self.emu, cmd, e)
                     except BaseException:       # noqa: B036 - an interruption: undone
                         undo_call(self.emu)
                         raise
@@ -185,8 +184,7 @@ class DecodedCalls:
                     undo.clear()
                     return -e.errno
                 except Exception as e:
-                    undo_call(self.emu)
-                    return _syscall.our_failure(cmd, e)
+                    return _syscall.our_failure_undone(self.emu, cmd, e)
                 except BaseException:           # noqa: B036 - an interruption: undone
                     undo_call(self.emu)
                     raise

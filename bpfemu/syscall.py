@@ -176,8 +176,7 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
             undo.clear()                        # failed as the kernel fails: keep its effects
             return -e.errno
         except Exception as e:
-            undo_call(emu)
-            return our_failure(cmd, e)
+            return our_failure_undone(emu, cmd, e)
         except BaseException:                   # noqa: B036 - an interruption: undone
             undo_call(emu)
             raise
@@ -200,6 +199,16 @@ def our_failure(cmd: int, exc: Exception) -> int:
     except MemoryError:
         pass                                    # no memory left even to say so
     return -err
+
+
+def our_failure_undone(emu, cmd: int, exc: Exception) -> int:
+    """our_failure() of a call that is rolled back first (bpfemu/undo.py). Out of memory
+    even for that, the rollback is left to the next call (its MARK is still there)."""
+    try:
+        undo_call(emu)
+    except MemoryError:
+        pass
+    return our_failure(cmd, exc)
 
 
 sys_bpf = __sys_bpf

@@ -107,19 +107,6 @@ class _NoJournal(list):
 NO_JOURNAL = _NoJournal()
 
 
-class JournaledList(list):
-    """A short list that journals its item writes (a preallocated HASH map's spare
-    element per CPU, written on every replace)."""
-    __slots__ = ("undo",)
-
-    def __init__(self, items, undo: list):
-        super().__init__(items)
-        self.undo = undo
-
-    def __setitem__(self, i, value) -> None:
-        self.undo.append((list.__setitem__, self, i, list.__getitem__(self, i)))
-        list.__setitem__(self, i, value)
-
 
 # --- the object state: fds, ids, references, pins ----------------------------------------------
 #

@@ -16,6 +16,7 @@ import struct
 
 from ..batch_cmds import generic_map_lookup_batch, generic_map_update_batch
 from ..errors import BpfError
+from ..memlimit import reservation_fits
 from ..uapi import consts as F  # plain-int flag values (see consts.py)
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
@@ -126,9 +127,10 @@ def array_map_alloc(args, kernel) -> BpfArray:
         size = round_up(_BPF_ARRAY_HEADER, 4096) + round_up(max_entries * elem_size, 4096)
     else:
         size = _BPF_ARRAY_HEADER + max_entries * elem_size
-    if size > profile.max_map_bytes:
+    if size > profile.max_map_bytes or not reservation_fits(size):
         # DEVIATION(memory): Linux fails with ENOMEM when the machine cannot provide the
-        # memory; we refuse past the profile's budget and never try.
+        # memory; we refuse past the profile's budget or what this process can still get
+        # (memlimit.py: RAM, RLIMIT_AS) and never try.
         raise BpfError(errno.ENOMEM)
     if args.map_flags & F.BPF_F_MMAPABLE:
         return MmapableArray(args, kernel)

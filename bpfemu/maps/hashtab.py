@@ -20,7 +20,8 @@ from ..errors import ENOTSUPP, BpfError
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from ..uapi import consts as F  # plain-int flag values (see consts.py)
-from ..undo import JournaledList
+from ..memlimit import htab_reserve_bytes, reservation_fits
+from ..undo import restore_item as _setitem
 from .core import BpfMap
 from .htab_columns import ColumnarStore
 from .htab_store import MISS, SimpleStore
@@ -115,7 +116,7 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
     if htab.is_lru:
         max_slots = htab.max_entries
     elif htab.prealloc and not htab.percpu:
-        htab.extra_elems = JournaledList([None] * ncpu, kernel.undo)
+        htab.extra_elems = [None] * ncpu
         max_slots = htab.max_entries + ncpu
     else:
         max_slots = htab.max_entries + 1
@@ -139,7 +140,6 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
         for slot, node in enumerate(nodes):
             node.slot = slot
             node.hash = 0
-            node.undo = kernel.undo             # bpf_lru_node_set_ref() journals the ref
         htab.lru_nodes = nodes
         bpf_lru_populate(htab.lru, nodes)
     return htab
@@ -147,8 +147,9 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
 
 def _charge_memory(htab: BpfHtab, kernel) -> None:
     # DEVIATION(memory): the kernel's ENOMEM depends on the machine's free memory. We refuse
-    # maps whose preallocation would exceed the profile's budget, and never try to allocate
-    # them; smaller maps always succeed (NO_PREALLOC elements are only created on insert).
+    # maps whose preallocation would exceed the profile's budget, or what this process can
+    # still get (memlimit.py: RAM, RLIMIT_AS), and never try to allocate them; smaller maps
+    # succeed (NO_PREALLOC elements are only created on insert).
     elem = 48 + (htab.key_size + 7) // 8 * 8
     elem += 8 if htab.percpu else htab.round_value_size
     total = htab.n_buckets * 16
@@ -157,6 +158,9 @@ def _charge_memory(htab: BpfHtab, kernel) -> None:
         if htab.percpu:
             total += htab.max_entries * htab.round_value_size * kernel.nr_cpus
     if total > kernel.profile.max_map_bytes:
+        raise BpfError(errno.ENOMEM)
+    if htab.prealloc and not reservation_fits(htab_reserve_bytes(
+            htab.max_entries + kernel.nr_cpus, htab.slot_size, htab.n_buckets, htab.is_lru)):
         raise BpfError(errno.ENOMEM)
 
 
@@ -183,6 +187,7 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
         extra = htab.extra_elems
         cpu = htab.kernel.cpu
         l_new = extra[cpu]
+        store.undo.append((_setitem, extra, cpu, l_new))      # journaled (bpfemu/undo.py)
         extra[cpu] = old_elem
         if l_new is None:
             # This CPU had no spare yet (the kernel sets them aside at creation): a free one.

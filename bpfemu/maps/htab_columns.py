@@ -142,6 +142,11 @@ class ColumnarStore:
             self.chunk_shift = per_chunk.bit_length() - 1
         self.chunk_mask = (1 << self.chunk_shift) - 1
         self.arena = None                       # chunks[0] if it is the only chunk
+        self.chunk_bufs: list = []              # the bytearray under each chunk
+        # Undo entries' functions, bound once (a bound method per call costs).
+        self.undo_add_head = self._undo_add_head
+        self.relink = self._relink
+        self.unreplace = self._unreplace
         self.n_slots = 0                        # slots made so far
         self.n_used = 0                         # slots handed out by alloc() at least once
         self.free_slots: list = []              # LIFO
@@ -169,11 +174,15 @@ class ColumnarStore:
         shift = self.chunk_shift
         if shift == 31:
             if not chunks:
-                self.arena = memoryview(bytearray(self.max_slots * self.slot_size))
+                buf = bytearray(self.max_slots * self.slot_size)
+                self.arena = memoryview(buf)
+                self.chunk_bufs.append(buf)
                 chunks.append(self.arena)
             return first
         while len(chunks) << shift < end:
-            chunks.append(memoryview(bytearray(self.slot_size << shift)))
+            buf = bytearray(self.slot_size << shift)
+            self.chunk_bufs.append(buf)
+            chunks.append(memoryview(buf))
         return first
 
     def _drop_slots(self, n: int) -> None:
@@ -227,24 +236,23 @@ class ColumnarStore:
     def copy_value(self, l: int, value) -> None:
         size = self.slot_size
         o = (l & self.chunk_mask) * size
-        chunk = self.chunks[l >> self.chunk_shift]
-        self.undo.append((restore_bytes, chunk, o, chunk[o:o + size].tobytes()))
-        chunk[o:o + size] = value
+        i = l >> self.chunk_shift
+        self.undo.append((restore_bytes, self.chunks[i], o, self.chunk_bufs[i][o:o + size]))
+        self.chunks[i][o:o + size] = value
 
     def _arena_copy_value(self, l: int, value) -> None:
         size = self.slot_size
         o = l * size
-        arena = self.arena
-        self.undo.append((restore_bytes, arena, o, arena[o:o + size].tobytes()))
-        arena[o:o + size] = value
+        self.undo.append((restore_bytes, self.arena, o, self.chunk_bufs[0][o:o + size]))
+        self.arena[o:o + size] = value
 
     def value_for_write(self, l: int):
         """value(l), to be written through: its bytes are journaled first."""
         size = self.slot_size
         o = (l & self.chunk_mask) * size
-        chunk = self.chunks[l >> self.chunk_shift]
-        self.undo.append((restore_bytes, chunk, o, chunk[o:o + size].tobytes()))
-        return chunk[o:o + size]
+        buf = self.chunk_bufs[l >> self.chunk_shift]
+        self.undo.append((restore_bytes, buf, o, buf[o:o + size]))
+        return self.chunks[l >> self.chunk_shift][o:o + size]
 
     def _arena_value(self, l: int):
         """value() of a map whose values are one chunk (made with the first slot)."""
@@ -257,7 +265,7 @@ class ColumnarStore:
     def add_head(self, l: int, key: bytes) -> None:
         """Pending: hashed and put at its bucket's head when the buckets are next read. (A
         slot not in a list already has elem_next PENDING: see unlink and replace.)"""
-        self.undo.append((self._undo_add_head, l, key, self.elem_next[l], len(self.pending)))
+        self.undo.append((self.undo_add_head, l, key, self.elem_next[l], len(self.pending)))
         self.elem_key[l] = key
         self.elems[key] = l
         self.pending.append(l)
@@ -277,7 +285,7 @@ class ColumnarStore:
         self.walk_order = NO_WALK           # _walk_forget(), inlined: the lists change
         self.walk_steps = 0
         if nxt[l] < -1:                     # pending: its entry in pending goes stale
-            undo.append((self._relink, l, keys[l], self.pending_stale))
+            undo.append((self.relink, l, keys[l], self.pending_stale))
             del self.elems[keys[l]]
             keys[l] = None
             if not self.elems:              # the last one: every entry is stale
@@ -305,7 +313,7 @@ class ColumnarStore:
                 n = nxt[p]
             undo.append((restore_item, nxt, p, l))
             nxt[p] = nxt[l]
-        undo.append((self._relink, l, keys[l], self.pending_stale))
+        undo.append((self.relink, l, keys[l], self.pending_stale))
         undo.append((restore_item, nxt, l, nxt[l]))
         nxt[l] = PENDING                    # out of the lists: add_head needs not set it
         del self.elems[keys[l]]
@@ -363,7 +371,7 @@ class ColumnarStore:
         p = heads[b]
         undo = self.undo
         if p == l_old:
-            undo.append((self._unreplace, l_new, l_old, key, b, -1, nxt[l_new],
+            undo.append((self.unreplace, l_new, l_old, key, b, -1, nxt[l_new],
                          self.elem_hash[l_new]))
             nxt[l_new] = nxt[l_old]
         else:
@@ -371,7 +379,7 @@ class ColumnarStore:
             while n != l_old:
                 p = n
                 n = nxt[p]
-            undo.append((self._unreplace, l_new, l_old, key, b, p, nxt[l_new],
+            undo.append((self.unreplace, l_new, l_old, key, b, p, nxt[l_new],
                          self.elem_hash[l_new]))
             nxt[p] = nxt[l_old]
             nxt[l_new] = heads[b]

@@ -110,7 +110,8 @@ class SimpleStore:
         return self.keys[l]
 
     def add_head(self, l: int, key: bytes) -> None:
-        self.undo.append((self._undo_add_head, l, key, self.hashes[l], self.keys[l]))
+        self.undo.append((self._undo_add_head, l, key, self.hashes[l], self.keys[l],
+                          self.index.get(key)))
         h = self.hash_fn(key, self.hashrnd)
         self.hashes[l] = h
         self.keys[l] = key
@@ -121,13 +122,17 @@ class SimpleStore:
             bucket = self.buckets[b] = []
         bucket.insert(0, l)
 
-    def _undo_add_head(self, l: int, key: bytes, old_hash: int, old_key) -> None:
+    def _undo_add_head(self, l: int, key: bytes, old_hash: int, old_key, old_index) -> None:
         b = self.hashes[l] & self.mask
         bucket = self.buckets[b] if isinstance(self.buckets, list) else self.buckets.get(b)
-        if bucket and bucket[0] == l and self.keys[l] == key:
-            self._set_bucket(b, bucket[1:])
-        if self.index.get(key) == l:
-            del self.index[key]
+        if bucket is not None:
+            if bucket and bucket[0] == l and self.keys[l] == key:
+                bucket = bucket[1:]
+            self._set_bucket(b, bucket)         # an empty list (made, not filled) goes too
+        if old_index is None:
+            self.index.pop(key, None)
+        else:
+            self.index[key] = old_index
         self.keys[l] = old_key
         self.hashes[l] = old_hash
 

@@ -766,6 +766,7 @@ def bpf_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
 def bpf_common_lru_populate(lru: BpfLru, nodes: list) -> None:
     free = lru.common_lru.lists[BPF_LRU_LIST_T_FREE]
     for node in nodes:
+        _journal_of(lru, node)
         node.type = BPF_LRU_LIST_T_FREE
         node.ref = 0
         node.cpu = 0
@@ -785,6 +786,7 @@ def bpf_percpu_lru_populate(lru: BpfLru, nodes: list) -> None:
         free = lru.percpu_lru[cpu].lists[BPF_LRU_LIST_T_FREE]
         while i < nr_elems:
             node = nodes[i]
+            _journal_of(lru, node)
             node.cpu = cpu
             node.type = BPF_LRU_LIST_T_FREE
             node.ref = 0
@@ -794,6 +796,14 @@ def bpf_percpu_lru_populate(lru: BpfLru, nodes: list) -> None:
                 break
         if i == nr_elems:
             break
+
+
+def _journal_of(lru: BpfLru, node: BpfLruNode) -> None:
+    """A node's undo journal is its LRU's (a subclass need not call __init__: its hash,
+    which the journal saves, starts at 0 if it has none yet)."""
+    node.undo = lru.undo
+    if not hasattr(node, "hash"):
+        node.hash = 0
 
 
 def bpf_lru_populate(lru: BpfLru, nodes: list) -> None:

@@ -125,3 +125,30 @@ def test_out_of_memory_is_enomem_in_a_child():
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_failures_around_the_decoded_entry_are_answered(monkeypatch):
+    """fastpath: the copy of the attr's bytes before the entry and the keeping of the
+    decoded call after it fail inside bpf() too: the copy's failure is the call's ENOMEM
+    (nothing done), the keeping's is reported and the call's own result stands."""
+    from bpfemu import fastpath
+    emu = Emulator(nr_cpus=NCPU, seed=1)
+    cl = Client(emu)
+    fd = cl.create(HASH, 4, 8, 8)
+    key = ctypes.create_string_buffer(struct.pack("<I", 1), 4)
+    value = ctypes.create_string_buffer(b"\x11" * 8, 8)
+    raw = elem_attr(fd, ctypes.addressof(key), ctypes.addressof(value))
+
+    monkeypatch.setattr(fastpath.DecodedCalls, "_remember", _raising(MemoryError()))
+    with pytest.warns(EmulatorFault):
+        assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, bytearray(raw), 32) == 0
+    assert cl.lookup(fd, struct.pack("<I", 1), 8) == (0, b"\x11" * 8)
+    monkeypatch.undo()
+
+    monkeypatch.setattr(fastpath, "bytes", _raising(MemoryError()), raising=False)
+    key.raw = struct.pack("<I", 2)
+    with pytest.warns(EmulatorFault):
+        assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, bytearray(raw), 32) == -errno.ENOMEM
+    monkeypatch.undo()
+    assert cl.lookup(fd, struct.pack("<I", 2), 8)[0] == -errno.ENOENT
+    assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, bytearray(raw), 32) == 0
