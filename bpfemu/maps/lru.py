@@ -724,7 +724,9 @@ def bpf_common_lru_push_free(lru: BpfLru, node: int) -> None:
     if t == BPF_LRU_LOCAL_LIST_T_PENDING:
         # Still pending: back to the owning CPU's local free list, not the global one.
         head = lru.local_list[lru.cpu[node]].lists[LOCAL_FREE_LIST_IDX]
-        _save(lru, node, lru.prev[node], lru.next[node], head, lru.next[head])
+        nxt = lru.next
+        lru.undo.append((_unmove, lru, node, lru.prev[node], nxt[node], head, nxt[head],
+                         t, lru.ref[node], lru.cpu[node]))
         lru.type[node] = BPF_LRU_LOCAL_LIST_T_FREE
         lru.ref[node] = 0
         _list_move(lru, node, head)
