@@ -22,6 +22,7 @@ Operations on a map of n entries (keys 0..n-1, 4-byte keys, 8-byte values; m = m
 """
 import argparse
 import ctypes
+import errno
 import gc
 import os
 import struct
@@ -241,6 +242,27 @@ def run_layers(backends, n, chunk):
                     f(fd, keys, values, count)
         return run
 
+    walks = {}                                  # side -> [its walk's token, walk started]
+
+    def lib_lookup_batch(side, lo, hi):
+        """LOOKUP_BATCH calls of BATCH elements going on with one walk (starting again at
+        its end), for about hi - lo elements."""
+        lib, fd = side
+        walk = walks.setdefault(id(side), [ctypes.c_uint32(), False])
+        token_out = ctypes.c_uint32()
+        got = 0
+        while got < hi - lo:
+            count.value = BATCH
+            ret = lib.bpf_map_lookup_batch(fd, walk[0] if walk[1] else None, token_out, keys,
+                                           values, count)
+            if ret not in (0, -errno.ENOENT):
+                raise OSError(-ret, "LOOKUP_BATCH")
+            if ret and not walk[1] and not count.value:
+                break                           # an empty map
+            got += count.value
+            walk[0].value = token_out.value
+            walk[1] = ret == 0                  # at ENOENT the next call starts again
+
     gc.disable()
     try:
         for label, run in (("LibBpf update_elem", lib_elem("bpf_map_update_elem")),
@@ -248,9 +270,11 @@ def run_layers(backends, n, chunk):
                            ("LibBpf delete_elem", lib_elem("bpf_map_delete_elem"))):
             out[label] = turns_per_chunk(sides, n, chunk, run)
         bchunk = max(BATCH, chunk // BATCH * BATCH)
-        for label, method in (("LibBpf update_batch", "bpf_map_update_batch"),
-                              ("LibBpf delete_batch", "bpf_map_delete_batch")):
-            out[label] = turns_per_chunk(sides, n, bchunk, lib_batch(method))
+        out["LibBpf update_batch"] = turns_per_chunk(sides, n, bchunk,
+                                                     lib_batch("bpf_map_update_batch"))
+        out["LibBpf lookup_batch"] = turns_per_chunk(sides, n, bchunk, lib_lookup_batch)
+        out["LibBpf delete_batch"] = turns_per_chunk(sides, n, bchunk,
+                                                     lib_batch("bpf_map_delete_batch"))
     finally:
         gc.enable()
         for lib, fd in sides:
@@ -281,11 +305,25 @@ def run_layers(backends, n, chunk):
                 it = walks[id(mp)] = iter(mp)
                 next(it)
         walks[id(mp)] = it
+
+    def m_update_batch(mp, lo, hi):
+        mp.items_update_batch(range(lo, hi), range(lo, hi))
+
+    def m_lookup_batch(mp, lo, hi):
+        mp.items_lookup_batch(BATCH)            # the whole map, BATCH elements a call
+
+    def m_delete_batch(mp, lo, hi):
+        mp.items_delete_batch(range(lo, hi))
     gc.disable()
     try:
         for label, run in (("Map m[k] = v", m_set), ("Map m[k]", m_get),
                            ("Map for k in m", m_iter), ("Map del m[k]", m_del)):
             out[label] = turns_per_chunk(maps, n, chunk, run)
+        bchunk = max(BATCH, chunk // BATCH * BATCH)
+        out["Map items_update_batch"] = turns_per_chunk(maps, n, bchunk, m_update_batch)
+        # A walk of the whole map per turn (n elements each): as many turns as rounds.
+        out["Map items_lookup_batch"] = turns_per_chunk(maps, n, n, m_lookup_batch)
+        out["Map items_delete_batch"] = turns_per_chunk(maps, n, bchunk, m_delete_batch)
     finally:
         gc.enable()
         for mp in maps:

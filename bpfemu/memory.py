@@ -111,9 +111,10 @@ class ProcessMemory(Memory):
         self._local_addr = ctypes.byref(self._iov, 0)
         self._remote_addr = ctypes.byref(self._iov, 2 * _IOVEC_SIZE)
         self._pinned: dict[int, memoryview] = {}   # start address -> byte view of a pinned buffer
-        # The same, sorted by start, to find the pinned buffer an address falls inside.
-        self._starts: list[int] = []
-        self._views: list[memoryview] = []
+        # The same, sorted by start, to find the pinned buffer an address falls inside:
+        # (starts, views), replaced as one object so that a reader in another thread never
+        # pairs one pin's start with another's view.
+        self._ranges: tuple = ((), ())
         self._listeners: list[weakref.WeakMethod] = []
         self._grow(self._SCRATCH_MIN)
 
@@ -141,17 +142,17 @@ class ProcessMemory(Memory):
 
     def _sort_pins(self) -> None:
         pins = sorted(self._pinned.items())
-        self._starts = [start for start, _ in pins]
-        self._views = [view for _, view in pins]
+        self._ranges = (tuple(start for start, _ in pins), tuple(view for _, view in pins))
 
     def _pinned_span(self, addr: int, n: int):
         """A view of the n bytes at addr if they lie inside one pinned buffer (the one that
         starts last at or before addr), else None."""
-        i = bisect.bisect_right(self._starts, addr) - 1
+        starts, views = self._ranges
+        i = bisect.bisect_right(starts, addr) - 1
         if i < 0:
             return None
-        off = addr - self._starts[i]
-        view = self._views[i]
+        off = addr - starts[i]
+        view = views[i]
         if off + n <= len(view):
             return view[off:off + n]
         return None
@@ -172,7 +173,7 @@ class ProcessMemory(Memory):
         pinned = self._pinned.get(addr)
         if pinned is not None and n <= len(pinned):
             return pinned[:n]
-        if self._starts:
+        if self._pinned:
             return self._pinned_span(addr, n)
         return None
 
@@ -252,7 +253,7 @@ class ProcessMemory(Memory):
             return pinned[:n].tobytes()
         if n == 0:
             return b""
-        if self._starts:
+        if self._pinned:
             span = self._pinned_span(addr, n)
             if span is not None:
                 return span.tobytes()
@@ -267,7 +268,7 @@ class ProcessMemory(Memory):
         return self._scratch_view[:n].tobytes()
 
     def read2(self, addr1: int, n1: int, addr2: int, n2: int) -> tuple[bytes, bytes]:
-        if self._starts and (self._pinned_span(addr1, n1) is not None
+        if self._pinned and (self._pinned_span(addr1, n1) is not None
                              or self._pinned_span(addr2, n2) is not None):
             return self.read(addr1, n1), self.read(addr2, n2)
         # One syscall for key and value; a short count says which copy faulted first.
@@ -292,7 +293,7 @@ class ProcessMemory(Memory):
             return
         if n == 0:
             return
-        if self._starts:
+        if self._pinned:
             span = self._pinned_span(addr, n)
             if span is not None:
                 span[:] = data

@@ -11,8 +11,9 @@ memory (the whole per-CPU area for the per-CPU types).
 * HASH and PERCPU_HASH take elements from the store's freelist (LIFO, like a CPU's
   freelist); a preallocated HASH map's replaced element becomes the current CPU's spare
   (``extra_elems``), as in alloc_htab_elem().
-* LRU maps: element i is preallocated LRU node i (``lru_nodes[i]``, an HtabLruElem), and the
-  LRU lists of bpf_lru_list.c (lru.py) decide which node, hence which element, is reused.
+* LRU maps: element i is preallocated LRU node i (the kernel embeds the node in the
+  element), and the LRU lists of bpf_lru_list.c (lru.py) decide which node, hence which
+  element, is reused.
 """
 import errno
 
@@ -25,8 +26,7 @@ from ..undo import restore_item as _setitem
 from .core import BpfMap
 from .htab_columns import ColumnarStore
 from .htab_store import MISS, SimpleStore
-from .lru import (BpfLru, BpfLruNode, bpf_lru_node_set_ref, bpf_lru_pop_free, bpf_lru_populate,
-                  bpf_lru_push_free)
+from .lru import BpfLru, bpf_lru_node_set_ref, bpf_lru_pop_free, bpf_lru_populate, bpf_lru_push_free
 
 NUMA_NO_NODE = -1
 LOCAL_FREE_TARGET = 128
@@ -37,12 +37,6 @@ HTAB_CREATE_FLAG_MASK = (F.BPF_F_NO_PREALLOC | F.BPF_F_NO_COMMON_LRU | F.BPF_F_N
 _PROG_ACCESS = F.BPF_F_RDONLY_PROG | F.BPF_F_WRONLY_PROG
 
 STORES = {"columnar": ColumnarStore, "simple": SimpleStore}
-
-
-class HtabLruElem(BpfLruNode):
-    """struct htab_elem of LRU maps as the LRU lists see it: the node, preallocated and
-    reused; its key and value are the store's element ``slot``."""
-    __slots__ = ("slot",)
 
 
 class BpfHtab(BpfMap):
@@ -59,7 +53,6 @@ class BpfHtab(BpfMap):
         self.store = None                             # the elements and buckets
         self.slot_size = self.value_size_sys          # bytes of value an element holds
         self.extra_elems = None                       # per CPU spare element (HASH prealloc)
-        self.lru_nodes = None                         # element -> HtabLruElem (LRU types)
         self.lru: BpfLru | None = None
 
 
@@ -133,15 +126,10 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
         target_free = (min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
                        if kernel.profile.lru_target_free_scaled else LOCAL_FREE_TARGET)
         htab.lru = BpfLru(htab.percpu_lru, ncpu, target_free,
-                          lambda node: htab_lru_map_delete_node(htab, node))
-        htab.lru.undo = kernel.undo
+                          lambda node: htab_lru_map_delete_node(htab, node), htab.max_entries,
+                          kernel.undo)
         htab.store.prealloc(htab.max_entries)   # prealloc_init(): every node, zeroed values
-        nodes = [HtabLruElem() for _ in range(htab.max_entries)]
-        for slot, node in enumerate(nodes):
-            node.slot = slot
-            node.hash = 0
-        htab.lru_nodes = nodes
-        bpf_lru_populate(htab.lru, nodes)
+        bpf_lru_populate(htab.lru, htab.max_entries)
     return htab
 
 
@@ -344,7 +332,7 @@ def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
     value = store.value(l).tobytes()
     store.unlink(l)
     if htab.is_lru:
-        bpf_lru_push_free(htab.lru, htab.lru_nodes[l])    # htab_lru_push_free()
+        bpf_lru_push_free(htab.lru, l)      # htab_lru_push_free()
     else:
         free_htab_elem(htab, l)
     return value
@@ -353,11 +341,11 @@ def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
 # --- LRU ------------------------------------------------------------------------------
 
 def htab_lru_map_delete_node(htab: BpfHtab, node) -> bool:
-    """htab_lru_map_delete_node(): the LRU evicts node; unlink it if it is still linked."""
-    l = node.slot
-    if htab.store.key(l) is None:
+    """htab_lru_map_delete_node(): the LRU evicts node (element node); unlink it if it is
+    still linked."""
+    if htab.store.key(node) is None:
         return False
-    htab.store.unlink(l)
+    htab.store.unlink(node)
     return True
 
 
@@ -376,8 +364,7 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     if flags > BPF_EXIST:
         raise BpfError(errno.EINVAL)
     store = htab.store
-    node = _prealloc_lru_pop(htab, htab.kernel.cpu)
-    l_new = node.slot
+    l_new = node = _prealloc_lru_pop(htab, htab.kernel.cpu)
     store.copy_value(l_new, value)          # the node's own memory (stale views see it)
     l_old = store.lookup(key)
     try:
@@ -388,9 +375,9 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     if l_old is None:
         store.add_head(l_new, key)
     else:
-        bpf_lru_node_set_ref(node)
+        bpf_lru_node_set_ref(htab.lru, node)
         store.replace(l_new, l_old)
-        bpf_lru_push_free(htab.lru, htab.lru_nodes[l_old])   # htab_lru_push_free()
+        bpf_lru_push_free(htab.lru, l_old)  # htab_lru_push_free()
 
 
 def _lru_pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
@@ -428,11 +415,11 @@ def __htab_lru_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu) -
             bpf_lru_push_free(htab.lru, node)
         raise
     if l_old is not None:
-        bpf_lru_node_set_ref(htab.lru_nodes[l_old])
+        bpf_lru_node_set_ref(htab.lru, l_old)
         _pcpu_copy_value(htab, l_old, value, onallcpus, cpu)
     else:
-        _lru_pcpu_init_value(htab, node.slot, value, onallcpus, cpu)
-        store.add_head(node.slot, key)
+        _lru_pcpu_init_value(htab, node, value, onallcpus, cpu)
+        store.add_head(node, key)
         node = None
     if node is not None:
         bpf_lru_push_free(htab.lru, node)
@@ -449,7 +436,7 @@ def htab_lru_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     if l is None:
         raise BpfError(errno.ENOENT)
     store.unlink(l)
-    bpf_lru_push_free(htab.lru, htab.lru_nodes[l])
+    bpf_lru_push_free(htab.lru, l)
 
 
 # --- the BPF-program side (helpers) ---------------------------------------------------------
@@ -477,7 +464,7 @@ def htab_lru_map_lookup_elem(htab: BpfHtab, key: bytes):
     l = htab.store.lookup(key)
     if l is None:
         return None
-    bpf_lru_node_set_ref(htab.lru_nodes[l])
+    bpf_lru_node_set_ref(htab.lru, l)
     return htab.store.value(l)
 
 
@@ -500,7 +487,7 @@ def htab_lru_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
     l = htab.store.lookup(key)
     if l is None:
         return None
-    bpf_lru_node_set_ref(htab.lru_nodes[l])
+    bpf_lru_node_set_ref(htab.lru, l)
     return _this_cpu_value(htab, l, htab.kernel.cpu)
 
 
@@ -522,7 +509,7 @@ def htab_lru_percpu_map_lookup_percpu_elem(htab: BpfHtab, key: bytes, cpu: int):
     l = htab.store.lookup(key)
     if l is None:
         return None
-    bpf_lru_node_set_ref(htab.lru_nodes[l])
+    bpf_lru_node_set_ref(htab.lru, l)
     return _this_cpu_value(htab, l, cpu)
 
 

@@ -119,20 +119,22 @@ class SimpleStore:
         b = h & self.mask
         bucket = self.buckets[b] if isinstance(self.buckets, list) else self.buckets.get(b)
         if bucket is None:
-            bucket = self.buckets[b] = []
-        bucket.insert(0, l)
+            # Made with its element in one line: a call stopped here leaves no empty bucket
+            # (next_bucket would find it, and the walk's bucket_elems(i)[0] fail).
+            self.buckets[b] = [l]
+        else:
+            bucket.insert(0, l)
 
-    def _undo_add_head(self, l: int, key: bytes, old_hash: int, old_key, old_index) -> None:
+    def _undo_add_head(self, l: int, key: bytes, old_hash: int, old_key, old_l) -> None:
         b = self.hashes[l] & self.mask
         bucket = self.buckets[b] if isinstance(self.buckets, list) else self.buckets.get(b)
-        if bucket is not None:
-            if bucket and bucket[0] == l and self.keys[l] == key:
-                bucket = bucket[1:]
-            self._set_bucket(b, bucket)         # an empty list (made, not filled) goes too
-        if old_index is None:
-            self.index.pop(key, None)
-        else:
-            self.index[key] = old_index
+        if bucket and bucket[0] == l and self.keys[l] == key:
+            self._set_bucket(b, bucket[1:])
+        if self.index.get(key) == l:
+            if old_l is None:
+                del self.index[key]
+            else:
+                self.index[key] = old_l         # a replace's add_head: the old element
         self.keys[l] = old_key
         self.hashes[l] = old_hash
 

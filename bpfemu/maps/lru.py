@@ -7,21 +7,33 @@ active/inactive/free lists with their counters and the ``next_inactive_rotation`
 cursor, and for the common LRU the per-CPU local free/pending lists and the
 round-robin steal.  Function names follow the kernel so the two read side by side.
 
-List orientation is the kernel's: ``head.next`` is the newest node ("head"),
-``head.prev`` the oldest ("tail"); a node's ``prev`` is its head-side neighbour.
+A node is a number: node i is the hash map's element i (the kernel embeds struct
+bpf_lru_node in struct htab_elem).  The fields of struct bpf_lru_node are columns of
+the BpfLru, indexed by node: ``lru.next[node]``, ``lru.prev[node]``, ``lru.type[node]``,
+``lru.ref[node]``, ``lru.cpu[node]`` (a few bytes a node instead of a Python object).
+The list sentinels (struct list_head) are numbers too, after the nodes, with next and
+prev columns of their own entries.
+
+List orientation is the kernel's: ``next[head]`` is the newest node ("head"),
+``prev[head]`` the oldest ("tail"); a node's ``prev`` is its head-side neighbour.
 
 The CPU is always an explicit argument; nothing here reads the scheduler.  CPUs
 are ``0 .. nr_cpus-1`` (the possible-CPU mask is assumed to be contiguous).
 
-Undo journal (bpfemu/undo.py): before a node, a sentinel or a list's counters change,
-its state is saved in ``lru.undo`` (``_save`` and the inlined appends of the hot paths),
-so that a call stopped half-way puts every list back as it was.
+Undo journal (bpfemu/undo.py): every change is journaled in ``lru.undo`` before it is
+made, so that a call stopped half-way puts the lists back as they were.  A list_move of a
+node is one entry (``_unmove``: the node's old neighbours, the target's old first node and
+the node's type/ref/cpu); a list's counters and rotation cursor are journaled once an
+operation, where the kernel takes the list's lock (bpf_lru_list_pop_free_to_local,
+bpf_lru_list_push_free, the per-CPU pop and push); the rest (steal path, reversal, ref
+bit) where it changes.  Populating a new map is not journaled: a rolled-back create drops
+the map.
 """
 from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
 
-from ..undo import NO_JOURNAL
+from ..undo import NO_JOURNAL, restore_attr, restore_item
 
 __all__ = [
     "BPF_LRU_LIST_T_ACTIVE",
@@ -33,8 +45,6 @@ __all__ = [
     "LOCAL_NR_SCANS",
     "PERCPU_FREE_TARGET",
     "PERCPU_NR_SCANS",
-    "ListHead",
-    "BpfLruNode",
     "BpfLruList",
     "BpfLruLocallist",
     "BpfLru",
@@ -75,49 +85,18 @@ PERCPU_NR_SCANS = PERCPU_FREE_TARGET
 # --------------------------------------------------------------------------------------
 
 
-class ListHead:
-    """A list sentinel (struct list_head used as a list head): an empty list points at itself."""
-
-    __slots__ = ("next", "prev")
-
-    def __init__(self) -> None:
-        self.next = self
-        self.prev = self
-
-
-class BpfLruNode:
-    """struct bpf_lru_node, embedded in every LRU hash element.
-
-    The hash map's element class subclasses this and adds its own slots (key,
-    value, ...).  ``hash`` lives here because the LRU writes it when it hands a
-    node out, as the kernel does through ``hash_offset``; a subclass may redeclare
-    it harmlessly.  No constructor arguments: ``bpf_lru_populate`` initialises the
-    list state of every node, so a subclass need not call ``super().__init__()``.
-    """
-
-    __slots__ = ("next", "prev", "cpu", "type", "ref", "hash", "undo")
-
-    def __init__(self) -> None:
-        self.undo = NO_JOURNAL      # the map's undo journal, for bpf_lru_node_set_ref
-        self.next = None
-        self.prev = None
-        self.cpu = 0
-        self.type = BPF_LRU_LIST_T_FREE
-        self.ref = 0
-        self.hash = 0
-
-
 class BpfLruList:
-    """struct bpf_lru_list: active, inactive and free lists, two counters, the NIR cursor."""
+    """struct bpf_lru_list: active, inactive and free lists (their sentinels), two
+    counters, the NIR cursor."""
 
     __slots__ = ("lists", "counts", "next_inactive_rotation")
 
-    def __init__(self) -> None:
-        self.lists = (ListHead(), ListHead(), ListHead())
+    def __init__(self, heads: tuple) -> None:
+        self.lists = heads
         # Only ACTIVE and INACTIVE are counted (the rotation compares them).
         self.counts = [0, 0]
         # Where the next inactive rotation starts: an inactive node or the sentinel.
-        self.next_inactive_rotation = self.lists[BPF_LRU_LIST_T_INACTIVE]
+        self.next_inactive_rotation = heads[BPF_LRU_LIST_T_INACTIVE]
 
 
 class BpfLruLocallist:
@@ -125,19 +104,24 @@ class BpfLruLocallist:
 
     __slots__ = ("lists", "next_steal")
 
-    def __init__(self, cpu: int) -> None:
-        self.lists = (ListHead(), ListHead())
+    def __init__(self, heads: tuple, cpu: int) -> None:
+        self.lists = heads
         self.next_steal = cpu
 
 
 class BpfLru:
-    """struct bpf_lru.
+    """struct bpf_lru, with the struct bpf_lru_node of every node as columns.
 
     ``percpu`` is True for BPF_F_NO_COMMON_LRU.  ``target_free`` is the common
     LRU's harvest batch (see ``bpf_lru_target_free``); it is ignored by the
     per-CPU LRU, which always uses PERCPU_FREE_TARGET.  ``del_from_htab(node)``
     is the eviction callback (htab_lru_map_delete_node): it unlinks the node's
     element from the hash table and returns True, or False if it was not there.
+    ``nr_nodes`` nodes, 0..nr_nodes-1, exist from the start; bpf_lru_populate()
+    puts them on the free list(s).
+
+    The kernel's node also holds the key's hash (``hash``), for the hash table's
+    own use; the hash map here does not read it back, so it is not kept.
     """
 
     __slots__ = (
@@ -149,7 +133,14 @@ class BpfLru:
         "common_lru",
         "local_list",
         "percpu_lru",
-        "undo",
+        "nr_nodes",
+        "undo",                 # the emulator's undo journal (bpfemu/undo.py)
+        # struct bpf_lru_node, a column per field, indexed by node (sentinels after the nodes)
+        "next",
+        "prev",
+        "type",
+        "ref",
+        "cpu",
     )
 
     def __init__(
@@ -157,7 +148,9 @@ class BpfLru:
         percpu: bool,
         nr_cpus: int,
         target_free: int,
-        del_from_htab: Callable[[BpfLruNode], bool],
+        del_from_htab: Callable[[int], bool],
+        nr_nodes: int = 0,
+        undo: list = NO_JOURNAL,
     ) -> None:
         if nr_cpus < 1:
             raise ValueError("nr_cpus must be at least 1")
@@ -165,16 +158,31 @@ class BpfLru:
         self.nr_cpus = nr_cpus
         self.target_free = target_free
         self.del_from_htab = del_from_htab
-        self.undo = NO_JOURNAL          # the emulator's undo journal
+        self.nr_nodes = nr_nodes
+        self.undo = undo
+        n_heads = NR_BPF_LRU_LIST_T * nr_cpus if self.percpu else (
+            NR_BPF_LRU_LIST_T + NR_BPF_LRU_LOCAL_LIST_T * nr_cpus)
+        total = nr_nodes + n_heads
+        # One int object per node, shared by both link columns (and by the hash map's
+        # index, which holds the same numbers): a list entry costs a pointer.
+        ids = list(range(total))
+        self.next = ids
+        self.prev = ids[:]                  # every sentinel points at itself: empty lists
+        self.type = bytearray([BPF_LRU_LIST_T_FREE]) * total
+        self.ref = bytearray(total)
+        self.cpu = bytearray(total) if nr_cpus <= 256 else [0] * total
+        heads = iter(ids[nr_nodes:])
         if self.percpu:
             self.nr_scans = PERCPU_NR_SCANS
             self.common_lru = None
             self.local_list = None
-            self.percpu_lru = [BpfLruList() for _ in range(nr_cpus)]
+            self.percpu_lru = [BpfLruList((next(heads), next(heads), next(heads)))
+                               for _ in range(nr_cpus)]
         else:
             self.nr_scans = LOCAL_NR_SCANS
-            self.common_lru = BpfLruList()
-            self.local_list = [BpfLruLocallist(cpu) for cpu in range(nr_cpus)]
+            self.common_lru = BpfLruList((next(heads), next(heads), next(heads)))
+            self.local_list = [BpfLruLocallist((next(heads), next(heads)), cpu)
+                               for cpu in range(nr_cpus)]
             self.percpu_lru = None
 
 
@@ -189,73 +197,104 @@ def bpf_lru_target_free(nr_elems: int, nr_cpus: int) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _restore_links(head, next, prev) -> None:
-    head.next = next
-    head.prev = prev
+def _list_del(lru: BpfLru, node: int) -> None:
+    nxt, prv = lru.next, lru.prev
+    p = prv[node]
+    n = nxt[node]
+    nxt[p] = n
+    prv[n] = p
 
 
-def _restore_node(node, next, prev, cpu, type, ref, hash) -> None:
-    node.next = next
-    node.prev = prev
-    node.cpu = cpu
-    node.type = type
-    node.ref = ref
-    node.hash = hash
+def _list_add(lru: BpfLru, node: int, head: int) -> None:
+    # Link right after the sentinel, i.e. at the head (newest end).
+    nxt, prv = lru.next, lru.prev
+    n = nxt[head]
+    nxt[node] = n
+    prv[node] = head
+    prv[n] = node
+    nxt[head] = node
 
 
-def _restore_list(l, active: int, inactive: int, nir) -> None:
+def _list_move(lru: BpfLru, node: int, head: int) -> None:
+    nxt, prv = lru.next, lru.prev
+    p = prv[node]
+    n = nxt[node]
+    nxt[p] = n
+    prv[n] = p
+    n = nxt[head]
+    nxt[node] = n
+    prv[node] = head
+    prv[n] = node
+    nxt[head] = node
+
+
+# --- undo journal entries (bpfemu/undo.py): each restores recorded values, so it is
+# idempotent ---------------------------------------------------------------------------
+
+
+def _unmove(lru: BpfLru, node: int, p: int, n: int, head: int, hn: int,
+            t: int, r: int, c: int) -> None:
+    """The inverse of a list_move(node, head) (or a list_del + list_add) that found node
+    between p and n, and hn first after head; t, r, c: the node's type, ref and cpu then."""
+    nxt, prv = lru.next, lru.prev
+    nxt[head] = hn
+    prv[hn] = head
+    nxt[p] = node
+    prv[n] = node
+    nxt[node] = n
+    prv[node] = p
+    lru.type[node] = t
+    lru.ref[node] = r
+    lru.cpu[node] = c
+
+
+def _restore_counts(l: BpfLruList, active: int, inactive: int, nir: int) -> None:
     l.counts[:] = (active, inactive)
     l.next_inactive_rotation = nir
 
 
-def _save(undo, *objs) -> None:
-    """Journal the state of sentinels, nodes and LRU lists about to change."""
-    for o in objs:
-        t = type(o)
-        if t is ListHead:
-            undo.append((_restore_links, o, o.next, o.prev))
-        elif t is BpfLruList:
-            undo.append((_restore_list, o, o.counts[0], o.counts[1], o.next_inactive_rotation))
-        elif t is BpfLruLocallist:
-            undo.append((setattr, o, "next_steal", o.next_steal))
-        else:
-            undo.append((_restore_node, o, o.next, o.prev, o.cpu, o.type, o.ref, o.hash))
+def _save_counts(lru: BpfLru, l: BpfLruList) -> None:
+    """Journal a list's counters and rotation cursor (once an operation, under the
+    kernel's l->lock)."""
+    counts = l.counts
+    lru.undo.append((_restore_counts, l, counts[0], counts[1], l.next_inactive_rotation))
 
 
-def _list_del(node) -> None:
-    p = node.prev
-    n = node.next
-    p.next = n
-    n.prev = p
+def _restore_order(lru: BpfLru, head: int, order: list) -> None:
+    """Relink the list at head with the nodes of order, first to last."""
+    nxt, prv = lru.next, lru.prev
+    p = head
+    for node in order:
+        nxt[p] = node
+        prv[node] = p
+        p = node
+    nxt[p] = head
+    prv[head] = p
 
 
-def _list_add(node, head) -> None:
-    # Link right after the sentinel, i.e. at the head (newest end).
-    n = head.next
-    node.next = n
-    node.prev = head
-    n.prev = node
-    head.next = node
+def _restore_node(lru: BpfLru, node: int, n: int, p: int, t: int, r: int, c: int) -> None:
+    lru.next[node] = n
+    lru.prev[node] = p
+    lru.type[node] = t
+    lru.ref[node] = r
+    lru.cpu[node] = c
 
 
-def _list_move(node, head) -> None:
-    p = node.prev
-    n = node.next
-    p.next = n
-    n.prev = p
-    n = head.next
-    node.next = n
-    node.prev = head
-    n.prev = node
-    head.next = node
+def _save(lru: BpfLru, *nodes: int) -> None:
+    """Journal every field of nodes (sentinels too) about to change (the cold paths)."""
+    undo = lru.undo
+    for i in nodes:
+        undo.append((_restore_node, lru, i, lru.next[i], lru.prev[i], lru.type[i],
+                     lru.ref[i], lru.cpu[i]))
 
 
-def _list_iter(head) -> Iterator[BpfLruNode]:
+def _list_iter(lru: BpfLru, head: int) -> Iterator[int]:
     """Nodes from head (newest) to tail (oldest).  Not for use while the list changes."""
-    node = head.next
-    while node is not head:
+    nxt = lru.next
+    node = nxt[head]
+    while node != head:
         yield node
-        node = node.next
+        node = nxt[node]
 
 
 # --------------------------------------------------------------------------------------
@@ -268,84 +307,79 @@ def get_next_cpu(lru: BpfLru, cpu: int) -> int:
     return 0 if cpu >= lru.nr_cpus else cpu
 
 
-def bpf_lru_node_is_ref(node: BpfLruNode) -> bool:
-    return node.ref != 0
+def bpf_lru_node_is_ref(lru: BpfLru, node: int) -> bool:
+    return lru.ref[node] != 0
 
 
-def bpf_lru_node_set_ref(node: BpfLruNode) -> None:
+def bpf_lru_node_set_ref(lru: BpfLru, node: int) -> None:
     """Mark the node referenced (BPF-program lookups, updates of an existing key)."""
-    if not node.ref:
-        node.undo.append((setattr, node, "ref", node.ref))
-        node.ref = 1
+    ref = lru.ref
+    if not ref[node]:
+        lru.undo.append((restore_item, ref, node, 0))
+        ref[node] = 1
 
 
-def __bpf_lru_node_move_to_free(l: BpfLruList, node: BpfLruNode, free_list, tgt_free_type: int) -> None:
+def __bpf_lru_node_move_to_free(lru: BpfLru, l: BpfLruList, node: int, free_list: int,
+                                tgt_free_type: int) -> None:
     """Active/inactive node -> a free list (the global one or a CPU's local one).
 
     The ref bit is left alone; it is cleared when the node is handed out again.
     """
-    t = node.type
+    t = lru.type[node]
     if t >= BPF_LOCAL_LIST_T_OFFSET:  # kernel: WARN_ON_ONCE, ignored
         return
-    _save(node.undo, l, node, node.prev, node.next, free_list, free_list.next)
+    _save(lru, node, lru.prev[node], lru.next[node], free_list, lru.next[free_list])
     # Keep the rotation cursor on the inactive list: step it to the head-side neighbour.
-    if node is l.next_inactive_rotation:
-        l.next_inactive_rotation = node.prev
+    if node == l.next_inactive_rotation:
+        l.next_inactive_rotation = lru.prev[node]
     if t < NR_BPF_LRU_LIST_COUNT:
         l.counts[t] -= 1
-    node.type = tgt_free_type
-    # list_move, inlined (hot: every eviction and every harvested node)
-    p = node.prev
-    n = node.next
-    p.next = n
-    n.prev = p
-    n = free_list.next
-    node.next = n
-    node.prev = free_list
-    n.prev = node
-    free_list.next = node
+    lru.type[node] = tgt_free_type
+    _list_move(lru, node, free_list)
 
 
-def __bpf_lru_node_move_in(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
+def __bpf_lru_node_move_in(lru: BpfLru, l: BpfLruList, node: int, tgt_type: int) -> None:
     """Local pending node -> head of the global active or inactive list."""
-    if node.type < BPF_LOCAL_LIST_T_OFFSET or tgt_type >= BPF_LOCAL_LIST_T_OFFSET:
+    if lru.type[node] < BPF_LOCAL_LIST_T_OFFSET or tgt_type >= BPF_LOCAL_LIST_T_OFFSET:
         return  # kernel: WARN_ON_ONCE, ignored
     head = l.lists[tgt_type]
-    _save(node.undo, l, node, node.prev, node.next, head, head.next)
+    _save(lru, node, lru.prev[node], lru.next[node], head, lru.next[head])
     if tgt_type < NR_BPF_LRU_LIST_COUNT:
         l.counts[tgt_type] += 1
-    node.type = tgt_type
-    node.ref = 0
-    _list_move(node, l.lists[tgt_type])
+    lru.type[node] = tgt_type
+    lru.ref[node] = 0
+    _list_move(lru, node, head)
 
 
-def __bpf_lru_node_move(l: BpfLruList, node: BpfLruNode, tgt_type: int) -> None:
+def __bpf_lru_node_move(lru: BpfLru, l: BpfLruList, node: int, tgt_type: int) -> None:
     """Move within/between active, inactive and free of one LRU list, to the head of tgt_type."""
-    t = node.type
+    types = lru.type
+    t = types[node]
     if t >= BPF_LOCAL_LIST_T_OFFSET or tgt_type >= BPF_LOCAL_LIST_T_OFFSET:
         return  # kernel: WARN_ON_ONCE, ignored
+    nxt, prv = lru.next, lru.prev
+    p = prv[node]
+    n = nxt[node]
     head = l.lists[tgt_type]
-    _save(node.undo, l, node, node.prev, node.next, head, head.next)
+    lru.undo.append((_unmove, lru, node, p, n, head, nxt[head], t, lru.ref[node], lru.cpu[node]))
     if t != tgt_type:
         counts = l.counts
         if t < NR_BPF_LRU_LIST_COUNT:
             counts[t] -= 1
         if tgt_type < NR_BPF_LRU_LIST_COUNT:
             counts[tgt_type] += 1
-        node.type = tgt_type
-    node.ref = 0
-    if node is l.next_inactive_rotation:
-        l.next_inactive_rotation = node.prev
+        types[node] = tgt_type
+    lru.ref[node] = 0
+    if node == l.next_inactive_rotation:
+        l.next_inactive_rotation = p
     # list_move, inlined (hot: rotation, push_free, per-CPU pop)
-    p = node.prev
-    n = node.next
-    p.next = n
-    n.prev = p
-    n = head.next
-    node.next = n
-    node.prev = head
-    n.prev = node
-    head.next = node
+    nxt[p] = n
+    prv[n] = p
+    n = nxt[head]
+    nxt[node] = n
+    prv[node] = head
+    prv[n] = node
+    nxt[head] = node
 
 
 # --------------------------------------------------------------------------------------
@@ -364,17 +398,18 @@ def __bpf_lru_list_rotate_active(lru: BpfLru, l: BpfLruList) -> None:
     the node that was at the head when the walk began."""
     active = l.lists[BPF_LRU_LIST_T_ACTIVE]
     nr_scans = lru.nr_scans
-    first_node = active.next
-    node = active.prev
+    prv, ref = lru.prev, lru.ref
+    first_node = lru.next[active]
+    node = prv[active]
     i = 0
-    while node is not active:
-        tmp = node.prev
-        if node.ref:
-            __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_ACTIVE)
+    while node != active:
+        tmp = prv[node]
+        if ref[node]:
+            __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_ACTIVE)
         else:
-            __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_INACTIVE)
+            __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_INACTIVE)
         i += 1
-        if i == nr_scans or node is first_node:
+        if i == nr_scans or node == first_node:
             break
         node = tmp
 
@@ -384,68 +419,71 @@ def __bpf_lru_list_rotate_inactive(lru: BpfLru, l: BpfLruList) -> None:
     from the sentinel to the tail), promote referenced nodes to the active head, and
     leave the cursor at the first node not visited."""
     inactive = l.lists[BPF_LRU_LIST_T_INACTIVE]
-    if inactive.next is inactive:
+    nxt, prv, ref = lru.next, lru.prev, lru.ref
+    if nxt[inactive] == inactive:
         return
 
-    _save(lru.undo, l)
     cur = l.next_inactive_rotation
     # The node reached after one full lap.
-    last = cur.next
-    if last is inactive:
-        last = last.next
+    last = nxt[cur]
+    if last == inactive:
+        last = nxt[last]
 
     nr_scans = lru.nr_scans
-    nxt = inactive
+    nx = inactive
     i = 0
     while i < nr_scans:
-        if cur is inactive:
+        if cur == inactive:
             # Stepping over the sentinel is free and wraps to the tail.
-            cur = cur.prev
+            cur = prv[cur]
             continue
-        nxt = cur.prev
-        if cur.ref:
-            __bpf_lru_node_move(l, cur, BPF_LRU_LIST_T_ACTIVE)
-        if cur is last:
+        nx = prv[cur]
+        if ref[cur]:
+            __bpf_lru_node_move(lru, l, cur, BPF_LRU_LIST_T_ACTIVE)
+        if cur == last:
             break
-        cur = nxt
+        cur = nx
         i += 1
 
-    l.next_inactive_rotation = nxt
+    l.next_inactive_rotation = nx
 
 
 def __bpf_lru_list_shrink_inactive(
-    lru: BpfLru, l: BpfLruList, tgt_nshrink: int, free_list, tgt_free_type: int
+    lru: BpfLru, l: BpfLruList, tgt_nshrink: int, free_list: int, tgt_free_type: int
 ) -> int:
     """From the inactive tail: promote referenced nodes, evict the others into free_list,
     until tgt_nshrink were freed or nr_scans nodes were looked at.  Returns the number freed."""
     inactive = l.lists[BPF_LRU_LIST_T_INACTIVE]
     nr_scans = lru.nr_scans
     del_from_htab = lru.del_from_htab
+    nxt, prv, ref, types = lru.next, lru.prev, lru.ref, lru.type
+    cpus, undo = lru.cpu, lru.undo
     counts = l.counts
     nshrinked = 0
     i = 0
-    node = inactive.prev
-    while node is not inactive:
-        tmp = node.prev
-        if node.ref:
-            __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_ACTIVE)
+    node = prv[inactive]
+    while node != inactive:
+        tmp = prv[node]
+        if ref[node]:
+            __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_ACTIVE)
         elif del_from_htab(node):
             # __bpf_lru_node_move_to_free inlined for an INACTIVE node (the hot
             # eviction step).  Not necessarily the tail: nodes the hash table
             # refused to give up stay behind it.
-            _save(lru.undo, l, node, tmp, node.next, free_list, free_list.next)
-            if node is l.next_inactive_rotation:
+            n = nxt[node]
+            undo.append((_unmove, lru, node, tmp, n, free_list, nxt[free_list],
+                         types[node], 0, cpus[node]))
+            if node == l.next_inactive_rotation:
                 l.next_inactive_rotation = tmp
             counts[BPF_LRU_LIST_T_INACTIVE] -= 1
-            node.type = tgt_free_type
-            n = node.next
-            tmp.next = n
-            n.prev = tmp
-            n = free_list.next
-            node.next = n
-            node.prev = free_list
-            n.prev = node
-            free_list.next = node
+            types[node] = tgt_free_type
+            nxt[tmp] = n
+            prv[n] = tmp
+            n = nxt[free_list]
+            nxt[node] = n
+            prv[node] = free_list
+            prv[n] = node
+            nxt[free_list] = node
             nshrinked += 1
             if nshrinked == tgt_nshrink:
                 break
@@ -464,7 +502,7 @@ def __bpf_lru_list_rotate(lru: BpfLru, l: BpfLruList) -> None:
 
 
 def __bpf_lru_list_shrink(
-    lru: BpfLru, l: BpfLruList, tgt_nshrink: int, free_list, tgt_free_type: int
+    lru: BpfLru, l: BpfLruList, tgt_nshrink: int, free_list: int, tgt_free_type: int
 ) -> int:
     """Shrink the inactive list; if that frees nothing, force-evict the oldest node of
     the inactive list (or of the active list when inactive is empty), ignoring ref."""
@@ -472,18 +510,19 @@ def __bpf_lru_list_shrink(
     if nshrinked:
         return nshrinked
 
+    nxt, prv = lru.next, lru.prev
     inactive = l.lists[BPF_LRU_LIST_T_INACTIVE]
-    if inactive.next is not inactive:
+    if nxt[inactive] != inactive:
         force_shrink_list = inactive
     else:
         force_shrink_list = l.lists[BPF_LRU_LIST_T_ACTIVE]
 
     del_from_htab = lru.del_from_htab
-    node = force_shrink_list.prev
-    while node is not force_shrink_list:
-        tmp = node.prev
+    node = prv[force_shrink_list]
+    while node != force_shrink_list:
+        tmp = prv[node]
         if del_from_htab(node):
-            __bpf_lru_node_move_to_free(l, node, free_list, tgt_free_type)
+            __bpf_lru_node_move_to_free(lru, l, node, free_list, tgt_free_type)
             return 1
         node = tmp
     return 0
@@ -494,38 +533,41 @@ def __bpf_lru_list_shrink(
 # --------------------------------------------------------------------------------------
 
 
-def __local_list_flush(l: BpfLruList, loc_l: BpfLruLocallist) -> None:
+def __local_list_flush(lru: BpfLru, l: BpfLruList, loc_l: BpfLruLocallist) -> None:
     """Pending nodes -> global list, oldest first, so their order is kept (newest at head)."""
     # __bpf_lru_node_move_in inlined: every node here is PENDING, so its checks hold.
     pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
     lists = l.lists
     counts = l.counts
-    node = pending.prev
-    if node is not pending:
-        _save(node.undo, l)
-    while node is not pending:
-        tmp = node.prev
-        tgt_type = BPF_LRU_LIST_T_ACTIVE if node.ref else BPF_LRU_LIST_T_INACTIVE
-        _save(node.undo, node, tmp, pending, lists[tgt_type], lists[tgt_type].next)
-        counts[tgt_type] += 1
-        node.type = tgt_type
-        node.ref = 0
-        # The node is the pending tail: unlinking it leaves tmp as the new tail.
-        tmp.next = pending
-        pending.prev = tmp
+    nxt, prv, ref, types = lru.next, lru.prev, lru.ref, lru.type
+    cpus, undo = lru.cpu, lru.undo
+    node = prv[pending]
+    while node != pending:
+        tmp = prv[node]
+        r = ref[node]
+        tgt_type = BPF_LRU_LIST_T_ACTIVE if r else BPF_LRU_LIST_T_INACTIVE
         head = lists[tgt_type]
-        n = head.next
-        node.next = n
-        node.prev = head
-        n.prev = node
-        head.next = node
+        undo.append((_unmove, lru, node, tmp, pending, head, nxt[head],
+                     types[node], r, cpus[node]))
+        counts[tgt_type] += 1
+        types[node] = tgt_type
+        ref[node] = 0
+        # The node is the pending tail: unlinking it leaves tmp as the new tail.
+        nxt[tmp] = pending
+        prv[pending] = tmp
+        n = nxt[head]
+        nxt[node] = n
+        prv[node] = head
+        prv[n] = node
+        nxt[head] = node
         node = tmp
 
 
-def bpf_lru_list_push_free(l: BpfLruList, node: BpfLruNode) -> None:
-    if node.type >= BPF_LOCAL_LIST_T_OFFSET:
+def bpf_lru_list_push_free(lru: BpfLru, l: BpfLruList, node: int) -> None:
+    if lru.type[node] >= BPF_LOCAL_LIST_T_OFFSET:
         return  # kernel: WARN_ON_ONCE, ignored
-    __bpf_lru_node_move(l, node, BPF_LRU_LIST_T_FREE)
+    _save_counts(lru, l)                    # the kernel takes l->lock here
+    __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE)
 
 
 def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
@@ -535,26 +577,29 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     target_free = lru.target_free
     local_free = loc_l.lists[LOCAL_FREE_LIST_IDX]
 
-    __local_list_flush(l, loc_l)
+    _save_counts(lru, l)                    # the kernel takes l->lock here
+    __local_list_flush(lru, l, loc_l)
     __bpf_lru_list_rotate(lru, l)
 
     # __bpf_lru_node_move_to_free inlined: FREE nodes are uncounted and never the
     # rotation cursor, so only the relink and the type change remain.
+    nxt, prv, types = lru.next, lru.prev, lru.type
+    ref, cpus, undo = lru.ref, lru.cpu, lru.undo
     free = l.lists[BPF_LRU_LIST_T_FREE]
     nfree = 0
-    node = free.next
-    undo = lru.undo
-    while node is not free:
-        tmp = node.next
-        _save(undo, node, tmp, free, local_free, local_free.next)
-        node.type = BPF_LRU_LOCAL_LIST_T_FREE
-        free.next = tmp  # node is the free head
-        tmp.prev = free
-        n = local_free.next
-        node.next = n
-        node.prev = local_free
-        n.prev = node
-        local_free.next = node
+    node = nxt[free]
+    while node != free:
+        tmp = nxt[node]
+        undo.append((_unmove, lru, node, free, tmp, local_free, nxt[local_free],
+                     types[node], ref[node], cpus[node]))
+        types[node] = BPF_LRU_LOCAL_LIST_T_FREE
+        nxt[free] = tmp  # node is the free head
+        prv[tmp] = free
+        n = nxt[local_free]
+        nxt[node] = n
+        prv[node] = local_free
+        prv[n] = node
+        nxt[local_free] = node
         nfree += 1
         if nfree == target_free:
             break
@@ -567,89 +612,87 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     # (first moved, first reused), which the reuse of per-CPU padding bytes shows; the list_move
     # above stacks them the other way. The refill only runs on an empty local free list, so
     # reversing the list gives the kernel's order (tests/differential/test_percpu_padding.py).
-    _list_reverse(undo, local_free)
+    _list_reverse(lru, local_free)
 
 
-def _list_reverse(undo, head) -> None:
+def _list_reverse(lru: BpfLru, head: int) -> None:
+    nxt, prv = lru.next, lru.prev
+    lru.undo.append((_restore_order, lru, head, list(_list_iter(lru, head))))
     node = head
     while True:
-        _save(undo, node)
-        node.next, node.prev = node.prev, node.next
-        node = node.prev               # the old next
-        if node is head:
+        n, p = nxt[node], prv[node]
+        nxt[node], prv[node] = p, n
+        node = n                       # the old next
+        if node == head:
             return
 
 
 def __local_list_add_pending(
-    lru: BpfLru, loc_l: BpfLruLocallist, cpu: int, node: BpfLruNode, hash: int
+    lru: BpfLru, loc_l: BpfLruLocallist, cpu: int, node: int, hash: int
 ) -> None:
     head = loc_l.lists[LOCAL_PENDING_LIST_IDX]
-    _save(lru.undo, node, head, head.next)
-    node.hash = hash
-    node.cpu = cpu
-    node.type = BPF_LRU_LOCAL_LIST_T_PENDING
-    node.ref = 0
-    _list_add(node, head)
+    _save(lru, node, head, lru.next[head])
+    lru.cpu[node] = cpu
+    lru.type[node] = BPF_LRU_LOCAL_LIST_T_PENDING
+    lru.ref[node] = 0
+    _list_add(lru, node, head)
 
 
-def __local_list_pop_free(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[BpfLruNode]:
+def __local_list_pop_free(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[int]:
     free = loc_l.lists[LOCAL_FREE_LIST_IDX]
-    node = free.next
-    if node is free:
+    node = lru.next[free]
+    if node == free:
         return None
-    _save(lru.undo, node.prev, node.next)
-    _list_del(node)
+    _save(lru, lru.prev[node], lru.next[node])
+    _list_del(lru, node)
     return node
 
 
-def __local_list_pop_pending(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[BpfLruNode]:
+def __local_list_pop_pending(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[int]:
     """Steal the oldest pending node that is unreferenced and evictable; failing that,
     the oldest evictable one regardless of ref."""
     pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
     del_from_htab = lru.del_from_htab
+    prv, ref = lru.prev, lru.ref
     for force in (False, True):
-        node = pending.prev
-        while node is not pending:
-            if (force or not node.ref) and del_from_htab(node):
-                _save(lru.undo, node.prev, node.next)
-                _list_del(node)
+        node = prv[pending]
+        while node != pending:
+            if (force or not ref[node]) and del_from_htab(node):
+                _save(lru, prv[node], lru.next[node])
+                _list_del(lru, node)
                 return node
-            node = node.prev
+            node = prv[node]
     return None
 
 
-def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
+def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[int]:
     loc_l = lru.local_list[cpu]
 
     # Fast path, inlined __local_list_pop_free + __local_list_add_pending: a node
     # from this CPU's local free list goes to the head of its pending list.
     lists = loc_l.lists
+    nxt = lru.next
     free = lists[LOCAL_FREE_LIST_IDX]
-    node = free.next
-    if node is free:
+    node = nxt[free]
+    if node == free:
         bpf_lru_list_pop_free_to_local(lru, loc_l)
-        node = free.next
-    if node is not free:
-        n = node.next  # node is the local free head
+        node = nxt[free]
+    if node != free:
+        prv = lru.prev
+        n = nxt[node]  # node is the local free head
         pending = lists[LOCAL_PENDING_LIST_IDX]
-        p = pending.next
-        undo = lru.undo
-        undo.append((_restore_links, free, node, free.prev))
-        undo.append((_restore_links, n, n.next, node))
-        undo.append((_restore_node, node, n, free, node.cpu, node.type, node.ref, node.hash))
-        undo.append((_restore_links, pending, p, pending.prev))
-        undo.append((_restore_links, p, p.next, pending))
-        free.next = n
-        n.prev = free
-        node.hash = hash
-        node.cpu = cpu
-        node.type = BPF_LRU_LOCAL_LIST_T_PENDING
-        node.ref = 0
-        n = pending.next
-        node.next = n
-        node.prev = pending
-        n.prev = node
-        pending.next = node
+        lru.undo.append((_unmove, lru, node, free, n, pending, nxt[pending],
+                         lru.type[node], lru.ref[node], lru.cpu[node]))
+        nxt[free] = n
+        prv[n] = free
+        lru.cpu[node] = cpu
+        lru.type[node] = BPF_LRU_LOCAL_LIST_T_PENDING
+        lru.ref[node] = 0
+        n = nxt[pending]
+        nxt[node] = n
+        prv[node] = pending
+        prv[n] = node
+        nxt[pending] = node
         return node
 
     # Nothing locally nor globally (the map is tiny compared with the CPU count):
@@ -665,7 +708,7 @@ def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
         if node is not None or steal == first_steal:
             break
 
-    _save(lru.undo, loc_l)
+    lru.undo.append((restore_attr, loc_l, "next_steal", first_steal))
     loc_l.next_steal = steal
 
     if node is not None:
@@ -673,21 +716,23 @@ def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
     return node
 
 
-def bpf_common_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
-    t = node.type
+def bpf_common_lru_push_free(lru: BpfLru, node: int) -> None:
+    t = lru.type[node]
     if t == BPF_LRU_LIST_T_FREE or t == BPF_LRU_LOCAL_LIST_T_FREE:
         return  # kernel: WARN_ON_ONCE (double free), ignored
 
     if t == BPF_LRU_LOCAL_LIST_T_PENDING:
         # Still pending: back to the owning CPU's local free list, not the global one.
-        head = lru.local_list[node.cpu].lists[LOCAL_FREE_LIST_IDX]
-        _save(lru.undo, node, node.prev, node.next, head, head.next)
-        node.type = BPF_LRU_LOCAL_LIST_T_FREE
-        node.ref = 0
-        _list_move(node, head)
+        head = lru.local_list[lru.cpu[node]].lists[LOCAL_FREE_LIST_IDX]
+        nxt = lru.next
+        lru.undo.append((_unmove, lru, node, lru.prev[node], nxt[node], head, nxt[head],
+                         t, lru.ref[node], lru.cpu[node]))
+        lru.type[node] = BPF_LRU_LOCAL_LIST_T_FREE
+        lru.ref[node] = 0
+        _list_move(lru, node, head)
         return
 
-    bpf_lru_list_push_free(lru.common_lru, node)
+    bpf_lru_list_push_free(lru, lru.common_lru, node)
 
 
 # --------------------------------------------------------------------------------------
@@ -695,10 +740,11 @@ def bpf_common_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
+def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[int]:
     l = lru.percpu_lru[cpu]
     lists = l.lists
     counts = l.counts
+    _save_counts(lru, l)                    # the kernel takes l->lock here
 
     # Rotation runs on every allocation, not only when the free list is empty.
     # (__bpf_lru_list_rotate, inlined: this is the per-CPU hot path.)
@@ -706,36 +752,39 @@ def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLru
         __bpf_lru_list_rotate_active(lru, l)
     __bpf_lru_list_rotate_inactive(lru, l)
 
+    nxt, prv = lru.next, lru.prev
     free_list = lists[BPF_LRU_LIST_T_FREE]
-    if free_list.next is free_list:
+    if nxt[free_list] == free_list:
         __bpf_lru_list_shrink(lru, l, PERCPU_FREE_TARGET, free_list, BPF_LRU_LIST_T_FREE)
 
-    node = free_list.next
-    if node is free_list:
+    node = nxt[free_list]
+    if node == free_list:
         return None
     head = lists[BPF_LRU_LIST_T_INACTIVE]
-    _save(lru.undo, l, node, node.next, free_list, head, head.next)
-    node.hash = hash
+    lru.undo.append((_unmove, lru, node, free_list, nxt[node], head, nxt[head],
+                     lru.type[node], lru.ref[node], lru.cpu[node]))
     # Straight onto the inactive list head: evictable at once, no pending stage.
     # (__bpf_lru_node_move from FREE, inlined: FREE is uncounted and never the
     # rotation cursor; the move clears ref.)
-    node.ref = 0
-    node.type = BPF_LRU_LIST_T_INACTIVE
+    lru.ref[node] = 0
+    lru.type[node] = BPF_LRU_LIST_T_INACTIVE
     counts[BPF_LRU_LIST_T_INACTIVE] += 1
-    n = node.next  # node is the free head
-    free_list.next = n
-    n.prev = free_list
-    n = head.next
-    node.next = n
-    node.prev = head
-    n.prev = node
-    head.next = node
+    n = nxt[node]  # node is the free head
+    nxt[free_list] = n
+    prv[n] = free_list
+    n = nxt[head]
+    nxt[node] = n
+    prv[node] = head
+    prv[n] = node
+    nxt[head] = node
     return node
 
 
-def bpf_percpu_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
+def bpf_percpu_lru_push_free(lru: BpfLru, node: int) -> None:
     # Always back to the owner's list, whichever CPU frees it.
-    __bpf_lru_node_move(lru.percpu_lru[node.cpu], node, BPF_LRU_LIST_T_FREE)
+    l = lru.percpu_lru[lru.cpu[node]]
+    _save_counts(lru, l)                    # the kernel takes l->lock here
+    __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE)
 
 
 # --------------------------------------------------------------------------------------
@@ -743,19 +792,19 @@ def bpf_percpu_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def bpf_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[BpfLruNode]:
+def bpf_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[int]:
     """A node for a new element, on behalf of ``cpu`` (docs: #lru-maps).  May evict (del_from_htab).
 
     Common LRU: the node ends at the head of cpu's pending list with ``cpu`` set.
     Per-CPU LRU: it ends at the head of cpu's inactive list.  Either way ref is
-    clear and ``hash`` is stored.  None only if no node can be found anywhere.
+    clear.  None only if no node can be found anywhere.
     """
     if lru.percpu:
         return bpf_percpu_lru_pop_free(lru, hash, cpu)
     return bpf_common_lru_pop_free(lru, hash, cpu)
 
 
-def bpf_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
+def bpf_lru_push_free(lru: BpfLru, node: int) -> None:
     """Give a node back (delete, failed update, replaced element) (docs: #lru-maps)."""
     if lru.percpu:
         bpf_percpu_lru_push_free(lru, node)
@@ -763,34 +812,33 @@ def bpf_lru_push_free(lru: BpfLru, node: BpfLruNode) -> None:
         bpf_common_lru_push_free(lru, node)
 
 
-def bpf_common_lru_populate(lru: BpfLru, nodes: list) -> None:
+def bpf_common_lru_populate(lru: BpfLru, nr_elems: int) -> None:
     free = lru.common_lru.lists[BPF_LRU_LIST_T_FREE]
-    for node in nodes:
-        _journal_of(lru, node)
-        node.type = BPF_LRU_LIST_T_FREE
-        node.ref = 0
-        node.cpu = 0
-        _list_add(node, free)
+    ids = lru.next[:nr_elems]               # the nodes' own int objects
+    for node in ids:
+        lru.type[node] = BPF_LRU_LIST_T_FREE
+        lru.ref[node] = 0
+        lru.cpu[node] = 0
+        _list_add(lru, node, free)
 
 
-def bpf_percpu_lru_populate(lru: BpfLru, nodes: list) -> None:
-    nr_elems = len(nodes)
+def bpf_percpu_lru_populate(lru: BpfLru, nr_elems: int) -> None:
     pcpu_entries = nr_elems // lru.nr_cpus
     if nr_elems and not pcpu_entries:
         # The kernel divides by zero here; hashtab rounds max_entries up to a
         # multiple of the CPU count so it cannot happen.
         raise ValueError("per-CPU LRU needs at least one node per CPU")
+    ids = lru.next[:nr_elems]               # the nodes' own int objects
     # CPU c owns nodes c*P .. c*P+P-1 (any remainder is left unused, as in the kernel).
     i = 0
     for cpu in range(lru.nr_cpus):
         free = lru.percpu_lru[cpu].lists[BPF_LRU_LIST_T_FREE]
         while i < nr_elems:
-            node = nodes[i]
-            _journal_of(lru, node)
-            node.cpu = cpu
-            node.type = BPF_LRU_LIST_T_FREE
-            node.ref = 0
-            _list_add(node, free)
+            node = ids[i]
+            lru.cpu[node] = cpu
+            lru.type[node] = BPF_LRU_LIST_T_FREE
+            lru.ref[node] = 0
+            _list_add(lru, node, free)
             i += 1
             if i % pcpu_entries == 0:
                 break
@@ -798,20 +846,16 @@ def bpf_percpu_lru_populate(lru: BpfLru, nodes: list) -> None:
             break
 
 
-def _journal_of(lru: BpfLru, node: BpfLruNode) -> None:
-    """A node's undo journal is its LRU's (a subclass need not call __init__: its hash,
-    which the journal saves, starts at 0 if it has none yet)."""
-    node.undo = lru.undo
-    if not hasattr(node, "hash"):
-        node.hash = 0
-
-
-def bpf_lru_populate(lru: BpfLru, nodes: list) -> None:
+def bpf_lru_populate(lru: BpfLru, nr_elems: Optional[int] = None) -> None:
     """Put the map's preallocated nodes 0..N-1 on the free list(s) (docs: #lru-maps)."""
+    if nr_elems is None:
+        nr_elems = lru.nr_nodes
+    if nr_elems > lru.nr_nodes:
+        raise ValueError("more nodes than the LRU was made with")
     if lru.percpu:
-        bpf_percpu_lru_populate(lru, nodes)
+        bpf_percpu_lru_populate(lru, nr_elems)
     else:
-        bpf_common_lru_populate(lru, nodes)
+        bpf_common_lru_populate(lru, nr_elems)
 
 
 # --------------------------------------------------------------------------------------
@@ -819,15 +863,15 @@ def bpf_lru_populate(lru: BpfLru, nodes: list) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _dump_list(l: BpfLruList) -> dict:
+def _dump_list(lru: BpfLru, l: BpfLruList) -> dict:
     lists = l.lists
     nir = l.next_inactive_rotation
     return {
-        "active": list(_list_iter(lists[BPF_LRU_LIST_T_ACTIVE])),
-        "inactive": list(_list_iter(lists[BPF_LRU_LIST_T_INACTIVE])),
-        "free": list(_list_iter(lists[BPF_LRU_LIST_T_FREE])),
+        "active": list(_list_iter(lru, lists[BPF_LRU_LIST_T_ACTIVE])),
+        "inactive": list(_list_iter(lru, lists[BPF_LRU_LIST_T_INACTIVE])),
+        "free": list(_list_iter(lru, lists[BPF_LRU_LIST_T_FREE])),
         "counts": list(l.counts),
-        "next_inactive_rotation": None if nir is lists[BPF_LRU_LIST_T_INACTIVE] else nir,
+        "next_inactive_rotation": None if nir == lists[BPF_LRU_LIST_T_INACTIVE] else nir,
     }
 
 
@@ -839,13 +883,13 @@ def bpf_lru_dump(lru: BpfLru) -> dict:
     ``next_inactive_rotation`` is the cursor node, or None for the sentinel.
     """
     if lru.percpu:
-        return {"percpu": [_dump_list(l) for l in lru.percpu_lru]}
+        return {"percpu": [_dump_list(lru, l) for l in lru.percpu_lru]}
     return {
-        "global": _dump_list(lru.common_lru),
+        "global": _dump_list(lru, lru.common_lru),
         "local": [
             {
-                "free": list(_list_iter(loc.lists[LOCAL_FREE_LIST_IDX])),
-                "pending": list(_list_iter(loc.lists[LOCAL_PENDING_LIST_IDX])),
+                "free": list(_list_iter(lru, loc.lists[LOCAL_FREE_LIST_IDX])),
+                "pending": list(_list_iter(lru, loc.lists[LOCAL_PENDING_LIST_IDX])),
                 "next_steal": loc.next_steal,
             }
             for loc in lru.local_list

@@ -21,7 +21,6 @@ from bpfemu.maps.lru import (
     BPF_LRU_LOCAL_LIST_T_FREE,
     BPF_LRU_LOCAL_LIST_T_PENDING,
     BpfLru,
-    BpfLruNode,
     bpf_lru_dump,
     bpf_lru_node_set_ref,
     bpf_lru_pop_free,
@@ -36,15 +35,6 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 LRU_HASH, LRU_PERCPU_HASH = "lru_hash", "lru_percpu_hash"
 
 
-class Elem(BpfLruNode):
-    """What hashtab.py's LRU element looks like to the LRU: a subclass adding slots."""
-
-    __slots__ = ("key",)
-
-    def __init__(self) -> None:
-        self.key = None
-
-
 class FakeLruHtab:
     """A dict-backed stand-in for an LRU hash map, following the docs' order of events."""
 
@@ -56,15 +46,18 @@ class FakeLruHtab:
         self.map_type = map_type
         self.table: dict = {}  # key -> node, insertion ordered
         self.evicted: list = []
-        self.lru = BpfLru(no_common, nr_cpus, bpf_lru_target_free(max_entries, nr_cpus), self._del_from_htab)
-        self.nodes = [Elem() for _ in range(max_entries)]
-        bpf_lru_populate(self.lru, self.nodes)
+        self.lru = BpfLru(no_common, nr_cpus, bpf_lru_target_free(max_entries, nr_cpus),
+                          self._del_from_htab, max_entries)
+        self.nodes = list(range(max_entries))   # node i is element i
+        self.node_key = [None] * max_entries    # the element's key
+        bpf_lru_populate(self.lru, max_entries)
 
     def _del_from_htab(self, node) -> bool:
         # htab_lru_map_delete_node: unlink if the element is still in its bucket.
-        if self.table.get(node.key) is node:
-            del self.table[node.key]
-            self.evicted.append(node.key)
+        key = self.node_key[node]
+        if self.table.get(key) == node:
+            del self.table[key]
+            self.evicted.append(key)
             return True
         return False
 
@@ -76,7 +69,7 @@ class FakeLruHtab:
         node = bpf_lru_pop_free(self.lru, hash(key) & 0xFFFFFFFF, cpu)  # allocation first
         if node is None:
             return -errno.ENOMEM
-        node.key = key
+        self.node_key[node] = key
         old = self.table.get(key)  # may have been evicted by the allocation
         if old is not None and flags == BPF_NOEXIST:
             bpf_lru_push_free(self.lru, node)
@@ -88,7 +81,7 @@ class FakeLruHtab:
             del self.table[key]
         self.table[key] = node
         if old is not None:
-            bpf_lru_node_set_ref(node)
+            bpf_lru_node_set_ref(self.lru, node)
             bpf_lru_push_free(self.lru, old)
         return 0
 
@@ -98,7 +91,7 @@ class FakeLruHtab:
             node = bpf_lru_pop_free(self.lru, hash(key) & 0xFFFFFFFF, cpu)
             if node is None:
                 return -errno.ENOMEM
-            node.key = key
+            self.node_key[node] = key
         old = self.table.get(key)
         ret = 0
         if old is not None and flags == BPF_NOEXIST:
@@ -106,7 +99,7 @@ class FakeLruHtab:
         elif old is None and flags == BPF_EXIST:
             ret = -errno.ENOENT
         elif old is not None:
-            bpf_lru_node_set_ref(old)  # values overwritten in place
+            bpf_lru_node_set_ref(self.lru, old)  # values overwritten in place
         else:
             self.table[key] = node
             node = None
@@ -132,7 +125,7 @@ class FakeLruHtab:
         node = self.table.get(key)
         if node is None:
             return False
-        bpf_lru_node_set_ref(node)
+        bpf_lru_node_set_ref(self.lru, node)
         return True
 
     def keys(self) -> set:
@@ -168,66 +161,61 @@ def test_target_free_formula(max_entries, expected):
     assert bpf_lru_target_free(max_entries, NCPU) == expected
 
 
-def test_node_is_subclassable_with_slots():
-    e = Elem()  # does not call super().__init__(): populate sets the list state
-    assert not hasattr(e, "__dict__")
-    for name in ("cpu", "type", "ref", "hash"):
-        assert name in BpfLruNode.__slots__
-    plain = BpfLruNode()
-    assert (plain.cpu, plain.type, plain.ref) == (0, BPF_LRU_LIST_T_FREE, 0)
-    lru = BpfLru(False, NCPU, 1, lambda n: False)
-    bpf_lru_populate(lru, [e])
-    assert (e.cpu, e.type, e.ref) == (0, BPF_LRU_LIST_T_FREE, 0)
-
-    class ElemWithHash(BpfLruNode):  # the lead may redeclare hash: must still work
-        __slots__ = ("key", "value", "hash")
-
-    m_nodes = [ElemWithHash() for _ in range(4)]
-    lru = BpfLru(False, NCPU, 1, lambda n: False)
-    bpf_lru_populate(lru, m_nodes)
+def test_nodes_are_columns_set_by_populate():
+    lru = BpfLru(False, NCPU, 1, lambda n: False, 4)
+    lru.cpu[2] = 1
+    lru.ref[3] = 1
+    bpf_lru_populate(lru, 4)
+    assert [(lru.cpu[n], lru.type[n], lru.ref[n]) for n in range(4)] == \
+        [(0, BPF_LRU_LIST_T_FREE, 0)] * 4
     node = bpf_lru_pop_free(lru, 0xDEADBEEF, 1)
-    assert node.hash == 0xDEADBEEF and node.cpu == 1
+    assert lru.cpu[node] == 1 and lru.type[node] == BPF_LRU_LOCAL_LIST_T_PENDING
+    with pytest.raises(ValueError):
+        bpf_lru_populate(BpfLru(False, NCPU, 1, lambda n: False, 2), 3)
 
 
 def test_populate_common_pushes_each_node_on_the_free_head():
-    nodes = [Elem() for _ in range(5)]
-    lru = BpfLru(False, NCPU, 1, lambda n: False)
-    bpf_lru_populate(lru, nodes)
+    nodes = list(range(5))
+    lru = BpfLru(False, NCPU, 1, lambda n: False, 5)
+    bpf_lru_populate(lru, 5)
     d = bpf_lru_dump(lru)
     assert d["global"]["free"] == nodes[::-1]  # node N-1 at the head
-    assert all(n.type == BPF_LRU_LIST_T_FREE and n.ref == 0 for n in nodes)
+    assert all(lru.type[n] == BPF_LRU_LIST_T_FREE and lru.ref[n] == 0 for n in nodes)
     assert d["global"]["counts"] == [0, 0]
     assert d["global"]["next_inactive_rotation"] is None
     assert [loc["next_steal"] for loc in d["local"]] == [0, 1]
 
 
 def test_populate_percpu_splits_nodes_by_cpu():
-    nodes = [Elem() for _ in range(8)]
-    lru = BpfLru(True, NCPU, 1, lambda n: False)
-    bpf_lru_populate(lru, nodes)
+    nodes = list(range(8))
+    lru = BpfLru(True, NCPU, 1, lambda n: False, 8)
+    bpf_lru_populate(lru, 8)
     d = bpf_lru_dump(lru)
     assert d["percpu"][0]["free"] == nodes[3::-1]
     assert d["percpu"][1]["free"] == nodes[7:3:-1]
-    assert [n.cpu for n in nodes] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert [lru.cpu[n] for n in nodes] == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
 def test_pop_free_placement_and_state():
     # Common: head of the CPU's pending list, cpu set, ref clear.
     m = FakeLruHtab(8)
     n1 = bpf_lru_pop_free(m.lru, 7, 1)
-    n1.ref = 1
+    lru = m.lru
+    lru.ref[n1] = 1
     bpf_lru_push_free(m.lru, n1)  # pending -> CPU1's local free, ref cleared
-    assert n1.type == BPF_LRU_LOCAL_LIST_T_FREE and n1.ref == 0
+    assert lru.type[n1] == BPF_LRU_LOCAL_LIST_T_FREE and lru.ref[n1] == 0
     n2 = bpf_lru_pop_free(m.lru, 8, 1)
-    assert n2 is n1  # reused from CPU1's local free list
+    assert n2 == n1  # reused from CPU1's local free list
     d = bpf_lru_dump(m.lru)
-    assert d["local"][1]["pending"][0] is n2 and n2.cpu == 1 and n2.type == BPF_LRU_LOCAL_LIST_T_PENDING
+    assert d["local"][1]["pending"][0] == n2 and lru.cpu[n2] == 1
+    assert lru.type[n2] == BPF_LRU_LOCAL_LIST_T_PENDING
     # Per-CPU: head of the CPU's inactive list.
     p = FakeLruHtab(8, no_common=True)
     n = bpf_lru_pop_free(p.lru, 9, 1)
     d = bpf_lru_dump(p.lru)
     assert d["percpu"][1]["inactive"] == [n] and d["percpu"][1]["counts"] == [0, 1]
-    assert n.cpu == 1 and n.type == BPF_LRU_LIST_T_INACTIVE and n.ref == 0 and n.hash == 9
+    lru = p.lru
+    assert lru.cpu[n] == 1 and lru.type[n] == BPF_LRU_LIST_T_INACTIVE and lru.ref[n] == 0
 
 
 # --------------------------------------------------------------------------------------
@@ -607,9 +595,9 @@ def _check_invariants(m: FakeLruHtab):
 
     def take(nodes, where, node_type):
         for n in nodes:
-            assert id(n) not in seen, f"node in two lists: {seen.get(id(n))} and {where}"
-            seen[id(n)] = where
-            assert n.type == node_type, where
+            assert n not in seen, f"node in two lists: {seen.get(n)} and {where}"
+            seen[n] = where
+            assert m.lru.type[n] == node_type, where
 
     def check_list(lst, where):
         take(lst["active"], where + ".active", BPF_LRU_LIST_T_ACTIVE)
@@ -617,14 +605,14 @@ def _check_invariants(m: FakeLruHtab):
         take(lst["free"], where + ".free", BPF_LRU_LIST_T_FREE)
         assert lst["counts"] == [len(lst["active"]), len(lst["inactive"])]
         nir = lst["next_inactive_rotation"]
-        assert nir is None or any(nir is n for n in lst["inactive"])
+        assert nir is None or nir in lst["inactive"]
         return lst["active"] + lst["inactive"]
 
     live = []
     if m.lru.percpu:
         for cpu, lst in enumerate(d["percpu"]):
             nodes = check_list(lst, f"cpu{cpu}")
-            assert all(n.cpu == cpu for n in nodes + lst["free"])
+            assert all(m.lru.cpu[n] == cpu for n in nodes + lst["free"])
             live += nodes
     else:
         live += check_list(d["global"], "global")
@@ -633,13 +621,13 @@ def _check_invariants(m: FakeLruHtab):
             take(loc["pending"], f"local{cpu}.pending", BPF_LRU_LOCAL_LIST_T_PENDING)
             # A pending node is owned by its CPU; a local free node keeps whatever cpu
             # it last had (the kernel sets cpu only when a node becomes pending).
-            assert all(n.cpu == cpu for n in loc["pending"])
+            assert all(m.lru.cpu[n] == cpu for n in loc["pending"])
             live += loc["pending"]
             assert 0 <= loc["next_steal"] < NCPU
     # Every node is on exactly one list; the table's elements are the live ones.
     assert len(seen) == len(m.nodes)
-    assert {id(n) for n in m.table.values()} == {id(n) for n in live}
-    assert all(m.table[n.key] is n for n in live)
+    assert set(m.table.values()) == set(live)
+    assert all(m.table[m.node_key[n]] == n for n in live)
 
 
 @pytest.mark.parametrize("map_type,no_common", FLAVOURS)
@@ -685,7 +673,7 @@ def test_node_the_hash_table_will_not_give_up_is_skipped(no_common):
     m = FakeLruHtab(8, no_common=no_common)
     refuse = {1}
     real_del = m._del_from_htab
-    m.lru.del_from_htab = lambda node: node.key not in refuse and real_del(node)
+    m.lru.del_from_htab = lambda node: m.node_key[node] not in refuse and real_del(node)
     n = m.max_entries // NCPU if no_common else m.max_entries
     for key in rng(1, n + 1):
         assert m.update(key) == 0

@@ -97,18 +97,18 @@ def test_program_lookup_sets_ref_syscall_lookup_does_not(env):
         fd = cl.create(map_type, 4, 8, 8)
         assert cl.update(fd, k(1), bytes(8 * (2 if map_type == LRU_PERCPU_HASH else 1))) == 0
         m = emu.map_of(fd)
-        node = m.lru_nodes[m.store.lookup(k(1))]
-        assert node.ref == 0
+        node = m.store.lookup(k(1))         # element i is LRU node i
+        assert m.lru.ref[node] == 0
         cl.lookup(fd, k(1), 16 if map_type == LRU_PERCPU_HASH else 8)
-        assert node.ref == 0
+        assert m.lru.ref[node] == 0
         assert dp.lookup_elem(fd, k(1)) is not None
-        assert node.ref == 1
+        assert m.lru.ref[node] == 1
     fd = cl.create(LRU_PERCPU_HASH, 4, 8, 8)
     assert cl.update(fd, k(1), bytes(16)) == 0
     m = emu.map_of(fd)
-    node = m.lru_nodes[m.store.lookup(k(1))]
-    assert dp.lookup_percpu_elem(fd, k(1), 5) is None and node.ref == 0   # NULL before lookup
-    assert dp.lookup_percpu_elem(fd, k(1), 1) is not None and node.ref == 1
+    node = m.store.lookup(k(1))
+    assert dp.lookup_percpu_elem(fd, k(1), 5) is None and m.lru.ref[node] == 0   # NULL before lookup
+    assert dp.lookup_percpu_elem(fd, k(1), 1) is not None and m.lru.ref[node] == 1
 
 
 def test_fetch_add_wraps_and_checks_the_instruction():
