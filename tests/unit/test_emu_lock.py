@@ -116,15 +116,24 @@ def test_forked_child_does_not_wait_for_a_parents_thread():
     assert emu.bpf(c.BPF_MAP_GET_NEXT_KEY, gnk, 24) == 0
     held, done = threading.Event(), threading.Event()
 
+    let_go_at = []
+
     def hold():
+        # fork() waits for every emulator's call in progress to end (emu_lock._before_fork):
+        # the fork below happens once this thread lets go, so the child never copies an
+        # emulator half-way through a call.
         with emu.lock:
             held.set()
-            done.wait(30)
+            done.wait(0.5)
+            let_go_at.append(time.monotonic())
     t = threading.Thread(target=hold)
     t.start()
     held.wait(10)
     try:
         pid = os.fork()
+        if pid:
+            assert let_go_at and time.monotonic() >= let_go_at[0], \
+                "fork() went ahead while another thread was in a call"
         if pid == 0:                                # the child: two calls, then out
             ok = False
             try:
