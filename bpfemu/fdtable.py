@@ -23,6 +23,7 @@ import stat
 import struct
 import threading
 import weakref
+from sys import _getframe, gettrace as _gettrace
 
 from .errors import BpfError
 from .undo import NO_JOURNAL, close_new_fd
@@ -85,6 +86,8 @@ class _InodeWatcher:
 
     def add(self, table, fd: int):
         """(generation, wd) of a new watch on fd's inode, or None."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         with self.lock:
             ifd = self._ensure()
             if ifd < 0:
@@ -97,6 +100,8 @@ class _InodeWatcher:
 
     def poll(self) -> None:
         """Hand every pending IN_IGNORED to the table that owns the watch."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         with self.lock:
             if self.pid != os.getpid() or self.fd < 0:
                 return
