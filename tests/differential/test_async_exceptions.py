@@ -235,8 +235,6 @@ def _async_raise(thread_id: int, exc) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
 
 
-@pytest.mark.skip(reason="create and get-fd-by-id: a new fd's number is one higher in some "
-                         "trials (under investigation)")
 @pytest.mark.parametrize("name", ["update-new", "update-replace", "update-lru-evicts",
                                   "update-lru-percpu-lists", "delete-lru", "update-batch",
                                   "lookup-and-delete-batch-lru", "create", "close", "pin",
