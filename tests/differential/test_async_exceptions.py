@@ -251,6 +251,18 @@ def test_async_exception_at_random_moments(name, bpffs):
     emu.close_all()
     bad = []
     outcomes = {"whole": 0, "undone": 0}
+    # The injector needs the GIL to inject: with the default 5 ms switch interval the call
+    # (tens of microseconds) is over before it gets it, and nothing lands inside a call.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _inject_trials(name, rng, span, result, whole, not_at_all, bpffs, bad, outcomes)
+    finally:
+        sys.setswitchinterval(interval)
+    assert bad == [], outcomes
+
+
+def _inject_trials(name, rng, span, result, whole, not_at_all, bpffs, bad, outcomes):
     for trial in range(60):
         _, _, emu = run_case(name, "columnar", 0, bpffs)
         fd = min(emu.fds.files)
@@ -263,7 +275,9 @@ def test_async_exception_at_random_moments(name, bpffs):
 
         def inject():
             go.wait()
-            time.sleep(delay)
+            end = time.perf_counter() + delay   # a spin: time.sleep() outlasts the call
+            while time.perf_counter() < end:
+                pass
             _async_raise(me, Stop)
 
         t = threading.Thread(target=inject)
@@ -289,4 +303,3 @@ def test_async_exception_at_random_moments(name, bpffs):
         else:
             bad.append((trial, got, seen[:2]))
         emu.close_all()
-    assert bad == []
