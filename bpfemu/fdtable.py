@@ -23,9 +23,10 @@ import stat
 import struct
 import threading
 import weakref
+from sys import _getframe, gettrace as _gettrace
 
 from .errors import BpfError
-from .undo import NO_JOURNAL, close_new_fd
+from .undo import NO_JOURNAL, close_new_fds
 
 FMODE_READ = 1    # f_mode bits as in the kernel (FMODE_CAN_READ / FMODE_CAN_WRITE)
 FMODE_WRITE = 2
@@ -85,6 +86,8 @@ class _InodeWatcher:
 
     def add(self, table, fd: int):
         """(generation, wd) of a new watch on fd's inode, or None."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         with self.lock:
             ifd = self._ensure()
             if ifd < 0:
@@ -97,6 +100,8 @@ class _InodeWatcher:
 
     def poll(self) -> None:
         """Hand every pending IN_IGNORED to the table that owns the watch."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         with self.lock:
             if self.pid != os.getpid() or self.fd < 0:
                 return
@@ -183,13 +188,17 @@ class FdTable:
     def install(self, obj, mode: int, name: str = MAP_KIND) -> int:
         """anon_inode_getfd(): a new lowest-free, close-on-exec fd for obj, the memfd named
         as the kernel names the anon inode (bpf-map, btf, bpf-prog). EMFILE when full."""
+        # Journaled before it is made, and made and recorded in one C call (list.extend of a
+        # map() runs no bytecode in between, so no exception lands there): a rolled-back
+        # call leaves no fd open. Sealable: a frozen BPF_F_MMAPABLE array seals its memfd
+        # (maps/array_mmap.py).
+        made: list = []
+        self.undo.append((close_new_fds, made))
         try:
-            # Sealable: a frozen BPF_F_MMAPABLE array seals its memfd (maps/array_mmap.py).
-            # Journaled on the line that makes it: a rolled-back call leaves no fd open.
-            self.undo.append((close_new_fd, fd := os.memfd_create(
-                name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)))
+            made.extend(map(os.memfd_create, (name,), (os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING,)))
         except OSError as e:
             raise BpfError(e.errno) from None
+        fd = made[0]
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
         if mode != FMODE_RDWR:
             self._reopen(fd, _ACCMODE[mode])

@@ -171,12 +171,13 @@ def _restore_objects(tables, idrs, refs, dirs) -> None:
         entries.update(saved)
 
 
-def close_new_fd(fd: int) -> None:
-    """The inverse of an fd made by the call (FdTable.install)."""
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+def close_new_fds(made: list) -> None:
+    """The inverse of the fds made by the call (FdTable.install), each closed once."""
+    while made:
+        try:
+            os.close(made.pop())
+        except OSError:
+            pass
 
 
 def undo_call(emu) -> None:
