@@ -19,14 +19,13 @@ import ctypes
 import errno
 import os
 import stat
-import struct
 
 from .bpffs import AT_FDCWD, BpfFs
 from .errors import BpfError
+from .fdtable import inotify_events
 
 BPF_FS_MAGIC = 0xCAFE4A11
 _IN_DELETE_SELF, _IN_UNMOUNT, _IN_IGNORED, _IN_Q_OVERFLOW = 0x400, 0x2000, 0x8000, 0x4000
-_IN_EVENT = struct.Struct("iIII")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -203,10 +202,7 @@ class DirBpfFs(BpfFs):
                 data = os.read(self.inotify_fd, 65536)
             except BlockingIOError:
                 return
-            off = 0
-            while off < len(data):
-                wd, mask, _cookie, ln = _IN_EVENT.unpack_from(data, off)
-                off += _IN_EVENT.size + ln
+            for wd, mask in inotify_events(data):
                 if mask & _IN_Q_OVERFLOW:
                     self._reap_by_scan()
                 elif mask & (_IN_DELETE_SELF | _IN_IGNORED | _IN_UNMOUNT):

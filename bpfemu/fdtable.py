@@ -38,6 +38,15 @@ _ACCMODE = {FMODE_READ: os.O_RDONLY, FMODE_WRITE: os.O_WRONLY}
 _IN_IGNORED = 0x8000        # the watch went away with its inode
 _IN_Q_OVERFLOW = 0x4000
 _IN_EVENT = struct.Struct("iIII")
+
+
+def inotify_events(data: bytes):
+    """(wd, mask) of each struct inotify_event in what one read() of an inotify fd gave."""
+    off = 0
+    while off < len(data):
+        wd, mask, _cookie, ln = _IN_EVENT.unpack_from(data, off)
+        off += _IN_EVENT.size + ln
+        yield wd, mask
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -115,10 +124,7 @@ class _InodeWatcher:
                     self.pid = None
                     self.fd = -1
                     return
-                off = 0
-                while off < len(data):
-                    wd, mask, _cookie, ln = _IN_EVENT.unpack_from(data, off)
-                    off += _IN_EVENT.size + ln
+                for wd, mask in inotify_events(data):
                     if mask & _IN_Q_OVERFLOW:
                         for ref in self.owners.values():
                             table = ref()
