@@ -25,6 +25,7 @@ from bpfemu.maps.lru import bpf_lru_dump
 from bpfemu.uapi import consts as c
 from tests.support import NCPU, Client
 from tests.differential.abi_support import get_fd_by_id, map_id, obj_get, pin
+from tests.differential.test_interrupts import CASES as INTERRUPTED_CASES
 from tests.differential.test_interrupts import (ARRAY, HASH, LRU_HASH, PERCPU_HASH, Scenario,
                                                 batch_call, close_call, create_call, elem_call,
                                                 follow_up, k32, lock_is_free, snapshot)
@@ -32,7 +33,7 @@ from tests.differential.test_interrupts import (ARRAY, HASH, LRU_HASH, PERCPU_HA
 PKG = os.path.dirname(bpfemu.__file__)
 LRU_PERCPU_HASH, PERCPU_ARRAY = c.BPF_MAP_TYPE_LRU_PERCPU_HASH, c.BPF_MAP_TYPE_PERCPU_ARRAY
 NO_COMMON_LRU, NO_PREALLOC = c.BPF_F_NO_COMMON_LRU, c.BPF_F_NO_PREALLOC
-U, D, LD = c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_DELETE_ELEM, c.BPF_MAP_LOOKUP_AND_DELETE_ELEM
+U, D = c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_DELETE_ELEM
 V = b"\x77" * 8
 VP = V * NCPU
 MAX_POINTS = 4000          # the long run: every line of a call up to this many
@@ -65,48 +66,36 @@ def close_pinned_call(emu, cl, fd):
     return lambda: emu.close(fd)
 
 
-CASES = {
-    "update-new": (Scenario(HASH, 8, 4), elem_call(U, k32(9), V)),
-    "update-replace": (Scenario(HASH, 8, 4), elem_call(U, k32(2), V)),
+# The calls test_interrupts.py stops with a signal, and more: every map type, both update
+# paths, the object commands.
+CASES = {name: INTERRUPTED_CASES[name] for name in (
+    "update-new", "update-replace", "update-pinned-new", "update-lru-evicts", "update-array",
+    "delete", "delete-pinned-decoded", "delete-lru", "lookup-and-delete", "update-batch",
+    "delete-batch", "lookup-and-delete-batch", "lookup-and-delete-batch-lru", "create",
+    "close")}
+CASES.update({
     "update-replace-decoded": (Scenario(HASH, 8, 4), elem_call(U, k32(2), V, repeat=2)),
-    "update-pinned-new": (Scenario(HASH, 8, 4), elem_call(U, k32(9), V, pin=True)),
     "update-noprealloc-replace": (Scenario(HASH, 8, 4, NO_PREALLOC), elem_call(U, k32(1), V)),
     "update-percpu-new": (Scenario(PERCPU_HASH, 8, 4), elem_call(U, k32(9), VP)),
     "update-percpu-replace": (Scenario(PERCPU_HASH, 8, 4), elem_call(U, k32(1), VP)),
     "update-lru-new": (Scenario(LRU_HASH, 16, 3), elem_call(U, k32(9), V)),
     "update-lru-replace": (Scenario(LRU_HASH, 16, 6), elem_call(U, k32(2), V)),
-    "update-lru-evicts": (Scenario(LRU_HASH, 8, 8), elem_call(U, k32(50), V)),
     "update-lru-percpu-lists": (Scenario(LRU_HASH, 8, 8, NO_COMMON_LRU),
                                 elem_call(U, k32(50), V)),
     "update-lru-percpu-value": (Scenario(LRU_PERCPU_HASH, 8, 4), elem_call(U, k32(2), VP)),
-    "update-array": (Scenario(ARRAY, 8, 0), elem_call(U, k32(3), V)),
     "update-percpu-array": (Scenario(PERCPU_ARRAY, 8, 0), elem_call(U, k32(3), VP)),
-    "delete": (Scenario(HASH, 8, 6), elem_call(D, k32(2))),
-    "delete-pinned-decoded": (Scenario(HASH, 8, 6), elem_call(D, k32(2), repeat=1, pin=True)),
     "delete-percpu": (Scenario(PERCPU_HASH, 8, 6), elem_call(D, k32(2))),
-    "delete-lru": (Scenario(LRU_HASH, 8, 6), elem_call(D, k32(2))),
     # Key 5: CPU 0 owns 4 nodes, and the per-CPU shrink evicted keys 0-3 during the fill.
     "delete-lru-percpu": (Scenario(LRU_PERCPU_HASH, 8, 6, NO_COMMON_LRU), elem_call(D, k32(5))),
-    "lookup-and-delete": (Scenario(HASH, 8, 6), elem_call(LD, k32(3))),
-    "update-batch": (Scenario(HASH, 8, 2), batch_call(c.BPF_MAP_UPDATE_BATCH,
-                                                      [k32(i) for i in (5, 1, 6)], [V] * 3, 3)),
     "update-batch-array": (Scenario(ARRAY, 8, 0), batch_call(c.BPF_MAP_UPDATE_BATCH,
                                                              [k32(i) for i in (5, 1, 6)],
                                                              [V] * 3, 3)),
-    "delete-batch": (Scenario(HASH, 8, 6), batch_call(c.BPF_MAP_DELETE_BATCH,
-                                                      [k32(i) for i in (5, 1, 9)], [], 3)),
-    "lookup-and-delete-batch": (Scenario(HASH, 8, 6),
-                                batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 8)),
-    "lookup-and-delete-batch-lru": (Scenario(LRU_HASH, 8, 6),
-                                    batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 8)),
-    "create": (Scenario(HASH, 8, 1), create_call),
-    "close": (Scenario(HASH, 8, 3), close_call),
     "close-array": (Scenario(ARRAY, 8, 0), close_call),
     "close-pinned": (Scenario(HASH, 8, 3), close_pinned_call),
     "pin": (Scenario(HASH, 8, 3), pin_call),
     "obj-get": (Scenario(HASH, 8, 3), get_call),
     "get-fd-by-id": (Scenario(HASH, 8, 3), get_fd_by_id_call),
-}
+})
 STORES = ("columnar", "simple")
 
 
