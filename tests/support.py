@@ -369,3 +369,24 @@ def race(nthreads: int, work) -> list:
     finally:
         sys.setswitchinterval(interval)
     return results
+
+
+def in_forked_child(body) -> None:
+    """body() in a forked child (for tests that change process-wide limits); it passes when
+    body returns None (else the child prints what it returned)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            bad = body()
+            code = 0 if bad is None else 2
+            if bad is not None:
+                print(bad)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

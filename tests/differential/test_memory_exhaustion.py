@@ -15,7 +15,7 @@ import warnings
 from bpfemu import Emulator
 from bpfemu.errors import EmulatorFault
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Client, elem_attr
+from tests.support import NCPU, Client, elem_attr, in_forked_child
 
 HASH, ARRAY, LRU_HASH = c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_ARRAY, c.BPF_MAP_TYPE_LRU_HASH
 PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_ARRAY
@@ -24,27 +24,6 @@ PERCPU_ARRAY = c.BPF_MAP_TYPE_PERCPU_ARRAY
 def _address_space() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _in_child(body) -> None:
-    """body() in a forked child; it passes when body returns None (else the child prints
-    what it returned)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            bad = body()
-            code = 0 if bad is None else 2
-            if bad is not None:
-                print(bad)
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_preallocation_past_rlimit_as_is_enomem_at_create():
@@ -63,7 +42,7 @@ def test_preallocation_past_rlimit_as_is_enomem_at_create():
         faults = [x for x in w if issubclass(x.category, EmulatorFault)]
         if got[:4] != [-errno.ENOMEM] * 4 or got[4] < 0 or faults:
             return got, [str(x.message)[:200] for x in faults]
-    _in_child(body)
+    in_forked_child(body)
 
 
 def test_preallocated_map_fills_with_memory_nearly_gone():
@@ -93,4 +72,4 @@ def test_preallocated_map_fills_with_memory_nearly_gone():
         resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
         if set(rets) != {0} or full != -errno.E2BIG or len(cl.keys(fd, 4)) != n:
             return sorted(set(rets)), full
-    _in_child(body)
+    in_forked_child(body)

@@ -16,7 +16,7 @@ from bpfemu.errors import EmulatorFault
 from bpfemu.fastpath import NO_CALL
 from bpfemu.maps import hashtab
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Client, elem_attr
+from tests.support import NCPU, Client, elem_attr, in_forked_child
 
 HASH = c.BPF_MAP_TYPE_HASH
 
@@ -77,54 +77,44 @@ def test_out_of_memory_is_enomem_in_a_child():
     """A real exhaustion: a child with little address space fills a map without
     preallocation until Python's memory runs out. Every call returns; the first failure is
     ENOMEM and inserted nothing; with memory again, the map works."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            emu = Emulator(nr_cpus=NCPU, seed=1)
-            cl = Client(emu)
-            fd = cl.create(HASH, 4, 65536, 100000, c.BPF_F_NO_PREALLOC)
-            with open("/proc/self/statm") as f:
-                vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            resource.setrlimit(resource.RLIMIT_AS, (vm + (96 << 20), resource.RLIM_INFINITY))
-            key = ctypes.create_string_buffer(4)
-            value = ctypes.create_string_buffer(65536)
-            attr = ctypes.create_string_buffer(elem_attr(fd, ctypes.addressof(key),
-                                                         ctypes.addressof(value)), 168)
-            rets = []
-            with warnings.catch_warnings(record=True) as w:
-                warnings.simplefilter("always")
-                for i in range(100000):
-                    key.raw = struct.pack("<I", i)
-                    ret = emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
-                    rets.append(ret)
-                    if ret != 0:
-                        break
-            ok = rets[-1] == -errno.ENOMEM and len(rets) > 10
-            dattr = ctypes.create_string_buffer(elem_attr(fd, ctypes.addressof(key)), 168)
-            # Memory again: the failed call left nothing half-done behind it.
-            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
-            n = len(rets) - 1
-            ok = ok and len(cl.keys(fd, 4)) == n
-            dels = []
-            for i in range(n + 1):
+    def body():
+        emu = Emulator(nr_cpus=NCPU, seed=1)
+        cl = Client(emu)
+        fd = cl.create(HASH, 4, 65536, 100000, c.BPF_F_NO_PREALLOC)
+        with open("/proc/self/statm") as f:
+            vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (96 << 20), resource.RLIM_INFINITY))
+        key = ctypes.create_string_buffer(4)
+        value = ctypes.create_string_buffer(65536)
+        attr = ctypes.create_string_buffer(elem_attr(fd, ctypes.addressof(key),
+                                                     ctypes.addressof(value)), 168)
+        rets = []
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            for i in range(100000):
                 key.raw = struct.pack("<I", i)
-                dels.append(emu.bpf(c.BPF_MAP_DELETE_ELEM, dattr, 16))
-            key.raw = struct.pack("<I", 7)
-            again = emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
-            print(set(dels[:n]), dels[n], again)
-            ok = ok and set(dels[:n]) == {0} and dels[n] == -errno.ENOENT and again == 0
-            code = 0 if ok else 2
-            if not ok:
-                print(rets[-3:], len(rets), [str(x.message)[:300] for x in w[:2]])
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+                ret = emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
+                rets.append(ret)
+                if ret != 0:
+                    break
+        ok = rets[-1] == -errno.ENOMEM and len(rets) > 10
+        dattr = ctypes.create_string_buffer(elem_attr(fd, ctypes.addressof(key)), 168)
+        # Memory again: the failed call left nothing half-done behind it.
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
+        n = len(rets) - 1
+        ok = ok and len(cl.keys(fd, 4)) == n
+        dels = []
+        for i in range(n + 1):
+            key.raw = struct.pack("<I", i)
+            dels.append(emu.bpf(c.BPF_MAP_DELETE_ELEM, dattr, 16))
+        key.raw = struct.pack("<I", 7)
+        again = emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
+        print(set(dels[:n]), dels[n], again)
+        ok = ok and set(dels[:n]) == {0} and dels[n] == -errno.ENOENT and again == 0
+        if not ok:
+            return rets[-3:], len(rets), [str(x.message)[:300] for x in w[:2]]
+        return None
+    in_forked_child(body)
 
 
 def test_failures_around_the_decoded_entry_are_answered(monkeypatch):
