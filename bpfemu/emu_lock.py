@@ -14,9 +14,14 @@ the child's emulators are copies of their own, so the child gets new locks
 so that no other thread is half-way through a call when the child's copy is made. Where
 SemLock cannot be made (no _multiprocessing module, or no /dev/shm), the lock is a
 threading.RLock: slower, with the same behaviour.
+
+A thread that finds the lock held does not block in it at once: ``wait_turn`` (below) says
+why; the callers take the lock as ``if not lock._get_value(): wait_turn(lock)`` then ``with
+lock:``.
 """
+import _thread
 import os
-import threading
+import time
 import weakref
 
 try:
@@ -41,7 +46,17 @@ def new_lock():
                 continue                            # a name another process holds: try another
             except OSError:
                 break                               # no /dev/shm here
-    return threading.RLock()
+    return _RLock()
+
+
+class _RLock(_thread.RLock):
+    """threading.RLock, with SemLock's _get_value() as the callers ask it (wait_turn). It
+    cannot tell another thread's hold from none, so it says free: such a waiter blocks in
+    acquire() as before (convoy and all)."""
+    __slots__ = ()
+
+    def _get_value(self) -> int:
+        return 1
 
 
 def track(emu) -> None:
@@ -80,3 +95,31 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
+
+
+
+# A thread that finds the lock held waits for it with the GIL in hand (wait_turn) rather than
+# in the lock: sleep, then look again, at most _POLLS times, then wait in the lock itself.
+_POLL_SLEEP = 1e-6                  # a sleep of the timer's slack (about 50 us): the holder runs
+_POLLS = 20
+
+
+def wait_turn(lock, _sleep=time.sleep) -> None:
+    """Wait until no other thread holds lock, without taking it; the caller then takes it.
+
+    Why not just block in acquire(): the lock is released by a thread that goes on running
+    with the GIL, and its next acquire comes a few microseconds later. A thread blocked in
+    sem_wait() is woken by the release, takes the semaphore at once on the other CPU, then
+    waits for the GIL while it holds the lock; the releasing thread's next acquire fails,
+    so it blocks in turn and hands the GIL over, and so on: once started, every call costs
+    two context switches (a lock convoy; README "Threads"). A thread that waits here instead
+    only looks at the lock while it holds the GIL, so the thread that holds the GIL and the
+    lock keeps running, and a waiter takes the lock when it finds it free. Called only when
+    the lock was seen held (lock._get_value() == 0): the uncontended call pays one C call.
+    Nothing is held while it waits, so an exception raised here leaves nothing to undo."""
+    if lock._is_mine():
+        return                      # a call inside a call: the recursive acquire succeeds
+    for _ in range(_POLLS):
+        _sleep(_POLL_SLEEP)         # lets go of the GIL, so the holder runs on
+        if lock._get_value():
+            return

@@ -4,7 +4,7 @@ import os
 import random
 
 from .bpffs import BpfFs
-from .emu_lock import new_lock, track
+from .emu_lock import new_lock, track, wait_turn
 from .fastpath import DecodedCalls
 from .errors import BpfError
 from .fdtable import MAP_KIND, FdTable, IdrCyclic
@@ -99,7 +99,10 @@ class Emulator:
         ``proc`` (its /proc directory, for paths relative to its cwd) and ``current_cpu()``;
         the emulator's own mem, fds and cpu are the in-process caller's. What the handler
         left for decoding goes to ``task.decodable`` (intercept/decoded.py decodes it)."""
-        with self.lock:
+        lock = self.lock
+        if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
+            wait_turn(lock)
+        with lock:
             saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
             self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
             self.bpffs.proc = task.proc
@@ -118,6 +121,8 @@ class Emulator:
         switched: a decoded call copies through the memory it was built with and looks up
         no fd and no path."""
         lock = self.lock
+        if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
+            wait_turn(lock)
         lock.acquire()
         try:
             calls = self.decoded_calls

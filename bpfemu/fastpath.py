@@ -37,6 +37,7 @@ from sys import _getframe, gettrace as _gettrace
 from typing import Callable, NamedTuple
 
 from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
+from .emu_lock import wait_turn
 from .errors import BpfError
 from .memory import Memory
 from .undo import MARK, undo_call
@@ -122,7 +123,10 @@ class DecodedCalls:
                 if _gettrace() is not None:
                     _getframe().f_trace = None  # no line events here: see undo.py
                 undo = self.undo
-                with self.emu.lock:
+                lock = self.emu.lock
+                if not lock._get_value():       # held: wait for it with the GIL (emu_lock.py)
+                    wait_turn(lock)
+                with lock:
                     if undo:
                         undo_call(self.emu)     # a call stopped where it could not roll back
                     undo.append(MARK)
@@ -168,7 +172,10 @@ class DecodedCalls:
             if _gettrace() is not None:
                 _getframe().f_trace = None      # no line events here: see undo.py
             undo = self.undo
-            with self.emu.lock:
+            lock = self.emu.lock
+            if not lock._get_value():           # held: wait for it with the GIL (emu_lock.py)
+                wait_turn(lock)
+            with lock:
                 if undo:
                     undo_call(self.emu)
                 undo.append(MARK)
@@ -197,7 +204,10 @@ class DecodedCalls:
             return _syscall.our_failure(cmd, e)
         if _gettrace() is not None:
             _getframe().f_trace = None          # no line events here: see undo.py
-        with emu.lock:
+        lock = emu.lock
+        if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
+            wait_turn(lock)
+        with lock:
             # A handler that has passed an element command's checks leaves in emu.decodable
             # how to build the rest of it (a *_call below and its arguments).
             emu.decodable = None

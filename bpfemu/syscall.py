@@ -18,6 +18,7 @@ import warnings
 from typing import Callable, NamedTuple
 
 from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
+from .emu_lock import wait_turn
 from .errors import BpfError, EmulatorFault
 from .undo import MARK, object_state, undo_call
 from .usercopy import attr_tail_zero, is_buffer
@@ -126,7 +127,10 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
     if _gettrace() is not None:
         _getframe().f_trace = None              # no line events here: see undo.py
     undo = emu.undo
-    with emu.lock:
+    lock = emu.lock
+    if not lock._get_value():                   # held: wait for it with the GIL (emu_lock.py)
+        wait_turn(lock)
+    with lock:
         if undo:
             undo_call(emu)                      # a call stopped where it could not roll back
         undo.append(MARK)

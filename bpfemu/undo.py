@@ -34,6 +34,7 @@ demand (decoded calls are forgotten on rollback).
 import os
 from sys import _getframe, gettrace as _gettrace
 
+from .emu_lock import wait_turn
 from .errors import BpfError
 
 
@@ -208,6 +209,8 @@ def atomic(emu, fn, *args, objects: bool = False):
     if _gettrace() is not None:
         _getframe().f_trace = None          # no line events here: see the module's docstring
     undo = emu.undo
+    if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
+        wait_turn(lock)
     with lock:
         if undo:
             undo_call(emu)          # left by a call stopped where it could not roll back

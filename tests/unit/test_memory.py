@@ -121,3 +121,41 @@ def test_copies_anywhere_inside_a_pinned_buffer_are_slices(monkeypatch):
     mem.unpin(buf)
     with pytest.raises(AssertionError):
         mem.read(a + 10, 6)
+
+
+def test_copies_of_unpinned_memory_keep_the_gil():
+    """ProcessMemory's process_vm_readv/writev keep the GIL (README "Threads"): no other
+    Python thread runs during a copy. A copy that let go of the GIL (a CDLL function) let a
+    thread in while an update held the emulator's lock: a convoy of threads on the lock. A
+    counting thread, started and then waiting for the GIL, must not count while this thread
+    copies 4 MiB in and out three times (switch interval 0.5 s: no forced switch in between).
+    """
+    import sys
+    import threading
+    import time
+    mem = ProcessMemory()
+    buf = ctypes.create_string_buffer(4 << 20)
+    addr = ctypes.addressof(buf)
+    mem.write(addr, mem.read(addr, len(buf)))  # the scratch buffer grown and touched first
+    count, stop = [0], []
+
+    def counter():
+        while not stop:
+            count[0] += 1
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)
+    t = threading.Thread(target=counter)
+    t.start()
+    try:
+        seen = []
+        time.sleep(0.001)                       # the counter runs; then it waits for the GIL
+        for _ in range(3):
+            before = count[0]
+            data = mem.read(addr, len(buf))
+            mem.write(addr, data)
+            seen.append(count[0] - before)
+    finally:
+        stop.append(1)
+        t.join()
+        sys.setswitchinterval(old)
+    assert seen == [0, 0, 0], f"another thread ran during the copies: {seen}"
