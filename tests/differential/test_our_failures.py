@@ -109,10 +109,10 @@ def test_out_of_memory_is_enomem_in_a_child():
             dels.append(emu.bpf(c.BPF_MAP_DELETE_ELEM, dattr, 16))
         key.raw = struct.pack("<I", 7)
         again = emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
-        print(set(dels[:n]), dels[n], again)
         ok = ok and set(dels[:n]) == {0} and dels[n] == -errno.ENOENT and again == 0
         if not ok:
-            return rets[-3:], len(rets), [str(x.message)[:300] for x in w[:2]]
+            return (rets[-3:], len(rets), [str(x.message)[:300] for x in w[:2]],
+                    set(dels[:n]), dels[n], again)
         return None
     in_forked_child(body)
 
