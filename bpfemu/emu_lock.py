@@ -22,7 +22,7 @@ lock:``.
 import _thread
 import os
 import time
-import weakref
+from .weak_registry import WeakRegistry
 
 try:
     from _multiprocessing import SemLock
@@ -32,7 +32,7 @@ except ImportError:                                 # a Python built without sem
 _RECURSIVE_MUTEX = 0                                # multiprocessing.synchronize.RECURSIVE_MUTEX
 
 # Emulators, to be given new locks in a forked child.
-_holders: "weakref.WeakSet" = weakref.WeakSet()
+_holders = WeakRegistry()
 
 
 def new_lock():

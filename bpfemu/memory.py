@@ -19,9 +19,9 @@ import errno
 import os
 import struct
 import threading
-import weakref
 
 from .errors import BpfError
+from .weak_registry import WeakBoundMethod, WeakRegistry
 
 _EFAULT = errno.EFAULT
 
@@ -121,7 +121,7 @@ class ProcessMemory(Memory):
         # (starts, views), replaced as one object so that a reader in another thread never
         # pairs one pin's start with another's view.
         self._ranges: tuple = ((), ())
-        self._listeners: list[weakref.WeakMethod] = []
+        self._listeners: list[WeakBoundMethod] = []
         self._grow(self._SCRATCH_MIN)
 
     def pin(self, *objs) -> None:
@@ -164,16 +164,10 @@ class ProcessMemory(Memory):
         return None
 
     def on_views_changed(self, callback) -> None:
-        self._listeners.append(weakref.WeakMethod(callback))
+        self._listeners.append(WeakBoundMethod(callback))
 
     def _views_changed(self) -> None:
-        alive = []
-        for ref in self._listeners:
-            callback = ref()
-            if callback is not None:
-                callback()
-                alive.append(ref)
-        self._listeners = alive
+        self._listeners = [call for call in self._listeners if call()]
 
     def view(self, addr: int, n: int):
         pinned = self._pinned.get(addr)
@@ -316,7 +310,7 @@ class ProcessMemory(Memory):
 
 
 # ProcessMemory objects made for this process, which follow it into a forked child.
-_own_process: "weakref.WeakSet" = weakref.WeakSet()
+_own_process = WeakRegistry()
 
 
 def _after_fork_in_child() -> None:
@@ -328,7 +322,7 @@ def _after_fork_in_child() -> None:
 
 
 # Arenas, whose lock a forked child must not inherit held.
-_arenas: "weakref.WeakSet" = weakref.WeakSet()
+_arenas = WeakRegistry()
 
 
 class ArenaMemory(Memory):
