@@ -98,7 +98,7 @@ class PrefetchedMemory(Memory):
 
 class NotifiedCall:
     """One decoded notified call: what identifies it, its one read, and the rest to run."""
-    __slots__ = ("size", "attr_bytes", "fd_name", "file", "generation", "mem", "run", "buf",
+    __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "generation", "mem", "run", "buf",
                  "iov", "local", "remote", "niov", "total", "attr_ptr")
 
     def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,
@@ -108,7 +108,7 @@ class NotifiedCall:
         ufd = _U32.unpack_from(attr_bytes)[0]
         # The fd as its /proc/<tid>/fd entry is named (a u32 past INT_MAX names none).
         self.fd_name = str(ufd if ufd <= 0x7FFFFFFF else -1).encode()
-        self.file = file
+        self.file_key = struct.pack("=QQ", *file.key)     # its (st_dev, st_ino), as stat gives them
         self.generation = generation
         make, _mem, *args = decodable
         self.mem = mem = PrefetchedMemory(caller_mem, size)
@@ -144,14 +144,19 @@ class NotifiedCalls:
         calls = self.emu.decoded_calls
         return None if calls is None else calls.generation
 
-    def serve(self, cmd: int, attr_ptr: int, size: int) -> int | None:
-        """The call of the caller switched to, if a decoded call serves it: its result.
-        None: not served (nothing was done that the checked path would not do again)."""
+    def serve(self, tid: int, notif_id: int, cmd: int, attr_ptr: int, size: int) -> int | None:
+        """The call of thread tid (notification notif_id), if a decoded call serves it: its
+        result. None: not served (nothing was done that the checked path would not do
+        again). cmd and size are the raw 64-bit registers: the kernel reads their low 32 bits
+        only, so one with high bits set finds no decoded call and goes the checked way."""
         call = self.last.get(cmd)
         if call is None or call.size != size:
             return None
         caller = self.caller
-        tid = caller.tid
+        # Caller.switch(), less what only the checked path reads (attr_copy, last_file)
+        caller.tid = caller.mem.pid = caller.fds.tid = tid
+        caller.notif_id = notif_id
+        caller.checked = False
         # The attr and every span in one read (attr first: a fault cuts the rest short).
         if attr_ptr != call.attr_ptr:
             _IOVEC.pack_into(call.iov, call.niov * _IOVEC.size, attr_ptr, size)
@@ -162,7 +167,7 @@ class NotifiedCalls:
         data = call.buf.raw
         if not data.startswith(call.attr_bytes):
             return None
-        if not self.files.same_file(tid, call.fd_name, call.file):   # fdget(), every call
+        if not self.files.same_file(tid, call.fd_name, call.file_key):   # fdget(), every call
             return None
         call.mem.data = data
         ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)
