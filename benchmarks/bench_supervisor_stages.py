@@ -57,7 +57,7 @@ def main() -> int:
         pass                                         # EINVAL: /dev/null is no bpf object
 
     def read():
-        _process_vm_readv(tid, call.local, call.niov, call.remote, call.niov, 0)
+        _process_vm_readv(tid, call.local, call.nlocal, call.remote, call.nremote, 0)
         return call.buf.raw
 
     def update_new_keys():

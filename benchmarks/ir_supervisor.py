@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         if args.annotate:
             a, b = per_function(short_out), per_function(out)
             diff = {f: (b.get(f, 0) - a.get(f, 0)) / (4 * k) for f in set(a) | set(b)}
-            for f, ir in sorted(diff.items(), key=lambda x: -x[1])[:40]:
+            for f, ir in sorted(diff.items(), key=lambda x: -x[1])[:int(os.environ.get("IR_TOP", "40"))]:
                 print(f"{ir:9,.0f}  {f}")
 
 
