@@ -14,6 +14,7 @@ import select
 import struct
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -23,6 +24,7 @@ from bpfemu.errors import BpfError  # noqa: E402
 from bpfemu.intercept.decoded import NotifiedCall, _process_vm_readv  # noqa: E402
 from bpfemu.intercept.files import SupervisedFiles  # noqa: E402
 from bpfemu.intercept.seccomp import NOTIF_SIZE  # noqa: E402
+from bpfemu.intercept.supervisor import _NOTIF_HEAD  # noqa: E402
 from bpfemu.intercept.task import Caller  # noqa: E402
 from bpfemu.libbpf import LibBpf  # noqa: E402
 from bpfemu.uapi.consts import BpfMapType as T  # noqa: E402
@@ -44,7 +46,8 @@ def main() -> int:
                                                    ctypes.addressof(value), 0), 32)
     decodable = (fastpath.update_call, caller.mem, m, ctypes.addressof(key),
                  ctypes.addressof(value), 0)
-    call = NotifiedCall(caller.mem, 32, attr.raw, ctypes.addressof(attr), None,
+    own_file = types.SimpleNamespace(key=(0, 0))     # what same_file compares is timed alike
+    call = NotifiedCall(caller.mem, 32, attr.raw, ctypes.addressof(attr), own_file,
                         emu.decoded_calls.generation, decodable)
     own_fd = os.open("/dev/null", os.O_RDONLY)
     fd_name = str(own_fd).encode()
@@ -54,7 +57,7 @@ def main() -> int:
         pass                                         # EINVAL: /dev/null is no bpf object
 
     def read():
-        _process_vm_readv(tid, call.local, call.niov, call.remote, call.niov, 0)
+        _process_vm_readv(tid, call.local, call.nlocal, call.remote, call.nremote, 0)
         return call.buf.raw
 
     def update_new_keys():
@@ -73,20 +76,17 @@ def main() -> int:
     r, w = os.pipe()
     os.write(w, b"x")
     poller.register(r, select.POLLIN)
-    notif = bytearray(NOTIF_SIZE)
-    zero = bytes(NOTIF_SIZE)
-    head = struct.Struct("<QIIiIQ3Q")
+    notif = bytes(NOTIF_SIZE)
 
     def recv_buffer():
-        notif[:] = zero
-        return head.unpack_from(notif)
+        return _NOTIF_HEAD.unpack_from(notif)
 
     stages = [
         ("poll() of one ready fd", poller.poll),
-        ("RECV buffer zeroed and unpacked (no ioctl)", recv_buffer),
+        ("RECV's notification unpacked (no ioctl)", recv_buffer),
         ("caller switched", lambda: caller.switch(tid, 1)),
         ("attr+key+value: one process_vm_readv", read),
-        ("fd still the same open file: fstatat", lambda: files.same_file(tid, fd_name, None)),
+        ("fd still the same open file: fstatat", lambda: files.same_file(tid, fd_name, call.file_key)),
         ("decoded_as around an empty call", lambda: emu.decoded_as(caller, 2, int, call.generation)),
         ("update of a new key: read, decoded_as, map op", update_new_keys),
         ("value written back: process_vm_writev (ID_VALID aside)", write_value),

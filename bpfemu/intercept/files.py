@@ -30,7 +30,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # fstatat() called with the GIL held (PyDLL): struct stat (x86_64) starts with st_dev, st_ino.
 _fstatat = ctypes.PyDLL(None).fstatat
 _STAT_SIZE = 144
-_dev_ino = struct.Struct("=QQ").unpack_from
 
 # No fd number is ever cached: every one is looked up in the caller's own table.
 _NO_FILES = types.MappingProxyType({})
@@ -56,6 +55,7 @@ class SupervisedFiles:
         self._stat_fds: dict[int, int] = {}         # tid -> fd of its /proc/<tid>/stat
         self._stat_buf = ctypes.create_string_buffer(_STAT_SIZE)    # same_file's struct stat
         self._stat_ref = ctypes.byref(self._stat_buf)
+        self._stat_dev_ino = (ctypes.c_char * 16).from_buffer(self._stat_buf)   # st_dev, st_ino
 
     def task_view(self, tid: int) -> "TaskFiles":
         return TaskFiles(self, tid)
@@ -191,16 +191,18 @@ class SupervisedFiles:
             raise BpfError(errno.EINVAL)
         return f
 
-    def same_file(self, tid: int, fd_name: bytes, f: OpenFile) -> bool:
-        """Is the task's fd (by name, as bytes) still open on f? Only through a kept
-        directory: False sends the caller the checked way, which keeps one. fstatat() into a
-        kept buffer, with the GIL held (it never blocks): os.stat builds a whole stat_result
-        (float and nanosecond times) and hands the GIL over twice, which costs more in
-        instructions than the lookup."""
+    def same_file(self, tid: int, fd_name: bytes, file_key: bytes) -> bool:
+        """Is the task's fd (by name, as bytes) still open on the open file whose (st_dev,
+        st_ino) are file_key (packed "=QQ")? Only through a kept directory: False sends the
+        caller the checked way, which keeps one. fstatat() into a kept buffer, with the GIL
+        held (it never blocks): os.stat builds a whole stat_result (float and nanosecond
+        times) and hands the GIL over twice, which costs more in instructions than the
+        lookup. Whether the file is still registered is not asked: its release forgets the
+        decoded calls made with it (DecodedCalls.generation)."""
         d = self._fd_dirs.get(tid)
         if d is None or _fstatat(d, fd_name, self._stat_ref, 0) != 0:
             return False
-        return self._by_key.get(_dev_ino(self._stat_buf)) is f
+        return self._stat_dev_ino.raw == file_key
 
     def _stat_fd(self, tid: int, fd: int):
         """stat() of what the task's fd is open on; EBADF if it is not open.

@@ -39,9 +39,13 @@ BPFFS_STATFS = _STATFS.pack(BPF_FS_MAGIC, 4096, 0, 0, 0, 0, 0, bytes(8), 255, 40
 _POLLIN, _POLLHUP = select.POLLIN, select.POLLHUP
 _ENOENT, _EINTR = errno.ENOENT, errno.EINTR
 _ioctl = fcntl.ioctl
-_NOTIF_ZERO = bytes(seccomp.NOTIF_SIZE)
-# struct seccomp_notif up to args[2]: the fields serve_next() reads
-_NOTIF_HEAD = struct.Struct(seccomp.NOTIF.format[:-2] + "3Q")
+# RECV's argument: zeroed, as the kernel wants it, and never written: with mutate=False
+# fcntl.ioctl hands the kernel a copy and returns the notification as new bytes, which costs
+# less than zeroing a buffer again for every call.
+_RECV_ARG = bytearray(seccomp.NOTIF_SIZE)
+# struct seccomp_notif: the fields serve_next() reads: id, pid (a tid), nr, arch, args[0..2]
+_NOTIF_HEAD = struct.Struct("<QI4xiI8x3Q")
+assert seccomp.NOTIF.format == "<QIIiIQ6Q"
 _pack_resp = seccomp.RESP.pack_into
 _NOTIF_RECV, _NOTIF_SEND = seccomp.NOTIF_RECV, seccomp.NOTIF_SEND
 _NR_BPF, _ARCH_X86_64 = seccomp.NR_BPF, seccomp.AUDIT_ARCH_X86_64
@@ -68,8 +72,7 @@ class Supervisor:
         self.stop_fd = stop_fd
         self.calls = 0
         self.sync_wakeup = seccomp.set_sync_wakeup(listener)
-        self._notif = bytearray(seccomp.NOTIF_SIZE)      # serve_next's RECV and SEND buffers
-        self._resp = bytearray(seccomp.RESP.size)
+        self._resp = bytearray(seccomp.RESP.size)         # serve_next's SEND buffer
         self._decoded_tried = False              # serve_next found no decoded call for it
         SUPERVISED_TREES[0] += 1                 # FREEZE sees the tree's mappings too
 
@@ -102,21 +105,16 @@ class Supervisor:
     def serve_next(self) -> None:
         """Receive the next notification and serve it. The common case, an x86_64 element
         call that repeats its attr, is served decoded here; everything else by handle()."""
-        buf = self._notif
-        buf[:] = _NOTIF_ZERO                     # RECV wants it zeroed
         try:
-            _ioctl(self.listener, _NOTIF_RECV, buf, True)
+            buf = _ioctl(self.listener, _NOTIF_RECV, _RECV_ARG, False)
         except OSError as e:
             if e.errno in (_ENOENT, _EINTR):     # the caller went away before RECV
                 return
             raise
-        notif_id, tid, _flags, nr, arch, _ip, a0, a1, a2 = _NOTIF_HEAD.unpack_from(buf)
-        cmd = a0 & 0xFFFFFFFF
-        if (nr == _NR_BPF and arch == _ARCH_X86_64 and cmd in DECODABLE
-                and self.trace is None):
-            self.caller.switch(tid, notif_id)
+        notif_id, tid, nr, arch, a0, a1, a2 = _NOTIF_HEAD.unpack_from(buf)
+        if nr == _NR_BPF and arch == _ARCH_X86_64 and self.trace is None:
             try:
-                ret = self.decoded.serve(cmd, a1, a2 & 0xFFFFFFFF)
+                ret = self.decoded.serve(tid, notif_id, a0, a1, a2)
             except Exception:
                 ret = None                       # handle() does it the checked way, and reports
             if ret is not None:

@@ -79,3 +79,60 @@ def test_a_loop_is_served_decoded(ctool):
     assert out.startswith("update_ns ")
     assert sup.calls == 1001                    # and the map's creation
     assert sup.decoded.served == 996
+
+
+# --- the one read of a decoded call (NotifiedCall), against this process's own memory ------
+
+def _read_plan_case(attr_off: int, key_off: int, value_off: int, moved_attr_off=None):
+    """A decoded call whose run reads a 4-byte key and an 8-byte value, over a buffer of two
+    pages (offsets from the first page's start): the bytes each read gets, and the remote
+    iovecs it took."""
+    import ctypes
+    import mmap
+    import os
+    import types
+
+    from bpfemu.intercept.decoded import NotifiedCall, _process_vm_readv
+    from bpfemu.intercept.files import SupervisedFiles
+    from bpfemu.intercept.task import Caller
+
+    page = mmap.PAGESIZE
+    raw = ctypes.create_string_buffer(bytes(range(256)) * (3 * page // 256))
+    base = (ctypes.addressof(raw) + page - 1) // page * page
+    caller = Caller(-1, SupervisedFiles())
+    caller.switch(os.getpid(), 1)
+    attr = bytes(range(100, 132))
+    ctypes.memmove(base + attr_off, attr, len(attr))
+
+    def make(mem, key_ptr, value_ptr):
+        return mem.reader2(key_ptr, 4, value_ptr, 8)
+    call = NotifiedCall(caller.mem, len(attr), attr, base + attr_off,
+                        types.SimpleNamespace(key=(0, 0)), 0,
+                        (make, None, base + key_off, base + value_off))
+    if moved_attr_off is not None:
+        ctypes.memmove(base + moved_attr_off, attr, len(attr))
+        call.aim(base + moved_attr_off)
+    got = _process_vm_readv(os.getpid(), call.local, call.nlocal, call.remote, call.nremote, 0)
+    assert got == call.expected
+    call.mem.data = call.buf.raw
+    key, value = call.run()
+    assert call.mem.data[:len(attr)] == attr
+    assert key == ctypes.string_at(base + key_off, 4)
+    assert value == ctypes.string_at(base + value_off, 8)
+    return call.nremote
+
+
+@pytest.mark.parametrize("attr_off, key_off, value_off, moved, remote_iovecs", [
+    (100, 200, 300, None, 1),            # attr, key, value in one page: one iovec
+    (600, 200, 300, None, 1),            # attr after the key and value
+    (200, 240, 236, None, 1),            # value before the key, right after the attr
+    (4200, 200, 300, None, 2),           # attr in the next page: attr, then the window
+    (100, 200, 1300, None, 3),           # key and value more than 1 KiB apart
+    (100, 4094, 4080, None, 3),          # key across the page's end
+    (200, 210, 300, None, 2),            # key inside the attr: no scatter
+    (100, 200, 300, 4200, 2),            # the attr moves to another page ...
+    (4200, 200, 300, 600, 1),            # ... and back into the window's page
+])
+def test_one_read_places_attr_key_and_value(attr_off, key_off, value_off, moved,
+                                            remote_iovecs):
+    assert _read_plan_case(attr_off, key_off, value_off, moved) == remote_iovecs
