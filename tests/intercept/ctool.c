@@ -246,6 +246,19 @@ static int cmd_bench(int n)
 	return 0;
 }
 
+/* n updates of new keys, nothing else: the last calls of the run are decoded updates. */
+static int cmd_updates(int n)
+{
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, n);
+	union bpf_attr a;
+	uint32_t k; uint64_t v = 1;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = fd; a.key = (uintptr_t)&k; a.value = (uintptr_t)&v;
+	for (k = 0; k < (uint32_t)n; k++)
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a, 32)) { perror("update"); return 1; }
+	return 0;
+}
+
 /* The same attr object sent again and again (as a loop does, so the supervisor serves it
  * decoded), while what it names changes underneath: the fd number closed and reused by
  * another map, by a read-only fd of the same map and by an ordinary file (each while a dup
@@ -428,6 +441,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "signals")) return cmd_signals(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(argv[1], "threads")) return cmd_threads(atoi(argv[2]));
 	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
+	if (!strcmp(argv[1], "updates")) return cmd_updates(atoi(argv[2]));
 	if (!strcmp(argv[1], "decoded")) return cmd_decoded();
 	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
 	if (!strcmp(argv[1], "create")) return cmd_create();
