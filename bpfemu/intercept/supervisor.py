@@ -201,7 +201,8 @@ class Supervisor:
         self.calls += 1
         if self.trace is None and cmd in DECODABLE:
             decoded = self.decoded
-            ret = None if self._decoded_tried else decoded.serve(cmd, attr, size)
+            ret = (None if self._decoded_tried
+                   else decoded.serve(tid, notif_id, cmd, attr, size))
             if ret is not None:
                 self._reply(notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0)
                 return
