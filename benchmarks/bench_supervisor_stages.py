@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bpfemu import Emulator  # noqa: E402
 from bpfemu import fastpath  # noqa: E402
 from bpfemu.errors import BpfError  # noqa: E402
-from bpfemu.intercept.decoded import NotifiedCall, _process_vm_readv  # noqa: E402
+from bpfemu.intercept.decoded import (NotifiedCall, NotifiedCalls, _fstatat,  # noqa: E402
+                                      _process_vm_readv)
 from bpfemu.intercept.files import SupervisedFiles  # noqa: E402
 from bpfemu.intercept.seccomp import NOTIF_SIZE  # noqa: E402
 from bpfemu.intercept.supervisor import _NOTIF_HEAD  # noqa: E402
@@ -56,6 +57,13 @@ def main() -> int:
     except BpfError:
         pass                                         # EINVAL: /dev/null is no bpf object
 
+    decoded = NotifiedCalls(emu, caller, files)
+
+    def fd_check():
+        d = files.fd_dirs.get(tid)
+        _fstatat(d, fd_name, decoded._stat_ref, 0)
+        return decoded._stat_dev_ino.raw == call.file_key
+
     def read():
         _process_vm_readv(tid, call.local, call.nlocal, call.remote, call.nremote, 0)
         return call.buf.raw
@@ -86,7 +94,7 @@ def main() -> int:
         ("RECV's notification unpacked (no ioctl)", recv_buffer),
         ("caller switched", lambda: caller.switch(tid, 1)),
         ("attr+key+value: one process_vm_readv", read),
-        ("fd still the same open file: fstatat", lambda: files.same_file(tid, fd_name, call.file_key)),
+        ("fd still the same open file: fstatat", fd_check),
         ("decoded_as around an empty call", lambda: emu.decoded_as(caller, 2, int, call.generation)),
         ("update of a new key: read, decoded_as, map op", update_new_keys),
         ("value written back: process_vm_writev (ID_VALID aside)", write_value),

@@ -233,6 +233,11 @@ class BpfFs:
         self._lookup(path, dirfd)
         return True
 
+    def holds_file(self, path: str) -> bool:
+        """For fstatfs(): whether a host file, by the absolute path /proc/<pid>/fd shows for
+        it, is on this bpffs. The emulator's own tree has no host files."""
+        return False
+
     # --- the user's side of the filesystem ------------------------------------------------
 
     def _node_at(self, path: str):

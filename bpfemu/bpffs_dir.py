@@ -193,6 +193,11 @@ class DirBpfFs(BpfFs):
         self._real_stat(raw)
         return True
 
+    def holds_file(self, path: str) -> bool:
+        """For fstatfs(): the pin files and directories are this bpffs's (one removed since,
+        shown with " (deleted)", still is, as on a bpffs)."""
+        return self._ours(path)
+
     # --- pins whose last link is gone ----------------------------------------------------
 
     def reap(self) -> None:

@@ -2,6 +2,7 @@
 import errno
 import os
 import random
+from sys import _getframe, gettrace as _gettrace
 
 from .bpffs import BpfFs
 from .emu_lock import new_lock, track, wait_turn
@@ -12,8 +13,8 @@ from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
 from .profile import KernelProfile, get_profile
 from .syscall import __sys_bpf as entry
-from .syscall import build_dispatch, our_failure
-from .undo import atomic
+from .syscall import build_dispatch, our_failure_undone
+from .undo import MARK, atomic, undo_call
 
 
 class Emulator:
@@ -119,8 +120,12 @@ class Emulator:
         with the task's CPU as the current one; None if decoded calls were forgotten since
         ``generation`` (DecodedCalls.generation), checked under the lock. Only the CPU is
         switched: a decoded call copies through the memory it was built with and looks up
-        no fd and no path."""
-        lock = self.lock
+        no fd and no path. A call of its own for the undo journal, as the entry's and the
+        in-process decoded calls are (bpfemu/undo.py): rolled back whole if anything but a
+        BpfError stops it, its entries gone when it ends."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None          # no line events here: see undo.py
+        lock, undo = self.lock, self.undo
         if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
             wait_turn(lock)
         lock.acquire()
@@ -128,14 +133,24 @@ class Emulator:
             calls = self.decoded_calls
             if calls is None or calls.generation != generation:
                 return None
+            if undo:
+                undo_call(self)                 # a call stopped where it could not roll
+                return None                     # back; that forgot the decoded calls
+            undo.append(MARK)
             saved_cpu, saved_task = self._cpu, self._task
             self._cpu, self._task = -1, task
             try:
-                return run()
+                ret = run()
+                undo.clear()
+                return ret
             except BpfError as e:
+                undo.clear()
                 return -e.errno
             except Exception as e:
-                return our_failure(cmd, e)
+                return our_failure_undone(self, cmd, e)
+            except BaseException:               # noqa: B036 - an interruption: undone
+                undo_call(self)
+                raise
             finally:
                 self._cpu, self._task = saved_cpu, saved_task
         finally:

@@ -40,6 +40,9 @@ _process_vm_readv = ctypes.PyDLL(None).process_vm_readv
 _process_vm_readv.restype = ctypes.c_ssize_t
 _process_vm_writev = ctypes.PyDLL(None).process_vm_writev
 _process_vm_writev.restype = ctypes.c_ssize_t
+# fstatat() called with the GIL held: struct stat (x86_64) starts with st_dev, st_ino.
+_fstatat = ctypes.PyDLL(None).fstatat
+_STAT_SIZE = 144
 _EFAULT = errno.EFAULT
 _PAGE = mmap.PAGESIZE
 _WINDOW_MAX = 1024
@@ -186,6 +189,10 @@ class NotifiedCalls:
         self.emu = emu
         self.caller = caller
         self.files = files
+        self.fd_dirs = files.fd_dirs
+        self._stat = ctypes.create_string_buffer(_STAT_SIZE)
+        self._stat_ref = ctypes.byref(self._stat)
+        self._stat_dev_ino = (ctypes.c_char * 16).from_buffer(self._stat)
         self.last: dict[int, NotifiedCall] = {}
         self.seen: dict[int, bytes] = {}
         self.served = 0                              # calls served decoded (tests, benchmark)
@@ -216,7 +223,16 @@ class NotifiedCalls:
         data = call.buf.raw
         if not data.startswith(call.attr_bytes):
             return None
-        if not self.files.same_file(tid, call.fd_name, call.file_key):   # fdget(), every call
+        # fdget(), every call: is the caller's fd still open on the file this call was
+        # decoded for? fstatat() of /proc/<tid>/fd/<n> into a kept buffer, with the GIL held
+        # (it never blocks): os.stat would build a whole stat_result (float and nanosecond
+        # times) and hand the GIL over twice, which costs more than the lookup. Only
+        # through the task's kept directory (files.py): without one, the checked way keeps
+        # one. Whether the file is still registered is not asked: its release forgets the
+        # decoded calls made with it (DecodedCalls.generation, checked in decoded_as).
+        d = self.fd_dirs.get(tid)
+        if (d is None or _fstatat(d, call.fd_name, self._stat_ref, 0) != 0
+                or self._stat_dev_ino.raw != call.file_key):
             return None
         call.mem.data = data
         ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)

@@ -27,9 +27,6 @@ _IN_CLOSE_WRITE, _IN_CLOSE_NOWRITE, _IN_IGNORED, _IN_Q_OVERFLOW = 0x8, 0x10, 0x8
 _IN_EVENT = struct.Struct("iIII")
 _ACCMODE = {FMODE_READ: os.O_RDONLY, FMODE_WRITE: os.O_WRONLY, FMODE_RDWR: os.O_RDWR}
 _libc = ctypes.CDLL(None, use_errno=True)
-# fstatat() called with the GIL held (PyDLL): struct stat (x86_64) starts with st_dev, st_ino.
-_fstatat = ctypes.PyDLL(None).fstatat
-_STAT_SIZE = 144
 
 # No fd number is ever cached: every one is looked up in the caller's own table.
 _NO_FILES = types.MappingProxyType({})
@@ -51,11 +48,10 @@ class SupervisedFiles:
         self.inotify_fd = ifd
         # The open file made by the call being served, waiting for NOTIF_ADDFD: (fd, file).
         self.pending = None
-        self._fd_dirs: dict[int, int] = {}          # tid -> fd of its /proc/<tid>/fd
+        # tid -> fd of its /proc/<tid>/fd, kept open (see _stat_fd); decoded calls look
+        # their fd up through it too (decoded.py)
+        self.fd_dirs: dict[int, int] = {}
         self._stat_fds: dict[int, int] = {}         # tid -> fd of its /proc/<tid>/stat
-        self._stat_buf = ctypes.create_string_buffer(_STAT_SIZE)    # same_file's struct stat
-        self._stat_ref = ctypes.byref(self._stat_buf)
-        self._stat_dev_ino = (ctypes.c_char * 16).from_buffer(self._stat_buf)   # st_dev, st_ino
 
     def task_view(self, tid: int) -> "TaskFiles":
         return TaskFiles(self, tid)
@@ -191,19 +187,6 @@ class SupervisedFiles:
             raise BpfError(errno.EINVAL)
         return f
 
-    def same_file(self, tid: int, fd_name: bytes, file_key: bytes) -> bool:
-        """Is the task's fd (by name, as bytes) still open on the open file whose (st_dev,
-        st_ino) are file_key (packed "=QQ")? Only through a kept directory: False sends the
-        caller the checked way, which keeps one. fstatat() into a kept buffer, with the GIL
-        held (it never blocks): os.stat builds a whole stat_result (float and nanosecond
-        times) and hands the GIL over twice, which costs more in instructions than the
-        lookup. Whether the file is still registered is not asked: its release forgets the
-        decoded calls made with it (DecodedCalls.generation)."""
-        d = self._fd_dirs.get(tid)
-        if d is None or _fstatat(d, fd_name, self._stat_ref, 0) != 0:
-            return False
-        return self._stat_dev_ino.raw == file_key
-
     def _stat_fd(self, tid: int, fd: int):
         """stat() of what the task's fd is open on; EBADF if it is not open.
 
@@ -212,27 +195,27 @@ class SupervisedFiles:
         the struct pid): once the task is gone it finds nothing, even if its tid is reused,
         so a failure through a kept directory is retried through a fresh one."""
         name = str(fd)
-        d = self._fd_dirs.get(tid)
+        d = self.fd_dirs.get(tid)
         if d is not None:
             try:
                 return os.stat(name, dir_fd=d)
             except OSError:
-                del self._fd_dirs[tid]
+                del self.fd_dirs[tid]
                 os.close(d)
         try:
             d = os.open(f"/proc/{tid}/fd", _FD_DIR_FLAGS)
         except OSError:
             raise BpfError(errno.EBADF) from None
-        if len(self._fd_dirs) >= FD_DIRS_MAX:
+        if len(self.fd_dirs) >= FD_DIRS_MAX:
             self._close_fd_dirs()
-        self._fd_dirs[tid] = d
+        self.fd_dirs[tid] = d
         try:
             return os.stat(name, dir_fd=d)
         except OSError:
             raise BpfError(errno.EBADF) from None
 
     def _close_fd_dirs(self) -> None:
-        for kept in (self._fd_dirs, self._stat_fds):
+        for kept in (self.fd_dirs, self._stat_fds):
             for fd in kept.values():
                 os.close(fd)
             kept.clear()

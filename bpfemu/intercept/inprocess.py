@@ -9,7 +9,7 @@ The first use installs a seccomp filter on every thread of the process
 starts a supervisor thread that receives the notifications. A filter can never be removed,
 and a process can have only one listener, so both stay for the life of the process and
 every later use reuses them: the context only says which Emulator answers. Outside any
-context (before, between and after), bpf() and statfs() are passed on to the kernel with
+context (before, between and after), bpf(), statfs() and fstatfs() are passed on to the kernel with
 SECCOMP_USER_NOTIF_FLAG_CONTINUE: the process behaves as if not intercepted, each call paying
 a round trip through the supervisor thread. Child processes started after the first use
 inherit the filter but not the supervisor's attention: their calls are served too, as the

@@ -11,6 +11,7 @@ import struct
 NR_SECCOMP = 317
 NR_BPF = 321
 NR_STATFS = 137
+NR_FSTATFS = 138
 X32_SYSCALL_BIT = 0x40000000
 NR_BPF_I386 = 357
 
@@ -69,12 +70,13 @@ def x32_supported() -> bool:
 
 def filter_program(statfs: bool = True, x32: bool = True) -> bytes:
     """The classic-BPF program: bpf() (x86_64, i386, and x32 where the kernel has it) and, if
-    asked, statfs() go to the listener; everything else is allowed (so an x32 call on a kernel
+    asked, statfs() and fstatfs() go to the listener; everything else is allowed (so an x32 call on a kernel
     without x32 still gets the kernel's ENOSYS); a call from any other architecture fails
     with ENOSYS (nothing we do not understand reaches the kernel)."""
     notify = [NR_BPF] + ([X32_SYSCALL_BIT | NR_BPF] if x32 else [])
     if statfs:
-        notify += [NR_STATFS] + ([X32_SYSCALL_BIT | NR_STATFS] if x32 else [])
+        for nr in (NR_STATFS, NR_FSTATFS):
+            notify += [nr] + ([X32_SYSCALL_BIT | nr] if x32 else [])
     # Instructions as (code, jt, jf, k) with jumps given as labels, resolved below.
     prog = [(_LD_W_ABS, 0, 0, _OFF_ARCH),
             (_JEQ_K, 0, "i386", AUDIT_ARCH_X86_64),

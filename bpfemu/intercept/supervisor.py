@@ -8,6 +8,7 @@ polls POLLHUP once no process uses the filter any more: the tree is gone and the
 The supervisor itself never calls bpf(): in-process (inprocess.py) its own call would wait
 for its own reply.
 """
+import ctypes
 import errno
 import fcntl
 import os
@@ -27,6 +28,7 @@ from ..maps.array_mmap import SUPERVISED_TREES
 
 _BPF_NRS = frozenset({seccomp.NR_BPF, seccomp.X32_SYSCALL_BIT | seccomp.NR_BPF})
 _STATFS_NRS = frozenset({seccomp.NR_STATFS, seccomp.X32_SYSCALL_BIT | seccomp.NR_STATFS})
+_FSTATFS_NRS = frozenset({seccomp.NR_FSTATFS, seccomp.X32_SYSCALL_BIT | seccomp.NR_FSTATFS})
 BPF_FS_MAGIC = 0xCAFE4A11
 # struct statfs (x86_64): f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree,
 # f_fsid, f_namelen, f_frsize, f_flags, f_spare[4]
@@ -36,6 +38,7 @@ _STATFS = struct.Struct("<qqQQQQQ8sqqq32x")
 _ST_VALID, _ST_NOSUID, _ST_NODEV, _ST_NOEXEC, _ST_RELATIME = 0x20, 0x2, 0x4, 0x8, 0x1000
 BPFFS_STATFS = _STATFS.pack(BPF_FS_MAGIC, 4096, 0, 0, 0, 0, 0, bytes(8), 255, 4096,
                             _ST_VALID | _ST_NOSUID | _ST_NODEV | _ST_NOEXEC | _ST_RELATIME)
+_libc = ctypes.CDLL(None, use_errno=True)
 _POLLIN, _POLLHUP = select.POLLIN, select.POLLHUP
 _ENOENT, _EINTR = errno.ENOENT, errno.EINTR
 _ioctl = fcntl.ioctl
@@ -173,6 +176,8 @@ class Supervisor:
                 self.serve_bpf(notif_id, tid, a0, a1, a2)
             elif nr in _STATFS_NRS:
                 self.serve_statfs(notif_id, tid, a0, a1)
+            elif nr in _FSTATFS_NRS:
+                self.serve_fstatfs(notif_id, tid, a0, a1)
             else:                                    # not ours: let the kernel run it
                 self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         except Exception:
@@ -196,7 +201,8 @@ class Supervisor:
         self.calls += 1
         if self.trace is None and cmd in DECODABLE:
             decoded = self.decoded
-            ret = None if self._decoded_tried else decoded.serve(cmd, attr, size)
+            ret = (None if self._decoded_tried
+                   else decoded.serve(tid, notif_id, cmd, attr, size))
             if ret is not None:
                 self._reply(notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0)
                 return
@@ -275,9 +281,9 @@ class Supervisor:
     # --- statfs() -------------------------------------------------------------------------
 
     def serve_statfs(self, notif_id: int, tid: int, path_ptr: int, buf_ptr: int) -> None:
-        # DEVIATION(bpffs-statfs): statfs() of a path under the pin root reports a bpffs
-        # (with a real pin directory, bpffs_dir.py, its files are the pins); fstatfs() of an
-        # fd there and statfs() of i386 programs go to the host's filesystem.
+        # DEVIATION(bpffs-statfs): statfs() and fstatfs() under the pin root report a bpffs
+        # (with a real pin directory, bpffs_dir.py, its files are the pins); those of i386
+        # programs go to the host's filesystem.
         """statfs() of a path on the emulated bpffs gets BPF_FS_MAGIC (so that clients that
         check before pinning pin); every other path goes on to the kernel (CONTINUE)."""
         caller = self.caller
@@ -300,3 +306,53 @@ class Supervisor:
             self._reply(notif_id, 0, 0)
         else:
             self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+    def serve_fstatfs(self, notif_id: int, tid: int, fd_arg: int, buf_ptr: int) -> None:
+        """fstatfs() of an emulated object's fd gets what Linux gives for its anonymous inode,
+        and of an fd of a file or directory of a real pin directory a bpffs's answer; every
+        other fd (and one that is not open: EBADF) goes on to the kernel (CONTINUE)."""
+        caller = self.caller
+        caller.switch(tid, notif_id)
+        fd = (fd_arg & 0xFFFFFFFF) - ((fd_arg & 0x80000000) << 1)     # unsigned int fd
+        answer = None
+        try:
+            self.files.lookup_any(tid, fd)
+            answer = anon_inode_statfs()
+        except BpfError:
+            try:
+                path = os.readlink(f"/proc/{tid}/fd/{fd}")
+            except OSError:
+                path = ""
+            if path.startswith("/"):
+                emu = self.emu
+                with emu.lock:
+                    if emu.bpffs.holds_file(path):
+                        answer = BPFFS_STATFS
+        if answer is None:
+            self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            return
+        try:
+            caller.mem.write(buf_ptr, answer)
+        except BpfError as e:
+            self._reply(notif_id, 0, -e.errno)
+            return
+        self._reply(notif_id, 0, 0)
+
+
+_ANON_STATFS = []
+
+
+def anon_inode_statfs() -> bytes:
+    """struct statfs of the kernel's anonymous-inode filesystem, where Linux's map, program
+    and BTF fds live (ours are memfds): the host's own answer for an eventfd, which lives
+    there too (same type, block size, name length, fsid and flags)."""
+    if not _ANON_STATFS:
+        buf = ctypes.create_string_buffer(_STATFS.size)
+        efd = os.eventfd(0, os.EFD_CLOEXEC)
+        try:
+            if _libc.fstatfs(efd, buf) != 0:
+                raise BpfError(ctypes.get_errno() or errno.EINVAL)
+        finally:
+            os.close(efd)
+        _ANON_STATFS.append(buf.raw)
+    return _ANON_STATFS[0]

@@ -12,7 +12,6 @@ from bpfemu import BpfError
 
 from . import harness
 
-PIN_ROOT = "/sys/fs/bpf"          # the test Emulator's bpffs (bpf_emulator's default)
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
 
@@ -33,6 +32,7 @@ def test_go_client_leaves_its_pinned_maps_to_the_test(client, bpf_run, as_nobody
     four with the value the client last wrote through the pin (4242 at key 1) and frozen as
     the client left them, and the one it pinned by name, with 7 at key 1 and writable."""
     spec, argv = client
+    PIN_ROOT = bpf_run.pin_root                    # a real pin directory, the test's own
     done = bpf_run.run([*harness.ON_CPU0, *as_nobody, *argv, PIN_ROOT])
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith("done\n")

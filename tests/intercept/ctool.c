@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -246,6 +248,46 @@ static int cmd_bench(int n)
 	return 0;
 }
 
+/* fstatfs() of a map fd, of the pin directory and of "/": the filesystem each is on. */
+static void show_fstatfs(const char *name, int fd, int flags)
+{
+	struct statfs s;
+	if (fstatfs(fd, &s)) { printf("%s -1 %s\n", name, strerrorname_np(errno)); return; }
+	printf("%s type 0x%lx bsize %ld namelen %ld", name, (long)s.f_type, (long)s.f_bsize,
+	       (long)s.f_namelen);
+	if (flags) printf(" flags 0x%lx", (long)s.f_flags);
+	printf("\n");
+}
+
+static int cmd_fstatfs(const char *dir)
+{
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, 4);
+	show_fstatfs("map_fd", fd, 1);
+	int d = open(dir, O_RDONLY | O_DIRECTORY);
+	show_fstatfs("pin_dir", d, 0);
+	char sub[4096];
+	snprintf(sub, sizeof(sub), "%s/fstatfs_sub", dir);
+	mkdir(sub, 0700);
+	int e = open(sub, O_RDONLY | O_DIRECTORY);
+	show_fstatfs("pin_subdir", e, 0);
+	rmdir(sub);
+	show_fstatfs("bad_fd", 999, 0);
+	return 0;
+}
+
+/* n updates of new keys, nothing else: the last calls of the run are decoded updates. */
+static int cmd_updates(int n)
+{
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, n);
+	union bpf_attr a;
+	uint32_t k; uint64_t v = 1;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = fd; a.key = (uintptr_t)&k; a.value = (uintptr_t)&v;
+	for (k = 0; k < (uint32_t)n; k++)
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a, 32)) { perror("update"); return 1; }
+	return 0;
+}
+
 /* The same attr object sent again and again (as a loop does, so the supervisor serves it
  * decoded), while what it names changes underneath: the fd number closed and reused by
  * another map, by a read-only fd of the same map and by an ordinary file (each while a dup
@@ -428,6 +470,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "signals")) return cmd_signals(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(argv[1], "threads")) return cmd_threads(atoi(argv[2]));
 	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
+	if (!strcmp(argv[1], "updates")) return cmd_updates(atoi(argv[2]));
+	if (!strcmp(argv[1], "fstatfs")) return cmd_fstatfs(argv[2]);
 	if (!strcmp(argv[1], "decoded")) return cmd_decoded();
 	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
 	if (!strcmp(argv[1], "create")) return cmd_create();

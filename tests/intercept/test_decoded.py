@@ -136,3 +136,16 @@ def _read_plan_case(attr_off: int, key_off: int, value_off: int, moved_attr_off=
 def test_one_read_places_attr_key_and_value(attr_off, key_off, value_off, moved,
                                             remote_iovecs):
     assert _read_plan_case(attr_off, key_off, value_off, moved) == remote_iovecs
+
+
+def test_decoded_updates_leave_no_undo_journal(ctool):
+    """A decoded update is one call of its own for the undo journal (bpfemu/undo.py), as an
+    in-process decoded call is: its entries go when it ends, so a program that only updates
+    does not grow the journal (3 entries an update before this was fixed)."""
+    emu = Emulator()
+    if emu.decoded_calls is None:
+        pytest.skip("decoded calls are off (BPFEMU_DECODED_CALLS=0)")
+    bg = Background([ctool, "updates", "300"], emu)
+    assert bg.wait(timeout=120) == 0
+    assert bg.supervisor.decoded.served == 298       # all but the first two
+    assert emu.undo == []

@@ -15,20 +15,36 @@ from bpfemu.uapi.consts import BPF_MAP_TYPE_HASH
 
 def test_bpf_run_shares_maps_with_the_test(bpf_run, bpftool):
     """The test makes and pins a map, bpftool (as root or not, served by the test's Emulator)
-    updates it, and the test reads what bpftool wrote; then bpftool makes one the test finds."""
+    updates it, and the test reads what bpftool wrote; then bpftool makes one the test finds.
+    The pins are files of the test's real pin directory, which the command's own ls sees."""
+    root = bpf_run.pin_root
     m = Map.create(bpf_run.emu, BPF_MAP_TYPE_HASH, ctypes.c_uint32, ctypes.c_uint64, 8, name="shared")
     m[1] = 10
-    assert bpf_run.lib.bpf_obj_pin(m.fd, "/sys/fs/bpf/shared") == 0
-    r = bpf_run.run([bpftool, "map", "update", "pinned", "/sys/fs/bpf/shared",
+    assert bpf_run.lib.bpf_obj_pin(m.fd, f"{root}/shared") == 0
+    r = bpf_run.run([bpftool, "map", "update", "pinned", f"{root}/shared",
                      "key", "2", "0", "0", "0", "value", "20", "0", "0", "0", "0", "0", "0", "0"])
     assert r.returncode == 0, r.stderr
     assert {k.value: v.value for k, v in m.items()} == {1: 10, 2: 20}
-    r = bpf_run.run([bpftool, "map", "create", "/sys/fs/bpf/theirs", "type", "array",
+    r = bpf_run.run([bpftool, "map", "create", f"{root}/theirs", "type", "array",
                      "key", "4", "value", "4", "entries", "3", "name", "theirs"])
     assert r.returncode == 0, r.stderr
-    theirs = bpf_run.map_by_pin("/sys/fs/bpf/theirs", ctypes.c_uint32, ctypes.c_uint32)
+    theirs = bpf_run.map_by_pin(f"{root}/theirs", ctypes.c_uint32, ctypes.c_uint32)
     assert len(list(theirs.keys())) == 3
     assert bpf_run.map_ids() == [1, 2]
+    assert sorted(os.listdir(root)) == ["shared", "theirs"]
+    r = bpf_run.run(["sh", "-c", f"rm {root}/theirs && ls {root} && stat -f -c %T {root}"])
+    assert (r.returncode, r.stdout) == (0, "shared\nbpf_fs\n")
+    theirs.close()
+    assert bpf_run.map_ids() == [1]             # the pin was its last reference
+
+
+def test_bpf_run_can_keep_pins_in_the_emulator(bpf_run, bpftool):
+    """A client that pins under a fixed path (/sys/fs/bpf) gets the emulator's own tree."""
+    bpf_run.use_emulated_pin_tree("/sys/fs/bpf")
+    r = bpf_run.run([bpftool, "map", "create", "/sys/fs/bpf/fixed", "type", "array",
+                     "key", "4", "value", "4", "entries", "3", "name", "fixed"])
+    assert r.returncode == 0, r.stderr
+    assert len(list(bpf_run.map_by_pin("/sys/fs/bpf/fixed").keys())) == 3
 
 
 def test_bpf_run_inspects_while_running(bpf_run, ctool):

@@ -90,6 +90,24 @@ def test_statfs_elsewhere_goes_to_the_kernel(supervised):
     assert r.stdout.splitlines() == ["proc", "bpf_fs"]
 
 
+def test_fstatfs_of_map_fds_and_the_pin_directory(supervised, on_kernel, ctool, public_dir):
+    """fstatfs() of a map fd reports the anonymous-inode filesystem, and of an fd of the pin
+    directory (or a directory in it) a bpffs, as on the kernel with a bpffs at /sys/fs/bpf;
+    an fd that is not open is still EBADF."""
+    root = os.path.join(public_dir, "fstatfs-pins")
+    os.makedirs(root, exist_ok=True)
+    os.chmod(root, 0o777)
+    expected = ("map_fd type 0x9041934 bsize 4096 namelen 255 flags 0x20\n"
+                "pin_dir type 0xcafe4a11 bsize 4096 namelen 255\n"
+                "pin_subdir type 0xcafe4a11 bsize 4096 namelen 255\n"
+                "bad_fd -1 EBADF\n")
+    r = supervised([ctool, "fstatfs", root], opts=["--pin-root", root])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    if os.path.isdir("/sys/fs/bpf"):
+        assert on_kernel([ctool, "fstatfs", "/sys/fs/bpf"]).stdout == expected
+
+
 def test_pin_root_option(supervised, bpftool, public_dir):
     root = os.path.join(public_dir, "pins")
     script = (f"{bpftool} map create {root}/m type array key 4 value 4 entries 2 name a"
