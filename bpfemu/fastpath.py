@@ -126,22 +126,24 @@ class DecodedCalls:
                 lock = self.emu.lock
                 if not lock._get_value():       # held: wait for it with the GIL (emu_lock.py)
                     wait_turn(lock)
-                with lock:
+                try:
+                    lock.acquire()              # inside the try: see undo.py, "The lock"
                     if undo:
                         undo_call(self.emu)     # a call stopped where it could not roll back
                     undo.append(MARK)
-                    try:
-                        ret = run()
-                        undo.clear()
-                        return ret
-                    except BpfError as e:
-                        undo.clear()
-                        return -e.errno
-                    except Exception as e:
-                        return _syscall.our_failure_undone(self.emu, cmd, e)
-                    except BaseException:       # noqa: B036 - an interruption: undone
-                        undo_call(self.emu)
-                        raise
+                    ret = run()
+                    undo.clear()
+                    return ret
+                except BpfError as e:
+                    undo.clear()
+                    return -e.errno
+                except Exception as e:
+                    return _syscall.our_failure_undone(self.emu, cmd, e)
+                except BaseException:           # noqa: B036 - an interruption: undone
+                    undo_call(self.emu)
+                    raise
+                finally:
+                    lock.release()
         except Exception as e:                  # reading the attr's bytes failed (memory)
             return _syscall.our_failure(cmd, e)
         return self._sys_bpf_decoded(cmd, attr, size)
@@ -175,26 +177,28 @@ class DecodedCalls:
             lock = self.emu.lock
             if not lock._get_value():           # held: wait for it with the GIL (emu_lock.py)
                 wait_turn(lock)
-            with lock:
+            try:
+                lock.acquire()                  # inside the try: see undo.py, "The lock"
                 if undo:
                     undo_call(self.emu)
                 undo.append(MARK)
-                try:
-                    if run is None:             # first reuse: build it now
-                        make, *args = call.build
-                        run = call.run = make(*args)
-                    self._make_last(call, generation)
-                    ret = run()
-                    undo.clear()
-                    return ret
-                except BpfError as e:
-                    undo.clear()
-                    return -e.errno
-                except Exception as e:
-                    return _syscall.our_failure_undone(self.emu, cmd, e)
-                except BaseException:           # noqa: B036 - an interruption: undone
-                    undo_call(self.emu)
-                    raise
+                if run is None:                 # first reuse: build it now
+                    make, *args = call.build
+                    run = call.run = make(*args)
+                self._make_last(call, generation)
+                ret = run()
+                undo.clear()
+                return ret
+            except BpfError as e:
+                undo.clear()
+                return -e.errno
+            except Exception as e:
+                return _syscall.our_failure_undone(self.emu, cmd, e)
+            except BaseException:               # noqa: B036 - an interruption: undone
+                undo_call(self.emu)
+                raise
+            finally:
+                lock.release()
         emu = self.emu
         # Only a buffer attr is kept (an address may point at other bytes next time; what is
         # neither is refused by the entry).

@@ -130,60 +130,62 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
     lock = emu.lock
     if not lock._get_value():                   # held: wait for it with the GIL (emu_lock.py)
         wait_turn(lock)
-    with lock:
+    try:
+        lock.acquire()                          # inside the try: see undo.py, "The lock"
         if undo:
             undo_call(emu)                      # a call stopped where it could not roll back
         undo.append(MARK)
-        try:
-            if not isinstance(size, int):
-                raise BpfError(_EINVAL)         # no C caller can pass it; as HostKernel
-            if not isinstance(attr, int) and not is_buffer(attr):
-                raise BpfError(_EFAULT)         # not a pointer at all: as HostKernel
-            size &= 0xFFFFFFFF                  # unsigned int size
-            if emu.profile.unpriv_eperm_at_entry and cmd in _UNPRIV_ENTRY_CMDS and not (
-                    emu.profile.cap_bpf or emu.profile.cap_sys_admin):
-                raise BpfError(_EPERM)          # !bpf_capable() && unprivileged_bpf_disabled
-            # bpf_check_uarg_tail_zero(): past the union, only zeros (and at most a page)
-            union = emu.attr_size
-            if size > union:
-                if size > emu.page_size:
-                    raise BpfError(_E2BIG)
-                if not attr_tail_zero(emu, attr, union, size - union):
-                    raise BpfError(_E2BIG)      # bpf_check_uarg_tail_zero()
-                size = union
-            # copy_from_bpfptr(&attr, uattr, size) into a zeroed union. Only the first `size`
-            # bytes are kept: the rest of the union is zero by definition.
-            if type(attr) is int:
-                raw = emu.mem.read(attr, size)
-            else:
-                raw = bytes(attr)
-                if len(raw) != size:
-                    if len(raw) < size:
-                        raise BpfError(_EFAULT)    # see DEVIATION(attr-buffer) in usercopy
-                    raw = raw[:size]
-            # A cmd that is not an int (no C caller can pass one) is no command: EINVAL.
-            row = emu.dispatch.get(cmd) if isinstance(cmd, int) else None
-            if row is None:
-                raise BpfError(_EINVAL)         # default: -EINVAL
-            handler, end, unpack, _ = row
-            if size > end and raw.count(0, end) != size - end:
-                raise BpfError(_EINVAL)         # CHECK_ATTR: unused fields must be zero
-            if size < unpack:
-                raw += bytes(unpack - size)
-            emu.uattr_size = size               # the handlers' uattr_size (log_true_size)
-            if cmd not in CONTENT_CMDS:
-                undo.append(object_state(emu))
-            ret = handler(emu, raw, attr)
-            undo.clear()                        # the call is whole: keep it
-            return ret
-        except BpfError as e:
-            undo.clear()                        # failed as the kernel fails: keep its effects
-            return -e.errno
-        except Exception as e:
-            return our_failure_undone(emu, cmd, e)
-        except BaseException:                   # noqa: B036 - an interruption: undone
-            undo_call(emu)
-            raise
+        if not isinstance(size, int):
+            raise BpfError(_EINVAL)             # no C caller can pass it; as HostKernel
+        if not isinstance(attr, int) and not is_buffer(attr):
+            raise BpfError(_EFAULT)             # not a pointer at all: as HostKernel
+        size &= 0xFFFFFFFF                      # unsigned int size
+        if emu.profile.unpriv_eperm_at_entry and cmd in _UNPRIV_ENTRY_CMDS and not (
+                emu.profile.cap_bpf or emu.profile.cap_sys_admin):
+            raise BpfError(_EPERM)              # !bpf_capable() && unprivileged_bpf_disabled
+        # bpf_check_uarg_tail_zero(): past the union, only zeros (and at most a page)
+        union = emu.attr_size
+        if size > union:
+            if size > emu.page_size:
+                raise BpfError(_E2BIG)
+            if not attr_tail_zero(emu, attr, union, size - union):
+                raise BpfError(_E2BIG)          # bpf_check_uarg_tail_zero()
+            size = union
+        # copy_from_bpfptr(&attr, uattr, size) into a zeroed union. Only the first `size`
+        # bytes are kept: the rest of the union is zero by definition.
+        if type(attr) is int:
+            raw = emu.mem.read(attr, size)
+        else:
+            raw = bytes(attr)
+            if len(raw) != size:
+                if len(raw) < size:
+                    raise BpfError(_EFAULT)        # see DEVIATION(attr-buffer) in usercopy
+                raw = raw[:size]
+        # A cmd that is not an int (no C caller can pass one) is no command: EINVAL.
+        row = emu.dispatch.get(cmd) if isinstance(cmd, int) else None
+        if row is None:
+            raise BpfError(_EINVAL)             # default: -EINVAL
+        handler, end, unpack, _ = row
+        if size > end and raw.count(0, end) != size - end:
+            raise BpfError(_EINVAL)             # CHECK_ATTR: unused fields must be zero
+        if size < unpack:
+            raw += bytes(unpack - size)
+        emu.uattr_size = size                   # the handlers' uattr_size (log_true_size)
+        if cmd not in CONTENT_CMDS:
+            undo.append(object_state(emu))
+        ret = handler(emu, raw, attr)
+        undo.clear()                            # the call is whole: keep it
+        return ret
+    except BpfError as e:
+        undo.clear()                            # failed as the kernel fails: keep its effects
+        return -e.errno
+    except Exception as e:
+        return our_failure_undone(emu, cmd, e)
+    except BaseException:                       # noqa: B036 - an interruption: undone
+        undo_call(emu)
+        raise
+    finally:
+        lock.release()
 
 
 def our_failure(cmd: int, exc: Exception) -> int:

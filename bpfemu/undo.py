@@ -27,6 +27,14 @@ the lock's release. Lines of the functions they call are traced as usual. Except
 injected with PyThreadState_SetAsyncExc land only where the interpreter checks for them
 (after a call, at a backward jump), all of them covered.
 
+The lock: the entry takes the emulator's lock with ``lock.acquire()`` as the first statement
+of the ``try`` whose ``finally`` releases it (a ``with`` statement costs more: it looks up and
+binds ``__enter__`` and ``__exit__`` at every call). Python checks for an injected exception
+after a call returns, so one can land right after ``acquire()`` has taken the lock, inside
+the ``try``: released. Nothing before the call inside the ``try`` can raise (the frame's
+line events are off under a trace function), and the lock's ``acquire()`` without a timeout
+does not fail.
+
 Writes to the caller's memory are not journaled: a call that raised has no outputs the
 caller may rely on. Neither are the caches that only speed things up and are rebuilt on
 demand (decoded calls are forgotten on rollback).
@@ -211,19 +219,21 @@ def atomic(emu, fn, *args, objects: bool = False):
     undo = emu.undo
     if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
         wait_turn(lock)
-    with lock:
+    try:
+        lock.acquire()              # inside the try: see "The lock" above
         if undo:
             undo_call(emu)          # left by a call stopped where it could not roll back
         undo.append(MARK)
-        try:
-            if objects:
-                undo.append(object_state(emu))
-            ret = fn(*args)
-        except BpfError:
-            undo.clear()
-            raise
-        except BaseException:       # noqa: B036 - whatever stops it, the call is undone
-            undo_call(emu)
-            raise
+        if objects:
+            undo.append(object_state(emu))
+        ret = fn(*args)
         undo.clear()
         return ret
+    except BpfError:
+        undo.clear()
+        raise
+    except BaseException:           # noqa: B036 - whatever stops it, the call is undone
+        undo_call(emu)
+        raise
+    finally:
+        lock.release()
