@@ -22,6 +22,7 @@ lock:``.
 import _thread
 import os
 import time
+
 from .weak_registry import WeakRegistry
 
 try:
