@@ -98,7 +98,6 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
-
 # A thread that finds the lock held waits for it with the GIL in hand (wait_turn) rather than
 # in the lock: sleep, then look again, at most _POLLS times, then wait in the lock itself.
 _POLL_SLEEP = 1e-6                  # a sleep of the timer's slack (about 50 us): the holder runs
