@@ -121,4 +121,3 @@ def test_copies_anywhere_inside_a_pinned_buffer_are_slices(monkeypatch):
     mem.unpin(buf)
     with pytest.raises(AssertionError):
         mem.read(a + 10, 6)
-
