@@ -4,8 +4,11 @@ live kernel, interleaved in one run, medians of rounds.
 Each thread loops on its own attr (the decoded-call path; --checked builds a new attr per
 call: the whole entry every time), writing keys 0..999 of one HASH map. Printed per backend
 and thread count: ops/s (all threads together), CPU time per op, voluntary and involuntary
-context switches per 1000 ops (a lock convoy shows as about one switch per op), the ops/s
-against the same backend's one thread, and against the kernel's with as many threads.
+context switches per 1000 ops (a lock convoy shows as about one switch per op), medians of
+the rounds; the worst round's ops/s (a convoy, once started, lasts the whole measurement, so
+it shows in some rounds and not others, more often on an idle machine); the median ops/s
+against the same backend's with the first thread count, and against the kernel's with as
+many threads.
 
 ``floor`` (--floor) is the leanest emulator of the same design (bench_floor.py's, made for
 threads: a dict behind the call made last, the emulator's lock for an update, pinned
@@ -46,6 +49,8 @@ class FloorEmulator:
         self.decoded = {}
         self.last = (None, None, None, None, None, None)
         self.mem = self                     # pin() is a no-op: every buffer is a view here
+        # Looked up once: a getattr() that misses costs an AttributeError every call.
+        self.wait_turn = getattr(emu_lock, "wait_turn", None)    # not in bpfemu before it
 
     def pin(self, *objs) -> None:
         pass
@@ -75,8 +80,7 @@ class FloorEmulator:
                 and attr.raw == last_raw):
             if lockless:
                 return run()
-            lock = self.lock
-            wait_turn = getattr(emu_lock, "wait_turn", None)    # not in bpfemu before it
+            lock, wait_turn = self.lock, self.wait_turn
             if wait_turn is not None and not lock._get_value():
                 wait_turn(lock)
             with lock:
@@ -172,7 +176,7 @@ def main() -> None:
     print(f"{a.rounds} rounds of {a.ops} calls, {'checked' if a.checked else 'decoded'} calls, "
           f"{os.cpu_count()} CPUs, load average {load0:.1f} before, {load1:.1f} after")
     print(f"{'op':7} {'backend':13} {'thr':>3} {'ops/s':>9} {'us CPU/op':>9} {'vcsw/1k':>8} "
-          f"{'ivcsw/1k':>8} {'vs 1 thr':>8} {'vs kernel':>9}")
+          f"{'ivcsw/1k':>8} {'worst':>9} {'vs 1 thr':>8} {'vs kernel':>9}")
     for op in ops:
         for name, _, _ in backends:
             for n in counts:
@@ -182,8 +186,9 @@ def main() -> None:
                 kern = results.get((op, n, "kernel"))
                 vs_kernel = (f"{med[0] / statistics.median(r[0] for r in kern):9.2f}"
                              if kern and name != "kernel" else f"{'':9}")
+                worst = min(r[0] for r in rs)
                 print(f"{op:7} {name:13} {n:3} {med[0]:9.0f} {med[1]:9.2f} {med[2]:8.1f} "
-                      f"{med[3]:8.1f} {med[0] / one:8.2f} {vs_kernel}")
+                      f"{med[3]:8.1f} {worst:9.0f} {med[0] / one:8.2f} {vs_kernel}")
     for _, b, _ in backends:
         b.close_all()
 

@@ -22,6 +22,7 @@ lock:``.
 import _thread
 import os
 import time
+
 from .weak_registry import WeakRegistry
 
 try:
@@ -95,7 +96,6 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
-
 
 
 # A thread that finds the lock held waits for it with the GIL in hand (wait_turn) rather than

@@ -84,8 +84,8 @@ _pack_iov2 = struct.Struct("=QQQQQQQQ").pack_into
 # copies of an update run under the emulator's lock, so every such copy let the other
 # threads in to find the lock held and queue on it (README "Threads"); a lookup paid two GIL
 # hand-overs besides. A copy is a memcpy in the kernel, one page walk: shorter than a GIL
-# hand-over. (Memory whose page faults wait for a userfaultfd or FUSE server in a thread of
-# this process would hang here; no bpf() caller passes that.)
+# hand-over. (A page whose fault waits for a userfaultfd or FUSE server run by a Python
+# thread of this process would hang the process here: not memory a bpf() caller passes.)
 _libc = ctypes.PyDLL(None)
 # No argtypes on purpose: argument conversion tripled the cost of each call. Pointers go in
 # as prebuilt byref() objects (a bare int would be truncated to a C int), the rest are small ints.
