@@ -62,6 +62,7 @@ def supervised(ctool: str, n: int, profile=None, decoded: bool = True) -> dict:
     out["sup_user_us"] = (r1.ru_utime - r0.ru_utime) / calls * 1e6
     out["sup_sys_us"] = (r1.ru_stime - r0.ru_stime) / calls * 1e6
     out["decoded_share"] = sup.decoded.served / calls
+    out["sync_wakeup"] = float(sup.sync_wakeup)         # NOTIF_SET_FLAGS(SYNC_WAKE_UP) took
     return out
 
 
@@ -98,7 +99,8 @@ def main() -> int:
                 rows[which].append(r)
                 extra = (f"  supervisor CPU {r['sup_user_us'] + r['sup_sys_us']:.1f} us/call "
                          f"(user {r['sup_user_us']:.1f}, sys {r['sup_sys_us']:.1f}; "
-                         f"{r['decoded_share']:.0%} decoded)"
+                         f"{r['decoded_share']:.0%} decoded, SYNC_WAKE_UP "
+                         f"{'on' if r['sync_wakeup'] else 'OFF'})"
                          if "sup_user_us" in r else "")
                 print(f"round {i + 1} {which:10s} update {r['update_ns'] / 1000:7.2f} us  "
                       f"lookup {r['lookup_ns'] / 1000:7.2f} us{extra}", flush=True)

@@ -211,7 +211,8 @@ class NotifiedCalls:
             return None
         caller = self.caller
         # Caller.switch(), less what only the checked path reads (attr_copy, last_file)
-        caller.tid = caller.mem.pid = caller.fds.tid = tid
+        if caller.tid != tid:
+            caller.tid = caller.mem.pid = caller.fds.tid = tid
         caller.notif_id = notif_id
         caller.checked = False
         # The attr and every span in one read; a short one (a fault) goes the checked way.

@@ -105,8 +105,9 @@ class ServedCallTrace(Recorder):
         """fs records for what the tree did to the pin directory with file calls since the
         last look (directories made or removed; pins removed, moved or linked: a pin is its
         file's inode), so that a replay's bpffs sees what OBJ_PIN and OBJ_GET saw."""
-        # DEVIATION(bpffs): only the net change since the last look is recorded: two pins
-        # that swap names in between replay as renames that drop one of them.
+        # DEVIATION(bpffs): only the net change since the last look is recorded, as the
+        # fewest file calls that make it (pins that swapped names in between: renames
+        # through a temporary name), not the calls the tree made.
         dirs, pins = view
         for path in sorted(set(dirs) - set(self._dirs)):                  # parents first
             self._dirs[path] = dirs[path]
@@ -132,7 +133,7 @@ class ServedCallTrace(Recorder):
         for path in sorted(unlinks):
             del self._pins[path]
             self._fs_record("unlink", path)
-        for op, path, to in moves:
+        for op, path, to in _in_order(moves, set(self._pins) | set(pins) | set(dirs)):
             self._pins[to] = self._pins[path]
             if op == "rename":
                 del self._pins[path]
@@ -201,3 +202,27 @@ class ServedCallTrace(Recorder):
         if self._lookup_map(fd) is not None:
             return "map"
         return "file" if self.caller.fds.is_open(fd) else "closed"
+
+
+def _in_order(moves: list, names: set) -> list:
+    """The moves (op, path, to) in an order that replays them one at a time: a move to a
+    name that another pin still has to leave (by a rename) waits for it; renames that form a
+    cycle (pins that swapped names) go through a temporary name, one not in names."""
+    pending, ordered = list(moves), []
+    while pending:
+        leaving = {path for op, path, _to in pending if op == "rename"}
+        ready = [m for m in pending if m[2] not in leaving]
+        if not ready:                                # a cycle of renames: break it
+            op, path, to = next(m for m in pending if m[0] == "rename")
+            n = 0
+            while f"{path}.bpfemu-swap{n}" in names:
+                n += 1
+            tmp = f"{path}.bpfemu-swap{n}"
+            names.add(tmp)
+            ordered.append(("rename", path, tmp))
+            pending[pending.index((op, path, to))] = ("rename", tmp, to)
+            continue
+        for m in ready:
+            ordered.append(m)
+            pending.remove(m)
+    return ordered
