@@ -222,7 +222,10 @@ class ColumnarStore:
         if free:
             n = len(free) - 1
             l = free[n]
-            entry = (self.unalloc, l, len(self.pending), n, self._bytes(l))
+            size = self.slot_size
+            o = (l & self.chunk_mask) * size
+            entry = (self.unalloc, l, len(self.pending), n,
+                     self.chunk_bufs[l >> self.chunk_shift][o:o + size])
             undo.append(entry)
             self.taken = entry
             del free[n]
@@ -256,12 +259,6 @@ class ColumnarStore:
             self.value(l)[:] = old
             restore_top(self.free_slots, n_free, l)
 
-    def _bytes(self, l: int) -> bytes:
-        """A copy of slot l's bytes (for the journal)."""
-        size = self.slot_size
-        o = (l & self.chunk_mask) * size
-        return self.chunk_bufs[l >> self.chunk_shift][o:o + size]
-
     def alloc_extra_elems(self, nr_cpus: int) -> None:
         """Room for one spare element per CPU, none taken yet (see hashtab.py)."""
         self.extra_elems = [None] * nr_cpus
@@ -271,7 +268,13 @@ class ColumnarStore:
         the spare's bytes journaled, as alloc() does (init_value journals nothing)."""
         extra = self.extra_elems
         l = extra[cpu]
-        self.undo.append((self.unswap, cpu, l, None if l is None else self._bytes(l)))
+        if l is None:
+            self.undo.append((self.unswap, cpu, l, None))
+        else:
+            size = self.slot_size
+            o = (l & self.chunk_mask) * size
+            self.undo.append((self.unswap, cpu, l,
+                              self.chunk_bufs[l >> self.chunk_shift][o:o + size]))
         extra[cpu] = l_old
         return l
 
