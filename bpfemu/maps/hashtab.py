@@ -22,7 +22,6 @@ from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
 from ..uapi.consts import BpfMapType as T
 from ..uapi import consts as F  # plain-int flag values (see consts.py)
 from ..memlimit import htab_reserve_bytes, reservation_fits
-from ..undo import restore_item as _setitem
 from .core import BpfMap
 from .htab_columns import ColumnarStore
 from .htab_store import MISS, SimpleStore
@@ -52,7 +51,6 @@ class BpfHtab(BpfMap):
         self.hashrnd = 0
         self.store = None                             # the elements and buckets
         self.slot_size = self.value_size_sys          # bytes of value an element holds
-        self.extra_elems = None                       # per CPU spare element (HASH prealloc)
         self.lru: BpfLru | None = None
 
 
@@ -109,7 +107,6 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
     if htab.is_lru:
         max_slots = htab.max_entries
     elif htab.prealloc and not htab.percpu:
-        htab.extra_elems = [None] * ncpu
         max_slots = htab.max_entries + ncpu
     else:
         max_slots = htab.max_entries + 1
@@ -121,6 +118,8 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
     htab.store = STORES[kernel.htab_store](**sizes)
     if htab.prealloc and not htab.is_lru:
         htab.store.reserve()                    # prealloc_init(): no update allocates them
+        if not htab.percpu:
+            htab.store.alloc_extra_elems(ncpu)  # alloc_extra_elems()
     if htab.is_lru:
         # Since Linux 6.16 (and 6.12.y) the batch scales with the map; before, it was fixed.
         target_free = (min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
@@ -171,12 +170,10 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
         if store.count() >= htab.max_entries:
             raise BpfError(errno.E2BIG)           # no free element / is_map_full()
         l_new = store.alloc()
-    elif htab.extra_elems is not None:          # prealloc
-        extra = htab.extra_elems
-        cpu = htab.kernel.cpu
-        l_new = extra[cpu]
-        store.undo.append((_setitem, extra, cpu, l_new))      # journaled (bpfemu/undo.py)
-        extra[cpu] = old_elem
+    elif htab.prealloc:
+        # Updating an existing element: this CPU's extra element, and the old one becomes it
+        # (pl_new = this_cpu_ptr(htab->extra_elems); l_new = *pl_new; *pl_new = old_elem).
+        l_new = store.swap_extra_elem(htab.kernel.cpu, old_elem)
         if l_new is None:
             # This CPU had no spare yet (the kernel sets them aside at creation): a free one.
             l_new = store.alloc()
@@ -185,7 +182,7 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     if percpu:
         _pcpu_init_value(htab, l_new, value, onallcpus, htab.kernel.cpu)
     else:
-        store.copy_value(l_new, value)
+        store.init_value(l_new, value)              # copy_map_value()
     return l_new
 
 
@@ -218,7 +215,7 @@ def _pcpu_copy_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
 def _pcpu_init_value(htab, l, value, onallcpus: bool, cpu: int) -> None:
     """pcpu_init_value(): a program creating an element zeroes the other CPUs' values."""
     if onallcpus:
-        _pcpu_copy_value(htab, l, value, True, cpu)
+        htab.store.init_value(l, value)             # pcpu_copy_value(): every CPU's slot
         return
     # DEVIATION(percpu-padding): PERCPU_HASH only (LRU_PERCPU_HASH is exact, see
     # _lru_pcpu_init_value). A program-side insert writes value_size bytes on this CPU
@@ -319,8 +316,8 @@ def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     l = store.lookup(key)
     if l is None:
         raise BpfError(errno.ENOENT)
-    store.unlink(l)
-    store.free(l)                               # free_htab_elem()
+    store.unlink(l)                             # hlist_nulls_del_rcu()
+    free_htab_elem(htab, l)
 
 
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):

@@ -41,7 +41,7 @@ from array import array
 from bisect import bisect_left
 from functools import partial
 
-from ..undo import NO_JOURNAL, restore_attr, restore_bytes, restore_item, restore_len, restore_top
+from ..undo import NO_JOURNAL, restore_bytes, restore_top
 from .htab_store import MISS
 from .jhash import htab_hash_func, htab_map_hash_many
 
@@ -147,6 +147,10 @@ class ColumnarStore:
         self.undo_add_head = self._undo_add_head
         self.relink = self._relink
         self.unreplace = self._unreplace
+        self.unalloc = self._unalloc
+        self.unswap = self._unswap
+        self.taken = None                       # alloc()'s last undo entry (see add_head)
+        self.extra_elems = None                 # per CPU spare elements (alloc_extra_elems)
         self.n_slots = 0                        # slots made so far
         self.n_used = 0                         # slots handed out by alloc() at least once
         self.free_slots: list = []              # LIFO
@@ -154,9 +158,14 @@ class ColumnarStore:
         self.lookup = self.elems.get
         self.count = partial(len, self.elems)  # a C call, cheaper than elems.__len__
         self.key = self.elem_key.__getitem__
+        # free(l): back on top of the free slots (add_head sets the slot's elem_next). A C
+        # call that journals nothing: the element was unlinked in this call (the interface's
+        # rule), and the inverse that links it again takes it off the free slots (_take_back).
+        self.free = self.free_slots.append
         if self.chunk_shift == 31:
             self.value = self._arena_value
             self.copy_value = self._arena_copy_value
+            self.init_value = self._arena_init_value
 
     # --- memory ----------------------------------------------------------------------
 
@@ -205,12 +214,20 @@ class ColumnarStore:
 
     def alloc(self) -> int:
         """The slot freed last, else the lowest never used (made 8192 at a time unless the
-        map reserved them all)."""
+        map reserved them all). One undo entry covers what a new element goes through: the
+        slot handed out, its bytes (init_value journals nothing) and its link (add_head
+        right after journals nothing)."""
         free = self.free_slots
+        undo = self.undo
         if free:
             n = len(free) - 1
             l = free[n]
-            self.undo.append((restore_top, free, n, l))
+            size = self.slot_size
+            o = (l & self.chunk_mask) * size
+            entry = (self.unalloc, l, len(self.pending), n,
+                     self.chunk_bufs[l >> self.chunk_shift][o:o + size])
+            undo.append(entry)
+            self.taken = entry
             del free[n]
             return l
         l = self.n_used
@@ -218,15 +235,60 @@ class ColumnarStore:
             count = min(1 << min(self.chunk_shift, 13), self.max_slots - l)
             assert count > 0, "more slots than the kernel has elements"
             self._new_slots(count)
-        self.undo.append((restore_attr, self, "n_used", l))
+        entry = (self.unalloc, l, len(self.pending), -1, None)
+        undo.append(entry)
+        self.taken = entry
         self.n_used = l + 1
         return l
 
-    def free(self, l: int) -> None:
-        """Back on top of the free slots (add_head sets the slot's elem_next)."""
+    def _unalloc(self, l: int, n_pending: int, n_free: int, old) -> None:
+        """The inverse of alloc() (n_free: the free slots then, less the one taken; -1 for a
+        never-used slot, whose bytes were zero), and of the unjournaled add_head(l) and
+        init_value(l) after it. Every step restores a recorded value: idempotent."""
+        key = self.elem_key[l]
+        if key is not None:                 # add_head(l) ran
+            del self.pending[n_pending:]
+            if self.elems.get(key) == l:
+                del self.elems[key]
+            self.elem_key[l] = None
+            self._walk_forget()
+        if n_free < 0:
+            self.value(l)[:] = bytes(self.slot_size)
+            self.n_used = l
+        else:
+            self.value(l)[:] = old
+            restore_top(self.free_slots, n_free, l)
+
+    def alloc_extra_elems(self, nr_cpus: int) -> None:
+        """Room for one spare element per CPU, none taken yet (see hashtab.py)."""
+        self.extra_elems = [None] * nr_cpus
+
+    def swap_extra_elem(self, cpu: int, l_old: int):
+        """This CPU's spare element (None if it has none yet), l_old the spare from now on;
+        the spare's bytes journaled, as alloc() does (init_value journals nothing)."""
+        extra = self.extra_elems
+        l = extra[cpu]
+        if l is None:
+            self.undo.append((self.unswap, cpu, l, None))
+        else:
+            size = self.slot_size
+            o = (l & self.chunk_mask) * size
+            self.undo.append((self.unswap, cpu, l,
+                              self.chunk_bufs[l >> self.chunk_shift][o:o + size]))
+        extra[cpu] = l_old
+        return l
+
+    def _unswap(self, cpu: int, l, old) -> None:
+        self.extra_elems[cpu] = l
+        if l is not None:
+            self.value(l)[:] = old
+
+    def _take_back(self, l: int) -> None:
+        """In an inverse that links l again: l off the top of the free slots if free() put
+        it there (a linked element is never free, so the test is exact; idempotent)."""
         free = self.free_slots
-        self.undo.append((restore_len, free, len(free)))
-        free.append(l)
+        if free and free[-1] == l:
+            del free[-1]
 
     def value(self, l: int):
         size = self.slot_size
@@ -254,6 +316,18 @@ class ColumnarStore:
         self.undo.append((restore_bytes, buf, o, buf[o:o + size]))
         return self.chunks[l >> self.chunk_shift][o:o + size]
 
+    def init_value(self, l: int, value) -> None:
+        """copy_value() into the element alloc() or swap_extra_elem() just handed out: its
+        bytes are journaled already."""
+        size = self.slot_size
+        o = (l & self.chunk_mask) * size
+        self.chunks[l >> self.chunk_shift][o:o + size] = value
+
+    def _arena_init_value(self, l: int, value) -> None:
+        size = self.slot_size
+        o = l * size
+        self.arena[o:o + size] = value
+
     def _arena_value(self, l: int):
         """value() of a map whose values are one chunk (made with the first slot)."""
         size = self.slot_size
@@ -264,17 +338,21 @@ class ColumnarStore:
 
     def add_head(self, l: int, key: bytes) -> None:
         """Pending: hashed and put at its bucket's head when the buckets are next read. (A
-        slot not in a list already has elem_next PENDING: see unlink and replace.)"""
-        self.undo.append((self.undo_add_head, l, key, self.elem_next[l], len(self.pending)))
+        slot not in a list already has elem_next PENDING: see unlink and replace.) Right
+        after alloc() handed l out (its entry is the journal's newest), that entry's
+        inverse undoes the link too; otherwise the link is journaled here."""
+        undo = self.undo
+        taken = self.taken
+        if not (undo and undo[-1] is taken and taken[1] == l):
+            undo.append((self.undo_add_head, l, key, len(self.pending)))
         self.elem_key[l] = key
         self.elems[key] = l
         self.pending.append(l)
         self.walk_order = NO_WALK           # a new element: no walk order counts it
 
-    def _undo_add_head(self, l: int, key: bytes, old_next: int, n_pending: int) -> None:
+    def _undo_add_head(self, l: int, key: bytes, n_pending: int) -> None:
         self.elem_key[l] = None
         self.elems.pop(key, None)           # add_head links only keys that are not linked
-        self.elem_next[l] = old_next
         del self.pending[n_pending:]
         self._walk_forget()
 
@@ -285,7 +363,7 @@ class ColumnarStore:
         self.walk_order = NO_WALK           # _walk_forget(), inlined: the lists change
         self.walk_steps = 0
         if nxt[l] < -1:                     # pending: its entry in pending goes stale
-            undo.append((self.relink, l, keys[l], self.pending_stale))
+            undo.append((self.relink, l, keys[l], self.pending_stale, 0, PENDING, PENDING))
             del self.elems[keys[l]]
             keys[l] = None
             if not self.elems:              # the last one: every entry is stale
@@ -303,28 +381,36 @@ class ColumnarStore:
         b = self.elem_hash[l] & self.bucket_mask
         heads = self.heads
         p = heads[b]
+        key = keys[l]
         if p == l:
-            undo.append((restore_item, heads, b, l))
+            undo.append((self.relink, l, key, self.pending_stale, b, -1, nxt[l]))
             heads[b] = nxt[l]
         else:
             n = nxt[p]
             while n != l:
                 p = n
                 n = nxt[p]
-            undo.append((restore_item, nxt, p, l))
+            undo.append((self.relink, l, key, self.pending_stale, b, p, nxt[l]))
             nxt[p] = nxt[l]
-        undo.append((self.relink, l, keys[l], self.pending_stale))
-        undo.append((restore_item, nxt, l, nxt[l]))
         nxt[l] = PENDING                    # out of the lists: add_head needs not set it
-        del self.elems[keys[l]]
+        del self.elems[key]
         keys[l] = None
 
-    def _relink(self, l: int, key: bytes, pending_stale: int) -> None:
-        """The inverse of unlink's key removal (its list links are restored apart)."""
+    def _relink(self, l: int, key: bytes, pending_stale: int, b: int, p: int,
+                old_next: int) -> None:
+        """The inverse of unlink(l): back after p in bucket b (at its head if p is -1; p is
+        PENDING for a pending element, in no list), its key linked, off the free slots."""
+        if p != PENDING:
+            if p < 0:
+                self.heads[b] = l
+            else:
+                self.elem_next[p] = l
+            self.elem_next[l] = old_next
         self.elems[key] = l
         self.elem_key[l] = key
         self.pending_stale = pending_stale
         self._walk_forget()
+        self._take_back(l)
 
     def _saved_pending(self) -> tuple:
         """An undo entry that puts the pending entries back as they are now."""
@@ -372,7 +458,7 @@ class ColumnarStore:
         undo = self.undo
         if p == l_old:
             undo.append((self.unreplace, l_new, l_old, key, b, -1, nxt[l_new],
-                         self.elem_hash[l_new]))
+                         self.elem_hash[l_new], nxt[l_old]))
             nxt[l_new] = nxt[l_old]
         else:
             n = nxt[p]
@@ -380,10 +466,9 @@ class ColumnarStore:
                 p = n
                 n = nxt[p]
             undo.append((self.unreplace, l_new, l_old, key, b, p, nxt[l_new],
-                         self.elem_hash[l_new]))
+                         self.elem_hash[l_new], nxt[l_old]))
             nxt[p] = nxt[l_old]
             nxt[l_new] = heads[b]
-        undo.append((restore_item, nxt, l_old, nxt[l_old]))
         nxt[l_old] = PENDING                # out of the lists (see unlink)
         heads[b] = l_new
         self.elem_hash[l_new] = hash_
@@ -400,11 +485,12 @@ class ColumnarStore:
         del self.pending[n_pending:]
         self.pending_stale = stale
         self._walk_forget()
+        self._take_back(l_old)
 
     def _unreplace(self, l_new: int, l_old: int, key: bytes, b: int, p: int, old_next: int,
-                   old_hash: int) -> None:
+                   old_hash: int, old_next_old: int) -> None:
         """The inverse of replace()'s in-list path: l_old back in its place (after p, or at
-        the head of bucket b when p is -1), l_new as it was."""
+        the head of bucket b when p is -1) and off the free slots, l_new as it was."""
         nxt = self.elem_next
         if p < 0:
             self.heads[b] = l_old
@@ -413,11 +499,13 @@ class ColumnarStore:
                 self.heads[b] = nxt[l_new]
             nxt[p] = l_old
         nxt[l_new] = old_next
+        nxt[l_old] = old_next_old
         self.elem_hash[l_new] = old_hash
         self.elem_key[l_new] = None
         self.elem_key[l_old] = key
         self.elems[key] = l_old
         self._walk_forget()
+        self._take_back(l_old)
 
     # --- bucket walks ----------------------------------------------------------------
 

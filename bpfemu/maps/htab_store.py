@@ -6,9 +6,14 @@ store, with these operations (an element is an int, its slot; None is "no elemen
 * memory: ``prealloc(n)`` makes elements 0..n-1 at once, zeroed (prealloc_init() of the LRU
   maps); ``alloc()`` takes a free element, the one freed last first (pcpu_freelist_pop(),
   bpf_mem_cache_alloc()), else the lowest never used (the caller checks capacity);
-  ``free(l)`` gives it back (pcpu_freelist_push()); ``value(l)`` is a live view of its
-  value memory (slot_size bytes), which stays on that element's memory for good;
-  ``copy_value(l, value)`` writes all of it (copy_map_value()).
+  ``free(l)`` gives back an element unlinked in the same call (pcpu_freelist_push());
+  ``value(l)`` is a live view of its value memory (slot_size bytes), which stays on that
+  element's memory for good; ``copy_value(l, value)`` writes all of it (copy_map_value());
+  ``init_value(l, value)`` the same into the element alloc() or swap_extra_elem() has just
+  handed out (a store may have journaled its bytes there already).
+* the spares of a preallocated HASH map: ``alloc_extra_elems(nr_cpus)`` (none taken yet),
+  ``swap_extra_elem(cpu, l_old)``: the CPU's spare (None if it has none yet), l_old the
+  spare from now on (alloc_htab_elem()'s use of htab->extra_elems).
 * the index and the lists: ``lookup(key)`` (lookup_elem_raw() on the key's bucket),
   ``count()``, ``key(l)`` (None once unlinked), ``add_head(l, key)``
   (hlist_nulls_add_head_rcu() into the key's bucket), ``unlink(l)``
@@ -22,6 +27,9 @@ store, with these operations (an element is an int, its slot; None is "no elemen
   ``reserve()``: make every element the map can need now (a preallocated map, at create).
 * ``undo``: the emulator's undo journal (bpfemu/undo.py): every operation that changes
   anything appends its inverse first, so that a call stopped half-way is rolled back.
+  SimpleStore journals each operation; ColumnarStore journals one entry for what the kernel
+  does in a row (alloc() covers init_value() and the add_head() right after it; unlink()
+  covers the free() after it).
 * ``walk_hint(key)``: a cache. What htab_map_get_next_key(key) returns if the store knows
   it from the walk it is serving (None: past the last element), or MISS. A store that keeps
   no cache always answers MISS.
@@ -32,7 +40,7 @@ columns, hashes new elements in batches when something first walks the buckets, 
 long walk's order. Which one a map gets is ``Emulator(store=...)``: "columnar" (the
 default) or "simple". The differential tests run on either (``--htab-store``).
 """
-from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
+from ..undo import NO_JOURNAL, restore_bytes, restore_item, restore_len, restore_top
 from .jhash import htab_hash_func
 
 MISS = object()                 # walk_hint(): the store does not know
@@ -59,6 +67,7 @@ class SimpleStore:
         self.hashes: list = []              # element -> hash
         self.values: list = []              # element -> memoryview of its own bytearray
         self.free_list: list = []           # freed elements, the last freed on top
+        self.extra_elems = None             # per CPU spare elements (alloc_extra_elems)
         self.lookup = self.index.get
         self.count = self.index.__len__
 
@@ -93,6 +102,16 @@ class SimpleStore:
         self.undo.append((restore_len, self.free_list, len(self.free_list)))
         self.free_list.append(l)
 
+    def alloc_extra_elems(self, nr_cpus: int) -> None:
+        self.extra_elems = [None] * nr_cpus
+
+    def swap_extra_elem(self, cpu: int, l_old: int):
+        extra = self.extra_elems
+        l = extra[cpu]
+        self.undo.append((restore_item, extra, cpu, l))
+        extra[cpu] = l_old
+        return l
+
     def value(self, l: int):
         return self.values[l]
 
@@ -105,6 +124,9 @@ class SimpleStore:
         v = self.values[l]
         self.undo.append((restore_bytes, v, 0, v.tobytes()))
         v[:] = value
+
+    def init_value(self, l: int, value) -> None:
+        self.copy_value(l, value)
 
     def key(self, l: int):
         return self.keys[l]
