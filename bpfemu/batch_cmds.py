@@ -19,7 +19,7 @@ from .fdtable import FMODE_READ, FMODE_WRITE
 from .uapi.attr import MAP_BATCH, compiled
 from .uapi.consts import BPF_F_LOCK
 from .uapi.consts import BpfCmd as C
-from .usercopy import copy_pairs_to_user, copy_to_user, put_attr
+from .usercopy import copy_pairs_to_user, copy_runs_to_user, copy_to_user, put_attr
 
 _BATCH = compiled(MAP_BATCH)
 _U32 = struct.Struct("<I")
@@ -48,26 +48,24 @@ def _check_elem_flags(m, elem_flags: int) -> None:
 
 # Keys and values are copied in a chunk of elements at a time (one copy per buffer, one
 # process_vm_readv for both where unpinned), then handed to the map's op one by one, as the
-# kernel's loop does. A chunk that faults anywhere is replayed element by element, which
-# stops where the kernel would.
+# kernel's loop does, or a run of them at once to the map type's bulk form of the op
+# (map_update_elems, map_delete_elems: the same op on each element in turn, as far as it
+# can go without a Python call per element; the loop then goes on one by one from where it
+# stopped). A chunk that faults anywhere is replayed element by element, which stops where
+# the kernel would.
 _CHUNK = 1024
 
 
-def _elements(mem, keys: int, key_size: int, values, value_size: int, first: int, n: int):
-    """([key], [value]) of elements first..first+n-1 of the caller's arrays ([key], None when
-    values is None), or None when a copy faults (the caller then goes element by element)."""
+def _chunk(mem, keys: int, key_size: int, values, value_size: int, first: int, n: int):
+    """(keys bytes, values bytes or None) of elements first..first+n-1 of the caller's
+    arrays, or None when a copy faults (the caller then goes element by element)."""
     ko = keys + first * key_size
     try:
         if values is not None:
-            kbuf, vbuf = mem.read2(ko, n * key_size, values + first * value_size, n * value_size)
-        else:
-            kbuf, vbuf = mem.read(ko, n * key_size), None
+            return mem.read2(ko, n * key_size, values + first * value_size, n * value_size)
+        return mem.read(ko, n * key_size), None
     except BpfError:
         return None
-    key_list = [kbuf[i:i + key_size] for i in range(0, n * key_size, key_size)]
-    if vbuf is None:
-        return key_list, None
-    return key_list, [vbuf[i:i + value_size] for i in range(0, n * value_size, value_size)]
 
 
 def generic_map_delete_batch(emu, m, b: BatchAttr, uattr) -> int:
@@ -80,16 +78,26 @@ def generic_map_delete_batch(emu, m, b: BatchAttr, uattr) -> int:
     mem = emu.mem
     key_size = m.key_size
     delete = m.ops.map_delete_elem
+    delete_elems = m.ops.map_delete_elems
     err = None
     cp = 0
     while cp < max_count and err is None:
         n = min(_CHUNK, max_count - cp)
-        chunk = _elements(mem, b.keys, key_size, None, 0, cp, n)
+        chunk = _chunk(mem, b.keys, key_size, None, 0, cp, n)
         try:
             if chunk is not None:
-                for key in chunk[0]:
-                    delete(m, key)
+                kbuf = chunk[0]
+                i = 0
+                while i < n:
+                    if delete_elems is not None:
+                        done = delete_elems(m, kbuf, i, n)
+                        cp += done - i
+                        i = done
+                        if i == n:
+                            break
+                    delete(m, kbuf[i * key_size:(i + 1) * key_size])
                     cp += 1
+                    i += 1
                 continue
             end = cp + n
             while cp < end:
@@ -116,6 +124,7 @@ def generic_map_update_batch(emu, m, b: BatchAttr, uattr) -> int:
     mem = emu.mem
     key_size = m.key_size
     update = m.ops.map_update_elem_sys              # bpf_map_update_value()
+    update_elems = m.ops.map_update_elems
     flags = b.elem_flags
     err = None
     cp = 0
@@ -125,12 +134,22 @@ def generic_map_update_batch(emu, m, b: BatchAttr, uattr) -> int:
         # update. The kernel copies each element's just before updating it; the two differ
         # only if the values buffer is the same map's mmap()ed array, where an update could
         # change a later element's value before it is read.
-        chunk = _elements(mem, b.keys, key_size, b.values, value_size, cp, n)
+        chunk = _chunk(mem, b.keys, key_size, b.values, value_size, cp, n)
         try:
             if chunk is not None:
-                for key, value in zip(*chunk):
-                    update(m, key, value, flags)
+                kbuf, vbuf = chunk
+                i = 0
+                while i < n:
+                    if update_elems is not None:
+                        done = update_elems(m, kbuf, vbuf, flags, i, n)
+                        cp += done - i
+                        i = done
+                        if i == n:
+                            break
+                    update(m, kbuf[i * key_size:(i + 1) * key_size],
+                           vbuf[i * value_size:(i + 1) * value_size], flags)
                     cp += 1
+                    i += 1
                 continue
             end = cp + n
             while cp < end:
@@ -157,6 +176,24 @@ def generic_map_lookup_batch(emu, m, b: BatchAttr, uattr) -> int:
     mem = emu.mem
     key_size = m.key_size
     prev_key = mem.read(b.in_batch, key_size) if b.in_batch else None
+    lookup_run = m.ops.map_lookup_run
+    run = lookup_run(m, prev_key, max_count) if lookup_run is not None else None
+    if run is not None:
+        # The whole walk at once: every get_next_key and lookup succeeds until the end.
+        kbuf, vbuf, cp, ended = run
+        if cp:
+            vsize = len(vbuf) // cp
+
+            def groups():                           # one element a group
+                return ([kbuf[i:i + key_size] for i in range(0, cp * key_size, key_size)],
+                        [vbuf[i:i + vsize] for i in range(0, cp * vsize, vsize)])
+            copy_runs_to_user(mem, b.keys, kbuf, b.values, vbuf, groups)
+        put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+        if cp:
+            copy_to_user(mem, b.out_batch, kbuf[-key_size:])
+        if ended:
+            raise BpfError(errno.ENOENT)
+        return 0
     get_next_key = m.ops.map_get_next_key
     lookup = m.ops.map_lookup_elem_sys              # bpf_map_copy_value()
     keys, values = [], []

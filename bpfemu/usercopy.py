@@ -47,6 +47,26 @@ def copy_pairs_to_user(mem, ukeys: int, key_chunks: list, uvalues: int, value_ch
     first. The EFAULT raised carries ``group``, the index of the group whose copy faulted."""
     keys = b"".join(key_chunks)
     values = b"".join(value_chunks)
+    done, snapshot = _copy_both(mem, ukeys, keys, uvalues, values)
+    if not done:
+        _copy_groups(mem, ukeys, key_chunks, uvalues, value_chunks, snapshot)
+
+
+def copy_runs_to_user(mem, ukeys: int, keys: bytes, uvalues: int, values: bytes,
+                      groups) -> None:
+    """copy_pairs_to_user() of keys and values already joined: ``groups()`` gives the
+    (key_chunks, value_chunks) that split them, made only when the copy has to go group by
+    group (overlapping areas, a fault), so that the usual batch splits nothing."""
+    done, snapshot = _copy_both(mem, ukeys, keys, uvalues, values)
+    if not done:
+        key_chunks, value_chunks = groups()
+        _copy_groups(mem, ukeys, key_chunks, uvalues, value_chunks, snapshot)
+
+
+def _copy_both(mem, ukeys: int, keys: bytes, uvalues: int, values: bytes):
+    """The fast path: two bulk writes where the areas do not overlap. (True, None) when
+    done; else (False, the keys area as it was before, or None): the copy must be made
+    group by group."""
     snapshot = None
     if ukeys + len(keys) <= uvalues or uvalues + len(values) <= ukeys:
         try:
@@ -57,9 +77,14 @@ def copy_pairs_to_user(mem, ukeys: int, key_chunks: list, uvalues: int, value_ch
         try:
             mem.write(ukeys, keys)
             mem.write(uvalues, values)
-            return
+            return True, None
         except BpfError:
             pass
+    return False, snapshot
+
+
+def _copy_groups(mem, ukeys: int, key_chunks: list, uvalues: int, value_chunks: list,
+                 snapshot) -> None:
     kpos = vpos = 0
     for group, (kc, vc) in enumerate(zip(key_chunks, value_chunks)):
         kend = kpos + len(kc)

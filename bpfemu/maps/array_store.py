@@ -45,6 +45,34 @@ class ArrayValues:
     # __getitem__ in a new C call, a called method inline.
     __setitem__ = put
 
+    def put_run(self, indices, values) -> None:
+        """put(i, value) for each of indices (a tuple) in turn, the values size bytes each,
+        journaled as one change."""
+        size, stride, view = self.size, self.stride, self.view
+        n = len(indices)
+        first = indices[0]
+        if (stride == size and indices[-1] == first + n - 1
+                and indices == tuple(range(first, first + n))):
+            off = first * stride
+            end = off + n * size
+            self.undo.append((restore_bytes, view, off, view[off:end].tobytes()))
+            view[off:end] = values
+            return
+        old = []
+        self.undo.append((_restore_many, view, old))
+        for j, i in enumerate(indices):
+            off = i * stride
+            old.append((off, view[off:off + size].tobytes()))
+            view[off:off + size] = values[j * size:(j + 1) * size]
+
+    def get_run(self, first: int, n: int) -> bytes:
+        """The bytes of elements first..first+n-1 (all in range), joined."""
+        size, stride, view = self.size, self.stride, self.view
+        off = first * stride
+        if stride == size:
+            return view[off:off + n * size].tobytes()
+        return b"".join([view[o:o + size] for o in range(off, off + n * stride, stride)])
+
     def _unclear(self, view, buf, max_entries: int) -> None:
         self.view, self.buf, self.max_entries = view, buf, max_entries
 
@@ -58,3 +86,9 @@ class ArrayValues:
         self.view = memoryview(b"")
         self.buf = None
         self.max_entries = 0
+
+
+def _restore_many(view, old: list) -> None:
+    """The inverse of put_run's element by element writes: newest first."""
+    for off, data in reversed(old):
+        view[off:off + len(data)] = data

@@ -200,6 +200,47 @@ def array_map_get_next_key(array: BpfArray, key):
     return (index + 1).to_bytes(4, "little")
 
 
+# --- the generic batch commands' bulk forms (batch_cmds.py) ---------------------------------
+
+def array_map_update_elems(array: BpfArray, kbuf: bytes, vbuf: bytes, flags: int, start: int,
+                           end: int) -> int:
+    """array_map_update_elem() / bpf_percpu_array_update() of elements start.. of a batch at
+    once, as far as their indices are in range (E2BIG after): with BPF_ANY or BPF_EXIST every
+    such element is written in place, in turn. Returns the index of the first element not
+    updated (any other flags: the element op, which refuses them)."""
+    put_run = getattr(array.values, "put_run", None)    # (not an mmapable array's)
+    if flags and flags != BPF_EXIST or put_run is None:
+        return start
+    indices = struct.unpack_from(f"<{end - start}I", kbuf, start * 4)
+    max_entries = array.max_entries
+    if max(indices) >= max_entries:
+        for n, index in enumerate(indices):
+            if index >= max_entries:
+                break
+        indices = indices[:n]
+        if not n:
+            return start
+    size = array.value_size_sys
+    put_run(indices, vbuf[start * size:(start + len(indices)) * size])
+    return start + len(indices)
+
+
+def array_map_lookup_run(array: BpfArray, prev_key, count: int):
+    """array_map_get_next_key() then the lookup, count times from prev_key, at once:
+    (keys, values, n, ended): n elements' keys and values joined; ended when the walk
+    reached the last index before count (the next get_next_key is ENOENT). None for an
+    mmapable array (its values are read one by one)."""
+    get_run = getattr(array.values, "get_run", None)
+    if get_run is None:
+        return None
+    index = U32_MAX if prev_key is None else _u32(prev_key)[0]
+    max_entries = array.max_entries
+    first = 0 if index >= max_entries else index + 1
+    n = min(count, max_entries - first)
+    keys = struct.pack(f"<{n}I", *range(first, first + n))
+    return keys, get_run(first, n), n, n < count
+
+
 def array_map_get_hash(array: BpfArray) -> bytes:
     """The SHA-256 of the value area (max_entries * elem_size bytes, padding included) that
     OBJ_GET_INFO_BY_FD reports for a frozen ARRAY; EPERM while the map can still change."""
@@ -289,6 +330,8 @@ array_map_ops = MapOps(
     map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,      # no LOOKUP_AND_DELETE_BATCH or DELETE_BATCH
     map_update_batch=generic_map_update_batch,
+    map_update_elems=array_map_update_elems,
+    map_lookup_run=array_map_lookup_run,
 )
 percpu_array_map_ops = MapOps(
     name="percpu_array_map_ops",
@@ -307,5 +350,7 @@ percpu_array_map_ops = MapOps(
     map_check_btf=array_map_check_btf,
     map_lookup_batch=generic_map_lookup_batch,
     map_update_batch=generic_map_update_batch,
+    map_update_elems=array_map_update_elems,
+    map_lookup_run=array_map_lookup_run,
 )
 

@@ -52,6 +52,11 @@ class MapOps:
     map_lookup_and_delete_batch: Optional[Callable] = None
     map_update_batch: Optional[Callable] = None
     map_delete_batch: Optional[Callable] = None
+    # Bulk forms the generic batch commands use where a map type has them (batch_cmds.py):
+    # the element operation applied to a run of elements at once, as far as it can be.
+    map_update_elems: Optional[Callable] = None
+    map_delete_elems: Optional[Callable] = None
+    map_lookup_run: Optional[Callable] = None
     map_mem_usage: Optional[Callable] = None
     map_free: Optional[Callable] = None
     # The BPF-program side (helpers): live value views, updates on the current CPU.

@@ -13,15 +13,16 @@ import errno
 import struct
 
 from ..errors import BpfError
-from ..uapi.consts import BPF_F_LOCK
-from ..usercopy import copy_pairs_to_user, copy_to_user, put_attr
+from ..uapi.consts import BPF_F_LOCK, BPF_NOEXIST
+from ..usercopy import copy_runs_to_user, copy_to_user, put_attr
+from .lru import bpf_lru_push_free
 
 _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
 
 
 def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
-                                       is_lru_map: bool, is_percpu: bool) -> int:
+                                       is_lru: bool, is_percpu: bool) -> int:
     elem_map_flags = b.elem_flags
     if elem_map_flags & ~BPF_F_LOCK or (elem_map_flags & BPF_F_LOCK and not htab.has_spin_lock):
         raise BpfError(errno.EINVAL)
@@ -41,50 +42,60 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
 
     # Decide which whole buckets this call takes, and how it ends, before touching anything.
     store = htab.store
-    plan = []                               # (bucket index, its slots head first)
-    total = 0
+    elems, bucket_ids, ends, stop = store.batch_buckets(batch, max_count)
+    total = len(elems)
     ret = 0
-    while True:
-        nb = store.next_bucket(batch)
-        if nb is None:                      # only empty buckets left
-            batch = n_buckets
-            ret = errno.ENOENT
-            break
-        batch = nb
-        bucket = store.bucket_elems(nb)
-        bucket_cnt = len(bucket)
-        if bucket_cnt > max_count - total:
-            if total == 0:
-                ret = errno.ENOSPC
-            break
-        plan.append((nb, bucket))
-        total += bucket_cnt
-        batch += 1
-        if batch >= n_buckets:
-            ret = errno.ENOENT
-            break
+    if stop is None:                        # only empty buckets left
+        batch = n_buckets
+        ret = errno.ENOENT
+    else:
+        batch = stop                        # the first bucket that did not fit
+        if total == 0:
+            ret = errno.ENOSPC
 
-    # One key chunk and one value chunk per bucket, copied bucket by bucket.
-    key_of, value_of = store.key, store.value
-    key_lists = [[key_of(l) for l in elems] for _, elems in plan]
-    key_chunks = [b"".join(keys) for keys in key_lists]
-    value_chunks = [b"".join([value_of(l) for l in elems]) for _, elems in plan]
-    done = len(plan)                        # buckets whose copy to the user succeeded
+    # Keys and values bucket by bucket, as the kernel copies them (split only if needed).
+    keys = store.keys_of(elems)
+    key_bytes = b"".join(keys)
+    value_bytes = store.values_of(elems)
+    value_size = len(value_bytes) // total if total else 0
+
+    def groups():
+        """The buckets' key and value chunks: the copy goes bucket by bucket."""
+        key_size = htab.key_size
+        starts = [0] + ends[:-1]
+        return ([key_bytes[a * key_size:e * key_size] for a, e in zip(starts, ends)],
+                [value_bytes[a * value_size:e * value_size] for a, e in zip(starts, ends)])
+
     fault = False
-    if plan:
+    done = total                            # elements whose bucket's copy succeeded
+    if total:
         try:
-            copy_pairs_to_user(mem, b.keys, key_chunks, b.values, value_chunks)
+            copy_runs_to_user(mem, b.keys, key_bytes, b.values, value_bytes, groups)
         except BpfError as e:
             fault = True
-            done = e.group
-    if do_delete:
-        # The kernel unlinks a bucket's elements before copying them out, so the bucket whose
-        # copy faulted is lost too. Elements are freed last-unlinked first (the batch_flink
-        # list), i.e. from the tail of each bucket.
-        delete = htab.ops.map_delete_elem   # LRU maps: the node goes back to the LRU
-        for keys in key_lists[:done + 1 if fault else done]:
-            for key in reversed(keys):
-                delete(htab, key)
+            # The kernel unlinks a bucket's elements before copying them out, so the
+            # bucket whose copy faulted is lost too.
+            done = ends[e.group]
+    if do_delete and done:
+        # Elements are freed last-unlinked first (the batch_flink list), i.e. from the
+        # tail of each bucket.
+        n_done = len(ends) if done == total else ends.index(done) + 1
+        elems, bucket_ids, ends = elems[:done], bucket_ids[:n_done], ends[:n_done]
+        store.unlink_buckets(elems, bucket_ids)
+        if len(ends) == done:               # one element a bucket
+            free_order = elems
+        else:
+            free_order = []
+            start = 0
+            for end in ends:
+                free_order += elems[start:end][::-1]
+                start = end
+        if is_lru:
+            lru = htab.lru
+            for l in free_order:
+                bpf_lru_push_free(lru, l)   # htab_lru_push_free()
+        else:
+            store.free_many(free_order)     # free_htab_elem()
     if fault:
         raise BpfError(errno.EFAULT)
 
@@ -126,3 +137,80 @@ def htab_lru_percpu_map_lookup_batch(emu, htab, b, uattr):
 
 def htab_lru_percpu_map_lookup_and_delete_batch(emu, htab, b, uattr):
     return __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, True, True, True)
+
+
+# --- UPDATE_BATCH and DELETE_BATCH: generic_map_*_batch() over the element ops, in bulk -------
+#
+# The kernel's generic batches call htab_map_update_elem() / htab_map_delete_elem() once per
+# element. A run of elements that each call would treat alike is done at once by the store
+# (a bulk operation, one undo entry); the first element outside the run goes through the
+# element op, which raises its errno or does what it does, and the loop comes back here.
+
+def _split(buf: bytes, size: int, start: int, end: int) -> list:
+    return [buf[o:o + size] for o in range(start * size, end * size, size)]
+
+
+def htab_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start: int,
+                          end: int) -> int:
+    """htab_map_update_elem() (or the per-CPU syscall update) of elements start.. of a
+    batch, as far as they are keys not in the map and not repeated, and fit (no E2BIG):
+    each would be alloc_htab_elem() of a free element, its value copied whole, and
+    add_head(). Returns the index of the first element not updated."""
+    if flags & ~BPF_NOEXIST or htab.is_lru:     # BPF_ANY or BPF_NOEXIST; LRU: one by one
+        return start
+    store = htab.store
+    room = htab.max_entries - store.count()     # alloc_htab_elem(): E2BIG past it
+    if room <= 0:
+        return start
+    if end - start > room:
+        end = start + room
+    key_size = htab.key_size
+    keys = _split(kbuf, key_size, start, end)
+    lookup = store.lookup
+    if lookup(keys[0]) is not None:             # a replace: the element op's path
+        return start
+    found = list(map(lookup, keys))
+    n = found.count(None)
+    if n < len(keys):                           # stop before the first key in the map
+        n = found.index(next(x for x in found if x is not None))
+        keys = keys[:n]
+    if len(set(keys)) < n:                      # a key repeated: the second is a replace
+        seen = set()
+        for i, k in enumerate(keys):
+            if k in seen:
+                n = i
+                break
+            seen.add(k)
+        keys = keys[:n]
+    size = htab.slot_size
+    store.alloc_add_many(keys, vbuf[start * size:(start + n) * size])
+    return start + n
+
+
+def htab_map_delete_elems(htab, kbuf: bytes, start: int, end: int) -> int:
+    """htab_map_delete_elem() (the LRU one too) of elements start.. of a batch, as far as
+    their keys are in the map and not repeated: unlink and free each (for an LRU map, give
+    its node back to the LRU). Returns the index of the first element not deleted."""
+    store = htab.store
+    keys = _split(kbuf, htab.key_size, start, end)
+    found = list(map(store.lookup, keys))
+    n = found.index(None) if None in found else len(found)
+    slots = found[:n]
+    if len(set(slots)) < n:                     # a key repeated: the second is ENOENT
+        seen = set()
+        for i, l in enumerate(slots):
+            if l in seen:
+                n = i
+                break
+            seen.add(l)
+        slots = slots[:n]
+    if not n:
+        return start
+    store.unlink_many(slots)
+    if htab.is_lru:
+        lru = htab.lru
+        for l in slots:
+            bpf_lru_push_free(lru, l)           # htab_lru_push_free()
+    else:
+        store.free_many(slots)                  # free_htab_elem()
+    return start + n

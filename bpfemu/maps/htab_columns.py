@@ -40,6 +40,8 @@ import sys
 from array import array
 from bisect import bisect_left
 from functools import partial
+from itertools import repeat
+from operator import add, itemgetter, mul
 
 from ..undo import NO_JOURNAL, restore_bytes, restore_top
 from .htab_store import MISS
@@ -618,6 +620,16 @@ class ColumnarStore:
                     heads_l[b] = l
                 nxt[:] = _packed(nxt.typecode, nxt_l)
             heads[:] = _packed(heads.typecode, heads_l)
+        elif n >= 8:
+            # One undo entry for all: each element's old next and hash, each bucket's old
+            # head (read before any of them changes).
+            live = list(live)
+            buckets = _masked(hashes, mask)
+            undo.append((self._unlink_synced_many, live, _gather(nxt, live), buckets,
+                         _gather(heads, buckets), _gather(elem_hash, live)))
+            for l, b in zip(live, buckets):
+                nxt[l] = heads[b]
+                heads[b] = l
         else:
             for l, h in zip(live, hashes):
                 b = h & mask
@@ -642,6 +654,16 @@ class ColumnarStore:
         self.heads[b] = old_head
         self.elem_next[l] = old_next
         self.elem_hash[l] = old_hash
+
+    def _unlink_synced_many(self, live: list, old_next: list, buckets: list, old_heads: list,
+                            old_hash: list) -> None:
+        """The inverse of sync's link of live: their next and hash, their buckets' heads."""
+        nxt, heads, elem_hash = self.elem_next, self.heads, self.elem_hash
+        for b, h in zip(buckets, old_heads):
+            heads[b] = h
+        for l, n, h in zip(live, old_next, old_hash):
+            nxt[l] = n
+            elem_hash[l] = h
 
     def _pending_done(self) -> None:
         self.pending.clear()
@@ -775,6 +797,247 @@ class ColumnarStore:
         self.pending_ordered = True
         self.walk_steps = 0
         return order
+
+
+    # --- bulk operations of the batch commands (htab_batch.py) -----------------------------
+    #
+    # Each does what the element operations above would do one after the other, journaled
+    # as one undo entry, with no Python call per element.
+
+    def batch_buckets(self, b: int, max_count: int):
+        """(slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
+        non-empty one >= b that fit in max_count elements, in walk order; those buckets,
+        where each one's elements end in slots; stop, the first non-empty bucket not taken
+        (None when none is left)."""
+        if self.pending:
+            self.sync()
+        heads, nxt = self.heads, self.elem_next
+        n_buckets = self.n_buckets
+        slots, bucket_ids, ends = [], [], []
+        count = 0
+        while b < n_buckets:
+            l = heads[b]
+            if l < 0:
+                b += 1
+                l = heads[b]                    # (heads has two -1 after the last bucket)
+                if l < 0:
+                    b += 1
+                    l = heads[b]
+                    if l < 0:
+                        b = self.next_bucket(b) # a run of empty buckets, skipped at C speed
+                        if b is None:
+                            break
+                        l = heads[b]
+                if b >= n_buckets:
+                    break
+            n = nxt[l]
+            if n < 0:                           # one element: most buckets
+                if count == max_count:
+                    return slots, bucket_ids, ends, b
+                slots.append(l)
+                count += 1
+            else:
+                run = [l]
+                while n >= 0:
+                    run.append(n)
+                    n = nxt[n]
+                if len(run) > max_count - count:
+                    return slots, bucket_ids, ends, b
+                slots += run
+                count += len(run)
+            bucket_ids.append(b)
+            ends.append(count)
+            b += 1
+        return slots, bucket_ids, ends, None
+
+    def keys_of(self, slots: list) -> list:
+        return _gather(self.elem_key, slots)
+
+    def values_of(self, slots: list) -> bytes:
+        """The values of slots, joined."""
+        if not slots:
+            return b""
+        size = self.slot_size
+        if self.chunk_shift == 31:
+            arena = self.arena
+            if size == 8:
+                # One item of an 8-byte view per slot: gathered at C speed.
+                words = _gather(arena.cast("Q"), slots)
+                return array("Q", words).tobytes()
+            starts = list(map(mul, slots, repeat(size)))
+            return b"".join(map(arena.__getitem__, map(slice, starts, map(add, starts,
+                                                                          repeat(size)))))
+        value = self.value
+        return b"".join([value(l) for l in slots])
+
+    def unlink_buckets(self, slots: list, bucket_ids: list) -> None:
+        """unlink() of every element of whole buckets (slots, in walk order, and the
+        buckets, as batch_buckets() gave them): those buckets are left empty."""
+        keys = _gather(self.elem_key, slots)
+        nxt = self.elem_next
+        heads = self.heads
+        # Each bucket's head, and each element's next, as they are.
+        old_heads = _gather(heads, bucket_ids)
+        old_next = _gather(nxt, slots)
+        self.undo.append((self._undo_unlink_buckets, slots, keys, bucket_ids, old_heads,
+                          old_next))
+        self._walk_forget()
+        for b in bucket_ids:
+            heads[b] = -1
+        elems = self.elems
+        elem_key = self.elem_key
+        for l, k in zip(slots, keys):
+            nxt[l] = PENDING
+            elem_key[l] = None
+            del elems[k]
+
+    def _undo_unlink_buckets(self, slots, keys, bucket_ids, old_heads, old_next) -> None:
+        nxt, heads, elem_key, elems = self.elem_next, self.heads, self.elem_key, self.elems
+        for b, l in zip(bucket_ids, old_heads):
+            heads[b] = l
+        for l, k, n in zip(slots, keys, old_next):
+            nxt[l] = n
+            elem_key[l] = k
+            elems[k] = l
+        self._walk_forget()
+
+    def unlink_many(self, slots: list) -> None:
+        """unlink(l) for each of slots, in order (distinct linked elements)."""
+        keys, nxt, elems, heads = self.elem_key, self.elem_next, self.elems, self.heads
+        mask, hashes = self.bucket_mask, self.elem_hash
+        old_heads, old_next, gone = [], [], []
+        self.undo.append((self._undo_unlink_many, old_heads, old_next, gone, self.pending_stale))
+        self._walk_forget()
+        stale = 0
+        for l in slots:
+            key = keys[l]
+            gone.append((l, key))
+            n = nxt[l]
+            if n < -1:                          # pending: its entry goes stale
+                stale += 1
+            else:
+                b = hashes[l] & mask
+                p = heads[b]
+                if p == l:
+                    old_heads.append((b, l))
+                    heads[b] = n
+                else:
+                    q = nxt[p]
+                    while q != l:
+                        p = q
+                        q = nxt[p]
+                    old_next.append((p, l))
+                    nxt[p] = n
+                old_next.append((l, n))
+                nxt[l] = PENDING
+            del elems[key]
+            keys[l] = None
+        if stale:
+            if not elems:                       # the last one: every entry is stale
+                self.undo.append(self._saved_pending())
+                self._pending_done()
+                return
+            self.pending_stale += stale
+            if self.pending_stale > 4 * len(elems) + 4096:     # as unlink(): compact
+                self.undo.append(self._saved_pending())
+                self.pending[:] = self._live_pending()
+                self.pending_stale = 0
+
+    def _undo_unlink_many(self, old_heads, old_next, gone, stale: int) -> None:
+        nxt, heads, keys, elems = self.elem_next, self.heads, self.elem_key, self.elems
+        for b, l in reversed(old_heads):
+            heads[b] = l
+        for p, n in reversed(old_next):
+            nxt[p] = n
+        for l, key in reversed(gone):
+            keys[l] = key
+            elems[key] = l
+        self.pending_stale = stale
+        self._walk_forget()
+
+    def free_many(self, slots: list) -> None:
+        """free(l) for each of slots, in order."""
+        free = self.free_slots
+        self.undo.append((restore_len, free, len(free)))
+        free.extend(slots)
+
+    def alloc_add_many(self, keys: list, values) -> None:
+        """For each key (distinct, none linked): alloc(), copy_value() of its slot_size
+        bytes of values, add_head(): a run of inserts of new keys."""
+        n = len(keys)
+        size = self.slot_size
+        free = self.free_slots
+        n_free = len(free)
+        take = n if n < n_free else n_free
+        reused = free[n_free - take:]
+        reused.reverse()                        # popped from the top
+        first = self.n_used
+        fresh = n - take
+        while first + fresh > self.n_slots:     # as alloc() makes them (journaled first)
+            self._new_slots(min(1 << min(self.chunk_shift, 13), self.max_slots - self.n_slots))
+        slots = reused + list(range(first, first + fresh)) if take else range(first, first + n)
+        olds = [self.value(l).tobytes() for l in reused]
+        if fresh:
+            olds.append(self._values_run(first, fresh).tobytes())
+        self.undo.append((self._undo_alloc_add_many, keys, slots, reused, n_free, first,
+                          len(self.pending), olds))
+        del free[n_free - take:]
+        self.n_used = first + fresh
+        for i, l in enumerate(reused):
+            self._values_put(l, 1, values[i * size:(i + 1) * size])
+        if fresh:
+            self._values_put(first, fresh, values[take * size:])
+            self.elem_key[first:first + fresh] = keys[take:]
+        elem_key = self.elem_key
+        for l, k in zip(reused, keys):
+            elem_key[l] = k
+        self.elems.update(zip(keys, slots))
+        self.pending += slots
+        self.walk_order = NO_WALK               # new elements: no walk order counts them
+
+    def _undo_alloc_add_many(self, keys, slots, reused, n_free, first, n_pending, olds):
+        elems, elem_key = self.elems, self.elem_key
+        for k in keys:
+            elems.pop(k, None)
+        for l in slots:
+            if l < len(elem_key):
+                elem_key[l] = None
+        del self.pending[n_pending:]
+        free = self.free_slots
+        del free[n_free - len(reused):]
+        free.extend(reversed(reused))
+        self.n_used = first
+        for l, old in zip(reused, olds):
+            self._values_put(l, 1, old)
+        if len(olds) > len(reused):
+            self._values_put(first, len(slots) - len(reused), olds[-1])
+        self._walk_forget()
+
+    def _values_run(self, l: int, n: int):
+        """The values of slots l..l+n-1 (bytes: a chunked map's run may span chunks)."""
+        size = self.slot_size
+        if self.chunk_shift == 31:
+            return self.arena[l * size:(l + n) * size]
+        return b"".join([self.value(s) for s in range(l, l + n)])
+
+    def _values_put(self, l: int, n: int, data) -> None:
+        """Write the values of slots l..l+n-1 (not journaled: the caller did)."""
+        size = self.slot_size
+        if self.chunk_shift == 31:
+            self.arena[l * size:(l + n) * size] = data
+            return
+        mask, shift, chunks = self.chunk_mask, self.chunk_shift, self.chunks
+        for i in range(n):
+            s = l + i
+            o = (s & mask) * size
+            chunks[s >> shift][o:o + size] = data[i * size:(i + 1) * size]
+
+
+def _gather(seq, slots: list) -> list:
+    """[seq[l] for l in slots] at C speed."""
+    if len(slots) > 1:
+        return list(itemgetter(*slots)(seq))
+    return [seq[l] for l in slots]
 
 
 def _is_run(slots: list) -> bool:

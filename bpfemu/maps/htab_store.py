@@ -30,6 +30,15 @@ store, with these operations (an element is an int, its slot; None is "no elemen
   SimpleStore journals each operation; ColumnarStore journals one entry for what the kernel
   does in a row (alloc() covers init_value() and the add_head() right after it; unlink()
   covers the free() after it).
+* bulk operations, for the batch commands (htab_batch.py): ``batch_buckets(b, max_count)``
+  ((slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
+  non-empty one >= b that fit in max_count, in walk order; those buckets and where each
+  one's elements end in slots; the first non-empty bucket not taken, or None),
+  ``keys_of(slots)``, ``values_of(slots)`` (joined), ``unlink_buckets(slots, bucket_ids)``
+  (unlink of every element of those whole buckets),
+  ``unlink_many(slots)``, ``free_many(slots)``, ``alloc_add_many(keys, values)`` (alloc,
+  copy_value and add_head of each of distinct new keys). Each is the element operations
+  one after the other, journaled as one undo entry.
 * ``walk_hint(key)``: a cache. What htab_map_get_next_key(key) returns if the store knows
   it from the walk it is serving (None: past the last element), or MISS. A store that keeps
   no cache always answers MISS.
@@ -220,3 +229,44 @@ class SimpleStore:
 
     def walk_hint(self, key):
         return MISS
+
+    # --- bulk operations: the element operations one after the other ------------------------
+
+    def batch_buckets(self, b: int, max_count: int):
+        slots, bucket_ids, ends = [], [], []
+        while True:
+            nb = self.next_bucket(b)
+            if nb is None:
+                return slots, bucket_ids, ends, None
+            elems = self.bucket_elems(nb)
+            if len(elems) > max_count - len(slots):
+                return slots, bucket_ids, ends, nb
+            slots += elems
+            bucket_ids.append(nb)
+            ends.append(len(slots))
+            b = nb + 1
+
+    def keys_of(self, slots: list) -> list:
+        return [self.keys[l] for l in slots]
+
+    def values_of(self, slots: list) -> bytes:
+        return b"".join([self.values[l] for l in slots])
+
+    def unlink_buckets(self, slots: list, bucket_ids: list) -> None:
+        for l in slots:
+            self.unlink(l)
+
+    def unlink_many(self, slots: list) -> None:
+        for l in slots:
+            self.unlink(l)
+
+    def free_many(self, slots: list) -> None:
+        for l in slots:
+            self.free(l)
+
+    def alloc_add_many(self, keys: list, values) -> None:
+        size = self.slot_size
+        for i, key in enumerate(keys):
+            l = self.alloc()
+            self.copy_value(l, values[i * size:(i + 1) * size])
+            self.add_head(l, key)

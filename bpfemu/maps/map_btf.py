@@ -81,4 +81,5 @@ def _set_spin_lock(m, off: int) -> None:
         value = bytes(value)
         update(m, key, value[:off] + zero + value[end:], flags)
 
-    m.ops = dataclasses.replace(m.ops, map_update_elem_sys=update_skipping_lock)
+    m.ops = dataclasses.replace(m.ops, map_update_elem_sys=update_skipping_lock,
+                                map_update_elems=None)     # no bulk update past it

@@ -90,6 +90,18 @@ CASES.update({
     "update-batch-array": (Scenario(ARRAY, 8, 0), batch_call(c.BPF_MAP_UPDATE_BATCH,
                                                              [k32(i) for i in (5, 1, 6)],
                                                              [V] * 3, 3)),
+    # The batch commands' bulk store operations (one undo entry each): a contiguous array
+    # run, new per-CPU keys, LRU nodes given back, a link of 20 pending elements in one go.
+    "update-batch-array-run": (Scenario(ARRAY, 8, 0), batch_call(c.BPF_MAP_UPDATE_BATCH,
+                                                                 [k32(i) for i in (2, 3, 4)],
+                                                                 [V] * 3, 3)),
+    "update-batch-percpu-new": (Scenario(PERCPU_HASH, 8, 2),
+                                batch_call(c.BPF_MAP_UPDATE_BATCH, [k32(i) for i in (3, 4, 1)],
+                                           [VP] * 3, 3)),
+    "delete-batch-lru": (Scenario(LRU_HASH, 8, 6), batch_call(c.BPF_MAP_DELETE_BATCH,
+                                                              [k32(i) for i in (4, 5, 4)], [], 3)),
+    "lookup-and-delete-batch-20": (Scenario(HASH, 32, 20),
+                                       batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 12)),
     "close-array": (Scenario(ARRAY, 8, 0), close_call),
     "close-pinned": (Scenario(HASH, 8, 3), close_pinned_call),
     "pin": (Scenario(HASH, 8, 3), pin_call),

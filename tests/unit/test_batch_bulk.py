@@ -1,0 +1,94 @@
+"""The batch commands run in bulk (issue #20.1): a run of elements that the element op would
+treat alike is one store operation, not a Python call of the element op per element. The
+results are the kernel's (tests/differential/test_batch.py); here, that the element op is
+only called where the run stops."""
+import ctypes
+import dataclasses
+import struct
+
+import pytest
+
+from bpfemu import Emulator
+from bpfemu.uapi import consts as c
+from tests.support import Client
+
+U32 = struct.Struct("<I")
+U = c.BPF_MAP_UPDATE_BATCH
+
+
+def counting(m, name):
+    """Replace the map's op `name` with one that counts its calls."""
+    calls = []
+    op = getattr(m.ops, name)
+
+    def counted(*args):
+        calls.append(args[1])
+        return op(*args)
+    m.ops = dataclasses.replace(m.ops, **{name: counted})
+    return calls
+
+
+def keys_of(*ks):
+    return b"".join(U32.pack(k) for k in ks)
+
+
+def batch(emu, cmd, fd, keys=b"", values=b"", count=0, vsize=8):
+    """One batch call: (ret, count, keys buffer, values buffer) after it."""
+    kb = ctypes.create_string_buffer(keys.ljust(4 * count, b"\0"), 4 * count)
+    vb = ctypes.create_string_buffer((values or b"").ljust(vsize * count, b"\0"), vsize * count)
+    out = ctypes.create_string_buffer(8)
+    attr = ctypes.create_string_buffer(struct.pack(
+        "<QQQQIIQQ", 0, ctypes.addressof(out), ctypes.addressof(kb),
+        ctypes.addressof(vb) if values is not None else 0, count, fd, 0, 0), 168)
+    ret = emu.bpf(cmd, attr, 56)
+    return ret, U32.unpack_from(attr, 32)[0], kb.raw, vb.raw
+
+
+@pytest.mark.parametrize("map_type", [c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH])
+def test_update_batch_new_keys_in_bulk(map_type):
+    emu = Emulator(nr_cpus=2, seed=1)
+    cl = Client(emu)
+    fd = cl.create(map_type, 4, 8, 64)
+    vsize = 16 if map_type == c.BPF_MAP_TYPE_PERCPU_HASH else 8
+    m = emu.map_of(fd)
+    calls = counting(m, "map_update_elem_sys")
+    ks = list(range(40))
+    ret, count, _, _ = batch(emu, U, fd, keys_of(*ks), b"\x01" * vsize * 40, 40, vsize)
+    assert (ret, count) == (0, 40)
+    assert calls == []                          # no element op at all
+    # A key already there stops the run: that one goes through the element op.
+    ret, count, _, _ = batch(emu, U, fd, keys_of(50, 3, 51), b"\x02" * vsize * 3, 3, vsize)
+    assert (ret, count) == (0, 3)
+    assert calls == [keys_of(3)]
+
+
+def test_delete_batch_in_bulk_stops_at_missing_key():
+    emu = Emulator(nr_cpus=2, seed=1)
+    cl = Client(emu)
+    fd = cl.create(c.BPF_MAP_TYPE_HASH, 4, 8, 64)
+    for k in range(10):
+        assert cl.update(fd, U32.pack(k), b"\0" * 8) == 0
+    calls = counting(emu.map_of(fd), "map_delete_elem")
+    ret, count, _, _ = batch(emu, c.BPF_MAP_DELETE_BATCH, fd, keys_of(1, 2, 3, 42, 4), None, 5)
+    assert (ret, count) == (-2, 3)              # ENOENT at the fourth
+    assert calls == [keys_of(42)]
+
+
+def test_array_batches_in_bulk():
+    emu = Emulator(nr_cpus=2, seed=1)
+    cl = Client(emu)
+    fd = cl.create(c.BPF_MAP_TYPE_ARRAY, 4, 8, 16)
+    m = emu.map_of(fd)
+    updates = counting(m, "map_update_elem_sys")
+    next_keys = counting(m, "map_get_next_key")
+    ret, count, _, _ = batch(emu, U, fd, keys_of(*range(16)), bytes(range(128)), 16)
+    assert (ret, count) == (0, 16)
+    ret, count, _, _ = batch(emu, U, fd, keys_of(3, 1, 99), b"\x05" * 24, 3)
+    assert (ret, count) == (-7, 2)              # E2BIG at the index out of range
+    assert updates == [keys_of(99)]
+    ret, count, keys, values = batch(emu, c.BPF_MAP_LOOKUP_BATCH, fd, count=20)
+    assert (ret, count) == (-2, 16)             # the walk reached the end: ENOENT
+    assert keys[:64] == keys_of(*range(16))
+    assert values[:128] == bytes(range(8)) + b"\x05" * 8 + bytes(range(16, 24)) + b"\x05" * 8 \
+        + bytes(range(32, 128))
+    assert next_keys == []
