@@ -43,7 +43,7 @@ from functools import partial
 from itertools import repeat
 from operator import add, itemgetter, mul
 
-from ..undo import NO_JOURNAL, restore_bytes, restore_top
+from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
 from .htab_store import MISS
 from .jhash import htab_hash_func, htab_map_hash_many
 

@@ -10,10 +10,13 @@ from bpfemu.weak_registry import WeakBoundMethod, WeakRegistry
 
 
 def _frames_run_while_freeing(make) -> list:
-    """The Python functions entered while the garbage collector frees what make() built."""
+    """The Python functions entered while the garbage collector frees what make() built.
+    gc.callbacks are set aside meanwhile: they are other libraries' (hypothesis registers
+    one), run at every collection whatever is freed."""
     obj = make()
     gc.collect()
     entered = []
+    callbacks, gc.callbacks[:] = gc.callbacks[:], []
 
     def tracer(frame, event, arg):
         if event == "call":
@@ -27,6 +30,7 @@ def _frames_run_while_freeing(make) -> list:
         sys.settrace(None)
     finally:
         gc.enable()
+        gc.callbacks[:] = callbacks
     return entered
 
 
