@@ -149,6 +149,7 @@ class ColumnarStore:
         self.undo_add_head = self._undo_add_head
         self.relink = self._relink
         self.unreplace = self._unreplace
+        self.unreplace_pending = self._unreplace_pending
         self.unalloc = self._unalloc
         self.unswap = self._unswap
         self.taken = None                       # alloc()'s last undo entry (see add_head)
@@ -434,7 +435,7 @@ class ColumnarStore:
             if self.elem_next[l_old] < -1:
                 # Both pending: unlink(l_old) and add_head(l_new) done here, as one; l_old's
                 # entry in pending goes stale and l_new's is the newest.
-                self.undo.append((self._unreplace_pending, l_new, l_old, key,
+                self.undo.append((self.unreplace_pending, l_new, l_old, key,
                                   self.pending_stale, len(self.pending)))
                 self.walk_order = NO_WALK
                 self.walk_steps = 0

@@ -122,12 +122,32 @@ def lru_lists(emu):
     return out
 
 
+def replace_each(emu):
+    """Replace every key of every hash map twice, then read every value: an element left
+    behind as a CPU's spare while still linked (a spare swap not undone) is handed out again
+    by a replace, and another key's value or link changes."""
+    cl = Client(emu)
+    out = []
+    for fd in sorted(emu.fds.files):
+        m = emu.map_of(fd)
+        if not hasattr(m, "store"):
+            continue
+        vs = m.value_size_sys
+        keys = cl.keys(fd, 4)
+        for round_ in (1, 2):
+            out.append([cl.update(fd, k, bytes([round_]) + k + bytes(vs - 5)) for k in keys])
+        out.append([cl.lookup(fd, k, vs) for k in cl.keys(fd, 4)])
+    return out
+
+
 def state(emu):
     """snapshot() and follow_up() of test_interrupts, the pins and the LRU lists, as a caller
     sees them: a close() stopped after its os.close() is rolled back with the fd in the table,
-    and the next call's reap drops it (the fd is closed for real: close(2) cannot be undone)."""
+    and the next call's reap drops it (the fd is closed for real: close(2) cannot be undone).
+    replace_each() before the follow-up, which empties the maps."""
     emu.reap_closed_fds()
-    return snapshot(emu), sorted(emu.bpffs.listdir()), lru_lists(emu), follow_up(emu)
+    return (snapshot(emu), sorted(emu.bpffs.listdir()), lru_lists(emu), replace_each(emu),
+            follow_up(emu))
 
 
 def run_case(name, store, k, bpffs):
