@@ -9,13 +9,16 @@ Right after that call, before the program sees its ENOMEM, the map must be as on
 emulator that never made the call, the journal empty and the lock free; then the program
 goes on and sees the map of a kernel where that one call failed.
 """
+import ctypes
 import struct
 import subprocess
 import threading
+import time
 
 import pytest
 
 from bpfemu import Emulator
+from bpfemu import emulator as emulator_module
 from bpfemu.errors import EmulatorFault
 from bpfemu.intercept.run import Background
 from bpfemu.maps.htab_columns import ColumnarStore
@@ -128,4 +131,49 @@ def test_decoded_call_stopped_half_way_is_undone(ctool, monkeypatch, store, cmd)
     assert emu.undo == []
     # The rollback forgot the decoded calls; the next two calls of the round decode again.
     assert bg.supervisor.decoded.served >= 3 * (N - 2) - 2
+    emu.close_all()
+
+
+class Stop(BaseException):
+    """An exception injected into a thread (PyThreadState_SetAsyncExc): nothing catches it."""
+
+
+def _async_raise(thread_id: int, exc) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+
+
+def test_exception_landing_as_the_decoded_call_takes_the_lock(monkeypatch):
+    """Python checks for an injected exception when a call of a C function returns: one that
+    is pending when the lock's acquire() returns lands right there. decoded_as took the lock
+    before its try: such an exception left the lock held for good, and every other thread's
+    call waited for ever. Here the lock is held by another thread while decoded_as waits in
+    acquire(); that thread injects the exception, then lets go."""
+    emu = Emulator()
+    if not hasattr(emu.lock, "_is_mine"):
+        pytest.skip("no SemLock here")
+    waiting, held = threading.Event(), threading.Event()
+
+    def no_polling(lock):                       # wait_turn, without its polls: block at once
+        waiting.set()
+    monkeypatch.setattr(emulator_module, "wait_turn", no_polling)
+    main = threading.get_ident()
+
+    def holder():
+        with emu.lock:
+            held.set()
+            waiting.wait(10)
+            time.sleep(0.2)                     # by now the main thread waits in acquire()
+            _async_raise(main, Stop)
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(10)
+    ran = []
+    try:
+        with pytest.raises(Stop):
+            emu.decoded_as(None, c.BPF_MAP_UPDATE_ELEM, lambda: ran.append(1) or 0,
+                           emu.decoded_calls.generation if emu.decoded_calls else 0)
+    finally:
+        t.join()
+    assert _lock_is_free(emu.lock)
+    assert emu.undo == [] and ran == []
     emu.close_all()
