@@ -128,8 +128,8 @@ class Emulator:
         lock, undo = self.lock, self.undo
         if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
             wait_turn(lock)
-        lock.acquire()
         try:
+            lock.acquire()                      # inside the try: see undo.py, "The lock"
             calls = self.decoded_calls
             if calls is None or calls.generation != generation:
                 return None

@@ -288,6 +288,31 @@ static int cmd_updates(int n)
 	return 0;
 }
 
+/* n updates of new keys, n deletes of them, n updates again: each round one attr, so all but
+ * the first two calls of a round are served decoded. A line for each call that fails, and
+ * the map's element count after each round. */
+static int cmd_churn(int n)
+{
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, n);
+	static const char *name[] = {"update", "delete", "update"};
+	static const int cmd[] = {BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_UPDATE_ELEM};
+	union bpf_attr a;
+	uint32_t k; uint64_t v;
+	for (int r = 0; r < 3; r++) {
+		int upd = cmd[r] == BPF_MAP_UPDATE_ELEM;
+		memset(&a, 0, sizeof(a));
+		a.map_fd = fd; a.key = (uintptr_t)&k;
+		if (upd) a.value = (uintptr_t)&v;
+		for (k = 0; k < (uint32_t)n; k++) {
+			v = 1000 * r + k;
+			if (sys_bpf(cmd[r], &a, upd ? 32 : 16))
+				printf("%s %u -1 %s\n", name[r], k, strerrorname_np(errno));
+		}
+		printf("count %d\n", count(fd));
+	}
+	return 0;
+}
+
 /* The same attr object sent again and again (as a loop does, so the supervisor serves it
  * decoded), while what it names changes underneath: the fd number closed and reused by
  * another map, by a read-only fd of the same map and by an ordinary file (each while a dup
@@ -471,6 +496,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "threads")) return cmd_threads(atoi(argv[2]));
 	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
 	if (!strcmp(argv[1], "updates")) return cmd_updates(atoi(argv[2]));
+	if (!strcmp(argv[1], "churn")) return cmd_churn(atoi(argv[2]));
 	if (!strcmp(argv[1], "fstatfs")) return cmd_fstatfs(argv[2]);
 	if (!strcmp(argv[1], "decoded")) return cmd_decoded();
 	if (!strcmp(argv[1], "late")) return cmd_late(atoi(argv[2]));
