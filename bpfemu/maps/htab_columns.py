@@ -169,8 +169,14 @@ class ColumnarStore:
         end = first + count
         self.undo.append((self._drop_slots, first))
         self.n_slots = end
-        self.elem_next.extend(array("i", [PENDING]) * count)
-        self.elem_hash.extend(array("I", [0]) * count)
+        if first == 0:
+            # Made at their size: array.extend() allocates a sixteenth more (a preallocated
+            # map makes all its slots at once).
+            self.elem_next = array("i", [PENDING]) * count
+            self.elem_hash = array("I", [0]) * count
+        else:
+            self.elem_next.extend(array("i", [PENDING]) * count)
+            self.elem_hash.extend(array("I", [0]) * count)
         self.elem_key.extend([None] * count)
         chunks = self.chunks
         shift = self.chunk_shift
