@@ -16,6 +16,9 @@ Map types: hash, percpu_hash, lru_hash, lru_percpu_hash, array, percpu_array (ke
            elements that the first batch does (the columnar store hashes them then)
   lookup_linked  the same on a map whose elements were linked before (a walk read them)
   delete   DELETE_BATCH of keys 0..N-1, all in the map (hash types)
+  reuse    UPDATE_BATCH of new keys N..2N-1 after keys 0..N-1 were filled and deleted: the
+           new elements reuse the freed ones (hash types)
+  *_linked the op on a map whose filled elements were linked first (a walk read them)
   lookup_and_delete  LOOKUP_AND_DELETE_BATCH over the whole map (hash types)
 Add --unpinned for unpinned buffers, --store simple for the simple store.
 """
@@ -69,13 +72,20 @@ def child(kind: str, op: str, n: int, measure: bool, pinned: bool, store: str) -
             struct.pack_into("<I", first, 32, 1)
             bpf(c.BPF_MAP_LOOKUP_BATCH, first, 56)      # 0, or ENOSPC: linked either way
             op = op[:-len("_linked")]
+        if op == "reuse":
+            delete = ctypes.create_string_buffer(
+                struct.pack("<IIQ", fd, 0, ctypes.addressof(key)), 168)
+            for i in range(n):
+                pack(key, 0, i)
+                assert bpf(c.BPF_MAP_DELETE_ELEM, delete, 16) == 0
     if not measure:
         return
-    if op in ("update", "replace", "delete"):
+    if op in ("update", "replace", "delete", "reuse"):
         cmd, a = ((c.BPF_MAP_DELETE_BATCH, dele) if op == "delete"
                   else (c.BPF_MAP_UPDATE_BATCH, upd))
-        for start in range(0, n, BATCH):
-            cnt = min(BATCH, n - start)
+        base = n if op == "reuse" else 0
+        for start in range(base, base + n, BATCH):
+            cnt = min(BATCH, base + n - start)
             struct.pack_into(f"<{cnt}I", keys, 0, *range(start, start + cnt))
             struct.pack_into("<I", a, 32, cnt)
             assert bpf(cmd, a, 56) == 0

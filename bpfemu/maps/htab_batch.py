@@ -147,6 +147,7 @@ def htab_lru_percpu_map_lookup_and_delete_batch(emu, htab, b, uattr):
 # element op, which raises its errno or does what it does, and the loop comes back here.
 
 def _split(buf: bytes, size: int, start: int, end: int) -> list:
+    """The size-byte pieces of buf from piece start to piece end (as bytes)."""
     return [buf[o:o + size] for o in range(start * size, end * size, size)]
 
 

@@ -40,8 +40,9 @@ import sys
 from array import array
 from bisect import bisect_left
 from functools import partial
-from itertools import repeat
-from operator import add, itemgetter, mul
+from collections import Counter, deque
+from itertools import compress, repeat
+from operator import add, and_, eq, ge, itemgetter, mul
 
 from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
 from .htab_store import MISS
@@ -179,8 +180,14 @@ class ColumnarStore:
         end = first + count
         self.undo.append((self._drop_slots, first))
         self.n_slots = end
-        self.elem_next.extend(array("i", [PENDING]) * count)
-        self.elem_hash.extend(array("I", [0]) * count)
+        if first == 0:
+            # Made at their size: array.extend() allocates a sixteenth more (a preallocated
+            # map makes all its slots at once).
+            self.elem_next = array("i", [PENDING]) * count
+            self.elem_hash = array("I", [0]) * count
+        else:
+            self.elem_next.extend(array("i", [PENDING]) * count)
+            self.elem_hash.extend(array("I", [0]) * count)
         self.elem_key.extend([None] * count)
         chunks = self.chunks
         shift = self.chunk_shift
@@ -904,35 +911,42 @@ class ColumnarStore:
 
     def unlink_many(self, slots: list) -> None:
         """unlink(l) for each of slots, in order (distinct linked elements)."""
-        keys, nxt, elems, heads = self.elem_key, self.elem_next, self.elems, self.heads
-        mask, hashes = self.bucket_mask, self.elem_hash
-        old_heads, old_next, gone = [], [], []
-        self.undo.append((self._undo_unlink_many, old_heads, old_next, gone, self.pending_stale))
+        nxt, heads, elems, elem_key = self.elem_next, self.heads, self.elems, self.elem_key
+        keys = _gather(elem_key, slots)
+        old_next = _gather(nxt, slots)
+        is_listed = list(map(ge, old_next, repeat(-1)))     # else pending: its entry goes stale
+        listed = list(compress(slots, is_listed))
+        mask = self.bucket_mask
+        buckets = [h & mask for h in _gather(self.elem_hash, listed)]
+        old_heads = _gather(heads, buckets)
+        changed = []                            # (element, its old next) of predecessors
+        self.undo.append((self._undo_unlink_many, slots, keys, old_next, buckets, old_heads,
+                          changed, self.pending_stale))
         self._walk_forget()
-        stale = 0
-        for l in slots:
-            key = keys[l]
-            gone.append((l, key))
-            n = nxt[l]
-            if n < -1:                          # pending: its entry goes stale
-                stale += 1
+        if listed:
+            # An element alone of the batch in its bucket is unlinked apart from the others
+            # (at its bucket's head: the bucket starts at its next; else its predecessor,
+            # which stays, skips it); the others one by one, in order, bucket by bucket.
+            if len(set(buckets)) < len(buckets):
+                shared = {b for b, k in Counter(buckets).items() if k > 1}
+                alone = [b not in shared for b in buckets]
             else:
-                b = hashes[l] & mask
-                p = heads[b]
-                if p == l:
-                    old_heads.append((b, l))
-                    heads[b] = n
-                else:
-                    q = nxt[p]
-                    while q != l:
-                        p = q
-                        q = nxt[p]
-                    old_next.append((p, l))
-                    nxt[p] = n
-                old_next.append((l, n))
-                nxt[l] = PENDING
-            del elems[key]
-            keys[l] = None
+                alone = [True] * len(buckets)
+            at_head = list(map(and_, map(eq, old_heads, listed), alone))
+            consume(map(heads.__setitem__, compress(buckets, at_head),
+                        compress(compress(old_next, is_listed), at_head)))
+            if not all(at_head):
+                for l, b, h, a in zip(listed, buckets, at_head, alone):
+                    if h:
+                        continue
+                    if not a and heads[b] == l:
+                        heads[b] = nxt[l]
+                    else:
+                        self._unlink_after(l, b, changed)
+            consume(map(nxt.__setitem__, listed, repeat(PENDING)))
+        consume(map(elems.__delitem__, keys))
+        consume(map(elem_key.__setitem__, slots, repeat(None)))
+        stale = len(slots) - len(listed)
         if stale:
             if not elems:                       # the last one: every entry is stale
                 self.undo.append(self._saved_pending())
@@ -944,15 +958,28 @@ class ColumnarStore:
                 self.pending[:] = self._live_pending()
                 self.pending_stale = 0
 
-    def _undo_unlink_many(self, old_heads, old_next, gone, stale: int) -> None:
-        nxt, heads, keys, elems = self.elem_next, self.heads, self.elem_key, self.elems
-        for b, l in reversed(old_heads):
-            heads[b] = l
-        for p, n in reversed(old_next):
+    def _unlink_after(self, l: int, b: int, changed: list) -> None:
+        """Take l out of bucket b's list, where it is not the head."""
+        nxt = self.elem_next
+        p = self.heads[b]
+        q = nxt[p]
+        while q != l:
+            p = q
+            q = nxt[p]
+        changed.append((p, l))
+        nxt[p] = nxt[l]
+
+    def _undo_unlink_many(self, slots, keys, old_next, buckets, old_heads, changed,
+                          stale: int) -> None:
+        nxt, heads, elem_key, elems = self.elem_next, self.heads, self.elem_key, self.elems
+        for p, n in reversed(changed):
             nxt[p] = n
-        for l, key in reversed(gone):
-            keys[l] = key
-            elems[key] = l
+        for b, h in zip(buckets, old_heads):
+            heads[b] = h
+        for l, n, k in zip(slots, old_next, keys):
+            nxt[l] = n
+            elem_key[l] = k
+            elems[k] = l
         self.pending_stale = stale
         self._walk_forget()
 
@@ -977,21 +1004,18 @@ class ColumnarStore:
         while first + fresh > self.n_slots:     # as alloc() makes them (journaled first)
             self._new_slots(min(1 << min(self.chunk_shift, 13), self.max_slots - self.n_slots))
         slots = reused + list(range(first, first + fresh)) if take else range(first, first + n)
-        olds = [self.value(l).tobytes() for l in reused]
-        if fresh:
-            olds.append(self._values_run(first, fresh).tobytes())
+        olds = (self.values_of(reused), self._values_run(first, fresh) if fresh else b"")
         self.undo.append((self._undo_alloc_add_many, keys, slots, reused, n_free, first,
                           len(self.pending), olds))
         del free[n_free - take:]
         self.n_used = first + fresh
-        for i, l in enumerate(reused):
-            self._values_put(l, 1, values[i * size:(i + 1) * size])
+        elem_key = self.elem_key
+        if take:
+            self._values_scatter(reused, values[:take * size])
+            consume(map(elem_key.__setitem__, reused, keys))
         if fresh:
             self._values_put(first, fresh, values[take * size:])
-            self.elem_key[first:first + fresh] = keys[take:]
-        elem_key = self.elem_key
-        for l, k in zip(reused, keys):
-            elem_key[l] = k
+            elem_key[first:first + fresh] = keys[take:]
         self.elems.update(zip(keys, slots))
         self.pending += slots
         self.walk_order = NO_WALK               # new elements: no walk order counts them
@@ -1008,17 +1032,35 @@ class ColumnarStore:
         del free[n_free - len(reused):]
         free.extend(reversed(reused))
         self.n_used = first
-        for l, old in zip(reused, olds):
-            self._values_put(l, 1, old)
-        if len(olds) > len(reused):
-            self._values_put(first, len(slots) - len(reused), olds[-1])
+        if reused:
+            self._values_scatter(reused, olds[0])
+        if olds[1]:
+            self._values_put(first, len(slots) - len(reused), olds[1])
         self._walk_forget()
 
-    def _values_run(self, l: int, n: int):
-        """The values of slots l..l+n-1 (bytes: a chunked map's run may span chunks)."""
+    def _values_scatter(self, slots: list, data) -> None:
+        """Write data's slot_size-byte pieces into the values of slots, in order (not
+        journaled: the caller did)."""
         size = self.slot_size
         if self.chunk_shift == 31:
-            return self.arena[l * size:(l + n) * size]
+            arena = self.arena
+            if size == 8:
+                consume(map(arena.cast("Q").__setitem__, slots, array("Q", bytes(data))))
+                return
+            starts = list(map(mul, slots, repeat(size)))
+            pieces = memoryview(bytes(data))
+            ends = range(size, len(pieces) + size, size)
+            consume(map(arena.__setitem__, map(slice, starts, map(add, starts, repeat(size))),
+                        map(pieces.__getitem__, map(slice, range(0, len(pieces), size), ends))))
+            return
+        for i, l in enumerate(slots):
+            self._values_put(l, 1, data[i * size:(i + 1) * size])
+
+    def _values_run(self, l: int, n: int):
+        """The values of slots l..l+n-1, as bytes."""
+        size = self.slot_size
+        if self.chunk_shift == 31:
+            return self.arena[l * size:(l + n) * size].tobytes()
         return b"".join([self.value(s) for s in range(l, l + n)])
 
     def _values_put(self, l: int, n: int, data) -> None:
@@ -1032,6 +1074,11 @@ class ColumnarStore:
             s = l + i
             o = (s & mask) * size
             chunks[s >> shift][o:o + size] = data[i * size:(i + 1) * size]
+
+
+def consume(iterator) -> None:
+    """Run an iterator of calls (map of a method over items) to its end, at C speed."""
+    deque(iterator, maxlen=0)
 
 
 def _gather(seq, slots: list) -> list:

@@ -66,6 +66,21 @@ def close_pinned_call(emu, cl, fd):
     return lambda: emu.close(fd)
 
 
+class FilledThenDeleted(Scenario):
+    """A map filled with keys 0..fill-1, then the keys in `deleted` deleted: their elements
+    are on the free list, for the next inserts to reuse."""
+
+    def __init__(self, map_type, max_entries, fill, deleted, flags=0):
+        super().__init__(map_type, max_entries, fill, flags)
+        self.deleted = deleted
+
+    def setup(self, emu):
+        cl, fd = super().setup(emu)
+        for k in self.deleted:
+            assert cl.delete(fd, k32(k)) == 0
+        return cl, fd
+
+
 # The calls test_interrupts.py stops with a signal, and more: every map type, both update
 # paths, the object commands.
 CASES = {name: INTERRUPTED_CASES[name] for name in (
@@ -100,6 +115,9 @@ CASES.update({
                                            [VP] * 3, 3)),
     "delete-batch-lru": (Scenario(LRU_HASH, 8, 6), batch_call(c.BPF_MAP_DELETE_BATCH,
                                                               [k32(i) for i in (4, 5, 4)], [], 3)),
+    "update-batch-reuse": (FilledThenDeleted(HASH, 8, 6, (1, 4, 2)),
+                           batch_call(c.BPF_MAP_UPDATE_BATCH, [k32(i) for i in (7, 8, 9, 10)],
+                                      [V] * 4, 4)),
     "lookup-and-delete-batch-20": (Scenario(HASH, 32, 20),
                                        batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 12)),
     "close-array": (Scenario(ARRAY, 8, 0), close_call),
