@@ -28,8 +28,8 @@ store, with these operations (an element is an int, its slot; None is "no elemen
 * ``undo``: the emulator's undo journal (bpfemu/undo.py): every operation that changes
   anything appends its inverse first, so that a call stopped half-way is rolled back.
   SimpleStore journals each operation; ColumnarStore journals one entry for what the kernel
-  does in a row (alloc() covers init_value() and the add_head() right after it; unlink()
-  covers the free() after it).
+  does in a row (alloc(), or copy_value() into an element in no list, covers init_value()
+  and the add_head() right after it; unlink() covers the free() after it).
 * ``walk_hint(key)``: a cache. What htab_map_get_next_key(key) returns if the store knows
   it from the walk it is serving (None: past the last element), or MISS. A store that keeps
   no cache always answers MISS.
