@@ -16,6 +16,7 @@ memory (the whole per-CPU area for the per-CPU types).
   element, is reused.
 """
 import errno
+from functools import partial
 
 from ..errors import ENOTSUPP, BpfError
 from ..uapi.consts import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST
@@ -124,8 +125,9 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
         # Since Linux 6.16 (and 6.12.y) the batch scales with the map; before, it was fixed.
         target_free = (min(max((htab.max_entries // ncpu) // 2, 1), LOCAL_FREE_TARGET)
                        if kernel.profile.lru_target_free_scaled else LOCAL_FREE_TARGET)
+        # The eviction callback: a partial, which calls it without a Python frame of its own.
         htab.lru = BpfLru(htab.percpu_lru, ncpu, target_free,
-                          lambda node: htab_lru_map_delete_node(htab, node), htab.max_entries,
+                          partial(htab_lru_map_delete_node, htab), htab.max_entries,
                           kernel.undo)
         htab.store.prealloc(htab.max_entries)   # prealloc_init(): every node, zeroed values
         bpf_lru_populate(htab.lru, htab.max_entries)
@@ -364,11 +366,12 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     l_new = node = _prealloc_lru_pop(htab, htab.kernel.cpu)
     store.copy_value(l_new, value)          # the node's own memory (stale views see it)
     l_old = store.lookup(key)
-    try:
-        _check_flags(l_old, flags)
-    except BpfError:
-        bpf_lru_push_free(htab.lru, node)
-        raise
+    if flags:                               # check_flags() passes BPF_ANY
+        try:
+            _check_flags(l_old, flags)
+        except BpfError:
+            bpf_lru_push_free(htab.lru, node)
+            raise
     if l_old is None:
         store.add_head(l_new, key)
     else:

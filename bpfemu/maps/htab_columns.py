@@ -253,8 +253,9 @@ class ColumnarStore:
 
     def _unalloc(self, l: int, n_pending: int, n_free: int, old) -> None:
         """The inverse of alloc() (n_free: the free slots then, less the one taken; -1 for a
-        never-used slot, whose bytes were zero), and of the unjournaled add_head(l) and
-        init_value(l) after it. Every step restores a recorded value: idempotent."""
+        never-used slot, whose bytes were zero; -2 for copy_value() into an element in no
+        list, which took nothing), and of the unjournaled add_head(l) and init_value(l)
+        after it. Every step restores a recorded value: idempotent."""
         key = self.elem_key[l]
         if key is not None:                 # add_head(l) ran
             del self.pending[n_pending:]
@@ -262,7 +263,9 @@ class ColumnarStore:
                 del self.elems[key]
             self.elem_key[l] = None
             self._walk_forget()
-        if n_free < 0:
+        if n_free == -2:
+            self.value(l)[:] = old
+        elif n_free < 0:
             self.value(l)[:] = bytes(self.slot_size)
             self.n_used = l
         else:
@@ -306,16 +309,28 @@ class ColumnarStore:
         return self.chunks[l >> self.chunk_shift][o:o + size]
 
     def copy_value(self, l: int, value) -> None:
+        """Its bytes journaled; into an element in no list (an LRU map's new element), the
+        entry is like alloc()'s: it covers the add_head() right after it too."""
         size = self.slot_size
         o = (l & self.chunk_mask) * size
         i = l >> self.chunk_shift
-        self.undo.append((restore_bytes, self.chunks[i], o, self.chunk_bufs[i][o:o + size]))
+        old = self.chunk_bufs[i][o:o + size]
+        if self.elem_key[l] is None:
+            self.taken = entry = (self.unalloc, l, len(self.pending), -2, old)
+            self.undo.append(entry)
+        else:
+            self.undo.append((restore_bytes, self.chunks[i], o, old))
         self.chunks[i][o:o + size] = value
 
     def _arena_copy_value(self, l: int, value) -> None:
         size = self.slot_size
         o = l * size
-        self.undo.append((restore_bytes, self.arena, o, self.chunk_bufs[0][o:o + size]))
+        old = self.chunk_bufs[0][o:o + size]
+        if self.elem_key[l] is None:
+            self.taken = entry = (self.unalloc, l, len(self.pending), -2, old)
+            self.undo.append(entry)
+        else:
+            self.undo.append((restore_bytes, self.arena, o, old))
         self.arena[o:o + size] = value
 
     def value_for_write(self, l: int):
@@ -349,8 +364,8 @@ class ColumnarStore:
     def add_head(self, l: int, key: bytes) -> None:
         """Pending: hashed and put at its bucket's head when the buckets are next read. (A
         slot not in a list already has elem_next PENDING: see unlink and replace.) Right
-        after alloc() handed l out (its entry is the journal's newest), that entry's
-        inverse undoes the link too; otherwise the link is journaled here."""
+        after alloc() handed l out or copy_value() filled it (their entry is the journal's
+        newest), that entry's inverse undoes the link too; otherwise it is journaled here."""
         undo = self.undo
         taken = self.taken
         if not (undo and undo[-1] is taken and taken[1] == l):

@@ -567,7 +567,9 @@ def __local_list_flush(lru: BpfLru, l: BpfLruList, loc_l: BpfLruLocallist) -> No
 def bpf_lru_list_push_free(lru: BpfLru, l: BpfLruList, node: int) -> None:
     if lru.type[node] >= BPF_LOCAL_LIST_T_OFFSET:
         return  # kernel: WARN_ON_ONCE, ignored
-    _save_counts(lru, l)                    # the kernel takes l->lock here
+    # The kernel takes l->lock here: _save_counts(lru, l), inlined (every LRU delete).
+    counts = l.counts
+    lru.undo.append((_restore_counts, l, counts[0], counts[1], l.next_inactive_rotation))
     __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE)
 
 
