@@ -99,21 +99,29 @@ class Emulator:
         is_open, reap),
         ``proc`` (its /proc directory, for paths relative to its cwd) and ``current_cpu()``;
         the emulator's own mem, fds and cpu are the in-process caller's. What the handler
-        left for decoding goes to ``task.decodable`` (intercept/decoded.py decodes it)."""
+        left for decoding goes to ``task.decodable`` (intercept/decoded.py decodes it).
+        The switch is made inside the try that undoes it, with this frame's line events off
+        (as the entry's, bpfemu/undo.py): an exception raised at any line leaves the lock
+        free and the in-process caller's task current again."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None          # no line events here: see undo.py
         lock = self.lock
         if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
             wait_turn(lock)
-        with lock:
+        try:
+            lock.acquire()                      # inside the try: see undo.py, "The lock"
             saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
-            self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
-            self.bpffs.proc = task.proc
-            self.decodable = None
             try:
+                self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
+                self.bpffs.proc = task.proc
+                self.decodable = None
                 return entry(self, cmd, attr, size)
             finally:
                 # Not for the in-process caller's decoded calls: the task's own.
                 task.decodable, self.decodable = self.decodable, None
                 self.mem, self.fds, self._cpu, self._task, self.bpffs.proc = saved
+        finally:
+            lock.release()
 
     def decoded_as(self, task, cmd: int, run, generation: int):
         """A decoded call of another task (intercept/decoded.py): run()'s result or -errno,
@@ -270,6 +278,8 @@ class Emulator:
 
     def map_of(self, fd: int):
         """The emulated map behind fd, for tests and the Python API (KeyError if none)."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None  # the lock's release must not be skipped: undo.py
         with self.lock:             # not in the middle of a call made as another task
             f = self.fds.files.get(fd)
         if f is None:

@@ -15,6 +15,7 @@ import os
 import select
 import struct
 import sys
+from sys import _getframe, gettrace as _gettrace
 
 from ..errors import BpfError
 from ..usercopy import strncpy_from_user
@@ -140,6 +141,8 @@ class Supervisor:
 
     def close(self) -> None:
         """Drop what the tree still held (its processes are gone, or we stop serving them)."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         if self.files.inotify_fd < 0:
             return
         SUPERVISED_TREES[0] -= 1
@@ -155,6 +158,8 @@ class Supervisor:
 
     def reap(self) -> None:
         """Release the open files the tree has closed for good (their maps' references)."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         released = self.files.reap()
         if not released:
             return
@@ -267,6 +272,8 @@ class Supervisor:
         return ret
 
     def _drop(self, f) -> None:
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         self.files.abandon(f)
         with self.emu.lock:
             self.emu.bpf_obj_put(f)
@@ -286,13 +293,15 @@ class Supervisor:
         # programs go to the host's filesystem.
         """statfs() of a path on the emulated bpffs gets BPF_FS_MAGIC (so that clients that
         check before pinning pin); every other path goes on to the kernel (CONTINUE)."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         caller = self.caller
         caller.switch(tid, notif_id)
         emu = self.emu
         try:
             with emu.lock:
-                emu.bpffs.proc = caller.proc
                 try:
+                    emu.bpffs.proc = caller.proc
                     path = os.fsdecode(strncpy_from_user(caller.mem, path_ptr))
                     ours = emu.bpffs.is_on_bpffs(path)
                 finally:
@@ -311,6 +320,8 @@ class Supervisor:
         """fstatfs() of an emulated object's fd gets what Linux gives for its anonymous inode,
         and of an fd of a file or directory of a real pin directory a bpffs's answer; every
         other fd (and one that is not open: EBADF) goes on to the kernel (CONTINUE)."""
+        if _gettrace() is not None:
+            _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
         caller = self.caller
         caller.switch(tid, notif_id)
         fd = (fd_arg & 0xFFFFFFFF) - ((fd_arg & 0x80000000) << 1)     # unsigned int fd
