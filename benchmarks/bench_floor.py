@@ -9,7 +9,13 @@ lock for an update, one dict operation, one copy into or out of the caller's pin
 buffers. No checks, no buckets, no order, no errors. The ratios printed are the best a
 pure-Python emulator of this design can hope for on this machine; bpfemu's own calls are
 measured by bench_map_ops.py.
-Run: python benchmarks/bench_floor.py
+
+The batch floor (``--batches``): UPDATE_BATCH, LOOKUP_BATCH and DELETE_BATCH of 256
+elements on a HASH map, against the leanest Python batch of this contract: the keys and
+values read with one copy each, split into bytes, one dict operation per element made at C
+speed (dict.update of zipped lists, map() of the dict's own method), the results joined and
+written with one copy each, the count written; per element.
+Run: python benchmarks/bench_floor.py [--batches]
 """
 import ctypes
 import os
@@ -90,6 +96,84 @@ class LeanestEmulator:
         raise NotImplementedError
 
 
+BATCH = 256
+
+
+def batch_floor(syscall, nr, rounds=5, reps=2000):
+    """Per-element time of the kernel's batch commands and of the leanest Python batch,
+    taking turns, best of rounds."""
+    from collections import deque
+    attr = ctypes.create_string_buffer(168)
+    struct.pack_into("<IIII", attr, 0, 1, 4, 8, 1024)         # HASH, key 4, value 8
+    fd = syscall(nr, 0, attr, 168)
+    keys = ctypes.create_string_buffer(struct.pack(f"<{BATCH}I", *range(BATCH)), 4 * BATCH)
+    values = ctypes.create_string_buffer(bytes(8 * BATCH), 8 * BATCH)
+    out = ctypes.create_string_buffer(4)
+    kk, vv = ctypes.addressof(keys), ctypes.addressof(values)
+    upd = ctypes.create_string_buffer(struct.pack("<QQQQII", 0, 0, kk, vv, BATCH, fd), 168)
+    dele = ctypes.create_string_buffer(struct.pack("<QQQQII", 0, 0, kk, 0, BATCH, fd), 168)
+    look = ctypes.create_string_buffer(
+        struct.pack("<QQQQII", 0, ctypes.addressof(out), kk, vv, BATCH, fd), 168)
+    kview, vview = memoryview(keys).cast("B"), memoryview(values).cast("B")
+    elems = {}
+    lock = new_lock()
+
+    def py_update():
+        with lock:
+            kb, vb = kview[:4 * BATCH].tobytes(), vview[:8 * BATCH].tobytes()
+            elems.update(zip([kb[i:i + 4] for i in range(0, 4 * BATCH, 4)],
+                             [vb[i:i + 8] for i in range(0, 8 * BATCH, 8)]))
+            struct.pack_into("<I", upd, 32, BATCH)
+
+    def py_lookup():
+        ks = list(elems)[:BATCH]
+        kview[:4 * BATCH] = b"".join(ks)
+        vview[:8 * BATCH] = b"".join(map(elems.__getitem__, ks))
+        struct.pack_into("<I", look, 32, BATCH)
+
+    def py_delete():
+        with lock:
+            kb = kview[:4 * BATCH].tobytes()
+            deque(map(elems.__delitem__, [kb[i:i + 4] for i in range(0, 4 * BATCH, 4)]),
+                  maxlen=0)
+            struct.pack_into("<I", dele, 32, BATCH)
+
+    def kernel_cmd(cmd, a):
+        def run():
+            struct.pack_into("<I", a, 32, BATCH)
+            syscall(nr, cmd, a, 56)
+        return run
+    sides = {"kernel": (kernel_cmd(26, upd), kernel_cmd(24, look), kernel_cmd(27, dele)),
+             "python": (py_update, py_lookup, py_delete)}
+    best = {(side, op): float("inf") for side in sides for op in ("update", "lookup", "delete",
+                                                                  "pair")}
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for side, (update, lookup, delete) in sides.items():
+            t = clock()
+            for _ in range(reps):
+                update()
+            t_update = clock() - t
+            t = clock()
+            for _ in range(reps):
+                lookup()
+            t_lookup = clock() - t
+            t = clock()
+            for _ in range(reps):
+                update()            # the keys back, then delete them: a pair
+                delete()
+            t_pair = clock() - t
+            for op, dt in (("update", t_update), ("lookup", t_lookup), ("pair", t_pair)):
+                best[side, op] = min(best[side, op], dt / reps / BATCH)
+    for side in sides:
+        best[side, "delete"] = best[side, "pair"] - best[side, "update"]
+    for op in ("update", "lookup", "delete"):
+        k, p = best["kernel", op], best["python", op]
+        print(f"{op.upper() + '_BATCH':13} kernel {k * 1e9:5.0f} ns, leanest Python {p * 1e9:5.0f}"
+              f" ns an element (batches of {BATCH}), ratio {p / k:.2f}")
+    os.close(fd)
+
+
 def main():
     reason = HostKernel.available()
     if reason:
@@ -124,6 +208,8 @@ def main():
         print(f"{name:13} kernel {kernel * 1e9:5.0f} ns, leanest Python {python * 1e9:5.0f} ns, "
               f"ratio {python / kernel:.2f}")
     os.close(fd)
+    if "--batches" in sys.argv:
+        batch_floor(syscall, nr)
 
 
 if __name__ == "__main__":
