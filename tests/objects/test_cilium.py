@@ -8,6 +8,7 @@ Run as nobody under `bpfemu run`, its output must be the output of the same prog
 root on the live kernel; under the bpf_run fixture the test then reads what it left.
 """
 import ctypes
+import os
 import subprocess
 
 import pytest
@@ -53,7 +54,7 @@ def test_cilium_ebpf_matches_the_live_kernel(goload, emulated_output):
 
 def test_the_test_sees_what_the_go_program_left(goload, bpf_run):
     exe, obj = goload
-    pins = "/sys/fs/bpf/goload_"
+    pins = os.path.join(bpf_run.pin_root, "goload_")   # the real pin directory of the fixture
     r = bpf_run.run(as_nobody_prefix() + [exe, obj, pins])
     if r.returncode != 0 and "seccomp" in r.stderr:
         pytest.skip(f"bpfemu run is not usable here: {r.stderr.strip()}")

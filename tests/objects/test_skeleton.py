@@ -93,7 +93,7 @@ def test_the_test_sees_what_the_skeleton_left(skel_main, bpf_run):
     """Served by the test's own Emulator: the maps the program pinned, with the values it
     wrote through bpf() and through the skeleton's mmap() of .bss; programs and unpinned maps
     are gone with the program's fds (their closes seen in the child)."""
-    pins = "/sys/fs/bpf/skel_"       # libbpf would mkdir() a directory on the real fs
+    pins = os.path.join(bpf_run.pin_root, "skel_")     # the real pin directory of the fixture
     r = bpf_run.run(as_nobody_prefix() + [skel_main, pins])
     if r.returncode != 0 and "seccomp" in r.stderr:
         pytest.skip(f"bpfemu run is not usable here: {r.stderr.strip()}")
