@@ -40,9 +40,9 @@ import sys
 from array import array
 from bisect import bisect_left
 from functools import partial
-from collections import Counter, deque
-from itertools import compress, repeat
-from operator import add, and_, eq, ge, itemgetter, mul
+from collections import deque
+from itertools import repeat
+from operator import add, itemgetter, mul
 
 from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
 from .htab_store import MISS
@@ -927,41 +927,33 @@ class ColumnarStore:
     def unlink_many(self, slots: list) -> None:
         """unlink(l) for each of slots, in order (distinct linked elements)."""
         nxt, heads, elems, elem_key = self.elem_next, self.heads, self.elems, self.elem_key
+        hashes, mask = self.elem_hash, self.bucket_mask
         keys = _gather(elem_key, slots)
         old_next = _gather(nxt, slots)
-        is_listed = list(map(ge, old_next, repeat(-1)))     # else pending: its entry goes stale
-        listed = list(compress(slots, is_listed))
-        mask = self.bucket_mask
-        buckets = [h & mask for h in _gather(self.elem_hash, listed)]
-        old_heads = _gather(heads, buckets)
-        changed = []                            # (element, its old next) of predecessors
-        self.undo.append((self._undo_unlink_many, slots, keys, old_next, buckets, old_heads,
-                          changed, self.pending_stale))
+        changed = []                            # (bucket or ~element, old value), in order
+        self.undo.append((self._undo_unlink_many, slots, keys, old_next, changed,
+                          self.pending_stale))
         self._walk_forget()
-        if listed:
-            # An element alone of the batch in its bucket is unlinked apart from the others
-            # (at its bucket's head: the bucket starts at its next; else its predecessor,
-            # which stays, skips it); the others one by one, in order, bucket by bucket.
-            if len(set(buckets)) < len(buckets):
-                shared = {b for b, k in Counter(buckets).items() if k > 1}
-                alone = [b not in shared for b in buckets]
+        stale = 0
+        for l, n in zip(slots, old_next):
+            if n < -1:
+                stale += 1
+                continue
+            b = hashes[l] & mask
+            p = heads[b]
+            if p == l:
+                changed.append((b, l))
+                heads[b] = nxt[l]
             else:
-                alone = [True] * len(buckets)
-            at_head = list(map(and_, map(eq, old_heads, listed), alone))
-            consume(map(heads.__setitem__, compress(buckets, at_head),
-                        compress(compress(old_next, is_listed), at_head)))
-            if not all(at_head):
-                for l, b, h, a in zip(listed, buckets, at_head, alone):
-                    if h:
-                        continue
-                    if not a and heads[b] == l:
-                        heads[b] = nxt[l]
-                    else:
-                        self._unlink_after(l, b, changed)
-            consume(map(nxt.__setitem__, listed, repeat(PENDING)))
+                q = nxt[p]
+                while q != l:
+                    p = q
+                    q = nxt[p]
+                changed.append((~p, l))
+                nxt[p] = nxt[l]
+            nxt[l] = PENDING
         consume(map(elems.__delitem__, keys))
         consume(map(elem_key.__setitem__, slots, repeat(None)))
-        stale = len(slots) - len(listed)
         if stale:
             if not elems:                       # the last one: every entry is stale
                 self.undo.append(self._saved_pending())
@@ -984,13 +976,13 @@ class ColumnarStore:
         changed.append((p, l))
         nxt[p] = nxt[l]
 
-    def _undo_unlink_many(self, slots, keys, old_next, buckets, old_heads, changed,
-                          stale: int) -> None:
+    def _undo_unlink_many(self, slots, keys, old_next, changed, stale: int) -> None:
         nxt, heads, elem_key, elems = self.elem_next, self.heads, self.elem_key, self.elems
-        for p, n in reversed(changed):
-            nxt[p] = n
-        for b, h in zip(buckets, old_heads):
-            heads[b] = h
+        for where, old in reversed(changed):
+            if where < 0:
+                nxt[~where] = old
+            else:
+                heads[where] = old
         for l, n, k in zip(slots, old_next, keys):
             nxt[l] = n
             elem_key[l] = k

@@ -81,6 +81,16 @@ class FilledThenDeleted(Scenario):
         return cl, fd
 
 
+class FilledAndLinked(Scenario):
+    """A map filled, then walked once: its elements are in their bucket lists (the columnar
+    store links new elements only when something reads the buckets)."""
+
+    def setup(self, emu):
+        cl, fd = super().setup(emu)
+        assert cl.next_key(fd, None, 4)[0] == 0
+        return cl, fd
+
+
 # The calls test_interrupts.py stops with a signal, and more: every map type, both update
 # paths, the object commands.
 CASES = {name: INTERRUPTED_CASES[name] for name in (
@@ -118,6 +128,9 @@ CASES.update({
     "update-batch-reuse": (FilledThenDeleted(HASH, 8, 6, (1, 4, 2)),
                            batch_call(c.BPF_MAP_UPDATE_BATCH, [k32(i) for i in (7, 8, 9, 10)],
                                       [V] * 4, 4)),
+    "delete-batch-linked": (FilledAndLinked(HASH, 4, 4),
+                            batch_call(c.BPF_MAP_DELETE_BATCH, [k32(i) for i in (2, 0, 3, 1, 7)],
+                                       [], 5)),
     "lookup-and-delete-batch-20": (Scenario(HASH, 32, 20),
                                        batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 12)),
     "close-array": (Scenario(ARRAY, 8, 0), close_call),
