@@ -10,8 +10,7 @@ round-robin steal.  Function names follow the kernel so the two read side by sid
 A node is a number: node i is the hash map's element i (the kernel embeds struct
 bpf_lru_node in struct htab_elem).  The fields of struct bpf_lru_node are columns of
 the BpfLru, indexed by node: ``lru.next[node]``, ``lru.prev[node]``, ``lru.type[node]``,
-``lru.ref[node]``, ``lru.cpu[node]`` (11 bytes a node: next and prev are array("i"),
-the rest bytearrays).
+``lru.ref[node]``, ``lru.cpu[node]`` (a few bytes a node instead of a Python object).
 The list sentinels (struct list_head) are numbers too, after the nodes, with next and
 prev columns of their own entries.
 
@@ -32,7 +31,6 @@ the map.
 """
 from __future__ import annotations
 
-from array import array
 from typing import Callable, Iterator, Optional
 
 from ..undo import NO_JOURNAL, restore_attr, restore_item
@@ -165,14 +163,15 @@ class BpfLru:
         n_heads = NR_BPF_LRU_LIST_T * nr_cpus if self.percpu else (
             NR_BPF_LRU_LIST_T + NR_BPF_LRU_LOCAL_LIST_T * nr_cpus)
         total = nr_nodes + n_heads
-        # The links are 4-byte items (array('i')), not list entries (a pointer each, and an
-        # int object a node): an LRU map's nodes cost 11 bytes each beside its hash map.
-        self.next = array("i", list(range(total)))  # (from a list: made at its size)
-        self.prev = array("i", self.next)   # every sentinel points at itself: empty lists
+        # One int object per node, shared by both link columns (and by the hash map's
+        # index, which holds the same numbers): a list entry costs a pointer.
+        ids = list(range(total))
+        self.next = ids
+        self.prev = ids[:]                  # every sentinel points at itself: empty lists
         self.type = bytearray([BPF_LRU_LIST_T_FREE]) * total
         self.ref = bytearray(total)
         self.cpu = bytearray(total) if nr_cpus <= 256 else [0] * total
-        heads = iter(range(nr_nodes, total))
+        heads = iter(ids[nr_nodes:])
         if self.percpu:
             self.nr_scans = PERCPU_NR_SCANS
             self.common_lru = None
@@ -817,7 +816,8 @@ def bpf_lru_push_free(lru: BpfLru, node: int) -> None:
 
 def bpf_common_lru_populate(lru: BpfLru, nr_elems: int) -> None:
     free = lru.common_lru.lists[BPF_LRU_LIST_T_FREE]
-    for node in range(nr_elems):
+    ids = lru.next[:nr_elems]               # the nodes' own int objects
+    for node in ids:
         lru.type[node] = BPF_LRU_LIST_T_FREE
         lru.ref[node] = 0
         lru.cpu[node] = 0
@@ -830,7 +830,7 @@ def bpf_percpu_lru_populate(lru: BpfLru, nr_elems: int) -> None:
         # The kernel divides by zero here; hashtab rounds max_entries up to a
         # multiple of the CPU count so it cannot happen.
         raise ValueError("per-CPU LRU needs at least one node per CPU")
-    ids = range(nr_elems)
+    ids = lru.next[:nr_elems]               # the nodes' own int objects
     # CPU c owns nodes c*P .. c*P+P-1 (any remainder is left unused, as in the kernel).
     i = 0
     for cpu in range(lru.nr_cpus):
