@@ -10,7 +10,7 @@ memory (the whole per-CPU area for the per-CPU types).
 
 * HASH and PERCPU_HASH take elements from the store's freelist (LIFO, like a CPU's
   freelist); a preallocated HASH map's replaced element becomes the current CPU's spare
-  (``extra_elems``), as in alloc_htab_elem().
+  (the store's ``extra_elems``), as in alloc_htab_elem().
 * LRU maps: element i is preallocated LRU node i (the kernel embeds the node in the
   element), and the LRU lists of bpf_lru_list.c (lru.py) decide which node, hence which
   element, is reused.
