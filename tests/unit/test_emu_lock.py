@@ -179,12 +179,13 @@ def test_a_waiting_call_takes_the_lock_only_with_the_gil(monkeypatch):
     fd = emu.bpf(c.BPF_MAP_CREATE, attr, 168)
     results = []
     old = sys.getswitchinterval()
+    # Set first: a thread that starts waiting for the GIL reads the interval then.
+    sys.setswitchinterval(1.0)
     emu.lock.acquire()
     t = threading.Thread(target=lambda: results.append(_update(emu, fd, 1)))
     t.start()
     try:
         time.sleep(0.1)                         # the other thread finds the lock held
-        sys.setswitchinterval(1.0)
         emu.lock.release()
         end = time.perf_counter() + 0.03
         while time.perf_counter() < end:        # Python, with the GIL
