@@ -390,3 +390,22 @@ def in_forked_child(body) -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+class Stop(BaseException):
+    """What a test's trace function raises to stop a call at a line: like KeyboardInterrupt,
+    nothing in the emulator catches it."""
+
+
+def lock_is_free(lock) -> bool:
+    """Whether another thread can take lock (within 2 s): a stopped call did not leave it held."""
+    got = []
+
+    def take():
+        if lock.acquire(True, 2):
+            lock.release()
+            got.append(True)
+    t = threading.Thread(target=take)
+    t.start()
+    t.join()
+    return got == [True]

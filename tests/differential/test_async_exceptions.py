@@ -23,7 +23,7 @@ import bpfemu
 from bpfemu import Emulator
 from bpfemu.maps.lru import bpf_lru_dump
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Client
+from tests.support import NCPU, Client, Stop
 from tests.differential.abi_support import get_fd_by_id, map_id, obj_get, pin
 from tests.differential.test_interrupts import CASES as INTERRUPTED_CASES
 from tests.differential.test_interrupts import (ARRAY, HASH, LRU_HASH, PERCPU_HASH, Scenario,
@@ -39,10 +39,6 @@ VP = V * NCPU
 MAX_POINTS = 4000          # the long run: every line of a call up to this many
 FIRST_POINTS = 30          # the default run: these first lines of a call, then
 SAMPLED_POINTS = 60        # about this many more spread over the rest of it
-
-
-class Stop(BaseException):
-    """What the trace function raises: like KeyboardInterrupt, nothing catches it."""
 
 
 def pin_call(emu, cl, fd):

@@ -12,7 +12,6 @@ import os
 import signal
 import struct
 import sys
-import threading
 import time
 
 import pytest
@@ -20,7 +19,8 @@ import pytest
 import bpfemu
 from bpfemu import Emulator
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Buf, Client, elem_attr
+from tests.support import NCPU, Client, elem_attr
+from tests.support import lock_is_free as support_lock_is_free
 
 PKG = os.path.dirname(bpfemu.__file__)
 # The entry: __sys_bpf and the decoded-call cache in front of it.
@@ -200,16 +200,7 @@ def run_case(name, k):
 
 
 def lock_is_free(emu) -> bool:
-    got = []
-
-    def take():
-        if emu.lock.acquire(True, 2):
-            emu.lock.release()
-            got.append(True)
-    t = threading.Thread(target=take)
-    t.start()
-    t.join()
-    return got == [True]
+    return support_lock_is_free(emu.lock)
 
 
 @pytest.fixture(autouse=True)

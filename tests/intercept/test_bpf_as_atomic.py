@@ -13,33 +13,15 @@ import ctypes
 import os
 import struct
 import sys
-import threading
 import types
 
 import bpfemu
 from bpfemu import Emulator
 from bpfemu.memory import ProcessMemory
 from bpfemu.uapi import consts as c
-from tests.support import Client
+from tests.support import Client, lock_is_free, Stop
 
 PKG = os.path.dirname(bpfemu.__file__)
-
-
-class Stop(BaseException):
-    """What the trace function raises: nothing catches it."""
-
-
-def _lock_is_free(lock) -> bool:
-    got = []
-
-    def take():
-        if lock.acquire(True, 2):
-            lock.release()
-            got.append(True)
-    t = threading.Thread(target=take)
-    t.start()
-    t.join()
-    return got == [True]
 
 
 def _stopped_update(k):
@@ -78,7 +60,7 @@ def _stopped_update(k):
     finally:
         sys.settrace(None)
     wrong = []
-    if not _lock_is_free(emu.lock):
+    if not lock_is_free(emu.lock):
         wrong.append("lock held")
     if (emu.mem, emu.fds, emu._cpu, emu._task, emu.bpffs.proc) != caller:
         wrong.append("the task is still current")

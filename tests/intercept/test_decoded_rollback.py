@@ -24,7 +24,7 @@ from bpfemu.intercept.run import Background
 from bpfemu.maps.htab_columns import ColumnarStore
 from bpfemu.maps.htab_store import SimpleStore
 from bpfemu.uapi import consts as c
-from tests.support import Client
+from tests.support import Client, lock_is_free, Stop
 
 N = 12              # keys a round
 FAILING = 7         # the key whose decoded call fails (calls 0 and 1 of a round are checked)
@@ -61,19 +61,6 @@ def _reference(store, cmd):
     return walk
 
 
-def _lock_is_free(lock) -> bool:
-    got = []
-
-    def take():
-        if lock.acquire(True, 2):
-            lock.release()
-            got.append(True)
-    t = threading.Thread(target=take)
-    t.start()
-    t.join()
-    return got == [True]
-
-
 @pytest.mark.parametrize("store", list(STORES))
 @pytest.mark.parametrize("cmd", list(CHANGES))
 def test_decoded_call_stopped_half_way_is_undone(ctool, monkeypatch, store, cmd):
@@ -105,7 +92,7 @@ def test_decoded_call_stopped_half_way_is_undone(ctool, monkeypatch, store, cmd)
         ret = real_decoded_as(task, call_cmd, run, generation)
         if fail:
             m = next(iter(emu.map_idr.objs.values()))
-            seen.append((ret, list(emu.undo), _lock_is_free(emu.lock), _walk(m), not armed))
+            seen.append((ret, list(emu.undo), lock_is_free(emu.lock), _walk(m), not armed))
         return ret
 
     monkeypatch.setattr(emu, "decoded_as", decoded_as)
@@ -132,10 +119,6 @@ def test_decoded_call_stopped_half_way_is_undone(ctool, monkeypatch, store, cmd)
     # The rollback forgot the decoded calls; the next two calls of the round decode again.
     assert bg.supervisor.decoded.served >= 3 * (N - 2) - 2
     emu.close_all()
-
-
-class Stop(BaseException):
-    """An exception injected into a thread (PyThreadState_SetAsyncExc): nothing catches it."""
 
 
 def _async_raise(thread_id: int, exc) -> None:
@@ -174,6 +157,6 @@ def test_exception_landing_as_the_decoded_call_takes_the_lock(monkeypatch):
                            emu.decoded_calls.generation if emu.decoded_calls else 0)
     finally:
         t.join()
-    assert _lock_is_free(emu.lock)
+    assert lock_is_free(emu.lock)
     assert emu.undo == [] and ran == []
     emu.close_all()

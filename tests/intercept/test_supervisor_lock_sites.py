@@ -8,9 +8,7 @@ emulator runs, for every k.
 """
 import ctypes
 import os
-import struct
 import sys
-import threading
 
 import pytest
 
@@ -18,26 +16,9 @@ import bpfemu
 from bpfemu import Emulator
 from bpfemu.intercept.supervisor import Supervisor
 from bpfemu.uapi import consts as c
-from tests.support import Client
+from tests.support import Client, lock_is_free, Stop
 
 PKG = os.path.dirname(bpfemu.__file__)
-
-
-class Stop(BaseException):
-    """What the trace function raises: nothing catches it."""
-
-
-def _lock_is_free(lock) -> bool:
-    got = []
-
-    def take():
-        if lock.acquire(True, 2):
-            lock.release()
-            got.append(True)
-    t = threading.Thread(target=take)
-    t.start()
-    t.join()
-    return got == [True]
 
 
 @pytest.fixture
@@ -108,7 +89,7 @@ def _stopped(op, k, listener, tmp_path):
         sys.settrace(None)
     env["file"].close()
     wrong = []
-    if not _lock_is_free(emu.lock):
+    if not lock_is_free(emu.lock):
         wrong.append("lock held")
     if emu.bpffs.proc is not None:
         wrong.append("bpffs left in the task's view")

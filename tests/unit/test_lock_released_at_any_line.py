@@ -7,7 +7,6 @@ program-side operations ran as part of a call never closed, with no journal mark
 import os
 import struct
 import sys
-import threading
 
 import pytest
 
@@ -15,26 +14,9 @@ import bpfemu
 from bpfemu import Emulator
 from bpfemu.progs import DataPlane
 from bpfemu.uapi import consts as c
-from tests.support import Client
+from tests.support import Client, lock_is_free, Stop
 
 PKG = os.path.dirname(bpfemu.__file__)
-
-
-class Stop(BaseException):
-    """What the trace function raises: nothing catches it."""
-
-
-def _lock_is_free(lock) -> bool:
-    got = []
-
-    def take():
-        if lock.acquire(True, 2):
-            lock.release()
-            got.append(True)
-    t = threading.Thread(target=take)
-    t.start()
-    t.join()
-    return got == [True]
 
 
 def _map_of(emu, fd):
@@ -70,7 +52,7 @@ def _stopped(op, k):
         pass
     finally:
         sys.settrace(None)
-    free = _lock_is_free(emu.lock)
+    free = lock_is_free(emu.lock)
     if free:
         emu.close_all()
     return seen, free
