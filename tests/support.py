@@ -15,6 +15,7 @@ import threading
 from errno import (E2BIG, EACCES, EBADF, EBADFD, EBUSY, EEXIST, EFAULT, EINVAL,  # noqa: F401
                    EMFILE, ENOENT, ENOMEM, ENOSPC, ENOTDIR, EOPNOTSUPP, EPERM)
 
+import bpfemu
 from bpfemu import Emulator, HostKernel
 from bpfemu.errors import ENOTSUPP  # noqa: F401  (524: kernel-internal, no name in errno)
 from bpfemu.profile import KernelProfile, get_profile, host_possible_cpus, profile_name_for_release
@@ -409,3 +410,31 @@ def lock_is_free(lock) -> bool:
     t.start()
     t.join()
     return got == [True]
+
+
+def stop_at_line(k: int, call, stopped="stopped"):
+    """(call()'s result, the lines run): call() with Stop raised by a trace function at the
+    k-th line it runs in the bpfemu package; the result is ``stopped`` if it was stopped."""
+    pkg = os.path.dirname(bpfemu.__file__)
+    seen = 0
+
+    def local(frame, event, arg):
+        nonlocal seen
+        if event == "line":
+            seen += 1
+            if seen == k:
+                raise Stop
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename.startswith(pkg) else None
+
+    result = stopped
+    sys.settrace(tracer)
+    try:
+        result = call()
+    except Stop:
+        pass
+    finally:
+        sys.settrace(None)
+    return result, seen

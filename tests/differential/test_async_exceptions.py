@@ -23,7 +23,7 @@ import bpfemu
 from bpfemu import Emulator
 from bpfemu.maps.lru import bpf_lru_dump
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Client, Stop
+from tests.support import NCPU, Client, Stop, stop_at_line
 from tests.differential.abi_support import get_fd_by_id, map_id, obj_get, pin
 from tests.differential.test_interrupts import CASES as INTERRUPTED_CASES
 from tests.differential.test_interrupts import (ARRAY, HASH, LRU_HASH, PERCPU_HASH, Scenario,
@@ -186,27 +186,7 @@ def run_case(name, store, k, bpffs):
     call = make_call(emu, cl, fd)
     if k == 0:
         return None, 0, emu
-    seen = 0
-
-    def local(frame, event, arg):
-        nonlocal seen
-        if event == "line":
-            seen += 1
-            if seen == k:
-                raise Stop
-        return local
-
-    def tracer(frame, event, arg):
-        return local if frame.f_code.co_filename.startswith(PKG) else None
-
-    result = "stopped"
-    sys.settrace(tracer)
-    try:
-        result = call()
-    except Stop:
-        pass
-    finally:
-        sys.settrace(None)
+    result, seen = stop_at_line(k, call)
     return result, seen, emu
 
 

@@ -10,18 +10,13 @@ supervised program's memory), and a stop at its ``with`` statement's exit left t
 held.
 """
 import ctypes
-import os
 import struct
-import sys
 import types
 
-import bpfemu
 from bpfemu import Emulator
 from bpfemu.memory import ProcessMemory
 from bpfemu.uapi import consts as c
-from tests.support import Client, lock_is_free, Stop
-
-PKG = os.path.dirname(bpfemu.__file__)
+from tests.support import Client, lock_is_free, stop_at_line
 
 
 def _stopped_update(k):
@@ -38,27 +33,7 @@ def _stopped_update(k):
     attr = ctypes.create_string_buffer(
         struct.pack("<IIQQQ", fd, 0, ctypes.addressof(kb), ctypes.addressof(vb), 0), 168)
     caller = (emu.mem, emu.fds, emu._cpu, emu._task, emu.bpffs.proc)
-    seen = 0
-
-    def local(frame, event, arg):
-        nonlocal seen
-        if event == "line":
-            seen += 1
-            if seen == k:
-                raise Stop
-        return local
-
-    def tracer(frame, event, arg):
-        return local if frame.f_code.co_filename.startswith(PKG) else None
-
-    got = "stopped"
-    sys.settrace(tracer)
-    try:
-        got = emu.bpf_as(task, c.BPF_MAP_UPDATE_ELEM, attr, 32)
-    except Stop:
-        pass
-    finally:
-        sys.settrace(None)
+    got, seen = stop_at_line(k, lambda: emu.bpf_as(task, c.BPF_MAP_UPDATE_ELEM, attr, 32))
     wrong = []
     if not lock_is_free(emu.lock):
         wrong.append("lock held")

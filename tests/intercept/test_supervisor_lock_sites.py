@@ -8,17 +8,13 @@ emulator runs, for every k.
 """
 import ctypes
 import os
-import sys
 
 import pytest
 
-import bpfemu
 from bpfemu import Emulator
 from bpfemu.intercept.supervisor import Supervisor
 from bpfemu.uapi import consts as c
-from tests.support import Client, lock_is_free, Stop
-
-PKG = os.path.dirname(bpfemu.__file__)
+from tests.support import Client, lock_is_free, stop_at_line
 
 
 @pytest.fixture
@@ -67,26 +63,7 @@ def _stopped(op, k, listener, tmp_path):
     env = {"path": ctypes.create_string_buffer(str(tmp_path).encode() + b"\0"),
            "buf": ctypes.create_string_buffer(256),
            "file": open(tmp_path / "f", "w"), "f": _a_file(emu)}
-    seen = 0
-
-    def local(frame, event, arg):
-        nonlocal seen
-        if event == "line":
-            seen += 1
-            if seen == k:
-                raise Stop
-        return local
-
-    def tracer(frame, event, arg):
-        return local if frame.f_code.co_filename.startswith(PKG) else None
-
-    sys.settrace(tracer)
-    try:
-        op(sup, emu, env)
-    except Stop:
-        pass
-    finally:
-        sys.settrace(None)
+    _, seen = stop_at_line(k, lambda: op(sup, emu, env))
     env["file"].close()
     wrong = []
     if not lock_is_free(emu.lock):

@@ -4,19 +4,14 @@ is raised at (bpfemu/undo.py: Python 3.11 traces the line of a ``with`` statemen
 release). A trace function raises at the k-th line the emulator runs, for every k; the lock
 must be free afterwards. Held, it hung every other thread's call, and the holder's own later
 program-side operations ran as part of a call never closed, with no journal mark."""
-import os
 import struct
-import sys
 
 import pytest
 
-import bpfemu
 from bpfemu import Emulator
 from bpfemu.progs import DataPlane
 from bpfemu.uapi import consts as c
-from tests.support import Client, lock_is_free, Stop
-
-PKG = os.path.dirname(bpfemu.__file__)
+from tests.support import Client, lock_is_free, stop_at_line
 
 
 def _map_of(emu, fd):
@@ -32,26 +27,7 @@ def _stopped(op, k):
     emu = Emulator(seed=1)
     fd = Client(emu).create(c.BPF_MAP_TYPE_HASH, 4, 8, 8)
     assert Client(emu).update(fd, struct.pack("<I", 1), b"\0" * 8) == 0
-    seen = 0
-
-    def local(frame, event, arg):
-        nonlocal seen
-        if event == "line":
-            seen += 1
-            if seen == k:
-                raise Stop
-        return local
-
-    def tracer(frame, event, arg):
-        return local if frame.f_code.co_filename.startswith(PKG) else None
-
-    sys.settrace(tracer)
-    try:
-        op(emu, fd)
-    except Stop:
-        pass
-    finally:
-        sys.settrace(None)
+    _, seen = stop_at_line(k, lambda: op(emu, fd))
     free = lock_is_free(emu.lock)
     if free:
         emu.close_all()
