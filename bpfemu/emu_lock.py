@@ -59,6 +59,8 @@ class _RLock(_thread.RLock):
     def _get_value(self) -> int:
         return 1
 
+    _is_mine = _thread.RLock._is_owned      # SemLock's name, as the entries ask it
+
 
 def track(emu) -> None:
     """Give the emulator a new lock in a child made by fork()."""

@@ -109,7 +109,12 @@ class Emulator:
         if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
             wait_turn(lock)
         try:
-            lock.acquire()                      # inside the try: see undo.py, "The lock"
+            lock.acquire()
+        except BaseException:                   # see undo.py, "The lock"
+            if lock._is_mine():
+                lock.release()
+            raise
+        try:
             saved = self.mem, self.fds, self._cpu, self._task, self.bpffs.proc
             try:
                 self.mem, self.fds, self._cpu, self._task = task.mem, task.fds, -1, task
@@ -137,7 +142,12 @@ class Emulator:
         if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
             wait_turn(lock)
         try:
-            lock.acquire()                      # inside the try: see undo.py, "The lock"
+            lock.acquire()
+        except BaseException:                   # see undo.py, "The lock"
+            if lock._is_mine():
+                lock.release()
+            raise
+        try:
             calls = self.decoded_calls
             if calls is None or calls.generation != generation:
                 return None

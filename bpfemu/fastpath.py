@@ -127,7 +127,12 @@ class DecodedCalls:
                 if not lock._get_value():       # held: wait for it with the GIL (emu_lock.py)
                     wait_turn(lock)
                 try:
-                    lock.acquire()              # inside the try: see undo.py, "The lock"
+                    lock.acquire()
+                except BaseException:                   # see undo.py, "The lock"
+                    if lock._is_mine():
+                        lock.release()
+                    raise
+                try:
                     if undo:
                         undo_call(self.emu)     # a call stopped where it could not roll back
                     undo.append(MARK)
@@ -178,7 +183,12 @@ class DecodedCalls:
             if not lock._get_value():           # held: wait for it with the GIL (emu_lock.py)
                 wait_turn(lock)
             try:
-                lock.acquire()                  # inside the try: see undo.py, "The lock"
+                lock.acquire()
+            except BaseException:                   # see undo.py, "The lock"
+                if lock._is_mine():
+                    lock.release()
+                raise
+            try:
                 if undo:
                     undo_call(self.emu)
                 undo.append(MARK)

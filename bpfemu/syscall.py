@@ -131,7 +131,12 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
     if not lock._get_value():                   # held: wait for it with the GIL (emu_lock.py)
         wait_turn(lock)
     try:
-        lock.acquire()                          # inside the try: see undo.py, "The lock"
+        lock.acquire()
+    except BaseException:                   # see undo.py, "The lock"
+        if lock._is_mine():
+            lock.release()
+        raise
+    try:
         if undo:
             undo_call(emu)                      # a call stopped where it could not roll back
         undo.append(MARK)

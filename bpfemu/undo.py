@@ -27,13 +27,17 @@ the lock's release. Lines of the functions they call are traced as usual. Except
 injected with PyThreadState_SetAsyncExc land only where the interpreter checks for them
 (after a call, at a backward jump), all of them covered.
 
-The lock: the entry takes the emulator's lock with ``lock.acquire()`` as the first statement
-of the ``try`` whose ``finally`` releases it (a ``with`` statement costs more: it looks up and
-binds ``__enter__`` and ``__exit__`` at every call). Python checks for an injected exception
-after a call returns, so one can land right after ``acquire()`` has taken the lock, inside
-the ``try``: released. Nothing before the call inside the ``try`` can raise (the frame's
-line events are off under a trace function), and the lock's ``acquire()`` without a timeout
-does not fail.
+The lock: the entry takes the emulator's lock with ``lock.acquire()`` in a ``try`` of its own,
+then runs the call in the ``try`` whose ``finally`` releases it (a ``with`` statement costs
+more: it looks up and binds ``__enter__`` and ``__exit__`` at every call). Two exceptions can
+come out of that ``acquire()``: one injected, which Python delivers after the call returns,
+the lock taken; and one a signal handler raises while the thread waits in ``acquire()`` (a
+Ctrl-C while another thread holds the lock), the lock not taken. The first ``try``'s handler
+tells them apart by asking the lock whether this thread holds it, lets go of it in the first
+case, and re-raises: either way nothing of the call has run, and nothing is rolled back (the
+journal may hold the entries of the thread that holds the lock). Nothing between the two
+``try`` statements checks for injected exceptions (only calls and backward jumps do), and the
+frame's line events are off under a trace function.
 
 Writes to the caller's memory are not journaled: a call that raised has no outputs the
 caller may rely on. Neither are the caches that only speed things up and are rebuilt on
@@ -220,7 +224,12 @@ def atomic(emu, fn, *args, objects: bool = False):
     if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
         wait_turn(lock)
     try:
-        lock.acquire()              # inside the try: see "The lock" above
+        lock.acquire()
+    except BaseException:                   # see undo.py, "The lock"
+        if lock._is_mine():
+            lock.release()
+        raise
+    try:
         if undo:
             undo_call(emu)          # left by a call stopped where it could not roll back
         undo.append(MARK)
