@@ -322,8 +322,10 @@ def delete_call(mem, m, key_ptr: int):
         if own is not None:
             return own(m, key_view)
 
+        key_buf = Memory.char_array(key_view)   # .raw: cheaper than key_view.tobytes()
+
         def pinned_delete():
-            op(m, key_view.tobytes())
+            op(m, key_buf.raw)
             return 0
         return pinned_delete
     read_key = mem.reader(key_ptr, m.key_size)
@@ -370,8 +372,10 @@ def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
                 return 0
             return pinned_first_key
 
+        key_buf = Memory.char_array(key_view)   # .raw: cheaper than key_view.tobytes()
+
         def pinned_get_next_key():
-            next_buf.raw = op(m, key_view.tobytes())
+            next_buf.raw = op(m, key_buf.raw)
             return 0
         return pinned_get_next_key
     write_next = mem.writer(next_key_ptr, key_size)
