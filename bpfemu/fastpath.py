@@ -78,11 +78,12 @@ class LastCall(NamedTuple):
     attr_bytes: bytes
     run: Callable
     lockless: bool
+    lock: object                        # the emulator's lock, read once (a fork forgets it)
 
 
 # sys_bpf unpacks it at every call: kept as a plain tuple, which UNPACK_SEQUENCE takes
 # without the iterator protocol a tuple subclass costs.
-NO_CALL = tuple(LastCall(None, None, None, None, None, None))
+NO_CALL = tuple(LastCall(None, None, None, None, None, None, None))
 
 
 class DecodedCalls:
@@ -106,7 +107,7 @@ class DecodedCalls:
         """bpf(cmd, attr, size): a decoded call if there is one for it, else the entry.
         Atomic as the entry's calls are (bpfemu/undo.py): a call that anything but a
         BpfError stops is rolled back."""
-        last_attr, last_cmd, last_size, last_bytes, run, lockless = self.last
+        last_attr, last_cmd, last_size, last_bytes, run, lockless, lock = self.last
         try:                                    # (free in Python 3.11: no set-up)
             if (last_attr is attr and (last_cmd is cmd or last_cmd == cmd)
                     and last_size == size and attr.raw == last_bytes):
@@ -123,7 +124,6 @@ class DecodedCalls:
                 if _gettrace() is not None:
                     _getframe().f_trace = None  # no line events here: see undo.py
                 undo = self.undo
-                lock = self.emu.lock
                 if not lock._get_value():       # held: wait for it with the GIL (emu_lock.py)
                     wait_turn(lock)
                 try:
@@ -243,7 +243,7 @@ class DecodedCalls:
         generation before it empties last) cannot leave a stale call there."""
         if call.has_raw:                        # the first check reads attr.raw
             self.last = tuple(LastCall(call.attr, call.cmd, call.size, call.attr_bytes,
-                                       call.run, call.lockless))
+                                       call.run, call.lockless, self.emu.lock))
             if self.generation != generation:
                 self.last = NO_CALL
 
@@ -332,8 +332,10 @@ def delete_call(mem, m, key_ptr: int):
         if own is not None:
             return own(m, key_view)
 
+        key_buf = Memory.char_array(key_view)   # .raw: cheaper than key_view.tobytes()
+
         def pinned_delete():
-            op(m, key_view.tobytes())
+            op(m, key_buf.raw)
             return 0
         return pinned_delete
     read_key = mem.reader(key_ptr, m.key_size)
@@ -380,8 +382,10 @@ def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):
                 return 0
             return pinned_first_key
 
+        key_buf = Memory.char_array(key_view)   # .raw: cheaper than key_view.tobytes()
+
         def pinned_get_next_key():
-            next_buf.raw = op(m, key_view.tobytes())
+            next_buf.raw = op(m, key_buf.raw)
             return 0
         return pinned_get_next_key
     write_next = mem.writer(next_key_ptr, key_size)

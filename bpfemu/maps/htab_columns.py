@@ -388,15 +388,18 @@ class ColumnarStore:
         self.walk_order = NO_WALK           # _walk_forget(), inlined: the lists change
         self.walk_steps = 0
         if nxt[l] < -1:                     # pending: its entry in pending goes stale
-            undo.append((self.relink, l, keys[l], self.pending_stale, 0, PENDING, PENDING))
-            del self.elems[keys[l]]
+            key = keys[l]
+            elems = self.elems
+            stale = self.pending_stale
+            undo.append((self.relink, l, key, stale, 0, PENDING, PENDING))
+            del elems[key]
             keys[l] = None
-            if not self.elems:              # the last one: every entry is stale
+            if not elems:                   # the last one: every entry is stale
                 undo.append(self._saved_pending())
                 self._pending_done()
                 return
-            self.pending_stale += 1
-            if self.pending_stale > 4 * len(self.elems) + 4096:
+            self.pending_stale = stale = stale + 1
+            if stale > 4 * len(elems) + 4096:
                 # Inserts and deletes and no walk: keep it short. (Rarely: a map emptied by
                 # deletes has its entries dropped whole when its last element goes.)
                 undo.append(self._saved_pending())

@@ -54,7 +54,7 @@ def test_exception_of_ours_becomes_an_errno_and_a_warning(exc, err, path, cmd):
         for call in calls.calls.values():
             call.run = _raising(exc)
         last = calls.last
-        calls.last = (last[0], last[1], last[2], last[3], _raising(exc), last[5])
+        calls.last = last[:4] + (_raising(exc),) + last[5:]
         if path == "decoded":
             calls.last = NO_CALL
     try:
