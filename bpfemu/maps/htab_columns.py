@@ -149,6 +149,7 @@ class ColumnarStore:
         # Undo entries' functions, bound once (a bound method per call costs).
         self.undo_add_head = self._undo_add_head
         self.relink = self._relink
+        self.relink_pending = self._relink_pending
         self.unreplace = self._unreplace
         self.unreplace_pending = self._unreplace_pending
         self.unalloc = self._unalloc
@@ -391,7 +392,7 @@ class ColumnarStore:
             key = keys[l]
             elems = self.elems
             stale = self.pending_stale
-            undo.append((self.relink, l, key, stale, 0, PENDING, PENDING))
+            undo.append((self.relink_pending, l, key, stale))
             del elems[key]
             keys[l] = None
             if not elems:                   # the last one: every entry is stale
@@ -434,6 +435,15 @@ class ColumnarStore:
             else:
                 self.elem_next[p] = l
             self.elem_next[l] = old_next
+        self.elems[key] = l
+        self.elem_key[l] = key
+        self.pending_stale = pending_stale
+        self._walk_forget()
+        self._take_back(l)
+
+    def _relink_pending(self, l: int, key: bytes, pending_stale: int) -> None:
+        """_relink for a pending element (in no list: its elem_next is still PENDING), with
+        a shorter entry: the one a delete after the fill journals."""
         self.elems[key] = l
         self.elem_key[l] = key
         self.pending_stale = pending_stale
