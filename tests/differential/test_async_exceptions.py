@@ -38,7 +38,7 @@ V = b"\x77" * 8
 VP = V * NCPU
 MAX_POINTS = 4000          # the long run: every line of a call up to this many
 FIRST_POINTS = 30          # the default run: these first lines of a call, then
-SAMPLED_POINTS = 60        # about this many more spread over the rest of it
+SAMPLED_POINTS = 25         # about this many more spread over the rest of it
 
 
 def pin_call(emu, cl, fd):
