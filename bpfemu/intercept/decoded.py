@@ -120,7 +120,7 @@ class NotifiedCall:
     anyway faults exactly when the call's own bytes would."""
     __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "generation", "mem", "run", "buf",
                  "iov", "local", "remote", "nlocal", "nremote", "expected", "attr_ptr",
-                 "spans", "total")
+                 "spans", "total", "window_page", "merged")
 
     def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,
                  generation: int, decodable: tuple):
@@ -147,12 +147,23 @@ class NotifiedCall:
         self.total = size + sum(n for _, n in spans)  # the length of data
         self.buf = ctypes.create_string_buffer(max(self.total, 1))
         self.iov = ctypes.create_string_buffer((2 * len(spans) + 4) * _IOVEC.size)
+        # The page an attr must be in to be read with the spans in one iovec (one span only).
+        self.window_page = spans[0][0] // _PAGE if len(spans) == 1 else None
+        self.merged, self.attr_ptr = False, None
         self.aim(attr_ptr)
 
     def aim(self, attr_ptr: int) -> None:
         """Set up the read for the attr at attr_ptr (the spans stay where they are)."""
         size, spans = self.size, self.spans
+        if (not self.merged and self.attr_ptr is not None
+                and attr_ptr // _PAGE != self.window_page):
+            # Still apart from the spans (an attr that moves on every call, as a caller's
+            # new stack or heap object): only its remote iovec, the first, changes.
+            _IOVEC.pack_into(self.iov, self.nlocal * _IOVEC.size, attr_ptr, size)
+            self.attr_ptr = attr_ptr
+            return
         local = ctypes.addressof(self.buf)
+        self.merged = False
         if len(spans) == 1:
             lo, n = spans[0]
             start, end = min(attr_ptr, lo), max(attr_ptr + size, lo + n)
@@ -162,6 +173,7 @@ class NotifiedCall:
                 gap = (_GAP_ADDR, end - start - size - n)
                 self._set(attr_ptr, [attr, gap, window] if attr_ptr < lo else [window, gap, attr],
                           [(start, end - start)])
+                self.merged = True
                 return
         locals_ = [(local, size)]
         local += size

@@ -132,6 +132,8 @@ def _read_plan_case(attr_off: int, key_off: int, value_off: int, moved_attr_off=
     (200, 210, 300, None, 2),            # key inside the attr: no scatter
     (100, 200, 300, 4200, 2),            # the attr moves to another page ...
     (4200, 200, 300, 600, 1),            # ... and back into the window's page
+    (4200, 200, 300, 4400, 2),           # ... or within the other page
+    (4200, 200, 1300, 4400, 3),          # ... with key and value read apart
 ])
 def test_one_read_places_attr_key_and_value(attr_off, key_off, value_off, moved,
                                             remote_iovecs):
