@@ -151,6 +151,16 @@ def _split(buf: bytes, size: int, start: int, end: int) -> list:
     return [buf[o:o + size] for o in range(start * size, end * size, size)]
 
 
+def _before_first_repeat(items: list) -> int:
+    """How many of items come before the first one seen earlier in the list (all: none is)."""
+    seen = set()
+    for i, x in enumerate(items):
+        if x in seen:
+            return i
+        seen.add(x)
+    return len(items)
+
+
 def htab_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start: int,
                           end: int) -> int:
     """htab_map_update_elem() (or the per-CPU syscall update) of elements start.. of a
@@ -176,12 +186,7 @@ def htab_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start: int
         n = found.index(next(x for x in found if x is not None))
         keys = keys[:n]
     if len(set(keys)) < n:                      # a key repeated: the second is a replace
-        seen = set()
-        for i, k in enumerate(keys):
-            if k in seen:
-                n = i
-                break
-            seen.add(k)
+        n = _before_first_repeat(keys)
         keys = keys[:n]
     size = htab.slot_size
     store.alloc_add_many(keys, vbuf[start * size:(start + n) * size])
@@ -198,12 +203,7 @@ def htab_map_delete_elems(htab, kbuf: bytes, start: int, end: int) -> int:
     n = found.index(None) if None in found else len(found)
     slots = found[:n]
     if len(set(slots)) < n:                     # a key repeated: the second is ENOENT
-        seen = set()
-        for i, l in enumerate(slots):
-            if l in seen:
-                n = i
-                break
-            seen.add(l)
+        n = _before_first_repeat(slots)
         slots = slots[:n]
     if not n:
         return start
