@@ -593,6 +593,38 @@ def test_delete_batch_stops_at_missing_key(client, hash_type):
     assert client.lookup(fd, u32(12), vs)[0] == 0
 
 
+def test_batches_with_a_repeated_key(both, hash_type):
+    """A key twice in one batch, compared with the kernel: UPDATE_BATCH [2, 3, 2, 4] replaces
+    2 with the later value; DELETE_BATCH [2, 3, 2, 4] stops at the second 2 (ENOENT, count 2),
+    4 stays. (The bulk paths stop a run at a repeated key: htab_batch.py.)"""
+    outs = []
+    for cl in both:
+        fd = create(cl, hash_type, max_entries=16)
+        keys = Buf(b"".join(u32(i) for i in (2, 3, 2, 4)))
+        vb = Buf(b"".join(values_of(hash_type, 8, 4, 7)))
+        res = [batch(cl.b, UPDATE_BATCH, fd, keys=keys.addr, values=vb.addr, count=4)]
+        res.append(lookup_all(cl, hash_type, fd))
+        res.append(batch(cl.b, DELETE_BATCH, fd, keys=keys.addr, count=4))
+        res.append(lookup_all(cl, hash_type, fd))
+        outs.append(res)
+    assert outs[0] == outs[1]
+    assert outs[0][0] == (0, 4) and outs[0][2] == (-ENOENT, 2)
+
+
+def test_update_batch_repeated_key_then_full(both):
+    """HASH of 3 entries, UPDATE_BATCH [2, 3, 2, 4, 5]: the second 2 is a replace, 4 fills
+    the map, 5 is E2BIG with count 4; as on the kernel."""
+    outs = []
+    for cl in both:
+        fd = cl.create(HASH, 4, 8, 3)
+        keys = Buf(b"".join(u32(i) for i in (2, 3, 2, 4, 5)))
+        vb = Buf(b"".join(values_of(HASH, 8, 5, 3)))
+        outs.append((batch(cl.b, UPDATE_BATCH, fd, keys=keys.addr, values=vb.addr, count=5),
+                     lookup_all(cl, HASH, fd)))
+    assert outs[0] == outs[1]
+    assert outs[0][0] == (-E2BIG, 4)
+
+
 @pytest.mark.parametrize("fault_at", [0, 2])
 def test_delete_batch_fault(client, hash_type, fault_at):
     fd = create(client, hash_type, max_entries=16)
