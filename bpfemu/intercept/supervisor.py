@@ -15,6 +15,7 @@ import os
 import select
 import struct
 import sys
+import threading
 from sys import _getframe, gettrace as _gettrace
 
 from ..errors import BpfError
@@ -55,6 +56,50 @@ _NOTIF_RECV, _NOTIF_SEND = seccomp.NOTIF_RECV, seccomp.NOTIF_SEND
 _NR_BPF, _ARCH_X86_64 = seccomp.NR_BPF, seccomp.AUDIT_ARCH_X86_64
 
 
+_GONE_OR_NOT_RECEIVED = object()                 # serve_next() received no notification
+
+
+def _tree_gone(listener: int) -> bool:
+    """The listener polls POLLHUP: no process uses the filter any more."""
+    p = select.poll()
+    p.register(listener, _POLLIN)
+    return any(ev & _POLLHUP for _fd, ev in p.poll(0))
+
+
+class CloseReaper:
+    """A thread that releases the open files the tree closed for good (Supervisor.reap)
+    while the supervisor's loop waits in NOTIF_RECV: it waits on the inotify fd, and on a
+    pipe that stop() writes to."""
+
+    def __init__(self, sup):
+        self.sup = sup
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self.thread = threading.Thread(target=self._run, name="bpfemu-close-reaper",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.sup.files.inotify_fd, _POLLIN)
+        poller.register(self._stop_r, _POLLIN)
+        while True:
+            for fd, _ev in poller.poll():
+                if fd == self._stop_r:
+                    return
+                try:
+                    self.sup.reap()
+                except Exception:
+                    import traceback
+                    sys.stderr.write("bpfemu: internal error releasing closed map fds "
+                                     f"(please report):\n{traceback.format_exc()}")
+
+    def stop(self) -> None:
+        os.write(self._stop_w, b"x")
+        self.thread.join()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+
+
 class Supervisor:
     """Serves the calls notified on ``listener`` from ``emu``.
 
@@ -84,6 +129,9 @@ class Supervisor:
 
     def serve(self) -> None:
         """Serve until no process uses the filter any more (or stop_fd is readable)."""
+        if self.stop_fd is None and self.trace is None:
+            self._serve_in_recv()
+            return
         poller = select.poll()
         listener, inotify_fd = self.listener, self.files.inotify_fd
         poller.register(listener, _POLLIN)
@@ -106,14 +154,30 @@ class Supervisor:
         finally:
             self.close()
 
-    def serve_next(self) -> None:
+    def _serve_in_recv(self) -> None:
+        """serve() without a poll() per call: the loop waits in NOTIF_RECV itself, which
+        returns ENOENT once no process uses the filter any more (recv_wait_event() checks
+        the filter's users, as the listener's POLLHUP does). Closes are reaped by a thread
+        that waits on the inotify fd alone (CloseReaper); a stop_fd or a trace needs the
+        poll loop, whose order of events the trace relies on."""
+        reaper = CloseReaper(self)
+        listener, serve_next = self.listener, self.serve_next
+        try:
+            while True:
+                if serve_next() is _GONE_OR_NOT_RECEIVED and _tree_gone(listener):
+                    return
+        finally:
+            reaper.stop()
+            self.close()
+
+    def serve_next(self):
         """Receive the next notification and serve it. The common case, an x86_64 element
         call that repeats its attr, is served decoded here; everything else by handle()."""
         try:
             buf = _ioctl(self.listener, _NOTIF_RECV, _RECV_ARG, False)
         except OSError as e:
-            if e.errno in (_ENOENT, _EINTR):     # the caller went away before RECV
-                return
+            if e.errno in (_ENOENT, _EINTR):     # the caller went away before RECV, or
+                return _GONE_OR_NOT_RECEIVED     # (ENOENT) no process uses the filter
             raise
         notif_id, tid, nr, arch, a0, a1, a2 = _NOTIF_HEAD.unpack_from(buf)
         if nr == _NR_BPF and arch == _ARCH_X86_64 and self.trace is None:
@@ -160,11 +224,13 @@ class Supervisor:
         """Release the open files the tree has closed for good (their maps' references)."""
         if _gettrace() is not None:
             _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
-        released = self.files.reap()
-        if not released:
-            return
         emu = self.emu
+        # Under the lock, as every other change of self.files: the CloseReaper thread
+        # reaps beside the loop's checked calls.
         with emu.lock:
+            released = self.files.reap()
+            if not released:
+                return
             for f in released:
                 emu.bpf_obj_put(f)
             emu.forget_decoded_calls()
@@ -274,8 +340,8 @@ class Supervisor:
     def _drop(self, f) -> None:
         if _gettrace() is not None:
             _getframe().f_trace = None      # the lock's release must not be skipped: undo.py
-        self.files.abandon(f)
         with self.emu.lock:
+            self.files.abandon(f)
             self.emu.bpf_obj_put(f)
 
     def _reply(self, notif_id: int, val: int, error: int, flags: int = 0) -> None:

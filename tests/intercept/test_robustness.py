@@ -164,3 +164,32 @@ def test_supervisor_thread_dying_fails_calls_instead_of_hanging(ctool, monkeypat
     with pytest.raises(RuntimeError, match="supervisor broke"):
         bg.wait(timeout=60)
     assert out == "create -1 ENOSYS\n"
+
+
+def test_run_loop_releases_a_closed_map_while_waiting_in_recv(ctool, tmp_path):
+    """`bpfemu run`'s loop waits in NOTIF_RECV, not in poll(): a map whose last fd is closed
+    is still released at once (the close-reaper thread), while the tree makes no call."""
+    import threading
+
+    from bpfemu.intercept.run import run
+    emu = Emulator()
+    out = tmp_path / "out"
+    go_r, go_w = os.pipe()
+    done = []
+    t = threading.Thread(target=lambda: done.append(
+        run(["sh", "-c", f"{ctool} create > {out} && read x"], emu, stdin=go_r)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert out.read_text() == "create 0 -\n"        # made, and ctool exited
+        while emu.map_idr.objs and time.monotonic() < deadline:
+            time.sleep(0.01)                    # sh waits on its stdin: no call comes
+        assert emu.map_idr.objs == {} and t.is_alive() and not done
+    finally:
+        os.write(go_w, b"\n")
+        t.join(60)
+        os.close(go_r)
+        os.close(go_w)
+    assert done == [0]
