@@ -28,10 +28,15 @@ import threading
 from dataclasses import dataclass
 
 from .libbpf_calls import SLOW, DirectCalls, PinnedCalls
-from .maps.core import PERCPU_VALUE_TYPES as _PERCPU_TYPES
-from .profile import host_possible_cpus
 from .uapi import consts as c
 
+# The map types whose syscall value is one 8-byte-aligned slot per possible CPU: maps/core.py's
+# PERCPU_VALUE_TYPES (tests/unit/test_import_cost.py checks they agree), not imported from
+# there, which would load every emulated map type for a layer over the kernel.
+_T = c.BpfMapType
+PERCPU_VALUE_TYPES = frozenset({_T.BPF_MAP_TYPE_PERCPU_HASH, _T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                                _T.BPF_MAP_TYPE_PERCPU_ARRAY, _T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
+_PERCPU_TYPES = PERCPU_VALUE_TYPES
 _HASH_TYPES = frozenset({c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH,
                          c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH})
 
@@ -664,7 +669,10 @@ class LibBpf:
 
     def libbpf_num_possible_cpus(self):
         nr = getattr(self.backend, "nr_cpus", None)
-        return nr if nr is not None else host_possible_cpus()
+        if nr is not None:
+            return nr
+        from .profile import host_possible_cpus
+        return host_possible_cpus()
 
     def close(self, fd):
         if isinstance(fd, int):
