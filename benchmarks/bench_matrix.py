@@ -45,6 +45,10 @@ MAP_TYPES = ("HASH", "PERCPU_HASH", "LRU_HASH", "LRU_PERCPU_HASH", "ARRAY", "PER
 ELEM_OPS = ("new", "replace", "hit", "miss", "walk", "delete", "walk_del", "lookup_and_delete")
 BATCH_OPS = ("UPDATE_BATCH", "LOOKUP_BATCH", "DELETE_BATCH")
 BATCH = 256
+# The raw calls under the layer rows (--layers-only prints them too): the LibBpf element rows
+# are a fill, hits and deletes; the batch rows a fill, a walk and deletes.
+LAYER_REFERENCE_OPS = ("new", "hit", "delete", "walk", "UPDATE_BATCH", "LOOKUP_BATCH",
+                       "DELETE_BATCH")
 _pack_u32 = struct.Struct("<I").pack_into
 _set_count = struct.Struct("<I").pack_into
 
@@ -376,7 +380,8 @@ def main(argv=None):
     ap.add_argument("--types", default=",".join(MAP_TYPES))
     ap.add_argument("--memory-sizes", default=None)
     ap.add_argument("--layers-only", action="store_true",
-                    help="only the LibBpf and Map rows (at the largest size, capped)")
+                    help="only the LibBpf and Map rows (at the largest size, capped), and "
+                         "the bpf() calls they make on a HASH map of that size")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in (args.sizes or ("1000,10000" if args.quick
                                               else "1000,100000,1000000")).split(",")]
@@ -423,6 +428,12 @@ def main(argv=None):
             # The layer over an unpinned and over a pinned emulator are the same here: the
             # layer builds its own buffers, so the "pinned" side is the layer as it stands.
             add((label, layer_n, ""), ts)
+        if args.layers_only:
+            # What the layers' calls cost without a layer, on a map of the same size in the
+            # same round: the bpf() rows the layer rows are read against.
+            res = run_cell_set(backends(), pins, T.BPF_MAP_TYPE_HASH, layer_n, cap, args.chunk, 8)
+            for op in LAYER_REFERENCE_OPS:
+                add(("bpf() HASH", layer_n, op), res[op])
 
     def ns(turns):
         return f"{_median([t / k for t, k in turns]) * 1e9:9.0f}" if turns else f"{'-':>9}"

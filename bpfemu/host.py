@@ -2,9 +2,7 @@
 import ctypes
 import errno as _errno
 import os
-import platform
 
-from .profile import host_possible_cpus
 from .uapi.consts import BpfCmd as _C
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "i686": 357, "armv7l": 386,
@@ -64,7 +62,7 @@ class HostKernel:
     next call runs on ``emu.cpu``."""
 
     def __init__(self):
-        machine = platform.machine()
+        machine = os.uname().machine            # platform.machine(), without importing it
         if machine not in _NR_BPF:
             raise OSError(f"no bpf() syscall number known for {machine}")
         self.nr_bpf = _NR_BPF[machine]
@@ -122,6 +120,7 @@ class HostKernel:
     @property
     def nr_cpus(self) -> int:
         """num_possible_cpus(): per-CPU values have this many slots."""
+        from .profile import host_possible_cpus
         return host_possible_cpus()
 
     @property

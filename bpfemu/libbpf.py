@@ -23,13 +23,20 @@ import ctypes
 import errno
 import os
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 
-from .maps.core import PERCPU_VALUE_TYPES as _PERCPU_TYPES
-from .profile import host_possible_cpus
+from .libbpf_calls import SLOW, DirectCalls, PinnedCalls
 from .uapi import consts as c
 
+# The map types whose syscall value is one 8-byte-aligned slot per possible CPU: maps/core.py's
+# PERCPU_VALUE_TYPES (tests/unit/test_import_cost.py checks they agree), not imported from
+# there, which would load every emulated map type for a layer over the kernel.
+_T = c.BpfMapType
+PERCPU_VALUE_TYPES = frozenset({_T.BPF_MAP_TYPE_PERCPU_HASH, _T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                                _T.BPF_MAP_TYPE_PERCPU_ARRAY, _T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
+_PERCPU_TYPES = PERCPU_VALUE_TYPES
 _HASH_TYPES = frozenset({c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH,
                          c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH})
 
@@ -54,6 +61,10 @@ ATTR_SIZES = {
     c.BPF_OBJ_PIN: 20,                      # path_fd
     c.BPF_OBJ_GET: 20,
 }
+_LOOKUP, _POP = c.BPF_MAP_LOOKUP_ELEM, c.BPF_MAP_LOOKUP_AND_DELETE_ELEM
+# Map fds whose element-call buffers one thread keeps pinned on an emulator (the decoded-call
+# cache keeps 64 calls too); a thread using more takes turns, the oldest fd's buffers going.
+MAX_PINNED_FDS = 32
 
 
 class bpf_map_info(ctypes.Structure):
@@ -316,7 +327,17 @@ class LibBpf:
     def __init__(self, backend):
         self.backend = backend
         self._sizes: dict[int, tuple] = {}    # fd -> (key_size, value bytes, token bytes)
-        self._local = threading.local()        # .scratch: this thread's ScratchBuffers
+        self._local = threading.local()        # .scratch: this thread's ScratchBuffers;
+        #                                        .calls: its FdCalls by fd (libbpf_calls.py)
+        self._all_calls: list[dict] = []       # every thread's .calls, to forget an fd in
+        self._calls_lock = threading.Lock()
+        # On an emulator whose decoded calls are on, element calls copy through pinned
+        # buffers, checked against the emulated map whenever its decoded calls were forgotten.
+        emulator = sys.modules.get("bpfemu.emulator")     # not loaded: no Emulator exists
+        self._decoded = None
+        if emulator is not None and isinstance(backend, emulator.Emulator) \
+                and hasattr(backend.mem, "pin"):
+            self._decoded = backend.decoded_calls
 
     def _scratch(self) -> ScratchBuffers:
         scratch = getattr(self._local, "scratch", None)
@@ -333,12 +354,71 @@ class LibBpf:
             found = _map_of(self.backend, fd)
             if found is None:
                 return None
-            map_type, ks, vs = found
-            if map_type in _PERCPU_TYPES:
-                vs = (vs + 7) // 8 * 8 * self.libbpf_num_possible_cpus()
-            token = 4 if map_type in _HASH_TYPES else ks
-            sizes = self._sizes[fd] = (ks, vs, token)
+            sizes = self._sizes[fd] = self._sizes_of(*found)
         return sizes
+
+    def _sizes_of(self, map_type, ks, vs):
+        if map_type in _PERCPU_TYPES:
+            vs = (vs + 7) // 8 * 8 * self.libbpf_num_possible_cpus()
+        token = 4 if map_type in _HASH_TYPES else ks
+        return ks, vs, token
+
+    # --- element calls made as a C loop makes them (libbpf_calls.py) --------------------
+
+    def _fd_calls(self, fd: int):
+        """This thread's FdCalls for fd (an int), or None when fd is no map it knows."""
+        try:
+            calls = self._local.calls
+        except AttributeError:
+            calls = self._local.calls = {}
+            with self._calls_lock:
+                self._all_calls.append(calls)
+        fc = calls.get(fd)
+        decoded = self._decoded
+        if fc is not None and (decoded is None or fc.generation == decoded.generation):
+            return fc
+        return self._new_fd_calls(fd, calls, fc)
+
+    def _new_fd_calls(self, fd: int, calls: dict, old):
+        """fd's FdCalls made (again): on an emulator, for the map fd names now."""
+        decoded = self._decoded
+        if decoded is None:
+            sizes = self._map_sizes(fd)
+            if sizes is None:
+                return None
+            fc = calls[fd] = DirectCalls(self.backend, fd, sizes[0], sizes[1])
+            return fc
+        generation = decoded.generation
+        try:
+            m = self.backend.map_of(fd)
+        except KeyError:
+            m = None
+        if old is not None:
+            if old.map is m:
+                old.generation = generation
+                return old
+            calls.pop(fd, None)
+            old.release()
+        if m is None:
+            return None
+        sizes = self._sizes[fd] = self._sizes_of(m.map_type, m.key_size, m.value_size)
+        if not sizes[0] or not sizes[1]:
+            return None                         # no key or no value: the general path
+        if len(calls) >= MAX_PINNED_FDS:        # the oldest fd's buffers go
+            calls.pop(next(iter(calls))).release()
+        fc = PinnedCalls(self.backend, fd, sizes[0], sizes[1], m, 0)
+        fc.generation = decoded.generation      # after the pin, which forgets decoded calls
+        calls[fd] = fc
+        return fc
+
+    def _forget_fd(self, fd: int) -> None:
+        """fd was closed or names a new object: every thread's FdCalls for it go."""
+        self._sizes.pop(fd, None)
+        with self._calls_lock:
+            for calls in self._all_calls:
+                fc = calls.pop(fd, None)
+                if fc is not None:
+                    fc.release()
 
     def _check_elem(self, fd, key=None, value=None, value_out=None, next_key=None):
         if not isinstance(fd, int):
@@ -371,7 +451,7 @@ class LibBpf:
 
     def _new_fd(self, ret: int) -> int:
         if ret >= 0:
-            self._sizes.pop(ret, None)          # another object at that number now
+            self._forget_fd(ret)                # another object at that number now
         return ret
 
     def _sys_bpf(self, cmd: int, attr: bytes, reuse: bool = False) -> tuple[int, ctypes.Array]:
@@ -412,7 +492,16 @@ class LibBpf:
                            _int_arg("flags", flags) & U64)
         return self._sys_bpf(cmd, attr, reuse=True)[0]
 
+    # Each element function first tries fd's FdCalls (libbpf_calls.py: a C loop's attr and
+    # buffers); what that cannot make (SLOW) takes the general path: check, wrap, call.
+
     def bpf_map_update_elem(self, fd, key, value, flags=0):
+        if type(fd) is int:
+            fc = self._fd_calls(fd)
+            if fc is not None:
+                ret = fc.update(key, value, flags)
+                if ret is not SLOW:
+                    return ret
         self._check_elem(fd, key=key, value=value)
         p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_UPDATE_ELEM, fd, p.inp(key), p.inp(value), flags)
@@ -421,6 +510,12 @@ class LibBpf:
         return self.bpf_map_lookup_elem_flags(fd, key, value, 0)
 
     def bpf_map_lookup_elem_flags(self, fd, key, value, flags):
+        if type(fd) is int:
+            fc = self._fd_calls(fd)
+            if fc is not None:
+                ret = fc.lookup(_LOOKUP, key, value, flags)
+                if ret is not SLOW:
+                    return ret
         self._check_elem(fd, key=key, value_out=value)
         p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_LOOKUP_ELEM, fd, p.inp(key), p.out(value), flags)
@@ -429,6 +524,12 @@ class LibBpf:
         return self.bpf_map_lookup_and_delete_elem_flags(fd, key, value, 0)
 
     def bpf_map_lookup_and_delete_elem_flags(self, fd, key, value, flags):
+        if type(fd) is int:
+            fc = self._fd_calls(fd)
+            if fc is not None:
+                ret = fc.lookup(_POP, key, value, flags)
+                if ret is not SLOW:
+                    return ret
         self._check_elem(fd, key=key, value_out=value)
         p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, p.inp(key), p.out(value), flags)
@@ -437,11 +538,23 @@ class LibBpf:
         return self.bpf_map_delete_elem_flags(fd, key, 0)
 
     def bpf_map_delete_elem_flags(self, fd, key, flags):
+        if type(fd) is int:
+            fc = self._fd_calls(fd)
+            if fc is not None:
+                ret = fc.delete(key, flags)
+                if ret is not SLOW:
+                    return ret
         self._check_elem(fd, key=key)
         p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_DELETE_ELEM, fd, p.inp(key), 0, flags)
 
     def bpf_map_get_next_key(self, fd, key, next_key):
+        if type(fd) is int:
+            fc = self._fd_calls(fd)
+            if fc is not None:
+                ret = fc.next_key(key, next_key)
+                if ret is not SLOW:
+                    return ret
         self._check_elem(fd, key=key, next_key=next_key)
         p = _Pointers(self._scratch())
         return self._elem(c.BPF_MAP_GET_NEXT_KEY, fd, p.inp(key), p.out(next_key), 0)
@@ -556,10 +669,14 @@ class LibBpf:
 
     def libbpf_num_possible_cpus(self):
         nr = getattr(self.backend, "nr_cpus", None)
-        return nr if nr is not None else host_possible_cpus()
+        if nr is not None:
+            return nr
+        from .profile import host_possible_cpus
+        return host_possible_cpus()
 
     def close(self, fd):
-        self._sizes.pop(fd, None)
+        if isinstance(fd, int):
+            self._forget_fd(fd)
         return self.backend.close(fd)
 
 

@@ -5,7 +5,6 @@ and the caller's attr reference (for the few fields the kernel writes back). It 
 syscall's non-negative result or raises BpfError.
 """
 import errno
-import socket
 
 from . import fastpath
 from .errors import ENOTSUPP, BpfError
@@ -70,6 +69,7 @@ def bpf_map_offload_map_alloc(emu, map_type: int, ifindex: int):
     if map_type not in (T.BPF_MAP_TYPE_HASH, T.BPF_MAP_TYPE_ARRAY):
         raise BpfError(_EINVAL)
     # bpf_dev_offload_check(): no such device is EINVAL; one without ndo_bpf is EOPNOTSUPP.
+    import socket                               # here: only offload needs it (start-up)
     try:
         socket.if_indextoname(ifindex)
     except (OSError, OverflowError):

@@ -22,9 +22,8 @@ import struct
 from dataclasses import dataclass
 
 from .errors import BpfError, errno_name
-from .libbpf import (ATTR_SIZES, LibBpf, _int_arg, bpf_map_batch_opts, bpf_map_create_opts,
-                     bpf_map_info)
-from .maps.core import PERCPU_VALUE_TYPES, round_up
+from .libbpf import (ATTR_SIZES, PERCPU_VALUE_TYPES, LibBpf, _int_arg, bpf_map_batch_opts,
+                     bpf_map_create_opts, bpf_map_info)
 from .uapi import consts as c
 from .uapi.consts import BPF_ANY, BpfMapType
 
@@ -270,7 +269,7 @@ class Map:
         self.max_entries = max_entries
         self.percpu = map_type in PERCPU_VALUE_TYPES
         self.nr_cpus = lib.libbpf_num_possible_cpus()
-        self._slot = round_up(value_size, 8)
+        self._slot = (value_size + 7) // 8 * 8      # round_up(value_size, 8)
         self._value_bytes = self._slot * self.nr_cpus if self.percpu else value_size
         self._key = _Codec(key_type, key_size, "key", ints)
         self._value = _Codec(value_type, value_size, "value", ints)

@@ -17,7 +17,6 @@ E2BIG, as in resolve_pseudo_ldimm64()), and the checks that need no attach targe
 that cannot sleep). Every other program is accepted, even one the verifier would reject.
 """
 import errno
-import hashlib
 import os
 import struct
 import time
@@ -135,6 +134,7 @@ def bpf_prog_calc_tag(insns: bytes) -> bytes:
             _INSN.pack_into(out, i, code, regs, off, 0)
         else:
             was_ld_map = False
+    import hashlib                              # here, not at start-up: programs only
     return hashlib.sha256(out).digest()[:8]
 
 

@@ -12,7 +12,6 @@ A call is atomic (bpfemu/undo.py): what it changes is journaled, and an exceptio
 than BpfError rolls it back, here or, if it even stopped the rollback, at the next call.
 """
 import errno
-import traceback
 from sys import _getframe, gettrace as _gettrace
 import warnings
 from typing import Callable, NamedTuple
@@ -204,6 +203,7 @@ def our_failure(cmd: int, exc: Exception) -> int:
     # is rolled back first).
     err = _ENOMEM if isinstance(exc, MemoryError) else _EFAULT
     try:
+        import traceback                        # here: only a failure needs it (start-up)
         warnings.warn(EmulatorFault(
             f"bpf({cmd}) failed inside the emulator; answered -{errno.errorcode[err]}:\n"
             + "".join(traceback.format_exception(exc))), stacklevel=3)

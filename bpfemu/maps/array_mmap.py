@@ -16,7 +16,6 @@ Facts: docs/mmap.md.
 import ctypes
 import errno
 import fcntl
-import hashlib
 import mmap
 import os
 
@@ -187,4 +186,5 @@ def array_map_get_hash_mmapable(array) -> bytes:
     counts, as in Linux)."""
     if not array.frozen:
         raise BpfError(errno.EPERM)
+    import hashlib                              # here: only a frozen array's info needs it
     return hashlib.sha256(array.values.area()).digest()

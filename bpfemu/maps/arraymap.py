@@ -11,7 +11,6 @@ costs memory only where it is used, and the memory budget of the profile, not th
 heap, decides whether creation succeeds. Decoded calls on pinned buffers: array_fastpath.py.
 """
 import errno
-import hashlib
 import struct
 
 from ..batch_cmds import generic_map_lookup_batch, generic_map_update_batch
@@ -248,6 +247,7 @@ def array_map_get_hash(array: BpfArray) -> bytes:
         return array_map_get_hash_mmapable(array)
     if not array.frozen:
         raise BpfError(errno.EPERM)
+    import hashlib                              # here: only a frozen array's info needs it
     return hashlib.sha256(array.values.area()).digest()
 
 

@@ -29,3 +29,31 @@ def test_public_names_resolve():
     assert set(bpfemu.__all__) <= set(dir(bpfemu))
     with pytest.raises(AttributeError):
         bpfemu.no_such_name
+
+
+def _modules_after(code: str) -> set:
+    probe = code + "\nimport sys; print(' '.join(sorted(sys.modules)))"
+    return set(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                              text=True).stdout.split())
+
+
+def test_the_layers_over_the_kernel_load_no_emulator():
+    """LibBpf and Map over a HostKernel: no handler, no map type (and not platform)."""
+    mods = _modules_after("from bpfemu.libbpf import LibBpf\nfrom bpfemu.maps_api import Map\n"
+                          "from bpfemu.host import HostKernel\nLibBpf(HostKernel())")
+    emulator = {m for m in mods if m.startswith(("bpfemu.maps.", "bpfemu.syscall",
+                                                 "bpfemu.emulator")) or m == "bpfemu.maps"}
+    assert emulator | ({"platform"} & mods) == set()
+
+
+def test_an_emulator_loads_what_only_some_commands_need_when_they_run():
+    """traceback (an internal failure's report), socket (map offload's ifindex), hashlib
+    (a frozen array's hash) are imported by the code that uses them."""
+    mods = _modules_after("import bpfemu\nbpfemu.Emulator()")
+    assert {"traceback", "socket", "hashlib"} & mods == set()
+
+
+def test_the_layer_knows_the_emulators_per_cpu_map_types():
+    from bpfemu.libbpf import PERCPU_VALUE_TYPES
+    from bpfemu.maps.core import PERCPU_VALUE_TYPES as emulated
+    assert PERCPU_VALUE_TYPES == emulated

@@ -1,0 +1,152 @@
+"""LibBpf element calls made as a C loop makes them (bpfemu/libbpf_calls.py): on an emulator
+through pinned buffers copied in before the call and out after it, on the kernel through the
+caller's buffers. The copies must give the kernel's bytes whatever the caller's buffers alias,
+leave an output untouched when the command fails, and follow an fd number to the map it
+names now."""
+import ctypes
+import errno
+
+import pytest
+
+from bpfemu import Emulator
+from bpfemu.libbpf import LibBpf
+from bpfemu.uapi import consts as c
+
+
+@pytest.fixture
+def lb(backend):
+    """LibBpf straight over the backend (no recorder between: the emulator's pinned calls)."""
+    lib = LibBpf(backend)
+    fds = []
+    orig = lib.bpf_map_create
+
+    def create(*a, **kw):
+        fd = orig(*a, **kw)
+        fds.append(fd)
+        return fd
+    lib.bpf_map_create = create
+    yield lib
+    for fd in fds:
+        lib.close(fd)
+
+
+def _hash(lib, ks=4, vs=8, n=16, map_type=c.BPF_MAP_TYPE_HASH, flags=0):
+    fd = lib.bpf_map_create(map_type, "calls", ks, vs, n, {"map_flags": flags})
+    assert fd >= 0
+    return fd
+
+
+def test_a_failed_lookup_leaves_the_value_untouched(lb):
+    fd = _hash(lb)
+    value = ctypes.c_uint64(0x1122334455667788)
+    assert lb.bpf_map_lookup_elem(fd, ctypes.c_uint32(5), value) == -errno.ENOENT
+    assert value.value == 0x1122334455667788
+    out = bytearray(b"\xaa" * 8)
+    assert lb.bpf_map_lookup_and_delete_elem(fd, ctypes.c_uint32(5), out) == -errno.ENOENT
+    assert out == bytearray(b"\xaa" * 8)
+
+
+def test_lookup_into_the_key_buffer_itself(lb):
+    """value and key the same 8 bytes: the key is read before the value is written."""
+    fd = _hash(lb, ks=8, vs=8)
+    assert lb.bpf_map_update_elem(fd, ctypes.c_uint64(1), ctypes.c_uint64(2), 0) == 0
+    assert lb.bpf_map_update_elem(fd, ctypes.c_uint64(2), ctypes.c_uint64(3), 0) == 0
+    buf = ctypes.c_uint64(1)
+    assert lb.bpf_map_lookup_elem(fd, buf, buf) == 0
+    assert buf.value == 2
+    assert lb.bpf_map_lookup_elem(fd, buf, buf) == 0           # now the key 2
+    assert buf.value == 3
+
+
+def test_a_walk_with_one_buffer_for_key_and_next_key(lb):
+    """The C idiom bpf_map_get_next_key(fd, &key, &key) walks every key once."""
+    fd = _hash(lb)
+    for k in range(5):
+        assert lb.bpf_map_update_elem(fd, ctypes.c_uint32(k), ctypes.c_uint64(k), 0) == 0
+    key = ctypes.c_uint32()
+    seen = []
+    ret = lb.bpf_map_get_next_key(fd, None, key)
+    while ret == 0:
+        seen.append(key.value)
+        ret = lb.bpf_map_get_next_key(fd, key, key)
+    assert ret == -errno.ENOENT
+    assert sorted(seen) == list(range(5))
+
+
+def test_outputs_into_bytearrays_and_longer_buffers(lb):
+    fd = _hash(lb)
+    assert lb.bpf_map_update_elem(fd, bytearray(b"\1\0\0\0"), b"\7" * 8, 0) == 0
+    out = bytearray(b"\xee" * 12)                   # longer than the value: the tail stays
+    assert lb.bpf_map_lookup_elem(fd, b"\1\0\0\0\xff\xff", out) == 0
+    assert out == bytearray(b"\7" * 8 + b"\xee" * 4)
+    nxt = (ctypes.c_uint8 * 6)(*[0xcc] * 6)
+    assert lb.bpf_map_get_next_key(fd, None, nxt) == 0
+    assert bytes(nxt) == b"\1\0\0\0\xcc\xcc"
+    assert len(out) == 12
+
+
+def test_flags_change_from_call_to_call(lb):
+    fd = _hash(lb)
+    key, value = ctypes.c_uint32(1), ctypes.c_uint64(1)
+    assert lb.bpf_map_update_elem(fd, key, value, c.BPF_NOEXIST) == 0
+    assert lb.bpf_map_update_elem(fd, key, value, c.BPF_NOEXIST) == -errno.EEXIST
+    assert lb.bpf_map_update_elem(fd, key, value, c.BPF_EXIST) == 0
+    assert lb.bpf_map_update_elem(fd, key, value, 0) == 0
+    assert lb.bpf_map_update_elem(fd, ctypes.c_uint32(2), value, c.BPF_EXIST) == -errno.ENOENT
+    assert lb.bpf_map_lookup_elem_flags(fd, key, value, 1 << 40) == -errno.EINVAL
+    assert lb.bpf_map_lookup_elem_flags(fd, key, value, 0) == 0
+    assert lb.bpf_map_delete_elem_flags(fd, key, 1) == -errno.EINVAL
+    assert lb.bpf_map_delete_elem_flags(fd, key, 0) == 0
+
+
+def test_per_cpu_values(lb):
+    ncpu = lb.libbpf_num_possible_cpus()
+    fd = _hash(lb, map_type=c.BPF_MAP_TYPE_PERCPU_HASH)
+    vals = (ctypes.c_uint64 * ncpu)(*range(10, 10 + ncpu))
+    assert lb.bpf_map_update_elem(fd, ctypes.c_uint32(3), vals, 0) == 0
+    out = (ctypes.c_uint64 * ncpu)()
+    assert lb.bpf_map_lookup_elem(fd, ctypes.c_uint32(3), out) == 0
+    assert list(out) == list(range(10, 10 + ncpu))
+
+
+def test_an_fd_number_taken_by_another_map_behind_the_layer():
+    """The fd closed without the layer and its number given to a map with bigger keys and
+    values: the layer's next calls copy the new map's sizes (not the old buffers' 4 and 8)."""
+    with Emulator() as emu:
+        lib = LibBpf(emu)
+        fd = _hash(lib)
+        assert lib.bpf_map_update_elem(fd, ctypes.c_uint32(1), ctypes.c_uint64(1), 0) == 0
+        emu.close(fd)
+        other = LibBpf(emu)
+        assert other.bpf_map_create(c.BPF_MAP_TYPE_HASH, "big", 16, 64, 4, None) == fd
+        key, value = bytes(range(16)), bytes(range(64))
+        assert lib.bpf_map_update_elem(fd, key, value, 0) == 0
+        out = ctypes.create_string_buffer(64)
+        assert lib.bpf_map_lookup_elem(fd, key, out) == 0
+        assert out.raw == value
+        assert other.bpf_map_lookup_elem(fd, key, out) == 0 and out.raw == value
+        with pytest.raises(ValueError, match="key is a 4-byte buffer"):
+            lib.bpf_map_lookup_elem(fd, ctypes.c_uint32(1), out)
+
+
+def test_repeated_calls_copy_through_pinned_buffers():
+    """On an emulator, ctypes keys and values (not pinned by the caller) are copied into the
+    layer's pinned buffers: the decoded calls read and write no process memory."""
+    with Emulator() as emu:
+        lib = LibBpf(emu)
+        fd = _hash(lib)
+        key, value = ctypes.c_uint32(1), ctypes.c_uint64(5)
+        assert lib.bpf_map_update_elem(fd, key, value, 0) == 0
+        assert lib.bpf_map_lookup_elem(fd, key, value) == 0
+        used = []
+        mem = emu.mem
+        for name in ("read", "read2", "write", "reader", "reader2", "writer"):
+            orig = getattr(mem, name)
+            setattr(mem, name, lambda *a, _o=orig, _n=name: (used.append(_n), _o(*a))[1])
+        for i in range(4):
+            key.value, value.value = i, 100 + i
+            assert lib.bpf_map_update_elem(fd, key, value, 0) == 0
+            value.value = 0
+            assert lib.bpf_map_lookup_elem(fd, key, value) == 0
+            assert value.value == 100 + i
+        assert used == []
