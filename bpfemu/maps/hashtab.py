@@ -162,6 +162,8 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     map is full. The value is copied in (pcpu_init_value() for the per-CPU types); the key
     goes in with the link (store.add_head)."""
     store = htab.store
+    # copy_map_value() into the new element: the store does it as it hands the element out.
+    copy = None if percpu else value
     # DEVIATION(elem-reuse): Linux keeps one freelist per CPU (pcpu_freelist: push on this
     # CPU's list, pop from it first, then steal from the next CPUs; the initial split and
     # the spares taken at creation depend on the CPU that created the map) and, without
@@ -171,20 +173,18 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     if old_elem is None:
         if store.count() >= htab.max_entries:
             raise BpfError(errno.E2BIG)           # no free element / is_map_full()
-        l_new = store.alloc()
+        l_new = store.alloc(copy)
     elif htab.prealloc:
         # Updating an existing element: this CPU's extra element, and the old one becomes it
         # (pl_new = this_cpu_ptr(htab->extra_elems); l_new = *pl_new; *pl_new = old_elem).
-        l_new = store.swap_extra_elem(htab.kernel.cpu, old_elem)
+        l_new = store.swap_extra_elem(htab.kernel.cpu, old_elem, copy)
         if l_new is None:
             # This CPU had no spare yet (the kernel sets them aside at creation): a free one.
-            l_new = store.alloc()
+            l_new = store.alloc(copy)
     else:
-        l_new = store.alloc()
+        l_new = store.alloc(copy)
     if percpu:
         _pcpu_init_value(htab, l_new, value, onallcpus, htab.kernel.cpu)
-    else:
-        store.init_value(l_new, value)              # copy_map_value()
     return l_new
 
 
