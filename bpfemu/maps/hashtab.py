@@ -188,11 +188,6 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     return l_new
 
 
-def free_htab_elem(htab: BpfHtab, l: int) -> None:
-    """free_htab_elem(): back on the freelist."""
-    htab.store.free(l)
-
-
 def _check_flags(l_old, flags: int) -> None:
     """check_flags()"""
     mode = flags & ~BPF_F_LOCK
@@ -291,7 +286,7 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         return
     store.replace(l_new, l_old)                 # add_head(l_new); hlist_nulls_del_rcu(l_old)
     if not htab.prealloc:
-        free_htab_elem(htab, l_old)
+        store.free(l_old)                       # free_htab_elem(): back on the freelist
 
 
 def __htab_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu=0) -> None:
@@ -319,7 +314,7 @@ def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     if l is None:
         raise BpfError(errno.ENOENT)
     store.unlink(l)                             # hlist_nulls_del_rcu()
-    free_htab_elem(htab, l)
+    store.free(l)                               # free_htab_elem(): back on the freelist
 
 
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
@@ -333,7 +328,7 @@ def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
     if htab.is_lru:
         bpf_lru_push_free(htab.lru, l)      # htab_lru_push_free()
     else:
-        free_htab_elem(htab, l)
+        store.free(l)                       # free_htab_elem()
     return value
 
 
