@@ -16,8 +16,9 @@ SemLock cannot be made (no _multiprocessing module, or no /dev/shm), the lock is
 threading.RLock: slower, with the same behaviour.
 
 A thread that finds the lock held does not block in it at once: ``wait_turn`` (below) says
-why; the callers take the lock as ``if not lock._get_value(): wait_turn(lock)`` then ``with
-lock:``.
+why; the callers take the lock as ``if not lock.acquire(False): wait_turn(lock);
+lock.acquire()`` (one C call when it is free; undo.py, "The lock", says how an exception in
+there is handled), or ``if not lock._get_value(): wait_turn(lock)`` then ``with lock:``.
 """
 import _thread
 import os
@@ -117,7 +118,8 @@ def wait_turn(lock, _sleep=time.sleep) -> None:
     two context switches (a lock convoy; README "Threads"). A thread that waits here instead
     only looks at the lock while it holds the GIL, so the thread that holds the GIL and the
     lock keeps running, and a waiter takes the lock when it finds it free. Called only when
-    the lock was seen held (lock._get_value() == 0): the uncontended call pays one C call.
+    the lock was seen held (a failed acquire(False), or lock._get_value() == 0): the
+    uncontended call pays one C call.
     Nothing is held while it waits, so an exception raised here leaves nothing to undo."""
     if lock._is_mine():
         return                      # a call inside a call: the recursive acquire succeeds

@@ -106,10 +106,10 @@ class Emulator:
         if _gettrace() is not None:
             _getframe().f_trace = None          # no line events here: see undo.py
         lock = self.lock
-        if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
-            wait_turn(lock)
         try:
-            lock.acquire()
+            if not lock.acquire(False):     # held: wait for it with the GIL (emu_lock.py)
+                wait_turn(lock)
+                lock.acquire()
         except BaseException:                   # see undo.py, "The lock"
             if lock._is_mine():
                 lock.release()
@@ -139,10 +139,10 @@ class Emulator:
         if _gettrace() is not None:
             _getframe().f_trace = None          # no line events here: see undo.py
         lock, undo = self.lock, self.undo
-        if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
-            wait_turn(lock)
         try:
-            lock.acquire()
+            if not lock.acquire(False):     # held: wait for it with the GIL (emu_lock.py)
+                wait_turn(lock)
+                lock.acquire()
         except BaseException:                   # see undo.py, "The lock"
             if lock._is_mine():
                 lock.release()

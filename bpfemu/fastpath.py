@@ -124,10 +124,10 @@ class DecodedCalls:
                 if _gettrace() is not None:
                     _getframe().f_trace = None  # no line events here: see undo.py
                 undo = self.undo
-                if not lock._get_value():       # held: wait for it with the GIL (emu_lock.py)
-                    wait_turn(lock)
                 try:
-                    lock.acquire()
+                    if not lock.acquire(False):     # held: wait for it with the GIL (emu_lock.py)
+                        wait_turn(lock)
+                        lock.acquire()
                 except BaseException:                   # see undo.py, "The lock"
                     if lock._is_mine():
                         lock.release()
@@ -180,10 +180,10 @@ class DecodedCalls:
                 _getframe().f_trace = None      # no line events here: see undo.py
             undo = self.undo
             lock = self.emu.lock
-            if not lock._get_value():           # held: wait for it with the GIL (emu_lock.py)
-                wait_turn(lock)
             try:
-                lock.acquire()
+                if not lock.acquire(False):     # held: wait for it with the GIL (emu_lock.py)
+                    wait_turn(lock)
+                    lock.acquire()
             except BaseException:                   # see undo.py, "The lock"
                 if lock._is_mine():
                     lock.release()

@@ -127,10 +127,10 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
         _getframe().f_trace = None              # no line events here: see undo.py
     undo = emu.undo
     lock = emu.lock
-    if not lock._get_value():                   # held: wait for it with the GIL (emu_lock.py)
-        wait_turn(lock)
     try:
-        lock.acquire()
+        if not lock.acquire(False):     # held: wait for it with the GIL (emu_lock.py)
+            wait_turn(lock)
+            lock.acquire()
     except BaseException:                   # see undo.py, "The lock"
         if lock._is_mine():
             lock.release()

@@ -27,12 +27,13 @@ the lock's release. Lines of the functions they call are traced as usual. Except
 injected with PyThreadState_SetAsyncExc land only where the interpreter checks for them
 (after a call, at a backward jump), all of them covered.
 
-The lock: the entry takes the emulator's lock with ``lock.acquire()`` in a ``try`` of its own,
-then runs the call in the ``try`` whose ``finally`` releases it (a ``with`` statement costs
-more: it looks up and binds ``__enter__`` and ``__exit__`` at every call). Two exceptions can
-come out of that ``acquire()``: one injected, which Python delivers after the call returns,
-the lock taken; and one a signal handler raises while the thread waits in ``acquire()`` (a
-Ctrl-C while another thread holds the lock), the lock not taken. The first ``try``'s handler
+The lock: the entry takes the emulator's lock in a ``try`` of its own (``lock.acquire(False)``,
+and if another thread holds it, ``wait_turn`` then ``lock.acquire()``), then runs the call in
+the ``try`` whose ``finally`` releases it (a ``with`` statement costs more: it looks up and
+binds ``__enter__`` and ``__exit__`` at every call). Two kinds of exception can come out of
+the first ``try``: one injected, which Python delivers after an ``acquire`` returns, the lock
+taken; and one a signal handler raises while the thread waits (in ``wait_turn`` or
+``acquire()``: a Ctrl-C while another thread holds the lock), the lock not taken. Its handler
 tells them apart by asking the lock whether this thread holds it, lets go of it in the first
 case, and re-raises: either way nothing of the call has run, and nothing is rolled back (the
 journal may hold the entries of the thread that holds the lock). Nothing between the two
@@ -221,10 +222,10 @@ def atomic(emu, fn, *args, objects: bool = False):
     if _gettrace() is not None:
         _getframe().f_trace = None          # no line events here: see the module's docstring
     undo = emu.undo
-    if not lock._get_value():               # held: wait for it with the GIL (emu_lock.py)
-        wait_turn(lock)
     try:
-        lock.acquire()
+        if not lock.acquire(False):     # held: wait for it with the GIL (emu_lock.py)
+            wait_turn(lock)
+            lock.acquire()
     except BaseException:                   # see undo.py, "The lock"
         if lock._is_mine():
             lock.release()

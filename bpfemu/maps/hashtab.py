@@ -162,6 +162,8 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     map is full. The value is copied in (pcpu_init_value() for the per-CPU types); the key
     goes in with the link (store.add_head)."""
     store = htab.store
+    # copy_map_value() into the new element: the store does it as it hands the element out.
+    copy = None if percpu else value
     # DEVIATION(elem-reuse): Linux keeps one freelist per CPU (pcpu_freelist: push on this
     # CPU's list, pop from it first, then steal from the next CPUs; the initial split and
     # the spares taken at creation depend on the CPU that created the map) and, without
@@ -171,26 +173,19 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     if old_elem is None:
         if store.count() >= htab.max_entries:
             raise BpfError(errno.E2BIG)           # no free element / is_map_full()
-        l_new = store.alloc()
+        l_new = store.alloc(copy)
     elif htab.prealloc:
         # Updating an existing element: this CPU's extra element, and the old one becomes it
         # (pl_new = this_cpu_ptr(htab->extra_elems); l_new = *pl_new; *pl_new = old_elem).
-        l_new = store.swap_extra_elem(htab.kernel.cpu, old_elem)
+        l_new = store.swap_extra_elem(htab.kernel.cpu, old_elem, copy)
         if l_new is None:
             # This CPU had no spare yet (the kernel sets them aside at creation): a free one.
-            l_new = store.alloc()
+            l_new = store.alloc(copy)
     else:
-        l_new = store.alloc()
+        l_new = store.alloc(copy)
     if percpu:
         _pcpu_init_value(htab, l_new, value, onallcpus, htab.kernel.cpu)
-    else:
-        store.init_value(l_new, value)              # copy_map_value()
     return l_new
-
-
-def free_htab_elem(htab: BpfHtab, l: int) -> None:
-    """free_htab_elem(): back on the freelist."""
-    htab.store.free(l)
 
 
 def _check_flags(l_old, flags: int) -> None:
@@ -291,7 +286,7 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
         return
     store.replace(l_new, l_old)                 # add_head(l_new); hlist_nulls_del_rcu(l_old)
     if not htab.prealloc:
-        free_htab_elem(htab, l_old)
+        store.free(l_old)                       # free_htab_elem(): back on the freelist
 
 
 def __htab_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu=0) -> None:
@@ -319,7 +314,7 @@ def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     if l is None:
         raise BpfError(errno.ENOENT)
     store.unlink(l)                             # hlist_nulls_del_rcu()
-    free_htab_elem(htab, l)
+    store.free(l)                               # free_htab_elem(): back on the freelist
 
 
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
@@ -333,7 +328,7 @@ def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
     if htab.is_lru:
         bpf_lru_push_free(htab.lru, l)      # htab_lru_push_free()
     else:
-        free_htab_elem(htab, l)
+        store.free(l)                       # free_htab_elem()
     return value
 
 

@@ -223,11 +223,12 @@ class ColumnarStore:
         if count > 0:
             self._new_slots(count)
 
-    def alloc(self) -> int:
+    def alloc(self, value=None) -> int:
         """The slot freed last, else the lowest never used (made 8192 at a time unless the
-        map reserved them all). One undo entry covers what a new element goes through: the
-        slot handed out, its bytes (init_value journals nothing) and its link (add_head
-        right after journals nothing)."""
+        map reserved them all), with value copied in if given. One undo entry covers what a
+        new element goes through: the slot handed out, its bytes (the value copied here, or
+        by init_value, which journals nothing) and its link (add_head right after journals
+        nothing)."""
         free = self.free_slots
         undo = self.undo
         if free:
@@ -235,11 +236,13 @@ class ColumnarStore:
             l = free[n]
             size = self.slot_size
             o = (l & self.chunk_mask) * size
-            entry = (self.unalloc, l, len(self.pending), n,
-                     self.chunk_bufs[l >> self.chunk_shift][o:o + size])
+            chunk = l >> self.chunk_shift
+            entry = (self.unalloc, l, len(self.pending), n, self.chunk_bufs[chunk][o:o + size])
             undo.append(entry)
             self.taken = entry
             del free[n]
+            if value is not None:
+                self.chunks[chunk][o:o + size] = value
             return l
         l = self.n_used
         if l == self.n_slots:
@@ -250,6 +253,15 @@ class ColumnarStore:
         undo.append(entry)
         self.taken = entry
         self.n_used = l + 1
+        if value is not None:
+            size = self.slot_size
+            arena = self.arena
+            if arena is not None:               # the values are one chunk
+                o = l * size
+                arena[o:o + size] = value
+            else:
+                o = (l & self.chunk_mask) * size
+                self.chunks[l >> self.chunk_shift][o:o + size] = value
         return l
 
     def _unalloc(self, l: int, n_pending: int, n_free: int, old) -> None:
@@ -277,9 +289,9 @@ class ColumnarStore:
         """Room for one spare element per CPU, none taken yet (see hashtab.py)."""
         self.extra_elems = [None] * nr_cpus
 
-    def swap_extra_elem(self, cpu: int, l_old: int):
-        """This CPU's spare element (None if it has none yet), l_old the spare from now on;
-        the spare's bytes journaled, as alloc() does (init_value journals nothing)."""
+    def swap_extra_elem(self, cpu: int, l_old: int, value=None):
+        """This CPU's spare element (None if it has none yet), with value copied in if
+        given, l_old the spare from now on; the spare's bytes journaled, as alloc() does."""
         extra = self.extra_elems
         l = extra[cpu]
         if l is None:
@@ -287,8 +299,10 @@ class ColumnarStore:
         else:
             size = self.slot_size
             o = (l & self.chunk_mask) * size
-            self.undo.append((self.unswap, cpu, l,
-                              self.chunk_bufs[l >> self.chunk_shift][o:o + size]))
+            chunk = l >> self.chunk_shift
+            self.undo.append((self.unswap, cpu, l, self.chunk_bufs[chunk][o:o + size]))
+            if value is not None:
+                self.chunks[chunk][o:o + size] = value
         extra[cpu] = l_old
         return l
 

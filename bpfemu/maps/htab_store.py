@@ -6,14 +6,16 @@ store, with these operations (an element is an int, its slot; None is "no elemen
 * memory: ``prealloc(n)`` makes elements 0..n-1 at once, zeroed (prealloc_init() of the LRU
   maps); ``alloc()`` takes a free element, the one freed last first (pcpu_freelist_pop(),
   bpf_mem_cache_alloc()), else the lowest never used (the caller checks capacity);
+  ``alloc(value)`` the same with value copied into it (alloc_htab_elem()'s copy_map_value());
   ``free(l)`` gives back an element unlinked in the same call (pcpu_freelist_push());
   ``value(l)`` is a live view of its value memory (slot_size bytes), which stays on that
   element's memory for good; ``copy_value(l, value)`` writes all of it (copy_map_value());
   ``init_value(l, value)`` the same into the element alloc() or swap_extra_elem() has just
-  handed out (a store may have journaled its bytes there already).
+  handed out without a value (a store may have journaled its bytes there already).
 * the spares of a preallocated HASH map: ``alloc_extra_elems(nr_cpus)`` (none taken yet),
-  ``swap_extra_elem(cpu, l_old)``: the CPU's spare (None if it has none yet), l_old the
-  spare from now on (alloc_htab_elem()'s use of htab->extra_elems).
+  ``swap_extra_elem(cpu, l_old, value=None)``: the CPU's spare (None if it has none yet),
+  with value copied into it if given, l_old the spare from now on (alloc_htab_elem()'s use
+  of htab->extra_elems).
 * the index and the lists: ``lookup(key)`` (lookup_elem_raw() on the key's bucket),
   ``count()``, ``key(l)`` (None once unlinked), ``add_head(l, key)``
   (hlist_nulls_add_head_rcu() into the key's bucket), ``unlink(l)``
@@ -28,8 +30,8 @@ store, with these operations (an element is an int, its slot; None is "no elemen
 * ``undo``: the emulator's undo journal (bpfemu/undo.py): every operation that changes
   anything appends its inverse first, so that a call stopped half-way is rolled back.
   SimpleStore journals each operation; ColumnarStore journals one entry for what the kernel
-  does in a row (alloc(), or copy_value() into an element in no list, covers init_value()
-  and the add_head() right after it; unlink() covers the free() after it).
+  does in a row (alloc(), or copy_value() into an element in no list, covers the value
+  copy and the add_head() right after it; unlink() covers the free() after it).
 * bulk operations, for the batch commands (htab_batch.py): ``batch_buckets(b, max_count)``
   ((slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
   non-empty one >= b that fit in max_count, in walk order; those buckets and where each
@@ -98,14 +100,18 @@ class SimpleStore:
     def reserve(self) -> None:
         """Nothing: the definition allocates as it goes (ColumnarStore reserves)."""
 
-    def alloc(self) -> int:
+    def alloc(self, value=None) -> int:
         free = self.free_list
         if free:
             n = len(free) - 1
             self.undo.append((restore_top, free, n, free[n]))
-            return free.pop()
-        self._make(1)
-        return len(self.keys) - 1
+            l = free.pop()
+        else:
+            self._make(1)
+            l = len(self.keys) - 1
+        if value is not None:
+            self.copy_value(l, value)
+        return l
 
     def free(self, l: int) -> None:
         self.undo.append((restore_len, self.free_list, len(self.free_list)))
@@ -114,11 +120,13 @@ class SimpleStore:
     def alloc_extra_elems(self, nr_cpus: int) -> None:
         self.extra_elems = [None] * nr_cpus
 
-    def swap_extra_elem(self, cpu: int, l_old: int):
+    def swap_extra_elem(self, cpu: int, l_old: int, value=None):
         extra = self.extra_elems
         l = extra[cpu]
         self.undo.append((restore_item, extra, cpu, l))
         extra[cpu] = l_old
+        if l is not None and value is not None:
+            self.copy_value(l, value)
         return l
 
     def value(self, l: int):
@@ -267,6 +275,5 @@ class SimpleStore:
     def alloc_add_many(self, keys: list, values) -> None:
         size = self.slot_size
         for i, key in enumerate(keys):
-            l = self.alloc()
-            self.copy_value(l, values[i * size:(i + 1) * size])
+            l = self.alloc(values[i * size:(i + 1) * size])
             self.add_head(l, key)

@@ -164,8 +164,8 @@ def test_elements_never_exceed_the_kernels(env, flags):
     taken = set()
     alloc = m.store.alloc
 
-    def counting_alloc():
-        l = alloc()
+    def counting_alloc(*value):
+        l = alloc(*value)
         taken.add(l)
         return l
     m.store.alloc = counting_alloc
