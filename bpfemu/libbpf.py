@@ -62,6 +62,11 @@ ATTR_SIZES = {
     c.BPF_OBJ_GET: 20,
 }
 _LOOKUP, _POP = c.BPF_MAP_LOOKUP_ELEM, c.BPF_MAP_LOOKUP_AND_DELETE_ELEM
+_LOOKUP_BATCHES = frozenset({c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE_BATCH})
+# struct { in_batch, out_batch, keys, values; u32 count, map_fd; elem_flags, flags } (56 bytes)
+_pack_batch = struct.Struct("<QQQQIIQQ").pack_into
+_unpack_u32 = struct.Struct("<I").unpack_from
+_NO_LENGTHS = (None, None, None, None)
 # Map fds whose element-call buffers one thread keeps pinned on an emulator (the decoded-call
 # cache keeps 64 calls too); a thread using more takes turns, the oldest fd's buffers going.
 MAX_PINNED_FDS = 32
@@ -212,7 +217,7 @@ class ScratchBuffers:
         buf = self.attrs.get(cmd)
         if buf is None:
             buf = self.attrs[cmd] = ctypes.create_string_buffer(168)   # passed as an object
-        ctypes.memmove(buf, data, len(data))    # the rest stays zero: a command's attr
+        buf.raw = data                          # the rest stays zero: a command's attr
         return buf                              # bytes always have the same length
 
     def copy_in(self, i: int, data: bytes) -> int:
@@ -221,7 +226,7 @@ class ScratchBuffers:
         buf = self.inputs[i]
         if buf is None or len(buf) != max(len(data), 1):
             buf = self.inputs[i] = self._new(max(len(data), 1))
-        ctypes.memmove(buf, data, len(data))
+        buf.raw = data                          # (ctypes.memmove costs more than the call)
         return ctypes.addressof(buf)
 
     def _new(self, n: int) -> ctypes.Array:
@@ -566,22 +571,41 @@ class LibBpf:
     def _batch(self, cmd, fd, in_batch, out_batch, keys, values, count, opts):
         if not isinstance(count, ctypes.c_uint32):
             raise TypeError("count must be a ctypes.c_uint32 (in: capacity, out: elements done)")
-        o = _opts(bpf_map_batch_opts, opts)
+        if opts is None:
+            elem_flags = flags = 0
+        else:
+            o = _opts(bpf_map_batch_opts, opts)
+            elem_flags, flags = o.elem_flags, o.flags
         _int_arg("fd", fd)
-        self._check_batch(fd, cmd, in_batch, out_batch, keys, values, count.value)
-        p = _Pointers(self._scratch())
+        n = count.value
+        self._check_batch(fd, cmd, in_batch, out_batch, keys, values, n)
+        scratch = self._scratch()
+        p = _Pointers(scratch)
         # Lookup batches fill keys and values; update and delete batches only read them.
-        fill = p.out if cmd in (c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE_BATCH) else p.inp
-        attr = struct.pack("<QQQQIIQQ", p.inp(in_batch), p.out(out_batch), fill(keys),
-                           fill(values), count.value, fd & 0xFFFFFFFF, o.elem_flags & U64,
-                           o.flags & U64)
-        ret, buf = self._sys_bpf(cmd, attr, reuse=True)
-        count.value = struct.unpack_from("<I", buf, 32)[0]     # *count = attr.batch.count
+        fill = p.out if cmd in _LOOKUP_BATCHES else p.inp
+        # This thread's attr for cmd, packed in place (a command's attr always has the same
+        # length): a batch repeated on the same buffers sends the same bytes.
+        buf = scratch.attrs.get(cmd)
+        if buf is None:
+            buf = scratch.attrs[cmd] = ctypes.create_string_buffer(168)
+        _pack_batch(buf, 0, p.inp(in_batch), p.out(out_batch), fill(keys), fill(values), n,
+                    fd & 0xFFFFFFFF, elem_flags & U64, flags & U64)
+        ret = self.backend.bpf(cmd, buf, 56)
+        count.value = _unpack_u32(buf, 32)[0]  # *count = attr.batch.count
         return ret
 
     def _check_batch(self, fd, cmd, in_batch, out_batch, keys, values, count):
-        bufs = (in_batch, out_batch, keys, values)
-        if all(_length(b) is None for b in bufs):
+        lens = (_length(keys), _length(values), _length(in_batch), _length(out_batch))
+        if lens == _NO_LENGTHS:
+            return                              # nothing but addresses: C's contract
+        sizes = self._map_sizes(fd)
+        if sizes is None:
+            return
+        ks, vs, token = sizes
+        nk, nv, ni, no = lens
+        if ((nk is None or nk >= ks * count)
+                and (nv is None or cmd == c.BPF_MAP_DELETE_BATCH or nv >= vs * count)
+                and (ni is None or ni >= token) and (no is None or no >= token)):
             return
 
         def check(sizes):
