@@ -1,6 +1,6 @@
 """Where a decoded notified call's supervisor time goes, stage by stage.
 
-Each stage of `bpfemu run`'s hot path (supervisor.serve_next, intercept/decoded.py) is run
+Each stage of `bpfemu run`'s hot path (Supervisor._serve_notifications, intercept/decoded.py) is run
 on its own in a loop in this process, against this process's own memory and fd table (the
 notified caller is another process in real use; the system calls are the same), and timed
 with the thread's CPU clock. RECV and SEND need a notification, so they are not here:

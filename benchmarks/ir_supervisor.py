@@ -9,7 +9,10 @@ every one-off cost (start-up, imports, the map's creation, the first checked cal
 cancelling out. ``--annotate`` prints, per C function (callgrind_annotate, exclusive Ir), the
 same difference per call: where the interpreter's instructions go.
 
-Run: python benchmarks/ir_supervisor.py [-k 2000] [--annotate]
+``--updates``: the client runs `ctool updates N` (N updates only) instead, so that the
+update's own count is known and the lookup's follows (twice the bench figure less it).
+
+Run: python benchmarks/ir_supervisor.py [-k 2000] [--annotate] [--updates]
 Needs valgrind and a C compiler.
 """
 import argparse
@@ -23,28 +26,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def child(ctool: str, n: int) -> None:
+def child(ctool: str, loop: str, n: int) -> None:
     """The measured program: serve one `ctool bench n` from an Emulator."""
     sys.path.insert(0, ROOT)
     from bpfemu import Emulator
     from bpfemu.intercept.run import spawn
     from bpfemu.intercept.supervisor import Supervisor
 
-    proc, listener = spawn([ctool, "bench", str(n)], stdout=subprocess.DEVNULL)
+    proc, listener = spawn([ctool, loop, str(n)], stdout=subprocess.DEVNULL)
     sup = Supervisor(Emulator(seed=1), listener)
     try:
         sup.serve()
     finally:
         os.close(listener)
     assert proc.wait() == 0
-    assert sup.calls >= 2 * n, sup.calls
+    assert sup.calls >= (2 * n if loop == "bench" else n), sup.calls
 
 
-def run_callgrind(ctool: str, n: int, tmp: str) -> tuple[int, str]:
-    """(total Ir, output file) of the supervisor serving `ctool bench n`."""
+def run_callgrind(ctool: str, loop: str, n: int, tmp: str) -> tuple[int, str]:
+    """(total Ir, output file) of the supervisor serving `ctool <loop> n`."""
     out = os.path.join(tmp, f"cg.{n}.out")
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                    sys.executable, os.path.abspath(__file__), "--child", ctool, str(n)],
+                    sys.executable, os.path.abspath(__file__), "--child", ctool, loop, str(n)],
                    check=True, env=dict(os.environ, PYTHONHASHSEED="0"),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(out) as f:
@@ -72,24 +75,27 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", type=int, default=2_000, help="calls of each loop in the shorter run")
     ap.add_argument("--annotate", action="store_true")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--updates", action="store_true", help="serve `ctool updates N` (updates only)")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], args.child[1], int(args.child[2]))
         return
     sys.path.insert(0, ROOT)
     from benchmarks.bench_intercept import build
     with tempfile.TemporaryDirectory() as tmp:
         ctool = build(tmp)
         k = args.k
-        short, short_out = run_callgrind(ctool, k, tmp)
-        long_, out = run_callgrind(ctool, 3 * k, tmp)
-        print(f"supervisor Ir per served call: ({long_:,} - {short:,}) / {4 * k:,} = "
-              f"{(long_ - short) / (4 * k):,.0f}  ({sys.implementation.name} "
+        loop = "updates" if args.updates else "bench"
+        extra = 2 * k if args.updates else 4 * k          # calls of the longer run's extra
+        short, short_out = run_callgrind(ctool, loop, k, tmp)
+        long_, out = run_callgrind(ctool, loop, 3 * k, tmp)
+        print(f"supervisor Ir per served call ({loop}): ({long_:,} - {short:,}) / {extra:,} = "
+              f"{(long_ - short) / extra:,.0f}  ({sys.implementation.name} "
               f"{sys.version.split()[0]})")
         if args.annotate:
             a, b = per_function(short_out), per_function(out)
-            diff = {f: (b.get(f, 0) - a.get(f, 0)) / (4 * k) for f in set(a) | set(b)}
+            diff = {f: (b.get(f, 0) - a.get(f, 0)) / extra for f in set(a) | set(b)}
             for f, ir in sorted(diff.items(), key=lambda x: -x[1])[:int(os.environ.get("IR_TOP", "40"))]:
                 print(f"{ir:9,.0f}  {f}")
 

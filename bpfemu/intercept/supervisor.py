@@ -48,15 +48,12 @@ _ioctl = fcntl.ioctl
 # fcntl.ioctl hands the kernel a copy and returns the notification as new bytes, which costs
 # less than zeroing a buffer again for every call.
 _RECV_ARG = bytearray(seccomp.NOTIF_SIZE)
-# struct seccomp_notif: the fields serve_next() reads: id, pid (a tid), nr, arch, args[0..2]
+# struct seccomp_notif: the fields the loop reads: id, pid (a tid), nr, arch, args[0..2]
 _NOTIF_HEAD = struct.Struct("<QI4xiI8x3Q")
 assert seccomp.NOTIF.format == "<QIIiIQ6Q"
 _pack_resp = seccomp.RESP.pack_into
 _NOTIF_RECV, _NOTIF_SEND = seccomp.NOTIF_RECV, seccomp.NOTIF_SEND
 _NR_BPF, _ARCH_X86_64 = seccomp.NR_BPF, seccomp.AUDIT_ARCH_X86_64
-
-
-_GONE_OR_NOT_RECEIVED = object()                 # serve_next() received no notification
 
 
 def _tree_gone(listener: int) -> bool:
@@ -121,87 +118,89 @@ class Supervisor:
         self.stop_fd = stop_fd
         self.calls = 0
         self.sync_wakeup = seccomp.set_sync_wakeup(listener)
-        self._resp = bytearray(seccomp.RESP.size)         # serve_next's SEND buffer
-        self._decoded_tried = False              # serve_next found no decoded call for it
+        self._resp = bytearray(seccomp.RESP.size)         # the decoded calls' SEND buffer
+        self._decoded_tried = False              # the loop found no decoded call for it
         SUPERVISED_TREES[0] += 1                 # FREEZE sees the tree's mappings too
 
     # --- the loop -------------------------------------------------------------------------
 
     def serve(self) -> None:
-        """Serve until no process uses the filter any more (or stop_fd is readable)."""
+        """Serve until no process uses the filter any more (or stop_fd is readable).
+
+        `bpfemu run` (no stop_fd, no trace) waits in NOTIF_RECV itself, with no poll() per
+        call: RECV returns ENOENT once no process uses the filter any more
+        (recv_wait_event() checks the filter's users, as the listener's POLLHUP does), and
+        closes are reaped by a thread that waits on the inotify fd (CloseReaper). With a
+        stop_fd or a trace, the loop polls the listener, the inotify fd and stop_fd."""
+        reaper = poller = None
         if self.stop_fd is None and self.trace is None:
-            self._serve_in_recv()
-            return
-        poller = select.poll()
-        listener, inotify_fd = self.listener, self.files.inotify_fd
-        poller.register(listener, _POLLIN)
-        poller.register(inotify_fd, _POLLIN)
-        if self.stop_fd is not None:
-            poller.register(self.stop_fd, _POLLIN)
-        serve_next = self.serve_next
+            reaper = CloseReaper(self)
+        else:
+            poller = select.poll()
+            poller.register(self.listener, _POLLIN)
+            poller.register(self.files.inotify_fd, _POLLIN)
+            if self.stop_fd is not None:
+                poller.register(self.stop_fd, _POLLIN)
         try:
-            while True:
+            self._serve_notifications(poller)
+        finally:
+            if reaper is not None:
+                reaper.stop()
+            self.close()
+
+    def _serve_notifications(self, poller) -> None:
+        """Receive notifications and serve them until the tree is gone. The common case,
+        an x86_64 element call that repeats its attr, is served decoded here, with what it
+        uses bound once; everything else by handle()."""
+        listener, inotify_fd = self.listener, self.files.inotify_fd
+        recv_arg, unpack_head, resp = _RECV_ARG, _NOTIF_HEAD.unpack_from, self._resp
+        serve_decoded = self.decoded.serve if self.trace is None else None
+        while True:
+            if poller is not None:
+                ready = False
                 for fd, ev in poller.poll():
                     if fd == listener:
                         if ev & _POLLIN:
-                            serve_next()
+                            ready = True
                         elif ev & _POLLHUP:
                             return
                     elif fd == inotify_fd:
                         self.reap()
                     else:
-                        return
-        finally:
-            self.close()
-
-    def _serve_in_recv(self) -> None:
-        """serve() without a poll() per call: the loop waits in NOTIF_RECV itself, which
-        returns ENOENT once no process uses the filter any more (recv_wait_event() checks
-        the filter's users, as the listener's POLLHUP does). Closes are reaped by a thread
-        that waits on the inotify fd alone (CloseReaper); a stop_fd or a trace needs the
-        poll loop, whose order of events the trace relies on."""
-        reaper = CloseReaper(self)
-        listener, serve_next = self.listener, self.serve_next
-        try:
-            while True:
-                if serve_next() is _GONE_OR_NOT_RECEIVED and _tree_gone(listener):
+                        return                       # stop_fd
+                if not ready:
+                    continue
+            try:
+                buf = _ioctl(listener, _NOTIF_RECV, recv_arg, False)
+            except OSError as e:
+                if e.errno not in (_ENOENT, _EINTR):
+                    raise
+                # The caller went away before RECV; or (ENOENT) no process uses the filter
+                if poller is None and e.errno == _ENOENT and _tree_gone(listener):
                     return
-        finally:
-            reaper.stop()
-            self.close()
-
-    def serve_next(self):
-        """Receive the next notification and serve it. The common case, an x86_64 element
-        call that repeats its attr, is served decoded here; everything else by handle()."""
-        try:
-            buf = _ioctl(self.listener, _NOTIF_RECV, _RECV_ARG, False)
-        except OSError as e:
-            if e.errno in (_ENOENT, _EINTR):     # the caller went away before RECV, or
-                return _GONE_OR_NOT_RECEIVED     # (ENOENT) no process uses the filter
-            raise
-        notif_id, tid, nr, arch, a0, a1, a2 = _NOTIF_HEAD.unpack_from(buf)
-        if nr == _NR_BPF and arch == _ARCH_X86_64 and self.trace is None:
-            try:
-                ret = self.decoded.serve(tid, notif_id, a0, a1, a2)
-            except Exception:
-                ret = None                       # handle() does it the checked way, and reports
-            if ret is not None:
-                self.calls += 1
-                resp = self._resp
-                _pack_resp(resp, 0, notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0, 0)
-                try:
-                    _ioctl(self.listener, _NOTIF_SEND, resp, True)
-                except OSError as e:
-                    if e.errno != _ENOENT:       # ENOENT: the caller is gone (killed)
-                        raise
-                return
-            self._decoded_tried = True
-            try:
+                continue
+            notif_id, tid, nr, arch, a0, a1, a2 = unpack_head(buf)
+            if nr != _NR_BPF or arch != _ARCH_X86_64 or serve_decoded is None:
                 self.handle(seccomp.NOTIF.unpack(buf))
-            finally:
-                self._decoded_tried = False
-            return
-        self.handle(seccomp.NOTIF.unpack(buf))
+                continue
+            try:
+                ret = serve_decoded(tid, notif_id, a0, a1, a2)
+            except Exception:
+                ret = None                           # handle() does it the checked way, and reports
+            if ret is None:
+                self._decoded_tried = True
+                try:
+                    self.handle(seccomp.NOTIF.unpack(buf))
+                finally:
+                    self._decoded_tried = False
+                continue
+            self.calls += 1
+            _pack_resp(resp, 0, notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0, 0)
+            try:
+                _ioctl(listener, _NOTIF_SEND, resp, True)
+            except OSError as e:
+                if e.errno != _ENOENT:               # ENOENT: the caller is gone (killed)
+                    raise
 
     def close(self) -> None:
         """Drop what the tree still held (its processes are gone, or we stop serving them)."""
