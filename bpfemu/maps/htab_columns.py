@@ -414,9 +414,10 @@ class ColumnarStore:
                 self._pending_done()
                 return
             self.pending_stale = stale = stale + 1
-            if stale > 4 * len(elems) + 4096:
-                # Inserts and deletes and no walk: keep it short. (Rarely: a map emptied by
-                # deletes has its entries dropped whole when its last element goes.)
+            if not stale & 1023 and stale > 4 * len(elems) + 4096:
+                # Inserts and deletes and no walk: keep it short (looked at every 1024th stale
+                # entry). (Rarely: a map emptied by deletes has its entries dropped whole when
+                # its last element goes.)
                 undo.append(self._saved_pending())
                 self.pending[:] = self._live_pending()
                 self.pending_stale = 0
@@ -492,8 +493,8 @@ class ColumnarStore:
                 keys[l_new] = key
                 self.elems[key] = l_new
                 self.pending.append(l_new)
-                self.pending_stale += 1
-                if self.pending_stale > 4 * len(self.elems) + 4096:   # as unlink: compact
+                self.pending_stale = stale = self.pending_stale + 1
+                if not stale & 1023 and stale > 4 * len(self.elems) + 4096:   # as unlink
                     self.undo.append(self._saved_pending())
                     self.pending[:] = self._live_pending()
                     self.pending_stale = 0
