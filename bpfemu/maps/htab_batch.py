@@ -15,7 +15,7 @@ import struct
 from ..errors import BpfError
 from ..uapi.consts import BPF_F_LOCK, BPF_NOEXIST
 from ..usercopy import copy_runs_to_user, copy_to_user, put_attr
-from .lru import bpf_lru_push_free
+from .lru import bpf_common_lru_pop_free_many, bpf_lru_local_free_peek, bpf_lru_push_free_many
 
 _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
@@ -91,9 +91,7 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
                 free_order += elems[start:end][::-1]
                 start = end
         if is_lru:
-            lru = htab.lru
-            for l in free_order:
-                bpf_lru_push_free(lru, l)   # htab_lru_push_free()
+            bpf_lru_push_free_many(htab.lru, free_order)   # htab_lru_push_free() each
         else:
             store.free_many(free_order)     # free_htab_elem()
     if fault:
@@ -209,9 +207,43 @@ def htab_map_delete_elems(htab, kbuf: bytes, start: int, end: int) -> int:
         return start
     store.unlink_many(slots)
     if htab.is_lru:
-        lru = htab.lru
-        for l in slots:
-            bpf_lru_push_free(lru, l)           # htab_lru_push_free()
+        bpf_lru_push_free_many(htab.lru, slots)     # htab_lru_push_free() each
     else:
         store.free_many(slots)                  # free_htab_elem()
+    return start + n
+
+
+def htab_lru_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start: int,
+                              end: int) -> int:
+    """htab_lru_map_update_elem() (or the LRU per-CPU syscall update) of elements start.. of
+    a batch, as far as each one's bpf_lru_pop_free() takes a node from this CPU's local free
+    list (no refill, so nothing is evicted: the common LRU only) and its key is neither in
+    the map nor repeated: each would be the node to the pending list's head, its value
+    copied whole (copy_map_value(), or pcpu_copy_value() on every CPU), and add_head().
+    Returns the index of the first element not updated; the element op takes that one (and
+    the refill, with its evictions, when the local free list is empty)."""
+    if flags & ~BPF_NOEXIST:                    # BPF_ANY or BPF_NOEXIST
+        return start
+    lru = htab.lru
+    cpu = htab.kernel.cpu
+    nodes = bpf_lru_local_free_peek(lru, cpu, end - start)
+    if not nodes:
+        return start
+    store = htab.store
+    keys = _split(kbuf, htab.key_size, start, start + len(nodes))
+    lookup = store.lookup
+    if lookup(keys[0]) is not None:             # a replace: the element op's path
+        return start
+    found = list(map(lookup, keys))
+    n = found.count(None)
+    if n < len(keys):                           # stop before the first key in the map
+        n = found.index(next(x for x in found if x is not None))
+        keys = keys[:n]
+    if len(set(keys)) < n:                      # a key repeated: the second is a replace
+        n = _before_first_repeat(keys)
+        keys = keys[:n]
+    nodes = nodes[:n]
+    bpf_common_lru_pop_free_many(lru, cpu, nodes)
+    size = htab.slot_size
+    store.copy_add_many(nodes, keys, vbuf[start * size:(start + n) * size])
     return start + n

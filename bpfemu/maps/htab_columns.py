@@ -1073,6 +1073,28 @@ class ColumnarStore:
             self._values_put(first, len(slots) - len(reused), olds[1])
         self._walk_forget()
 
+    def copy_add_many(self, slots: list, keys: list, values) -> None:
+        """For each slot (distinct elements in no list, an LRU map's nodes just popped) and
+        its key (distinct, none linked): copy_value() of its slot_size bytes of values, then
+        add_head(): a run of an LRU map's inserts of new keys."""
+        olds = self.values_of(slots)
+        self.undo.append((self._undo_copy_add_many, slots, keys, len(self.pending), olds))
+        self._values_scatter(slots, values)
+        consume(map(self.elem_key.__setitem__, slots, keys))
+        self.elems.update(zip(keys, slots))
+        self.pending += slots
+        self.walk_order = NO_WALK               # new elements: no walk order counts them
+
+    def _undo_copy_add_many(self, slots, keys, n_pending, olds) -> None:
+        elems, elem_key = self.elems, self.elem_key
+        for k, l in zip(keys, slots):
+            if elems.get(k) == l:
+                del elems[k]
+            elem_key[l] = None
+        del self.pending[n_pending:]
+        self._values_scatter(slots, olds)
+        self._walk_forget()
+
     def _values_scatter(self, slots: list, data) -> None:
         """Write data's slot_size-byte pieces into the values of slots, in order (not
         journaled: the caller did)."""

@@ -39,7 +39,9 @@ store, with these operations (an element is an int, its slot; None is "no elemen
   ``keys_of(slots)``, ``values_of(slots)`` (joined), ``unlink_buckets(slots, bucket_ids)``
   (unlink of every element of those whole buckets),
   ``unlink_many(slots)``, ``free_many(slots)``, ``alloc_add_many(keys, values)`` (alloc,
-  copy_value and add_head of each of distinct new keys). Each is the element operations
+  copy_value and add_head of each of distinct new keys), ``copy_add_many(slots, keys,
+  values)`` (copy_value and add_head of each of distinct new keys into the given elements,
+  in no list: an LRU map's nodes). Each is the element operations
   one after the other, journaled as one undo entry.
 * ``walk_hint(key)``: a cache. What htab_map_get_next_key(key) returns if the store knows
   it from the walk it is serving (None: past the last element), or MISS. A store that keeps
@@ -276,4 +278,10 @@ class SimpleStore:
         size = self.slot_size
         for i, key in enumerate(keys):
             l = self.alloc(values[i * size:(i + 1) * size])
+            self.add_head(l, key)
+
+    def copy_add_many(self, slots: list, keys: list, values) -> None:
+        size = self.slot_size
+        for i, (l, key) in enumerate(zip(slots, keys)):
+            self.copy_value(l, values[i * size:(i + 1) * size])
             self.add_head(l, key)

@@ -31,6 +31,9 @@ the map.
 """
 from __future__ import annotations
 
+from collections import deque
+from itertools import repeat
+from operator import itemgetter
 from typing import Callable, Iterator, Optional
 
 from ..undo import NO_JOURNAL, restore_attr, restore_item
@@ -52,6 +55,9 @@ __all__ = [
     "bpf_lru_populate",
     "bpf_lru_pop_free",
     "bpf_lru_push_free",
+    "bpf_lru_local_free_peek",
+    "bpf_common_lru_pop_free_many",
+    "bpf_lru_push_free_many",
     "bpf_lru_node_set_ref",
     "bpf_lru_node_is_ref",
     "bpf_lru_dump",
@@ -286,6 +292,16 @@ def _save(lru: BpfLru, *nodes: int) -> None:
     for i in nodes:
         undo.append((_restore_node, lru, i, lru.next[i], lru.prev[i], lru.type[i],
                      lru.ref[i], lru.cpu[i]))
+
+
+def consume(iterator) -> None:
+    """Run an iterator of calls (a map of a method over items) to its end, at C speed."""
+    deque(iterator, maxlen=0)
+
+
+def _gather(seq, nodes: list) -> tuple:
+    """The items of seq at nodes, at C speed."""
+    return itemgetter(*nodes)(seq) if len(nodes) > 1 else tuple(seq[i] for i in nodes)
 
 
 def _list_iter(lru: BpfLru, head: int) -> Iterator[int]:
@@ -812,6 +828,122 @@ def bpf_lru_push_free(lru: BpfLru, node: int) -> None:
         bpf_percpu_lru_push_free(lru, node)
     else:
         bpf_common_lru_push_free(lru, node)
+
+
+# --------------------------------------------------------------------------------------
+# Runs of the entry points, for the batch commands (maps/htab_batch.py): what n calls in a
+# row do, with no Python call per node and one undo entry for the run
+# --------------------------------------------------------------------------------------
+
+
+def bpf_lru_local_free_peek(lru: BpfLru, cpu: int, n: int) -> list:
+    """The first n nodes (fewer if it holds fewer) of cpu's local free list: the nodes that
+    n bpf_lru_pop_free(cpu) calls in a row take from it without a refill, in order. Empty for
+    the per-CPU LRU (its pop rotates the lists every time)."""
+    if lru.percpu:
+        return []
+    free = lru.local_list[cpu].lists[LOCAL_FREE_LIST_IDX]
+    nxt = lru.next
+    nodes = []
+    node = nxt[free]
+    while node != free and len(nodes) < n:
+        nodes.append(node)
+        node = nxt[node]
+    return nodes
+
+
+def bpf_common_lru_pop_free_many(lru: BpfLru, cpu: int, nodes: list) -> None:
+    """bpf_common_lru_pop_free(cpu) once per node of nodes, the first nodes of cpu's local
+    free list (bpf_lru_local_free_peek): each goes from the local free list's head to the
+    pending list's head, typed PENDING with ref clear and cpu set."""
+    loc_l = lru.local_list[cpu]
+    free = loc_l.lists[LOCAL_FREE_LIST_IDX]
+    pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
+    nxt, prv = lru.next, lru.prev
+    after = nxt[nodes[-1]]
+    first = nxt[pending]
+    lru.undo.append((_unpop_many, lru, free, pending, nodes, after, first,
+                     _gather(lru.type, nodes), _gather(lru.ref, nodes), _gather(lru.cpu, nodes)))
+    nxt[free] = after
+    prv[after] = free
+    # The pending list, head first: the last node popped, ..., the first, the old first.
+    order = nodes[::-1]
+    order.append(first)
+    froms = [pending]
+    froms += order[:-1]
+    consume(map(nxt.__setitem__, froms, order))
+    consume(map(prv.__setitem__, order, froms))
+    consume(map(lru.type.__setitem__, nodes, repeat(BPF_LRU_LOCAL_LIST_T_PENDING)))
+    consume(map(lru.ref.__setitem__, nodes, repeat(0)))
+    consume(map(lru.cpu.__setitem__, nodes, repeat(cpu)))
+
+
+def _unpop_many(lru: BpfLru, free: int, pending: int, nodes: list, after: int, first: int,
+                types, refs, cpus) -> None:
+    """The inverse of bpf_common_lru_pop_free_many(): nodes back at the local free list's
+    head in their order, the pending list's first node first again, their fields restored."""
+    nxt, prv = lru.next, lru.prev
+    nxt[pending] = first
+    prv[first] = pending
+    chain = [free]
+    chain += nodes
+    chain.append(after)
+    consume(map(nxt.__setitem__, chain[:-1], chain[1:]))
+    consume(map(prv.__setitem__, chain[1:], chain[:-1]))
+    consume(map(lru.type.__setitem__, nodes, types))
+    consume(map(lru.ref.__setitem__, nodes, refs))
+    consume(map(lru.cpu.__setitem__, nodes, cpus))
+
+
+def bpf_lru_push_free_many(lru: BpfLru, nodes: list) -> None:
+    """bpf_lru_push_free() of each of nodes in turn (distinct nodes of deleted elements),
+    journaled as one entry: the moves' inverses, newest first, and the counters and rotation
+    cursor of the lists the moves take their lock on."""
+    nxt, prv, types, ref, cpus = lru.next, lru.prev, lru.type, lru.ref, lru.cpu
+    moves = []                      # one _unmove's arguments a move, in order
+    lists = lru.percpu_lru if lru.percpu else [lru.common_lru]
+    lru.undo.append((_unpush_many, lru, moves,
+                     [(l, l.counts[0], l.counts[1], l.next_inactive_rotation) for l in lists]))
+    add = moves.append
+    for node in nodes:
+        t = types[node]
+        if lru.percpu:
+            l = lru.percpu_lru[cpus[node]]          # bpf_percpu_lru_push_free()
+        elif t == BPF_LRU_LIST_T_FREE or t == BPF_LRU_LOCAL_LIST_T_FREE:
+            continue                                # kernel: WARN_ON_ONCE (double free)
+        elif t == BPF_LRU_LOCAL_LIST_T_PENDING:
+            # Still pending: back to the owning CPU's local free list.
+            head = lru.local_list[cpus[node]].lists[LOCAL_FREE_LIST_IDX]
+            p, n = prv[node], nxt[node]
+            add((node, p, n, head, nxt[head], t, ref[node], cpus[node]))
+            types[node] = BPF_LRU_LOCAL_LIST_T_FREE
+            ref[node] = 0
+            _list_move(lru, node, head)
+            continue
+        else:
+            l = lru.common_lru                      # bpf_lru_list_push_free()
+        if t >= BPF_LOCAL_LIST_T_OFFSET:
+            continue                                # kernel: WARN_ON_ONCE, ignored
+        # __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE), inlined
+        head = l.lists[BPF_LRU_LIST_T_FREE]
+        p, n = prv[node], nxt[node]
+        add((node, p, n, head, nxt[head], t, ref[node], cpus[node]))
+        if t != BPF_LRU_LIST_T_FREE:
+            if t < NR_BPF_LRU_LIST_COUNT:
+                l.counts[t] -= 1
+            types[node] = BPF_LRU_LIST_T_FREE
+        ref[node] = 0
+        if node == l.next_inactive_rotation:
+            l.next_inactive_rotation = p
+        _list_move(lru, node, head)
+
+
+def _unpush_many(lru: BpfLru, moves: list, saved: list) -> None:
+    """The inverse of bpf_lru_push_free_many()."""
+    for args in reversed(moves):
+        _unmove(lru, *args)
+    for l, active, inactive, nir in saved:
+        _restore_counts(l, active, inactive, nir)
 
 
 def bpf_common_lru_populate(lru: BpfLru, nr_elems: int) -> None:

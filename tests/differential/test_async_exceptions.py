@@ -121,6 +121,18 @@ CASES.update({
                                            [VP] * 3, 3)),
     "delete-batch-lru": (Scenario(LRU_HASH, 8, 6), batch_call(c.BPF_MAP_DELETE_BATCH,
                                                               [k32(i) for i in (4, 5, 4)], [], 3)),
+    # LRU runs in bulk (a 64-entry map refills 16 nodes at a time): 2 nodes popped in bulk,
+    # a refill through the element op, 2 more in bulk; nodes given back from CPU 0's pending
+    # list (keys 18, 19) and from the global lists (3, 4) in one bulk operation.
+    "update-batch-lru-bulk": (Scenario(LRU_HASH, 64, 14),
+                              batch_call(c.BPF_MAP_UPDATE_BATCH, [k32(i) for i in range(20, 25)],
+                                         [V] * 5, 5)),
+    "update-batch-lru-percpu-bulk": (Scenario(LRU_PERCPU_HASH, 64, 14),
+                                     batch_call(c.BPF_MAP_UPDATE_BATCH,
+                                                [k32(i) for i in range(20, 25)], [VP] * 5, 5)),
+    "delete-batch-lru-bulk": (Scenario(LRU_HASH, 64, 20),
+                              batch_call(c.BPF_MAP_DELETE_BATCH, [k32(i) for i in (19, 18, 3, 4)],
+                                         [], 4)),
     "update-batch-reuse": (FilledThenDeleted(HASH, 8, 6, (1, 4, 2)),
                            batch_call(c.BPF_MAP_UPDATE_BATCH, [k32(i) for i in (7, 8, 9, 10)],
                                       [V] * 4, 4)),

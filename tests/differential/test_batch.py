@@ -681,3 +681,41 @@ def test_lookup_and_delete_batch_empties_lru_then_refills(both):
             res.append(sorted(cl.keys(fd, 4)))
         outs.append(res)
     assert outs[0] == outs[1]
+
+
+LRU_FLAVOURS = [(LRU_HASH, 0), (LRU_PERCPU_HASH, 0), (LRU_HASH, c.BPF_F_NO_COMMON_LRU)]
+
+
+@pytest.mark.parametrize("map_type,flags", LRU_FLAVOURS, ids=["lru", "lru_percpu", "no_common"])
+def test_lru_batches_in_bulk_match_the_kernel(both, map_type, flags):
+    """LRU UPDATE_BATCH and DELETE_BATCH with runs long enough for the bulk paths (a 64-entry
+    map: refills of 16 nodes on 2 CPUs), compared with the kernel: a batch that evicts in its
+    middle, with a key repeated and keys already in the map (some of them evicted by the
+    batch's own refills before their turn), then a delete batch of new (pending) and older
+    (listed) elements, then inserts whose evictions show the order the deletes left."""
+    outs = []
+    for cl in both:
+        res = []
+        fd = create(cl, map_type, max_entries=64, flags=flags)
+        fill(cl, fd, keys_of(40), values_of(map_type, 8, 40, 1))
+        ks = [u32(1000 + i) for i in range(90)]
+        ks[30] = ks[12]                             # a repeat: a replace
+        ks[45], ks[70] = u32(39), u32(0)            # in the map (0 evicted by then)
+        keys = Buf(b"".join(ks))
+        vb = Buf(b"".join(values_of(map_type, 8, 90, 2)))
+        res.append(batch(cl.b, UPDATE_BATCH, fd, keys=keys.addr, values=vb.addr, count=90))
+        res.append(lookup_all(cl, map_type, fd))
+        # The batch's last keys are pending (their nodes on CPU 0's pending list), others
+        # are on the global lists; 5000 is not there: ENOENT after the others.
+        newest = [ks[89], ks[88], ks[86]]
+        dels = newest + [k for k in sorted(cl.keys(fd, 4))[::3] if k not in newest]
+        dk = Buf(b"".join(dels + [u32(5000)]))
+        res.append(batch(cl.b, DELETE_BATCH, fd, keys=dk.addr, count=len(dels) + 1))
+        # Single inserts, the keys after each: which nodes the deletes freed, and where.
+        for k, v in zip(keys_of(60, start=2000), values_of(map_type, 8, 60, 3)):
+            assert cl.update(fd, k, v) == 0
+            res.append(sorted(cl.keys(fd, 4)))
+        res.append(lookup_all(cl, map_type, fd))
+        outs.append(res)
+    assert outs[0] == outs[1]
+    assert outs[0][0] == (0, 90)

@@ -92,3 +92,41 @@ def test_array_batches_in_bulk():
     assert values[:128] == bytes(range(8)) + b"\x05" * 8 + bytes(range(16, 24)) + b"\x05" * 8 \
         + bytes(range(32, 128))
     assert next_keys == []
+
+
+@pytest.mark.parametrize("map_type", [c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH])
+def test_lru_update_batch_calls_the_element_op_only_at_refills(map_type):
+    """A 64-entry LRU map on 2 CPUs refills CPU 0's local free list 16 nodes at a time: the
+    element op takes the element whose pop refills (keys 0, 16, 32), the bulk path the runs
+    between; a key already in the map stops a run too."""
+    emu = Emulator(nr_cpus=2, seed=1)
+    cl = Client(emu)
+    fd = cl.create(map_type, 4, 8, 64)
+    vsize = 16 if map_type == c.BPF_MAP_TYPE_LRU_PERCPU_HASH else 8
+    calls = counting(emu.map_of(fd), "map_update_elem_sys")
+    ret, count, _, _ = batch(emu, U, fd, keys_of(*range(40)), b"\x01" * vsize * 40, 40, vsize)
+    assert (ret, count) == (0, 40)
+    assert calls == [keys_of(0), keys_of(16), keys_of(32)]
+    del calls[:]
+    ret, count, _, _ = batch(emu, U, fd, keys_of(50, 3, 51), b"\x02" * vsize * 3, 3, vsize)
+    assert (ret, count) == (0, 3)
+    assert calls == [keys_of(3)]
+    assert sorted(U32.unpack(k)[0] for k in cl.keys(fd, 4)) == list(range(40)) + [50, 51]
+
+
+def test_lru_delete_batch_gives_the_nodes_back_in_bulk(monkeypatch):
+    """DELETE_BATCH on an LRU map gives the nodes back in one bulk operation, not through
+    the per-node push (pending nodes and listed ones alike)."""
+    from bpfemu.maps import lru
+    emu = Emulator(nr_cpus=2, seed=1)
+    cl = Client(emu)
+    fd = cl.create(c.BPF_MAP_TYPE_LRU_HASH, 4, 8, 64)
+    for k in range(40):
+        assert cl.update(fd, U32.pack(k), b"\0" * 8) == 0
+    pushed = []
+    for name in ("bpf_common_lru_push_free", "bpf_percpu_lru_push_free"):
+        monkeypatch.setattr(lru, name, lambda l, node, pushed=pushed: pushed.append(node))
+    ret, count, _, _ = batch(emu, c.BPF_MAP_DELETE_BATCH, fd, keys_of(39, 1, 2, 38), None, 4)
+    assert (ret, count) == (0, 4)
+    assert pushed == []
+    assert len(cl.keys(fd, 4)) == 36
