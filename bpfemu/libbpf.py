@@ -67,9 +67,10 @@ _LOOKUP_BATCHES = frozenset({c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE
 _pack_batch = struct.Struct("<QQQQIIQQ").pack_into
 _unpack_u32 = struct.Struct("<I").unpack_from
 _NO_LENGTHS = (None, None, None, None)
-# Map fds whose element-call buffers one thread keeps pinned on an emulator (the decoded-call
-# cache keeps 64 calls too); a thread using more takes turns, the oldest fd's buffers going.
-MAX_PINNED_FDS = 32
+# Map fds whose element-call buffers one thread keeps pinned on an emulator (about 1.5 KiB
+# each); a thread using more takes turns, the oldest fd's buffers going (each pin and unpin
+# forgets the emulator's decoded calls, so taking turns at every call would cost more).
+MAX_PINNED_FDS = 256
 
 
 class bpf_map_info(ctypes.Structure):
