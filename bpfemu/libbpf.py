@@ -67,9 +67,10 @@ _LOOKUP_BATCHES = frozenset({c.BPF_MAP_LOOKUP_BATCH, c.BPF_MAP_LOOKUP_AND_DELETE
 _pack_batch = struct.Struct("<QQQQIIQQ").pack_into
 _unpack_u32 = struct.Struct("<I").unpack_from
 _NO_LENGTHS = (None, None, None, None)
-# Map fds whose element-call buffers one thread keeps pinned on an emulator (the decoded-call
-# cache keeps 64 calls too); a thread using more takes turns, the oldest fd's buffers going.
-MAX_PINNED_FDS = 32
+# Map fds whose element-call buffers one thread keeps pinned on an emulator (about 1.5 KiB
+# each); a thread using more takes turns, the oldest fd's buffers going (each pin and unpin
+# forgets the emulator's decoded calls, so taking turns at every call would cost more).
+MAX_PINNED_FDS = 256
 
 
 class bpf_map_info(ctypes.Structure):
@@ -343,6 +344,8 @@ class LibBpf:
         if emulator is not None and isinstance(backend, emulator.Emulator) \
                 and hasattr(backend.mem, "pin"):
             self._decoded = backend.decoded_calls
+        # What an FdCalls' generation is compared with: never changes without decoded calls.
+        self._generation = self._decoded if self._decoded is not None else DirectCalls
 
     def _scratch(self) -> ScratchBuffers:
         scratch = getattr(self._local, "scratch", None)
@@ -373,16 +376,18 @@ class LibBpf:
     def _fd_calls(self, fd: int):
         """This thread's FdCalls for fd (an int), or None when fd is no map it knows."""
         try:
+            fc = self._local.calls[fd]
+            if fc.generation == self._generation.generation:
+                return fc
+        except (AttributeError, KeyError):
+            pass
+        try:
             calls = self._local.calls
         except AttributeError:
             calls = self._local.calls = {}
             with self._calls_lock:
                 self._all_calls.append(calls)
-        fc = calls.get(fd)
-        decoded = self._decoded
-        if fc is not None and (decoded is None or fc.generation == decoded.generation):
-            return fc
-        return self._new_fd_calls(fd, calls, fc)
+        return self._new_fd_calls(fd, calls, calls.get(fd))
 
     def _new_fd_calls(self, fd: int, calls: dict, old):
         """fd's FdCalls made (again): on an emulator, for the map fd names now."""
@@ -512,6 +517,12 @@ class LibBpf:
         return self._elem(c.BPF_MAP_UPDATE_ELEM, fd, p.inp(key), p.inp(value), flags)
 
     def bpf_map_lookup_elem(self, fd, key, value):
+        if type(fd) is int:                     # bpf_map_lookup_elem_flags(..., 0), inlined
+            fc = self._fd_calls(fd)
+            if fc is not None:
+                ret = fc.lookup(_LOOKUP, key, value, 0)
+                if ret is not SLOW:
+                    return ret
         return self.bpf_map_lookup_elem_flags(fd, key, value, 0)
 
     def bpf_map_lookup_elem_flags(self, fd, key, value, flags):
@@ -540,6 +551,12 @@ class LibBpf:
         return self._elem(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, p.inp(key), p.out(value), flags)
 
     def bpf_map_delete_elem(self, fd, key):
+        if type(fd) is int:                     # bpf_map_delete_elem_flags(..., 0), inlined
+            fc = self._fd_calls(fd)
+            if fc is not None:
+                ret = fc.delete(key, 0)
+                if ret is not SLOW:
+                    return ret
         return self.bpf_map_delete_elem_flags(fd, key, 0)
 
     def bpf_map_delete_elem_flags(self, fd, key, flags):

@@ -54,57 +54,38 @@ def kind_of(typ) -> int:
     return kind
 
 
-def _bytes_of(obj, n: int):
-    """The first n bytes of a ctypes object, bytes or bytearray of n bytes or more; else None."""
-    kind = _KINDS.get(type(obj)) or kind_of(type(obj))
-    if kind == CTYPES:
-        if _sizeof(obj) < n:
-            return None
-        data = bytes(obj)
-    elif kind:
-        if len(obj) < n:
-            return None
-        data = obj if kind == BYTES else bytes(obj)
-    else:
-        return None
-    return data if len(data) == n else data[:n]
-
-
 def _new_attr(fd: int, key_ptr: int, value_ptr: int) -> ctypes.Array:
     attr = ctypes.create_string_buffer(168)
     _pack_elem(attr, 0, fd & 0xFFFFFFFF, 0, key_ptr, value_ptr, 0)
     return attr
 
 
-class _Out:
-    """Copies n bytes out of a buffer into the caller's output object. A ctypes object is
-    written through a char array at its address, made again when the address changes (one
-    made per call would cost more than the call)."""
-    __slots__ = ("src", "n", "addr", "dst")
+class _Views:
+    """Byte views of the caller's ctypes objects by address, n bytes each: a copy between two
+    views is a memoryview slice assignment, the cheapest copy CPython has (bytes(obj) or a
+    char array's .raw cost two to four times as much). The view of the last address is kept;
+    it is used only for an object found at that address now with n bytes or more, so it
+    never outlives what it points at."""
+    __slots__ = ("n", "addr", "view")
 
-    def __init__(self, src: ctypes.Array, n: int):
-        self.src, self.n, self.addr, self.dst = src, n, None, None
+    def __init__(self, n: int):
+        self.n, self.addr, self.view = n, None, None
 
-    def target(self, obj):
-        """What copy() takes for obj (checked: writable, n bytes or more), or None."""
+    def of(self, obj, writable: bool):
+        """A view of obj's first n bytes (ctypes object, bytearray; bytes when not writable),
+        or None."""
         kind = _KINDS.get(type(obj)) or kind_of(type(obj))
         if kind == CTYPES:
             if _sizeof(obj) < self.n:
                 return None
             addr = _addressof(obj)
             if addr != self.addr:
-                self.dst = (ctypes.c_char * self.n).from_address(addr)
+                self.view = memoryview((ctypes.c_char * self.n).from_address(addr)).cast("B")
                 self.addr = addr
-            return self.dst
-        if kind == BYTEARRAY and len(obj) >= self.n:
-            return obj
-        return None
-
-    def copy(self, target) -> None:
-        if type(target) is bytearray:
-            target[:self.n] = self.src.raw
-        else:
-            target.raw = self.src.raw
+            return self.view
+        if kind == BYTES and writable or not kind or len(obj) < self.n:
+            return None
+        return obj if len(obj) == self.n else memoryview(obj)[:self.n]
 
 
 class PinnedCalls:
@@ -117,18 +98,23 @@ class PinnedCalls:
         self.nbuf = ctypes.create_string_buffer(ks)
         self.mem = backend.mem
         self.mem.pin(self.kbuf, self.vbuf, self.nbuf)
+        self.kview, self.vview, self.nview = (memoryview(b).cast("B") for b in
+                                              (self.kbuf, self.vbuf, self.nbuf))
         self.bpf = backend.bpf
         k, v, n = (_addressof(b) for b in (self.kbuf, self.vbuf, self.nbuf))
-        self.addrs = k, v, n
         self.lookup_attr, self.update_attr = _new_attr(fd, k, v), _new_attr(fd, k, v)
         self.pop_attr, self.delete_attr = _new_attr(fd, k, v), _new_attr(fd, k, 0)
         self.next_attr, self.first_attr = _new_attr(fd, k, n), _new_attr(fd, 0, n)
         self.flags = {}                         # id(attr) -> the flags packed in it, if not 0
-        self.value_out, self.key_out = _Out(self.vbuf, vs), _Out(self.nbuf, ks)
+        # The caller's key, value (in and out) and next key, by the address of the last one.
+        self.key_in, self.value_in = _Views(ks), _Views(vs)
+        self.value_out, self.key_out = _Views(vs), _Views(ks)
 
     def release(self) -> None:
         """Unpin the buffers (the fd was closed, or names another map now)."""
         if self.mem is not None:
+            for view in (self.kview, self.vview, self.nview):
+                view.release()
             self.mem.unpin(self.kbuf, self.vbuf, self.nbuf)
             self.mem = None
 
@@ -140,58 +126,57 @@ class PinnedCalls:
             self.flags[id(attr)] = flags
 
     def update(self, key, value, flags):
-        k, v = _bytes_of(key, self.ks), _bytes_of(value, self.vs)
+        k = self.key_in.of(key, False)
+        v = self.value_in.of(value, False)
         if k is None or v is None or type(flags) is not int:
             return SLOW
         attr = self.update_attr
         if flags or self.flags:
             self._flags(attr, flags)
-        self.kbuf.raw = k
-        self.vbuf.raw = v
+        self.kview[:] = k
+        self.vview[:] = v
         return self.bpf(_UPDATE, attr, _ELEM_SIZE)
 
     def lookup(self, cmd, key, value, flags):
         """LOOKUP_ELEM or LOOKUP_AND_DELETE_ELEM."""
-        k = _bytes_of(key, self.ks)
-        out = self.value_out
-        dst = out.target(value)
+        k = self.key_in.of(key, False)
+        dst = self.value_out.of(value, True)
         if k is None or dst is None or type(flags) is not int:
             return SLOW
         attr = self.lookup_attr if cmd == _LOOKUP else self.pop_attr
         if flags or self.flags:
             self._flags(attr, flags)
-        self.kbuf.raw = k
+        self.kview[:] = k
         ret = self.bpf(cmd, attr, _ELEM_SIZE)
         if ret == 0:
-            out.copy(dst)                       # copy_to_user() after success
+            dst[:self.vs] = self.vview          # copy_to_user() after success
         return ret
 
     def delete(self, key, flags):
-        k = _bytes_of(key, self.ks)
+        k = self.key_in.of(key, False)
         if k is None or type(flags) is not int:
             return SLOW
         attr = self.delete_attr
         if flags or self.flags:
             self._flags(attr, flags)
-        self.kbuf.raw = k
+        self.kview[:] = k
         return self.bpf(_DELETE, attr, _ELEM_SIZE)
 
     def next_key(self, key, next_key):
-        out = self.key_out
-        dst = out.target(next_key)
+        dst = self.key_out.of(next_key, True)
         if dst is None:
             return SLOW
         if key is None:
             attr = self.first_attr
         else:
-            k = _bytes_of(key, self.ks)
+            k = self.key_in.of(key, False)
             if k is None:
                 return SLOW
-            self.kbuf.raw = k
+            self.kview[:] = k
             attr = self.next_attr
         ret = self.bpf(_NEXT, attr, _NEXT_SIZE)
         if ret == 0:
-            out.copy(dst)
+            dst[:self.ks] = self.nview
         return ret
 
 
@@ -199,6 +184,7 @@ class DirectCalls:
     """One thread's element calls on one map fd of any backend, pointing at the caller's
     buffers (bytes copied first), as libbpf's functions do."""
     map = None
+    generation = 0                      # never checked again (no decoded calls to follow)
 
     def __init__(self, backend, fd: int, ks: int, vs: int):
         self.fd, self.ks, self.vs = fd & 0xFFFFFFFF, ks, vs

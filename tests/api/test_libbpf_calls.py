@@ -150,3 +150,22 @@ def test_repeated_calls_copy_through_pinned_buffers():
             assert lib.bpf_map_lookup_elem(fd, key, value) == 0
             assert value.value == 100 + i
         assert used == []
+
+
+def test_more_maps_than_the_layer_keeps_pinned(monkeypatch):
+    """Round-robin over more map fds than a thread keeps buffers for: the oldest fd's
+    buffers go and come back, and every call still reads and writes the right map."""
+    monkeypatch.setattr("bpfemu.libbpf.MAX_PINNED_FDS", 3)
+    with Emulator() as emu:
+        lib = LibBpf(emu)
+        fds = [_hash(lib) for _ in range(5)]
+        key, value = ctypes.c_uint32(), ctypes.c_uint64()
+        for rnd in range(3):
+            for i, fd in enumerate(fds):
+                key.value, value.value = rnd, i * 100 + rnd
+                assert lib.bpf_map_update_elem(fd, key, value, 0) == 0
+        for i, fd in enumerate(fds):
+            for rnd in range(3):
+                key.value = rnd
+                assert lib.bpf_map_lookup_elem(fd, key, value) == 0
+                assert value.value == i * 100 + rnd
