@@ -90,7 +90,7 @@ def main() -> int:
         return _NOTIF_HEAD.unpack_from(notif)
 
     stages = [
-        ("poll() of one ready fd", poller.poll),
+        ("poll() of one ready fd (the polling loop only)", poller.poll),
         ("RECV's notification unpacked (no ioctl)", recv_buffer),
         ("caller switched", lambda: caller.switch(tid, 1)),
         ("attr+key+value: one process_vm_readv", read),
