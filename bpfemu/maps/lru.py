@@ -32,8 +32,8 @@ the map.
 from __future__ import annotations
 
 from collections import deque
-from itertools import repeat
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import itemgetter, not_
 from typing import Callable, Iterator, Optional
 
 from ..undo import NO_JOURNAL, restore_attr, restore_item
@@ -551,32 +551,62 @@ def __bpf_lru_list_shrink(
 
 def __local_list_flush(lru: BpfLru, l: BpfLruList, loc_l: BpfLruLocallist) -> None:
     """Pending nodes -> global list, oldest first, so their order is kept (newest at head)."""
-    # __bpf_lru_node_move_in inlined: every node here is PENDING, so its checks hold.
+    # __bpf_lru_node_move_in of each node, oldest first, done at once: every node here is
+    # PENDING, so its checks hold; the referenced ones end at the active list's head, the
+    # others at the inactive list's, in the pending list's order; their ref bits cleared.
     pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
-    lists = l.lists
-    counts = l.counts
-    nxt, prv, ref, types = lru.next, lru.prev, lru.ref, lru.type
-    cpus, undo = lru.cpu, lru.undo
-    node = prv[pending]
+    nxt, prv = lru.next, lru.prev
+    nodes = []                                  # head (newest) first
+    node = nxt[pending]
     while node != pending:
-        tmp = prv[node]
-        r = ref[node]
-        tgt_type = BPF_LRU_LIST_T_ACTIVE if r else BPF_LRU_LIST_T_INACTIVE
-        head = lists[tgt_type]
-        undo.append((_unmove, lru, node, tmp, pending, head, nxt[head],
-                     types[node], r, cpus[node]))
-        counts[tgt_type] += 1
-        types[node] = tgt_type
-        ref[node] = 0
-        # The node is the pending tail: unlinking it leaves tmp as the new tail.
-        nxt[tmp] = pending
-        prv[pending] = tmp
-        n = nxt[head]
-        nxt[node] = n
-        prv[node] = head
-        prv[n] = node
-        nxt[head] = node
-        node = tmp
+        nodes.append(node)
+        node = nxt[node]
+    if not nodes:
+        return
+    lists = l.lists
+    active, inactive = lists[BPF_LRU_LIST_T_ACTIVE], lists[BPF_LRU_LIST_T_INACTIVE]
+    refs = _gather(lru.ref, nodes)
+    lru.undo.append((_unflush, lru, pending, nodes, refs, _gather(lru.type, nodes),
+                     active, nxt[active], inactive, nxt[inactive]))
+    to_active = list(compress(nodes, refs))
+    to_inactive = list(compress(nodes, map(not_, refs))) if to_active else nodes
+    nxt[pending] = prv[pending] = pending
+    counts = l.counts
+    types = lru.type
+    if to_active:
+        _splice_head(lru, active, to_active)
+        counts[BPF_LRU_LIST_T_ACTIVE] += len(to_active)
+        consume(map(types.__setitem__, to_active, repeat(BPF_LRU_LIST_T_ACTIVE)))
+        consume(map(lru.ref.__setitem__, to_active, repeat(0)))
+    if to_inactive:
+        _splice_head(lru, inactive, to_inactive)
+        counts[BPF_LRU_LIST_T_INACTIVE] += len(to_inactive)
+        consume(map(types.__setitem__, to_inactive, repeat(BPF_LRU_LIST_T_INACTIVE)))
+
+
+def _splice_head(lru: BpfLru, head: int, nodes: list) -> None:
+    """Link nodes (in no list) at the head of the list at head, in their order."""
+    nxt, prv = lru.next, lru.prev
+    chain = [head]
+    chain += nodes
+    chain.append(nxt[head])
+    consume(map(nxt.__setitem__, chain[:-1], chain[1:]))
+    consume(map(prv.__setitem__, chain[1:], chain[:-1]))
+
+
+def _unflush(lru: BpfLru, pending: int, nodes: list, refs, types, active: int,
+             active_first: int, inactive: int, inactive_first: int) -> None:
+    """The inverse of __local_list_flush(): the nodes back on the pending list, the global
+    lists' heads as they were (the counters are the caller's entry)."""
+    nxt, prv = lru.next, lru.prev
+    nxt[active] = active_first
+    prv[active_first] = active
+    nxt[inactive] = inactive_first
+    prv[inactive_first] = inactive
+    nxt[pending] = prv[pending] = pending
+    _splice_head(lru, pending, nodes)
+    consume(map(lru.ref.__setitem__, nodes, refs))
+    consume(map(lru.type.__setitem__, nodes, types))
 
 
 def bpf_lru_list_push_free(lru: BpfLru, l: BpfLruList, node: int) -> None:
@@ -599,29 +629,24 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     __local_list_flush(lru, l, loc_l)
     __bpf_lru_list_rotate(lru, l)
 
-    # __bpf_lru_node_move_to_free inlined: FREE nodes are uncounted and never the
-    # rotation cursor, so only the relink and the type change remain.
-    nxt, prv, types = lru.next, lru.prev, lru.type
-    ref, cpus, undo = lru.ref, lru.cpu, lru.undo
+    # __bpf_lru_node_move_to_free of each node taken, done at once: FREE nodes are uncounted
+    # and never the rotation cursor, so only the relink and the type change remain.
+    nxt = lru.next
     free = l.lists[BPF_LRU_LIST_T_FREE]
-    nfree = 0
+    taken = []
     node = nxt[free]
-    while node != free:
-        tmp = nxt[node]
-        undo.append((_unmove, lru, node, free, tmp, local_free, nxt[local_free],
-                     types[node], ref[node], cpus[node]))
-        types[node] = BPF_LRU_LOCAL_LIST_T_FREE
-        nxt[free] = tmp  # node is the free head
-        prv[tmp] = free
-        n = nxt[local_free]
-        nxt[node] = n
-        prv[node] = local_free
-        prv[n] = node
-        nxt[local_free] = node
-        nfree += 1
-        if nfree == target_free:
-            break
-        node = tmp
+    while node != free and len(taken) < target_free:
+        taken.append(node)
+        node = nxt[node]
+    nfree = len(taken)
+    if nfree == target_free and nxt[local_free] == local_free:
+        # The usual refill: nothing to evict, into an empty local free list. The kernel
+        # stacks the nodes there and the reversal below turns them first-moved-first: the
+        # order they have on the global free list, which they keep here.
+        _move_to_empty(lru, free, taken, node, local_free)
+        return
+    if nfree:
+        _move_stacked(lru, free, taken, node, local_free)
 
     if nfree < target_free:
         __bpf_lru_list_shrink(lru, l, target_free - nfree, local_free, BPF_LRU_LOCAL_LIST_T_FREE)
@@ -631,6 +656,45 @@ def bpf_lru_list_pop_free_to_local(lru: BpfLru, loc_l: BpfLruLocallist) -> None:
     # above stacks them the other way. The refill only runs on an empty local free list, so
     # reversing the list gives the kernel's order (tests/differential/test_percpu_padding.py).
     _list_reverse(lru, local_free)
+
+
+def _move_to_empty(lru: BpfLru, free: int, taken: list, after: int, local_free: int) -> None:
+    """taken, the first nodes of the global free list (then after), onto the empty local
+    free list in their order, typed LOCAL_FREE."""
+    lru.undo.append((_unmove_run, lru, free, taken, after, local_free, local_free,
+                     _gather(lru.type, taken)))
+    nxt, prv = lru.next, lru.prev
+    nxt[free] = after
+    prv[after] = free
+    nxt[local_free] = prv[local_free] = local_free
+    _splice_head(lru, local_free, taken)
+    consume(map(lru.type.__setitem__, taken, repeat(BPF_LRU_LOCAL_LIST_T_FREE)))
+
+
+def _move_stacked(lru: BpfLru, free: int, taken: list, after: int, local_free: int) -> None:
+    """taken, the first nodes of the global free list (then after), list_move()d to the local
+    free list's head one after the other (so the last one first), typed LOCAL_FREE."""
+    nxt, prv = lru.next, lru.prev
+    lru.undo.append((_unmove_run, lru, free, taken, after, local_free, nxt[local_free],
+                     _gather(lru.type, taken)))
+    nxt[free] = after
+    prv[after] = free
+    _splice_head(lru, local_free, taken[::-1])
+    consume(map(lru.type.__setitem__, taken, repeat(BPF_LRU_LOCAL_LIST_T_FREE)))
+
+
+def _unmove_run(lru: BpfLru, free: int, taken: list, after: int, local_free: int,
+                local_first: int, types) -> None:
+    """The inverse of _move_to_empty() and _move_stacked()."""
+    nxt, prv = lru.next, lru.prev
+    nxt[local_free] = local_first
+    prv[local_first] = local_free
+    chain = [free]
+    chain += taken
+    chain.append(after)
+    consume(map(nxt.__setitem__, chain[:-1], chain[1:]))
+    consume(map(prv.__setitem__, chain[1:], chain[:-1]))
+    consume(map(lru.type.__setitem__, taken, types))
 
 
 def _list_reverse(lru: BpfLru, head: int) -> None:
