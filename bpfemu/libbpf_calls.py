@@ -113,8 +113,7 @@ class PinnedCalls:
     def release(self) -> None:
         """Unpin the buffers (the fd was closed, or names another map now)."""
         if self.mem is not None:
-            for view in (self.kview, self.vview, self.nview):
-                view.release()
+            # (The views stay: another thread may be in a call through them right now.)
             self.mem.unpin(self.kbuf, self.vbuf, self.nbuf)
             self.mem = None
 

@@ -169,3 +169,29 @@ def test_more_maps_than_the_layer_keeps_pinned(monkeypatch):
                 key.value = rnd
                 assert lib.bpf_map_lookup_elem(fd, key, value) == 0
                 assert value.value == i * 100 + rnd
+
+
+def test_threads_have_buffers_of_their_own():
+    """Two threads calling through one LibBpf on one map: each its own pinned buffers, so
+    neither reads the other's key or gets the other's value."""
+    import threading
+    with Emulator() as emu:
+        lib = LibBpf(emu)
+        fd = _hash(lib, n=512)
+        errors = []
+
+        def work(base):
+            key, value = ctypes.c_uint32(), ctypes.c_uint64()
+            for i in range(2000):
+                key.value, value.value = base + i % 200, (base + i % 200) * 7
+                if lib.bpf_map_update_elem(fd, key, value, 0) != 0:
+                    errors.append(("update", base, i))
+                value.value = 0
+                if lib.bpf_map_lookup_elem(fd, key, value) != 0 or value.value != key.value * 7:
+                    errors.append(("lookup", base, i, value.value))
+        threads = [threading.Thread(target=work, args=(b,)) for b in (0, 256)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
