@@ -174,6 +174,7 @@ def test_run_loop_releases_a_closed_map_while_waiting_in_recv(ctool, tmp_path):
     from bpfemu.intercept.run import run
     emu = Emulator()
     out = tmp_path / "out"
+    fds = _open_fds()
     go_r, go_w = os.pipe()
     done = []
     t = threading.Thread(target=lambda: done.append(
@@ -193,3 +194,4 @@ def test_run_loop_releases_a_closed_map_while_waiting_in_recv(ctool, tmp_path):
         os.close(go_r)
         os.close(go_w)
     assert done == [0]
+    assert _open_fds() == fds                   # the reaper's pipe and the listener closed
