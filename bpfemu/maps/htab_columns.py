@@ -267,8 +267,9 @@ class ColumnarStore:
     def _unalloc(self, l: int, n_pending: int, n_free: int, old) -> None:
         """The inverse of alloc() (n_free: the free slots then, less the one taken; -1 for a
         never-used slot, whose bytes were zero; -2 for copy_value() into an element in no
-        list, which took nothing), and of the unjournaled add_head(l) and init_value(l)
-        after it. Every step restores a recorded value: idempotent."""
+        list, which took nothing), and so of the value alloc(value) copied in, and of the
+        unjournaled init_value(l) and add_head(l) after it. Every step restores a recorded
+        value: idempotent."""
         key = self.elem_key[l]
         if key is not None:                 # add_head(l) ran
             del self.pending[n_pending:]
@@ -739,11 +740,12 @@ class ColumnarStore:
         order = self.walk_order
         i = order[0]
         if order[i] == key:                 # the key this walk was given last
-            found = order[i + 1]
+            i += 1
+            found = order[i]
             if found is None:               # the end: let the order go
                 self._walk_forget()
                 return None
-            order[0] = i + 1
+            order[0] = i
             return found
         if key is None or key not in self.elems:
             # A walk from the start, on a map filled and not walked since.
