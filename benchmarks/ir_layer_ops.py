@@ -10,7 +10,7 @@ kernel's own work is not counted: over HostKernel it is the layer and ctypes alo
 
 BACKEND: emu or host. OP: lookup, update, delete (LibBpf, ctypes key and value), map_get,
 map_set (Map with ints=True), raw_lookup, raw_update (the bpf() loop under them: one attr,
-pinned buffers on an emulator). A HASH map of 1,024 entries, filled; keys cycle over it.
+pinned buffers on an emulator); lookup_batch, raw_lookup_batch (calls of 64 elements). A HASH map of 1,024 entries, filled; keys cycle over it.
 """
 import ctypes
 import os
@@ -20,7 +20,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
-def main(which: str, op: str, n: int) -> None:
+def main(which: str, op: str, n: int, pin_all: bool = False) -> None:
     from bpfemu import Emulator, HostKernel
     from bpfemu.libbpf import LibBpf
     from bpfemu.maps_api import Map
@@ -62,9 +62,30 @@ def main(which: str, op: str, n: int) -> None:
         for i in range(n):
             pack(kb, 0, i & 1023)
             bpf(cmd, attr, 32)
+    elif op in ("lookup_batch", "raw_lookup_batch"):
+        # n LOOKUP_BATCH calls of 64 elements, walking the map again and again.
+        keys, values = (ctypes.c_uint32 * 64)(), (ctypes.c_uint64 * 64)()
+        count, token_in, token_out = ctypes.c_uint32(), ctypes.c_uint32(), ctypes.c_uint32()
+        attr = ctypes.create_string_buffer(168)
+        if (op == "raw_lookup_batch" or pin_all) and which == "emu":
+            b.mem.pin(keys, values, token_in, token_out, attr)
+        first = True
+        for _ in range(n):
+            count.value = 64
+            if op == "lookup_batch":
+                ret = lib.bpf_map_lookup_batch(fd, None if first else token_in, token_out,
+                                               keys, values, count)
+            else:
+                struct.pack_into("<QQQQII", attr, 0, 0 if first else ctypes.addressof(token_in),
+                                 ctypes.addressof(token_out), ctypes.addressof(keys),
+                                 ctypes.addressof(values), 64, fd)
+                ret = b.bpf(c.BPF_MAP_LOOKUP_BATCH, attr, 56)
+            token_in.value = token_out.value
+            first = ret != 0
     else:
         raise SystemExit(f"unknown op {op!r}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2].removesuffix("_pinned"), int(sys.argv[3]),
+         sys.argv[2].endswith("_pinned"))

@@ -27,7 +27,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .libbpf_calls import SLOW, DirectCalls, PinnedCalls
+from .libbpf_calls import CTYPES, SLOW, DirectCalls, PinnedCalls, kind_of
 from .uapi import consts as c
 
 # The map types whose syscall value is one 8-byte-aligned slot per possible CPU: maps/core.py's
@@ -217,9 +217,17 @@ class ScratchBuffers:
     def attr(self, cmd: int, data: bytes) -> ctypes.Array:
         buf = self.attrs.get(cmd)
         if buf is None:
-            buf = self.attrs[cmd] = ctypes.create_string_buffer(168)   # passed as an object
+            buf = self.attr_buffer(cmd)
         buf.raw = data                          # the rest stays zero: a command's attr
         return buf                              # bytes always have the same length
+
+    def attr_buffer(self, cmd: int) -> ctypes.Array:
+        """cmd's attr buffer, made (and pinned: what the command writes back, a batch's
+        count, is then a slice) on first use."""
+        buf = self.attrs.get(cmd)
+        if buf is None:
+            buf = self.attrs[cmd] = self._new(168)    # passed as an object
+        return buf
 
     def copy_in(self, i: int, data: bytes) -> int:
         if i == len(self.inputs):
@@ -595,6 +603,10 @@ class LibBpf:
             elem_flags, flags = o.elem_flags, o.flags
         _int_arg("fd", fd)
         n = count.value
+        ret = self._batch_ctypes(cmd, fd, in_batch, out_batch, keys, values, count, n,
+                                 elem_flags, flags)
+        if ret is not SLOW:
+            return ret
         self._check_batch(fd, cmd, in_batch, out_batch, keys, values, n)
         scratch = self._scratch()
         p = _Pointers(scratch)
@@ -602,11 +614,34 @@ class LibBpf:
         fill = p.out if cmd in _LOOKUP_BATCHES else p.inp
         # This thread's attr for cmd, packed in place (a command's attr always has the same
         # length): a batch repeated on the same buffers sends the same bytes.
-        buf = scratch.attrs.get(cmd)
-        if buf is None:
-            buf = scratch.attrs[cmd] = ctypes.create_string_buffer(168)
+        buf = scratch.attrs.get(cmd) or scratch.attr_buffer(cmd)
         _pack_batch(buf, 0, p.inp(in_batch), p.out(out_batch), fill(keys), fill(values), n,
                     fd & 0xFFFFFFFF, elem_flags & U64, flags & U64)
+        ret = self.backend.bpf(cmd, buf, 56)
+        count.value = _unpack_u32(buf, 32)[0]  # *count = attr.batch.count
+        return ret
+
+    def _batch_ctypes(self, cmd, fd, in_batch, out_batch, keys, values, count, n,
+                      elem_flags, flags):
+        """_batch for what a C caller passes and nothing else: ctypes arrays and objects (or
+        None) of at least the sizes the call uses, on an fd this layer knows the map of;
+        else SLOW (the general path checks and reports)."""
+        sizes = self._sizes.get(fd) if type(fd) is int else None
+        if sizes is None:
+            return SLOW
+        ks, vs, token = sizes
+        ptrs = []
+        for obj, need in ((in_batch, token), (out_batch, token), (keys, ks * n),
+                          (values, 0 if cmd == c.BPF_MAP_DELETE_BATCH else vs * n)):
+            if obj is None:
+                ptrs.append(0)
+            elif kind_of(type(obj)) == CTYPES and ctypes.sizeof(obj) >= need:
+                ptrs.append(ctypes.addressof(obj))
+            else:
+                return SLOW
+        scratch = self._scratch()
+        buf = scratch.attrs.get(cmd) or scratch.attr_buffer(cmd)
+        _pack_batch(buf, 0, *ptrs, n, fd & 0xFFFFFFFF, elem_flags & U64, flags & U64)
         ret = self.backend.bpf(cmd, buf, 56)
         count.value = _unpack_u32(buf, 32)[0]  # *count = attr.batch.count
         return ret
