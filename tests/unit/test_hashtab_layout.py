@@ -105,6 +105,38 @@ def test_deleted_element_is_reused_first(env):
         assert bytes(stale) == b"C" * 8
 
 
+class _Stop(BaseException):
+    """Stands for an exception that stops a call half-way (bpfemu/undo.py)."""
+
+
+@pytest.mark.parametrize("reuse", ["freed", "spare"])
+def test_stopped_update_gives_back_the_taken_elements_bytes(env, reuse, monkeypatch):
+    """An update stopped after it took an element and copied its value in (store.alloc(value),
+    store.swap_extra_elem(..., value)) is rolled back whole, that element's bytes too: a stale
+    pointer into it (a freed element, or the replaced element that became this CPU's spare)
+    reads what it read before the call."""
+    emu, cl, dp = env
+    fd = cl.create(HASH, 4, 8, 4)
+    assert dp.update_elem(fd, k(1), b"A" * 8) == 0
+    stale = dp.lookup_elem(fd, k(1))
+    if reuse == "freed":
+        assert dp.delete_elem(fd, k(1)) == 0
+        key, link = k(3), "add_head"                    # a new key takes the freed element
+    else:
+        assert dp.update_elem(fd, k(1), b"B" * 8) == 0  # the A element: CPU 0's spare now
+        key, link = k(1), "replace"                     # replacing again takes the spare
+    store = emu.map_of(fd).store
+
+    def stop(*args):
+        raise _Stop
+    monkeypatch.setattr(store, link, stop)              # stopped after the value copy
+    with pytest.raises(_Stop):
+        cl.update(fd, key, b"Z" * 8)
+    monkeypatch.undo()
+    assert bytes(stale) == b"A" * 8
+    assert emu.undo == []
+
+
 def test_percpu_program_insert_zeroes_a_reused_slot(env):
     """DEVIATION(percpu-padding)'s rule holds for reused slots too: a program-side insert
     into PERCPU_HASH zeroes every CPU's bytes, padding included."""
