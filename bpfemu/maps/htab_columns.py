@@ -965,8 +965,10 @@ class ColumnarStore:
                 changed.append((~p, l))
                 nxt[p] = nxt[l]
             nxt[l] = PENDING
-        consume(map(elems.__delitem__, keys))
-        consume(map(elem_key.__setitem__, slots, repeat(None)))
+        for k in keys:
+            del elems[k]
+        for l in slots:
+            elem_key[l] = None
         if stale:
             if not elems:                       # the last one: every entry is stale
                 self.undo.append(self._saved_pending())
@@ -1032,7 +1034,8 @@ class ColumnarStore:
         elem_key = self.elem_key
         if take:
             self._values_scatter(reused, values[:take * size])
-            consume(map(elem_key.__setitem__, reused, keys))
+            for l, k in zip(reused, keys):
+                elem_key[l] = k
         if fresh:
             self._values_put(first, fresh, values[take * size:])
             elem_key[first:first + fresh] = keys[take:]
@@ -1065,7 +1068,9 @@ class ColumnarStore:
         olds = self.values_of(slots)
         self.undo.append((self._undo_copy_add_many, slots, keys, len(self.pending), olds))
         self._values_scatter(slots, values)
-        consume(map(self.elem_key.__setitem__, slots, keys))
+        elem_key = self.elem_key
+        for l, k in zip(slots, keys):
+            elem_key[l] = k
         self.elems.update(zip(keys, slots))
         self.pending += slots
         self.walk_order = NO_WALK               # new elements: no walk order counts them
@@ -1086,14 +1091,19 @@ class ColumnarStore:
         size = self.slot_size
         if self.chunk_shift == 31:
             arena = self.arena
+            # Plain loops: an item assignment through map(x.__setitem__, ...) costs more
+            # in CPython 3.11 than the same assignment in a loop.
             if size == 8:
-                consume(map(arena.cast("Q").__setitem__, slots, array("Q", bytes(data))))
+                words = arena.cast("Q")
+                for l, v in zip(slots, array("Q", bytes(data))):
+                    words[l] = v
                 return
-            starts = list(map(mul, slots, repeat(size)))
             pieces = memoryview(bytes(data))
-            ends = range(size, len(pieces) + size, size)
-            consume(map(arena.__setitem__, map(slice, starts, map(add, starts, repeat(size))),
-                        map(pieces.__getitem__, map(slice, range(0, len(pieces), size), ends))))
+            o = 0
+            for l in slots:
+                start = l * size
+                arena[start:start + size] = pieces[o:o + size]
+                o += size
             return
         for i, l in enumerate(slots):
             self._values_put(l, 1, data[i * size:(i + 1) * size])
