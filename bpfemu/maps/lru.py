@@ -977,37 +977,48 @@ def bpf_lru_push_free_many(lru: BpfLru, nodes: list) -> None:
     lru.undo.append((_unpush_many, lru, moves,
                      [(l, l.counts[0], l.counts[1], l.next_inactive_rotation) for l in lists]))
     add = moves.append
+    percpu = lru.percpu
     for node in nodes:
         t = types[node]
-        if lru.percpu:
+        if percpu:
             l = lru.percpu_lru[cpus[node]]          # bpf_percpu_lru_push_free()
         elif t == BPF_LRU_LIST_T_FREE or t == BPF_LRU_LOCAL_LIST_T_FREE:
             continue                                # kernel: WARN_ON_ONCE (double free)
         elif t == BPF_LRU_LOCAL_LIST_T_PENDING:
             # Still pending: back to the owning CPU's local free list.
+            l = None
             head = lru.local_list[cpus[node]].lists[LOCAL_FREE_LIST_IDX]
             p, n = prv[node], nxt[node]
-            add((node, p, n, head, nxt[head], t, ref[node], cpus[node]))
+            first = nxt[head]
+            add((node, p, n, head, first, t, ref[node], cpus[node]))
             types[node] = BPF_LRU_LOCAL_LIST_T_FREE
             ref[node] = 0
-            _list_move(lru, node, head)
-            continue
         else:
             l = lru.common_lru                      # bpf_lru_list_push_free()
-        if t >= BPF_LOCAL_LIST_T_OFFSET:
-            continue                                # kernel: WARN_ON_ONCE, ignored
-        # __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE), inlined
-        head = l.lists[BPF_LRU_LIST_T_FREE]
-        p, n = prv[node], nxt[node]
-        add((node, p, n, head, nxt[head], t, ref[node], cpus[node]))
-        if t != BPF_LRU_LIST_T_FREE:
-            if t < NR_BPF_LRU_LIST_COUNT:
-                l.counts[t] -= 1
-            types[node] = BPF_LRU_LIST_T_FREE
-        ref[node] = 0
-        if node == l.next_inactive_rotation:
-            l.next_inactive_rotation = p
-        _list_move(lru, node, head)
+        if l is not None:
+            if t >= BPF_LOCAL_LIST_T_OFFSET:
+                continue                            # kernel: WARN_ON_ONCE, ignored
+            # __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE), inlined
+            head = l.lists[BPF_LRU_LIST_T_FREE]
+            p, n = prv[node], nxt[node]
+            first = nxt[head]
+            add((node, p, n, head, first, t, ref[node], cpus[node]))
+            if t != BPF_LRU_LIST_T_FREE:
+                if t < NR_BPF_LRU_LIST_COUNT:
+                    l.counts[t] -= 1
+                types[node] = BPF_LRU_LIST_T_FREE
+            ref[node] = 0
+            if node == l.next_inactive_rotation:
+                l.next_inactive_rotation = p
+        # list_move(node, head), inlined
+        nxt[p] = n
+        prv[n] = p
+        if first == node:                   # node was head's first: it is again
+            first = n
+        nxt[node] = first
+        prv[node] = head
+        prv[first] = node
+        nxt[head] = node
 
 
 def _unpush_many(lru: BpfLru, moves: list, saved: list) -> None:
