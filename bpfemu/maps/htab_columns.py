@@ -41,8 +41,7 @@ from array import array
 from bisect import bisect_left
 from functools import partial
 from collections import deque
-from itertools import repeat
-from operator import add, itemgetter, mul
+from operator import itemgetter
 
 from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
 from .htab_store import MISS
@@ -900,9 +899,7 @@ class ColumnarStore:
                 # One item of an 8-byte view per slot: gathered at C speed.
                 words = _gather(arena.cast("Q"), slots)
                 return array("Q", words).tobytes()
-            starts = list(map(mul, slots, repeat(size)))
-            return b"".join(map(arena.__getitem__, map(slice, starts, map(add, starts,
-                                                                          repeat(size)))))
+            return b"".join([arena[l * size:l * size + size] for l in slots])
         value = self.value
         return b"".join([value(l) for l in slots])
 
