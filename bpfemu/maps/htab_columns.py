@@ -41,8 +41,7 @@ from array import array
 from bisect import bisect_left
 from functools import partial
 from collections import deque
-from itertools import repeat
-from operator import add, itemgetter, mul
+from operator import itemgetter
 
 from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
 from .htab_store import MISS
@@ -917,9 +916,7 @@ class ColumnarStore:
                 # One item of an 8-byte view per slot: gathered at C speed.
                 words = _gather(arena.cast("Q"), slots)
                 return array("Q", words).tobytes()
-            starts = list(map(mul, slots, repeat(size)))
-            return b"".join(map(arena.__getitem__, map(slice, starts, map(add, starts,
-                                                                          repeat(size)))))
+            return b"".join([arena[l * size:l * size + size] for l in slots])
         value = self.value
         return b"".join([value(l) for l in slots])
 
@@ -982,8 +979,10 @@ class ColumnarStore:
                 changed.append((~p, l))
                 nxt[p] = nxt[l]
             nxt[l] = PENDING
-        consume(map(elems.__delitem__, keys))
-        consume(map(elem_key.__setitem__, slots, repeat(None)))
+        for k in keys:
+            del elems[k]
+        for l in slots:
+            elem_key[l] = None
         if stale:
             if not elems:                       # the last one: every entry is stale
                 self.undo.append(self._saved_pending())
@@ -1049,7 +1048,8 @@ class ColumnarStore:
         elem_key = self.elem_key
         if take:
             self._values_scatter(reused, values[:take * size])
-            consume(map(elem_key.__setitem__, reused, keys))
+            for l, k in zip(reused, keys):
+                elem_key[l] = k
         if fresh:
             self._values_put(first, fresh, values[take * size:])
             elem_key[first:first + fresh] = keys[take:]
@@ -1082,7 +1082,9 @@ class ColumnarStore:
         olds = self.values_of(slots)
         self.undo.append((self._undo_copy_add_many, slots, keys, len(self.pending), olds))
         self._values_scatter(slots, values)
-        consume(map(self.elem_key.__setitem__, slots, keys))
+        elem_key = self.elem_key
+        for l, k in zip(slots, keys):
+            elem_key[l] = k
         self.elems.update(zip(keys, slots))
         self.pending += slots
         self.walk_order = NO_WALK               # new elements: no walk order counts them
@@ -1103,14 +1105,19 @@ class ColumnarStore:
         size = self.slot_size
         if self.chunk_shift == 31:
             arena = self.arena
+            # Plain loops: an item assignment through map(x.__setitem__, ...) costs more
+            # in CPython 3.11 than the same assignment in a loop.
             if size == 8:
-                consume(map(arena.cast("Q").__setitem__, slots, array("Q", bytes(data))))
+                words = arena.cast("Q")
+                for l, v in zip(slots, array("Q", bytes(data))):
+                    words[l] = v
                 return
-            starts = list(map(mul, slots, repeat(size)))
             pieces = memoryview(bytes(data))
-            ends = range(size, len(pieces) + size, size)
-            consume(map(arena.__setitem__, map(slice, starts, map(add, starts, repeat(size))),
-                        map(pieces.__getitem__, map(slice, range(0, len(pieces), size), ends))))
+            o = 0
+            for l in slots:
+                start = l * size
+                arena[start:start + size] = pieces[o:o + size]
+                o += size
             return
         for i, l in enumerate(slots):
             self._values_put(l, 1, data[i * size:(i + 1) * size])

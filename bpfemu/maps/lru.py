@@ -31,8 +31,7 @@ the map.
 """
 from __future__ import annotations
 
-from collections import deque
-from itertools import compress, repeat
+from itertools import compress
 from operator import itemgetter, not_
 from typing import Callable, Iterator, Optional
 
@@ -292,11 +291,6 @@ def _save(lru: BpfLru, *nodes: int) -> None:
     for i in nodes:
         undo.append((_restore_node, lru, i, lru.next[i], lru.prev[i], lru.type[i],
                      lru.ref[i], lru.cpu[i]))
-
-
-def consume(iterator) -> None:
-    """Run an iterator of calls (a map of a method over items) to its end, at C speed."""
-    deque(iterator, maxlen=0)
 
 
 def _gather(seq, nodes: list) -> tuple:
@@ -576,22 +570,28 @@ def __local_list_flush(lru: BpfLru, l: BpfLruList, loc_l: BpfLruLocallist) -> No
     if to_active:
         _splice_head(lru, active, to_active)
         counts[BPF_LRU_LIST_T_ACTIVE] += len(to_active)
-        consume(map(types.__setitem__, to_active, repeat(BPF_LRU_LIST_T_ACTIVE)))
-        consume(map(lru.ref.__setitem__, to_active, repeat(0)))
+        ref = lru.ref
+        for node in to_active:
+            types[node] = BPF_LRU_LIST_T_ACTIVE
+            ref[node] = 0
     if to_inactive:
         _splice_head(lru, inactive, to_inactive)
         counts[BPF_LRU_LIST_T_INACTIVE] += len(to_inactive)
-        consume(map(types.__setitem__, to_inactive, repeat(BPF_LRU_LIST_T_INACTIVE)))
+        for node in to_inactive:
+            types[node] = BPF_LRU_LIST_T_INACTIVE
 
 
 def _splice_head(lru: BpfLru, head: int, nodes: list) -> None:
     """Link nodes (in no list) at the head of the list at head, in their order."""
     nxt, prv = lru.next, lru.prev
-    chain = [head]
-    chain += nodes
-    chain.append(nxt[head])
-    consume(map(nxt.__setitem__, chain[:-1], chain[1:]))
-    consume(map(prv.__setitem__, chain[1:], chain[:-1]))
+    last = nxt[head]
+    p = head
+    for node in nodes:
+        nxt[p] = node
+        prv[node] = p
+        p = node
+    nxt[p] = last
+    prv[last] = p
 
 
 def _unflush(lru: BpfLru, pending: int, nodes: list, refs, types, active: int,
@@ -605,8 +605,10 @@ def _unflush(lru: BpfLru, pending: int, nodes: list, refs, types, active: int,
     prv[inactive_first] = inactive
     nxt[pending] = prv[pending] = pending
     _splice_head(lru, pending, nodes)
-    consume(map(lru.ref.__setitem__, nodes, refs))
-    consume(map(lru.type.__setitem__, nodes, types))
+    ref, type_ = lru.ref, lru.type
+    for node, r, t in zip(nodes, refs, types):
+        ref[node] = r
+        type_[node] = t
 
 
 def bpf_lru_list_push_free(lru: BpfLru, l: BpfLruList, node: int) -> None:
@@ -668,7 +670,9 @@ def _move_to_empty(lru: BpfLru, free: int, taken: list, after: int, local_free: 
     prv[after] = free
     nxt[local_free] = prv[local_free] = local_free
     _splice_head(lru, local_free, taken)
-    consume(map(lru.type.__setitem__, taken, repeat(BPF_LRU_LOCAL_LIST_T_FREE)))
+    types = lru.type
+    for node in taken:
+        types[node] = BPF_LRU_LOCAL_LIST_T_FREE
 
 
 def _move_stacked(lru: BpfLru, free: int, taken: list, after: int, local_free: int) -> None:
@@ -680,7 +684,9 @@ def _move_stacked(lru: BpfLru, free: int, taken: list, after: int, local_free: i
     nxt[free] = after
     prv[after] = free
     _splice_head(lru, local_free, taken[::-1])
-    consume(map(lru.type.__setitem__, taken, repeat(BPF_LRU_LOCAL_LIST_T_FREE)))
+    types = lru.type
+    for node in taken:
+        types[node] = BPF_LRU_LOCAL_LIST_T_FREE
 
 
 def _unmove_run(lru: BpfLru, free: int, taken: list, after: int, local_free: int,
@@ -689,12 +695,12 @@ def _unmove_run(lru: BpfLru, free: int, taken: list, after: int, local_free: int
     nxt, prv = lru.next, lru.prev
     nxt[local_free] = local_first
     prv[local_first] = local_free
-    chain = [free]
-    chain += taken
-    chain.append(after)
-    consume(map(nxt.__setitem__, chain[:-1], chain[1:]))
-    consume(map(prv.__setitem__, chain[1:], chain[:-1]))
-    consume(map(lru.type.__setitem__, taken, types))
+    nxt[free] = after
+    prv[after] = free
+    _splice_head(lru, free, taken)
+    type_ = lru.type
+    for node, t in zip(taken, types):
+        type_[node] = t
 
 
 def _list_reverse(lru: BpfLru, head: int) -> None:
@@ -931,15 +937,17 @@ def bpf_common_lru_pop_free_many(lru: BpfLru, cpu: int, nodes: list) -> None:
     nxt[free] = after
     prv[after] = free
     # The pending list, head first: the last node popped, ..., the first, the old first.
-    order = nodes[::-1]
-    order.append(first)
-    froms = [pending]
-    froms += order[:-1]
-    consume(map(nxt.__setitem__, froms, order))
-    consume(map(prv.__setitem__, order, froms))
-    consume(map(lru.type.__setitem__, nodes, repeat(BPF_LRU_LOCAL_LIST_T_PENDING)))
-    consume(map(lru.ref.__setitem__, nodes, repeat(0)))
-    consume(map(lru.cpu.__setitem__, nodes, repeat(cpu)))
+    types, ref, cpus = lru.type, lru.ref, lru.cpu
+    n = first
+    for node in nodes:
+        nxt[node] = n
+        prv[n] = node
+        n = node
+        types[node] = BPF_LRU_LOCAL_LIST_T_PENDING
+        ref[node] = 0
+        cpus[node] = cpu
+    nxt[pending] = n
+    prv[n] = pending
 
 
 def _unpop_many(lru: BpfLru, free: int, pending: int, nodes: list, after: int, first: int,
@@ -949,14 +957,14 @@ def _unpop_many(lru: BpfLru, free: int, pending: int, nodes: list, after: int, f
     nxt, prv = lru.next, lru.prev
     nxt[pending] = first
     prv[first] = pending
-    chain = [free]
-    chain += nodes
-    chain.append(after)
-    consume(map(nxt.__setitem__, chain[:-1], chain[1:]))
-    consume(map(prv.__setitem__, chain[1:], chain[:-1]))
-    consume(map(lru.type.__setitem__, nodes, types))
-    consume(map(lru.ref.__setitem__, nodes, refs))
-    consume(map(lru.cpu.__setitem__, nodes, cpus))
+    nxt[free] = after
+    prv[after] = free
+    _splice_head(lru, free, nodes)
+    type_, ref, cpu = lru.type, lru.ref, lru.cpu
+    for node, t, r, c in zip(nodes, types, refs, cpus):
+        type_[node] = t
+        ref[node] = r
+        cpu[node] = c
 
 
 def bpf_lru_push_free_many(lru: BpfLru, nodes: list) -> None:
@@ -969,37 +977,48 @@ def bpf_lru_push_free_many(lru: BpfLru, nodes: list) -> None:
     lru.undo.append((_unpush_many, lru, moves,
                      [(l, l.counts[0], l.counts[1], l.next_inactive_rotation) for l in lists]))
     add = moves.append
+    percpu = lru.percpu
     for node in nodes:
         t = types[node]
-        if lru.percpu:
+        if percpu:
             l = lru.percpu_lru[cpus[node]]          # bpf_percpu_lru_push_free()
         elif t == BPF_LRU_LIST_T_FREE or t == BPF_LRU_LOCAL_LIST_T_FREE:
             continue                                # kernel: WARN_ON_ONCE (double free)
         elif t == BPF_LRU_LOCAL_LIST_T_PENDING:
             # Still pending: back to the owning CPU's local free list.
+            l = None
             head = lru.local_list[cpus[node]].lists[LOCAL_FREE_LIST_IDX]
             p, n = prv[node], nxt[node]
-            add((node, p, n, head, nxt[head], t, ref[node], cpus[node]))
+            first = nxt[head]
+            add((node, p, n, head, first, t, ref[node], cpus[node]))
             types[node] = BPF_LRU_LOCAL_LIST_T_FREE
             ref[node] = 0
-            _list_move(lru, node, head)
-            continue
         else:
             l = lru.common_lru                      # bpf_lru_list_push_free()
-        if t >= BPF_LOCAL_LIST_T_OFFSET:
-            continue                                # kernel: WARN_ON_ONCE, ignored
-        # __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE), inlined
-        head = l.lists[BPF_LRU_LIST_T_FREE]
-        p, n = prv[node], nxt[node]
-        add((node, p, n, head, nxt[head], t, ref[node], cpus[node]))
-        if t != BPF_LRU_LIST_T_FREE:
-            if t < NR_BPF_LRU_LIST_COUNT:
-                l.counts[t] -= 1
-            types[node] = BPF_LRU_LIST_T_FREE
-        ref[node] = 0
-        if node == l.next_inactive_rotation:
-            l.next_inactive_rotation = p
-        _list_move(lru, node, head)
+        if l is not None:
+            if t >= BPF_LOCAL_LIST_T_OFFSET:
+                continue                            # kernel: WARN_ON_ONCE, ignored
+            # __bpf_lru_node_move(lru, l, node, BPF_LRU_LIST_T_FREE), inlined
+            head = l.lists[BPF_LRU_LIST_T_FREE]
+            p, n = prv[node], nxt[node]
+            first = nxt[head]
+            add((node, p, n, head, first, t, ref[node], cpus[node]))
+            if t != BPF_LRU_LIST_T_FREE:
+                if t < NR_BPF_LRU_LIST_COUNT:
+                    l.counts[t] -= 1
+                types[node] = BPF_LRU_LIST_T_FREE
+            ref[node] = 0
+            if node == l.next_inactive_rotation:
+                l.next_inactive_rotation = p
+        # list_move(node, head), inlined
+        nxt[p] = n
+        prv[n] = p
+        if first == node:                   # node was head's first: it is again
+            first = n
+        nxt[node] = first
+        prv[node] = head
+        prv[first] = node
+        nxt[head] = node
 
 
 def _unpush_many(lru: BpfLru, moves: list, saved: list) -> None:
