@@ -113,9 +113,9 @@ class _Codec:
                 raise ValueError(f"{what} struct is {n} bytes; the map's {what} size is {size}")
         else:
             raise TypeError(f"{what} type must be a ctypes type, a construct Struct or None")
-        self._pack = self._unpack = None
+        self._pack = self._unpack = self._iter_unpack = None
         if self.kind == "ctypes":
-            self._pack, self._unpack = _int_struct(typ)
+            self._pack, self._unpack, self._iter_unpack = _int_struct(typ)
 
     def encode(self, obj) -> bytes:
         """The map's bytes for obj; ValueError (naming the size) or TypeError, never a
@@ -186,6 +186,14 @@ class _Codec:
         raise TypeError(f"{self.what} must be a {typ.__name__} (or its {self.size} bytes), "
                         f"not {type(obj).__name__}")
 
+    def decode_run(self, raw: bytes, n: int) -> list:
+        """decode() of each of the first n items of raw (a batch's keys or values): integers
+        in one struct pass."""
+        size = self.size
+        if self.as_number and self._unpack is not None:
+            return [v for (v,) in self._iter_unpack(raw[:n * size])]
+        return [self.decode(raw[i * size:(i + 1) * size]) for i in range(n)]
+
     def decode(self, data: bytes):
         if self.kind == "ctypes":
             if self.as_number:
@@ -202,17 +210,17 @@ _INT_CODES = "bBhHiIlLqQnN"
 
 
 def _int_struct(typ):
-    """(pack, unpack) of a struct that makes the same bytes as the ctypes integer type typ
-    (its size and byte order, checked on a sample), or (None, None)."""
+    """(pack, unpack, iter_unpack) of a struct that makes the same bytes as the ctypes integer
+    type typ (its size and byte order, checked on a sample), or (None, None, None)."""
     code = getattr(typ, "_type_", None)
     if not (isinstance(code, str) and code in _INT_CODES and isinstance(typ, type)
             and issubclass(typ, ctypes._SimpleCData)):
-        return None, None
+        return None, None, None
     st = struct.Struct("@" + code)
     sample = 0x0102 if st.size > 1 else 1
     if st.size != ctypes.sizeof(typ) or st.pack(sample) != bytes(typ(sample)):
-        return None, None                       # another byte order (__ctype_be__)
-    return st.pack, st.unpack
+        return None, None, None                 # another byte order (__ctype_be__)
+    return st.pack, st.unpack, st.iter_unpack
 
 
 def _fits(typ, v, what: str) -> None:
@@ -620,10 +628,14 @@ class Map:
             if ret not in (0, -errno.ENOENT):
                 raise self._error(-ret, "BPF_MAP_LOOKUP_AND_DELETE_BATCH" if delete
                                   else "BPF_MAP_LOOKUP_BATCH")
-            for i in range(count.value):
-                k = keys.raw[i * self.key_size:(i + 1) * self.key_size]
-                v = values.raw[i * self._value_bytes:(i + 1) * self._value_bytes]
-                out.append((self._key.decode(k), self._decode_value(v)))
+            n = count.value
+            kraw, vraw = keys.raw, values.raw      # once a call (.raw copies the buffer)
+            if self.percpu:
+                vs = self._value_bytes
+                vals = [self._decode_value(vraw[i * vs:(i + 1) * vs]) for i in range(n)]
+            else:
+                vals = self._value.decode_run(vraw, n)
+            out.extend(zip(self._key.decode_run(kraw, n), vals))
             if ret == -errno.ENOENT:
                 return out
             in_batch = ctypes.create_string_buffer(token.raw, len(token.raw))

@@ -410,3 +410,26 @@ def test_percpu_sum_of_structs_and_raw_values(maps):
     plain[0] = 1
     with pytest.raises(TypeError, match="per-CPU"):
         plain.sum(0)
+
+
+@pytest.mark.parametrize("key_type,value_type,ints", [
+    (ctypes.c_uint32, ctypes.c_uint64, True), (ctypes.c_uint32, ctypes.c_uint64, False),
+    (ctypes.c_int16 * 2, ctypes.c_int64, True),
+    (ctypes.c_uint32.__ctype_be__, ctypes.c_uint64.__ctype_be__, True)])
+def test_lookup_batch_decodes_every_element_as_a_lookup_would(maps, key_type, value_type, ints):
+    """items_lookup_batch() decodes a call's keys and values in one pass (integers with one
+    struct pass): the same pairs, of the same types, as m[k] gives one by one."""
+    m = maps(HASH, key_type, value_type, 64, ints=ints)
+    if isinstance(key_type, type) and issubclass(key_type, ctypes.Array):
+        keys = [key_type(i, -i) for i in range(40)]
+    else:
+        keys = list(range(40))
+    for i, k in enumerate(keys):
+        m[k] = i * 1000 + 7
+    for chunk in (1, 16, 64):
+        got = m.items_lookup_batch(chunk=chunk)
+        def as_bytes(pairs):
+            return sorted((m._key.encode(k), m._value.encode(v)) for k, v in pairs)
+        assert as_bytes(got) == as_bytes((k, m[k]) for k in keys)
+        assert {type(k) for k, _ in got} == {type(next(iter(m)))}
+        assert {type(v) for _, v in got} == {type(m[keys[0]])}
