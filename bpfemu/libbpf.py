@@ -73,6 +73,18 @@ _NO_LENGTHS = (None, None, None, None)
 MAX_PINNED_FDS = 256
 
 
+class _CheckEveryCall:
+    """A generation no FdCalls ever matches: each call looks its map up again (an emulator
+    whose decoded calls are off has no count of its fd table's changes)."""
+
+    @property
+    def generation(self):
+        return object()
+
+
+_CHECK_EVERY_CALL = _CheckEveryCall()
+
+
 class bpf_map_info(ctypes.Structure):
     """struct bpf_map_info (104 bytes)."""
     _fields_ = [
@@ -345,14 +357,15 @@ class LibBpf:
         #                                        .calls: its FdCalls by fd (libbpf_calls.py)
         self._all_calls: list[dict] = []       # every thread's .calls, to forget an fd in
         self._calls_lock = threading.Lock()
-        # On an emulator whose decoded calls are on, element calls copy through pinned
-        # buffers, checked against the emulated map whenever its decoded calls were forgotten.
+        # On an emulator, element calls copy through pinned buffers, checked against the
+        # emulated map whenever its decoded calls were forgotten (every call if they are off).
         emulator = sys.modules.get("bpfemu.emulator")     # not loaded: no Emulator exists
         self._decoded = None
         if emulator is not None and isinstance(backend, emulator.Emulator) \
                 and hasattr(backend.mem, "pin"):
-            self._decoded = backend.decoded_calls
-        # What an FdCalls' generation is compared with: never changes without decoded calls.
+            # Without decoded calls nothing counts the fd table's changes: check every call.
+            self._decoded = backend.decoded_calls or _CHECK_EVERY_CALL
+        # What an FdCalls' generation is compared with (DirectCalls: never changes).
         self._generation = self._decoded if self._decoded is not None else DirectCalls
 
     def _scratch(self) -> ScratchBuffers:
