@@ -12,12 +12,17 @@ the backend chosen with ``use()`` (an Emulator by default).
 Python objects have lengths, C pointers do not: the first element or batch call on an fd
 learns its map's key and value sizes (once per fd, out of band: the emulated map, or the
 kernel's /proc/self/fdinfo, so that no bpf() call is added to libbpf's; again after
-``close()`` or a call that returns that fd number anew), and a Python buffer shorter than
+``close()`` or a call that returns that fd number anew; on an emulator also whenever its fd
+table may have changed behind the layer), and a Python buffer shorter than
 the call reads or writes (a key, a value, a batch of ``count`` elements) is a ValueError
 naming the sizes, before any syscall. A longer one is fine, as in C. Raw int addresses and
 ctypes pointers keep C's contract: they are passed on unchecked. Arguments that are not ints
 where C takes an int, or that do not fit their field (a ``max_entries`` of -1 or 2**40), are
 TypeError or OverflowError naming the argument.
+
+Element calls are made as a C loop makes them, with one attr and one set of buffers per
+thread and map fd (libbpf_calls.py): pinned on an emulator, so a repeated call is a decoded
+call there.
 """
 import ctypes
 import errno
