@@ -40,7 +40,8 @@ from .uapi import consts as c
 # there, which would load every emulated map type for a layer over the kernel.
 _T = c.BpfMapType
 PERCPU_VALUE_TYPES = frozenset({_T.BPF_MAP_TYPE_PERCPU_HASH, _T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
-                                _T.BPF_MAP_TYPE_PERCPU_ARRAY, _T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
+                                _T.BPF_MAP_TYPE_PERCPU_ARRAY,
+                                _T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
 _PERCPU_TYPES = PERCPU_VALUE_TYPES
 _HASH_TYPES = frozenset({c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH,
                          c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH})
