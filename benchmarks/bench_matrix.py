@@ -353,17 +353,19 @@ def emulator_memory(map_type, n, value_bytes):
 
 
 def import_times(rounds):
-    """Median wall time of a fresh interpreter importing bpfemu, and importing ctypes."""
-    def once(mod):
+    """Median wall times of a fresh interpreter importing bpfemu, importing bpfemu and making
+    an Emulator, and importing ctypes (the three interleaved, the order rotating)."""
+    def once(code):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import {mod}"], check=True,
+        subprocess.run([sys.executable, "-c", code], check=True,
                        cwd=os.path.join(os.path.dirname(__file__), ".."))
         return time.perf_counter() - t
-    bp, ct = [], []
-    for _ in range(rounds):          # interleaved, as everything else
-        bp.append(once("bpfemu"))
-        ct.append(once("ctypes"))
-    return _median(bp), _median(ct)
+    codes = ["import bpfemu", "import bpfemu; bpfemu.Emulator()", "import ctypes"]
+    times = [[] for _ in codes]
+    for r in range(rounds):
+        for i in [(r + j) % len(codes) for j in range(len(codes))]:
+            times[i].append(once(codes[i]))
+    return tuple(_median(t) for t in times)
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -477,10 +479,11 @@ def main(argv=None):
             print(f"{tname:32} {n:8} {used / 2**20:13.1f} "
                   f"{(ml / 2**20 if ml else float('nan')):12.1f} {fmt_ratio(r)}")
 
-    bp, ct = import_times(max(rounds, 5))
+    bp, emu, ct = import_times(max(rounds, 5))
     print()
     print(f"import time (fresh interpreter, median): import bpfemu {bp * 1e3:.0f} ms, "
-          f"import ctypes {ct * 1e3:.0f} ms, ratio {bp / ct:.2f}")
+          f"import ctypes {ct * 1e3:.0f} ms, ratio {bp / ct:.2f}; import bpfemu and "
+          f"Emulator() {emu * 1e3:.0f} ms, ratio {emu / ct:.2f}")
     if worst:
         r, (what, n, op) = worst
         print(f"worst pinned cell: {what} {n} {op}: {r:.2f}")

@@ -12,12 +12,17 @@ the backend chosen with ``use()`` (an Emulator by default).
 Python objects have lengths, C pointers do not: the first element or batch call on an fd
 learns its map's key and value sizes (once per fd, out of band: the emulated map, or the
 kernel's /proc/self/fdinfo, so that no bpf() call is added to libbpf's; again after
-``close()`` or a call that returns that fd number anew), and a Python buffer shorter than
+``close()`` or a call that returns that fd number anew; on an emulator also whenever its fd
+table may have changed behind the layer), and a Python buffer shorter than
 the call reads or writes (a key, a value, a batch of ``count`` elements) is a ValueError
 naming the sizes, before any syscall. A longer one is fine, as in C. Raw int addresses and
 ctypes pointers keep C's contract: they are passed on unchecked. Arguments that are not ints
 where C takes an int, or that do not fit their field (a ``max_entries`` of -1 or 2**40), are
 TypeError or OverflowError naming the argument.
+
+Element calls are made as a C loop makes them, with one attr and one set of buffers per
+thread and map fd (libbpf_calls.py): pinned on an emulator, so a repeated call is a decoded
+call there.
 """
 import ctypes
 import errno
@@ -35,7 +40,8 @@ from .uapi import consts as c
 # there, which would load every emulated map type for a layer over the kernel.
 _T = c.BpfMapType
 PERCPU_VALUE_TYPES = frozenset({_T.BPF_MAP_TYPE_PERCPU_HASH, _T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
-                                _T.BPF_MAP_TYPE_PERCPU_ARRAY, _T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
+                                _T.BPF_MAP_TYPE_PERCPU_ARRAY,
+                                _T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
 _PERCPU_TYPES = PERCPU_VALUE_TYPES
 _HASH_TYPES = frozenset({c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_PERCPU_HASH,
                          c.BPF_MAP_TYPE_LRU_HASH, c.BPF_MAP_TYPE_LRU_PERCPU_HASH})
@@ -71,6 +77,18 @@ _NO_LENGTHS = (None, None, None, None)
 # each); a thread using more takes turns, the oldest fd's buffers going (each pin and unpin
 # forgets the emulator's decoded calls, so taking turns at every call would cost more).
 MAX_PINNED_FDS = 256
+
+
+class _CheckEveryCall:
+    """A generation no FdCalls ever matches: each call looks its map up again (an emulator
+    whose decoded calls are off has no count of its fd table's changes)."""
+
+    @property
+    def generation(self):
+        return object()
+
+
+_CHECK_EVERY_CALL = _CheckEveryCall()
 
 
 class bpf_map_info(ctypes.Structure):
@@ -345,14 +363,15 @@ class LibBpf:
         #                                        .calls: its FdCalls by fd (libbpf_calls.py)
         self._all_calls: list[dict] = []       # every thread's .calls, to forget an fd in
         self._calls_lock = threading.Lock()
-        # On an emulator whose decoded calls are on, element calls copy through pinned
-        # buffers, checked against the emulated map whenever its decoded calls were forgotten.
+        # On an emulator, element calls copy through pinned buffers, checked against the
+        # emulated map whenever its decoded calls were forgotten (every call if they are off).
         emulator = sys.modules.get("bpfemu.emulator")     # not loaded: no Emulator exists
         self._decoded = None
         if emulator is not None and isinstance(backend, emulator.Emulator) \
                 and hasattr(backend.mem, "pin"):
-            self._decoded = backend.decoded_calls
-        # What an FdCalls' generation is compared with: never changes without decoded calls.
+            # Without decoded calls nothing counts the fd table's changes: check every call.
+            self._decoded = backend.decoded_calls or _CHECK_EVERY_CALL
+        # What an FdCalls' generation is compared with (DirectCalls: never changes).
         self._generation = self._decoded if self._decoded is not None else DirectCalls
 
     def _scratch(self) -> ScratchBuffers:

@@ -609,21 +609,28 @@ class Map:
     # --- batches ------------------------------------------------------------------------
 
     def _lookup_batch(self, delete: bool, chunk: int):
-        """Walk with LOOKUP(_AND_DELETE)_BATCH, growing the chunk on ENOSPC."""
+        """Walk with LOOKUP(_AND_DELETE)_BATCH, growing the chunk on ENOSPC; the walk's
+        buffers are made once (again when the chunk grows)."""
         fd = self.fd
         call = (self._lib.bpf_map_lookup_and_delete_batch if delete
                 else self._lib.bpf_map_lookup_batch)
         out = []
-        in_batch = None
-        token = ctypes.create_string_buffer(max(self.key_size, 4))
+        first = True
+        tsize = max(self.key_size, 4)
+        token, in_batch = ctypes.create_string_buffer(tsize), ctypes.create_string_buffer(tsize)
         chunk = max(1, chunk)
+        count = ctypes.c_uint32()
+        opts = bpf_map_batch_opts()
+        keys = values = None
         while True:
-            keys = ctypes.create_string_buffer(self.key_size * chunk)
-            values = ctypes.create_string_buffer(self._value_bytes * chunk)
-            count = ctypes.c_uint32(chunk)
-            ret = call(fd, in_batch, token, keys, values, count, bpf_map_batch_opts())
+            if keys is None:
+                keys = ctypes.create_string_buffer(self.key_size * chunk)
+                values = ctypes.create_string_buffer(self._value_bytes * chunk)
+            count.value = chunk
+            ret = call(fd, None if first else in_batch, token, keys, values, count, opts)
             if ret == -errno.ENOSPC:
                 chunk *= 2
+                keys = None
                 continue
             if ret not in (0, -errno.ENOENT):
                 raise self._error(-ret, "BPF_MAP_LOOKUP_AND_DELETE_BATCH" if delete
@@ -638,7 +645,8 @@ class Map:
             out.extend(zip(self._key.decode_run(kraw, n), vals))
             if ret == -errno.ENOENT:
                 return out
-            in_batch = ctypes.create_string_buffer(token.raw, len(token.raw))
+            in_batch.raw = token.raw
+            first = False
 
     def items_lookup_batch(self, chunk: int = 64) -> list:
         return self._lookup_batch(False, chunk)

@@ -109,10 +109,13 @@ def test_per_cpu_values(lb):
     assert list(out) == list(range(10, 10 + ncpu))
 
 
-def test_an_fd_number_taken_by_another_map_behind_the_layer():
+@pytest.mark.parametrize("decoded", [True, False])
+def test_an_fd_number_taken_by_another_map_behind_the_layer(decoded):
     """The fd closed without the layer and its number given to a map with bigger keys and
-    values: the layer's next calls copy the new map's sizes (not the old buffers' 4 and 8)."""
-    with Emulator() as emu:
+    values: the layer's next calls copy the new map's sizes (not the old buffers' 4 and 8),
+    with the emulator's decoded calls on (checked when they are forgotten) or off (checked
+    at every call)."""
+    with Emulator(decoded_calls=decoded) as emu:
         lib = LibBpf(emu)
         fd = _hash(lib)
         assert lib.bpf_map_update_elem(fd, ctypes.c_uint32(1), ctypes.c_uint64(1), 0) == 0
@@ -132,7 +135,7 @@ def test_an_fd_number_taken_by_another_map_behind_the_layer():
 def test_repeated_calls_copy_through_pinned_buffers():
     """On an emulator, ctypes keys and values (not pinned by the caller) are copied into the
     layer's pinned buffers: the decoded calls read and write no process memory."""
-    with Emulator() as emu:
+    with Emulator(decoded_calls=True) as emu:
         lib = LibBpf(emu)
         fd = _hash(lib)
         key, value = ctypes.c_uint32(1), ctypes.c_uint64(5)
