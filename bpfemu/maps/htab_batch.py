@@ -149,6 +149,29 @@ def _split(buf: bytes, size: int, start: int, end: int) -> list:
     return [buf[o:o + size] for o in range(start * size, end * size, size)]
 
 
+def _absent_keys(lookup, kbuf: bytes, size: int, start: int, end: int) -> list:
+    """The keys of elements start.. up to the first one in the map (lookup finds it), split
+    a window at a time: the first key alone, then 32 keys, then windows eight times as long
+    each time. The batch loop comes back here after each element the element op takes (a
+    present key), so what one call splits and looks up is bounded by eight times what it
+    returns, plus 33, not by the rest of the batch: a batch of present keys costs one
+    lookup an element here, not n - i. (Each window is a few C-level passes: a batch of
+    new keys takes three windows for 256 keys.)"""
+    keys: list = []
+    window = 1
+    while start < end:
+        stop = min(end, start + window)
+        part = _split(kbuf, size, start, stop)
+        found = list(map(lookup, part))
+        if found.count(None) < len(part):       # stop before the first key in the map
+            keys += part[:found.index(next(x for x in found if x is not None))]
+            return keys
+        keys += part
+        start = stop
+        window = 32 if window == 1 else window * 8
+    return keys
+
+
 def _before_first_repeat(items: list) -> int:
     """How many of items come before the first one seen earlier in the list (all: none is)."""
     seen = set()
@@ -173,16 +196,10 @@ def htab_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start: int
         return start
     if end - start > room:
         end = start + room
-    key_size = htab.key_size
-    keys = _split(kbuf, key_size, start, end)
-    lookup = store.lookup
-    if lookup(keys[0]) is not None:             # a replace: the element op's path
+    keys = _absent_keys(store.lookup, kbuf, htab.key_size, start, end)
+    n = len(keys)
+    if not n:                                   # a replace: the element op's path
         return start
-    found = list(map(lookup, keys))
-    n = found.count(None)
-    if n < len(keys):                           # stop before the first key in the map
-        n = found.index(next(x for x in found if x is not None))
-        keys = keys[:n]
     if len(set(keys)) < n:                      # a key repeated: the second is a replace
         n = _before_first_repeat(keys)
         keys = keys[:n]
@@ -230,15 +247,10 @@ def htab_lru_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start:
     if not nodes:
         return start
     store = htab.store
-    keys = _split(kbuf, htab.key_size, start, start + len(nodes))
-    lookup = store.lookup
-    if lookup(keys[0]) is not None:             # a replace: the element op's path
+    keys = _absent_keys(store.lookup, kbuf, htab.key_size, start, start + len(nodes))
+    n = len(keys)
+    if not n:                                   # a replace: the element op's path
         return start
-    found = list(map(lookup, keys))
-    n = found.count(None)
-    if n < len(keys):                           # stop before the first key in the map
-        n = found.index(next(x for x in found if x is not None))
-        keys = keys[:n]
     if len(set(keys)) < n:                      # a key repeated: the second is a replace
         n = _before_first_repeat(keys)
         keys = keys[:n]

@@ -130,3 +130,31 @@ def test_lru_delete_batch_gives_the_nodes_back_in_bulk(monkeypatch):
     assert (ret, count) == (0, 4)
     assert pushed == []
     assert len(cl.keys(fd, 4)) == 36
+
+
+@pytest.mark.parametrize("pattern", ["all present", "present and new in turn"])
+@pytest.mark.parametrize("map_type", [c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_LRU_HASH])
+def test_update_batch_work_is_linear_in_the_batch(monkeypatch, map_type, pattern):
+    """After each element the element op takes (a present key) the batch loop asks the bulk
+    op again: what that splits must be bounded by what it returns, not by the rest of the
+    batch. Before, an UPDATE_BATCH of 256 present keys split 32,896 keys (4 ms)."""
+    from bpfemu.maps import htab_batch
+    split = htab_batch._split
+    pieces = []
+
+    def counted(buf, size, start, end):
+        pieces.append(end - start)
+        return split(buf, size, start, end)
+    monkeypatch.setattr(htab_batch, "_split", counted)
+    emu = Emulator(nr_cpus=2, seed=1)
+    cl = Client(emu)
+    n = 512
+    fd = cl.create(map_type, 4, 8, 4 * n)
+    present = range(0, 2 * n, 2) if pattern == "all present" else range(0, 2 * n, 4)
+    for k in present:
+        assert cl.update(fd, U32.pack(k), b"\0" * 8) == 0
+    ks = list(range(0, 2 * n, 2))               # with "in turn": every other one is new
+    ret, count, _, _ = batch(emu, U, fd, keys_of(*ks), b"\x07" * 8 * n, n)
+    assert (ret, count) == (0, n)
+    assert all(cl.lookup(fd, U32.pack(k), 8) == (0, b"\x07" * 8) for k in ks)
+    assert sum(pieces) <= 20 * n                # 131,328 before with "all present"
