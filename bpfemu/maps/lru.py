@@ -972,6 +972,12 @@ def bpf_lru_push_free_many(lru: BpfLru, nodes: list) -> None:
     journaled as one entry: the moves' inverses, newest first, and the counters and rotation
     cursor of the lists the moves take their lock on."""
     nxt, prv, types, ref, cpus = lru.next, lru.prev, lru.type, lru.ref, lru.cpu
+    if not lru.percpu and len(nodes) > 1:
+        listed = _gather(types, nodes)
+        if listed.count(BPF_LRU_LIST_T_ACTIVE) + listed.count(BPF_LRU_LIST_T_INACTIVE) == \
+                len(nodes):
+            _common_push_free_listed(lru, nodes, listed)
+            return
     moves = []                      # one _unmove's arguments a move, in order
     lists = lru.percpu_lru if lru.percpu else [lru.common_lru]
     lru.undo.append((_unpush_many, lru, moves,
@@ -1019,6 +1025,56 @@ def bpf_lru_push_free_many(lru: BpfLru, nodes: list) -> None:
         prv[node] = head
         prv[first] = node
         nxt[head] = node
+
+
+def _common_push_free_listed(lru: BpfLru, nodes: list, listed: tuple) -> None:
+    """bpf_lru_push_free_many() of nodes that are all on the common LRU's active or inactive
+    list (their types in listed): each __bpf_lru_node_move() to the free list's head in
+    turn, done as the unlinks in order, then one splice (the last node first)."""
+    l = lru.common_lru
+    nxt, prv = lru.next, lru.prev
+    free = l.lists[BPF_LRU_LIST_T_FREE]
+    unlinked = []                   # (node, its prev, its next) as each was taken out
+    lru.undo.append((_unpush_listed, lru, l, nodes, unlinked, listed, _gather(lru.ref, nodes),
+                     nxt[free], l.counts[0], l.counts[1], l.next_inactive_rotation))
+    add = unlinked.append
+    nir = l.next_inactive_rotation
+    for node in nodes:
+        p = prv[node]
+        n = nxt[node]
+        add((node, p, n))           # recorded before the unlink: the inverse relinks it
+        nxt[p] = n
+        prv[n] = p
+        if node == nir:             # the rotation cursor steps to the head-side neighbour
+            nir = p
+    l.next_inactive_rotation = nir
+    counts = l.counts
+    counts[BPF_LRU_LIST_T_ACTIVE] -= listed.count(BPF_LRU_LIST_T_ACTIVE)
+    counts[BPF_LRU_LIST_T_INACTIVE] -= listed.count(BPF_LRU_LIST_T_INACTIVE)
+    _splice_head(lru, free, nodes[::-1])
+    types, ref = lru.type, lru.ref
+    for node in nodes:
+        types[node] = BPF_LRU_LIST_T_FREE
+        ref[node] = 0
+
+
+def _unpush_listed(lru: BpfLru, l: BpfLruList, nodes: list, unlinked: list, types, refs,
+                   free_first: int, active: int, inactive: int, nir: int) -> None:
+    """The inverse of _common_push_free_listed() (of as many unlinks as it made)."""
+    nxt, prv = lru.next, lru.prev
+    free = l.lists[BPF_LRU_LIST_T_FREE]
+    nxt[free] = free_first
+    prv[free_first] = free
+    for node, p, n in reversed(unlinked):
+        nxt[p] = node
+        prv[n] = node
+        nxt[node] = n
+        prv[node] = p
+    type_, ref = lru.type, lru.ref
+    for node, t, r in zip(nodes, types, refs):
+        type_[node] = t
+        ref[node] = r
+    _restore_counts(l, active, inactive, nir)
 
 
 def _unpush_many(lru: BpfLru, moves: list, saved: list) -> None:

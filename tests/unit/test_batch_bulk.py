@@ -158,3 +158,43 @@ def test_update_batch_work_is_linear_in_the_batch(monkeypatch, map_type, pattern
     assert (ret, count) == (0, n)
     assert all(cl.lookup(fd, U32.pack(k), 8) == (0, b"\x07" * 8) for k in ks)
     assert sum(pieces) <= 20 * n                # 131,328 before with "all present"
+
+
+@pytest.mark.parametrize("cpu", [0, 1])
+@pytest.mark.parametrize("map_type,flags", [(c.BPF_MAP_TYPE_LRU_HASH, 0),
+                                            (c.BPF_MAP_TYPE_LRU_PERCPU_HASH, 0),
+                                            (c.BPF_MAP_TYPE_LRU_HASH, c.BPF_F_NO_COMMON_LRU)])
+def test_lru_bulk_batches_leave_the_lists_the_element_ops_leave(cpu, map_type, flags):
+    """Random update and delete batches (new keys, repeats, keys in the map, evictions) on
+    the CPU the calls run on: with the bulk forms, the LRU lists, the map and every value are
+    what the element ops alone leave."""
+    import random
+    from bpfemu.maps.lru import bpf_lru_dump
+    vsize = 16 if map_type == c.BPF_MAP_TYPE_LRU_PERCPU_HASH else 8
+    states = []
+    for bulk in (True, False):
+        emu = Emulator(nr_cpus=2, seed=1)
+        emu.cpu = cpu
+        cl = Client(emu)
+        fd = cl.create(map_type, 4, 8, 96, flags)
+        m = emu.map_of(fd)
+        if not bulk:
+            m.ops = dataclasses.replace(m.ops, map_update_elems=None, map_delete_elems=None)
+        rnd = random.Random(5)
+        out = []
+        for _ in range(30):
+            n = rnd.randrange(1, 80)
+            ks = [rnd.randrange(300) for _ in range(n)]
+            if rnd.random() < 0.7:
+                vals = bytes(rnd.randrange(256) for _ in range(vsize * n))
+                out.append(batch(emu, U, fd, keys_of(*ks), vals, n, vsize)[:2])
+            else:                               # mostly keys in the map, then maybe not
+                present = sorted(U32.unpack(k)[0] for k in cl.keys(fd, 4))
+                ks = rnd.sample(present, min(n, len(present))) + ks[:rnd.randrange(2)]
+                out.append(batch(emu, c.BPF_MAP_DELETE_BATCH, fd, keys_of(*ks), None,
+                                 len(ks))[:2])
+        keys = sorted(cl.keys(fd, 4))
+        out.append([(k, cl.lookup(fd, k, vsize)) for k in keys])
+        states.append((out, bpf_lru_dump(m.lru), bytes(m.lru.ref), bytes(m.lru.type),
+                       list(m.lru.cpu)))
+    assert states[0] == states[1]
