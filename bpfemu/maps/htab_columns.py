@@ -40,7 +40,6 @@ import sys
 from array import array
 from bisect import bisect_left
 from functools import partial
-from collections import deque
 from operator import itemgetter
 
 from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
@@ -1140,11 +1139,6 @@ class ColumnarStore:
             s = l + i
             o = (s & mask) * size
             chunks[s >> shift][o:o + size] = data[i * size:(i + 1) * size]
-
-
-def consume(iterator) -> None:
-    """Run an iterator of calls (map of a method over items) to its end, at C speed."""
-    deque(iterator, maxlen=0)
 
 
 def _gather(seq, slots: list) -> list:
