@@ -11,9 +11,10 @@ from .errors import BpfError
 from .fdtable import MAP_KIND, FdTable, IdrCyclic
 from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
+from .failure import our_failure_undone
 from .profile import KernelProfile, get_profile
 from .syscall import __sys_bpf as entry
-from .syscall import build_dispatch, our_failure_undone
+from .syscall import build_dispatch
 from .undo import MARK, atomic, undo_call
 
 

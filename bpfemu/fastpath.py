@@ -36,7 +36,7 @@ import errno
 from sys import _getframe, gettrace as _gettrace
 from typing import Callable, NamedTuple
 
-from . import syscall as _syscall              # our_failure(), at call time (no import cycle)
+from . import failure as _failure
 from .emu_lock import wait_turn
 from .errors import BpfError
 from .memory import Memory
@@ -120,7 +120,7 @@ class DecodedCalls:
                     except BpfError as e:
                         return -e.errno
                     except Exception as e:
-                        return _syscall.our_failure(cmd, e)
+                        return _failure.our_failure(cmd, e)
                 if _gettrace() is not None:
                     _getframe().f_trace = None  # no line events here: see undo.py
                 undo = self.undo
@@ -143,14 +143,14 @@ class DecodedCalls:
                     undo.clear()
                     return -e.errno
                 except Exception as e:
-                    return _syscall.our_failure_undone(self.emu, cmd, e)
+                    return _failure.our_failure_undone(self.emu, cmd, e)
                 except BaseException:           # noqa: B036 - an interruption: undone
                     undo_call(self.emu)
                     raise
                 finally:
                     lock.release()
         except Exception as e:                  # reading the attr's bytes failed (memory)
-            return _syscall.our_failure(cmd, e)
+            return _failure.our_failure(cmd, e)
         return self._sys_bpf_decoded(cmd, attr, size)
 
     def _sys_bpf_decoded(self, cmd: int, attr, size: int) -> int:
@@ -163,7 +163,7 @@ class DecodedCalls:
             same = (call is not None and call.cmd == cmd and call.size == size
                     and (attr.raw if call.has_raw else bytes(attr)) == call.attr_bytes)
         except Exception as e:                  # reading the attr's bytes failed (memory)
-            return _syscall.our_failure(cmd, e)
+            return _failure.our_failure(cmd, e)
         if same:
             # The same command on the same attr bytes as a call decoded before: every check
             # before the key copy would pass again, so only the rest runs.
@@ -175,7 +175,7 @@ class DecodedCalls:
                 except BpfError as e:
                     return -e.errno
                 except Exception as e:
-                    return _syscall.our_failure(cmd, e)
+                    return _failure.our_failure(cmd, e)
             if _gettrace() is not None:
                 _getframe().f_trace = None      # no line events here: see undo.py
             undo = self.undo
@@ -203,7 +203,7 @@ class DecodedCalls:
                 undo.clear()
                 return -e.errno
             except Exception as e:
-                return _syscall.our_failure_undone(self.emu, cmd, e)
+                return _failure.our_failure_undone(self.emu, cmd, e)
             except BaseException:               # noqa: B036 - an interruption: undone
                 undo_call(self.emu)
                 raise
@@ -215,7 +215,7 @@ class DecodedCalls:
         try:
             whole = bytes(attr) if type(attr) is not int and is_buffer(attr) else None
         except Exception as e:                  # no memory for the copy: nothing done
-            return _syscall.our_failure(cmd, e)
+            return _failure.our_failure(cmd, e)
         if _gettrace() is not None:
             _getframe().f_trace = None          # no line events here: see undo.py
         lock = emu.lock
@@ -234,7 +234,7 @@ class DecodedCalls:
                         self._remember(cmd, attr, size, whole, decodable)
                     except Exception as e:
                         # The call is done; only its decoding is lost. Reported, not answered.
-                        _syscall.our_failure(cmd, e)
+                        _failure.our_failure(cmd, e)
         return ret
 
     def _make_last(self, call: DecodedCall, generation: int) -> None:

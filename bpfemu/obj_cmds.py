@@ -17,7 +17,7 @@ from .map_cmds import bpf_get_file_flag, map_get_sys_perms
 from .obj_ids import bpf_obj_get_next_id, idr_find_live, info_from_user
 from .uapi import consts as F  # plain-int flag values (see consts.py)
 from .uapi.attr import GET_ID, INFO, OBJ, compiled
-from .usercopy import check_zeroed_user, put_attr, strncpy_from_user
+from .usercopy import put_attr, strncpy_from_user
 
 _INFO = compiled(INFO)
 _GET_ID = compiled(GET_ID)

@@ -13,17 +13,17 @@ than BpfError rolls it back, here or, if it even stopped the rollback, at the ne
 """
 import errno
 from sys import _getframe, gettrace as _gettrace
-import warnings
 from typing import Callable, NamedTuple
 
 from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
 from .emu_lock import wait_turn
-from .errors import BpfError, EmulatorFault
+from .errors import BpfError
+from .failure import our_failure_undone
 from .undo import MARK, object_state, undo_call
 from .usercopy import attr_tail_zero, is_buffer
 from .uapi.consts import BpfCmd as C
 
-_E2BIG, _EFAULT, _EINVAL, _ENOMEM = errno.E2BIG, errno.EFAULT, errno.EINVAL, errno.ENOMEM
+_E2BIG, _EFAULT, _EINVAL = errno.E2BIG, errno.EFAULT, errno.EINVAL
 _EPERM = errno.EPERM
 # Refused at the entry on kernels before 6.5 (profile.unpriv_eperm_at_entry).
 _UNPRIV_ENTRY_CMDS = frozenset({C.BPF_MAP_CREATE, C.BPF_PROG_LOAD})
@@ -190,36 +190,6 @@ def __sys_bpf(emu, cmd: int, attr, size: int) -> int:
         raise
     finally:
         lock.release()
-
-
-def our_failure(cmd: int, exc: Exception) -> int:
-    """The one place where a failure of the emulator itself (anything but a BpfError)
-    becomes an errno: ENOMEM for Python running out of memory, as the kernel's allocators
-    answer; EFAULT for anything else (a bug of ours), an errno every command can give since
-    every one copies its attr from the caller. Never silent: an EmulatorFault warning
-    carries the traceback. The caller has rolled the call back."""
-    # DEVIATION(memory): keys and index entries are made on insert, so even a preallocated
-    # map, which never fails an update for memory in Linux, can get ENOMEM here (the call
-    # is rolled back first).
-    err = _ENOMEM if isinstance(exc, MemoryError) else _EFAULT
-    try:
-        import traceback                        # here: only a failure needs it (start-up)
-        warnings.warn(EmulatorFault(
-            f"bpf({cmd}) failed inside the emulator; answered -{errno.errorcode[err]}:\n"
-            + "".join(traceback.format_exception(exc))), stacklevel=3)
-    except MemoryError:
-        pass                                    # no memory left even to say so
-    return -err
-
-
-def our_failure_undone(emu, cmd: int, exc: Exception) -> int:
-    """our_failure() of a call that is rolled back first (bpfemu/undo.py). Out of memory
-    even for that, the rollback is left to the next call (its MARK is still there)."""
-    try:
-        undo_call(emu)
-    except MemoryError:
-        pass
-    return our_failure(cmd, exc)
 
 
 sys_bpf = __sys_bpf
