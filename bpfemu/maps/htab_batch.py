@@ -149,24 +149,30 @@ def _split(buf: bytes, size: int, start: int, end: int) -> list:
     return [buf[o:o + size] for o in range(start * size, end * size, size)]
 
 
-def _absent_keys(lookup, kbuf: bytes, size: int, start: int, end: int) -> list:
-    """The keys of elements start.. up to the first one in the map (lookup finds it), split
-    a window at a time: the first key alone, then 32 keys, then windows eight times as long
-    each time. The batch loop comes back here after each element the element op takes (a
-    present key), so what one call splits and looks up is bounded by eight times what it
+def _new_keys(lookup, kbuf: bytes, size: int, start: int, end: int) -> list:
+    """The keys of elements start.. up to the first one in the map (lookup finds it) or seen
+    earlier in the run (its update would be a replace). They are split and looked up a
+    window at a time: the first key alone, then 32 keys, then windows eight times as long.
+    The batch loop comes back here after each element the element op takes (a present or
+    repeated key), so what one call splits and looks up is bounded by eight times what it
     returns, plus 33, not by the rest of the batch: a batch of present keys costs one
-    lookup an element here, not n - i. (Each window is a few C-level passes: a batch of
-    new keys takes three windows for 256 keys.)"""
+    lookup an element here, not n - i. (Each window is a few C-level passes: a batch of new
+    keys takes three windows for 256 keys.)"""
     keys: list = []
+    seen: set = set()
     window = 1
     while start < end:
         stop = min(end, start + window)
         part = _split(kbuf, size, start, stop)
         found = list(map(lookup, part))
         if found.count(None) < len(part):       # stop before the first key in the map
-            keys += part[:found.index(next(x for x in found if x is not None))]
-            return keys
+            part = part[:found.index(next(x for x in found if x is not None))]
+            stop = end
+        seen.update(part)
         keys += part
+        if len(seen) < len(keys):               # a key repeated: stop before the second
+            del keys[_before_first_repeat(keys):]
+            break
         start = stop
         window = 32 if window == 1 else window * 8
     return keys
@@ -196,13 +202,10 @@ def htab_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start: int
         return start
     if end - start > room:
         end = start + room
-    keys = _absent_keys(store.lookup, kbuf, htab.key_size, start, end)
+    keys = _new_keys(store.lookup, kbuf, htab.key_size, start, end)
     n = len(keys)
     if not n:                                   # a replace: the element op's path
         return start
-    if len(set(keys)) < n:                      # a key repeated: the second is a replace
-        n = _before_first_repeat(keys)
-        keys = keys[:n]
     size = htab.slot_size
     store.alloc_add_many(keys, vbuf[start * size:(start + n) * size])
     return start + n
@@ -247,13 +250,10 @@ def htab_lru_map_update_elems(htab, kbuf: bytes, vbuf: bytes, flags: int, start:
     if not nodes:
         return start
     store = htab.store
-    keys = _absent_keys(store.lookup, kbuf, htab.key_size, start, start + len(nodes))
+    keys = _new_keys(store.lookup, kbuf, htab.key_size, start, start + len(nodes))
     n = len(keys)
     if not n:                                   # a replace: the element op's path
         return start
-    if len(set(keys)) < n:                      # a key repeated: the second is a replace
-        n = _before_first_repeat(keys)
-        keys = keys[:n]
     nodes = nodes[:n]
     bpf_common_lru_pop_free_many(lru, cpu, nodes)
     size = htab.slot_size

@@ -132,7 +132,8 @@ def test_lru_delete_batch_gives_the_nodes_back_in_bulk(monkeypatch):
     assert len(cl.keys(fd, 4)) == 36
 
 
-@pytest.mark.parametrize("pattern", ["all present", "present and new in turn"])
+@pytest.mark.parametrize("pattern", ["all present", "present and new in turn",
+                                     "each new key twice"])
 @pytest.mark.parametrize("map_type", [c.BPF_MAP_TYPE_HASH, c.BPF_MAP_TYPE_LRU_HASH])
 def test_update_batch_work_is_linear_in_the_batch(monkeypatch, map_type, pattern):
     """After each element the element op takes (a present key) the batch loop asks the bulk
@@ -150,10 +151,13 @@ def test_update_batch_work_is_linear_in_the_batch(monkeypatch, map_type, pattern
     cl = Client(emu)
     n = 512
     fd = cl.create(map_type, 4, 8, 4 * n)
-    present = range(0, 2 * n, 2) if pattern == "all present" else range(0, 2 * n, 4)
+    present = {"all present": range(0, 2 * n, 2), "present and new in turn": range(0, 2 * n, 4),
+               "each new key twice": ()}[pattern]
     for k in present:
         assert cl.update(fd, U32.pack(k), b"\0" * 8) == 0
     ks = list(range(0, 2 * n, 2))               # with "in turn": every other one is new
+    if pattern == "each new key twice":         # k, k, k', k', ...: the second a replace
+        ks = [k for k in ks[:n // 2] for _ in (0, 1)]
     ret, count, _, _ = batch(emu, U, fd, keys_of(*ks), b"\x07" * 8 * n, n)
     assert (ret, count) == (0, n)
     assert all(cl.lookup(fd, U32.pack(k), 8) == (0, b"\x07" * 8) for k in ks)
