@@ -267,14 +267,8 @@ def _save_counts(lru: BpfLru, l: BpfLruList) -> None:
 
 def _restore_order(lru: BpfLru, head: int, order: list) -> None:
     """Relink the list at head with the nodes of order, first to last."""
-    nxt, prv = lru.next, lru.prev
-    p = head
-    for node in order:
-        nxt[p] = node
-        prv[node] = p
-        p = node
-    nxt[p] = head
-    prv[head] = p
+    lru.next[head] = head                       # empty, whatever it holds now
+    _splice_head(lru, head, order)
 
 
 def _restore_node(lru: BpfLru, node: int, n: int, p: int, t: int, r: int, c: int) -> None:
