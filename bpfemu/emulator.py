@@ -42,6 +42,9 @@ class Emulator:
         if self.profile.nr_cpus < 1:
             raise ValueError("nr_cpus must be at least 1")
         self.mem = mem if mem is not None else ProcessMemory()
+        # This process's memory, whatever task a call runs as (bpf_as swaps self.mem for
+        # the calling task's): where the layers above pin their buffers.
+        self.own_mem = self.mem
         if store is None:
             store = os.environ.get("BPFEMU_HTAB_STORE") or "columnar"
         if store not in ("columnar", "simple"):

@@ -258,6 +258,10 @@ class FdTable:
             stale = table.pop(fd, None)
             if stale is None:
                 continue
+            if self.on_stale is not None:
+                # A decoded call kept for the old object must not serve the new one (an
+                # attr repeated byte for byte now names another map).
+                self.on_stale()
             stale.fds.discard(fd)
             if not stale.fds and stale.watch is None and stale.key in self._by_key \
                     and not self._scan_for_dups(stale):
@@ -277,8 +281,8 @@ class FdTable:
         # DEVIATION(fd-close): a decoded call (a raw bpf() loop on the same attr object,
         # fastpath.py) does not look its fd up, so after os.close() it still reaches the old
         # map until the emulator next forgets its decoded calls (any Emulator.close(), a
-        # checked call that finds an fd gone, a freeze, a pin change); Linux says EBADF at
-        # once. An fstat there would cost more than the decoded call itself.
+        # checked call that finds an fd gone, a new object at that number: _forget_stale,
+        # a freeze, a pin change); Linux says EBADF at once. An fstat there would cost more than the decoded call itself.
         f = self._still_open(self.files, ufd)
         if f is not None:
             return f

@@ -230,7 +230,8 @@ class ScratchBuffers:
     def __init__(self, backend):
         self.attrs = {}                         # cmd -> its attr buffer
         self.inputs = []                        # position -> buffer
-        self.pin = getattr(getattr(backend, "mem", None), "pin", None)
+        mem = getattr(backend, "own_mem", getattr(backend, "mem", None))
+        self.pin = getattr(mem, "pin", None)
 
     def attr(self, cmd: int, data: bytes) -> ctypes.Array:
         buf = self.attrs.get(cmd)
@@ -361,7 +362,9 @@ class LibBpf:
         self._sizes: dict[int, tuple] = {}    # fd -> (key_size, value bytes, token bytes)
         self._local = threading.local()        # .scratch: this thread's ScratchBuffers;
         #                                        .calls: its FdCalls by fd (libbpf_calls.py)
-        self._all_calls: list[dict] = []       # every thread's .calls, to forget an fd in
+        # Every live thread's .calls, with its thread: to forget an fd in, and to unpin what
+        # a thread that has ended kept (_register_calls).
+        self._all_calls: list[tuple] = []
         self._calls_lock = threading.Lock()
         # On an emulator, element calls copy through pinned buffers, checked against the
         # emulated map whenever its decoded calls were forgotten (every call if they are off).
@@ -411,10 +414,25 @@ class LibBpf:
         try:
             calls = self._local.calls
         except AttributeError:
-            calls = self._local.calls = {}
-            with self._calls_lock:
-                self._all_calls.append(calls)
+            calls = self._local.calls = self._register_calls()
         return self._new_fd_calls(fd, calls, calls.get(fd))
+
+    def _register_calls(self) -> dict:
+        """A new thread's FdCalls dict, registered; the buffers of threads that have ended
+        are unpinned here (a program that starts a thread per task would otherwise keep
+        every ended thread's buffers pinned, and each pin sorts them all)."""
+        calls: dict = {}
+        ended = []
+        with self._calls_lock:
+            live = [(t, c) for t, c in self._all_calls if t.is_alive()]
+            if len(live) < len(self._all_calls):
+                ended = [c for t, c in self._all_calls if not t.is_alive()]
+            live.append((threading.current_thread(), calls))
+            self._all_calls = live
+        for old in ended:
+            for fc in old.values():
+                fc.release()
+        return calls
 
     def _new_fd_calls(self, fd: int, calls: dict, old):
         """fd's FdCalls made (again): on an emulator, for the map fd names now."""
@@ -442,9 +460,20 @@ class LibBpf:
         if not sizes[0] or not sizes[1]:
             return None                         # no key or no value: the general path
         if len(calls) >= MAX_PINNED_FDS:        # the oldest fd's buffers go
-            calls.pop(next(iter(calls))).release()
+            with self._calls_lock:              # (_forget_fd may pop from calls meanwhile)
+                oldest = calls.pop(next(iter(calls), None), None)
+            if oldest is not None:
+                oldest.release()
         fc = PinnedCalls(self.backend, fd, sizes[0], sizes[1], m, 0)
-        fc.generation = decoded.generation      # after the pin, which forgets decoded calls
+        # The generation after the pin (which forgets decoded calls), then fd looked up again:
+        # a close and a new map at that number in between (another thread) moved the
+        # generation past the one read here, or shows now; then the next call checks again.
+        generation = decoded.generation
+        try:
+            still = self.backend.map_of(fd) is m
+        except KeyError:
+            still = False
+        fc.generation = generation if still else -1
         calls[fd] = fc
         return fc
 
@@ -452,7 +481,7 @@ class LibBpf:
         """fd was closed or names a new object: every thread's FdCalls for it go."""
         self._sizes.pop(fd, None)
         with self._calls_lock:
-            for calls in self._all_calls:
+            for _thread, calls in self._all_calls:
                 fc = calls.pop(fd, None)
                 if fc is not None:
                     fc.release()

@@ -17,7 +17,8 @@ whenever the emulator's decoded calls were forgotten (an fd closed, a map frozen
 pinned), so an fd number now naming another map is seen before anything is copied.
 
 ``DirectCalls`` (the kernel, any other backend): the attr points at the caller's own buffers,
-packed per call; only ``bytes`` (read-only) inputs are copied, into the fd's buffers.
+packed per call; only ``bytes`` (read-only) inputs of exactly the fd's sizes are copied, into
+the fd's buffers (longer ones go the general path and are copied whole).
 
 What a method cannot make this way (an int address, a ctypes pointer, None, a memoryview, a
 buffer shorter than the map's sizes, flags that are not an int, a map with a key or value of
@@ -96,7 +97,7 @@ class PinnedCalls:
         self.kbuf = ctypes.create_string_buffer(ks)
         self.vbuf = ctypes.create_string_buffer(vs)
         self.nbuf = ctypes.create_string_buffer(ks)
-        self.mem = backend.mem
+        self.mem = getattr(backend, "own_mem", backend.mem)   # not a task's: emulator.py
         self.mem.pin(self.kbuf, self.vbuf, self.nbuf)
         self.kview, self.vview, self.nview = (memoryview(b).cast("B") for b in
                                               (self.kbuf, self.vbuf, self.nbuf))
@@ -201,8 +202,11 @@ class DirectCalls:
         kind = _KINDS.get(type(obj)) or kind_of(type(obj))
         if kind == CTYPES:
             return _addressof(obj) if _sizeof(obj) >= n else None
-        if kind == BYTES and len(obj) >= n:
-            buf.raw = obj if len(obj) == n else obj[:n]
+        if kind == BYTES and len(obj) == n:
+            # Only the size learned for the fd: longer bytes take the general path, which
+            # copies them whole (the fd may name a map with a bigger key or value now, which
+            # this backend does not tell the layer about; the kernel then reads them all).
+            buf.raw = obj
             return addr
         return None
 

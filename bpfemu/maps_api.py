@@ -286,7 +286,7 @@ class Map:
         self._nbuf = ctypes.create_string_buffer(max(key_size, 1))
         self._vbuf = ctypes.create_string_buffer(max(self._value_bytes, 1))
         # On an emulator, the buffers every call passes are pinned: its copies are slices.
-        self._mem = getattr(lib.backend, "mem", None)
+        self._mem = getattr(lib.backend, "own_mem", getattr(lib.backend, "mem", None))
         if not hasattr(self._mem, "pin"):
             self._mem = None
         if self._mem is not None:

@@ -89,7 +89,12 @@ class CloseReaper:
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self.thread = threading.Thread(target=self._run, name="bpfemu-close-reaper",
                                        daemon=True)
-        self.thread.start()
+        try:
+            self.thread.start()
+        except BaseException:
+            os.close(self._stop_r)
+            os.close(self._stop_w)
+            raise
 
     def _run(self) -> None:
         poller = select.poll()
@@ -149,15 +154,16 @@ class Supervisor:
         closes are reaped by a thread that waits on the inotify fd (CloseReaper). With a
         stop_fd or a trace, the loop polls the listener, the inotify fd and stop_fd."""
         reaper = poller = None
-        if self.stop_fd is None and self.trace is None and RECV_ENDS_WITH_THE_TREE:
-            reaper = CloseReaper(self)
-        else:
-            poller = select.poll()
-            poller.register(self.listener, _POLLIN)
-            poller.register(self.files.inotify_fd, _POLLIN)
-            if self.stop_fd is not None:
-                poller.register(self.stop_fd, _POLLIN)
         try:
+            # In the try: a reaper that cannot start (no fds, no thread) still closes the tree.
+            if self.stop_fd is None and self.trace is None and RECV_ENDS_WITH_THE_TREE:
+                reaper = CloseReaper(self)
+            else:
+                poller = select.poll()
+                poller.register(self.listener, _POLLIN)
+                poller.register(self.files.inotify_fd, _POLLIN)
+                if self.stop_fd is not None:
+                    poller.register(self.stop_fd, _POLLIN)
             self._serve_notifications(poller)
         finally:
             if reaper is not None:

@@ -4,6 +4,8 @@ caller's buffers. The copies must give the kernel's bytes whatever the caller's 
 leave an output untouched when the command fails, and follow an fd number to the map it
 names now."""
 import ctypes
+import os
+import threading
 import errno
 
 import pytest
@@ -198,3 +200,47 @@ def test_threads_have_buffers_of_their_own():
         for t in threads:
             t.join()
         assert errors == []
+
+
+def test_an_fd_closed_with_os_close_and_taken_by_a_bigger_map(backend):
+    """The fd closed behind everything (os.close) and its number given to a map with bigger
+    keys and values by another layer: the first layer's next calls with bytes of the new
+    sizes reach the new map whole. On the kernel the layer learned 4 and 8 for the fd and
+    must not cut the bytes to them (the kernel reads 16 and 64 at the addresses); on an
+    emulator the decoded call kept for the old map must not serve the new one."""
+    lib, other = LibBpf(backend), LibBpf(backend)
+    fd = _hash(lib)
+    for _ in range(3):                          # decoded on an emulator from the second on
+        assert lib.bpf_map_update_elem(fd, bytes(4), bytes(8), 0) == 0
+    os.close(fd)
+    fd2 = other.bpf_map_create(c.BPF_MAP_TYPE_HASH, "big", 16, 64, 4, None)
+    try:
+        assert fd2 == fd
+        key, value = bytes(range(1, 17)), bytes(range(64))
+        assert lib.bpf_map_update_elem(fd, key, value, 0) == 0
+        out = ctypes.create_string_buffer(64)
+        assert other.bpf_map_lookup_elem(fd, key, out) == 0
+        assert out.raw == value
+        first = ctypes.create_string_buffer(16)
+        assert other.bpf_map_get_next_key(fd, None, first) == 0 and first.raw == key
+    finally:
+        other.close(fd2)
+
+
+def test_a_thread_that_ended_leaves_nothing_pinned():
+    """Each thread's buffers are its own and pinned; when another thread first calls, the
+    buffers of threads that have ended are unpinned (a thread per task would otherwise pin
+    three buffers per thread and map, for good)."""
+    with Emulator() as emu:
+        lib = LibBpf(emu)
+        fd = _hash(lib, n=128)
+
+        def task(k):
+            assert lib.bpf_map_update_elem(fd, ctypes.c_uint32(k), ctypes.c_uint64(k), 0) == 0
+        for k in range(50):
+            t = threading.Thread(target=task, args=(k,))
+            t.start()
+            t.join()
+        assert len(emu.own_mem._pinned) <= 2 * 3    # the last thread's, and the one before
+        task(99)
+        assert len(emu.own_mem._pinned) <= 2 * 3
