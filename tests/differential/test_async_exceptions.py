@@ -77,6 +77,23 @@ class FilledThenDeleted(Scenario):
         return cl, fd
 
 
+class FilledThenReplaced(Scenario):
+    """A map filled, then the keys in `replaced` updated again: an LRU map's replaced keys
+    get new nodes with their ref bit set (what a program's lookups set), which a refill's
+    flush and a delete from the lists must keep or give back exactly."""
+
+    def __init__(self, map_type, max_entries, fill, replaced, flags=0):
+        super().__init__(map_type, max_entries, fill, flags)
+        self.replaced = replaced
+
+    def setup(self, emu):
+        cl, fd = super().setup(emu)
+        value = b"\2" * (8 * NCPU if self.map_type == LRU_PERCPU_HASH else 8)
+        for k in self.replaced:
+            assert cl.update(fd, k32(k), value) == 0
+        return cl, fd
+
+
 class FilledAndLinked(Scenario):
     """A map filled, then walked once: its elements are in their bucket lists (the columnar
     store links new elements only when something reads the buckets)."""
@@ -136,6 +153,15 @@ CASES.update({
     "delete-batch-lru-listed": (Scenario(LRU_HASH, 64, 20),
                                 batch_call(c.BPF_MAP_DELETE_BATCH, [k32(i) for i in (2, 9, 5)],
                                            [], 3)),
+    # Nodes with their ref bit set (replaced keys): a refill that flushes them and evicts,
+    # and a delete of listed per-CPU-value nodes (review: no case had a ref bit set, so
+    # the inverses' ref restores were never checked).
+    "update-batch-lru-flush-ref": (FilledThenReplaced(LRU_HASH, 32, 32, (30, 31, 29, 5)),
+                                   batch_call(c.BPF_MAP_UPDATE_BATCH,
+                                              [k32(i) for i in range(100, 106)], [V] * 6, 6)),
+    "delete-batch-lru-percpu-listed-ref": (FilledThenReplaced(LRU_PERCPU_HASH, 64, 60, (10, 13)),
+                                           batch_call(c.BPF_MAP_DELETE_BATCH,
+                                                      [k32(i) for i in (10, 13, 14)], [], 3)),
     "update-batch-reuse": (FilledThenDeleted(HASH, 8, 6, (1, 4, 2)),
                            batch_call(c.BPF_MAP_UPDATE_BATCH, [k32(i) for i in (7, 8, 9, 10)],
                                       [V] * 4, 4)),

@@ -202,3 +202,30 @@ def test_lru_bulk_batches_leave_the_lists_the_element_ops_leave(cpu, map_type, f
         states.append((out, bpf_lru_dump(m.lru), bytes(m.lru.ref), bytes(m.lru.type),
                        list(m.lru.cpu)))
     assert states[0] == states[1]
+
+
+def test_lru_delete_batch_around_the_rotation_cursor():
+    """A delete batch of the node the common LRU's inactive rotation cursor is on, and its
+    neighbours: the bulk give-back moves the cursor as the element ops do (the cursor only
+    sits on a node once the inactive list is longer than the 128 nodes a rotation scans,
+    so the map has 400 entries)."""
+    from bpfemu.maps.lru import bpf_lru_dump
+    seen = []
+    for bulk in (True, False):
+        emu = Emulator(nr_cpus=2, seed=1)
+        cl = Client(emu)
+        fd = cl.create(c.BPF_MAP_TYPE_LRU_HASH, 4, 8, 400)
+        m = emu.map_of(fd)
+        if not bulk:
+            m.ops = dataclasses.replace(m.ops, map_update_elems=None, map_delete_elems=None)
+        for k in range(400):
+            assert cl.update(fd, U32.pack(k), b"\0" * 8) == 0
+        cursor = m.lru.common_lru.next_inactive_rotation
+        key = m.store.key(cursor)
+        assert key is not None                  # on a node, not the list's sentinel
+        k = U32.unpack(key)[0]
+        ret, count, _, _ = batch(emu, c.BPF_MAP_DELETE_BATCH, fd, keys_of(k, k - 1, k + 1),
+                                 None, 3)
+        assert (ret, count) == (0, 3)
+        seen.append((k, bpf_lru_dump(m.lru), m.lru.common_lru.next_inactive_rotation))
+    assert seen[0] == seen[1]
