@@ -38,7 +38,7 @@ from typing import Callable, NamedTuple
 
 from . import failure as _failure
 from .emu_lock import wait_turn
-from .errors import BpfError
+from .errors import ENOTSUPP, BpfError
 from .memory import Memory
 from .undo import MARK, undo_call
 from .maps.array_fastpath import (array_pinned_delete_call, array_pinned_lookup_call,
@@ -51,6 +51,8 @@ from .usercopy import is_buffer
 MAX_DECODED_CALLS = 64
 # The syscall's result when the map's lookup finds nothing (bpf_map_copy_value()).
 _NO_ELEMENT = -errno.ENOENT
+# The syscall's result for a command the map has no op for (map_lookup_and_delete_elem()).
+_NOT_SUPPORTED = -ENOTSUPP
 
 
 class DecodedCall:
@@ -366,6 +368,21 @@ def lookup_and_delete_call(mem, m, key_ptr: int, value_ptr: int, flags: int):
         write_value(op(m, read_key(), flags))  # the element is already gone if this faults
         return 0
     return lookup_and_delete
+
+
+def key_then_not_supported_call(mem, m, key_ptr: int):
+    """What is left of BPF_MAP_LOOKUP_AND_DELETE_ELEM on a map without the op (an array)
+    after the checks: the key copy, which faults first, then ENOTSUPP."""
+    if mem.view(key_ptr, m.key_size) is not None:
+        def pinned_not_supported():
+            return _NOT_SUPPORTED               # a pinned key cannot fault
+        return pinned_not_supported
+    read_key = mem.reader(key_ptr, m.key_size)
+
+    def not_supported():
+        read_key()                              # __bpf_copy_key(): EFAULT before ENOTSUPP
+        return _NOT_SUPPORTED
+    return not_supported
 
 
 def get_next_key_call(mem, m, key_ptr: int, next_key_ptr: int):

@@ -226,6 +226,8 @@ def map_lookup_and_delete_elem(emu, raw: bytes, attr) -> int:
     op = m.ops.map_lookup_and_delete_elem
     if op is not None:
         emu.decodable = (fastpath.lookup_and_delete_call, emu.mem, m, key_ptr, value_ptr, flags)
+    else:
+        emu.decodable = (fastpath.key_then_not_supported_call, emu.mem, m, key_ptr)
     key = emu.mem.read(key_ptr, m.key_size)
     if op is None:
         raise BpfError(ENOTSUPP)

@@ -223,6 +223,29 @@ def test_lookup_and_delete_through_reused_buffers(both, config, pin):
 
 
 @pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
+@pytest.mark.parametrize("map_type", [ARRAY, PERCPU_ARRAY], ids=["array", "percpu_array"])
+def test_lookup_and_delete_on_arrays_through_reused_buffers(both, map_type, pin):
+    """LOOKUP_AND_DELETE_ELEM on an array (no such op: ENOTSUPP, 524) again and again on one
+    attr: decoded after the first call, the key still copied first (an unmapped key is
+    EFAULT, not 524, on every repeat), nothing written, as on the kernel."""
+    p = Pair(both, map_type, 0, 4, 12, 16, pin)
+    for i in range(3):
+        for k in (0, 9, 15, 16, 1 << 31):
+            first = i == 0 and k == 0               # decoded from the second call on
+            ret, _ = p.do("lookup_and_delete", struct.pack("<I", k), decoded=not first)
+            assert ret == -524
+    if not pin:
+        bad = unmapped_address()
+        for cl in p.callers:
+            cl.set_elem(key=bad)
+        for _ in range(3):
+            res = [cl.call(c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, cl.elem, 32) for cl in p.callers]
+            assert res == [-EFAULT, -EFAULT]
+    assert p.emu.n_decoded >= 14 or not p.emu.caching, p.emu.n_decoded
+    p.close()
+
+
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned"])
 @pytest.mark.parametrize("config", CONFIGS[:3], ids=[cfg[0] for cfg in CONFIGS[:3]])
 def test_walk_deleting_the_keys_ahead(both, config, pin):
     """A walk whose caller deletes, between its steps, the keys the walk would give next:
