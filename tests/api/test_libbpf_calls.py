@@ -244,3 +244,34 @@ def test_a_thread_that_ended_leaves_nothing_pinned():
         assert len(emu.own_mem._pinned) <= 2 * 3    # the last thread's, and the one before
         task(99)
         assert len(emu.own_mem._pinned) <= 2 * 3
+
+
+def test_an_fd_replaced_while_its_buffers_are_pinned():
+    """Another thread closes the fd and makes a map with bigger keys at that number while
+    this thread's layer pins the buffers it made for the old map (the window between the
+    map's lookup and the generation's): the next call must see the new map, not stay on
+    buffers of the old sizes for good. Made deterministic by doing the other thread's work
+    inside the pin."""
+    with Emulator() as emu:
+        lib, other = LibBpf(emu), LibBpf(emu)
+        fd = _hash(lib)
+        mem = emu.own_mem
+        pin = mem.pin
+        swapped = []
+
+        def pin_then_swap(*objs):
+            pin(*objs)
+            if not swapped:
+                swapped.append(True)
+                emu.close(fd)
+                assert other.bpf_map_create(c.BPF_MAP_TYPE_HASH, "big", 16, 64, 4, None) == fd
+        mem.pin = pin_then_swap
+        try:
+            assert lib.bpf_map_update_elem(fd, bytes(4), bytes(8), 0) in (0, -errno.EINVAL)
+        finally:
+            del mem.pin
+        assert swapped
+        key, value = bytes(range(16)), bytes(range(64))
+        assert lib.bpf_map_update_elem(fd, key, value, 0) == 0
+        out = ctypes.create_string_buffer(64)
+        assert other.bpf_map_lookup_elem(fd, key, out) == 0 and out.raw == value
