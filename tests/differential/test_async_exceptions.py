@@ -94,6 +94,19 @@ class FilledThenReplaced(Scenario):
         return cl, fd
 
 
+class FilledOnCpu1ThenDeleted(FilledThenDeleted):
+    """FilledThenDeleted with the fill and the deletes on CPU 1, the call then on CPU 0: the
+    deleted nodes reach CPU 0's local free list with their cpu field still 1, which the
+    bulk pop overwrites (and its inverse must give back)."""
+
+    def setup(self, emu):
+        emu.cpu = 1
+        try:
+            return super().setup(emu)
+        finally:
+            emu.cpu = 0
+
+
 class FilledAndLinked(Scenario):
     """A map filled, then walked once: its elements are in their bucket lists (the columnar
     store links new elements only when something reads the buckets)."""
@@ -162,6 +175,10 @@ CASES.update({
     "delete-batch-lru-percpu-listed-ref": (FilledThenReplaced(LRU_PERCPU_HASH, 64, 60, (10, 13)),
                                            batch_call(c.BPF_MAP_DELETE_BATCH,
                                                       [k32(i) for i in (10, 13, 14)], [], 3)),
+    "update-batch-lru-nodes-of-cpu1": (FilledOnCpu1ThenDeleted(LRU_HASH, 64, 20, (0, 1, 2, 3)),
+                                       batch_call(c.BPF_MAP_UPDATE_BATCH,
+                                                  [k32(i) for i in range(100, 106)], [V] * 6,
+                                                  6)),
     "update-batch-reuse": (FilledThenDeleted(HASH, 8, 6, (1, 4, 2)),
                            batch_call(c.BPF_MAP_UPDATE_BATCH, [k32(i) for i in (7, 8, 9, 10)],
                                       [V] * 4, 4)),
