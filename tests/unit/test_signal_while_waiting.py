@@ -20,11 +20,13 @@ SIGNAL_AT = 0.1     # when the waiting main thread gets SIGINT (it waits in acqu
 
 
 def _update_call(emu, fd):
-    """An UPDATE_ELEM on buffers made once: repeated, it is a decoded call (fastpath.py)."""
+    """An UPDATE_ELEM on buffers made once: repeated, it is a decoded call (fastpath.py).
+    The lambda keeps key and value alive: the attr holds only their addresses, and freed
+    buffers are soon other objects' memory (the key read as zeros, another key updated)."""
     key, value = ctypes.create_string_buffer(b"\1\0\0\0", 4), ctypes.create_string_buffer(8)
     attr = ctypes.create_string_buffer(
         struct.pack("<IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0), 168)
-    return lambda: emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
+    return lambda keep=(key, value): emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32)
 
 
 ENTRIES = {
