@@ -438,3 +438,31 @@ def stop_at_line(k: int, call, stopped="stopped"):
     finally:
         sys.settrace(None)
     return result, seen
+
+
+def stop_at_c_return(k: int, call, stopped="stopped"):
+    """(call()'s result, the C calls returned): call() with Stop raised at the return of the
+    k-th C function (a builtin or a method of a C type) that bpfemu code calls. That is where
+    a signal's handler runs mid-line: CPython checks for pending signals after each call,
+    before the caller has used the result (a popped item not yet journaled, say), which no
+    line-by-line stop can reach. A profile function that raises at "c_return" drops the
+    result, as the handler's exception does."""
+    pkg = os.path.dirname(bpfemu.__file__)
+    seen = 0
+
+    def profile(frame, event, arg):
+        nonlocal seen
+        if event == "c_return" and frame.f_code.co_filename.startswith(pkg):
+            seen += 1
+            if seen == k:
+                raise Stop
+
+    result = stopped
+    sys.setprofile(profile)
+    try:
+        result = call()
+    except Stop:
+        pass
+    finally:
+        sys.setprofile(None)
+    return result, seen

@@ -1,7 +1,9 @@
 """A bpf() call is atomic with respect to exceptions that are not signals (bpfemu/undo.py).
 
 A trace function raises an exception at the k-th line the emulator executes in a call, for
-every k the call has (until the call completes without one); PyThreadState_SetAsyncExc
+every k the call has (until the call completes without one); a profile function raises one
+right after the k-th C call the emulator makes returns (where a signal's handler runs
+mid-line, before the result is used); PyThreadState_SetAsyncExc
 injects one from another thread at random moments. Either way the call must have had its
 whole effect or none (the map contents, fds, ids and pins of an emulator that made the call
 whole, or of one that never made it), the lock must be free, and the emulator must go on
@@ -23,7 +25,7 @@ import bpfemu
 from bpfemu import Emulator
 from bpfemu.maps.lru import bpf_lru_dump
 from bpfemu.uapi import consts as c
-from tests.support import NCPU, Client, Stop, stop_at_line
+from tests.support import NCPU, Client, Stop, stop_at_c_return, stop_at_line
 from tests.differential.abi_support import get_fd_by_id, map_id, obj_get, pin
 from tests.differential.test_interrupts import CASES as INTERRUPTED_CASES
 from tests.differential.test_interrupts import (ARRAY, HASH, LRU_HASH, PERCPU_HASH, Scenario,
@@ -235,16 +237,17 @@ def state(emu):
             follow_up(emu))
 
 
-def run_case(name, store, k, bpffs):
-    """Run case name on a new emulator, the trace function raising Stop at its k-th line
-    (None: never; 0: do not make the call). (result or "stopped", lines seen, emulator)."""
+def run_case(name, store, k, bpffs, stop_at=stop_at_line):
+    """Run case name on a new emulator, stopped at its k-th line (or, with stop_at_c_return,
+    at the return of its k-th C call) (None: never; 0: do not make the call). (result or
+    "stopped", points seen, emulator)."""
     scenario, make_call = CASES[name]
     emu = Emulator(nr_cpus=NCPU, seed=11, store=store, bpffs_root=bpffs)
     cl, fd = scenario.setup(emu)
     call = make_call(emu, cl, fd)
     if k == 0:
         return None, 0, emu
-    result, seen = stop_at_line(k, call)
+    result, seen = stop_at(k, call)
     return result, seen, emu
 
 
@@ -256,38 +259,39 @@ def bpffs():
     os.rmdir(d)
 
 
-def _outcomes(name, store, bpffs):
+def _outcomes(name, store, bpffs, stop_at=stop_at_line):
     _, _, before = run_case(name, store, 0, bpffs)
     not_at_all = state(before)
     before.close_all()
-    result, points, ref = run_case(name, store, None, bpffs)
+    result, points, ref = run_case(name, store, None, bpffs, stop_at)
     whole = state(ref)
     ref.close_all()
     return not_at_all, result, whole, points
 
 
-def sampled_points(name, store, points):
-    """The default run's stopping lines: the first FIRST_POINTS (the entry, the lock, the
+def sampled_points(name, store, points, first_points=FIRST_POINTS, sampled=SAMPLED_POINTS):
+    """The default run's stopping points: the first FIRST_POINTS (the entry, the lock, the
     journal's MARK), then about SAMPLED_POINTS more at a stride over the whole call, from an
-    offset fixed per case so that the cases together cover different lines."""
-    first = list(range(1, min(points, FIRST_POINTS) + 1))
+    offset fixed per case so that the cases together cover different points."""
+    first = list(range(1, min(points, first_points) + 1))
     rest = points - len(first)
     if rest <= 0:
         return first
-    stride = max(1, rest // SAMPLED_POINTS)
+    stride = max(1, rest // sampled)
     offset = zlib.crc32(f"{name}/{store}".encode()) % stride
     return first + list(range(len(first) + 1 + offset, points + 1, stride))
 
 
-def check_stops(name, store, bpffs, exhaustive):
-    not_at_all, result, whole, points = _outcomes(name, store, bpffs)
+def check_stops(name, store, bpffs, exhaustive, stop_at=stop_at_line, first=FIRST_POINTS,
+                sampled=SAMPLED_POINTS):
+    not_at_all, result, whole, points = _outcomes(name, store, bpffs, stop_at)
     assert points > 10 and not_at_all != whole
     ks = (range(1, min(points, MAX_POINTS) + 1) if exhaustive
-          else sampled_points(name, store, points))
+          else sampled_points(name, store, points, first, sampled))
     bad = []
     undone = 0
     for k in ks:
-        got, _, emu = run_case(name, store, k, bpffs)
+        got, _, emu = run_case(name, store, k, bpffs, stop_at)
         if not lock_is_free(emu):
             bad.append((k, "lock held"))
             continue
@@ -316,6 +320,24 @@ def test_call_stopped_at_sampled_lines_is_whole_or_undone(name, store, bpffs):
 def test_call_stopped_at_any_line_is_whole_or_undone(name, store, bpffs):
     """Every line up to MAX_POINTS (minutes: scripts/long-tests)."""
     check_stops(name, store, bpffs, exhaustive=True)
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_call_stopped_after_sampled_c_calls_is_whole_or_undone(name, store, bpffs):
+    """A stop where a signal's handler runs mid-line: right after a C call returns, its
+    result not yet used (tests.support.stop_at_c_return). A call makes 11-200 C calls;
+    the default run stops after the first 12 and about 12 more spread over the rest."""
+    check_stops(name, store, bpffs, exhaustive=False, stop_at=stop_at_c_return, first=12,
+                sampled=12)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_call_stopped_after_any_c_call_is_whole_or_undone(name, store, bpffs):
+    """After every C call of the call, up to MAX_POINTS."""
+    check_stops(name, store, bpffs, exhaustive=True, stop_at=stop_at_c_return)
 
 
 def test_stop_at_any_line_leaves_the_inode_watchers_lock_free(bpffs):
