@@ -98,7 +98,7 @@ class PinnedCalls:
         self.vbuf = ctypes.create_string_buffer(vs)
         self.nbuf = ctypes.create_string_buffer(ks)
         self.mem = getattr(backend, "own_mem", backend.mem)   # not a task's: emulator.py
-        self.mem.pin(self.kbuf, self.vbuf, self.nbuf)
+        self.mem.pin(self.kbuf, self.vbuf, self.nbuf, owner=self)   # unpinned when dropped too
         self.kview, self.vview, self.nview = (memoryview(b).cast("B") for b in
                                               (self.kbuf, self.vbuf, self.nbuf))
         self.bpf = backend.bpf

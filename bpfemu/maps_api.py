@@ -290,7 +290,7 @@ class Map:
         if not hasattr(self._mem, "pin"):
             self._mem = None
         if self._mem is not None:
-            self._mem.pin(self._kbuf, self._nbuf, self._vbuf)
+            self._mem.pin(self._kbuf, self._nbuf, self._vbuf, owner=self)   # or when dropped
         # One attr per element command, packed once with this fd and the buffers above, as a
         # C loop over bpf() keeps them: on an emulator a repeated operation is a decoded call
         # (the buffers are pinned), and on either backend the layer makes no attr per call.

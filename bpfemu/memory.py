@@ -19,6 +19,7 @@ import errno
 import os
 import struct
 import threading
+import weakref
 
 from .errors import BpfError
 from .weak_registry import WeakBoundMethod, WeakRegistry
@@ -117,6 +118,7 @@ class ProcessMemory(Memory):
         self._local_addr = ctypes.byref(self._iov, 0)
         self._remote_addr = ctypes.byref(self._iov, 2 * _IOVEC_SIZE)
         self._pinned: dict[int, memoryview] = {}   # start address -> byte view of a pinned buffer
+        self._owners: dict[int, weakref.ref] = {}   # start address -> what the pin lasts for
         # The same, sorted by start, to find the pinned buffer an address falls inside:
         # (starts, views), replaced as one object so that a reader in another thread never
         # pairs one pin's start with another's view.
@@ -124,27 +126,50 @@ class ProcessMemory(Memory):
         self._listeners: list[WeakBoundMethod] = []
         self._grow(self._SCRATCH_MIN)
 
-    def pin(self, *objs) -> None:
+    def pin(self, *objs, owner=None) -> None:
         """Let the emulator access these buffers (ctypes objects, bytearrays) without a syscall.
 
         Copies that fall inside a pinned buffer (a batch's whole keys array, or any slice of
         it) are then made by slicing. The pin keeps each object alive and unresizable until
-        ``unpin``.
+        ``unpin``, or, given an owner (a ``Map``, the ``LibBpf`` layer's per-fd calls), until
+        the owner is gone: a layer object dropped without close() would otherwise keep its
+        buffers pinned for the process's life. Such pins are dropped by the next pin() after
+        their owner's end, not from a weakref callback (weak_registry.py says why).
         """
+        self._drop_orphans()
         for obj in objs:
             view = memoryview(obj).cast("B")
             if view.readonly:
                 raise ValueError("only writable buffers can be pinned")
-            self._pinned[ctypes.addressof((ctypes.c_char * 1).from_buffer(view))] = view
+            start = ctypes.addressof((ctypes.c_char * 1).from_buffer(view))
+            self._pinned[start] = view
+            if owner is not None:
+                self._owners[start] = weakref.ref(owner)
+            else:
+                self._owners.pop(start, None)
         self._sort_pins()
         self._views_changed()               # calls decoded before now may copy through them
 
     def unpin(self, *objs) -> None:
         for obj in objs:
             view = memoryview(obj).cast("B")
-            self._pinned.pop(ctypes.addressof((ctypes.c_char * 1).from_buffer(view)), None)
+            start = ctypes.addressof((ctypes.c_char * 1).from_buffer(view))
+            self._pinned.pop(start, None)
+            self._owners.pop(start, None)
         self._sort_pins()
         self._views_changed()               # views of these buffers may be cached
+
+    def _drop_orphans(self) -> None:
+        """Unpin the buffers whose owner has gone."""
+        gone = [start for start, owner in self._owners.items() if owner() is None]
+        for start in gone:
+            del self._owners[start]
+            self._pinned.pop(start, None)
+
+    @property
+    def pinned_count(self) -> int:
+        """How many buffers are pinned now (their owners' ends not yet seen by a pin())."""
+        return len(self._pinned)
 
     def _sort_pins(self) -> None:
         pins = sorted(self._pinned.items())

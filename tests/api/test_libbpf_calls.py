@@ -246,6 +246,31 @@ def test_a_thread_that_ended_leaves_nothing_pinned():
         assert len(emu.own_mem._pinned) <= 2 * 3
 
 
+def test_dropped_layers_leave_nothing_pinned():
+    """A LibBpf, or a Map, dropped without close() (a test that makes one per case): its
+    buffers are unpinned at the next pin after it is gone, so 100 of them in a row keep no
+    more pinned than one does, and the calls after them read and write the right bytes."""
+    import gc
+    from bpfemu.maps_api import Map
+    with Emulator() as emu:
+        fd = _hash(LibBpf(emu), n=256)
+        mem = emu.own_mem
+        for k in range(100):
+            lib = LibBpf(emu)
+            assert lib.bpf_map_update_elem(fd, ctypes.c_uint32(k), ctypes.c_uint64(k), 0) == 0
+            m = Map.open(emu, fd, ctypes.c_uint32, ctypes.c_uint64)
+            assert m[k].value == k
+            m[k] = k + 1000
+            del lib, m
+            gc.collect()
+            assert mem.pinned_count <= 2 * 3        # the dropped pair's, until the next pin
+        lib = LibBpf(emu)
+        value = ctypes.c_uint64()
+        assert lib.bpf_map_lookup_elem(fd, ctypes.c_uint32(42), value) == 0
+        assert value.value == 1042
+        assert mem.pinned_count == 3
+
+
 def test_an_fd_replaced_while_its_buffers_are_pinned():
     """Another thread closes the fd and makes a map with bigger keys at that number while
     this thread's layer pins the buffers it made for the old map (the window between the
@@ -259,8 +284,8 @@ def test_an_fd_replaced_while_its_buffers_are_pinned():
         pin = mem.pin
         swapped = []
 
-        def pin_then_swap(*objs):
-            pin(*objs)
+        def pin_then_swap(*objs, **kw):
+            pin(*objs, **kw)
             if not swapped:
                 swapped.append(True)
                 emu.close(fd)
