@@ -111,12 +111,10 @@ def htab_map_alloc(args, kernel) -> BpfHtab:
         max_slots = htab.max_entries + ncpu
     else:
         max_slots = htab.max_entries + 1
-    sizes = dict(key_size=htab.key_size, slot_size=htab.slot_size, n_buckets=htab.n_buckets,
-                 hashrnd=htab.hashrnd)
-    if kernel.htab_store == "columnar":
-        sizes["max_slots"] = max_slots
-    sizes["undo"] = kernel.undo                 # the undo journal (bpfemu/undo.py)
-    htab.store = STORES[kernel.htab_store](**sizes)
+    htab.store = STORES[kernel.htab_store](
+        key_size=htab.key_size, slot_size=htab.slot_size, n_buckets=htab.n_buckets,
+        hashrnd=htab.hashrnd, max_slots=max_slots,
+        undo=kernel.undo)                       # the undo journal (bpfemu/undo.py)
     if htab.prealloc and not htab.is_lru:
         htab.store.reserve()                    # prealloc_init(): no update allocates them
         if not htab.percpu:

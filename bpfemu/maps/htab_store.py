@@ -80,6 +80,8 @@ class SimpleStore:
         self.hashes: list = []              # element -> hash
         self.values: list = []              # element -> memoryview of its own bytearray
         self.free_list: list = []           # freed elements, the last freed on top
+        self.unused: list = []              # reserved elements never handed out, lowest on top
+        self.max_slots = max_slots
         self.extra_elems = None             # per CPU spare elements (alloc_extra_elems)
         self.lookup = self.index.get
         self.count = self.index.__len__
@@ -100,14 +102,25 @@ class SimpleStore:
         self._make(n)
 
     def reserve(self) -> None:
-        """Nothing: the definition allocates as it goes (ColumnarStore reserves)."""
+        """Every element the map can need, made now: what the kernel preallocates at
+        MAP_CREATE (prealloc_init()), so that no update of a preallocated map allocates."""
+        first = len(self.keys)
+        self._make(self.max_slots - first)
+        self.unused[:0] = range(self.max_slots - 1, first - 1, -1)
 
     def alloc(self, value=None) -> int:
+        """The element freed last, else the lowest never used (made now if none is
+        reserved), with value copied in if given."""
         free = self.free_list
+        unused = self.unused
         if free:
             n = len(free) - 1
             self.undo.append((restore_top, free, n, free[n]))
             l = free.pop()
+        elif unused:
+            n = len(unused) - 1
+            self.undo.append((restore_top, unused, n, unused[n]))
+            l = unused.pop()
         else:
             self._make(1)
             l = len(self.keys) - 1
