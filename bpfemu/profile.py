@@ -1,7 +1,5 @@
 """What differs between kernel versions lives here, not in ifs scattered through the handlers."""
 import os
-import re
-from dataclasses import dataclass, field
 
 from .uapi.consts import BpfCmd as C
 
@@ -29,9 +27,11 @@ LINUX_6_1_LAST_FIELD_END = {**LINUX_6_12_LAST_FIELD_END, C.BPF_MAP_CREATE: 72,
                             C.BPF_OBJ_PIN: 16, C.BPF_OBJ_GET: 16}
 
 
-@dataclass
 class KernelProfile:
-    """The kernel an Emulator pretends to be. Linux 6.18 (x86_64) is the one verified today."""
+    """The kernel an Emulator pretends to be. Linux 6.18 (x86_64) is the one verified today.
+
+    KernelProfile(field=value, ...): the class attributes below are the defaults; an unknown
+    field is a TypeError. (A plain class, not a dataclass: see maps/core.py.)"""
     release: str = "6.18"
     page_size: int = 4096
     attr_size: int = 168                   # sizeof(union bpf_attr)
@@ -43,8 +43,8 @@ class KernelProfile:
     prog_types_refused: frozenset = frozenset({28, 29})
     # cmd -> the end of its last field (CHECK_ATTR), where this kernel's differs from the
     # command table's (syscall.COMMANDS, Linux 6.18).
-    last_field_end: dict = field(default_factory=dict)
-    nr_cpus: int = field(default_factory=host_possible_cpus)   # num_possible_cpus()
+    last_field_end: dict                   # (each profile's own dict: __init__)
+    nr_cpus: int                           # num_possible_cpus(): the host's unless given
     numa_nodes: frozenset = frozenset({0})  # online NUMA node ids
     cap_sys_admin: bool = True
     cap_bpf: bool = True
@@ -75,6 +75,32 @@ class KernelProfile:
     # zero-extended to 64 bits (-ENOENT reads 0xfffffffe): the verifier calls the ops
     # directly, and they returned int before Linux 6.4 (long since).
     prog_map_ops_return_int: bool = False
+
+    def __init__(self, **fields):
+        unknown = set(fields) - _PROFILE_FIELDS
+        if unknown:
+            raise TypeError(f"KernelProfile: no such field: {', '.join(sorted(unknown))}")
+        self.last_field_end = {}
+        if "nr_cpus" not in fields:
+            self.nr_cpus = host_possible_cpus()
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def _fields(self) -> dict:
+        return {name: getattr(self, name) for name in sorted(_PROFILE_FIELDS)}
+
+    def __eq__(self, other):
+        if not isinstance(other, KernelProfile):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "KernelProfile(" + ", ".join(f"{k}={v!r}" for k, v in self._fields().items()) + ")"
+
+
+_PROFILE_FIELDS = frozenset(KernelProfile.__annotations__)
 
 
 def linux_6_18(**kw) -> KernelProfile:
@@ -119,6 +145,9 @@ def get_profile(name: str | None = None, **kw) -> KernelProfile:
 
 def profile_name_for_release(release: str) -> str | None:
     """The profile of a kernel release string ("6.12.118+deb12-amd64" -> "6.12"), or None."""
+    if release in PROFILES:
+        return release                  # a profile's own name: no need for re at start-up
+    import re
     m = re.match(r"(\d+)\.(\d+)(?!\d)", release.strip())
     if not m:
         return None

@@ -4,8 +4,7 @@ A map type is an ops table built from shared functions (like htab_map_ops and
 htab_lru_map_ops in kernel/bpf/hashtab.c). The syscall layer calls through the table
 and never branches on the map type except where kernel/bpf/syscall.c does.
 """
-from dataclasses import dataclass
-from typing import Callable, Optional
+from collections import namedtuple
 
 from ..uapi.consts import BpfMapType as T
 
@@ -17,20 +16,45 @@ def round_up(x: int, a: int) -> int:
     return (x + a - 1) // a * a
 
 
-@dataclass(frozen=True)
-class MapCreateArgs:
-    """The MAP_CREATE attr as the alloc hooks see it (after BPF_F_TOKEN_FD was cleared)."""
-    map_type: int
-    key_size: int
-    value_size: int
-    max_entries: int
-    map_flags: int
-    numa_node: int          # bpf_map_attr_numa_node(): -1 (NUMA_NO_NODE) unless BPF_F_NUMA_NODE
-    map_extra: int
-    inner_map_fd: int = 0   # the inner map template of ARRAY_OF_MAPS / HASH_OF_MAPS
+# The MAP_CREATE attr as the alloc hooks see it (after BPF_F_TOKEN_FD was cleared).
+# numa_node: bpf_map_attr_numa_node(), -1 (NUMA_NO_NODE) unless BPF_F_NUMA_NODE;
+# inner_map_fd: the inner map template of ARRAY_OF_MAPS / HASH_OF_MAPS.
+# (Plain classes here, not dataclasses: that module and typing cost an Emulator's start-up
+# more than the whole emulator's own code does.)
+MapCreateArgs = namedtuple("MapCreateArgs", ("map_type", "key_size", "value_size", "max_entries",
+                                             "map_flags", "numa_node", "map_extra",
+                                             "inner_map_fd"), defaults=(0,))
+
+# struct bpf_map_ops's hooks a map type may leave out (None where it has none):
+_OPTIONAL_OPS = (
+    # bpf_map_copy_value()'s per-type copy: the value, or None where the kernel's lookup
+    # finds nothing (bpf_map_copy_value() makes that ENOENT); it may raise BpfError itself.
+    "map_lookup_elem_sys",
+    "map_update_elem_sys",              # bpf_map_update_value()'s per-type update
+    "map_delete_elem",
+    "map_get_next_key",
+    "map_lookup_and_delete_elem",
+    "map_lookup_batch",
+    "map_lookup_and_delete_batch",
+    "map_update_batch",
+    "map_delete_batch",
+    # Bulk forms the generic batch commands use where a map type has them (batch_cmds.py):
+    # the element operation applied to a run of elements at once, as far as it can be.
+    "map_update_elems",
+    "map_delete_elems",
+    "map_lookup_run",
+    "map_mem_usage",
+    "map_free",
+    # The BPF-program side (helpers): live value views, updates on the current CPU.
+    "map_lookup_elem_prog",
+    "map_update_elem_prog",
+    "map_delete_elem_prog",
+    "map_lookup_percpu_elem",
+    "map_value_hash",                   # sha256 for OBJ_GET_INFO_BY_FD (arrays)
+    "map_check_btf",                    # BTF checks of its own (arrays)
+)
 
 
-@dataclass
 class MapOps:
     """struct bpf_map_ops: the operations a map type provides; None where it has none.
 
@@ -38,34 +62,34 @@ class MapOps:
     (the full per-CPU buffer for per-CPU maps). Program-side operations live in progs.py
     and use the *_prog hooks.
     """
-    name: str
-    map_alloc_check: Callable
-    map_alloc: Callable
-    # bpf_map_copy_value()'s per-type copy: the value, or None where the kernel's lookup finds
-    # nothing (bpf_map_copy_value() makes that ENOENT); it may raise BpfError itself.
-    map_lookup_elem_sys: Optional[Callable] = None
-    map_update_elem_sys: Optional[Callable] = None       # bpf_map_update_value()'s per-type update
-    map_delete_elem: Optional[Callable] = None
-    map_get_next_key: Optional[Callable] = None
-    map_lookup_and_delete_elem: Optional[Callable] = None
-    map_lookup_batch: Optional[Callable] = None
-    map_lookup_and_delete_batch: Optional[Callable] = None
-    map_update_batch: Optional[Callable] = None
-    map_delete_batch: Optional[Callable] = None
-    # Bulk forms the generic batch commands use where a map type has them (batch_cmds.py):
-    # the element operation applied to a run of elements at once, as far as it can be.
-    map_update_elems: Optional[Callable] = None
-    map_delete_elems: Optional[Callable] = None
-    map_lookup_run: Optional[Callable] = None
-    map_mem_usage: Optional[Callable] = None
-    map_free: Optional[Callable] = None
-    # The BPF-program side (helpers): live value views, updates on the current CPU.
-    map_lookup_elem_prog: Optional[Callable] = None
-    map_update_elem_prog: Optional[Callable] = None
-    map_delete_elem_prog: Optional[Callable] = None
-    map_lookup_percpu_elem: Optional[Callable] = None
-    map_value_hash: Optional[Callable] = None            # sha256 for OBJ_GET_INFO_BY_FD (arrays)
-    map_check_btf: Optional[Callable] = None             # BTF checks of its own (arrays)
+    __slots__ = ("name", "map_alloc_check", "map_alloc") + _OPTIONAL_OPS
+
+    def __init__(self, name: str, map_alloc_check, map_alloc, **ops):
+        self.name = name
+        self.map_alloc_check = map_alloc_check
+        self.map_alloc = map_alloc
+        for hook in _OPTIONAL_OPS:
+            setattr(self, hook, ops.pop(hook, None))
+        if ops:
+            raise TypeError(f"MapOps: no such hook: {', '.join(sorted(ops))}")
+
+    def replace(self, **changes) -> "MapOps":
+        """A copy with these hooks changed (a map type made from another's table)."""
+        fields = {hook: getattr(self, hook) for hook in self.__slots__}
+        fields.update(changes)
+        return MapOps(**fields)
+
+    def __eq__(self, other):
+        if not isinstance(other, MapOps):
+            return NotImplemented
+        return all(getattr(self, h) == getattr(other, h) for h in self.__slots__)
+
+    __hash__ = None                     # mutable, as struct bpf_map_ops is not: no hashing
+
+    def __repr__(self):
+        hooks = ", ".join(f"{h}={getattr(self, h)!r}" for h in self.__slots__
+                          if getattr(self, h) is not None)
+        return f"MapOps({hooks})"
 
 
 class BpfMap:

@@ -6,7 +6,6 @@ BPF_F_LOCK on its element commands, cannot be frozen (ENOTSUPP), and its lock wo
 copied from user space (copy_map_value skips it), so it always reads back as zero. Facts:
 docs/btf.md ("Maps with BTF").
 """
-import dataclasses
 import errno
 
 from ..btf_obj import DATASEC, INT, btf_find_spin_lock
@@ -81,5 +80,5 @@ def _set_spin_lock(m, off: int) -> None:
         value = bytes(value)
         update(m, key, value[:off] + zero + value[end:], flags)
 
-    m.ops = dataclasses.replace(m.ops, map_update_elem_sys=update_skipping_lock,
-                                map_update_elems=None)     # no bulk update past it
+    m.ops = m.ops.replace(map_update_elem_sys=update_skipping_lock,
+                          map_update_elems=None)     # no bulk update past it

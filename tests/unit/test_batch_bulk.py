@@ -3,7 +3,6 @@ treat alike is one store operation, not a Python call of the element op per elem
 results are the kernel's (tests/differential/test_batch.py); here, that the element op is
 only called where the run stops."""
 import ctypes
-import dataclasses
 import struct
 
 import pytest
@@ -24,7 +23,7 @@ def counting(m, name):
     def counted(*args):
         calls.append(args[1])
         return op(*args)
-    m.ops = dataclasses.replace(m.ops, **{name: counted})
+    m.ops = m.ops.replace(**{name: counted})
     return calls
 
 
@@ -183,7 +182,7 @@ def test_lru_bulk_batches_leave_the_lists_the_element_ops_leave(cpu, map_type, f
         fd = cl.create(map_type, 4, 8, 96, flags)
         m = emu.map_of(fd)
         if not bulk:
-            m.ops = dataclasses.replace(m.ops, map_update_elems=None, map_delete_elems=None)
+            m.ops = m.ops.replace(map_update_elems=None, map_delete_elems=None)
         rnd = random.Random(5)
         out = []
         for _ in range(30):
@@ -217,7 +216,7 @@ def test_lru_delete_batch_around_the_rotation_cursor():
         fd = cl.create(c.BPF_MAP_TYPE_LRU_HASH, 4, 8, 400)
         m = emu.map_of(fd)
         if not bulk:
-            m.ops = dataclasses.replace(m.ops, map_update_elems=None, map_delete_elems=None)
+            m.ops = m.ops.replace(map_update_elems=None, map_delete_elems=None)
         for k in range(400):
             assert cl.update(fd, U32.pack(k), b"\0" * 8) == 0
         cursor = m.lru.common_lru.next_inactive_rotation
