@@ -53,6 +53,22 @@ def test_an_emulator_loads_what_only_some_commands_need_when_they_run():
     assert {"traceback", "socket", "hashlib"} & mods == set()
 
 
+def test_an_emulator_loads_no_dataclasses():
+    """dataclasses (with inspect, ast, dis, tokenize) cost more instructions than all of the
+    emulator's own modules; the ops tables, the create args and the profile are plain
+    classes (python -S, so that no site hook brings it in)."""
+    probe = "import bpfemu\nbpfemu.Emulator()\nimport sys; print(' '.join(sorted(sys.modules)))"
+    mods = set(subprocess.run([sys.executable, "-S", "-c", probe], check=True,
+                              capture_output=True, text=True, cwd=_repo_root()).stdout.split())
+    assert {"dataclasses", "inspect"} & mods == set()
+
+
+def _repo_root() -> str:
+    import os
+    import bpfemu
+    return os.path.dirname(os.path.dirname(bpfemu.__file__))
+
+
 def test_the_layer_knows_the_emulators_per_cpu_map_types():
     from bpfemu.libbpf import PERCPU_VALUE_TYPES
     from bpfemu.maps.core import PERCPU_VALUE_TYPES as emulated
