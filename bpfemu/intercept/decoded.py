@@ -19,7 +19,8 @@ What differs from an in-process caller's decoded call:
   new file, never the old map.
 - what the in-process decoded calls are forgotten for (a file released, a map frozen:
   DecodedCalls.generation) forgets these too, checked under the emulator's lock.
-- writes go to the caller being served after NOTIF_ID_VALID (task.CallerMemory).
+- NOTIF_ID_VALID comes after the one read and the fd check, before anything is done with
+  what they found (task.py): the caller's later writes need no other.
 """
 import ctypes
 import errno
@@ -44,6 +45,7 @@ _process_vm_writev.restype = ctypes.c_ssize_t
 _fstatat = ctypes.PyDLL(None).fstatat
 _STAT_SIZE = 144
 _EFAULT = errno.EFAULT
+_NO_CALLER = -errno.ESRCH          # the result of a call whose caller is gone (no reply lands)
 _PAGE = mmap.PAGESIZE
 _WINDOW_MAX = 1024
 # Where the bytes between the attr and the spans, read along in one iovec, go.
@@ -247,6 +249,11 @@ class NotifiedCalls:
         if (d is None or _fstatat(d, call.fd_name, self._stat_ref, 0) != 0
                 or self._stat_dev_ino.raw != call.file_key):
             return None
+        # NOTIF_ID_VALID after the reads it protects: the attr, key and value just read, and
+        # the fd just looked up, were the caller's (task.py). A caller gone since RECV gets
+        # nothing: its tid may name another image now (tests/intercept/test_exec_race.py).
+        if not caller.id_valid():
+            return _NO_CALLER
         call.mem.data = data
         ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)
         if ret is None:                              # forgotten since: decode again
