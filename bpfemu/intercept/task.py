@@ -105,8 +105,23 @@ class Caller:
     def current_cpu(self) -> int:
         stat = self.fds.table.task_stat(self.tid)
         try:
-            # Fields after the command name, which may itself hold spaces and parentheses.
-            after = stat[stat.rindex(b")") + 2:]
-            return int(after.split(None, _PROCESSOR_FIELD - 2)[_PROCESSOR_FIELD - 3])
+            # Counted from the end: the fields after "processor" are fewer than those before
+            # it, and the command name (which may hold spaces and parentheses) is not reached.
+            return int(stat.rsplit(None, _fields_after_processor(stat) + 1)[1])
         except (ValueError, IndexError):
             return 0
+
+
+_FIELDS_AFTER = []
+
+
+def _fields_after_processor(stat: bytes) -> int:
+    """How many fields of /proc/<tid>/stat follow "processor" (13 on Linux 6.18: up to
+    exit_code, field 52), counted once from a whole line."""
+    if not _FIELDS_AFTER:
+        # The fields after the command name, which may itself hold spaces and parentheses.
+        n = len(stat[stat.rindex(b")") + 2:].split()) - (_PROCESSOR_FIELD - 2)
+        if n < 0:
+            raise ValueError("short /proc/<tid>/stat")
+        _FIELDS_AFTER.append(n)
+    return _FIELDS_AFTER[0]
