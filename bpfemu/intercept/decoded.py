@@ -19,16 +19,19 @@ What differs from an in-process caller's decoded call:
   new file, never the old map.
 - what the in-process decoded calls are forgotten for (a file released, a map frozen:
   DecodedCalls.generation) forgets these too, checked under the emulator's lock.
-- writes go to the caller being served after NOTIF_ID_VALID (task.CallerMemory).
+- NOTIF_ID_VALID comes after the one read and the fd check, before anything is done with
+  what they found (task.py): the caller's later writes need no other.
 """
 import ctypes
 import errno
+import fcntl
 import mmap
 import struct
 
 from ..errors import BpfError
 from ..memory import Memory
 from ..uapi.consts import BpfCmd as C
+from . import seccomp
 
 # The commands whose handlers leave a decoded call (map_cmds.py); map_fd is their first u32.
 DECODABLE = frozenset({C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_UPDATE_ELEM, C.BPF_MAP_DELETE_ELEM,
@@ -44,12 +47,16 @@ _process_vm_writev.restype = ctypes.c_ssize_t
 _fstatat = ctypes.PyDLL(None).fstatat
 _STAT_SIZE = 144
 _EFAULT = errno.EFAULT
+_NO_CALLER = -errno.ESRCH          # the result of a call whose caller is gone (no reply lands)
 _PAGE = mmap.PAGESIZE
 _WINDOW_MAX = 1024
 # Where the bytes between the attr and the spans, read along in one iovec, go.
 _GAP = ctypes.create_string_buffer(_PAGE)
 _GAP_ADDR = ctypes.addressof(_GAP)
 _U32 = struct.Struct("<I")
+_ioctl = fcntl.ioctl
+_pack_resp = seccomp.RESP.pack_into
+_NOTIF_ID_VALID = seccomp.NOTIF_ID_VALID
 
 
 class PrefetchedMemory(Memory):
@@ -98,7 +105,8 @@ class PrefetchedMemory(Memory):
         def write(data):
             if len(data) != n:
                 return write_any(addr, data)
-            caller.check_alive()
+            if not caller.checked:           # NotifiedCalls.serve checked it after the read
+                caller.check_alive()
             scratch.raw = data
             # A short count: the bytes before the fault are written, as copy_to_user leaves them.
             if _process_vm_writev(caller.tid, local, 1, remote, 1, 0) != n:
@@ -205,6 +213,10 @@ class NotifiedCalls:
         self._stat = ctypes.create_string_buffer(_STAT_SIZE)
         self._stat_ref = ctypes.byref(self._stat)
         self._stat_dev_ino = (ctypes.c_char * 16).from_buffer(self._stat)
+        self.listener = caller.listener
+        # The reply to a call served here (struct seccomp_notif_resp), its id set by serve();
+        # the supervisor sends it as it is when the result is 0.
+        self.resp = bytearray(seccomp.RESP.size)
         self.last: dict[int, NotifiedCall] = {}
         self.seen: dict[int, bytes] = {}
         self.served = 0                              # calls served decoded (tests, benchmark)
@@ -221,6 +233,9 @@ class NotifiedCalls:
         call = self.last.get(cmd)
         if call is None or call.size != size:
             return None
+        # The reply, as most calls get it (0): NOTIF_ID_VALID reads its id too.
+        resp = self.resp
+        _pack_resp(resp, 0, notif_id, 0, 0, 0)
         caller = self.caller
         # Caller.switch(), less what only the checked path reads (attr_copy, last_file)
         if caller.tid != tid:
@@ -247,6 +262,14 @@ class NotifiedCalls:
         if (d is None or _fstatat(d, call.fd_name, self._stat_ref, 0) != 0
                 or self._stat_dev_ino.raw != call.file_key):
             return None
+        # NOTIF_ID_VALID after the reads it protects: the attr, key and value just read, and
+        # the fd just looked up, were the caller's (task.py). A caller gone since RECV gets
+        # nothing: its tid may name another image now (tests/intercept/test_exec_race.py).
+        try:
+            _ioctl(self.listener, _NOTIF_ID_VALID, resp, True)
+        except OSError:
+            return _NO_CALLER
+        caller.checked = True
         call.mem.data = data
         ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)
         if ret is None:                              # forgotten since: decode again

@@ -139,7 +139,6 @@ class Supervisor:
         self.stop_fd = stop_fd
         self.calls = 0
         self.sync_wakeup = seccomp.set_sync_wakeup(listener)
-        self._resp = bytearray(seccomp.RESP.size)         # the decoded calls' SEND buffer
         self._decoded_tried = False              # the loop found no decoded call for it
         SUPERVISED_TREES[0] += 1                 # FREEZE sees the tree's mappings too
 
@@ -175,7 +174,7 @@ class Supervisor:
         an x86_64 element call that repeats its attr, is served decoded here, with what it
         uses bound once; everything else by handle()."""
         listener, inotify_fd = self.listener, self.files.inotify_fd
-        recv_arg, unpack_head, resp = _RECV_ARG, _NOTIF_HEAD.unpack_from, self._resp
+        recv_arg, unpack_head, resp = _RECV_ARG, _NOTIF_HEAD.unpack_from, self.decoded.resp
         serve_decoded = self.decoded.serve if self.trace is None else None
         while True:
             if poller is not None:
@@ -217,7 +216,8 @@ class Supervisor:
                     self._decoded_tried = False
                 continue
             self.calls += 1
-            _pack_resp(resp, 0, notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0, 0)
+            if ret:                                  # resp holds (notif_id, 0, 0, 0) already
+                _pack_resp(resp, 0, notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0, 0)
             try:
                 _ioctl(listener, _NOTIF_SEND, resp, True)
             except OSError as e:
