@@ -14,6 +14,7 @@ import errno
 import struct
 from typing import NamedTuple
 
+from .batch_fastpath import batch_call, batch_not_supported_call
 from .errors import ENOTSUPP, BpfError
 from .fdtable import FMODE_READ, FMODE_WRITE
 from .uapi.attr import MAP_BATCH, compiled
@@ -247,8 +248,12 @@ def bpf_map_do_batch(emu, raw: bytes, uattr, cmd: int) -> int:
         fn = ops.map_update_batch
     else:
         fn = ops.map_delete_batch
+    # The front end passed (or ends in ENOTSUPP whatever else the attr holds): a call with
+    # the same attr bytes can skip it (batch_fastpath.py).
     if fn is None:
+        emu.decodable = (batch_not_supported_call, emu.mem, m)
         raise BpfError(ENOTSUPP)
+    emu.decodable = (batch_call, emu.mem, m, emu, fn, b, uattr)
     return fn(emu, m, b, uattr)
 
 
