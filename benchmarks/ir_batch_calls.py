@@ -4,6 +4,8 @@ For each (map type, batch command, count) this runs a small program under callgr
 on the same map prepared the same way, once making R batch calls of ``count`` elements and
 once 2R; the difference of the totals divided by R is one call's cost. Measured at count 1
 and count 256, the fixed part of a call is about cost(1) - (cost(256) - cost(1)) / 255.
+Both runs have PYTHONHASHSEED=0: with random string hashes, the dict probes of the start-up
+(the imports' compile and lookups) differ between the two runs by more than a call costs.
 The caller's loop is bench_matrix's: one attr per command on pinned buffers, the count (and
 the keys, for a hash update or delete) rewritten before each call.
 
@@ -80,7 +82,8 @@ def measure(kind: str, op: str, count: int, r: int, decoded: bool) -> float:
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                             sys.executable, __file__, "--child", kind, op, str(count),
                             str(calls), str(2 * r), "1" if decoded else "0"],
-                           check=True, capture_output=True)
+                           check=True, capture_output=True,
+                           env=dict(os.environ, PYTHONHASHSEED="0"))
             totals.append(total_ir(out))
     return (totals[1] - totals[0]) / r
 

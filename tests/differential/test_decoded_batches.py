@@ -350,3 +350,31 @@ def test_frozen_and_closed_maps_stop_decoded_batches(both):
     p.each("set_count", 4)
     assert p.do(LOOKUP_BATCH, decoded=False) == (-EBADF, 4)
     assert p.do(LOOKUP_BATCH, decoded=False) == (-EBADF, 4)
+
+
+@pytest.mark.parametrize("cmd", [UPDATE_BATCH, LOOKUP_BATCH, DELETE_BATCH,
+                                 LOOKUP_AND_DELETE_BATCH])
+def test_count_into_a_read_only_buffer_attr(cmd):
+    """An attr passed as a read-only Python buffer (bytes, a read-only memoryview) cannot take
+    the count: EFAULT before anything changes, on the first call and on its repeats
+    (DEVIATION(attr-buffer): such a buffer is treated as unmapped memory)."""
+    emu = Emulator(nr_cpus=2, seed=1)
+    attr = ctypes.create_string_buffer(168)
+    struct.pack_into("<IIIII", attr, 0, HASH, 4, 8, 16, 0)
+    fd = emu.bpf(c.BPF_MAP_CREATE, attr, 168)
+    keys = ctypes.create_string_buffer(struct.pack("<II", 1, 2))
+    values = ctypes.create_string_buffer(16)
+    out = ctypes.create_string_buffer(4)
+    emu.mem.pin(keys, values, out)
+    upd = struct.pack("<QQQQIIQQ", 0, 0, ctypes.addressof(keys), ctypes.addressof(values), 2,
+                      fd, 0, 0)
+    assert emu.bpf(UPDATE_BATCH, bytearray(upd), 56) == 0
+    raw = struct.pack("<QQQQIIQQ", 0, ctypes.addressof(out), ctypes.addressof(keys),
+                      ctypes.addressof(values), 2, fd, 0, 0)
+    for attr in (raw, memoryview(bytearray(raw)).toreadonly()):
+        for _ in range(3):
+            assert emu.bpf(cmd, attr, 56) == -EFAULT
+    n = ctypes.create_string_buffer(168)
+    struct.pack_into("<IIQQ", n, 0, fd, 0, 0, ctypes.addressof(out))
+    assert emu.bpf(c.BPF_MAP_GET_NEXT_KEY, n, 24) == 0          # both keys still there
+    assert emu.bpf(DELETE_BATCH, bytearray(upd), 56) == 0
