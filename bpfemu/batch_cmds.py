@@ -14,17 +14,17 @@ import errno
 import struct
 from typing import NamedTuple
 
+from .batch_fastpath import batch_call, batch_not_supported_call
 from .errors import ENOTSUPP, BpfError
 from .fdtable import FMODE_READ, FMODE_WRITE
 from .uapi.attr import MAP_BATCH, compiled
 from .uapi.consts import BPF_F_LOCK
 from .uapi.consts import BpfCmd as C
-from .usercopy import copy_pairs_to_user, copy_runs_to_user, copy_to_user, put_attr
+from .usercopy import copy_pairs_to_user, copy_runs_to_user, copy_to_user, put_attr_u32
 
 _BATCH = compiled(MAP_BATCH)
 _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
-_ZERO_COUNT = b"\0\0\0\0"
 
 
 class BatchAttr(NamedTuple):
@@ -74,7 +74,7 @@ def generic_map_delete_batch(emu, m, b: BatchAttr, uattr) -> int:
     max_count = b.count
     if not max_count:
         return 0
-    put_attr(emu, uattr, COUNT_OFF, _ZERO_COUNT)
+    put_attr_u32(emu, uattr, COUNT_OFF, 0)
     mem = emu.mem
     key_size = m.key_size
     delete = m.ops.map_delete_elem
@@ -106,7 +106,7 @@ def generic_map_delete_batch(emu, m, b: BatchAttr, uattr) -> int:
                 cp += 1
         except BpfError as e:
             err = e
-    put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+    put_attr_u32(emu, uattr, COUNT_OFF, cp)
     if err is not None:
         raise err
     return 0
@@ -120,7 +120,7 @@ def generic_map_update_batch(emu, m, b: BatchAttr, uattr) -> int:
     max_count = b.count
     if not max_count:
         return 0
-    put_attr(emu, uattr, COUNT_OFF, _ZERO_COUNT)
+    put_attr_u32(emu, uattr, COUNT_OFF, 0)
     mem = emu.mem
     key_size = m.key_size
     update = m.ops.map_update_elem_sys              # bpf_map_update_value()
@@ -159,7 +159,7 @@ def generic_map_update_batch(emu, m, b: BatchAttr, uattr) -> int:
                 cp += 1
         except BpfError as e:
             err = e
-    put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+    put_attr_u32(emu, uattr, COUNT_OFF, cp)
     if err is not None:
         raise err
     return 0
@@ -172,7 +172,7 @@ def generic_map_lookup_batch(emu, m, b: BatchAttr, uattr) -> int:
     max_count = b.count
     if not max_count:
         return 0
-    put_attr(emu, uattr, COUNT_OFF, _ZERO_COUNT)
+    put_attr_u32(emu, uattr, COUNT_OFF, 0)
     mem = emu.mem
     key_size = m.key_size
     prev_key = mem.read(b.in_batch, key_size) if b.in_batch else None
@@ -188,7 +188,7 @@ def generic_map_lookup_batch(emu, m, b: BatchAttr, uattr) -> int:
                 return ([kbuf[i:i + key_size] for i in range(0, cp * key_size, key_size)],
                         [vbuf[i:i + vsize] for i in range(0, cp * vsize, vsize)])
             copy_runs_to_user(mem, b.keys, kbuf, b.values, vbuf, groups)
-        put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+        put_attr_u32(emu, uattr, COUNT_OFF, cp)
         if cp:
             copy_to_user(mem, b.out_batch, kbuf[-key_size:])
         if ended:
@@ -219,7 +219,7 @@ def generic_map_lookup_batch(emu, m, b: BatchAttr, uattr) -> int:
     if cp:
         # key i then value i, as the kernel copies them
         copy_pairs_to_user(mem, b.keys, keys, b.values, values)
-    put_attr(emu, uattr, COUNT_OFF, _U32.pack(cp))
+    put_attr_u32(emu, uattr, COUNT_OFF, cp)
     if cp:
         copy_to_user(mem, b.out_batch, prev_key)
     if err:
@@ -247,8 +247,12 @@ def bpf_map_do_batch(emu, raw: bytes, uattr, cmd: int) -> int:
         fn = ops.map_update_batch
     else:
         fn = ops.map_delete_batch
+    # The front end passed (or ends in ENOTSUPP whatever else the attr holds): a call with
+    # the same attr bytes can skip it (batch_fastpath.py).
     if fn is None:
+        emu.decodable = (batch_not_supported_call, emu.mem, m)
         raise BpfError(ENOTSUPP)
+    emu.decodable = (batch_call, emu.mem, m, emu, fn, b, uattr)
     return fn(emu, m, b, uattr)
 
 

@@ -293,8 +293,9 @@ class ProcessMemory(Memory):
         return self._scratch_view[:n].tobytes()
 
     def read2(self, addr1: int, n1: int, addr2: int, n2: int) -> tuple[bytes, bytes]:
-        if self._pinned and (self._pinned_span(addr1, n1) is not None
-                             or self._pinned_span(addr2, n2) is not None):
+        pinned = self._pinned
+        if pinned and (addr1 in pinned or self._pinned_span(addr1, n1) is not None
+                       or self._pinned_span(addr2, n2) is not None):
             return self.read(addr1, n1), self.read(addr2, n2)
         # One syscall for key and value; a short count says which copy faulted first.
         total = n1 + n2

@@ -7,10 +7,12 @@ writable page-wise prefix is written either way, which is visible when batch key
 run into an unmapped page.
 """
 import errno
+import struct
 
 from .errors import BpfError
 
 _EFAULT = errno.EFAULT
+_U32 = struct.Struct("<I")
 PAGE_SIZE = 4096
 PATH_MAX = 4096
 
@@ -175,6 +177,19 @@ def put_attr(emu, attr, off: int, data: bytes) -> None:
         # DEVIATION(attr-buffer): past the end of a Python buffer is treated as unmapped.
         raise BpfError(_EFAULT)
     view[off:off + len(data)] = data
+
+
+def put_attr_u32(emu, attr, off: int, value: int) -> None:
+    """put_user() of a u32 into the caller's attr (batch.count): put_attr() of its 4 bytes,
+    packed in place. A buffer too short or read-only is EFAULT, as in put_attr()."""
+    if type(attr) is int:
+        put_user(emu.mem, attr + off, _U32.pack(value))
+        return
+    try:
+        _U32.pack_into(attr, off, value)
+    except (struct.error, TypeError, BufferError):
+        # DEVIATION(attr-buffer): past the end of a Python buffer is treated as unmapped.
+        raise BpfError(_EFAULT) from None
 
 
 def put_user(mem, addr: int, data: bytes) -> None:
