@@ -12,8 +12,8 @@ A call is atomic (bpfemu/undo.py): what it changes is journaled, and an exceptio
 than BpfError rolls it back, here or, if it even stopped the rollback, at the next call.
 """
 import errno
+from collections import namedtuple
 from sys import _getframe, gettrace as _gettrace
-from typing import Callable, NamedTuple
 
 from . import batch_cmds, btf_cmds, map_cmds, obj_cmds, prog_cmds
 from .emu_lock import wait_turn
@@ -29,16 +29,15 @@ _EPERM = errno.EPERM
 _UNPRIV_ENTRY_CMDS = frozenset({C.BPF_MAP_CREATE, C.BPF_PROG_LOAD})
 
 
-class Command(NamedTuple):
-    """A row of the command table: the kernel's switch in __sys_bpf() and its
-    BPF_*_LAST_FIELD next to CHECK_ATTR."""
-    handler: Callable           # (emu, 168-byte attr copy, caller's attr) -> result
-    last_field_end: int         # offsetofend(union bpf_attr, <CMD>_LAST_FIELD), Linux 6.18
-    # Its decoded calls run without the emulator's lock: a syscall lookup changes nothing
-    # (not even an LRU reference bit), and Linux runs it under rcu_read_lock() alone, so a
-    # lookup that races an update sees the old value or the new one, as it can in Linux.
-    # Only memoryview and dict operations touch shared state, each atomic under the GIL.
-    lockless: bool = False
+# A row of the command table: the kernel's switch in __sys_bpf() and its BPF_*_LAST_FIELD
+# next to CHECK_ATTR (namedtuples, not typing.NamedTuple: typing costs start-up).
+# - handler: (emu, 168-byte attr copy, caller's attr) -> result
+# - last_field_end: offsetofend(union bpf_attr, <CMD>_LAST_FIELD), Linux 6.18
+# - lockless: its decoded calls run without the emulator's lock: a syscall lookup changes
+#   nothing (not even an LRU reference bit), and Linux runs it under rcu_read_lock() alone,
+#   so a lookup that races an update sees the old value or the new one, as it can in Linux.
+#   Only memoryview and dict operations touch shared state, each atomic under the GIL.
+Command = namedtuple("Command", ("handler", "last_field_end", "lockless"), defaults=(False,))
 
 
 COMMANDS = {
@@ -78,12 +77,9 @@ def _not_emulated(emu, raw, attr):
     raise BpfError(_EINVAL)
 
 
-class Dispatch(NamedTuple):
-    """A command's row for one profile."""
-    handler: Callable
-    end: int                    # CHECK_ATTR: bytes from here to the size must be zero
-    unpack: int                 # bytes the handler unpacks (see build_dispatch)
-    lockless: bool
+# A command's row for one profile: its handler; end, where CHECK_ATTR's zero bytes start;
+# unpack, the bytes the handler unpacks (see build_dispatch); lockless, as Command's.
+Dispatch = namedtuple("Dispatch", ("handler", "end", "unpack", "lockless"))
 
 
 # sizeof the element-command member, the longest one cut short by its last field
