@@ -40,7 +40,6 @@ import sys
 from array import array
 from bisect import bisect_left
 from functools import partial
-from itertools import compress
 from operator import itemgetter
 
 from ..undo import NO_JOURNAL, restore_bytes, restore_len, restore_top
@@ -863,8 +862,6 @@ class ColumnarStore:
         (None when none is left)."""
         if self.pending:
             self.sync()
-        if not self.sparse:
-            return self._batch_buckets_windows(b, max_count)
         heads, nxt = self.heads, self.elem_next
         n_buckets = self.n_buckets
         slots, bucket_ids, ends = [], [], []
@@ -902,59 +899,6 @@ class ColumnarStore:
             bucket_ids.append(b)
             ends.append(count)
             b += 1
-        return slots, bucket_ids, ends, None
-
-    def _batch_buckets_windows(self, b: int, max_count: int):
-        """batch_buckets() over a window of bucket heads at a time: the non-empty buckets
-        of the window and their first elements are picked at C speed, and a run of
-        one-element buckets (most buckets) is taken as slices; only a bucket with more
-        elements is walked in Python."""
-        heads, nxt = self.heads, self.elem_next
-        n_buckets = self.n_buckets
-        slots, bucket_ids, ends = [], [], []
-        count = 0
-        window = 0
-        while b < n_buckets:
-            window = max(2 * window, 2 * (max_count - count) + 16)
-            e = b + window if b + window < n_buckets else n_buckets
-            part = heads[b:e]
-            linked = list(map(_LINKED, part))
-            ids = list(compress(range(b, e), linked))       # the non-empty buckets
-            b = e
-            if not ids:
-                continue
-            firsts = list(compress(part, linked))
-            seconds = _gather(nxt, firsts)
-            longer = list(compress(range(len(ids)), map(_LINKED, seconds)))
-            longer.append(len(ids))
-            pos = 0
-            for i in longer:
-                k = i - pos                     # one-element buckets ids[pos:i]
-                if k:
-                    room = max_count - count
-                    if k > room:
-                        slots += firsts[pos:pos + room]
-                        bucket_ids += ids[pos:pos + room]
-                        ends += range(count + 1, max_count + 1)
-                        return slots, bucket_ids, ends, ids[pos + room]
-                    slots += firsts[pos:i]
-                    bucket_ids += ids[pos:i]
-                    ends += range(count + 1, count + k + 1)
-                    count += k
-                if i == len(ids):
-                    break
-                run = [firsts[i]]               # bucket ids[i]: two elements or more
-                n = seconds[i]
-                while n >= 0:
-                    run.append(n)
-                    n = nxt[n]
-                if len(run) > max_count - count:
-                    return slots, bucket_ids, ends, ids[i]
-                slots += run
-                count += len(run)
-                bucket_ids.append(ids[i])
-                ends.append(count)
-                pos = i + 1
         return slots, bucket_ids, ends, None
 
     def keys_of(self, slots: list) -> list:
@@ -1203,10 +1147,6 @@ class ColumnarStore:
             s = l + i
             o = (s & mask) * size
             chunks[s >> shift][o:o + size] = data[i * size:(i + 1) * size]
-
-
-# x >= 0, at C speed: a bucket head or a next link that names an element (-1: none).
-_LINKED = (-1).__lt__
 
 
 def _gather(seq, slots: list) -> list:
