@@ -41,6 +41,7 @@ from .emu_lock import wait_turn
 from .errors import ENOTSUPP, BpfError
 from .memory import Memory
 from .undo import MARK, undo_call
+from .batch_fastpath import is_batch_build, recounted
 from .maps.array_fastpath import (array_pinned_delete_call, array_pinned_lookup_call,
                                   array_pinned_update_call)
 from .uapi.consts import BpfMapType as T
@@ -164,6 +165,9 @@ class DecodedCalls:
         try:
             same = (call is not None and call.cmd == cmd and call.size == size
                     and (attr.raw if call.has_raw else bytes(attr)) == call.attr_bytes)
+            if not same and call is not None and is_batch_build(call.build):
+                call = self._recounted(call, cmd, attr, size)
+                same = call is not None
         except Exception as e:                  # reading the attr's bytes failed (memory)
             return _failure.our_failure(cmd, e)
         if same:
@@ -238,6 +242,18 @@ class DecodedCalls:
                         # The call is done; only its decoding is lost. Reported, not answered.
                         _failure.our_failure(cmd, e)
         return ret
+
+    def _recounted(self, call: DecodedCall, cmd: int, attr, size: int):
+        """A decoded batch call for attr bytes that differ from call's in batch.count alone
+        (batch_fastpath.recounted: the front end does not read the count), kept in its place;
+        None if other bytes differ."""
+        whole = attr.raw if call.has_raw else bytes(attr)
+        build = recounted(call.build, call.cmd, call.size, call.attr_bytes, cmd, size, whole)
+        if build is None:
+            return None
+        new = DecodedCall(cmd, size, whole, attr, build, call.lockless)
+        self.calls[id(attr) << 6 | cmd] = new
+        return new
 
     def _make_last(self, call: DecodedCall, generation: int) -> None:
         """Make a decoded call the one sys_bpf tries first. The generation, read before the

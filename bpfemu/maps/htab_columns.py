@@ -1047,8 +1047,12 @@ class ColumnarStore:
         elem_key = self.elem_key
         if take:
             self._values_scatter(reused, values[:take * size])
-            for l, k in zip(reused, keys):
-                elem_key[l] = k
+            run = _run_slice(reused)
+            if run is not None:                 # freed by a batch: one slice
+                elem_key[run] = keys[:take]
+            else:
+                for l, k in zip(reused, keys):
+                    elem_key[l] = k
         if fresh:
             self._values_put(first, fresh, values[take * size:])
             elem_key[first:first + fresh] = keys[take:]
@@ -1108,6 +1112,10 @@ class ColumnarStore:
             # in CPython 3.11 than the same assignment in a loop.
             if size == 8:
                 words = arena.cast("Q")
+                run = _run_slice(slots)
+                if run is not None:             # consecutive slots: one slice
+                    words[run] = array("Q", bytes(data))
+                    return
                 for l, v in zip(slots, array("Q", bytes(data))):
                     words[l] = v
                 return
@@ -1157,6 +1165,20 @@ def _is_run(slots: list) -> bool:
     first = slots[0]
     return (slots[-1] == first + n - 1 and slots[n >> 1] == first + (n >> 1)
             and sorted(slots) == slots)
+
+
+def _run_slice(slots: list):
+    """The slice that distinct slots are, in order, when they are consecutive ascending or
+    descending (the elements a batch freed, taken back from the free list's top), else None."""
+    n = len(slots)
+    if n < 2:
+        return None
+    first = slots[0]
+    if slots[-1] == first + n - 1:
+        return slice(first, first + n) if _is_run(slots) else None
+    if slots[-1] == first - n + 1 and _is_run(slots[::-1]):
+        return slice(first, first - n if first >= n else None, -1)
+    return None
 
 
 _AND_TABLES: dict = {}

@@ -378,3 +378,29 @@ def test_count_into_a_read_only_buffer_attr(cmd):
     struct.pack_into("<IIQQ", n, 0, fd, 0, 0, ctypes.addressof(out))
     assert emu.bpf(c.BPF_MAP_GET_NEXT_KEY, n, 24) == 0          # both keys still there
     assert emu.bpf(DELETE_BATCH, bytearray(upd), 56) == 0
+
+
+def test_a_count_change_alone_is_decoded(both):
+    """The front end does not read batch.count: a call whose attr differs from a decoded one
+    in its count alone is decoded with the new count (the last, shorter batch of a range);
+    one that differs in another field too goes through the entry."""
+    p = Pair(both, HASH, 64, True)
+    p.values(*range(300, 316))
+    first = 0
+    for i, count in enumerate((8, 3, 5, 8, 1, 16)):
+        p.keys(*range(first, first + count))
+        p.each("set_count", count)
+        assert p.do(UPDATE_BATCH, decoded=None if i == 0 else True) == (0, count)
+        first += count
+    p.keys(*range(0, 16))
+    for i, count in enumerate((4, 2, 6)):
+        p.each("set", count=count)
+        assert p.do(DELETE_BATCH, decoded=None if i == 0 else True) == (0, count)
+        p.keys(*range(4, 16) if i == 0 else range(6, 16))
+    assert p.do(DELETE_BATCH) == (-ENOENT, 0)           # key 6 went with the last
+    p.each("set", count=3, keys=unmapped_address())     # count and keys: not decoded
+    assert p.do(DELETE_BATCH, decoded=False) == (-EFAULT, 0)
+    q = Pair(both, ARRAY, 8, True)
+    for i, count in enumerate((4, 7, 1)):
+        q.each("set", count=count)
+        assert q.do(DELETE_BATCH, decoded=None if i == 0 else True) == (-ENOTSUPP, count)
