@@ -7,8 +7,8 @@ costs a few dozen bytes per element:
 
 * ``elems``: key -> slot of the linked element. Lookups never hash: only the bucket order
   needs the hash.
-* ``pending``: the slots of elements linked since the bucket order was last needed, oldest
-  first, not in their bucket lists yet. Every link goes to a bucket's head, so a bucket's
+* ``pending`` (``array('I')``): the slots of elements linked since the bucket order was
+  last needed, oldest first, not in their bucket lists yet. Every link goes to a bucket's head, so a bucket's
   list is always newest link first; the pending elements are newer than every listed one
   and go on top, in their order, as soon as anything reads the buckets (``sync``). Their
   hashes are computed then, all at once (jhash.htab_map_hash_many), at a fraction of the
@@ -20,7 +20,7 @@ costs a few dozen bytes per element:
   entry counts.
 * ``heads``: bucket -> first slot or -1 (``array('i')``, with two -1 after the last bucket;
   a ``SparseHeads`` dict of the non-empty buckets when there are more than HEADS_ARRAY_MAX
-  buckets).
+  buckets, and until the first sync links anything).
 * ``elem_next`` (slot -> next slot in its bucket or -1: the hlist_nulls link),
   ``elem_hash`` (``array('I')``) and ``elem_key`` (the key while linked, else None).
 * values: slot s's value is ``chunks[s >> chunk_shift][(s & chunk_mask) * slot_size:]
@@ -118,20 +118,20 @@ class ColumnarStore:
         self.hashrnd = hashrnd
         self.max_slots = max_slots              # slots the map can ever need
         self.elems: dict[bytes, int] = {}       # key -> slot linked in a bucket
-        self.pending: list = []                 # slots linked but not listed yet
+        # Slots linked but not listed yet: an array, 4 bytes a slot where a list's item
+        # costs 8 (a map filled and not walked since holds every slot here); unsigned, whose
+        # append converts the int directly, where a signed one parses it like an argument.
+        self.pending = array("I")
         self.pending_stale = 0                  # entries of pending unlinked since
         # The pending elements were ordered without linking them (_pending_walk_order)
         # since pending was last emptied: they are not ordered again, but linked.
         self.pending_ordered = False
         self.walk_order = NO_WALK               # a long walk's order (_walk_order)
         self.walk_steps = 0                     # walk steps since the lists changed
-        if n_buckets <= HEADS_ARRAY_MAX:
-            # Two -1 past the last bucket, so that next_bucket can read past the end.
-            self.heads = array("i", [-1]) * (n_buckets + 2)
-            self.sparse = False
-        else:
-            self.heads = SparseHeads()
-            self.sparse = True
+        # Every bucket is empty until the first sync links elements: the heads are an empty
+        # SparseHeads until then (a map filled and not walked since has no array of them).
+        self.heads = SparseHeads()
+        self.sparse = True
         self.elem_next = array("i")             # slot -> next slot in the bucket, or -1
         self.elem_hash = array("I")             # slot -> hash
         self.elem_key: list = []                # slot -> key while linked, else None
@@ -418,7 +418,7 @@ class ColumnarStore:
                 # entry). (Rarely: a map emptied by deletes has its entries dropped whole when
                 # its last element goes.)
                 undo.append(self._saved_pending())
-                self.pending[:] = self._live_pending()
+                self.pending[:] = _packed("I", self._live_pending())
                 self.pending_stale = 0
             return
         b = self.elem_hash[l] & self.bucket_mask
@@ -495,7 +495,7 @@ class ColumnarStore:
                 self.pending_stale = stale = self.pending_stale + 1
                 if not stale & 1023 and stale > 4 * len(self.elems) + 4096:   # as unlink
                     self.undo.append(self._saved_pending())
-                    self.pending[:] = self._live_pending()
+                    self.pending[:] = _packed("I", self._live_pending())
                     self.pending_stale = 0
                 return
             self.unlink(l_old)
@@ -631,7 +631,7 @@ class ColumnarStore:
         one batch."""
         if not self.pending:
             return
-        live = self._live_pending() if self.pending_stale else self.pending
+        live = self._live_pending() if self.pending_stale else self.pending.tolist()
         n = len(live)
         if n == 0:                          # all of them unlinked again
             self._pending_done()
@@ -647,6 +647,8 @@ class ColumnarStore:
             hashes = [fn(k, rnd) for k in live_keys]
         else:
             hashes = htab_map_hash_many(live_keys, self.key_size, self.hashrnd)
+        if self.sparse and self.n_buckets <= HEADS_ARRAY_MAX:
+            self._heads_array()
         nxt, heads, elem_hash, mask = self.elem_next, self.heads, self.elem_hash, self.bucket_mask
         undo = self.undo
         undo.append(self._saved_pending())
@@ -693,6 +695,14 @@ class ColumnarStore:
                 elem_hash[l] = h
         self._pending_done()
 
+    def _heads_array(self) -> None:
+        """The heads as an array, made when the first elements are linked (no bucket has
+        any yet; an undo that empties them again leaves the array, all -1)."""
+        assert not self.heads, "the heads are made before anything is linked"
+        # Two -1 past the last bucket, so that next_bucket can read past the end.
+        self.heads = array("i", [-1]) * (self.n_buckets + 2)
+        self.sparse = False
+
     def _restore_columns(self, nxt: array, heads: array, elem_hash: array) -> None:
         """The inverse of a big sync: the columns it rewrote whole."""
         self.elem_next[:] = nxt
@@ -716,7 +726,7 @@ class ColumnarStore:
             elem_hash[l] = h
 
     def _pending_done(self) -> None:
-        self.pending.clear()
+        del self.pending[:]
         self.pending_stale = 0
         self.pending_ordered = False
 
@@ -828,7 +838,7 @@ class ColumnarStore:
         newest first, sorted by bucket (sorted() is stable). The elements stay pending: the
         order holds while nothing is added to pending or taken out of it (add_head and
         unlink drop it). A walk then costs no linking at all."""
-        live = self.pending
+        live = self.pending.tolist()
         first = live[0]
         keys = self.elem_key
         if _is_run(live):
@@ -990,7 +1000,7 @@ class ColumnarStore:
             self.pending_stale += stale
             if self.pending_stale > 4 * len(elems) + 4096:     # as unlink(): compact
                 self.undo.append(self._saved_pending())
-                self.pending[:] = self._live_pending()
+                self.pending[:] = _packed("I", self._live_pending())
                 self.pending_stale = 0
 
     def _unlink_after(self, l: int, b: int, changed: list) -> None:
@@ -1057,7 +1067,7 @@ class ColumnarStore:
             self._values_put(first, fresh, values[take * size:])
             elem_key[first:first + fresh] = keys[take:]
         self.elems.update(zip(keys, slots))
-        self.pending += slots
+        self.pending += _packed("I", slots)
         self.walk_order = NO_WALK               # new elements: no walk order counts them
 
     def _undo_alloc_add_many(self, keys, slots, reused, n_free, first, n_pending, olds):
@@ -1089,7 +1099,7 @@ class ColumnarStore:
         for l, k in zip(slots, keys):
             elem_key[l] = k
         self.elems.update(zip(keys, slots))
-        self.pending += slots
+        self.pending += _packed("I", slots)
         self.walk_order = NO_WALK               # new elements: no walk order counts them
 
     def _undo_copy_add_many(self, slots, keys, n_pending, olds) -> None:
