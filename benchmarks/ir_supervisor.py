@@ -11,8 +11,10 @@ same difference per call: where the interpreter's instructions go.
 
 ``--updates``: the client runs `ctool updates N` (N updates only) instead, so that the
 update's own count is known and the lookup's follows (twice the bench figure less it).
+``--replaces``: `ctool replaces N` (N updates of one key: replaces, for which the
+supervisor reads the caller's CPU from /proc/<tid>/stat).
 
-Run: python benchmarks/ir_supervisor.py [-k 2000] [--annotate] [--updates]
+Run: python benchmarks/ir_supervisor.py [-k 2000] [--annotate] [--updates | --replaces]
 Needs valgrind and a C compiler.
 """
 import argparse
@@ -76,6 +78,8 @@ def main(argv=None) -> None:
     ap.add_argument("-k", type=int, default=2_000, help="calls of each loop in the shorter run")
     ap.add_argument("--annotate", action="store_true")
     ap.add_argument("--updates", action="store_true", help="serve `ctool updates N` (updates only)")
+    ap.add_argument("--replaces", action="store_true",
+                    help="serve `ctool replaces N` (updates of one key only)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -86,8 +90,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ctool = build(tmp)
         k = args.k
-        loop = "updates" if args.updates else "bench"
-        extra = 2 * k if args.updates else 4 * k          # calls of the longer run's extra
+        loop = "updates" if args.updates else "replaces" if args.replaces else "bench"
+        extra = 4 * k if loop == "bench" else 2 * k       # calls of the longer run's extra
         short, short_out = run_callgrind(ctool, loop, k, tmp)
         long_, out = run_callgrind(ctool, loop, 3 * k, tmp)
         print(f"supervisor Ir per served call ({loop}): ({long_:,} - {short:,}) / {extra:,} = "

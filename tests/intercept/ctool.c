@@ -288,6 +288,20 @@ static int cmd_updates(int n)
 	return 0;
 }
 
+/* n updates of one key, nothing else: all but the first replace it (a preallocated map's
+ * replace takes this CPU's spare element, so the supervisor reads the caller's CPU). */
+static int cmd_replaces(int n)
+{
+	int fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, 1);
+	union bpf_attr a;
+	uint32_t k = 7; uint64_t v;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = fd; a.key = (uintptr_t)&k; a.value = (uintptr_t)&v;
+	for (v = 0; v < (uint64_t)n; v++)
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a, 32)) { perror("update"); return 1; }
+	return 0;
+}
+
 /* n updates of new keys, n deletes of them, n updates again: each round one attr, so all but
  * the first two calls of a round are served decoded. A line for each call that fails, and
  * the map's element count after each round. */
@@ -496,6 +510,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "threads")) return cmd_threads(atoi(argv[2]));
 	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
 	if (!strcmp(argv[1], "updates")) return cmd_updates(atoi(argv[2]));
+	if (!strcmp(argv[1], "replaces")) return cmd_replaces(atoi(argv[2]));
 	if (!strcmp(argv[1], "churn")) return cmd_churn(atoi(argv[2]));
 	if (!strcmp(argv[1], "fstatfs")) return cmd_fstatfs(argv[2]);
 	if (!strcmp(argv[1], "decoded")) return cmd_decoded();
