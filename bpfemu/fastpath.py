@@ -195,7 +195,7 @@ class DecodedCalls:
             same = (call is not None and call.cmd == cmd and call.size == size
                     and (attr.raw if call.has_raw else bytes(attr)) == call.attr_bytes)
             if not same and call is not None and is_batch_build(call.build):
-                call = self._recounted(call, cmd, attr, size)
+                call = self._recounted(call, cmd, attr, size, generation)
                 same = call is not None
         except Exception as e:                  # reading the attr's bytes failed (memory)
             return _failure.our_failure(cmd, e)
@@ -272,16 +272,20 @@ class DecodedCalls:
                         _failure.our_failure(cmd, e)
         return ret
 
-    def _recounted(self, call: DecodedCall, cmd: int, attr, size: int):
+    def _recounted(self, call: DecodedCall, cmd: int, attr, size: int, generation: int):
         """A decoded batch call for attr bytes that differ from call's in batch.count alone
         (batch_fastpath.recounted: the front end does not read the count), kept in its place;
-        None if other bytes differ."""
+        None if other bytes differ. Made without the lock, as call was found: kept only if no
+        forget() came in between (generation: read before call was found), as _make_last."""
         whole = attr.raw if call.has_raw else bytes(attr)
         build = recounted(call.build, call.cmd, call.size, call.attr_bytes, cmd, size, whole)
         if build is None:
             return None
         new = DecodedCall(cmd, size, whole, attr, build, call.lockless)
-        self.calls[id(attr) << 6 | cmd] = new
+        key = id(attr) << 6 | cmd
+        self.calls[key] = new
+        if self.generation != generation:
+            self.calls.pop(key, None)
         return new
 
     def _make_last(self, call: DecodedCall, generation: int) -> None:

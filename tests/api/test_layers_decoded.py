@@ -47,3 +47,32 @@ def test_map_repeated_operations_are_decoded():
             assert m[1] == i
         assert runs[0] == 0
         m.close()
+
+
+def test_libbpf_repeated_batch_calls_are_decoded():
+    """LibBpf batch calls repeated on the same buffers send the same attr bytes: decoded
+    calls (batch_fastpath.py), a count change included, with the kernel's results."""
+    with Emulator() as emu:
+        lib = LibBpf(emu)
+        fd = lib.bpf_map_create(c.BPF_MAP_TYPE_HASH, "m", 4, 8, 64)
+        keys, values = (ctypes.c_uint32 * 8)(), (ctypes.c_uint64 * 8)()
+        count = ctypes.c_uint32(8)
+        for k in range(8):
+            keys[k], values[k] = k, 100 + k
+        assert lib.bpf_map_update_batch(fd, keys, values, count) == 0
+        runs = handler_runs(emu)
+        for base in (8, 16, 24):
+            for k in range(8):
+                keys[k] = base + k
+            count.value = 8 if base < 24 else 5
+            assert lib.bpf_map_update_batch(fd, keys, values, count) == 0
+            assert count.value == (8 if base < 24 else 5)
+        assert runs[0] == 0
+        for k in range(8):
+            keys[k] = 100 + k                   # none in the map
+        count.value = 8
+        assert lib.bpf_map_delete_batch(fd, keys, count) == -2     # ENOENT at the first
+        assert count.value == 0
+        count.value = 8
+        assert lib.bpf_map_delete_batch(fd, keys, count) == -2
+        assert runs[0] == 1                     # the first delete batch; its repeat decoded

@@ -404,3 +404,32 @@ def test_a_count_change_alone_is_decoded(both):
     for i, count in enumerate((4, 7, 1)):
         q.each("set", count=count)
         assert q.do(DELETE_BATCH, decoded=None if i == 0 else True) == (-ENOTSUPP, count)
+
+
+def test_a_recount_raced_by_a_forget_is_not_kept(monkeypatch):
+    """A batch call remade for a new count is made without the lock: if the decoded calls
+    are forgotten meanwhile (here: the map's fd closed by another thread at that moment),
+    the remade call must not stay behind to serve later calls."""
+    from bpfemu import fastpath
+    emu = Emulator(nr_cpus=2, seed=1)
+    if emu.decoded_calls is None:
+        pytest.skip("decoded calls are off")
+    create = ctypes.create_string_buffer(struct.pack("<IIII", HASH, 4, 8, 16), 168)
+    fd = emu.bpf(c.BPF_MAP_CREATE, create, 168)
+    keys = ctypes.create_string_buffer(4 * N)
+    attr = ctypes.create_string_buffer(
+        struct.pack("<QQQQII", 0, 0, ctypes.addressof(keys), 0, 2, fd), 168)
+    emu.mem.pin(keys, attr)
+    assert emu.bpf(DELETE_BATCH, attr, 56) == -ENOENT          # checked: decoded from now on
+    recounted = fastpath.recounted
+
+    def racing(*args):
+        build = recounted(*args)
+        emu.close(fd)                           # the other thread's close, right then
+        return build
+    monkeypatch.setattr(fastpath, "recounted", racing)
+    struct.pack_into("<I", attr, 32, 3)
+    emu.bpf(DELETE_BATCH, attr, 56)             # raced the close: either outcome
+    monkeypatch.undo()
+    struct.pack_into("<I", attr, 32, 3)
+    assert emu.bpf(DELETE_BATCH, attr, 56) == -EBADF
