@@ -9,14 +9,14 @@ costs a few dozen bytes per element:
   needs the hash. Made again at its keys' size when deletes have doubled its table
   (``_index_at_size``).
 * ``pending`` (``array('I')``): the slots of elements linked since the bucket order was
-  last needed, oldest first, not in their bucket lists yet. Every link goes to a bucket's head, so a bucket's
-  list is always newest link first; the pending elements are newer than every listed one
-  and go on top, in their order, as soon as anything reads the buckets (``sync``). Their
-  hashes are computed then, all at once (jhash.htab_map_hash_many), at a fraction of the
-  cost of one by one. A walk that starts when every element is pending (a map filled and not
-  walked since) sorts them into its order by their hashes instead, and they stay pending
-  (``_pending_walk_order``). A pending slot's ``elem_next`` is PENDING. An element unlinked
-  while pending leaves a stale entry (its slot holds no key; counted in
+  last needed, oldest first, not in their bucket lists yet. Every link goes to a bucket's
+  head, so a bucket's list is always newest link first; the pending elements are newer than
+  every listed one and go on top, in their order, as soon as anything reads the buckets
+  (``sync``). Their hashes are computed then, all at once (jhash.htab_map_hash_many), at a
+  fraction of the cost of one by one. A walk that starts when every element is pending (a
+  map filled and not walked since) sorts them into its order by their hashes instead, and
+  they stay pending (``_pending_walk_order``). A pending slot's ``elem_next`` is PENDING. An
+  element unlinked while pending leaves a stale entry (its slot holds no key; counted in
   ``pending_stale``); if its slot is linked again before the walk, only the slot's last
   entry counts.
 * ``heads``: bucket -> first slot or -1 (``array('i')``, with two -1 after the last bucket;
