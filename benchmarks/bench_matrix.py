@@ -381,6 +381,8 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=1000)
     ap.add_argument("--types", default=",".join(MAP_TYPES))
     ap.add_argument("--memory-sizes", default=None)
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only the memory rows (no timed cells, layers or import time)")
     ap.add_argument("--layers-only", action="store_true",
                     help="only the LibBpf and Map rows (at the largest size, capped), and "
                          "the bpf() calls they make on a HASH map of that size")
@@ -416,7 +418,7 @@ def main(argv=None):
             d[s].extend(turns)
 
     t_start = time.perf_counter()
-    for _ in range(rounds):
+    for _ in range(0 if args.memory_only else rounds):
         for n in ([] if args.layers_only else sizes):
             for tname in types:
                 mt = getattr(T, f"BPF_MAP_TYPE_{tname}")
@@ -479,11 +481,12 @@ def main(argv=None):
             print(f"{tname:32} {n:8} {used / 2**20:13.1f} "
                   f"{(ml / 2**20 if ml else float('nan')):12.1f} {fmt_ratio(r)}")
 
-    bp, emu, ct = import_times(max(rounds, 5))
     print()
-    print(f"import time (fresh interpreter, median): import bpfemu {bp * 1e3:.0f} ms, "
-          f"import ctypes {ct * 1e3:.0f} ms, ratio {bp / ct:.2f}; import bpfemu and "
-          f"Emulator() {emu * 1e3:.0f} ms, ratio {emu / ct:.2f}")
+    if not args.memory_only:
+        bp, emu, ct = import_times(max(rounds, 5))
+        print(f"import time (fresh interpreter, median): import bpfemu {bp * 1e3:.0f} ms, "
+              f"import ctypes {ct * 1e3:.0f} ms, ratio {bp / ct:.2f}; import bpfemu and "
+              f"Emulator() {emu * 1e3:.0f} ms, ratio {emu / ct:.2f}")
     if worst:
         r, (what, n, op) = worst
         print(f"worst pinned cell: {what} {n} {op}: {r:.2f}")

@@ -10,7 +10,9 @@ by the difference of the counts is the cost of one op, free of start-up and set-
 Ops: update (a decoded HASH replace on pinned buffers), update-new (insert then delete, two
 ops), delete, lookup, lru-update, array-update; on a full 10,000-entry LRU_HASH: lru-evict
 (a new key each op: the update evicts), lru-percpu-evict (the same with BPF_F_NO_COMMON_LRU),
-lru-delete (a present key each op; n at most 10,000). ``--src DIR`` imports bpfemu from DIR.
+lru-delete (a present key each op; n at most 10,000). ``--src DIR`` imports bpfemu from DIR;
+``--full N`` makes the full LRU_HASH N entries (an LRU_HASH of 100,000 replaced by new keys
+crosses the store's index dict being made again at its size; one of 10,000 does not).
 """
 import ctypes
 import struct
@@ -82,5 +84,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args and args[0] == "--src":
         sys.path.insert(0, args[1])
+        args = args[2:]
+    if args and args[0] == "--full":
+        LRU_FULL = int(args[1])
         args = args[2:]
     main(args[0], int(args[1]))

@@ -6,16 +6,17 @@ column-wise like the kernel's preallocated element array (htab->elems), so that 
 costs a few dozen bytes per element:
 
 * ``elems``: key -> slot of the linked element. Lookups never hash: only the bucket order
-  needs the hash.
+  needs the hash. Made again at its keys' size when deletes have doubled its table
+  (``_index_at_size``).
 * ``pending`` (``array('I')``): the slots of elements linked since the bucket order was
-  last needed, oldest first, not in their bucket lists yet. Every link goes to a bucket's head, so a bucket's
-  list is always newest link first; the pending elements are newer than every listed one
-  and go on top, in their order, as soon as anything reads the buckets (``sync``). Their
-  hashes are computed then, all at once (jhash.htab_map_hash_many), at a fraction of the
-  cost of one by one. A walk that starts when every element is pending (a map filled and not
-  walked since) sorts them into its order by their hashes instead, and they stay pending
-  (``_pending_walk_order``). A pending slot's ``elem_next`` is PENDING. An element unlinked
-  while pending leaves a stale entry (its slot holds no key; counted in
+  last needed, oldest first, not in their bucket lists yet. Every link goes to a bucket's
+  head, so a bucket's list is always newest link first; the pending elements are newer than
+  every listed one and go on top, in their order, as soon as anything reads the buckets
+  (``sync``). Their hashes are computed then, all at once (jhash.htab_map_hash_many), at a
+  fraction of the cost of one by one. A walk that starts when every element is pending (a
+  map filled and not walked since) sorts them into its order by their hashes instead, and
+  they stay pending (``_pending_walk_order``). A pending slot's ``elem_next`` is PENDING. An
+  element unlinked while pending leaves a stale entry (its slot holds no key; counted in
   ``pending_stale``); if its slot is linked again before the walk, only the slot's last
   entry counts.
 * ``heads``: bucket -> first slot or -1 (``array('i')``, with two -1 after the last bucket;
@@ -413,13 +414,15 @@ class ColumnarStore:
                 self._pending_done()
                 return
             self.pending_stale = stale = stale + 1
-            if not stale & 1023 and stale > 4 * len(elems) + 4096:
-                # Inserts and deletes and no walk: keep it short (looked at every 1024th stale
-                # entry). (Rarely: a map emptied by deletes has its entries dropped whole when
-                # its last element goes.)
-                undo.append(self._saved_pending())
-                self.pending[:] = _packed("I", self._live_pending())
-                self.pending_stale = 0
+            if not stale & 1023:
+                self._index_at_size()
+                if stale > 4 * len(elems) + 4096:
+                    # Inserts and deletes and no walk: keep it short (looked at every 1024th
+                    # stale entry). (Rarely: a map emptied by deletes has its entries dropped
+                    # whole when its last element goes.)
+                    undo.append(self._saved_pending())
+                    self.pending[:] = _packed("I", self._live_pending())
+                    self.pending_stale = 0
             return
         b = self.elem_hash[l] & self.bucket_mask
         heads = self.heads
@@ -463,6 +466,33 @@ class ColumnarStore:
         self.pending_stale = pending_stale
         self._walk_forget()
         self._take_back(l)
+
+    def _index_at_size(self) -> None:
+        """The index dict made again at the size of its keys, if deletes made it twice that.
+
+        A delete leaves a dummy entry in a dict, and a dict that runs out of room is made
+        again at three times its keys (CPython's resize), where one made at once from the
+        same keys has half that table: a map whose keys are replaced by new ones (deletes or
+        LRU evictions, then inserts) ends up with twice the table (105 bytes a key at
+        100,000 keys, against 52). Looked at every 1024th stale pending entry. The dict
+        keeps its identity (lookup and count are its bound methods); a rollback puts the
+        same keys back."""
+        elems = self.elems
+        n = len(elems)
+        # A table slot costs about 20 bytes (an index of 4, and 2/3 of a 24-byte entry):
+        # below 60 a key the table is less than 3n slots, the size a dict of n keys made at
+        # once can have.
+        if sys.getsizeof(elems) < 60 * n + 4096:
+            return
+        # The table dict(elems) gets: the smallest power of two of at least 3n/2 slots.
+        # With room for less than n/4 more keys it would soon grow again: left as it is.
+        slots = 1 << ((3 * n + 1) // 2 - 1).bit_length()
+        if 2 * slots // 3 < n + (n >> 2):
+            return
+        fresh = dict(elems)
+        self.undo.append((_refill, elems, fresh))
+        elems.clear()
+        elems.update(fresh)                     # a copy of fresh's table
 
     def _saved_pending(self) -> tuple:
         """An undo entry that puts the pending entries back as they are now."""
@@ -998,6 +1028,7 @@ class ColumnarStore:
                 self._pending_done()
                 return
             self.pending_stale += stale
+            self._index_at_size()
             if self.pending_stale > 4 * len(elems) + 4096:     # as unlink(): compact
                 self.undo.append(self._saved_pending())
                 self.pending[:] = _packed("I", self._live_pending())
@@ -1157,6 +1188,12 @@ class ColumnarStore:
             s = l + i
             o = (s & mask) * size
             chunks[s >> shift][o:o + size] = data[i * size:(i + 1) * size]
+
+
+def _refill(d: dict, items: dict) -> None:
+    """The inverse of _index_at_size: d holds items' keys and values (again)."""
+    d.clear()
+    d.update(items)
 
 
 def _gather(seq, slots: list) -> list:
