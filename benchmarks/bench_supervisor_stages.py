@@ -23,7 +23,7 @@ from bpfemu import fastpath  # noqa: E402
 from bpfemu.errors import BpfError  # noqa: E402
 from bpfemu.intercept.decoded import (NotifiedCall, NotifiedCalls, _fstatat,  # noqa: E402
                                       _process_vm_readv)
-from bpfemu.intercept.files import SupervisedFiles  # noqa: E402
+from bpfemu.intercept.files import SupervisedFiles, fdinfo_identity  # noqa: E402
 from bpfemu.intercept.seccomp import NOTIF_SIZE  # noqa: E402
 from bpfemu.intercept.supervisor import _NOTIF_HEAD  # noqa: E402
 from bpfemu.intercept.task import Caller  # noqa: E402
@@ -64,6 +64,18 @@ def main() -> int:
         _fstatat(d, fd_name, decoded._stat_ref, 0)
         return decoded._stat_dev_ino.raw == call.file_key
 
+    memfd = os.memfd_create("bpf-map", os.MFD_CLOEXEC)
+    memfd_name = str(memfd).encode()
+    st = os.fstat(memfd)
+    identity = fdinfo_identity((st.st_dev, st.st_ino))
+    files.keep_fdinfo(tid, memfd_name)
+
+    def fdinfo_check():                              # as NotifiedCalls.serve makes it
+        info = files.fdinfo_files.get((tid, memfd_name))
+        text = os.pread(info, 512, 0)
+        return text.startswith(identity, text.find(b"\nmnt_id:"))
+    assert fdinfo_check()
+
     def read():
         _process_vm_readv(tid, call.local, call.nlocal, call.remote, call.nremote, 0)
         return call.buf.raw
@@ -94,7 +106,8 @@ def main() -> int:
         ("RECV's notification unpacked (no ioctl)", recv_buffer),
         ("caller switched", lambda: caller.switch(tid, 1)),
         ("attr+key+value: one process_vm_readv", read),
-        ("fd still the same open file: fstatat", fd_check),
+        ("fd still the same open file: fstatat (without fdinfo)", fd_check),
+        ("fd still the same open file: pread of the kept fdinfo", fdinfo_check),
         ("decoded_as around an empty call", lambda: emu.decoded_as(caller, 2, int, call.generation)),
         ("update of a new key: read, decoded_as, map op", update_new_keys),
         ("value written back: process_vm_writev (ID_VALID aside)", write_value),
