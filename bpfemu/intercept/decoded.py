@@ -129,8 +129,8 @@ class NotifiedCall:
     too, attr and window are one remote iovec, scattered to their places in data (the
     bytes between them to a scratch page). A read of bytes of a page the call reads
     anyway faults exactly when the call's own bytes would."""
-    __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "fdinfo", "generation", "mem", "run", "buf",
-                 "iov", "local", "remote", "nlocal", "nremote", "expected", "attr_ptr",
+    __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "fdinfo", "generation", "mem",
+                 "run", "buf", "iov", "local", "remote", "nlocal", "nremote", "expected", "attr_ptr",
                  "spans", "total", "window_page", "merged")
 
     def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,

@@ -1,6 +1,7 @@
 """The kept /proc handles of supervised tasks (files.py: /proc/<tid>/fd directories,
-/proc/<tid>/stat files and /proc/<tid>/fdinfo/<n> files) belong to the task, not to its number: once the task is gone they
-find nothing, even when its tid is reused, and the supervisor retries through fresh ones.
+/proc/<tid>/stat files and /proc/<tid>/fdinfo/<n> files) belong to the task, not to its
+number: once the task is gone they find nothing, even when its tid is reused, and the
+supervisor retries through fresh ones.
 Checked by reusing a pid for real: in a new pid namespace (root), ns_last_pid chooses the
 next pid."""
 import os
