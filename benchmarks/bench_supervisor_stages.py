@@ -3,12 +3,15 @@
 Each stage of `bpfemu run`'s hot path (Supervisor._serve_notifications, intercept/decoded.py) is run
 on its own in a loop in this process, against this process's own memory and fd table (the
 notified caller is another process in real use; the system calls are the same), and timed
-with the thread's CPU clock. RECV and SEND need a notification, so they are not here:
+with the thread's CPU clock; NOTIF_ID_VALID on a child's pending call. RECV and SEND need
+a new notification each, so they are not here:
 bench_intercept.py times the whole path, and its README section gives their share from a
 profile. Run: python benchmarks/bench_supervisor_stages.py [--loops N]
 """
 import argparse
 import ctypes
+import errno
+import fcntl
 import os
 import select
 import struct
@@ -23,7 +26,9 @@ from bpfemu import fastpath  # noqa: E402
 from bpfemu.errors import BpfError  # noqa: E402
 from bpfemu.intercept.decoded import (NotifiedCall, NotifiedCalls, _fstatat,  # noqa: E402
                                       _process_vm_readv)
+from bpfemu.intercept import seccomp  # noqa: E402
 from bpfemu.intercept.files import SupervisedFiles, fdinfo_identity  # noqa: E402
+from bpfemu.intercept.run import spawn  # noqa: E402
 from bpfemu.intercept.seccomp import NOTIF_SIZE  # noqa: E402
 from bpfemu.intercept.supervisor import _NOTIF_HEAD  # noqa: E402
 from bpfemu.intercept.task import Caller  # noqa: E402
@@ -101,8 +106,19 @@ def main() -> int:
     def recv_buffer():
         return _NOTIF_HEAD.unpack_from(notif)
 
+    # A pending notification for NOTIF_ID_VALID: a child whose one bpf() call waits for us.
+    child, listener = spawn([sys.executable, "-c",
+                             "import ctypes; ctypes.CDLL(None).syscall(321, 0, 0, 0)"])
+    pending = seccomp.recv(listener)
+    resp = bytearray(seccomp.RESP.size)
+    seccomp.RESP.pack_into(resp, 0, pending[0], 0, 0, 0)
+
+    def id_valid():                                  # as NotifiedCalls.serve makes it
+        fcntl.ioctl(listener, seccomp.NOTIF_ID_VALID, resp, True)
+
     stages = [
         ("poll() of one ready fd (the polling loop only)", poller.poll),
+        ("NOTIF_ID_VALID of a pending notification (fcntl.ioctl)", id_valid),
         ("RECV's notification unpacked (no ioctl)", recv_buffer),
         ("caller switched", lambda: caller.switch(tid, 1)),
         ("attr+key+value: one process_vm_readv", read),
@@ -120,6 +136,9 @@ def main() -> int:
         for _ in range(n):
             fn()
         print(f"  {name:56s} {(time.thread_time_ns() - t0) / n / 1000:6.2f} us")
+    seccomp.send(listener, pending[0], 0, -errno.ENOSYS)
+    child.wait()
+    os.close(listener)
     return 0
 
 
