@@ -3,12 +3,15 @@
 Each stage of `bpfemu run`'s hot path (Supervisor._serve_notifications, intercept/decoded.py) is run
 on its own in a loop in this process, against this process's own memory and fd table (the
 notified caller is another process in real use; the system calls are the same), and timed
-with the thread's CPU clock. RECV and SEND need a notification, so they are not here:
+with the thread's CPU clock; NOTIF_ID_VALID on a child's pending call. RECV and SEND need
+a new notification each, so they are not here:
 bench_intercept.py times the whole path, and its README section gives their share from a
 profile. Run: python benchmarks/bench_supervisor_stages.py [--loops N]
 """
 import argparse
 import ctypes
+import errno
+import fcntl
 import os
 import select
 import struct
@@ -23,7 +26,9 @@ from bpfemu import fastpath  # noqa: E402
 from bpfemu.errors import BpfError  # noqa: E402
 from bpfemu.intercept.decoded import (NotifiedCall, NotifiedCalls, _fstatat,  # noqa: E402
                                       _process_vm_readv)
-from bpfemu.intercept.files import SupervisedFiles  # noqa: E402
+from bpfemu.intercept import seccomp  # noqa: E402
+from bpfemu.intercept.files import SupervisedFiles, fdinfo_identity  # noqa: E402
+from bpfemu.intercept.run import spawn  # noqa: E402
 from bpfemu.intercept.seccomp import NOTIF_SIZE  # noqa: E402
 from bpfemu.intercept.supervisor import _NOTIF_HEAD  # noqa: E402
 from bpfemu.intercept.task import Caller  # noqa: E402
@@ -64,6 +69,18 @@ def main() -> int:
         _fstatat(d, fd_name, decoded._stat_ref, 0)
         return decoded._stat_dev_ino.raw == call.file_key
 
+    memfd = os.memfd_create("bpf-map", os.MFD_CLOEXEC)
+    memfd_name = str(memfd).encode()
+    st = os.fstat(memfd)
+    identity = fdinfo_identity((st.st_dev, st.st_ino))
+    files.keep_fdinfo(tid, memfd_name)
+
+    def fdinfo_check():                              # as NotifiedCalls.serve makes it
+        info = files.fdinfo_files.get((tid, memfd_name))
+        text = os.pread(info, 512, 0)
+        return text.startswith(identity, text.find(b"\nmnt_id:"))
+    assert fdinfo_check()
+
     def read():
         _process_vm_readv(tid, call.local, call.nlocal, call.remote, call.nremote, 0)
         return call.buf.raw
@@ -89,12 +106,24 @@ def main() -> int:
     def recv_buffer():
         return _NOTIF_HEAD.unpack_from(notif)
 
+    # A pending notification for NOTIF_ID_VALID: a child whose one bpf() call waits for us.
+    child, listener = spawn([sys.executable, "-c",
+                             "import ctypes; ctypes.CDLL(None).syscall(321, 0, 0, 0)"])
+    pending = seccomp.recv(listener)
+    resp = bytearray(seccomp.RESP.size)
+    seccomp.RESP.pack_into(resp, 0, pending[0], 0, 0, 0)
+
+    def id_valid():                                  # as NotifiedCalls.serve makes it
+        fcntl.ioctl(listener, seccomp.NOTIF_ID_VALID, resp, True)
+
     stages = [
         ("poll() of one ready fd (the polling loop only)", poller.poll),
+        ("NOTIF_ID_VALID of a pending notification (fcntl.ioctl)", id_valid),
         ("RECV's notification unpacked (no ioctl)", recv_buffer),
         ("caller switched", lambda: caller.switch(tid, 1)),
         ("attr+key+value: one process_vm_readv", read),
-        ("fd still the same open file: fstatat", fd_check),
+        ("fd still the same open file: fstatat (without fdinfo)", fd_check),
+        ("fd still the same open file: pread of the kept fdinfo", fdinfo_check),
         ("decoded_as around an empty call", lambda: emu.decoded_as(caller, 2, int, call.generation)),
         ("update of a new key: read, decoded_as, map op", update_new_keys),
         ("value written back: process_vm_writev (ID_VALID aside)", write_value),
@@ -107,6 +136,9 @@ def main() -> int:
         for _ in range(n):
             fn()
         print(f"  {name:56s} {(time.thread_time_ns() - t0) / n / 1000:6.2f} us")
+    seccomp.send(listener, pending[0], 0, -errno.ENOSYS)
+    child.wait()
+    os.close(listener)
     return 0
 
 

@@ -26,12 +26,14 @@ import ctypes
 import errno
 import fcntl
 import mmap
+import os
 import struct
 
 from ..errors import BpfError
 from ..memory import Memory
 from ..uapi.consts import BpfCmd as C
 from . import seccomp
+from .files import fdinfo_identity
 
 # The commands whose handlers leave a decoded call (map_cmds.py); map_fd is their first u32.
 DECODABLE = frozenset({C.BPF_MAP_LOOKUP_ELEM, C.BPF_MAP_UPDATE_ELEM, C.BPF_MAP_DELETE_ELEM,
@@ -55,6 +57,7 @@ _GAP = ctypes.create_string_buffer(_PAGE)
 _GAP_ADDR = ctypes.addressof(_GAP)
 _U32 = struct.Struct("<I")
 _ioctl = fcntl.ioctl
+_pread = os.pread
 _pack_resp = seccomp.RESP.pack_into
 _NOTIF_ID_VALID = seccomp.NOTIF_ID_VALID
 
@@ -126,8 +129,8 @@ class NotifiedCall:
     too, attr and window are one remote iovec, scattered to their places in data (the
     bytes between them to a scratch page). A read of bytes of a page the call reads
     anyway faults exactly when the call's own bytes would."""
-    __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "generation", "mem", "run", "buf",
-                 "iov", "local", "remote", "nlocal", "nremote", "expected", "attr_ptr",
+    __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "fdinfo", "generation", "mem",
+                 "run", "buf", "iov", "local", "remote", "nlocal", "nremote", "expected", "attr_ptr",
                  "spans", "total", "window_page", "merged")
 
     def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,
@@ -138,6 +141,7 @@ class NotifiedCall:
         # The fd as its /proc/<tid>/fd entry is named (a u32 past INT_MAX names none).
         self.fd_name = str(ufd if ufd <= 0x7FFFFFFF else -1).encode()
         self.file_key = struct.pack("=QQ", *file.key)     # its (st_dev, st_ino), as stat gives them
+        self.fdinfo = fdinfo_identity(file.key)           # the same, as fdinfo shows them
         self.generation = generation
         make, _mem, *args = decodable
         mem = PrefetchedMemory(caller_mem, size)
@@ -210,6 +214,7 @@ class NotifiedCalls:
         self.caller = caller
         self.files = files
         self.fd_dirs = files.fd_dirs
+        self.fdinfo_files = files.fdinfo_files
         self._stat = ctypes.create_string_buffer(_STAT_SIZE)
         self._stat_ref = ctypes.byref(self._stat)
         self._stat_dev_ino = (ctypes.c_char * 16).from_buffer(self._stat)
@@ -252,16 +257,37 @@ class NotifiedCalls:
         if not data.startswith(call.attr_bytes):
             return None
         # fdget(), every call: is the caller's fd still open on the file this call was
-        # decoded for? fstatat() of /proc/<tid>/fd/<n> into a kept buffer, with the GIL held
-        # (it never blocks): os.stat would build a whole stat_result (float and nanosecond
-        # times) and hand the GIL over twice, which costs more than the lookup. Only
-        # through the task's kept directory (files.py): without one, the checked way keeps
-        # one. Whether the file is still registered is not asked: its release forgets the
-        # decoded calls made with it (DecodedCalls.generation, checked in decoded_as).
-        d = self.fd_dirs.get(tid)
-        if (d is None or _fstatat(d, call.fd_name, self._stat_ref, 0) != 0
-                or self._stat_dev_ino.raw != call.file_key):
-            return None
+        # decoded for? Whether the file is still registered is not asked: its release
+        # forgets the decoded calls made with it (DecodedCalls.generation, checked in
+        # decoded_as).
+        fdinfo = call.fdinfo
+        if fdinfo is not None:
+            # One pread of the task's kept /proc/<tid>/fdinfo/<n> (files.keep_fdinfo), which
+            # looks the fd up again at each read: half the cost of a stat of
+            # /proc/<tid>/fd/<n>, whose walk follows the fd's link (and checks our ptrace
+            # access) at each call.
+            key = (tid, call.fd_name)
+            info = self.fdinfo_files.get(key)
+            if info is None:
+                info = self.files.keep_fdinfo(tid, call.fd_name)
+                if info is None:
+                    return None
+            try:
+                text = _pread(info, 512, 0)
+            except OSError:                          # not open now, or the task is gone
+                self.files.drop_fdinfo(tid, call.fd_name)
+                return None
+            if not text.startswith(fdinfo, text.find(b"\nmnt_id:")):
+                return None
+        else:
+            # fstatat() of /proc/<tid>/fd/<n> into a kept buffer, with the GIL held (it
+            # never blocks): os.stat would build a whole stat_result (float and nanosecond
+            # times) and hand the GIL over twice. Only through the task's kept directory
+            # (files.py): without one, the checked way keeps one.
+            d = self.fd_dirs.get(tid)
+            if (d is None or _fstatat(d, call.fd_name, self._stat_ref, 0) != 0
+                    or self._stat_dev_ino.raw != call.file_key):
+                return None
         # NOTIF_ID_VALID after the reads it protects: the attr, key and value just read, and
         # the fd just looked up, were the caller's (task.py). A caller gone since RECV gets
         # nothing: its tid may name another image now (tests/intercept/test_exec_race.py).

@@ -31,9 +31,43 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # No fd number is ever cached: every one is looked up in the caller's own table.
 _NO_FILES = types.MappingProxyType({})
 # Directories /proc/<tid>/fd and files /proc/<tid>/stat kept open, for the tasks that called
-# last (see _stat_fd, task_stat).
+# last (see _stat_fd, task_stat), and files /proc/<tid>/fdinfo/<n> (keep_fdinfo).
 FD_DIRS_MAX = 8
+FDINFO_MAX = 16
 _FD_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _memfd_fdinfo_mount():
+    """(st_dev, mount id) of the mount every memfd is on, as /proc/<pid>/fdinfo/<n> shows
+    it ("mnt_id:"), or None if fdinfo shows no "ino:" line (before Linux 5.14)."""
+    fd = os.memfd_create("bpf-map-probe", os.MFD_CLOEXEC)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            text = f.read()
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    fields = dict(line.split(b":\t", 1) for line in text.splitlines() if b":\t" in line)
+    if fields.get(b"ino") != str(st.st_ino).encode() or b"mnt_id" not in fields:
+        return None
+    return st.st_dev, int(fields[b"mnt_id"])
+
+
+_MEMFD_MOUNT = []
+
+
+def fdinfo_identity(key: tuple) -> bytes | None:
+    """What /proc/<tid>/fdinfo/<n> shows, from its "mnt_id:" line through its "ino:" line,
+    for an fd open on the memfd inode ``key`` (st_dev, st_ino); None where fdinfo cannot tell
+    (another filesystem, or no "ino:" line). A mount id names one live mount (the memfds'
+    one lives for ever) and an inode number one inode of its filesystem, so the pair names
+    the inode as (st_dev, st_ino) does."""
+    if not _MEMFD_MOUNT:
+        _MEMFD_MOUNT.append(_memfd_fdinfo_mount())
+    mount = _MEMFD_MOUNT[0]
+    if mount is None or key[0] != mount[0]:
+        return None
+    return b"\nmnt_id:\t%d\nino:\t%d\n" % (mount[1], key[1])
 
 
 class SupervisedFiles:
@@ -52,6 +86,8 @@ class SupervisedFiles:
         # their fd up through it too (decoded.py)
         self.fd_dirs: dict[int, int] = {}
         self._stat_fds: dict[int, int] = {}         # tid -> fd of its /proc/<tid>/stat
+        # (tid, fd number as bytes) -> fd of /proc/<tid>/fdinfo/<n> (decoded.py)
+        self.fdinfo_files: dict[tuple, int] = {}
 
     def task_view(self, tid: int) -> "TaskFiles":
         return TaskFiles(self, tid)
@@ -215,10 +251,34 @@ class SupervisedFiles:
             raise BpfError(errno.EBADF) from None
 
     def _close_fd_dirs(self) -> None:
-        for kept in (self.fd_dirs, self._stat_fds):
+        for kept in (self.fd_dirs, self._stat_fds, self.fdinfo_files):
             for fd in kept.values():
                 os.close(fd)
             kept.clear()
+
+    def keep_fdinfo(self, tid: int, name: bytes) -> int | None:
+        """/proc/<tid>/fdinfo/<name>, opened and kept (None if it cannot be opened: the fd
+        is not open, or the task is gone). Each read of it looks the fd up in the task's
+        table again, and shows the open file there now (its inode in the "ino:" line); like
+        a kept fd directory it is the task's, not the number's: once the task is gone its
+        reads fail, even if the tid is reused. (Opening it checks our ptrace access, once.)"""
+        try:
+            fd = os.open(b"/proc/%d/fdinfo/%s" % (tid, name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        kept = self.fdinfo_files
+        if len(kept) >= FDINFO_MAX:
+            for old in kept.values():
+                os.close(old)
+            kept.clear()
+        kept[(tid, name)] = fd
+        return fd
+
+    def drop_fdinfo(self, tid: int, name: bytes) -> None:
+        """A kept fdinfo file whose read failed: closed (the next call opens a fresh one)."""
+        fd = self.fdinfo_files.pop((tid, name), None)
+        if fd is not None:
+            os.close(fd)
 
     def task_stat(self, tid: int) -> bytes:
         """/proc/<tid>/stat (b"" if the task is gone), read from offset 0 of a kept open
