@@ -12,7 +12,7 @@ This module imports nothing from bpfemu.maps, so the ops tables can refer to it.
 """
 import errno
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from .batch_fastpath import batch_call, batch_not_supported_call
 from .errors import ENOTSUPP, BpfError
@@ -27,16 +27,9 @@ _U32 = struct.Struct("<I")
 COUNT_OFF = 32                     # offsetof(union bpf_attr, batch.count)
 
 
-class BatchAttr(NamedTuple):
-    """attr->batch"""
-    in_batch: int
-    out_batch: int
-    keys: int
-    values: int
-    count: int
-    map_fd: int
-    elem_flags: int
-    flags: int
+# attr->batch (a namedtuple, not typing.NamedTuple: typing costs start-up)
+BatchAttr = namedtuple("BatchAttr", ("in_batch", "out_batch", "keys", "values", "count",
+                                     "map_fd", "elem_flags", "flags"))
 
 
 def _check_elem_flags(m, elem_flags: int) -> None:

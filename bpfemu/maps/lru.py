@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from itertools import compress
 from operator import itemgetter, not_
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 from ..undo import NO_JOURNAL, restore_attr, restore_item
 
@@ -720,7 +720,7 @@ def __local_list_add_pending(
     _list_add(lru, node, head)
 
 
-def __local_list_pop_free(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[int]:
+def __local_list_pop_free(lru: BpfLru, loc_l: BpfLruLocallist) -> int | None:
     free = loc_l.lists[LOCAL_FREE_LIST_IDX]
     node = lru.next[free]
     if node == free:
@@ -730,7 +730,7 @@ def __local_list_pop_free(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[int]:
     return node
 
 
-def __local_list_pop_pending(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[int]:
+def __local_list_pop_pending(lru: BpfLru, loc_l: BpfLruLocallist) -> int | None:
     """Steal the oldest pending node that is unreferenced and evictable; failing that,
     the oldest evictable one regardless of ref."""
     pending = loc_l.lists[LOCAL_PENDING_LIST_IDX]
@@ -747,7 +747,7 @@ def __local_list_pop_pending(lru: BpfLru, loc_l: BpfLruLocallist) -> Optional[in
     return None
 
 
-def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[int]:
+def bpf_common_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> int | None:
     loc_l = lru.local_list[cpu]
 
     # Fast path, inlined __local_list_pop_free + __local_list_add_pending: a node
@@ -822,7 +822,7 @@ def bpf_common_lru_push_free(lru: BpfLru, node: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[int]:
+def bpf_percpu_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> int | None:
     l = lru.percpu_lru[cpu]
     lists = l.lists
     counts = l.counts
@@ -874,7 +874,7 @@ def bpf_percpu_lru_push_free(lru: BpfLru, node: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def bpf_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> Optional[int]:
+def bpf_lru_pop_free(lru: BpfLru, hash: int, cpu: int) -> int | None:
     """A node for a new element, on behalf of ``cpu`` (docs: #lru-maps).  May evict (del_from_htab).
 
     Common LRU: the node ends at the head of cpu's pending list with ``cpu`` set.
@@ -1113,7 +1113,7 @@ def bpf_percpu_lru_populate(lru: BpfLru, nr_elems: int) -> None:
             break
 
 
-def bpf_lru_populate(lru: BpfLru, nr_elems: Optional[int] = None) -> None:
+def bpf_lru_populate(lru: BpfLru, nr_elems: int | None = None) -> None:
     """Put the map's preallocated nodes 0..N-1 on the free list(s) (docs: #lru-maps)."""
     if nr_elems is None:
         nr_elems = lru.nr_nodes
