@@ -37,11 +37,11 @@ from sys import _getframe, gettrace as _gettrace
 from typing import Callable, NamedTuple
 
 from . import failure as _failure
+from .batch_fastpath import is_batch_build, recounted
 from .emu_lock import wait_turn
 from .errors import ENOTSUPP, BpfError
 from .memory import Memory
 from .undo import MARK, undo_call
-from .batch_fastpath import is_batch_build, recounted
 from .maps.array_fastpath import (array_pinned_delete_call, array_pinned_lookup_call,
                                   array_pinned_update_call)
 from .uapi.consts import BpfMapType as T

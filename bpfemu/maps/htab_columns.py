@@ -955,6 +955,11 @@ class ColumnarStore:
                 # One item of an 8-byte view per slot: gathered at C speed.
                 words = _gather(arena.cast("Q"), slots)
                 return array("Q", words).tobytes()
+            run = _run_slice(slots)
+            if run is not None:                 # consecutive slots: one slice
+                if run.step is None:
+                    return arena[run.start * size:run.stop * size].tobytes()
+                return _reversed_pieces(arena[slots[-1] * size:(slots[0] + 1) * size], size)
             return b"".join([arena[l * size:l * size + size] for l in slots])
         value = self.value
         return b"".join([value(l) for l in slots])
@@ -1160,6 +1165,13 @@ class ColumnarStore:
                 for l, v in zip(slots, array("Q", bytes(data))):
                     words[l] = v
                 return
+            run = _run_slice(slots)
+            if run is not None:                 # consecutive slots: one slice
+                if run.step is None:
+                    arena[run.start * size:run.stop * size] = data
+                else:
+                    arena[slots[-1] * size:(slots[0] + 1) * size] = _reversed_pieces(data, size)
+                return
             pieces = memoryview(bytes(data))
             o = 0
             for l in slots:
@@ -1226,6 +1238,24 @@ def _run_slice(slots: list):
     if slots[-1] == first - n + 1 and _is_run(slots[::-1]):
         return slice(first, first - n if first >= n else None, -1)
     return None
+
+
+# Struct("ks" * n) per (piece size, n), kept for _reversed_pieces (bounded: cleared when full).
+_SPLITTERS: dict = {}
+
+
+def _reversed_pieces(data, size: int) -> bytes:
+    """data's size-byte pieces in reverse order, joined (the values of a descending run of
+    slots, as the arena holds them ascending), at C speed."""
+    n = len(data) // size
+    splitter = _SPLITTERS.get((size, n))
+    if splitter is None:
+        if len(_SPLITTERS) >= 64:
+            _SPLITTERS.clear()
+        splitter = _SPLITTERS[(size, n)] = struct.Struct(f"{size}s" * n)
+    pieces = list(splitter.unpack_from(data))
+    pieces.reverse()
+    return b"".join(pieces)
 
 
 _AND_TABLES: dict = {}
