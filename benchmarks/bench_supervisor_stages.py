@@ -77,7 +77,7 @@ def main() -> int:
 
     def fdinfo_check():                              # as NotifiedCalls.serve makes it
         info = files.fdinfo_files.get((tid, memfd_name))
-        text = os.pread(info, 512, 0)
+        text = os.pread(info, 128, 0)
         return text.startswith(identity, text.find(b"\nmnt_id:"))
     assert fdinfo_check()
 

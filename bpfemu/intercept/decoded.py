@@ -58,6 +58,9 @@ _GAP_ADDR = ctypes.addressof(_GAP)
 _U32 = struct.Struct("<I")
 _ioctl = fcntl.ioctl
 _pread = os.pread
+# fdinfo's first four lines (pos, flags, mnt_id, ino) take at most 91 bytes; a bytes object
+# of 128 comes from Python's small-object allocator, one of 512 from malloc.
+_FDINFO_READ = 128
 _pack_resp = seccomp.RESP.pack_into
 _NOTIF_ID_VALID = seccomp.NOTIF_ID_VALID
 
@@ -273,7 +276,7 @@ class NotifiedCalls:
                 if info is None:
                     return None
             try:
-                text = _pread(info, 512, 0)
+                text = _pread(info, _FDINFO_READ, 0)
             except OSError:                          # not open now, or the task is gone
                 self.files.drop_fdinfo(tid, call.fd_name)
                 return None
