@@ -31,7 +31,7 @@ def _callers_of(names, fn):
 
 
 def _map(map_type, pin_key: bool):
-    emu = Emulator(nr_cpus=2, seed=1)
+    emu = Emulator(nr_cpus=2, seed=1, decoded_calls=True)   # the cache is what is tested
     create = ctypes.create_string_buffer(struct.pack("<IIII", map_type, 4, 8, 64), 168)
     fd = emu.bpf(c.BPF_MAP_CREATE, create, 168)
     assert fd >= 0
