@@ -17,6 +17,10 @@ Ops (a HASH map, key 4 B, value 8 B, unless said; decoded calls, buffers pinned 
   delete         keys in the map;  lookup_and_delete: the same command
   percpu_update, percpu_lookup: PERCPU_HASH, new keys / keys in the map
   big_walk, big_replace: a HASH of 2^21 max entries (sparse heads), FILL keys in it
+  entry, entry_lockless: the decoded call made last around a map op that does nothing
+                 (the update's run, or a lookup's, swapped for one returning 0): what the
+                 entry costs an update (the attr check, the trace check, the lock, the
+                 journal's MARK) and a lookup, with the caller's loop
 
 Run: python benchmarks/ir_per_op.py [--ops update,lookup] [--fill 20000] [-k 2000]
 Needs valgrind; takes about a minute per op on an idle core.
@@ -31,7 +35,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OPS = ("update", "replace", "lookup", "miss", "walk", "walk_linked", "delete",
-       "lookup_and_delete", "percpu_update", "percpu_lookup", "big_walk", "big_replace", "loop")
+       "lookup_and_delete", "percpu_update", "percpu_lookup", "big_walk", "big_replace", "loop",
+       "entry", "entry_lockless")
 DEFAULT_OPS = ("update", "replace", "lookup", "miss", "walk", "delete", "lookup_and_delete")
 
 
@@ -86,7 +91,18 @@ def child(op: str, fill: int, count: int, pinned: bool, store: str) -> None:
         "delete": (c.BPF_MAP_DELETE_ELEM, delete, 16, range(count + 1)),
         "lookup_and_delete": (c.BPF_MAP_LOOKUP_AND_DELETE_ELEM, elem, 32, range(count + 1)),
         "loop": (None, None, None, range(count + 1)),
+        "entry": (c.BPF_MAP_UPDATE_ELEM, elem, 32, range(count + 1)),
+        "entry_lockless": (c.BPF_MAP_LOOKUP_ELEM, elem, 32, range(count + 1)),
     }.get(op, (c.BPF_MAP_GET_NEXT_KEY, gnk, 24, None))
+    if op.startswith("entry"):
+        # Make the call the one made last (the second call is the first decoded one), then
+        # swap its run for one that does nothing: the entry's own cost is what remains.
+        pack(key, 0, 0)
+        for _ in range(2):
+            bpf(cmd, attr, size)
+        calls = emu.decoded_calls
+        assert calls.last[0] is attr, "the call is not the one made last"
+        calls.last = calls.last[:4] + (lambda: 0,) + calls.last[5:]
     if keys is None:                                 # a walk: count steps after the first
         assert bpf(c.BPF_MAP_GET_NEXT_KEY, first, 24) == 0
         memmove = ctypes.memmove

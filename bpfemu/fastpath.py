@@ -82,32 +82,11 @@ class LastCall(NamedTuple):
     run: Callable
     lockless: bool
     lock: object                        # the emulator's lock, read once (a fork forgets it)
-    # run's direct form, if it has one (see DirectOp): sys_bpf calls the map's op itself.
-    op: Callable
-    m: object
-    key_of: Callable
-    value: object
-    flags: int
 
-
-class DirectOp(NamedTuple):
-    """What a decoded update or delete on a pinned key does, as data: op(m, key_of(),
-    value, flags) (an update) or op(m, key_of()) (a delete, value None), then 0. Kept on
-    the closure that does the same (``run.direct``), so that sys_bpf can call the map's op
-    with no Python frame of the decoded call's own in between (a frame costs more than
-    the rest of what the closure does)."""
-    op: Callable
-    m: object
-    key_of: Callable                    # () -> the key's bytes (a C method)
-    value: object
-    flags: int
-
-
-NO_DIRECT = (None, None, None, None, None)
 
 # sys_bpf unpacks it at every call: kept as a plain tuple, which UNPACK_SEQUENCE takes
 # without the iterator protocol a tuple subclass costs.
-NO_CALL = tuple(LastCall(None, None, None, None, None, None, None, *NO_DIRECT))
+NO_CALL = tuple(LastCall(None, None, None, None, None, None, None))
 
 
 class DecodedCalls:
@@ -131,8 +110,7 @@ class DecodedCalls:
         """bpf(cmd, attr, size): a decoded call if there is one for it, else the entry.
         Atomic as the entry's calls are (bpfemu/undo.py): a call that anything but a
         BpfError stops is rolled back."""
-        (last_attr, last_cmd, last_size, last_bytes, run, lockless, lock,
-         op, m, key_of, value, flags) = self.last
+        last_attr, last_cmd, last_size, last_bytes, run, lockless, lock = self.last
         try:                                    # (free in Python 3.11: no set-up)
             if (last_attr is attr and (last_cmd is cmd or last_cmd == cmd)
                     and last_size == size and attr.raw == last_bytes):
@@ -161,14 +139,7 @@ class DecodedCalls:
                     if undo:
                         undo_call(self.emu)     # a call stopped where it could not roll back
                     undo.append(MARK)
-                    if op is None:
-                        ret = run()
-                    else:                       # run's direct form (DirectOp)
-                        if value is None:
-                            op(m, key_of())
-                        else:
-                            op(m, key_of(), value, flags)
-                        ret = 0
+                    ret = run()
                     undo.clear()
                     return ret
                 except BpfError as e:
@@ -293,9 +264,8 @@ class DecodedCalls:
         call was found, is checked after the store: a forget() in between (which counts a
         generation before it empties last) cannot leave a stale call there."""
         if call.has_raw:                        # the first check reads attr.raw
-            direct = getattr(call.run, "direct", NO_DIRECT)
-            self.last = (call.attr, call.cmd, call.size, call.attr_bytes,
-                         call.run, call.lockless, self.emu.lock, *direct)
+            self.last = tuple(LastCall(call.attr, call.cmd, call.size, call.attr_bytes,
+                                       call.run, call.lockless, self.emu.lock))
             if self.generation != generation:
                 self.last = NO_CALL
 
@@ -365,7 +335,6 @@ def update_call(mem, m, key_ptr: int, value_ptr: int, flags: int):
             # The op copies the value in before anything else could change the buffer.
             op(m, key_view.tobytes(), value_view, flags)
             return 0
-        pinned_update.direct = DirectOp(op, m, key_view.tobytes, value_view, flags)
         return pinned_update
     read_key_and_value = mem.reader2(key_ptr, m.key_size, value_ptr, m.value_size_sys)
 
@@ -390,14 +359,12 @@ def delete_call(mem, m, key_ptr: int):
         def pinned_delete():
             op(m, key_buf.raw)
             return 0
-        pinned_delete.direct = DirectOp(op, m, key_view.tobytes, None, 0)
         return pinned_delete
     read_key = mem.reader(key_ptr, m.key_size)
 
     def delete():
         op(m, read_key())
         return 0
-    delete.direct = DirectOp(op, m, read_key, None, 0)
     return delete
 
 
