@@ -33,8 +33,8 @@ sends), then the decoded calls kept, and otherwise hands the call to the entry
 """
 import ctypes
 import errno
+from collections import namedtuple
 from sys import _getframe, gettrace as _gettrace
-from typing import Callable, NamedTuple
 
 from . import failure as _failure
 from .batch_fastpath import is_batch_build, recounted
@@ -73,15 +73,11 @@ class DecodedCall:
         self.lockless = lockless                # runs without the emulator's lock
 
 
-class LastCall(NamedTuple):
-    """The decoded call that ran last, as sys_bpf's first check unpacks it."""
-    attr: object
-    cmd: int
-    size: int
-    attr_bytes: bytes
-    run: Callable
-    lockless: bool
-    lock: object                        # the emulator's lock, read once (a fork forgets it)
+# The decoded call that ran last, as sys_bpf's first check unpacks it; lock is the
+# emulator's lock, read once (a fork forgets it). (collections' namedtuple, not typing's:
+# typing costs an Emulator's start-up.)
+LastCall = namedtuple("LastCall", ("attr", "cmd", "size", "attr_bytes", "run", "lockless",
+                                   "lock"))
 
 
 # sys_bpf unpacks it at every call: kept as a plain tuple, which UNPACK_SEQUENCE takes
@@ -92,7 +88,7 @@ NO_CALL = tuple(LastCall(None, None, None, None, None, None, None))
 class DecodedCalls:
     """The decoded-call cache of one emulator, in front of its entry."""
 
-    def __init__(self, emu, entry: Callable):
+    def __init__(self, emu, entry):
         self.emu = emu
         self.entry = entry                      # syscall.__sys_bpf
         self.undo = emu.undo                    # the undo journal (bpfemu/undo.py)

@@ -53,14 +53,15 @@ def test_an_emulator_loads_what_only_some_commands_need_when_they_run():
     assert {"traceback", "socket", "hashlib"} & mods == set()
 
 
-def test_an_emulator_loads_no_dataclasses():
+def test_an_emulator_loads_no_dataclasses_typing_or_re():
     """dataclasses (with inspect, ast, dis, tokenize) cost more instructions than all of the
-    emulator's own modules; the ops tables, the create args and the profile are plain
-    classes (python -S, so that no site hook brings it in)."""
+    emulator's own modules, typing and re about half as much again: the ops tables, the
+    create args and the profile are plain classes, the table rows collections' namedtuples
+    (python -S, so that no site hook brings them in)."""
     probe = "import bpfemu\nbpfemu.Emulator()\nimport sys; print(' '.join(sorted(sys.modules)))"
     mods = set(subprocess.run([sys.executable, "-S", "-c", probe], check=True,
                               capture_output=True, text=True, cwd=_repo_root()).stdout.split())
-    assert {"dataclasses", "inspect"} & mods == set()
+    assert {"dataclasses", "inspect", "typing", "re"} & mods == set()
 
 
 def _repo_root() -> str:
