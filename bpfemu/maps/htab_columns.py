@@ -729,9 +729,10 @@ class ColumnarStore:
         """The heads as an array, made when the first elements are linked (no bucket has
         any yet; an undo that empties them again leaves the array, all -1)."""
         assert not self.heads, "the heads are made before anything is linked"
-        # Two -1 past the last bucket, so that next_bucket can read past the end.
-        self.heads = array("i", [-1]) * (self.n_buckets + 2)
-        self.sparse = False
+        # Two -1 past the last bucket, so that next_bucket can read past the end. Both in one
+        # statement: a call stopped between two lines would leave an array with sparse still
+        # set, and the next sync would find the array made already.
+        self.heads, self.sparse = array("i", [-1]) * (self.n_buckets + 2), False
 
     def _restore_columns(self, nxt: array, heads: array, elem_hash: array) -> None:
         """The inverse of a big sync: the columns it rewrote whole."""
