@@ -160,10 +160,12 @@ class ProcessMemory(Memory):
         self._views_changed()               # views of these buffers may be cached
 
     def _drop_orphans(self) -> None:
-        """Unpin the buffers whose owner has gone."""
-        gone = [start for start, owner in self._owners.items() if owner() is None]
+        """Unpin the buffers whose owner has gone. Threads pin at once (each LibBpf thread's
+        buffers, a Map made in a thread): the items are taken in one C call, and a pin
+        another thread dropped first is no error."""
+        gone = [start for start, owner in list(self._owners.items()) if owner() is None]
         for start in gone:
-            del self._owners[start]
+            self._owners.pop(start, None)
             self._pinned.pop(start, None)
 
     @property

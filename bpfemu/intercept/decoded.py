@@ -20,7 +20,11 @@ What differs from an in-process caller's decoded call:
 - what the in-process decoded calls are forgotten for (a file released, a map frozen:
   DecodedCalls.generation) forgets these too, checked under the emulator's lock.
 - NOTIF_ID_VALID comes after the one read and the fd check, before anything is done with
-  what they found (task.py): the caller's later writes need no other.
+  what they found (task.py). The write of a lookup's value that follows makes no other:
+  a check shows the caller waiting at that moment only, so an exec in another of its
+  threads within the microseconds between the check and the write could still hand the
+  tid to the new image (not closed; the checked path has the same window after its last
+  read).
 """
 import ctypes
 import errno

@@ -88,6 +88,10 @@ class Caller:
         try:
             _ioctl(self.listener, _NOTIF_ID_VALID, buf, True)
         except OSError:
+            # Gone for good (an id never becomes valid again): a write after a failed read
+            # whose ESRCH some copy swallowed (a batch's copy-out) must check again and fail,
+            # not trust an earlier check.
+            self.checked = False
             return False
         self.checked = True
         return True

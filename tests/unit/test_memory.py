@@ -121,3 +121,39 @@ def test_copies_anywhere_inside_a_pinned_buffer_are_slices(monkeypatch):
     mem.unpin(buf)
     with pytest.raises(AssertionError):
         mem.read(a + 10, 6)
+
+
+def test_threads_pinning_with_owners_gone_at_once():
+    """Each thread's LibBpf buffers and a Map made in a thread are pinned from that thread:
+    pins whose owners have gone are dropped by whichever pin() comes next, two threads at
+    once included (a KeyError, or a dict changed during iteration, came out of pin())."""
+    import sys
+    import threading
+    from bpfemu.memory import ProcessMemory
+    mem = ProcessMemory()
+
+    class Owner:
+        pass
+    errors = []
+
+    def worker():
+        for _ in range(2000):
+            owner = Owner()
+            bufs = [ctypes.create_string_buffer(16) for _ in range(3)]
+            try:
+                mem.pin(*bufs, owner=owner)
+            except Exception as e:              # noqa: BLE001 - what came out is the finding
+                errors.append(repr(e))
+            del owner
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert mem.pinned_count <= 4 * 3 * 2
