@@ -11,7 +11,7 @@ from .errors import BpfError
 from .fdtable import MAP_KIND, FdTable, IdrCyclic
 from .interrupts import defer_signal_handlers
 from .memory import Memory, ProcessMemory
-from .failure import our_failure_undone
+from .failure import our_failure, our_failure_undone
 from .profile import KernelProfile, get_profile
 from .syscall import __sys_bpf as entry
 from .syscall import build_dispatch
@@ -177,6 +177,23 @@ class Emulator:
                 self._cpu, self._task = saved_cpu, saved_task
         finally:
             lock.release()
+
+    def decoded_lockless(self, cmd: int, run, generation: int):
+        """A decoded lookup of another task (intercept/decoded.py): run()'s result or -errno,
+        with no lock and nothing to undo, as the in-process caller's decoded lookups run
+        (syscall.COMMANDS, lockless): a syscall lookup changes nothing, not even an LRU
+        reference bit, and reads no CPU; its run copies through the memory it was built with,
+        so the current task is not switched. None if decoded calls were forgotten since
+        ``generation``."""
+        calls = self.decoded_calls
+        if calls is None or calls.generation != generation:
+            return None
+        try:
+            return run()
+        except BpfError as e:
+            return -e.errno
+        except Exception as e:
+            return our_failure(cmd, e)
 
     def forget_decoded_calls(self) -> None:
         """An fd went away, a map was frozen, or pinned buffers changed."""

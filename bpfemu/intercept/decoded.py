@@ -137,8 +137,8 @@ class NotifiedCall:
     bytes between them to a scratch page). A read of bytes of a page the call reads
     anyway faults exactly when the call's own bytes would."""
     __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "fdinfo", "generation", "mem",
-                 "run", "buf", "iov", "local", "remote", "nlocal", "nremote", "expected", "attr_ptr",
-                 "spans", "total", "window_page", "merged")
+                 "lockless", "run", "buf", "iov", "local", "remote", "nlocal", "nremote",
+                 "expected", "attr_ptr", "spans", "total", "window_page", "merged")
 
     def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,
                  generation: int, decodable: tuple):
@@ -150,6 +150,7 @@ class NotifiedCall:
         self.file_key = struct.pack("=QQ", *file.key)     # its (st_dev, st_ino), as stat gives them
         self.fdinfo = fdinfo_identity(file.key)           # the same, as fdinfo shows them
         self.generation = generation
+        self.lockless = False                   # a lookup (learn() says): no lock
         make, _mem, *args = decodable
         mem = PrefetchedMemory(caller_mem, size)
         run = make(mem, *args)
@@ -304,7 +305,10 @@ class NotifiedCalls:
             return _NO_CALLER
         caller.checked = True
         call.mem.data = data
-        ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)
+        if call.lockless:                            # a lookup: no lock, no task switch
+            ret = self.emu.decoded_lockless(cmd, call.run, call.generation)
+        else:
+            ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)
         if ret is None:                              # forgotten since: decode again
             del self.last[cmd]
         else:
@@ -322,5 +326,6 @@ class NotifiedCalls:
         if self.seen.get(cmd) != attr_bytes:
             self.seen[cmd] = attr_bytes
             return
-        self.last[cmd] = NotifiedCall(caller.mem, size, attr_bytes, attr_ptr, f, generation,
-                                      decodable)
+        call = NotifiedCall(caller.mem, size, attr_bytes, attr_ptr, f, generation, decodable)
+        call.lockless = self.emu.dispatch[cmd].lockless
+        self.last[cmd] = call

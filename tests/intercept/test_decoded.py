@@ -151,3 +151,24 @@ def test_decoded_updates_leave_no_undo_journal(ctool):
     assert bg.wait(timeout=120) == 0
     assert bg.supervisor.decoded.served == 298       # all but the first two
     assert emu.undo == []
+
+
+def test_decoded_lookups_take_no_lock(ctool):
+    """A supervised program's decoded lookups run as the in-process caller's do (syscall.py's
+    lockless row): without the emulator's lock, the journal or a task switch
+    (Emulator.decoded_lockless); its updates still go through Emulator.decoded_as. ctool
+    bench 500: 500 updates, then 500 lookups, all but the first two of each decoded."""
+    emu = Emulator()
+    if emu.decoded_calls is None:
+        pytest.skip("decoded calls are off (BPFEMU_DECODED_CALLS=0)")
+    locked = []
+    decoded_as = emu.decoded_as
+
+    def counted(task, cmd, run, generation):
+        locked.append(cmd)
+        return decoded_as(task, cmd, run, generation)
+    emu.decoded_as = counted
+    bg = Background([ctool, "bench", "500"], emu)
+    assert bg.wait(timeout=120) == 0
+    assert bg.supervisor.decoded.served == 996
+    assert locked == [2] * 498                  # BPF_MAP_UPDATE_ELEM only
