@@ -14,6 +14,20 @@ from bpfemu.uapi import consts as c
 N = 20000
 
 
+def _made_and_filled(emu, map_type, n: int):
+    """A map of n entries (key 4, value 8) filled with keys 0..n-1: the key and value
+    buffers and the element attr that points at them, for more calls."""
+    fd = emu.bpf(c.BPF_MAP_CREATE, ctypes.create_string_buffer(
+        struct.pack("<IIII", map_type, 4, 8, n), 168), 168)
+    key, value = ctypes.create_string_buffer(4), ctypes.create_string_buffer(8)
+    attr = ctypes.create_string_buffer(struct.pack(
+        "<IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0), 168)
+    for i in range(n):
+        struct.pack_into("<I", key, 0, i)
+        assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32) == 0
+    return key, value, attr
+
+
 def _filled_map_bytes(map_type, n=None) -> int:
     n = N if n is None else n
     emu = Emulator(seed=1, nr_cpus=2)
@@ -21,14 +35,7 @@ def _filled_map_bytes(map_type, n=None) -> int:
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        fd = emu.bpf(c.BPF_MAP_CREATE, ctypes.create_string_buffer(
-            struct.pack("<IIII", map_type, 4, 8, n), 168), 168)
-        key, value = ctypes.create_string_buffer(4), ctypes.create_string_buffer(8)
-        attr = ctypes.create_string_buffer(struct.pack(
-            "<IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0), 168)
-        for i in range(n):
-            struct.pack_into("<I", key, 0, i)
-            assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32) == 0
+        key, value, attr = _made_and_filled(emu, map_type, n)
         gc.collect()
         return tracemalloc.get_traced_memory()[0] - base
     finally:
@@ -66,14 +73,7 @@ def _bytes_filled_then_replaced(map_type, n: int, new_keys: int):
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        fd = emu.bpf(c.BPF_MAP_CREATE, ctypes.create_string_buffer(
-            struct.pack("<IIII", map_type, 4, 8, n), 168), 168)
-        key, value = ctypes.create_string_buffer(4), ctypes.create_string_buffer(8)
-        attr = ctypes.create_string_buffer(struct.pack(
-            "<IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0), 168)
-        for i in range(n):
-            struct.pack_into("<I", key, 0, i)
-            assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32) == 0
+        key, value, attr = _made_and_filled(emu, map_type, n)
         gc.collect()
         filled = tracemalloc.get_traced_memory()[0] - base
         lru = map_type == c.BpfMapType.BPF_MAP_TYPE_LRU_HASH
