@@ -34,8 +34,9 @@ def _raising(exc):
 @pytest.mark.parametrize("cmd", [c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_LOOKUP_ELEM])
 def test_exception_of_ours_becomes_an_errno_and_a_warning(exc, err, path, cmd):
     """Every way through the entry: the whole entry (the map's op fails), a decoded call,
-    and the call made last (locked for an update, lockless for a lookup)."""
-    emu = Emulator(nr_cpus=NCPU, seed=1)
+    and the call made last (locked for an update, lockless for a lookup). The decoded-call
+    cache on whatever --no-decoded-calls says: it is two of the paths under test."""
+    emu = Emulator(nr_cpus=NCPU, seed=1, decoded_calls=True)
     cl = Client(emu)
     fd = cl.create(HASH, 4, 8, 8)
     m = emu.map_of(fd)
@@ -122,7 +123,7 @@ def test_failures_around_the_decoded_entry_are_answered(monkeypatch):
     decoded call after it fail inside bpf() too: the copy's failure is the call's ENOMEM
     (nothing done), the keeping's is reported and the call's own result stands."""
     from bpfemu import fastpath
-    emu = Emulator(nr_cpus=NCPU, seed=1)
+    emu = Emulator(nr_cpus=NCPU, seed=1, decoded_calls=True)     # the cache is under test
     cl = Client(emu)
     fd = cl.create(HASH, 4, 8, 8)
     key = ctypes.create_string_buffer(struct.pack("<I", 1), 4)

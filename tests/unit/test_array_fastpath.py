@@ -28,7 +28,7 @@ def count_errors(monkeypatch):
 
 
 def pinned_array(map_type, entries=8):
-    emu = Emulator(nr_cpus=2, seed=1)
+    emu = Emulator(nr_cpus=2, seed=1, decoded_calls=True)      # the decoded calls are tested
     create = ctypes.create_string_buffer(struct.pack("<IIII", map_type, 4, 8, entries), 168)
     fd = emu.bpf(c.BPF_MAP_CREATE, create, 168)
     assert fd >= 0

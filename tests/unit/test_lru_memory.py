@@ -30,7 +30,7 @@ def _made_and_filled(emu, map_type, n: int):
 
 def _filled_map_bytes(map_type, n=None) -> int:
     n = N if n is None else n
-    emu = Emulator(seed=1, nr_cpus=2)
+    emu = Emulator(seed=1, nr_cpus=2, store="columnar")     # its memory is measured
     gc.collect()
     tracemalloc.start()
     try:
@@ -68,7 +68,7 @@ def test_a_filled_map_is_at_most_twice_the_kernels_memlock():
 def _bytes_filled_then_replaced(map_type, n: int, new_keys: int):
     """Bytes a key of a map of n keys, filled, then after new_keys more keys went in (for a
     HASH map each after a delete of the oldest; an LRU map evicts)."""
-    emu = Emulator(seed=1, nr_cpus=2)
+    emu = Emulator(seed=1, nr_cpus=2, store="columnar")     # its memory is measured
     gc.collect()
     tracemalloc.start()
     try:
@@ -120,7 +120,7 @@ def test_a_call_rolled_back_inside_the_index_rebuild_leaves_every_key(monkeypatc
                 raise RuntimeError("injected inside the rebuild")
             return dict.keys(self)
     monkeypatch.setattr(htab_columns, "dict", RaisingOnce, raising=False)
-    emu = Emulator(seed=1, nr_cpus=2)
+    emu = Emulator(seed=1, nr_cpus=2, store="columnar")     # its memory is measured
     n = 30_000
     fd = emu.bpf(c.BPF_MAP_CREATE, ctypes.create_string_buffer(
         struct.pack("<IIII", c.BpfMapType.BPF_MAP_TYPE_HASH, 4, 8, n), 168), 168)
