@@ -39,8 +39,8 @@ U, D = c.BPF_MAP_UPDATE_ELEM, c.BPF_MAP_DELETE_ELEM
 V = b"\x77" * 8
 VP = V * NCPU
 MAX_POINTS = 4000          # the long run: every line of a call up to this many
-FIRST_POINTS = 30          # the default run: these first lines of a call, then
-SAMPLED_POINTS = 25         # about this many more spread over the rest of it
+FIRST_POINTS = 25          # the default run: these first lines of a call, then
+SAMPLED_POINTS = 20         # about this many more spread over the rest of it
 
 
 def pin_call(emu, cl, fd):
@@ -327,9 +327,9 @@ def test_call_stopped_at_any_line_is_whole_or_undone(name, store, bpffs):
 def test_call_stopped_after_sampled_c_calls_is_whole_or_undone(name, store, bpffs):
     """A stop where a signal's handler runs mid-line: right after a C call returns, its
     result not yet used (tests.support.stop_at_c_return). A call makes 11-200 C calls;
-    the default run stops after the first 12 and about 12 more spread over the rest."""
-    check_stops(name, store, bpffs, exhaustive=False, stop_at=stop_at_c_return, first=12,
-                sampled=12)
+    the default run stops after the first 8 and about 8 more spread over the rest."""
+    check_stops(name, store, bpffs, exhaustive=False, stop_at=stop_at_c_return, first=8,
+                sampled=8)
 
 
 @pytest.mark.long
