@@ -1,6 +1,7 @@
 """LRU nodes are columns (bpfemu/maps/lru.py), not a Python object each: a filled LRU_HASH
 map costs a few bytes a node more than a filled HASH map of the same size, and at most twice
 what the kernel charges for it."""
+import contextlib
 import ctypes
 import gc
 import struct
@@ -28,18 +29,29 @@ def _made_and_filled(emu, map_type, n: int):
     return key, value, attr
 
 
-def _filled_map_bytes(map_type, n=None) -> int:
-    n = N if n is None else n
-    emu = Emulator(seed=1, nr_cpus=2, store="columnar")     # its memory is measured
+@contextlib.contextmanager
+def _traced():
+    """Yields a function giving the bytes allocated since the block began (tracemalloc,
+    after a collection)."""
     gc.collect()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        key, value, attr = _made_and_filled(emu, map_type, n)
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - base
+
+        def used() -> int:
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0] - base
+        yield used
     finally:
         tracemalloc.stop()
+
+
+def _filled_map_bytes(map_type, n=None) -> int:
+    n = N if n is None else n
+    emu = Emulator(seed=1, nr_cpus=2, store="columnar")     # its memory is measured
+    with _traced() as used:
+        key, value, attr = _made_and_filled(emu, map_type, n)
+        return used()
 
 
 def test_lru_nodes_cost_a_few_bytes_each():
@@ -69,13 +81,9 @@ def _bytes_filled_then_replaced(map_type, n: int, new_keys: int):
     """Bytes a key of a map of n keys, filled, then after new_keys more keys went in (for a
     HASH map each after a delete of the oldest; an LRU map evicts)."""
     emu = Emulator(seed=1, nr_cpus=2, store="columnar")     # its memory is measured
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
+    with _traced() as used:
         key, value, attr = _made_and_filled(emu, map_type, n)
-        gc.collect()
-        filled = tracemalloc.get_traced_memory()[0] - base
+        filled = used()
         lru = map_type == c.BpfMapType.BPF_MAP_TYPE_LRU_HASH
         for i in range(n, n + new_keys):
             if not lru:
@@ -83,10 +91,7 @@ def _bytes_filled_then_replaced(map_type, n: int, new_keys: int):
                 assert emu.bpf(c.BPF_MAP_DELETE_ELEM, attr, 16) == 0
             struct.pack_into("<I", key, 0, i)
             assert emu.bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32) == 0
-        gc.collect()
-        return filled / n, (tracemalloc.get_traced_memory()[0] - base) / n
-    finally:
-        tracemalloc.stop()
+        return filled / n, used() / n
 
 
 def test_a_map_whose_keys_are_replaced_keeps_its_index_at_its_size():
