@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bpfemu import Emulator  # noqa: E402
 from bpfemu import fastpath  # noqa: E402
 from bpfemu.errors import BpfError  # noqa: E402
-from bpfemu.intercept.decoded import (NotifiedCall, NotifiedCalls, _fstatat,  # noqa: E402
-                                      _process_vm_readv)
+from bpfemu.intercept.decoded import (NotifiedCall, NotifiedCalls, PrefetchedMemory,  # noqa: E402
+                                      _fstatat, _process_vm_readv)
 from bpfemu.intercept import seccomp  # noqa: E402
 from bpfemu.intercept.files import SupervisedFiles, fdinfo_identity  # noqa: E402
 from bpfemu.intercept.run import spawn  # noqa: E402
@@ -75,22 +75,28 @@ def main() -> int:
     identity = fdinfo_identity((st.st_dev, st.st_ino))
     files.keep_fdinfo(tid, memfd_name)
 
+    seen = [None]
+
     def fdinfo_check():                              # as NotifiedCalls.serve makes it
         info = files.fdinfo_files.get((tid, memfd_name))
         text = os.pread(info, 128, 0)
-        return text.startswith(identity, text.find(b"\nmnt_id:"))
+        if text != seen[0]:                          # the first time only
+            if not text.startswith(identity, text.find(b"\nmnt_id:")):
+                return False
+            seen[0] = text
+        return True
     assert fdinfo_check()
 
-    def read():
+    def read():                                      # and the attr compared, as serve() does
         _process_vm_readv(tid, call.local, call.nlocal, call.remote, call.nremote, 0)
-        return call.buf.raw
+        return call.attr_read == call.attr_bytes
 
     def update_new_keys():
         key.value += 1
-        call.mem.data = read()
+        read()
         return emu.decoded_as(caller, 2, call.run, call.generation)
 
-    writer = call.mem.writer(ctypes.addressof(value), 8)
+    writer = PrefetchedMemory(caller.mem).writer(ctypes.addressof(value), 8)
     eight = bytes(8)
 
     def write_value():
@@ -121,7 +127,7 @@ def main() -> int:
         ("NOTIF_ID_VALID of a pending notification (fcntl.ioctl)", id_valid),
         ("RECV's notification unpacked (no ioctl)", recv_buffer),
         ("caller switched", lambda: caller.switch(tid, 1)),
-        ("attr+key+value: one process_vm_readv", read),
+        ("attr+key+value: one process_vm_readv, attr compared", read),
         ("fd still the same open file: fstatat (without fdinfo)", fd_check),
         ("fd still the same open file: pread of the kept fdinfo", fdinfo_check),
         ("decoded_as around an empty call", lambda: emu.decoded_as(caller, 2, int, call.generation)),

@@ -32,6 +32,7 @@ import fcntl
 import mmap
 import os
 import struct
+from functools import partial
 
 from ..errors import BpfError
 from ..memory import Memory
@@ -65,40 +66,32 @@ _pread = os.pread
 # fdinfo's first four lines (pos, flags, mnt_id, ino) take at most 91 bytes; a bytes object
 # of 128 comes from Python's small-object allocator, one of 512 from malloc.
 _FDINFO_READ = 128
-_pack_resp = seccomp.RESP.pack_into
+_pack_id = struct.Struct("<Q").pack_into      # seccomp_notif_resp.id
 _NOTIF_ID_VALID = seccomp.NOTIF_ID_VALID
 
 
 class PrefetchedMemory(Memory):
     """The memory a decoded notified call is built with. Each reader it hands out adds a span
-    to the call's one process_vm_readv (after the attr's) and returns that span's bytes of
-    the last read (``data``); writes go to the caller's memory. ``place``: where a span's
-    bytes are in data, from its address (a window of the caller's page, see NotifiedCall);
-    without it the spans follow the attr one after another."""
+    to the call's one process_vm_readv (after the attr's), read into a buffer of its own, and
+    returns that buffer's bytes as the last read left them; writes go to the caller's
+    memory."""
 
-    def __init__(self, caller_mem, attr_size: int, place=None):
+    def __init__(self, caller_mem):
         self.caller_mem = caller_mem
-        self.spans: list[tuple[int, int]] = []      # (address, length) after the attr
-        self.end = attr_size                         # where the next span goes in data
-        self.place = place
-        self.data = b""                              # attr, then the spans, as last read
+        self.spans: list[tuple[int, int, object]] = []     # (address, length, buffer)
 
-    def _span(self, addr: int, n: int) -> int:
-        self.spans.append((addr, n))
-        if self.place is not None:
-            return self.place(addr)
-        off = self.end
-        self.end += n
-        return off
+    def _span(self, addr: int, n: int):
+        buf = ctypes.create_string_buffer(n)
+        self.spans.append((addr, n, buf))
+        return buf
 
     def reader(self, addr: int, n: int):
-        off = self._span(addr, n)
-        return lambda: self.data[off:off + n]
+        # partial(getattr, buf, "raw"): the bytes with no Python frame (half a lambda's cost)
+        return partial(getattr, self._span(addr, n), "raw")
 
     def reader2(self, addr1: int, n1: int, addr2: int, n2: int):
-        off1 = self._span(addr1, n1)
-        off2 = self._span(addr2, n2)
-        return lambda: (self.data[off1:off1 + n1], self.data[off2:off2 + n2])
+        buf1, buf2 = self._span(addr1, n1), self._span(addr2, n2)
+        return lambda: (buf1.raw, buf2.raw)
 
     def read(self, addr: int, n: int) -> bytes:
         return self.caller_mem.read(addr, n)
@@ -127,18 +120,39 @@ class PrefetchedMemory(Memory):
         self.caller_mem.write(addr, data)
 
 
+def _disjoint(pieces) -> bool:
+    """No two of the (address, length, ...) pieces share a byte."""
+    ordered = sorted(pieces, key=lambda p: p[0])
+    return all(a[0] + a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
+
+
+def _scatter(pieces) -> tuple[list, int]:
+    """The local iovecs that take one remote read of the pieces' whole extent (one page):
+    each piece's bytes into its buffer, the bytes between them into a scratch page; and the
+    extent's start."""
+    ordered = sorted(pieces, key=lambda p: p[0])
+    locals_, pos = [], ordered[0][0]
+    for addr, n, local in ordered:
+        if addr > pos:
+            locals_.append((_GAP_ADDR, addr - pos))
+        locals_.append((local, n))
+        pos = addr + n
+    return locals_, ordered[0][0]
+
+
 class NotifiedCall:
     """One decoded notified call: what identifies it, its one read, and the rest to run.
 
-    The read: data is the attr, then the spans its run reads. Each remote iovec costs the
-    kernel a page pin (about 0.15 us), so spans that share a page, 1 KiB or less apart, are
-    read as one window (the bytes between come along), and when the attr is in that page
-    too, attr and window are one remote iovec, scattered to their places in data (the
-    bytes between them to a scratch page). A read of bytes of a page the call reads
-    anyway faults exactly when the call's own bytes would."""
-    __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "fdinfo", "generation", "mem",
-                 "lockless", "run", "buf", "iov", "local", "remote", "nlocal", "nremote",
-                 "expected", "attr_ptr", "spans", "total", "window_page", "merged")
+    The read: the attr into attr_read, each span its run reads into the buffer its reader
+    returns (PrefetchedMemory). Each remote iovec costs the kernel a page pin (about 0.15
+    us), so spans that share a page, 1 KiB or less apart and not overlapping, are read as
+    one window (the bytes between go to a scratch page), and when the attr is in that page
+    too (overlapping none), attr and window are one remote iovec. A read of bytes of a page
+    the call reads anyway faults exactly when the call's own bytes would."""
+    __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "fdinfo", "fdinfo_seen",
+                 "generation", "lockless", "run", "attr_read", "_attr_view", "iov", "local",
+                 "remote", "nlocal", "nremote", "expected", "attr_ptr", "spans",
+                 "window", "window_page", "merged")
 
     def __init__(self, caller_mem, size: int, attr_bytes: bytes, attr_ptr: int, file,
                  generation: int, decodable: tuple):
@@ -149,32 +163,33 @@ class NotifiedCall:
         self.fd_name = str(ufd if ufd <= 0x7FFFFFFF else -1).encode()
         self.file_key = struct.pack("=QQ", *file.key)     # its (st_dev, st_ino), as stat gives them
         self.fdinfo = fdinfo_identity(file.key)           # the same, as fdinfo shows them
+        # The last whole fdinfo text that showed that identity: the same text shows it again.
+        self.fdinfo_seen = None
         self.generation = generation
         self.lockless = False                   # a lookup (learn() says): no lock
         make, _mem, *args = decodable
-        mem = PrefetchedMemory(caller_mem, size)
-        run = make(mem, *args)
-        spans = mem.spans
-        if len(spans) > 1:
-            lo = min(a for a, _ in spans)
-            hi = max(a + n for a, n in spans)
+        mem = PrefetchedMemory(caller_mem)
+        self.run = make(mem, *args)
+        # The attr as the last read left it: a bytearray compares with bytes for less than
+        # a ctypes buffer's .raw costs.
+        self.attr_read = bytearray(size)
+        self._attr_view = (ctypes.c_char * size).from_buffer(self.attr_read)   # fixed size
+        self.spans = [(addr, n, ctypes.addressof(buf)) for addr, n, buf in mem.spans]
+        # The spans as one window (start, length, local iovecs), if they make one.
+        self.window = None
+        if self.spans and _disjoint(self.spans):
+            locals_, lo = _scatter(self.spans)
+            hi = max(a + n for a, n, _ in self.spans)
             if hi - lo <= _WINDOW_MAX and lo // _PAGE == (hi - 1) // _PAGE:
-                mem = PrefetchedMemory(caller_mem, size, lambda addr: size + addr - lo)
-                run = make(mem, *args)
-                spans = [(lo, hi - lo)]
-        self.mem, self.run = mem, run
-        self.spans = spans                            # the remote reads after the attr
-        self.total = size + sum(n for _, n in spans)  # the length of data
-        self.buf = ctypes.create_string_buffer(max(self.total, 1))
-        self.iov = ctypes.create_string_buffer((2 * len(spans) + 4) * _IOVEC.size)
-        # The page an attr must be in to be read with the spans in one iovec (one span only).
-        self.window_page = spans[0][0] // _PAGE if len(spans) == 1 else None
+                self.window = (lo, hi - lo, locals_)
+        self.iov = ctypes.create_string_buffer((3 * len(self.spans) + 4) * _IOVEC.size)
+        self.window_page = self.window[0] // _PAGE if self.window is not None else None
         self.merged, self.attr_ptr = False, None
         self.aim(attr_ptr)
 
     def aim(self, attr_ptr: int) -> None:
         """Set up the read for the attr at attr_ptr (the spans stay where they are)."""
-        size, spans = self.size, self.spans
+        size = self.size
         if (not self.merged and self.attr_ptr is not None
                 and attr_ptr // _PAGE != self.window_page):
             # Still apart from the spans (an attr that moves on every call, as a caller's
@@ -182,25 +197,26 @@ class NotifiedCall:
             _IOVEC.pack_into(self.iov, self.nlocal * _IOVEC.size, attr_ptr, size)
             self.attr_ptr = attr_ptr
             return
-        local = ctypes.addressof(self.buf)
+        attr = (attr_ptr, size, ctypes.addressof(self._attr_view))
+        window = self.window
         self.merged = False
-        if len(spans) == 1:
-            lo, n = spans[0]
+        if window is not None and size:
+            lo, n, _ = window
+            pieces = [attr] + self.spans
             start, end = min(attr_ptr, lo), max(attr_ptr + size, lo + n)
-            if (start // _PAGE == (end - 1) // _PAGE
-                    and (attr_ptr + size <= lo or lo + n <= attr_ptr)):
-                attr, window = (local, size), (local + size, n)
-                gap = (_GAP_ADDR, end - start - size - n)
-                self._set(attr_ptr, [attr, gap, window] if attr_ptr < lo else [window, gap, attr],
-                          [(start, end - start)])
+            if start // _PAGE == (end - 1) // _PAGE and _disjoint(pieces):
+                locals_, start = _scatter(pieces)
+                self._set(attr_ptr, locals_, [(start, end - start)])
                 self.merged = True
                 return
-        locals_ = [(local, size)]
-        local += size
-        for _, n in spans:
-            locals_.append((local, n))
-            local += n
-        self._set(attr_ptr, locals_, [(attr_ptr, size)] + spans)
+        locals_, remotes = [(attr[2], size)], [(attr_ptr, size)]
+        if window is not None:
+            locals_ += window[2]
+            remotes.append(window[:2])
+        else:
+            locals_ += [(local, n) for _, n, local in self.spans]
+            remotes += [(addr, n) for addr, n, _ in self.spans]
+        self._set(attr_ptr, locals_, remotes)
 
     def _set(self, attr_ptr: int, locals_: list, remotes: list) -> None:
         iov, pack = self.iov, _IOVEC.pack_into
@@ -209,7 +225,7 @@ class NotifiedCall:
         self.nlocal, self.nremote = len(locals_), len(remotes)
         self.local = ctypes.byref(iov, 0)
         self.remote = ctypes.byref(iov, len(locals_) * _IOVEC.size)
-        self.expected = sum(n for _, n in remotes)
+        self.expected = sum(n for _, n in locals_)
         self.attr_ptr = attr_ptr
 
 
@@ -246,9 +262,10 @@ class NotifiedCalls:
         call = self.last.get(cmd)
         if call is None or call.size != size:
             return None
-        # The reply, as most calls get it (0): NOTIF_ID_VALID reads its id too.
+        # The reply, as most calls get it (0): NOTIF_ID_VALID reads its id too. Only the id
+        # changes: a call with another result is replied to from another buffer.
         resp = self.resp
-        _pack_resp(resp, 0, notif_id, 0, 0, 0)
+        _pack_id(resp, 0, notif_id)
         caller = self.caller
         # Caller.switch(), less what only the checked path reads (attr_copy, last_file)
         if caller.tid != tid:
@@ -261,8 +278,7 @@ class NotifiedCalls:
         if (_process_vm_readv(tid, call.local, call.nlocal, call.remote, call.nremote, 0)
                 != call.expected):
             return None
-        data = call.buf.raw
-        if not data.startswith(call.attr_bytes):
+        if call.attr_read != call.attr_bytes:
             return None
         # fdget(), every call: is the caller's fd still open on the file this call was
         # decoded for? Whether the file is still registered is not asked: its release
@@ -285,8 +301,13 @@ class NotifiedCalls:
             except OSError:                          # not open now, or the task is gone
                 self.files.drop_fdinfo(tid, call.fd_name)
                 return None
-            if not text.startswith(fdinfo, text.find(b"\nmnt_id:")):
-                return None
+            if text != call.fdinfo_seen:
+                # Another text (a first read, or the fd's position or flags changed): its
+                # identity lines say which open file; a text once seen to show this call's
+                # file shows it whenever it comes again.
+                if not text.startswith(fdinfo, text.find(b"\nmnt_id:")):
+                    return None
+                call.fdinfo_seen = text
         else:
             # fstatat() of /proc/<tid>/fd/<n> into a kept buffer, with the GIL held (it
             # never blocks): os.stat would build a whole stat_result (float and nanosecond
@@ -304,7 +325,6 @@ class NotifiedCalls:
         except OSError:
             return _NO_CALLER
         caller.checked = True
-        call.mem.data = data
         if call.lockless:                            # a lookup: no lock, no task switch
             ret = self.emu.decoded_lockless(cmd, call.run, call.generation)
         else:

@@ -48,12 +48,13 @@ _ioctl = fcntl.ioctl
 # fcntl.ioctl hands the kernel a copy and returns the notification as new bytes, which costs
 # less than zeroing a buffer again for every call.
 _RECV_ARG = bytearray(seccomp.NOTIF_SIZE)
-# struct seccomp_notif: the fields the loop reads: id, pid (a tid), nr, arch, args[0..2]
-_NOTIF_HEAD = struct.Struct("<QI4xiI8x3Q")
+# struct seccomp_notif: the fields the loop reads: id, pid (a tid), nr and arch as one u64
+# (nr in its low half), args[0..2]
+_NOTIF_HEAD = struct.Struct("<QI4xQ8x3Q")
 assert seccomp.NOTIF.format == "<QIIiIQ6Q"
 _pack_resp = seccomp.RESP.pack_into
 _NOTIF_RECV, _NOTIF_SEND = seccomp.NOTIF_RECV, seccomp.NOTIF_SEND
-_NR_BPF, _ARCH_X86_64 = seccomp.NR_BPF, seccomp.AUDIT_ARCH_X86_64
+_BPF_X86_64 = seccomp.AUDIT_ARCH_X86_64 << 32 | seccomp.NR_BPF     # nr and arch, as one u64
 
 
 def _recv_ends_with_the_tree() -> bool:
@@ -175,6 +176,7 @@ class Supervisor:
         uses bound once; everything else by handle()."""
         listener, inotify_fd = self.listener, self.files.inotify_fd
         recv_arg, unpack_head, resp = _RECV_ARG, _NOTIF_HEAD.unpack_from, self.decoded.resp
+        other_resp = bytearray(seccomp.RESP.size)    # the reply to a result other than 0
         serve_decoded = self.decoded.serve if self.trace is None else None
         while True:
             if poller is not None:
@@ -200,8 +202,8 @@ class Supervisor:
                 if poller is None and e.errno == _ENOENT and _tree_gone(listener):
                     return
                 continue
-            notif_id, tid, nr, arch, a0, a1, a2 = unpack_head(buf)
-            if nr != _NR_BPF or arch != _ARCH_X86_64 or serve_decoded is None:
+            notif_id, tid, nr_arch, a0, a1, a2 = unpack_head(buf)
+            if nr_arch != _BPF_X86_64 or serve_decoded is None:
                 self.handle(seccomp.NOTIF.unpack(buf))
                 continue
             try:
@@ -216,10 +218,13 @@ class Supervisor:
                     self._decoded_tried = False
                 continue
             self.calls += 1
-            if ret:                                  # resp holds (notif_id, 0, 0, 0) already
-                _pack_resp(resp, 0, notif_id, ret if ret >= 0 else 0, ret if ret < 0 else 0, 0)
             try:
-                _ioctl(listener, _NOTIF_SEND, resp, True)
+                if ret:
+                    _pack_resp(other_resp, 0, notif_id, ret if ret >= 0 else 0,
+                               ret if ret < 0 else 0, 0)
+                    _ioctl(listener, _NOTIF_SEND, other_resp, True)
+                else:                                # resp holds (notif_id, 0, 0, 0) already
+                    _ioctl(listener, _NOTIF_SEND, resp, True)
             except OSError as e:
                 if e.errno != _ENOENT:               # ENOENT: the caller is gone (killed)
                     raise
