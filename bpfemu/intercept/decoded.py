@@ -61,6 +61,7 @@ _WINDOW_MAX = 1024
 _GAP = ctypes.create_string_buffer(_PAGE)
 _GAP_ADDR = ctypes.addressof(_GAP)
 _U32 = struct.Struct("<I")
+_N_CMDS = max(DECODABLE) + 1
 _ioctl = fcntl.ioctl
 _pread = os.pread
 # fdinfo's first four lines (pos, flags, mnt_id, ino) take at most 91 bytes; a bytes object
@@ -150,6 +151,7 @@ class NotifiedCall:
     too (overlapping none), attr and window are one remote iovec. A read of bytes of a page
     the call reads anyway faults exactly when the call's own bytes would."""
     __slots__ = ("size", "attr_bytes", "fd_name", "file_key", "fdinfo", "fdinfo_seen",
+                 "info_tid", "info_fd", "info_closes",
                  "generation", "lockless", "run", "attr_read", "_attr_view", "iov", "local",
                  "remote", "nlocal", "nremote", "expected", "attr_ptr", "spans",
                  "window", "window_page", "merged")
@@ -165,6 +167,9 @@ class NotifiedCall:
         self.fdinfo = fdinfo_identity(file.key)           # the same, as fdinfo shows them
         # The last whole fdinfo text that showed that identity: the same text shows it again.
         self.fdinfo_seen = None
+        # The kept fdinfo file it read last (files.keep_fdinfo): for which task, its fd, and
+        # files.fdinfo_closes then (a close since may have given the number to another file).
+        self.info_tid, self.info_fd, self.info_closes = None, -1, -1
         self.generation = generation
         self.lockless = False                   # a lookup (learn() says): no lock
         make, _mem, *args = decodable
@@ -246,7 +251,7 @@ class NotifiedCalls:
         # The reply to a call served here (struct seccomp_notif_resp), its id set by serve();
         # the supervisor sends it as it is when the result is 0.
         self.resp = bytearray(seccomp.RESP.size)
-        self.last: dict[int, NotifiedCall] = {}
+        self.last: list[NotifiedCall | None] = [None] * _N_CMDS    # by command
         self.seen: dict[int, bytes] = {}
         self.served = 0                              # calls served decoded (tests, benchmark)
 
@@ -259,7 +264,9 @@ class NotifiedCalls:
         result. None: not served (nothing was done that the checked path would not do
         again). cmd and size are the raw 64-bit registers: the kernel reads their low 32 bits
         only, so one with high bits set finds no decoded call and goes the checked way."""
-        call = self.last.get(cmd)
+        if cmd >= _N_CMDS:
+            return None
+        call = self.last[cmd]
         if call is None or call.size != size:
             return None
         # The reply, as most calls get it (0): NOTIF_ID_VALID reads its id too. Only the id
@@ -271,7 +278,8 @@ class NotifiedCalls:
         if caller.tid != tid:
             caller.tid = caller.mem.pid = caller.fds.tid = tid
         caller.notif_id = notif_id
-        caller.checked = False
+        # (caller.checked: set below, after NOTIF_ID_VALID, before anything can write; a call
+        # not served here goes through Caller.switch(), which clears it.)
         # The attr and every span in one read; a short one (a fault) goes the checked way.
         if attr_ptr != call.attr_ptr:
             call.aim(attr_ptr)
@@ -290,12 +298,16 @@ class NotifiedCalls:
             # looks the fd up again at each read: half the cost of a stat of
             # /proc/<tid>/fd/<n>, whose walk follows the fd's link (and checks our ptrace
             # access) at each call.
-            key = (tid, call.fd_name)
-            info = self.fdinfo_files.get(key)
-            if info is None:
-                info = self.files.keep_fdinfo(tid, call.fd_name)
+            files = self.files
+            if tid == call.info_tid and call.info_closes == files.fdinfo_closes:
+                info = call.info_fd
+            else:
+                info = self.fdinfo_files.get((tid, call.fd_name))
                 if info is None:
-                    return None
+                    info = files.keep_fdinfo(tid, call.fd_name)
+                    if info is None:
+                        return None
+                call.info_tid, call.info_fd, call.info_closes = tid, info, files.fdinfo_closes
             try:
                 text = _pread(info, _FDINFO_READ, 0)
             except OSError:                          # not open now, or the task is gone
@@ -323,6 +335,7 @@ class NotifiedCalls:
         try:
             _ioctl(self.listener, _NOTIF_ID_VALID, resp, True)
         except OSError:
+            self.served += 1                         # answered here (the reply lands nowhere)
             return _NO_CALLER
         caller.checked = True
         if call.lockless:                            # a lookup: no lock, no task switch
@@ -330,7 +343,7 @@ class NotifiedCalls:
         else:
             ret = self.emu.decoded_as(caller, cmd, call.run, call.generation)
         if ret is None:                              # forgotten since: decode again
-            del self.last[cmd]
+            self.last[cmd] = None
         else:
             self.served += 1
         return ret

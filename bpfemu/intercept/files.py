@@ -86,8 +86,10 @@ class SupervisedFiles:
         # their fd up through it too (decoded.py)
         self.fd_dirs: dict[int, int] = {}
         self._stat_fds: dict[int, int] = {}         # tid -> fd of its /proc/<tid>/stat
-        # (tid, fd number as bytes) -> fd of /proc/<tid>/fdinfo/<n> (decoded.py)
+        # (tid, fd number as bytes) -> fd of /proc/<tid>/fdinfo/<n> (decoded.py); the count
+        # of times any of them was closed, so that a decoded call may keep the one it uses.
         self.fdinfo_files: dict[tuple, int] = {}
+        self.fdinfo_closes = 0
 
     def task_view(self, tid: int) -> "TaskFiles":
         return TaskFiles(self, tid)
@@ -251,6 +253,7 @@ class SupervisedFiles:
             raise BpfError(errno.EBADF) from None
 
     def _close_fd_dirs(self) -> None:
+        self.fdinfo_closes += 1
         for kept in (self.fd_dirs, self._stat_fds, self.fdinfo_files):
             for fd in kept.values():
                 os.close(fd)
@@ -268,6 +271,7 @@ class SupervisedFiles:
             return None
         kept = self.fdinfo_files
         if len(kept) >= FDINFO_MAX:
+            self.fdinfo_closes += 1
             for old in kept.values():
                 os.close(old)
             kept.clear()
@@ -278,6 +282,7 @@ class SupervisedFiles:
         """A kept fdinfo file whose read failed: closed (the next call opens a fresh one)."""
         fd = self.fdinfo_files.pop((tid, name), None)
         if fd is not None:
+            self.fdinfo_closes += 1
             os.close(fd)
 
     def task_stat(self, tid: int) -> bytes:
