@@ -151,7 +151,10 @@ class DataPlane:
         than the value (a program reading past it would not load)."""
         def lookup():
             m, op = self._map(fd, "map_lookup_elem_prog")
-            return op(m, self._bytes(key, m.key_size, "key"))
+            found = op(m, self._bytes(key, m.key_size, "key"))
+            if found is not None:
+                m.prog_views = True             # which element is which now shows (hashtab.py)
+            return found
         view = atomic(self.emu, lookup)          # an LRU lookup marks the node: journaled
         if view is None or as_type is None:
             return view

@@ -109,6 +109,7 @@ class BpfMap:
         self.id = 0
         self.name = b"\0" * 16
         self.frozen = False
+        self.prog_views = False                # a program was handed an element's memory (progs.py)
         self.refcnt = 0                        # open file descriptions + pins
         self.has_spin_lock = False             # a struct bpf_spin_lock in the BTF value type
         self.spin_lock_off = None

@@ -175,7 +175,14 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     elif htab.prealloc:
         # Updating an existing element: this CPU's extra element, and the old one becomes it
         # (pl_new = this_cpu_ptr(htab->extra_elems); l_new = *pl_new; *pl_new = old_elem).
-        l_new = store.swap_extra_elem(htab.kernel.cpu, old_elem, copy)
+        # The CPU decides which element's memory the new version takes and which spare the
+        # old one becomes: only a program's pointer into an element tells (progs.py), so the
+        # caller's CPU (under bpfemu run a read of /proc/<tid>/stat) is asked only once a
+        # program was handed one; until then CPU 0's spares serve. Exact: an element a program
+        # is handed was linked until then (never a spare), and from then on it follows the
+        # kernel's spares; which free element a CPU without a spare takes is elem-reuse's.
+        cpu = htab.kernel.cpu if htab.prog_views else 0
+        l_new = store.swap_extra_elem(cpu, old_elem, copy)
         if l_new is None:
             # This CPU had no spare yet (the kernel sets them aside at creation): a free one.
             l_new = store.alloc(copy)
