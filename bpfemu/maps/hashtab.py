@@ -160,18 +160,18 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     map is full. The value is copied in (pcpu_init_value() for the per-CPU types); the key
     goes in with the link (store.add_head)."""
     store = htab.store
-    # copy_map_value() into the new element: the store does it as it hands the element out.
-    copy = None if percpu else value
     # DEVIATION(elem-reuse): Linux keeps one freelist per CPU (pcpu_freelist: push on this
     # CPU's list, pop from it first, then steal from the next CPUs; the initial split and
     # the spares taken at creation depend on the CPU that created the map) and, without
     # preallocation, bpf_mem_alloc's per-CPU caches. We keep one LIFO for the whole map.
     # Only which freed element's memory a new element reuses differs: a program's stale
     # pointer into a deleted element, and the padding DEVIATION(percpu-padding) describes.
+    # copy_map_value() into the new element (not per-CPU): the store does it as it hands
+    # the element out.
     if old_elem is None:
         if store.count() >= htab.max_entries:
             raise BpfError(errno.E2BIG)           # no free element / is_map_full()
-        l_new = store.alloc(copy)
+        l_new = store.alloc(None if percpu else value)
     elif htab.prealloc:
         # Updating an existing element: this CPU's extra element, and the old one becomes it
         # (pl_new = this_cpu_ptr(htab->extra_elems); l_new = *pl_new; *pl_new = old_elem).
@@ -182,12 +182,12 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
         # is handed was linked until then (never a spare), and from then on it follows the
         # kernel's spares; which free element a CPU without a spare takes is elem-reuse's.
         cpu = htab.kernel.cpu if htab.prog_views else 0
-        l_new = store.swap_extra_elem(cpu, old_elem, copy)
+        l_new = store.swap_extra_elem(cpu, old_elem, None if percpu else value)
         if l_new is None:
             # This CPU had no spare yet (the kernel sets them aside at creation): a free one.
-            l_new = store.alloc(copy)
+            l_new = store.alloc(None if percpu else value)
     else:
-        l_new = store.alloc(copy)
+        l_new = store.alloc(None if percpu else value)
     if percpu:
         _pcpu_init_value(htab, l_new, value, onallcpus, htab.kernel.cpu)
     return l_new

@@ -229,16 +229,15 @@ class ColumnarStore:
         by init_value, which journals nothing) and its link (add_head right after journals
         nothing)."""
         free = self.free_slots
-        undo = self.undo
         if free:
             n = len(free) - 1
             l = free[n]
             size = self.slot_size
             o = (l & self.chunk_mask) * size
             chunk = l >> self.chunk_shift
-            entry = (self.unalloc, l, len(self.pending), n, self.chunk_bufs[chunk][o:o + size])
-            undo.append(entry)
-            self.taken = entry
+            self.taken = entry = (self.unalloc, l, len(self.pending), n,
+                                  self.chunk_bufs[chunk][o:o + size])
+            self.undo.append(entry)
             del free[n]
             if value is not None:
                 self.chunks[chunk][o:o + size] = value
@@ -248,9 +247,8 @@ class ColumnarStore:
             count = min(1 << min(self.chunk_shift, 13), self.max_slots - l)
             assert count > 0, "more slots than the kernel has elements"
             self._new_slots(count)
-        entry = (self.unalloc, l, len(self.pending), -1, None)
-        undo.append(entry)
-        self.taken = entry
+        self.taken = entry = (self.unalloc, l, len(self.pending), -1, None)
+        self.undo.append(entry)
         self.n_used = l + 1
         if value is not None:
             size = self.slot_size
@@ -397,24 +395,24 @@ class ColumnarStore:
         self._walk_forget()
 
     def unlink(self, l: int) -> None:
-        keys = self.elem_key
-        nxt = self.elem_next
-        undo = self.undo
         self.walk_order = NO_WALK           # _walk_forget(), inlined: the lists change
         self.walk_steps = 0
+        keys = self.elem_key
+        key = keys[l]
+        nxt = self.elem_next
         if nxt[l] < -1:                     # pending: its entry in pending goes stale
-            key = keys[l]
-            elems = self.elems
             stale = self.pending_stale
-            undo.append((self.relink_pending, l, key, stale))
+            self.undo.append((self.relink_pending, l, key, stale))
+            elems = self.elems
             del elems[key]
             keys[l] = None
             if not elems:                   # the last one: every entry is stale
-                undo.append(self._saved_pending())
+                self.undo.append(self._saved_pending())
                 self._pending_done()
                 return
             self.pending_stale = stale = stale + 1
             if not stale & 1023:
+                undo = self.undo
                 self._index_at_size()
                 if stale > 4 * len(elems) + 4096:
                     # Inserts and deletes and no walk: keep it short (looked at every 1024th
@@ -424,10 +422,10 @@ class ColumnarStore:
                     self.pending[:] = _packed("I", self._live_pending())
                     self.pending_stale = 0
             return
+        undo = self.undo
         b = self.elem_hash[l] & self.bucket_mask
         heads = self.heads
         p = heads[b]
-        key = keys[l]
         if p == l:
             undo.append((self.relink, l, key, self.pending_stale, b, -1, nxt[l]))
             heads[b] = nxt[l]
