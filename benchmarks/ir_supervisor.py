@@ -11,8 +11,9 @@ same difference per call: where the interpreter's instructions go.
 
 ``--updates``: the client runs `ctool updates N` (N updates only) instead, so that the
 update's own count is known and the lookup's follows (twice the bench figure less it).
-``--replaces``: `ctool replaces N` (N updates of one key: replaces, for which the
-supervisor reads the caller's CPU from /proc/<tid>/stat).
+``--replaces``: `ctool replaces N` (N updates of one key of a preallocated HASH map:
+replaces, each taking a CPU's spare element; the caller's CPU, /proc/<tid>/stat, is read
+only once a program was handed a pointer into an element, which this loop never is).
 
 Run: python benchmarks/ir_supervisor.py [-k 2000] [--annotate] [--updates | --replaces]
 Needs valgrind and a C compiler.

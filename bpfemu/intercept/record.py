@@ -203,7 +203,7 @@ class RecordingSupervisor(Supervisor):
             self._reply(notif_id, 0, 0, seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
             return
         self.caller.switch(tid, notif_id)
-        self.calls += 1
+        self.checked_calls += 1
         self._unreplied = None
         self.trace.bpf(cmd, attr, a2 & 0xFFFFFFFF)
         if self._unreplied is not None:

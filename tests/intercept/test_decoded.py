@@ -190,3 +190,62 @@ def test_a_replace_loop_reads_no_cpu(ctool, monkeypatch):
     out, sup = _served(ctool, "replaces", "300")
     assert sup.decoded.served == 298
     assert reads == []
+
+
+def test_a_kept_fdinfo_file_closed_since_is_not_read_again():
+    """A decoded call remembers the kept /proc/<tid>/fdinfo/<n> it read (NotifiedCall.info_fd).
+    Once files closes it, that number may name another fdinfo file, one that still shows the
+    call's file (here a dup of it), while the caller's fd number now names another file: the
+    call must look its fdinfo file up again, and not be served. This process is the caller;
+    a served call is seen as -ESRCH (its fd check passed, then NOTIF_ID_VALID failed on a
+    "listener" that is /dev/null)."""
+    import ctypes
+    import errno
+    import os
+    import types
+
+    from bpfemu.intercept.decoded import NotifiedCall, NotifiedCalls
+    from bpfemu.intercept.files import SupervisedFiles, fdinfo_identity
+    from bpfemu.intercept.task import Caller
+
+    files = SupervisedFiles()
+    not_a_listener = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        tid = os.getpid()
+        caller = Caller(not_a_listener, files)
+        caller.switch(tid, 1)
+        m1 = os.memfd_create("bpf-map", os.MFD_CLOEXEC)
+        st = os.fstat(m1)
+        if fdinfo_identity((st.st_dev, st.st_ino)) is None:
+            pytest.skip("fdinfo shows no inode here")
+        key = ctypes.c_uint32(7)
+        attr = ctypes.create_string_buffer(
+            m1.to_bytes(4, "little") + bytes(4) + ctypes.addressof(key).to_bytes(8, "little"), 16)
+
+        def make(mem, key_ptr):
+            return mem.reader(key_ptr, 4)
+        call = NotifiedCall(caller.mem, 16, attr.raw, ctypes.addressof(attr),
+                            types.SimpleNamespace(key=(st.st_dev, st.st_ino)), 0,
+                            (make, None, ctypes.addressof(key)))
+        decoded = NotifiedCalls(None, caller, files)
+        decoded.last[1] = call
+
+        def serve():
+            return decoded.serve(tid, 1, 1, ctypes.addressof(attr), 16)
+        assert serve() == -errno.ESRCH              # the fd check passed
+        kept = call.info_fd
+        dup = os.dup(m1)                            # the call's file lives on
+        files.drop_fdinfo(tid, str(m1).encode())
+        other = os.open(f"/proc/self/fdinfo/{dup}", os.O_RDONLY | os.O_CLOEXEC)
+        m2 = os.memfd_create("bpf-map", os.MFD_CLOEXEC)
+        try:
+            if other != kept:
+                pytest.skip("the closed number was not the lowest free one")
+            os.dup2(m2, m1)                         # m1's number: another file now
+            assert serve() is None
+        finally:
+            for fd in (dup, other, m2, m1):
+                os.close(fd)
+    finally:
+        files.close()
+        os.close(not_a_listener)
