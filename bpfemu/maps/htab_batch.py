@@ -42,7 +42,7 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
 
     # Decide which whole buckets this call takes, and how it ends, before touching anything.
     store = htab.store
-    elems, bucket_ids, ends, stop = store.batch_buckets(batch, max_count)
+    elems, bucket_ids, ends, stop = store.batch_buckets(batch, max_count, do_delete)
     total = len(elems)
     ret = 0
     if stop is None:                        # only empty buckets left

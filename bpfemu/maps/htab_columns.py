@@ -39,7 +39,7 @@ costs a few dozen bytes per element:
 import struct
 import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from functools import partial
 from operator import itemgetter
 
@@ -129,6 +129,10 @@ class ColumnarStore:
         self.pending_ordered = False
         self.walk_order = NO_WALK               # a long walk's order (_walk_order)
         self.walk_steps = 0                     # walk steps since the lists changed
+        # A batch walk's order of a map whose elements are all pending (walk order, slots,
+        # buckets: _pending_batch_order), valid while walk_order is its walk order.
+        self.batch_order = None
+        self.batch_keys = None                  # (slots, their keys): keys_of() memo
         # Every bucket is empty until the first sync links elements: the heads are an empty
         # SparseHeads until then (a map filled and not walked since has no array of them).
         self.heads = SparseHeads()
@@ -894,12 +898,21 @@ class ColumnarStore:
     # Each does what the element operations above would do one after the other, journaled
     # as one undo entry, with no Python call per element.
 
-    def batch_buckets(self, b: int, max_count: int):
+    def batch_buckets(self, b: int, max_count: int, unlinking: bool = False):
         """(slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
         non-empty one >= b that fit in max_count elements, in walk order; those buckets,
         where each one's elements end in slots; stop, the first non-empty bucket not taken
-        (None when none is left)."""
+        (None when none is left).
+
+        On a map whose elements are all pending (filled and not walked since), the buckets
+        come from the order linking would give them, made once from their hashes and kept
+        while nothing changes (_pending_batch_order): a call takes a slice of it, and the
+        elements stay pending, as for a walk (walk_hint). Not when the caller unlinks what
+        it takes (``unlinking``): the lists are made then, as unlink_buckets() needs them."""
         if self.pending:
+            if (not unlinking and self._all_pending()
+                    and (not self.pending_ordered or self.walk_order is not NO_WALK)):
+                return self._pending_batch_buckets(b, max_count)
             self.sync()
         heads, nxt = self.heads, self.elem_next
         n_buckets = self.n_buckets
@@ -940,7 +953,57 @@ class ColumnarStore:
             b += 1
         return slots, bucket_ids, ends, None
 
+    def _pending_batch_order(self):
+        """(walk order, slots, buckets): the elements of a map whose elements are all
+        pending, in the order linking them would give a walk (_pending_walk_order's: the
+        newest first, sorted by bucket), as their keys (the walk order, which it becomes),
+        their slots, and their buckets (ascending). Made once, at C speed, and kept while
+        the walk order is this one: anything that changes the pending elements drops it."""
+        order = self.batch_order
+        if order is not None and order[0] is self.walk_order:
+            return order
+        newest_first = self.pending.tolist()
+        newest_first.reverse()
+        keys = _gather(self.elem_key, newest_first)
+        hashes = htab_map_hash_many(keys, self.key_size, self.hashrnd)
+        buckets = _masked(hashes, self.bucket_mask)
+        by_bucket = sorted(range(len(buckets)), key=buckets.__getitem__)    # stable
+        walk = [0]
+        walk += _gather(keys, by_bucket)
+        walk.append(None)
+        order = (walk, _gather(newest_first, by_bucket), _gather(buckets, by_bucket))
+        self.walk_order = walk
+        self.walk_steps = 0
+        self.pending_ordered = True
+        self.batch_order = order
+        return order
+
+    def _pending_batch_buckets(self, b: int, max_count: int):
+        """batch_buckets() of a map whose elements are all pending: a slice of their
+        order. The buckets taken and their ends are made only if asked for (a copy that
+        goes bucket by bucket, a delete: unlink_buckets links the elements first)."""
+        walk, slots, buckets = self._pending_batch_order()
+        n = len(slots)
+        i = bisect_left(buckets, b)
+        j = i + max_count
+        stop = None
+        if j < n:
+            stop = buckets[j]                   # the bucket that does not fit, whole
+            j = bisect_left(buckets, stop, i, j)
+        else:
+            j = n
+        part = buckets[i:j]
+        taken = slots[i:j]
+        self.batch_keys = (taken, walk[i + 1:j + 1])
+        return (taken, _LazyList(partial(_distinct, part)),
+                _LazyList(partial(_bucket_ends, part)), stop)
+
     def keys_of(self, slots: list) -> list:
+        memo = self.batch_keys
+        if memo is not None:
+            self.batch_keys = None
+            if memo[0] is slots:                # the slice batch_buckets() just took
+                return memo[1]
         return _gather(self.elem_key, slots)
 
     def values_of(self, slots: list) -> bytes:
@@ -966,6 +1029,8 @@ class ColumnarStore:
     def unlink_buckets(self, slots: list, bucket_ids: list) -> None:
         """unlink() of every element of whole buckets (slots, in walk order, and the
         buckets, as batch_buckets() gave them): those buckets are left empty."""
+        if self.pending:
+            self.sync()                         # the order of the slots is the lists' now
         keys = _gather(self.elem_key, slots)
         nxt = self.elem_next
         heads = self.heads
@@ -1212,6 +1277,43 @@ def _gather(seq, slots: list) -> list:
     if len(slots) > 1:
         return list(itemgetter(*slots)(seq))
     return [seq[l] for l in slots]
+
+
+class _LazyList:
+    """A list made when first used: the buckets of a batch and their ends, which a batch
+    lookup needs only when its copy goes bucket by bucket."""
+    __slots__ = ("make", "items")
+
+    def __init__(self, make):
+        self.make = make
+        self.items = None
+
+    def _list(self) -> list:
+        if self.items is None:
+            self.items = self.make()
+        return self.items
+
+    def __len__(self):
+        return len(self._list())
+
+    def __getitem__(self, i):
+        return self._list()[i]
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def index(self, x):
+        return self._list().index(x)
+
+
+def _distinct(buckets: list) -> list:
+    """The distinct items of ascending buckets, in order."""
+    return list(dict.fromkeys(buckets))
+
+
+def _bucket_ends(buckets: list) -> list:
+    """Where each bucket's run of items ends in ascending buckets."""
+    return [bisect_right(buckets, x) for x in dict.fromkeys(buckets)]
 
 
 def _is_run(slots: list) -> bool:

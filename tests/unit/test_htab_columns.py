@@ -443,6 +443,82 @@ def test_lookup_batch_after_pending_inserts(both, kind, key_size):
     p.walk()
 
 
+@pytest.mark.parametrize("count", [1, 3, 64, 256, 1001])
+def test_lookup_batch_of_a_filled_map_keeps_it_pending(both, kind, key_size, count):
+    """A LOOKUP_BATCH walk of a map whose elements all wait (filled, not walked since)
+    takes its buckets from their order (the hashes, sorted), made once for the whole walk,
+    and links nothing, as a GET_NEXT_KEY walk; a second walk gives the same."""
+    rng = random.Random(700 + key_size + count)
+    p = PendingPair(both, kind, key_size, 1000)          # 1024 buckets
+    for k in distinct_keys(rng, key_size, 900):
+        p.put(k)
+    assert p.live_pending() == 900
+    first = batch_walks(p, LOOKUP_BATCH, count)
+    assert p.live_pending() == 900                        # nothing linked
+    assert batch_walks(p, LOOKUP_BATCH, count) == first
+    if count >= 64:
+        assert keys_in(p, first) == sorted(p.model)
+    # Emptied and filled again with other keys: all waiting again, a new order.
+    p.walk_linked()
+    for k in list(p.model):
+        p.remove(k)
+    for k in distinct_keys(rng, key_size, 700):
+        p.put(k)
+    assert p.live_pending() == 700
+    again = batch_walks(p, LOOKUP_BATCH, count)
+    if count >= 64:
+        assert keys_in(p, again) == sorted(p.model)
+    p.walk()
+
+
+@pytest.mark.parametrize("change", ["insert", "replace", "delete", "next_key", "walk",
+                                    "lookup_and_delete"])
+def test_filled_map_changed_in_the_middle_of_a_lookup_batch_walk(both, kind, key_size, change):
+    """Between two calls of a LOOKUP_BATCH walk served from the waiting elements' order,
+    the map changes (or another walk runs): the rest of the walk is the lists' as they are
+    now, the same on both stores."""
+    rng = random.Random(800 + key_size)
+    p = PendingPair(both, kind, key_size, 1000)
+    keys = distinct_keys(rng, key_size, 1000)
+    for k in keys[:800]:
+        p.put(k)
+    more = iter(keys[800:])
+
+    def between(i):
+        if i % 2:
+            return
+        if change == "insert":
+            p.put(next(more))
+        elif change == "replace":
+            p.put(keys[(37 * i) % 800])
+        elif change == "delete":
+            k = keys[(53 * i) % 800]
+            p.remove(k, want=0 if k in p.model else -ENOENT)
+        elif change == "next_key":
+            assert p.next_key(None)[0] == 0
+        elif change == "walk":
+            p.walk()
+        else:
+            side = batch_once(p, LOOKUP_AND_DELETE_BATCH, 3, i)
+            for k in side:
+                del p.model[k]
+
+    batch_walks(p, LOOKUP_BATCH, 50, between)
+    p.check_values(p.walk())
+
+
+def batch_once(p, cmd, count, i):
+    """One batch call from bucket i on both stores, the same on both: the keys taken."""
+    out = []
+    for cl, fd in zip(p.cls, p.fds):
+        bufs = Bufs(count, p.ks, p.vs, token=struct.pack("<I", i))
+        r = lookup_call(cl.b, cmd, fd, bufs, count, in_batch=True)
+        out.append((r[0], r[1], r[2][:r[1] * p.ks], r[3][:r[1] * p.vs], r[4][:4]))
+    assert_same(out[0], out[1])
+    blob = out[0][2]
+    return [blob[j:j + p.ks] for j in range(0, len(blob), p.ks)]
+
+
 @pytest.mark.parametrize("count", [3, 40, 1000])
 def test_lookup_and_delete_batch_after_pending_inserts(both, kind, key_size, count):
     rng = random.Random(600 + key_size + count)
