@@ -14,8 +14,10 @@ update's own count is known and the lookup's follows (twice the bench figure les
 ``--replaces``: `ctool replaces N` (N updates of one key of a preallocated HASH map:
 replaces, each taking a CPU's spare element; the caller's CPU, /proc/<tid>/stat, is read
 only once a program was handed a pointer into an element, which this loop never is).
+``--percpu-updates``: `ctool percpu_updates N` (N updates of new keys of a PERCPU_HASH map).
 
-Run: python benchmarks/ir_supervisor.py [-k 2000] [--annotate] [--updates | --replaces]
+Run: python benchmarks/ir_supervisor.py [-k 2000] [--annotate]
+[--updates | --replaces | --percpu-updates]
 Needs valgrind and a C compiler.
 """
 import argparse
@@ -81,6 +83,8 @@ def main(argv=None) -> None:
     ap.add_argument("--updates", action="store_true", help="serve `ctool updates N` (updates only)")
     ap.add_argument("--replaces", action="store_true",
                     help="serve `ctool replaces N` (updates of one key only)")
+    ap.add_argument("--percpu-updates", action="store_true",
+                    help="serve `ctool percpu_updates N` (new keys of a PERCPU_HASH map)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -91,7 +95,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ctool = build(tmp)
         k = args.k
-        loop = "updates" if args.updates else "replaces" if args.replaces else "bench"
+        loop = ("updates" if args.updates else "replaces" if args.replaces
+                else "percpu_updates" if args.percpu_updates else "bench")
         extra = 4 * k if loop == "bench" else 2 * k       # calls of the longer run's extra
         short, short_out = run_callgrind(ctool, loop, k, tmp)
         long_, out = run_callgrind(ctool, loop, 3 * k, tmp)

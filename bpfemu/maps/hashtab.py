@@ -189,7 +189,8 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     else:
         l_new = store.alloc(None if percpu else value)
     if percpu:
-        _pcpu_init_value(htab, l_new, value, onallcpus, htab.kernel.cpu)
+        # Every CPU's slot for a syscall (onallcpus): the CPU is asked for a program's only.
+        _pcpu_init_value(htab, l_new, value, onallcpus, 0 if onallcpus else htab.kernel.cpu)
     return l_new
 
 

@@ -288,6 +288,20 @@ static int cmd_updates(int n)
 	return 0;
 }
 
+/* n updates of new keys of a PERCPU_HASH map (a value for each of up to 1024 CPUs). */
+static int cmd_percpu_updates(int n)
+{
+	static uint64_t v[1024];
+	int fd = map_create(BPF_MAP_TYPE_PERCPU_HASH, 4, 8, n);
+	union bpf_attr a;
+	uint32_t k;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = fd; a.key = (uintptr_t)&k; a.value = (uintptr_t)v;
+	for (k = 0; k < (uint32_t)n; k++)
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a, 32)) { perror("update"); return 1; }
+	return 0;
+}
+
 /* n updates of one key, nothing else: all but the first replace it (a preallocated map's
  * replace takes this CPU's spare element, so the supervisor reads the caller's CPU). */
 static int cmd_replaces(int n)
@@ -511,6 +525,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "bench")) return cmd_bench(atoi(argv[2]));
 	if (!strcmp(argv[1], "updates")) return cmd_updates(atoi(argv[2]));
 	if (!strcmp(argv[1], "replaces")) return cmd_replaces(atoi(argv[2]));
+	if (!strcmp(argv[1], "percpu_updates")) return cmd_percpu_updates(atoi(argv[2]));
 	if (!strcmp(argv[1], "churn")) return cmd_churn(atoi(argv[2]));
 	if (!strcmp(argv[1], "fstatfs")) return cmd_fstatfs(argv[2]);
 	if (!strcmp(argv[1], "decoded")) return cmd_decoded();

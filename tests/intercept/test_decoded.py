@@ -174,11 +174,14 @@ def test_decoded_lookups_take_no_lock(ctool):
     assert locked == [2] * 498                  # BPF_MAP_UPDATE_ELEM only
 
 
-def test_a_replace_loop_reads_no_cpu(ctool, monkeypatch):
-    """ctool replaces 300: updates of one key of a preallocated HASH map. Each replace takes a
-    CPU's spare element, and which one it is shows only to a program holding a pointer into
-    an element (hashtab.alloc_htab_elem): with none handed out, the supervisor reads no
-    caller's CPU (/proc/<tid>/stat, about 2.4 us a call before)."""
+@pytest.mark.parametrize("loop", ["replaces", "percpu_updates"])
+def test_a_replace_loop_reads_no_cpu(ctool, monkeypatch, loop):
+    """Loops whose outcome does not depend on the caller's CPU do not read it
+    (/proc/<tid>/stat, about 2.4 us a call before). ctool replaces 300: updates of one key of
+    a preallocated HASH map; each replace takes a CPU's spare element, and which one it is
+    shows only to a program holding a pointer into an element (hashtab.alloc_htab_elem), and
+    none was handed out. ctool percpu_updates 300: new keys of a PERCPU_HASH map; a syscall
+    writes every CPU's slot."""
     from bpfemu.intercept.files import SupervisedFiles
     reads = []
     task_stat = SupervisedFiles.task_stat
@@ -187,7 +190,7 @@ def test_a_replace_loop_reads_no_cpu(ctool, monkeypatch):
         reads.append(tid)
         return task_stat(self, tid)
     monkeypatch.setattr(SupervisedFiles, "task_stat", counted)
-    out, sup = _served(ctool, "replaces", "300")
+    out, sup = _served(ctool, loop, "300")
     assert sup.decoded.served == 298
     assert reads == []
 
