@@ -42,7 +42,7 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
 
     # Decide which whole buckets this call takes, and how it ends, before touching anything.
     store = htab.store
-    elems, bucket_ids, ends, stop = store.batch_buckets(batch, max_count, do_delete)
+    elems, bucket_ids, ends, stop = store.batch_buckets(batch, max_count)
     total = len(elems)
     ret = 0
     if stop is None:                        # only empty buckets left
@@ -79,8 +79,9 @@ def __htab_map_lookup_and_delete_batch(emu, htab, b, uattr, do_delete: bool,
     if do_delete and done:
         # Elements are freed last-unlinked first (the batch_flink list), i.e. from the
         # tail of each bucket.
-        n_done = len(ends) if done == total else ends.index(done) + 1
-        elems, bucket_ids, ends = elems[:done], bucket_ids[:n_done], ends[:n_done]
+        if done < total:
+            n_done = ends.index(done) + 1
+            elems, bucket_ids, ends = elems[:done], bucket_ids[:n_done], ends[:n_done]
         store.unlink_buckets(elems, bucket_ids)
         if len(ends) == done:               # one element a bucket
             free_order = elems

@@ -133,6 +133,7 @@ class ColumnarStore:
         # buckets: _pending_batch_order), valid while walk_order is its walk order.
         self.batch_order = None
         self.batch_keys = None                  # (slots, their keys): keys_of() memo
+        self.batch_taken = None                 # (slots, i, j): the slice of batch_order
         # Every bucket is empty until the first sync links elements: the heads are an empty
         # SparseHeads until then (a map filled and not walked since has no array of them).
         self.heads = SparseHeads()
@@ -898,7 +899,7 @@ class ColumnarStore:
     # Each does what the element operations above would do one after the other, journaled
     # as one undo entry, with no Python call per element.
 
-    def batch_buckets(self, b: int, max_count: int, unlinking: bool = False):
+    def batch_buckets(self, b: int, max_count: int):
         """(slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
         non-empty one >= b that fit in max_count elements, in walk order; those buckets,
         where each one's elements end in slots; stop, the first non-empty bucket not taken
@@ -907,10 +908,11 @@ class ColumnarStore:
         On a map whose elements are all pending (filled and not walked since), the buckets
         come from the order linking would give them, made once from their hashes and kept
         while nothing changes (_pending_batch_order): a call takes a slice of it, and the
-        elements stay pending, as for a walk (walk_hint). Not when the caller unlinks what
-        it takes (``unlinking``): the lists are made then, as unlink_buckets() needs them."""
+        elements stay pending, as for a walk (walk_hint); unlink_buckets() of a slice takes it
+        out of the order, which stays."""
         if self.pending:
-            if (not unlinking and self._all_pending()
+            if self._batch_order_valid() or (
+                    self._all_pending()
                     and (not self.pending_ordered or self.walk_order is not NO_WALK)):
                 return self._pending_batch_buckets(b, max_count)
             self.sync()
@@ -958,7 +960,8 @@ class ColumnarStore:
         pending, in the order linking them would give a walk (_pending_walk_order's: the
         newest first, sorted by bucket), as their keys (the walk order, which it becomes),
         their slots, and their buckets (ascending). Made once, at C speed, and kept while
-        the walk order is this one: anything that changes the pending elements drops it."""
+        the walk order is this one: anything that changes the pending elements drops it
+        (but unlink_buckets() of a slice it gave, which takes the slice out of it)."""
         order = self.batch_order
         if order is not None and order[0] is self.walk_order:
             return order
@@ -978,10 +981,14 @@ class ColumnarStore:
         self.batch_order = order
         return order
 
+    def _batch_order_valid(self) -> bool:
+        order = self.batch_order
+        return order is not None and order[0] is self.walk_order
+
     def _pending_batch_buckets(self, b: int, max_count: int):
         """batch_buckets() of a map whose elements are all pending: a slice of their
         order. The buckets taken and their ends are made only if asked for (a copy that
-        goes bucket by bucket, a delete: unlink_buckets links the elements first)."""
+        goes bucket by bucket, a delete)."""
         walk, slots, buckets = self._pending_batch_order()
         n = len(slots)
         i = bisect_left(buckets, b)
@@ -995,6 +1002,7 @@ class ColumnarStore:
         part = buckets[i:j]
         taken = slots[i:j]
         self.batch_keys = (taken, walk[i + 1:j + 1])
+        self.batch_taken = (taken, i, j)
         return (taken, _LazyList(partial(_distinct, part)),
                 _LazyList(partial(_bucket_ends, part)), stop)
 
@@ -1030,6 +1038,11 @@ class ColumnarStore:
         """unlink() of every element of whole buckets (slots, in walk order, and the
         buckets, as batch_buckets() gave them): those buckets are left empty."""
         if self.pending:
+            taken = self.batch_taken
+            self.batch_taken = None
+            if taken is not None and taken[0] is slots and self._batch_order_valid():
+                self._unlink_pending_run(slots, taken[1], taken[2])
+                return
             self.sync()                         # the order of the slots is the lists' now
         keys = _gather(self.elem_key, slots)
         nxt = self.elem_next
@@ -1048,6 +1061,39 @@ class ColumnarStore:
             nxt[l] = PENDING
             elem_key[l] = None
             del elems[k]
+
+    def _unlink_pending_run(self, slots: list, i: int, j: int) -> None:
+        """unlink() of elements i..j-1 of the pending elements' batch order (slots, all
+        pending): each one's entry in pending goes stale, as unlink() of a pending element
+        does, and they leave the order, which stays the walk order of the rest."""
+        walk, order_slots, buckets = self.batch_order
+        keys = walk[i + 1:j + 1]
+        self.undo.append((self._undo_unlink_pending_run, slots, keys, self.pending_stale))
+        del walk[i + 1:j + 1]
+        del order_slots[i:j]
+        del buckets[i:j]
+        walk[0] = 0                             # a GET_NEXT_KEY walk on it starts again
+        elems = self.elems
+        for k in keys:
+            del elems[k]
+        elem_key = self.elem_key
+        for l in slots:
+            elem_key[l] = None
+        self.pending_stale += len(slots)
+        if not elems:                           # the last ones: every entry is stale
+            self.undo.append(self._saved_pending())
+            self._pending_done()
+            self._walk_forget()
+        else:
+            self._index_at_size()
+
+    def _undo_unlink_pending_run(self, slots, keys, stale: int) -> None:
+        elems, elem_key = self.elems, self.elem_key
+        for l, k in zip(slots, keys):
+            elem_key[l] = k
+            elems[k] = l
+        self.pending_stale = stale
+        self._walk_forget()                     # the order lost them: made again
 
     def _undo_unlink_buckets(self, slots, keys, bucket_ids, old_heads, old_next) -> None:
         nxt, heads, elem_key, elems = self.elem_next, self.heads, self.elem_key, self.elems

@@ -35,8 +35,7 @@ store, with these operations (an element is an int, its slot; None is "no elemen
 * bulk operations, for the batch commands (htab_batch.py): ``batch_buckets(b, max_count)``
   ((slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
   non-empty one >= b that fit in max_count, in walk order; those buckets and where each
-  one's elements end in slots; the first non-empty bucket not taken, or None; with
-  ``unlinking=True``, the caller goes on to unlink_buckets() them),
+  one's elements end in slots; the first non-empty bucket not taken, or None),
   ``keys_of(slots)``, ``values_of(slots)`` (joined), ``unlink_buckets(slots, bucket_ids)``
   (unlink of every element of those whole buckets),
   ``unlink_many(slots)``, ``free_many(slots)``, ``alloc_add_many(keys, values)`` (alloc,
@@ -256,7 +255,7 @@ class SimpleStore:
 
     # --- bulk operations: the element operations one after the other ------------------------
 
-    def batch_buckets(self, b: int, max_count: int, unlinking: bool = False):
+    def batch_buckets(self, b: int, max_count: int):
         slots, bucket_ids, ends = [], [], []
         while True:
             nb = self.next_bucket(b)

@@ -119,6 +119,16 @@ class FilledAndLinked(Scenario):
         return cl, fd
 
 
+class FilledAndBatchOrdered(Scenario):
+    """A map filled (its elements all wait to be linked), then a LOOKUP_BATCH of a few:
+    the columnar store has the waiting elements' batch order made."""
+
+    def setup(self, emu):
+        cl, fd = super().setup(emu)
+        batch_call(c.BPF_MAP_LOOKUP_BATCH, [], [], 10)(emu, cl, fd)()
+        return cl, fd
+
+
 # The calls test_interrupts.py stops with a signal, and more: every map type, both update
 # paths, the object commands.
 CASES = {name: INTERRUPTED_CASES[name] for name in (
@@ -189,6 +199,12 @@ CASES.update({
                                        [], 5)),
     "lookup-and-delete-batch-20": (Scenario(HASH, 32, 20),
                                        batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 12)),
+    # More than 64 elements, all waiting: LOOKUP_AND_DELETE_BATCH takes them from their
+    # batch order without linking them (htab_columns._unlink_pending_run).
+    "lookup-and-delete-batch-pending": (Scenario(HASH, 128, 100),
+                                        batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 40)),
+    "lookup-and-delete-batch-ordered": (FilledAndBatchOrdered(LRU_HASH, 128, 90),
+                                        batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 30)),
     "close-array": (Scenario(ARRAY, 8, 0), close_call),
     "close-pinned": (Scenario(HASH, 8, 3), close_pinned_call),
     "pin": (Scenario(HASH, 8, 3), pin_call),

@@ -471,6 +471,32 @@ def test_lookup_batch_of_a_filled_map_keeps_it_pending(both, kind, key_size, cou
     p.walk()
 
 
+@pytest.mark.parametrize("count", [1, 3, 64, 256])
+def test_lookup_and_delete_batch_of_a_filled_map_keeps_the_rest_pending(both, kind, key_size,
+                                                                        count):
+    """LOOKUP_AND_DELETE_BATCH on a map whose elements all wait takes them from their batch
+    order too: the elements it deletes leave the order, the rest keep waiting."""
+    rng = random.Random(900 + key_size + count)
+    p = PendingPair(both, kind, key_size, 1000)
+    for k in distinct_keys(rng, key_size, 900):
+        p.put(k)
+    calls = []
+
+    def between(i):
+        calls.append(p.live_pending())
+        if i == 2:                              # and a walk of LOOKUP_BATCH in the middle
+            batch_walks(p, LOOKUP_BATCH, 50)
+
+    simple = batch_walks(p, LOOKUP_AND_DELETE_BATCH, count, between)
+    for k in keys_in(p, simple):
+        del p.model[k]
+    taken = [r[1] for r in simple]
+    assert calls == [900 - sum(taken[:i + 1]) for i in range(len(calls))]  # nothing linked
+    if count >= 64:
+        assert simple[-1][0] == -ENOENT and not p.model
+    p.check_values(p.walk())
+
+
 @pytest.mark.parametrize("change", ["insert", "replace", "delete", "next_key", "walk",
                                     "lookup_and_delete"])
 def test_filled_map_changed_in_the_middle_of_a_lookup_batch_walk(both, kind, key_size, change):
