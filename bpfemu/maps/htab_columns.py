@@ -158,7 +158,6 @@ class ColumnarStore:
         self.unreplace_pending = self._unreplace_pending
         self.unalloc = self._unalloc
         self.unswap = self._unswap
-        self.taken = None                       # alloc()'s last undo entry (see add_head)
         self.extra_elems = None                 # per CPU spare elements (alloc_extra_elems)
         self.n_slots = 0                        # slots made so far
         self.n_used = 0                         # slots handed out by alloc() at least once
@@ -240,9 +239,8 @@ class ColumnarStore:
             size = self.slot_size
             o = (l & self.chunk_mask) * size
             chunk = l >> self.chunk_shift
-            self.taken = entry = (self.unalloc, l, len(self.pending), n,
-                                  self.chunk_bufs[chunk][o:o + size])
-            self.undo.append(entry)
+            self.undo.append((self.unalloc, l, len(self.pending), n,
+                              self.chunk_bufs[chunk][o:o + size]))
             del free[n]
             if value is not None:
                 self.chunks[chunk][o:o + size] = value
@@ -252,8 +250,7 @@ class ColumnarStore:
             count = min(1 << min(self.chunk_shift, 13), self.max_slots - l)
             assert count > 0, "more slots than the kernel has elements"
             self._new_slots(count)
-        self.taken = entry = (self.unalloc, l, len(self.pending), -1, None)
-        self.undo.append(entry)
+        self.undo.append((self.unalloc, l, len(self.pending), -1, None))
         self.n_used = l + 1
         if value is not None:
             size = self.slot_size
@@ -268,8 +265,8 @@ class ColumnarStore:
 
     def _unalloc(self, l: int, n_pending: int, n_free: int, old) -> None:
         """The inverse of alloc() (n_free: the free slots then, less the one taken; -1 for a
-        never-used slot, whose bytes were zero; -2 for copy_value() into an element in no
-        list, which took nothing), and so of the value alloc(value) copied in, and of the
+        never-used slot, whose bytes were zero; -2 for copy_value() or value_for_write()
+        into an element in no list, which took nothing), and so of the value alloc(value) copied in, and of the
         unjournaled init_value(l) and add_head(l) after it. Every step restores a recorded
         value: idempotent."""
         key = self.elem_key[l]
@@ -334,8 +331,7 @@ class ColumnarStore:
         i = l >> self.chunk_shift
         old = self.chunk_bufs[i][o:o + size]
         if self.elem_key[l] is None:
-            self.taken = entry = (self.unalloc, l, len(self.pending), -2, old)
-            self.undo.append(entry)
+            self.undo.append((self.unalloc, l, len(self.pending), -2, old))
         else:
             self.undo.append((restore_bytes, self.chunks[i], o, old))
         self.chunks[i][o:o + size] = value
@@ -345,18 +341,22 @@ class ColumnarStore:
         o = l * size
         old = self.chunk_bufs[0][o:o + size]
         if self.elem_key[l] is None:
-            self.taken = entry = (self.unalloc, l, len(self.pending), -2, old)
-            self.undo.append(entry)
+            self.undo.append((self.unalloc, l, len(self.pending), -2, old))
         else:
             self.undo.append((restore_bytes, self.arena, o, old))
         self.arena[o:o + size] = value
 
     def value_for_write(self, l: int):
-        """value(l), to be written through: its bytes are journaled first."""
+        """value(l), to be written through: its bytes are journaled first; for an element in
+        no list (an LRU_PERCPU_HASH map's new element) as copy_value() journals them, so that
+        the entry covers the add_head() after it too."""
         size = self.slot_size
         o = (l & self.chunk_mask) * size
         buf = self.chunk_bufs[l >> self.chunk_shift]
-        self.undo.append((restore_bytes, buf, o, buf[o:o + size]))
+        if self.elem_key[l] is None:
+            self.undo.append((self.unalloc, l, len(self.pending), -2, buf[o:o + size]))
+        else:
+            self.undo.append((restore_bytes, buf, o, buf[o:o + size]))
         return self.chunks[l >> self.chunk_shift][o:o + size]
 
     def init_value(self, l: int, value) -> None:
@@ -381,13 +381,11 @@ class ColumnarStore:
 
     def add_head(self, l: int, key: bytes) -> None:
         """Pending: hashed and put at its bucket's head when the buckets are next read. (A
-        slot not in a list already has elem_next PENDING: see unlink and replace.) Right
-        after alloc() handed l out or copy_value() filled it (their entry is the journal's
-        newest), that entry's inverse undoes the link too; otherwise it is journaled here."""
-        undo = self.undo
-        taken = self.taken
-        if not (undo and undo[-1] is taken and taken[1] == l):
-            undo.append((self.undo_add_head, l, key, len(self.pending)))
+        slot not in a list already has elem_next PENDING: see unlink and replace.)
+        Journals nothing: l was handed out or filled earlier in the same call by alloc(), or
+        by copy_value() or value_for_write() while in no list, whose entry's inverse
+        (_unalloc) undoes this link too (hashtab.py calls add_head only on such an element;
+        replace() below journals the one it makes itself)."""
         self.elem_key[l] = key
         self.elems[key] = l
         self.pending.append(l)
@@ -532,6 +530,8 @@ class ColumnarStore:
                     self.pending_stale = 0
                 return
             self.unlink(l_old)
+            # l_new may be the spare (swap_extra_elem()), whose entry does not cover the link.
+            self.undo.append((self.undo_add_head, l_new, key, len(self.pending)))
             self.add_head(l_new, key)
             return
         self._walk_forget()

@@ -30,8 +30,10 @@ store, with these operations (an element is an int, its slot; None is "no elemen
 * ``undo``: the emulator's undo journal (bpfemu/undo.py): every operation that changes
   anything appends its inverse first, so that a call stopped half-way is rolled back.
   SimpleStore journals each operation; ColumnarStore journals one entry for what the kernel
-  does in a row (alloc(), or copy_value() into an element in no list, covers the value
-  copy and the add_head() right after it; unlink() covers the free() after it).
+  does in a row (alloc(), or copy_value() or value_for_write() into an element in no
+  list, covers the value copy and the add_head() after it, which journals nothing: so
+  add_head(l) is called only on such an element, in the same call; unlink() covers the
+  free() after it).
 * bulk operations, for the batch commands (htab_batch.py): ``batch_buckets(b, max_count)``
   ((slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
   non-empty one >= b that fit in max_count, in walk order; those buckets and where each

@@ -109,6 +109,24 @@ class FilledOnCpu1ThenDeleted(FilledThenDeleted):
             emu.cpu = 0
 
 
+class LinkedThenChanged(Scenario):
+    """A map filled and walked once (its elements listed), then the keys in `replaced`
+    updated again (a preallocated HASH map's first replace makes the old element this CPU's
+    spare) and those in `added` inserted (waiting to be linked): a replace of a listed key
+    then takes the spare while other elements wait, and links it on its own."""
+
+    def __init__(self, map_type, max_entries, fill, replaced, added, flags=0):
+        super().__init__(map_type, max_entries, fill, flags)
+        self.replaced, self.added = replaced, added
+
+    def setup(self, emu):
+        cl, fd = super().setup(emu)
+        assert cl.next_key(fd, None, 4)[0] == 0
+        for k in self.replaced + self.added:
+            assert cl.update(fd, k32(k), b"\2" * 8) == 0
+        return cl, fd
+
+
 class FilledAndLinked(Scenario):
     """A map filled, then walked once: its elements are in their bucket lists (the columnar
     store links new elements only when something reads the buckets)."""
@@ -146,6 +164,7 @@ CASES.update({
     "update-lru-percpu-lists": (Scenario(LRU_HASH, 8, 8, NO_COMMON_LRU),
                                 elem_call(U, k32(50), V)),
     "update-lru-percpu-value": (Scenario(LRU_PERCPU_HASH, 8, 4), elem_call(U, k32(2), VP)),
+    "update-lru-percpu-new": (Scenario(LRU_PERCPU_HASH, 8, 4), elem_call(U, k32(9), VP)),
     "update-percpu-array": (Scenario(PERCPU_ARRAY, 8, 0), elem_call(U, k32(3), VP)),
     "delete-percpu": (Scenario(PERCPU_HASH, 8, 6), elem_call(D, k32(2))),
     # Key 5: CPU 0 owns 4 nodes, and the per-CPU shrink evicted keys 0-3 during the fill.
@@ -197,6 +216,8 @@ CASES.update({
     "delete-batch-linked": (FilledAndLinked(HASH, 4, 4),
                             batch_call(c.BPF_MAP_DELETE_BATCH, [k32(i) for i in (2, 0, 3, 1, 7)],
                                        [], 5)),
+    "update-replace-spare-listed": (LinkedThenChanged(HASH, 8, 4, (0,), (6,)),
+                                    elem_call(U, k32(2), V)),
     "lookup-and-delete-batch-20": (Scenario(HASH, 32, 20),
                                        batch_call(c.BPF_MAP_LOOKUP_AND_DELETE_BATCH, [], [], 12)),
     # More than 64 elements, all waiting: LOOKUP_AND_DELETE_BATCH takes them from their
