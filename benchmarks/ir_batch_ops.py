@@ -12,8 +12,8 @@ Map types: hash, percpu_hash, lru_hash, lru_percpu_hash, array, percpu_array (ke
 8 B per CPU, max_entries 2N; arrays N). Ops:
   update   UPDATE_BATCH of keys 0..N-1: new keys into an empty hash map; arrays: every index
   replace  UPDATE_BATCH of keys 0..N-1, all in the map already (hash types)
-  lookup   LOOKUP_BATCH over the whole map (N filled), with the linking of the filled
-           elements that the first batch does (the columnar store hashes them then)
+  lookup   LOOKUP_BATCH over the whole map (N filled, none linked yet): the columnar store
+           hashes them at the first batch (their batch order; linked lists elsewhere)
   lookup_linked  the same on a map whose elements were linked before (a walk read them)
   delete   DELETE_BATCH of keys 0..N-1, all in the map (hash types)
   reuse    UPDATE_BATCH of new keys N..2N-1 after keys 0..N-1 were filled and deleted: the

@@ -912,9 +912,11 @@ class ColumnarStore:
         out of the order, which stays."""
         if self.pending:
             if self._batch_order_valid() or (
-                    self._all_pending()
+                    self._all_waiting()
                     and (not self.pending_ordered or self.walk_order is not NO_WALK)):
-                return self._pending_batch_buckets(b, max_count)
+                found = self._pending_batch_buckets(b, max_count)
+                if found is not None:
+                    return found
             self.sync()
         heads, nxt = self.heads, self.elem_next
         n_buckets = self.n_buckets
@@ -956,8 +958,8 @@ class ColumnarStore:
         return slots, bucket_ids, ends, None
 
     def _pending_batch_order(self):
-        """(walk order, slots, buckets): the elements of a map whose elements are all
-        pending, in the order linking them would give a walk (_pending_walk_order's: the
+        """(walk order, slots, buckets), or None if some elements are listed: the elements
+        of a map whose elements are all pending, in the order linking them would give a walk (_pending_walk_order's: the
         newest first, sorted by bucket), as their keys (the walk order, which it becomes),
         their slots, and their buckets (ascending). Made once, at C speed, and kept while
         the walk order is this one: anything that changes the pending elements drops it
@@ -965,7 +967,9 @@ class ColumnarStore:
         order = self.batch_order
         if order is not None and order[0] is self.walk_order:
             return order
-        newest_first = self.pending.tolist()
+        newest_first = self._live_pending() if self.pending_stale else self.pending.tolist()
+        if len(newest_first) != len(self.elems):    # some are listed: not this order
+            return None
         newest_first.reverse()
         keys = _gather(self.elem_key, newest_first)
         hashes = htab_map_hash_many(keys, self.key_size, self.hashrnd)
@@ -981,15 +985,24 @@ class ColumnarStore:
         self.batch_order = order
         return order
 
+    def _all_waiting(self) -> bool:
+        """Whether every element of the map is pending (none listed; stale entries allowed,
+        as after an LRU map's evictions), and there are more than a short walk's worth."""
+        n = len(self.elems)
+        return n > WALK_ORDER_MIN_STEPS and len(self.pending) - self.pending_stale == n
+
     def _batch_order_valid(self) -> bool:
         order = self.batch_order
         return order is not None and order[0] is self.walk_order
 
     def _pending_batch_buckets(self, b: int, max_count: int):
-        """batch_buckets() of a map whose elements are all pending: a slice of their
-        order. The buckets taken and their ends are made only if asked for (a copy that
-        goes bucket by bucket, a delete)."""
-        walk, slots, buckets = self._pending_batch_order()
+        """batch_buckets() of a map whose elements are all pending (None if some are
+        listed): a slice of their order. The buckets taken and their ends are made only if
+        asked for (a copy that goes bucket by bucket, a delete)."""
+        order = self._pending_batch_order()
+        if order is None:
+            return None
+        walk, slots, buckets = order
         n = len(slots)
         i = bisect_left(buckets, b)
         j = i + max_count
