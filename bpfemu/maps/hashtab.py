@@ -169,7 +169,7 @@ def alloc_htab_elem(htab: BpfHtab, key: bytes, value, percpu: bool, onallcpus: b
     # copy_map_value() into the new element (not per-CPU): the store does it as it hands
     # the element out.
     if old_elem is None:
-        if store.count() >= htab.max_entries:
+        if len(store.index) >= htab.max_entries:
             raise BpfError(errno.E2BIG)           # no free element / is_map_full()
         l_new = store.alloc(None if percpu else value)
     elif htab.prealloc:
@@ -249,7 +249,7 @@ def htab_map_get_next_key(htab: BpfHtab, key):
         return found
     i = 0
     if key is not None:
-        l = store.lookup(key)
+        l = store.index.get(key)
         if l is not None:
             next_l = store.next_in_bucket(l)
             if next_l is not None:
@@ -267,7 +267,7 @@ def htab_map_lookup_elem_sys(htab: BpfHtab, key):
     (a live view: the caller copies it out before the map changes); None when the key is
     not there, as the kernel's lookup returns NULL (bpf_map_copy_value() makes it ENOENT)."""
     store = htab.store
-    l = store.lookup(key)
+    l = store.index.get(key)
     if l is None:
         return None
     return store.value(l)
@@ -278,7 +278,7 @@ def htab_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> None:
     if flags and (flags & ~BPF_F_LOCK) > BPF_EXIST:
         raise BpfError(errno.EINVAL)
     store = htab.store
-    l_old = store.lookup(key)
+    l_old = store.index.get(key)
     if flags:                                   # check_flags() passes BPF_ANY
         _check_flags(l_old, flags)
         if flags & BPF_F_LOCK and l_old is not None:
@@ -299,7 +299,7 @@ def __htab_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu=0) -> 
     if flags > BPF_EXIST:
         raise BpfError(errno.EINVAL)
     store = htab.store
-    l_old = store.lookup(key)
+    l_old = store.index.get(key)
     _check_flags(l_old, flags)
     if l_old is not None:
         _pcpu_copy_value(htab, l_old, value, onallcpus, cpu)   # in place: position unchanged
@@ -316,7 +316,7 @@ def htab_percpu_map_update_elem_sys(htab, key, value, flags) -> None:
 def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     """htab_map_delete_elem()"""
     store = htab.store
-    l = store.lookup(key)
+    l = store.index.get(key)
     if l is None:
         raise BpfError(errno.ENOENT)
     store.unlink(l)                             # hlist_nulls_del_rcu()
@@ -326,7 +326,7 @@ def htab_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
 def htab_map_lookup_and_delete_elem(htab: BpfHtab, key: bytes, flags: int):
     """__htab_map_lookup_and_delete_elem(): copy the value out, then unlink and free."""
     store = htab.store
-    l = store.lookup(key)
+    l = store.index.get(key)
     if l is None:
         raise BpfError(errno.ENOENT)
     value = store.value(l).tobytes()
@@ -366,7 +366,7 @@ def htab_lru_map_update_elem(htab: BpfHtab, key: bytes, value, flags: int) -> No
     store = htab.store
     l_new = node = _prealloc_lru_pop(htab, htab.kernel.cpu)
     store.copy_value(l_new, value)          # the node's own memory (stale views see it)
-    l_old = store.lookup(key)
+    l_old = store.index.get(key)
     if flags:                               # check_flags() passes BPF_ANY
         try:
             _check_flags(l_old, flags)
@@ -408,7 +408,7 @@ def __htab_lru_percpu_map_update_elem(htab, key, value, flags, onallcpus, cpu) -
     node = None
     if flags != BPF_EXIST:
         node = _prealloc_lru_pop(htab, cpu)
-    l_old = store.lookup(key)
+    l_old = store.index.get(key)
     try:
         _check_flags(l_old, flags)
     except BpfError:
@@ -433,7 +433,7 @@ def htab_lru_percpu_map_update_elem_sys(htab, key, value, flags) -> None:
 def htab_lru_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
     """htab_lru_map_delete_elem(): unlink, then give the node back to the LRU."""
     store = htab.store
-    l = store.lookup(key)
+    l = store.index.get(key)
     if l is None:
         raise BpfError(errno.ENOENT)
     store.unlink(l)
@@ -452,7 +452,7 @@ def htab_lru_map_delete_elem(htab: BpfHtab, key: bytes) -> None:
 
 def htab_map_lookup_elem(htab: BpfHtab, key: bytes):
     """htab_map_lookup_elem() (and its verifier-inlined form, htab_map_gen_lookup())."""
-    l = htab.store.lookup(key)
+    l = htab.store.index.get(key)
     if l is None:
         return None
     return htab.store.value(l)
@@ -462,7 +462,7 @@ def htab_lru_map_lookup_elem(htab: BpfHtab, key: bytes):
     """htab_lru_map_lookup_elem(): a program's lookup marks the node referenced. The
     verifier inlines it (htab_lru_map_gen_lookup(): "if (!ref) ref = 1") with the same
     effect. The syscall's lookup (htab_lru_map_lookup_elem_sys) does not mark."""
-    l = htab.store.lookup(key)
+    l = htab.store.index.get(key)
     if l is None:
         return None
     bpf_lru_node_set_ref(htab.lru, l)
@@ -477,7 +477,7 @@ def _this_cpu_value(htab: BpfHtab, l: int, cpu: int):
 
 def htab_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
     """htab_percpu_map_lookup_elem(): this CPU's slot (this_cpu_ptr)."""
-    l = htab.store.lookup(key)
+    l = htab.store.index.get(key)
     if l is None:
         return None
     return _this_cpu_value(htab, l, htab.kernel.cpu)
@@ -485,7 +485,7 @@ def htab_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
 
 def htab_lru_percpu_map_lookup_elem(htab: BpfHtab, key: bytes):
     """htab_lru_percpu_map_lookup_elem(): marks the node, then this CPU's slot."""
-    l = htab.store.lookup(key)
+    l = htab.store.index.get(key)
     if l is None:
         return None
     bpf_lru_node_set_ref(htab.lru, l)
@@ -497,7 +497,7 @@ def htab_percpu_map_lookup_percpu_elem(htab: BpfHtab, key: bytes, cpu: int):
     before the key is even looked up."""
     if not 0 <= cpu < htab.nr_cpus:
         return None
-    l = htab.store.lookup(key)
+    l = htab.store.index.get(key)
     if l is None:
         return None
     return _this_cpu_value(htab, l, cpu)
@@ -507,7 +507,7 @@ def htab_lru_percpu_map_lookup_percpu_elem(htab: BpfHtab, key: bytes, cpu: int):
     """htab_lru_percpu_map_lookup_percpu_elem(): as above, and marks the node."""
     if not 0 <= cpu < htab.nr_cpus:
         return None
-    l = htab.store.lookup(key)
+    l = htab.store.index.get(key)
     if l is None:
         return None
     bpf_lru_node_set_ref(htab.lru, l)

@@ -163,6 +163,7 @@ class ColumnarStore:
         self.n_used = 0                         # slots handed out by alloc() at least once
         self.free_slots: list = []              # LIFO
         # The cheapest calls there are: the dict's and the list's own methods.
+        self.index = self.elems                 # the interface's name for it
         self.lookup = self.elems.get
         self.count = partial(len, self.elems)  # a C call, cheaper than elems.__len__
         self.key = self.elem_key.__getitem__

@@ -16,8 +16,11 @@ store, with these operations (an element is an int, its slot; None is "no elemen
   ``swap_extra_elem(cpu, l_old, value=None)``: the CPU's spare (None if it has none yet),
   with value copied into it if given, l_old the spare from now on (alloc_htab_elem()'s use
   of htab->extra_elems).
-* the index and the lists: ``lookup(key)`` (lookup_elem_raw() on the key's bucket),
-  ``count()``, ``key(l)`` (None once unlinked), ``add_head(l, key)``
+* the index and the lists: ``index``, the dict of the linked elements by key:
+  ``index.get(key)`` is lookup_elem_raw() on the key's bucket and ``len(index)`` the
+  elements linked (hashtab.py calls the dict's own methods: cheaper than a method the store
+  keeps as an attribute); ``lookup(key)`` and ``count()`` are the same two, for callers
+  that keep them; ``key(l)`` (None once unlinked), ``add_head(l, key)``
   (hlist_nulls_add_head_rcu() into the key's bucket), ``unlink(l)``
   (hlist_nulls_del_rcu()), ``replace(l_new, l_old)`` (add_head of l_new under l_old's key,
   then unlink of l_old: htab_map_update_elem() does the two back to back).
