@@ -267,9 +267,9 @@ class ColumnarStore:
     def _unalloc(self, l: int, n_pending: int, n_free: int, old) -> None:
         """The inverse of alloc() (n_free: the free slots then, less the one taken; -1 for a
         never-used slot, whose bytes were zero; -2 for copy_value() or value_for_write()
-        into an element in no list, which took nothing), and so of the value alloc(value) copied in, and of the
-        unjournaled init_value(l) and add_head(l) after it. Every step restores a recorded
-        value: idempotent."""
+        into an element in no list, which took nothing), and so of the value alloc(value)
+        copied in, and of the unjournaled init_value(l) and add_head(l) after it. Every step
+        restores a recorded value: idempotent."""
         key = self.elem_key[l]
         if key is not None:                 # add_head(l) ran
             del self.pending[n_pending:]
