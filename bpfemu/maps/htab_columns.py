@@ -1131,6 +1131,9 @@ class ColumnarStore:
                           self.pending_stale))
         self._walk_forget()
         stale = 0
+        if self.pending and max(old_next) < -1:     # all of them pending: no list to cut
+            stale = len(slots)
+            old_next = ()
         for l, n in zip(slots, old_next):
             if n < -1:
                 stale += 1
@@ -1150,8 +1153,12 @@ class ColumnarStore:
             nxt[l] = PENDING
         for k in keys:
             del elems[k]
-        for l in slots:
-            elem_key[l] = None
+        run = _run_slice(slots)
+        if run is not None:                     # consecutive slots: one slice
+            elem_key[run] = [None] * len(slots)
+        else:
+            for l in slots:
+                elem_key[l] = None
         if stale:
             if not elems:                       # the last one: every entry is stale
                 self.undo.append(self._saved_pending())
