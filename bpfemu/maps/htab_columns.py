@@ -149,6 +149,7 @@ class ColumnarStore:
             self.chunk_shift = per_chunk.bit_length() - 1
         self.chunk_mask = (1 << self.chunk_shift) - 1
         self.arena = None                       # chunks[0] if it is the only chunk
+        self.word_views = None                  # the arena's i-th words of each slot (values_of)
         self.chunk_bufs: list = []              # the bytearray under each chunk
         # Undo entries' functions, bound once (a bound method per call costs).
         self.undo_add_head = self._undo_add_head
@@ -1045,6 +1046,20 @@ class ColumnarStore:
                 if run.step is None:
                     return arena[run.start * size:run.stop * size].tobytes()
                 return _reversed_pieces(arena[slots[-1] * size:(slots[0] + 1) * size], size)
+            if not size & 7 and len(slots) > 1:
+                # Values of w 8-byte words (per-CPU values): word i of every slot gathered
+                # from a strided view of the arena, at C speed, and interleaved.
+                views = self.word_views
+                if views is None:
+                    words = arena.cast("Q")
+                    w = size >> 3
+                    views = self.word_views = [words[i::w] for i in range(w)]
+                w = len(views)
+                out = array("Q", bytes(size * len(slots)))
+                get = itemgetter(*slots)
+                for i, view in enumerate(views):
+                    out[i::w] = array("Q", get(view))
+                return out.tobytes()
             return b"".join([arena[l * size:l * size + size] for l in slots])
         value = self.value
         return b"".join([value(l) for l in slots])
