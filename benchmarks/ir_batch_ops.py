@@ -14,11 +14,11 @@ Map types: hash, percpu_hash, lru_hash, lru_percpu_hash, array, percpu_array (ke
   replace  UPDATE_BATCH of keys 0..N-1, all in the map already (hash types)
   lookup   LOOKUP_BATCH over the whole map (N filled, none linked yet): the columnar store
            hashes them at the first batch (their batch order; linked lists elsewhere)
-  lookup_linked  the same on a map whose elements were linked before (a walk read them)
+  lookup_linked  the same on a map whose elements were linked before (the store's sync)
   delete   DELETE_BATCH of keys 0..N-1, all in the map (hash types)
   reuse    UPDATE_BATCH of new keys N..2N-1 after keys 0..N-1 were filled and deleted: the
            new elements reuse the freed ones (hash types)
-  *_linked the op on a map whose filled elements were linked first (a walk read them)
+  *_linked the op on a map whose filled elements were linked first (the store's sync)
   lookup_and_delete  LOOKUP_AND_DELETE_BATCH over the whole map (hash types)
 Add --unpinned for unpinned buffers, --store simple for the simple store.
 """
@@ -68,9 +68,10 @@ def child(kind: str, op: str, n: int, measure: bool, pinned: bool, store: str) -
         for i in range(n):
             pack(key, 0, i)
             assert bpf(c.BPF_MAP_UPDATE_ELEM, attr, 32) == 0
-        if op.endswith("_linked"):              # a LOOKUP_BATCH of 1 links the filled keys
-            struct.pack_into("<I", first, 32, 1)
-            bpf(c.BPF_MAP_LOOKUP_BATCH, first, 56)      # 0, or ENOSPC: linked either way
+        if op.endswith("_linked"):              # the filled keys linked into their lists
+            store = emu.map_of(fd).store
+            if hasattr(store, "sync"):          # the columnar store links them late
+                store.sync()
             op = op[:-len("_linked")]
         if op == "reuse":
             delete = ctypes.create_string_buffer(

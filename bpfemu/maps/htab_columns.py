@@ -149,6 +149,7 @@ class ColumnarStore:
             self.chunk_shift = per_chunk.bit_length() - 1
         self.chunk_mask = (1 << self.chunk_shift) - 1
         self.arena = None                       # chunks[0] if it is the only chunk
+        self.word_views = None                  # the arena's i-th words of each slot (values_of)
         self.chunk_bufs: list = []              # the bytearray under each chunk
         # Undo entries' functions, bound once (a bound method per call costs).
         self.undo_add_head = self._undo_add_head
@@ -1044,6 +1045,20 @@ class ColumnarStore:
                 if run.step is None:
                     return arena[run.start * size:run.stop * size].tobytes()
                 return _reversed_pieces(arena[slots[-1] * size:(slots[0] + 1) * size], size)
+            if not size & 7 and len(slots) > 1:
+                # Values of w 8-byte words (per-CPU values): word i of every slot gathered
+                # from a strided view of the arena, at C speed, and interleaved.
+                views = self.word_views
+                if views is None:
+                    words = arena.cast("Q")
+                    w = size >> 3
+                    views = self.word_views = [words[i::w] for i in range(w)]
+                w = len(views)
+                out = array("Q", bytes(size * len(slots)))
+                get = itemgetter(*slots)
+                for i, view in enumerate(views):
+                    out[i::w] = array("Q", get(view))
+                return out.tobytes()
             return b"".join([arena[l * size:l * size + size] for l in slots])
         value = self.value
         return b"".join([value(l) for l in slots])
@@ -1130,6 +1145,9 @@ class ColumnarStore:
                           self.pending_stale))
         self._walk_forget()
         stale = 0
+        if self.pending and max(old_next) < -1:     # all of them pending: no list to cut
+            stale = len(slots)
+            old_next = ()
         for l, n in zip(slots, old_next):
             if n < -1:
                 stale += 1
@@ -1149,8 +1167,12 @@ class ColumnarStore:
             nxt[l] = PENDING
         for k in keys:
             del elems[k]
-        for l in slots:
-            elem_key[l] = None
+        run = _run_slice(slots)
+        if run is not None:                     # consecutive slots: one slice
+            elem_key[run] = [None] * len(slots)
+        else:
+            for l in slots:
+                elem_key[l] = None
         if stale:
             if not elems:                       # the last one: every entry is stale
                 self.undo.append(self._saved_pending())

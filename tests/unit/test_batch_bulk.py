@@ -228,3 +228,25 @@ def test_lru_delete_batch_around_the_rotation_cursor():
         assert (ret, count) == (0, 3)
         seen.append((k, bpf_lru_dump(m.lru), m.lru.common_lru.next_inactive_rotation))
     assert seen[0] == seen[1]
+
+
+@pytest.mark.parametrize("map_type,value_size", [(c.BPF_MAP_TYPE_HASH, 8),
+                                                 (c.BPF_MAP_TYPE_HASH, 12),
+                                                 (c.BPF_MAP_TYPE_HASH, 24),
+                                                 (c.BPF_MAP_TYPE_PERCPU_HASH, 8),
+                                                 (c.BPF_MAP_TYPE_LRU_PERCPU_HASH, 16)])
+def test_values_of_gathers_each_slot_value(map_type, value_size):
+    """The columnar store's values_of (a batch's values, joined): every slot's value in the
+    slots' order, whichever way it gathers them (8-byte words, strided word views, slices)."""
+    import random
+    emu = Emulator(nr_cpus=2, seed=1)
+    cl = Client(emu)
+    fd = cl.create(map_type, 4, value_size, 64)
+    store = emu.map_of(fd).store
+    for k in range(40):
+        vs = store.slot_size
+        assert cl.update(fd, U32.pack(k), bytes((k * 7 + i) & 0xFF for i in range(vs))) == 0
+    slots = [store.lookup(U32.pack(k)) for k in range(40)]
+    rng = random.Random(5)
+    for order in (slots, slots[::-1], rng.sample(slots, 40), rng.sample(slots, 2), slots[3:4]):
+        assert store.values_of(order) == b"".join(bytes(store.value(l)) for l in order)
