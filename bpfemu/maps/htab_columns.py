@@ -477,9 +477,10 @@ class ColumnarStore:
         again at three times its keys (CPython's resize), where one made at once from the
         same keys has half that table: a map whose keys are replaced by new ones (deletes or
         LRU evictions, then inserts) ends up with twice the table (105 bytes a key at
-        100,000 keys, against 52). Looked at every 1024th stale pending entry. The dict
-        keeps its identity (lookup and count are its bound methods); a rollback puts the
-        same keys back."""
+        100,000 keys, against 52). Looked at every 1024th stale pending entry. The new
+        dict takes the old one's place whole (_use_index): a decoded lookup runs without
+        the lock and reads store.index once, so it finds either dict complete, never one
+        emptied for a refill; a rollback puts the old dict back."""
         elems = self.elems
         n = len(elems)
         # A table slot costs about 20 bytes (an index of 4, and 2/3 of a 24-byte entry):
@@ -493,9 +494,16 @@ class ColumnarStore:
         if 2 * slots // 3 < n + (n >> 2):
             return
         fresh = dict(elems)
-        self.undo.append((_refill, elems, fresh))
-        elems.clear()
-        elems.update(fresh)                     # a copy of fresh's table
+        self.undo.append((self._use_index, elems))
+        self._use_index(fresh)
+
+    def _use_index(self, index: dict) -> None:
+        """index is the index dict from now on (and, in an inverse, again); the writers, who
+        hold the lock, read it as elems, a lockless lookup as index (hashtab.py)."""
+        self.elems = index
+        self.index = index
+        self.lookup = index.get
+        self.count = partial(len, index)
 
     def _saved_pending(self) -> tuple:
         """An undo entry that puts the pending entries back as they are now."""
@@ -1346,12 +1354,6 @@ class ColumnarStore:
             s = l + i
             o = (s & mask) * size
             chunks[s >> shift][o:o + size] = data[i * size:(i + 1) * size]
-
-
-def _refill(d: dict, items: dict) -> None:
-    """The inverse of _index_at_size: d holds items' keys and values (again)."""
-    d.clear()
-    d.update(items)
 
 
 def _gather(seq, slots: list) -> list:

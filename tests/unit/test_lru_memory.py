@@ -6,6 +6,7 @@ import ctypes
 import gc
 import struct
 import tracemalloc
+from functools import partial
 
 import pytest
 
@@ -107,24 +108,22 @@ def test_a_map_whose_keys_are_replaced_keeps_its_index_at_its_size():
 
 @pytest.mark.filterwarnings("ignore")
 def test_a_call_rolled_back_inside_the_index_rebuild_leaves_every_key(monkeypatch):
-    # An exception that lands inside the store's rebuild of its index dict (emptied, not
-    # refilled yet), in a delete, rolls the call back whole: the deleted key is back and
-    # every other key stays.
+    # An exception that lands inside the store's switch to its rebuilt index dict (the new
+    # dict is the index, its count not made yet), in a delete, rolls the call back whole:
+    # the deleted key is back and every other key stays.
     from bpfemu.maps import htab_columns
 
-    class RaisingOnce(dict):
-        """The rebuild's copy of the index: the first refill from it raises."""
-        raised = False
+    class RaisingOnce:
+        """htab_columns.partial, raising once when armed (the switch makes count with it)."""
+        armed = raised = False
 
-        def __iter__(self):                     # (refills then read keys())
-            return dict.__iter__(self)
-
-        def keys(self):
-            if not RaisingOnce.raised:
-                RaisingOnce.raised = True
+        def __call__(self, *args):
+            if self.armed and not self.raised:
+                self.raised = True
                 raise RuntimeError("injected inside the rebuild")
-            return dict.keys(self)
-    monkeypatch.setattr(htab_columns, "dict", RaisingOnce, raising=False)
+            return partial(*args)
+    raising = RaisingOnce()
+    monkeypatch.setattr(htab_columns, "partial", raising)
     emu = Emulator(seed=1, nr_cpus=2, store="columnar")     # its memory is measured
     n = 30_000
     fd = emu.bpf(c.BPF_MAP_CREATE, ctypes.create_string_buffer(
@@ -141,10 +140,11 @@ def test_a_call_rolled_back_inside_the_index_rebuild_leaves_every_key(monkeypatc
         assert call(c.BPF_MAP_UPDATE_ELEM, i, i) == 0
     live = set(range(n))
     i = n
+    raising.armed = True
     while True:
         assert i < 4 * n, "no rebuild"
         ret = call(c.BPF_MAP_DELETE_ELEM, i - n)
-        if RaisingOnce.raised:
+        if raising.raised:
             # The entry rolled the call back and turned the stray exception into an errno.
             assert ret < 0
             break
