@@ -1019,6 +1019,11 @@ class ColumnarStore:
         taken = slots[i:j]
         self.batch_keys = (taken, walk[i + 1:j + 1])
         self.batch_taken = (taken, i, j)
+        if stop is None:
+            # The walk's end lets the order go, as a GET_NEXT_KEY walk's end does (it costs
+            # three lists of the map's size); a walk after it links the map.
+            self._walk_forget()
+            self.batch_order = None
         return (taken, _LazyList(partial(_distinct, part)),
                 _LazyList(partial(_bucket_ends, part)), stop)
 
