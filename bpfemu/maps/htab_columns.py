@@ -969,11 +969,12 @@ class ColumnarStore:
 
     def _pending_batch_order(self):
         """(walk order, slots, buckets), or None if some elements are listed: the elements
-        of a map whose elements are all pending, in the order linking them would give a walk (_pending_walk_order's: the
-        newest first, sorted by bucket), as their keys (the walk order, which it becomes),
-        their slots, and their buckets (ascending). Made once, at C speed, and kept while
-        the walk order is this one: anything that changes the pending elements drops it
-        (but unlink_buckets() of a slice it gave, which takes the slice out of it)."""
+        of a map whose elements are all pending, in the order linking them would give a
+        walk (_pending_walk_order's: the newest first, sorted by bucket), as their keys (the
+        walk order, which it becomes), their slots, and their buckets (ascending). Made
+        once, at C speed, and kept while the walk order is this one: anything that changes
+        the pending elements drops it (but unlink_buckets() of a slice it gave, which takes
+        the slice out of it), and so does the walk's end."""
         order = self.batch_order
         if order is not None and order[0] is self.walk_order:
             return order
@@ -1026,6 +1027,11 @@ class ColumnarStore:
         taken = slots[i:j]
         self.batch_keys = (taken, walk[i + 1:j + 1])
         self.batch_taken = (taken, i, j)
+        if stop is None:
+            # The walk's end lets the order go, as a GET_NEXT_KEY walk's end does (it costs
+            # three lists of the map's size); a walk after it links the map.
+            self._walk_forget()
+            self.batch_order = None
         return (taken, _LazyList(partial(_distinct, part)),
                 _LazyList(partial(_bucket_ends, part)), stop)
 

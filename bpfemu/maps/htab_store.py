@@ -40,7 +40,8 @@ store, with these operations (an element is an int, its slot; None is "no elemen
 * bulk operations, for the batch commands (htab_batch.py): ``batch_buckets(b, max_count)``
   ((slots, bucket_ids, ends, stop): the elements of the whole buckets from the first
   non-empty one >= b that fit in max_count, in walk order; those buckets and where each
-  one's elements end in slots; the first non-empty bucket not taken, or None),
+  one's elements end in slots, as sequences a store may make only when first read; the
+  first non-empty bucket not taken, or None),
   ``keys_of(slots)``, ``values_of(slots)`` (joined), ``unlink_buckets(slots, bucket_ids)``
   (unlink of every element of those whole buckets),
   ``unlink_many(slots)``, ``free_many(slots)``, ``alloc_add_many(keys, values)`` (alloc,

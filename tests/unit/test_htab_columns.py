@@ -492,8 +492,8 @@ def test_lookup_and_delete_batch_of_a_filled_map_keeps_the_rest_pending(both, ki
 
     def between(i):
         calls.append(p.live_pending())
-        if i == 2:                              # and a walk of LOOKUP_BATCH in the middle
-            batch_walks(p, LOOKUP_BATCH, 50)
+        if i == 2:                              # and a LOOKUP_BATCH in the middle
+            batch_once(p, LOOKUP_BATCH, 50, 0)
 
     simple = batch_walks(p, LOOKUP_AND_DELETE_BATCH, count, between)
     for k in keys_in(p, simple):
