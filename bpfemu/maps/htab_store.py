@@ -20,7 +20,9 @@ store, with these operations (an element is an int, its slot; None is "no elemen
   ``index.get(key)`` is lookup_elem_raw() on the key's bucket and ``len(index)`` the
   elements linked (hashtab.py calls the dict's own methods: cheaper than a method the store
   keeps as an attribute); ``lookup(key)`` and ``count()`` are the same two, for callers
-  that keep them; ``key(l)`` (None once unlinked), ``add_head(l, key)``
+  that keep them. A store may put another dict in index's place (the columnar store's
+  rebuild at size), never empty the one in use: a decoded lookup reads it without the lock,
+  so read ``store.index`` at each use and keep none of the three across calls; ``key(l)`` (None once unlinked), ``add_head(l, key)``
   (hlist_nulls_add_head_rcu() into the key's bucket), ``unlink(l)``
   (hlist_nulls_del_rcu()), ``replace(l_new, l_old)`` (add_head of l_new under l_old's key,
   then unlink of l_old: htab_map_update_elem() does the two back to back).
