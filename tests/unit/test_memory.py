@@ -9,7 +9,7 @@ import pytest
 from bpfemu.errors import BpfError
 from bpfemu.memory import ArenaMemory, ProcessMemory
 
-from tests.support import readonly_address, unmapped_address
+from tests.support import race, readonly_address, unmapped_address
 
 
 def _two_pages_second_unmapped():
@@ -127,16 +127,13 @@ def test_threads_pinning_with_owners_gone_at_once():
     """Each thread's LibBpf buffers and a Map made in a thread are pinned from that thread:
     pins whose owners have gone are dropped by whichever pin() comes next, two threads at
     once included (a KeyError, or a dict changed during iteration, came out of pin())."""
-    import sys
-    import threading
-    from bpfemu.memory import ProcessMemory
     mem = ProcessMemory()
 
     class Owner:
         pass
     errors = []
 
-    def worker():
+    def worker(_):
         for _ in range(2000):
             owner = Owner()
             bufs = [ctypes.create_string_buffer(16) for _ in range(3)]
@@ -145,15 +142,6 @@ def test_threads_pinning_with_owners_gone_at_once():
             except Exception as e:              # noqa: BLE001 - what came out is the finding
                 errors.append(repr(e))
             del owner
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=worker) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    race(4, worker)
     assert errors == []
     assert mem.pinned_count <= 4 * 3 * 2
